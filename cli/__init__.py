@@ -1,0 +1,1 @@
+"""The pwmpr command line (installed as ``pwmpr.cli``)."""

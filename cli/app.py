@@ -1,0 +1,45 @@
+"""The root Typer app: global options and the command groups (installed as ``pwmpr.cli.app``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+import pwmpr
+
+app = typer.Typer(
+    name="pwmpr",
+    help="Grow sparse networks from a PHEW seed (PWMPR), discover their density, export them.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pwmpr {pwmpr.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Grow sparse networks from a PHEW seed (PWMPR), discover their density, export them."""
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the registered models."""
+    for name in pwmpr.list_models():
+        typer.echo(name)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

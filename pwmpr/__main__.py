@@ -1,0 +1,5 @@
+"""``python -m pwmpr`` runs the command line."""
+
+from pwmpr.cli.app import main
+
+main()

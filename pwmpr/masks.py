@@ -1,0 +1,144 @@
+"""MaskSet: the one mask abstraction (parameter name -> bool tensor) used by every part of pwmpr.
+
+The trainer enforces it after every optimizer step, the growth rules and IMP change it, the metrics
+read it and the exporters write it. Prunable weights are the weights of every Conv and Linear layer,
+shortcuts and classifier included; biases and normalisation parameters always stay dense.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from pwmpr.errors import PwmprError
+
+PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def prunable(model: nn.Module) -> list[str]:
+    """Names of the prunable weights of ``model`` (every Conv and Linear weight), in module order."""
+    return [f"{name}.weight" if name else "weight" for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
+
+
+class MaskSet(Mapping[str, Tensor]):
+    """A bool mask per prunable weight: True keeps the weight, False holds it at zero.
+
+    Args:
+        masks: ``{parameter name: bool tensor of the parameter's shape}``. Non-bool tensors of
+            zeros and ones are accepted and converted.
+    """
+
+    def __init__(self, masks: Mapping[str, Tensor]) -> None:
+        self._masks: dict[str, Tensor] = {}
+        for name, mask in masks.items():
+            if not isinstance(mask, Tensor):
+                raise PwmprError(f"mask {name!r} must be a tensor, got {type(mask).__name__}")
+            if mask.dtype != torch.bool:
+                if not torch.all((mask == 0) | (mask == 1)):
+                    raise PwmprError(f"mask {name!r} must hold only 0 and 1 (or be a bool tensor)")
+                mask = mask != 0
+            self._masks[name] = mask.detach()
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def dense(cls, model: nn.Module) -> MaskSet:
+        """All-True masks for every prunable weight of ``model`` (density 1)."""
+        params = dict(model.named_parameters())
+        return cls({n: torch.ones_like(params[n], dtype=torch.bool) for n in prunable(model)})
+
+    @classmethod
+    def from_weights(cls, model: nn.Module) -> MaskSet:
+        """Masks that keep exactly the nonzero entries of each prunable weight."""
+        params = dict(model.named_parameters())
+        return cls({n: params[n].detach() != 0 for n in prunable(model)})
+
+    # -- Mapping protocol ---------------------------------------------------------------------
+    def __getitem__(self, name: str) -> Tensor:
+        return self._masks[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._masks)
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def __repr__(self) -> str:
+        return f"MaskSet({len(self)} layers, density={self.density():.4f})"
+
+    # -- counts and densities -----------------------------------------------------------------
+    def n_total(self) -> int:
+        """Number of prunable weight entries covered by the masks."""
+        return sum(m.numel() for m in self._masks.values())
+
+    def n_nonzero(self) -> int:
+        """Number of kept (True) entries."""
+        return sum(int(m.sum()) for m in self._masks.values())
+
+    def density(self) -> float:
+        """Fraction of prunable entries kept, over all layers."""
+        total = self.n_total()
+        return self.n_nonzero() / total if total else 0.0
+
+    def layer_density(self) -> dict[str, float]:
+        """Fraction kept in each layer."""
+        return {n: (float(m.float().mean()) if m.numel() else 0.0) for n, m in self._masks.items()}
+
+    def layer_nonzero(self) -> dict[str, int]:
+        """Number of kept entries in each layer."""
+        return {n: int(m.sum()) for n, m in self._masks.items()}
+
+    # -- use with a model ---------------------------------------------------------------------
+    def check(self, model: nn.Module) -> None:
+        """Raise PwmprError unless every mask names a prunable weight of ``model`` with the same shape.
+
+        Missing masks are allowed (those weights stay dense); a mask for an unknown or
+        non-prunable parameter, or one of the wrong shape, is an error.
+        """
+        params = dict(model.named_parameters())
+        allowed = set(prunable(model))
+        for name, mask in self._masks.items():
+            if name not in params:
+                raise PwmprError(f"mask {name!r} names no parameter of the model")
+            if name not in allowed:
+                raise PwmprError(f"mask {name!r} names a parameter that is not prunable (only Conv/Linear weights are)")
+            if tuple(mask.shape) != tuple(params[name].shape):
+                raise PwmprError(
+                    f"mask {name!r} has shape {tuple(mask.shape)} but the weight has shape {tuple(params[name].shape)}"
+                )
+
+    @torch.no_grad()
+    def apply(self, model: nn.Module) -> None:
+        """Zero every masked-out weight of ``model`` in place."""
+        self.check(model)
+        params = dict(model.named_parameters())
+        for name, mask in self._masks.items():
+            p = params[name]
+            p.mul_(mask.to(device=p.device, dtype=p.dtype))
+
+    def complete(self, model: nn.Module) -> MaskSet:
+        """This MaskSet plus all-True masks for prunable weights it does not cover."""
+        self.check(model)
+        params = dict(model.named_parameters())
+        full = {n: self._masks.get(n, torch.ones_like(params[n], dtype=torch.bool)) for n in prunable(model)}
+        return MaskSet({n: m.to(params[n].device) for n, m in full.items()})
+
+    # -- conversions --------------------------------------------------------------------------
+    def to(self, device: torch.device | str) -> MaskSet:
+        """A copy with every mask on ``device``."""
+        return MaskSet({n: m.to(device) for n, m in self._masks.items()})
+
+    def clone(self) -> MaskSet:
+        """An independent copy."""
+        return MaskSet({n: m.clone() for n, m in self._masks.items()})
+
+    def to_dict(self) -> dict[str, Tensor]:
+        """A plain ``{name: bool tensor}`` dict (contiguous CPU tensors, ready for safetensors)."""
+        return {n: m.detach().cpu().contiguous() for n, m in self._masks.items()}
+
+    def equal(self, other: Mapping[str, Tensor]) -> bool:
+        """True when ``other`` has the same names and the same masks."""
+        return set(self) == set(other) and all(
+            torch.equal(self._masks[n].cpu(), other[n].cpu().bool()) for n in self._masks
+        )

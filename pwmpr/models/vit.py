@@ -1,0 +1,95 @@
+"""A small Vision Transformer (ViT-Tiny: dim 192, depth 12, 3 heads) for 32x32-class inputs.
+
+Attention uses separate ``q``, ``k``, ``v`` and ``proj`` Linear layers so each is a prunable weight of
+its own. PWMP scoring linearizes the net (spec section 2, ViT resolution): softmax attention is replaced
+by its value on an all-ones input, uniform attention, which is what ``Attention.uniform = True`` does.
+In that linear surrogate ``q`` and ``k`` carry no path mass, so their PWMP scores are zero: the paper's own
+open question 2 ("PWMP does not naturally extend to query-key matrices").
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pwmpr.models import MODELS
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention; ``uniform=True`` swaps softmax(QK^T) for uniform weights."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.scale = (dim // heads) ** -0.5
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+        self.uniform = False
+
+    def forward(self, x):
+        b, t, d = x.shape
+        h = self.heads
+        v = self.v(x).reshape(b, t, h, d // h).transpose(1, 2)
+        if self.uniform:
+            out = v.mean(dim=2, keepdim=True).expand(b, h, t, d // h)
+        else:
+            q = self.q(x).reshape(b, t, h, d // h).transpose(1, 2)
+            k = self.k(x).reshape(b, t, h, d // h).transpose(1, 2)
+            attn = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
+            out = attn @ v
+        return self.proj(out.transpose(1, 2).reshape(b, t, d))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, dim * mlp_ratio)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(dim * mlp_ratio, dim)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.fc2(self.act(self.fc1(self.norm2(x))))
+
+
+class ViT(nn.Module):
+    """Patch embedding (conv), class token, learned position embedding, blocks, LN, linear head."""
+
+    def __init__(self, input_shape, num_classes, dim=192, depth=12, heads=3, mlp_ratio=4, patch=None) -> None:
+        super().__init__()
+        c, h, w = input_shape
+        patch = patch or max(1, min(h, w) // 8)
+        n_tokens = (h // patch) * (w // patch)
+        self.patch_embed = nn.Conv2d(c, dim, patch, stride=patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, n_tokens + 1, dim))
+        self.blocks = nn.Sequential(*[Block(dim, heads, mlp_ratio) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        x = self.norm(self.blocks(x))
+        return self.head(x[:, 0])
+
+
+@MODELS.register("vit-tiny")
+def vit_tiny(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    """ViT-Tiny (dim 192, depth 12, 3 heads; patch H/8, so 64 tokens on 32x32)."""
+    if len(input_shape) != 3:
+        raise ValueError(f"vit-tiny needs input_shape (C, H, W), got {input_shape}")
+    return ViT(tuple(input_shape), num_classes)

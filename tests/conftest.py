@@ -1,0 +1,43 @@
+"""Shared pytest setup: the slow/gpu markers, a device switch, seeded generators, temporary run dirs."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False, help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_slow = pytest.mark.skip(reason="slow: pass --run-slow to run")
+    skip_gpu = pytest.mark.skip(reason="gpu: CUDA is not available here")
+    for item in items:
+        if "slow" in item.keywords and not config.getoption("--run-slow"):
+            item.add_marker(skip_slow)
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    """Keep tests deterministic and polite on 2-core CI machines."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(min(n, 2))
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def device() -> str:
+    """The device tests run on: PWMPR_TEST_DEVICE (like timm's TORCH_DEVICE), default cpu."""
+    return os.environ.get("PWMPR_TEST_DEVICE", "cpu")
+
+
+@pytest.fixture
+def generator() -> torch.Generator:
+    """A seeded CPU generator."""
+    return torch.Generator().manual_seed(1234)
