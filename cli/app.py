@@ -7,6 +7,9 @@ from typing import Annotated
 import typer
 
 import pwmpr
+from pwmpr.cli import baseline as baseline_cmd
+from pwmpr.cli import compare as compare_cmd
+from pwmpr.cli import grow as grow_cmd
 
 app = typer.Typer(
     name="pwmpr",
@@ -31,6 +34,11 @@ def root(
     ] = False,
 ) -> None:
     """Grow sparse networks from a PHEW seed (PWMPR), discover their density, export them."""
+
+
+app.command("grow")(grow_cmd.grow)
+app.add_typer(baseline_cmd.app, name="baseline")
+app.command("compare")(compare_cmd.compare)
 
 
 @app.command("models")

@@ -19,7 +19,9 @@ PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 def prunable(model: nn.Module) -> list[str]:
     """Names of the prunable weights of ``model`` (every Conv and Linear weight), in module order."""
-    return [f"{name}.weight" if name else "weight" for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
+    return [
+        f"{name}.weight" if name else "weight" for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)
+    ]
 
 
 class MaskSet(Mapping[str, Tensor]):

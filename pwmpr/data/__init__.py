@@ -1,0 +1,190 @@
+"""DATASETS: name -> loader for every data set pwmpr can train on, and the DataBundle they return.
+
+Small data sets (the offline ones, MNIST, CIFAR, npz files) are held as tensors on the training device,
+shuffled and augmented there, so a CIFAR-sized run is not bound by a Python data loader. Large image
+folders (Tiny ImageNet, ImageNet) stream through a torch DataLoader. Either way the trainer sees an
+iterable of ``(x, y)`` batches already on its device.
+
+Every data set has three splits: ``train``, ``val`` (carved from the training set with a fixed split
+seed; it drives the stop rule) and ``test`` (reported, never used to decide anything).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from pwmpr.errors import PwmprError
+from pwmpr.registry import Registry
+
+SPLIT_SEED = 0  # the train/val/test split does not depend on the run seed, so seeds are comparable
+
+
+@dataclass
+class TensorSplit:
+    """One split held as tensors: ``x`` float32 (already normalised), ``y`` int64."""
+
+    x: Tensor
+    y: Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+class TensorLoader:
+    """Batches of a TensorSplit on ``device``: shuffled with ``generator``, augmented on the device.
+
+    Augmentation ``crop-flip`` is the standard CIFAR recipe: random crop after 4-pixel zero padding,
+    then a horizontal flip with probability 1/2. The random draws come from the CPU ``generator``,
+    so a run is reproducible and resumable on any device.
+    """
+
+    def __init__(self, split: TensorSplit, batch_size: int, device: torch.device, *, shuffle: bool = False,
+                 augment: str = "none", generator: torch.Generator | None = None, drop_last: bool = False,
+                 channels_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
+        self.x = split.x.to(device)
+        self.y = split.y.to(device)
+        self.batch_size = batch_size
+        self.device = device
+        self.shuffle = shuffle
+        self.augment = augment
+        self.generator = generator
+        self.drop_last = drop_last and len(self.y) > batch_size
+        self.channels_last = channels_last and self.x.dim() == 4
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        n = len(self.y) // self.world_size
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        n = len(self.y)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        if self.world_size > 1:  # every rank draws the same permutation and keeps its own equal-sized shard
+            order = order[: n - n % self.world_size][self.rank::self.world_size]
+        order = order.to(self.device)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x, y = self.x[idx], self.y[idx]
+            if self.augment == "crop-flip" and x.dim() == 4:
+                x = self._crop_flip(x)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y
+
+    def _crop_flip(self, x: Tensor, pad: int = 4) -> Tensor:
+        b, c, h, w = x.shape
+        offsets = torch.randint(0, 2 * pad + 1, (b, 2), generator=self.generator).to(x.device)
+        flips = (torch.rand(b, generator=self.generator) < 0.5).to(x.device)
+        padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+        rows = offsets[:, 0:1] + torch.arange(h, device=x.device)  # (b, h)
+        cols = offsets[:, 1:2] + torch.arange(w, device=x.device)  # (b, w)
+        bidx = torch.arange(b, device=x.device)[:, None, None]
+        out = padded.permute(0, 2, 3, 1)[bidx, rows[:, :, None], cols[:, None, :]]  # (b, h, w, c)
+        out = out.permute(0, 3, 1, 2)
+        return torch.where(flips[:, None, None, None], out.flip(3), out)
+
+
+@dataclass
+class DataBundle:
+    """A data set ready to train on: its splits, shape, classes and the model it suits by default."""
+
+    name: str
+    num_classes: int
+    input_shape: tuple[int, ...]
+    default_model: str
+    train: TensorSplit | object
+    val: TensorSplit | object
+    test: TensorSplit | object
+    augment: str = "none"
+    make_loader: Callable[..., Iterable] | None = field(default=None, repr=False)
+
+    @property
+    def n_train(self) -> int:
+        """Number of training samples (per epoch)."""
+        return len(self.train)
+
+    def loader(self, split: str, batch_size: int, device: torch.device, *, train: bool = False,
+               generator: torch.Generator | None = None, channels_last: bool = False) -> Iterable:
+        """Batches of ``split`` ("train", "val" or "test") on ``device``; ``train`` shuffles and augments."""
+        data = getattr(self, split)
+        if self.make_loader is not None:
+            return self.make_loader(data, batch_size, device, train=train, generator=generator)
+        from pwmpr import dist
+
+        shard = train and dist.is_distributed()
+        return TensorLoader(data, batch_size, device, shuffle=train, augment=self.augment if train else "none",
+                            generator=generator, channels_last=channels_last,
+                            rank=dist.rank() if shard else 0, world_size=dist.world_size() if shard else 1)
+
+    def sample_inputs(self, n: int, split: str = "test") -> Tensor:
+        """The first ``n`` inputs of ``split`` (for export validation)."""
+        data = getattr(self, split)
+        if isinstance(data, TensorSplit):
+            return data.x[:n].clone()
+        xs = [data[i][0] for i in range(min(n, len(data)))]
+        return torch.stack(xs)
+
+
+DATASETS: Registry[Callable[..., DataBundle]] = Registry("data set")
+
+
+def load_data(name: str, data_dir: str | None = None, *, val_fraction: float = 0.1,
+              max_train: int | None = None) -> DataBundle:
+    """Load data set ``name`` (``npz:PATH`` for an array file) and split off the validation set."""
+    if name.startswith("npz:"):
+        factory, arg = DATASETS.get("npz"), name[4:]
+    else:
+        factory, arg = DATASETS.get(name), None
+    bundle = factory(data_dir=data_dir, path=arg) if arg is not None else factory(data_dir=data_dir)
+    return _split_validation(bundle, val_fraction, max_train)
+
+
+def _split_validation(bundle: DataBundle, val_fraction: float, max_train: int | None) -> DataBundle:
+    full = bundle.train
+    n = len(full)
+    gen = torch.Generator().manual_seed(SPLIT_SEED)
+    perm = torch.randperm(n, generator=gen)
+    n_val = max(1, int(round(val_fraction * n)))
+    if n - n_val < 1:
+        raise PwmprError(f"data set {bundle.name!r} has only {n} training samples: too few to split off validation")
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    if max_train is not None:
+        train_idx = train_idx[:max_train]
+    if isinstance(full, TensorSplit):
+        bundle.val = TensorSplit(full.x[val_idx], full.y[val_idx])
+        bundle.train = TensorSplit(full.x[train_idx], full.y[train_idx])
+    else:
+        bundle.val = torch.utils.data.Subset(bundle.val if bundle.val is not None else full, val_idx.tolist())
+        bundle.train = torch.utils.data.Subset(full, train_idx.tolist())
+    return bundle
+
+
+def holdout(x: Tensor, y: Tensor, fraction: float) -> tuple[TensorSplit, TensorSplit]:
+    """Split arrays into (train, test) with the fixed split seed."""
+    gen = torch.Generator().manual_seed(SPLIT_SEED + 1)
+    perm = torch.randperm(len(y), generator=gen)
+    n_test = max(1, int(round(fraction * len(y))))
+    return TensorSplit(x[perm[n_test:]], y[perm[n_test:]]), TensorSplit(x[perm[:n_test]], y[perm[:n_test]])
+
+
+def normalise(train: TensorSplit, *others: TensorSplit) -> None:
+    """Standardise every split in place with per-channel (or global, for flat data) train statistics."""
+    x = train.x
+    dims = [0, 2, 3] if x.dim() == 4 else list(range(x.dim()))
+    mean = x.mean(dim=dims, keepdim=True)
+    std = x.std(dim=dims, keepdim=True).clamp_min(1e-6)
+    for split in (train, *others):
+        split.x = (split.x - mean) / std
+
+
+def list_datasets() -> list[str]:
+    """Names of all registered data sets (``npz`` takes a path: ``npz:PATH``)."""
+    return DATASETS.names()
+
+
+# Importing the loaders fills DATASETS.
+from pwmpr.data import folder, npz, offline, torchvision_sets  # noqa: E402,F401

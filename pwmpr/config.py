@@ -1,0 +1,184 @@
+"""GrowConfig and its parts: the one typed source of truth for a run, with help text, checks and JSON round trip.
+
+The CLI builds its flags from the ``help`` metadata here, ``config.json`` in every run folder is
+``GrowConfig.to_dict()``, and ``GrowConfig.from_dict`` rebuilds it (unknown keys and unreadable versions
+are refused). New fields must come with defaults so old run folders keep their meaning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pwmpr.errors import PwmprError
+
+CONFIG_VERSION = 1
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with its help text beside it (read by the CLI)."""
+    return field(default=default, metadata={"help": help, **kw})
+
+
+def _check(cond: bool, name: str, value: Any, want: str) -> None:
+    if not cond:
+        raise PwmprError(f"{name} must be {want}, got {value!r}")
+
+
+@dataclass
+class TrainConfig:
+    """How each phase is trained (spec section 4; PHEW/OpenLTH defaults)."""
+
+    lr: float = _f(0.1, "Learning rate (SGD, Nesterov momentum).")
+    momentum: float = _f(0.9, "SGD momentum.")
+    weight_decay: float = _f(1e-4, "Weight decay.")
+    batch_size: int = _f(128, "Mini-batch size.")
+    phase_schedule: str = _f("constant", "Learning rate within a growth phase: constant or cosine.")
+    final_schedule: str = _f("cosine", "Learning rate of the final training: cosine, step (x0.1 at 50%/75%) "
+                             "or constant.")
+    bf16: bool = _f(False, "bf16 autocast for forward and backward (CUDA).")
+    channels_last: bool = _f(True, "channels_last memory format for conv nets on CUDA.")
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0 and math.isfinite(self.lr), "lr", self.lr, "a positive number")
+        _check(0 <= self.momentum < 1, "momentum", self.momentum, "in [0, 1)")
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
+        _check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        _check(self.phase_schedule in ("constant", "cosine"), "phase_schedule", self.phase_schedule,
+               "constant or cosine")
+        _check(
+            self.final_schedule in ("cosine", "step", "constant"),
+            "final_schedule", self.final_schedule, "cosine, step or constant",
+        )
+
+
+@dataclass
+class GrowthConfig:
+    """How the network is seeded and grown (spec sections 1-3)."""
+
+    seed_method: str = _f("phew", "How the seed mask is drawn (phew, random, magnitude, synflow).")
+    seed_density: float = _f(0.05, "Density of the seed network, in (0, 1].")
+    rule: str = _f("pwmp", "Growth rule: pwmp (sampled by PWMP score), pwmp-topk, random, gradient.")
+    gamma: float = _f(0.25, "Growth per step as a fraction of the current edge count (density x1.25 by "
+                      "default).")
+    scope: str = _f("global", "Growth budget: global (one budget) or layer (gamma per layer).")
+
+    def __post_init__(self) -> None:
+        _check(0 < self.seed_density <= 1, "seed_density", self.seed_density, "in (0, 1]")
+        _check(self.gamma > 0 and math.isfinite(self.gamma), "gamma", self.gamma, "a positive number")
+        _check(self.scope in ("global", "layer"), "scope", self.scope, "global or layer")
+
+
+@dataclass
+class StopConfig:
+    """When growth stops (spec section 5)."""
+
+    min_points: int = _f(4, "Accuracy-density points needed before the saturation fit is trusted.")
+    consecutive: int = _f(2, "Consecutive refits that must agree before stopping.")
+    max_density: float = _f(1.0, "Stop growing once the density reaches this value.")
+    max_phases: int = _f(30, "Stop after this many growth phases at the most.")
+
+    def __post_init__(self) -> None:
+        _check(self.min_points >= 3, "min_points", self.min_points, ">= 3 (the fit has 3 parameters)")
+        _check(self.consecutive >= 1, "consecutive", self.consecutive, ">= 1")
+        _check(0 < self.max_density <= 1, "max_density", self.max_density, "in (0, 1]")
+        _check(self.max_phases >= 1, "max_phases", self.max_phases, ">= 1")
+
+
+@dataclass
+class GrowConfig:
+    """Everything that defines a run; ``config.json`` in the run folder is this, and reproduces the run."""
+
+    method: str = _f("pwmpr", "What the run does: pwmpr (grow), dense, imp, oneshot.")
+    model: str = _f("auto", "Model name (pwmpr models lists them); auto picks the data set's default.")
+    data: str = _f("mnist5k", "Data set: mnist5k (offline), digits (offline), mnist, cifar10, cifar100, tinyimagenet, "
+                   "imagenet, or npz:PATH.")
+    data_dir: str | None = _f(None, "Directory holding the data set files (downloads go here when allowed).")
+    val_fraction: float = _f(0.1, "Fraction of the training set held out as the validation split.")
+    max_train: int | None = _f(None, "Use at most this many training samples (quick trials).")
+    seed: int = _f(0, "Random seed for the model, the seed mask, the data order and growth.")
+    device: str = _f("auto", "auto (CUDA when available), cpu or cuda.")
+    phase_epochs: int = _f(10, "Epochs of rough training per growth phase.")
+    final_epochs: int = _f(30, "Epochs of the final training at the discovered density.")
+    reference_epochs: int | None = _f(None, "Epochs of the dense run that costs are compared with (default: final).")
+    tau_core: bool = _f(True, "Measure the tau-core (bottleneck metric) after every phase.")
+    train: TrainConfig = field(default_factory=TrainConfig)
+    growth: GrowthConfig = field(default_factory=GrowthConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
+    options: dict[str, Any] = field(default_factory=dict, metadata={"help": "Method-specific options."})
+
+    def __post_init__(self) -> None:
+        for name, cls in (("train", TrainConfig), ("growth", GrowthConfig), ("stop", StopConfig)):
+            if isinstance(getattr(self, name), dict):
+                setattr(self, name, _from_dict(cls, getattr(self, name), name))
+        _check(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "in (0, 1)")
+        _check(self.max_train is None or self.max_train >= 10, "max_train", self.max_train, ">= 10")
+        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device", self.device,
+               "auto, cpu or cuda")
+        _check(self.phase_epochs >= 1, "phase_epochs", self.phase_epochs, ">= 1")
+        _check(self.final_epochs >= 0, "final_epochs", self.final_epochs, ">= 0")
+        _check(self.reference_epochs is None or self.reference_epochs >= 1, "reference_epochs",
+               self.reference_epochs, ">= 1")
+
+    @property
+    def dense_reference_epochs(self) -> int:
+        """Epochs of the dense training run that cost is measured against."""
+        return self.reference_epochs or max(self.final_epochs, self.phase_epochs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with a version tag."""
+        return {"version": CONFIG_VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GrowConfig:
+        """Rebuild from ``to_dict`` output; unknown keys or versions raise PwmprError."""
+        data = dict(data)
+        version = data.pop("version", CONFIG_VERSION)
+        if version != CONFIG_VERSION:
+            raise PwmprError(f"config version {version!r} is not readable by this pwmpr (expects {CONFIG_VERSION})")
+        return _from_dict(cls, data, "config")
+
+    def save(self, path: Path) -> None:
+        """Write as JSON (atomically)."""
+        from pwmpr.rundir import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+
+    @classmethod
+    def load(cls, path: Path | str) -> GrowConfig:
+        """Read a config JSON file; a missing, unreadable or invalid file raises PwmprError."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise PwmprError(f"config file not found: {path}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise PwmprError(f"cannot read config file {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise PwmprError(f"config file {path} must hold a JSON object")
+        return cls.from_dict(data)
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise PwmprError(f"unknown key(s) in {where}: {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise PwmprError(f"bad value in {where}: {exc}") from None
+
+
+def field_help(cls: type, name: str) -> str:
+    """The help text of field ``name`` of dataclass ``cls`` (used by the CLI)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.metadata.get("help", "")
+    raise KeyError(name)

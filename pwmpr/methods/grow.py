@@ -1,0 +1,54 @@
+"""PWMPR: grow from a PHEW seed by sampled PWMP scores until the accuracy-density fit saturates.
+
+After each rough-training phase: refit the saturation curve (``pwmpr.stop``), stop when the density has
+reached rho* in two consecutive refits (or at max density / max phases); otherwise score the missing edges
+(``pwmpr.score``) and grow by ``gamma`` (``pwmpr.grow``). The growth rule is a registry entry, so the
+``random``, ``gradient`` and ``pwmp-topk`` ablations run through this same method.
+"""
+
+from __future__ import annotations
+
+from pwmpr.grow import grow
+from pwmpr.methods import METHODS, Decision, Method, RunContext
+from pwmpr.score import gradient_scores, pwmp_scores
+from pwmpr.seed import SEEDS
+from pwmpr.stop import should_stop
+
+
+@METHODS.register("pwmpr")
+class GrowMethod(Method):
+    """Seed, rough-train, score, grow, stop; then a final training at the discovered density."""
+
+    name = "pwmpr"
+    has_final = True
+
+    def initial_masks(self, model, input_shape):
+        g = self.cfg.growth
+        return SEEDS.get(g.seed_method)(model, g.seed_density, input_shape, self.cfg.seed)
+
+    def after_phase(self, ctx: RunContext) -> Decision:
+        cfg, g = self.cfg, self.cfg.growth
+        points = [(r["density"], r["val_acc"]) for r in ctx.history if r.get("stage") == "phase"]
+        verdict = should_stop(points, min_points=cfg.stop.min_points, consecutive=cfg.stop.consecutive)
+        info = {"fit": verdict.fit.to_dict() if verdict.fit is not None else None, "fit_status": verdict.reason}
+        density = ctx.masks.density()
+        if verdict.stop:
+            return Decision(stop=True, reason="saturated", info=info)
+        if density >= cfg.stop.max_density - 1e-12:
+            return Decision(stop=True, reason="max-density", info=info)
+        if len(points) >= cfg.stop.max_phases:
+            return Decision(stop=True, reason="max-phases", info=info)
+        # Never grow past max_density: shrink the last step's gamma to land on it.
+        gamma = min(g.gamma, (cfg.stop.max_density - density) / max(density, 1e-12))
+        if g.rule == "random":
+            scores = None
+        elif g.rule == "gradient":
+            scores = gradient_scores(ctx.model, ctx.masks, ctx.sample_batch())
+        else:
+            scores = pwmp_scores(ctx.model, ctx.masks, ctx.input_shape)
+        masks, added = grow(ctx.masks, scores, gamma, rule=g.rule, generator=ctx.generator, scope=g.scope)
+        n_added = sum(int(v.numel()) for v in added.values())
+        info["n_added"] = n_added
+        if n_added == 0:
+            return Decision(stop=True, reason="no-growth-candidates", info=info)
+        return Decision(masks=masks, added=added, info=info)

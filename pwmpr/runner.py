@@ -1,0 +1,316 @@
+"""The runner: drives any method through phases, records history, checkpoints, resumes, finishes the run.
+
+For every phase: train (``pwmpr.train``), evaluate on the validation split, count the cost, measure the
+tau-core, record a history row, ask the method what next (``pwmpr.methods``), apply its decision, write a
+checkpoint. Then the final training where the method has one, the test accuracy, ``final.safetensors``,
+``summary.json`` and ``curve.png``. Resume loads the newest checkpoint and carries on from the next phase;
+a run killed and resumed ends with the same masks and history as an uninterrupted one (on CPU).
+
+Distributed (torchrun) runs: only rank 0 writes files (``pwmpr.dist``); growth decisions are made on rank 0
+and broadcast, so every rank trains the same masks.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pwmpr import dist, rundir
+from pwmpr.accounting import tau_core, training_flops
+from pwmpr.config import GrowConfig
+from pwmpr.data import DataBundle, load_data
+from pwmpr.errors import PwmprError
+from pwmpr.masks import MaskSet
+from pwmpr.methods import METHODS, Decision, Method, RunContext
+from pwmpr.models import create_model
+from pwmpr.progress import Reporter
+from pwmpr.train import ProgressHook, Trainer
+from pwmpr.train.hooks import Hook
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise PwmprError("device 'cuda' was asked for but CUDA is not available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+class Run:
+    """One run folder being produced: the model, its masks, the trainer, the history."""
+
+    def __init__(self, cfg: GrowConfig, out_dir: Path, reporter: Reporter | None = None) -> None:
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.reporter = reporter if reporter is not None and dist.is_primary() else Reporter()
+        self.device = dist.init_from_env() or resolve_device(cfg.device)
+        self.bundle: DataBundle = load_data(cfg.data, cfg.data_dir, val_fraction=cfg.val_fraction,
+                                            max_train=cfg.max_train)
+        if cfg.model == "auto":
+            cfg.model = self.bundle.default_model
+        self.input_shape = tuple(self.bundle.input_shape)
+        self.method: Method = METHODS.get(cfg.method)(cfg)
+        torch.manual_seed(cfg.seed)  # model initialisation
+        self.model = create_model(cfg.model, self.bundle.num_classes, self.input_shape)
+        self.data_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.grow_gen = torch.Generator().manual_seed(cfg.seed + 2)
+        self.history: list[dict[str, Any]] = []
+        self.phase = 0
+        self.stage = "phase"  # phase -> final -> done
+        self.stop_reason = ""
+        self.initial_state: dict[str, torch.Tensor] | None = None
+        dense_flops = training_flops(self.model, MaskSet.dense(self.model), self.input_shape)
+        self.dense_fwd = float(dense_flops.dense)
+
+    # -- set-up -------------------------------------------------------------------------------
+    def start_fresh(self) -> None:
+        """Seed masks and the trainer for a new run; config.json is written first."""
+        if dist.is_primary():
+            self.cfg.save(self.out / rundir.CONFIG)
+        masks = dist.broadcast_masks(self.method.initial_masks(self.model, self.input_shape))
+        masks.apply(self.model)
+        self.initial_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        hooks: list[Hook] = [ProgressHook(self.reporter)]
+        if self.method.rewind_step:
+            hooks.append(_SnapshotHook(self.method.rewind_step, self))
+        self.trainer = Trainer(self.model, masks, self.cfg.train, self.device, hooks=hooks)
+
+    def resume(self) -> None:
+        """Restore the newest checkpoint of the run folder."""
+        cks = rundir.checkpoints(self.out)
+        if not cks:
+            raise PwmprError(f"nothing to resume in {self.out}: it has no checkpoint yet; start it again with --force")
+        tensors, meta = rundir.load_tensors(cks[-1])
+        state = rundir.split_prefix(tensors, rundir.MODEL_PREFIX)
+        try:
+            self.model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise PwmprError(f"checkpoint {cks[-1]} does not fit the configured model: {exc}") from None
+        masks = MaskSet(rundir.split_prefix(tensors, rundir.MASK_PREFIX))
+        self.trainer = Trainer(self.model, masks, self.cfg.train, self.device, hooks=[ProgressHook(self.reporter)])
+        self.trainer.load_optimizer_tensors(rundir.split_prefix(tensors, rundir.OPTIM_PREFIX))
+        rng = rundir.split_prefix(tensors, rundir.RNG_PREFIX)
+        torch.set_rng_state(rng["torch"])
+        self.data_gen.set_state(rng["data"])
+        self.grow_gen.set_state(rng["grow"])
+        rewind = rundir.split_prefix(tensors, "rewind/")
+        self.initial_state = rewind or None
+        self.history = meta["history"]
+        self.phase = int(meta["next_phase"])
+        self.stage = meta["stage"]
+        self.stop_reason = meta.get("stop_reason", "")
+        self.trainer.global_step = int(meta.get("global_step", 0))
+        self.reporter.message(f"resuming {self.out} at {self.stage} {self.phase} (from {cks[-1].name})")
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Train every phase, then the final training; return the summary."""
+        train_loader = self.bundle.loader("train", self.cfg.train.batch_size, self.device, train=True,
+                                          generator=self.data_gen, channels_last=self.trainer.channels_last)
+        val_loader = self.bundle.loader("val", 1024, self.device)
+        step = self.method.rewind_step
+        if step and self.phase == 0 and step > self.method.phase_epochs(0) * len(train_loader):
+            raise PwmprError(f"--rewind-step {step} is past the end of level 0 "
+                             f"({self.method.phase_epochs(0) * len(train_loader)} steps); pick a smaller one")
+        while self.stage == "phase":
+            self._phase(train_loader, val_loader)
+        if self.stage == "final":
+            self._final(train_loader, val_loader)
+        dist.check_masks_agree(self.trainer.masks)
+        return self._finish()
+
+    def _phase(self, train_loader, val_loader) -> None:
+        masks = self.trainer.masks
+        epochs = self.method.phase_epochs(self.phase)
+        self.reporter.phase_start(self.phase, masks.density(), "phase")
+        stats = self.trainer.train(train_loader, epochs, schedule=self.method.phase_schedule(self.phase),
+                                   lr=self.method.phase_lr(self.phase), stage=f"phase {self.phase}")
+        val_acc, val_loss = self.trainer.evaluate(val_loader)
+        row = self._row("phase", epochs, masks, stats, val_acc, val_loss)
+        if self.method.records_test:
+            row["test_acc"], row["test_loss"] = self.trainer.evaluate(self.bundle.loader("test", 1024, self.device))
+        self.history.append(row)
+        ctx = RunContext(self.cfg, self.model, masks, self.input_shape, self.history, self.grow_gen,
+                         sample_batch=lambda: next(iter(train_loader)), initial_state=self.initial_state)
+        decision = self.method.after_phase(ctx) if dist.is_primary() else Decision()
+        decision = dist.broadcast_decision(decision)
+        row.update(decision.info)
+        row["decision"] = decision.reason if decision.stop or decision.reason else (
+            "grow" if decision.added else "continue")
+        if decision.stop:
+            self.stop_reason = decision.reason
+            self.stage = "final" if self.method.has_final and self.cfg.final_epochs > 0 else "done"
+        else:
+            self._apply(decision)
+        self.phase += 1
+        self._checkpoint()
+        self.reporter.phase_done(row)
+
+    def _apply(self, decision: Decision) -> None:
+        if decision.rewind is not None:
+            with torch.no_grad():
+                self.model.load_state_dict({**self.model.state_dict(), **decision.rewind})
+        if decision.reset_optimizer:
+            self.trainer.optimizer.state.clear()
+        if decision.masks is not None:
+            self.trainer.set_masks(decision.masks, decision.added)
+
+    def _final(self, train_loader, val_loader) -> None:
+        masks = self.trainer.masks
+        epochs = self.cfg.final_epochs
+        self.reporter.phase_start(self.phase, masks.density(), "final")
+        stats = self.trainer.train(train_loader, epochs, schedule=self.cfg.train.final_schedule, stage="final")
+        val_acc, val_loss = self.trainer.evaluate(val_loader)
+        row = self._row("final", epochs, masks, stats, val_acc, val_loss)
+        row["decision"] = "done"
+        self.history.append(row)
+        self.stage = "done"
+        self.phase += 1
+        self._checkpoint()
+        self.reporter.phase_done(row)
+
+    def _row(self, stage: str, epochs: int, masks: MaskSet, stats, val_acc: float, val_loss: float) -> dict:
+        flops = training_flops(self.model, masks, self.input_shape)
+        n_train = self.bundle.n_train
+        ref_epochs = self.cfg.dense_reference_epochs
+        # Spec section 8: (i) density-weighted training FLOPs, 3 x forward per sample per epoch;
+        # (ii) epoch-equivalents. Both relative to one dense run of `ref_epochs` epochs.
+        phase_flops = 3.0 * float(flops.sparse) * n_train * epochs
+        dense_run = 3.0 * self.dense_fwd * n_train * ref_epochs
+        prev = self.history[-1] if self.history else {"train_flops_total": 0.0, "epochs_total": 0, "wall_total": 0.0}
+        total_flops = prev["train_flops_total"] + phase_flops
+        total_epochs = prev["epochs_total"] + epochs
+        row: dict[str, Any] = {
+            "phase": self.phase,
+            "stage": stage,
+            "epochs": epochs,
+            "density": masks.density(),
+            "n_nonzero": masks.n_nonzero(),
+            "layer_density": masks.layer_density(),
+            "train_loss": stats.train_loss,
+            "val_acc": val_acc,
+            "val_loss": val_loss,
+            "fwd_flops_sparse": float(flops.sparse),
+            "fwd_flops_dense": self.dense_fwd,
+            "train_flops": phase_flops,
+            "train_flops_total": total_flops,
+            "epochs_total": total_epochs,
+            "cost_flops": total_flops / dense_run,
+            "cost_epochs": total_epochs / ref_epochs,
+            "wall_time": stats.seconds,
+            "wall_total": prev["wall_total"] + stats.seconds,
+        }
+        if self.cfg.tau_core:
+            tc = tau_core(self.model, masks, self.input_shape)
+            row["tau_core"] = {"size": tc.size, "n_hidden": tc.n_hidden, "ratio": tc.ratio}
+        return row
+
+    # -- files --------------------------------------------------------------------------------
+    def _checkpoint(self) -> None:
+        if not dist.is_primary():
+            return
+        tensors: dict[str, torch.Tensor] = {}
+        tensors.update({rundir.MODEL_PREFIX + k: v for k, v in self.model.state_dict().items()})
+        tensors.update({rundir.MASK_PREFIX + k: v for k, v in self.trainer.masks.to_dict().items()})
+        tensors.update({rundir.OPTIM_PREFIX + k: v for k, v in self.trainer.optimizer_tensors().items()})
+        tensors[rundir.RNG_PREFIX + "torch"] = torch.get_rng_state()
+        tensors[rundir.RNG_PREFIX + "data"] = self.data_gen.get_state()
+        tensors[rundir.RNG_PREFIX + "grow"] = self.grow_gen.get_state()
+        if self.initial_state is not None and self.cfg.method == "imp":
+            tensors.update({"rewind/" + k: v for k, v in self.initial_state.items()})
+        meta = {"kind": "checkpoint", "next_phase": self.phase, "stage": self.stage, "stop_reason": self.stop_reason,
+                "history": self.history, "global_step": self.trainer.global_step}
+        rundir.save_tensors(rundir.checkpoint_path(self.out, self.phase - 1), tensors, meta)
+        rundir.write_history(self.out, self.history)
+        self._plot()
+
+    def _plot(self) -> None:
+        from pwmpr.plot import plot_curve
+
+        try:
+            plot_curve(self.history, self.out / rundir.CURVE, title=f"{self.cfg.method} · {self.cfg.model} · "
+                       f"{self.cfg.data}")
+        except ImportError:
+            self.reporter.message("matplotlib is not installed: curve.png is not drawn")
+
+    def _finish(self) -> dict[str, Any]:
+        test_loader = self.bundle.loader("test", 1024, self.device)
+        test_acc, test_loss = self.trainer.evaluate(test_loader)
+        last = self.history[-1]
+        fits = [r["fit"] for r in self.history if r.get("fit") and r["fit"].get("identifiable")]
+        fit = fits[-1] if fits else None
+        summary = {
+            "method": self.cfg.method,
+            "model": self.cfg.model,
+            "data": self.cfg.data,
+            "seed": self.cfg.seed,
+            "growth_rule": self.cfg.growth.rule if self.cfg.method == "pwmpr" else None,
+            "seed_density": self.history[0]["density"],
+            "discovered_density": last["density"],
+            "rho_star": fit.get("rho_star") if fit else None,
+            "fit": fit,
+            "stop_reason": self.stop_reason,
+            "n_phases": sum(1 for r in self.history if r["stage"] == "phase"),
+            "val_acc": last["val_acc"],
+            "test_acc": test_acc,
+            "test_loss": test_loss,
+            "cost_flops": last["cost_flops"],
+            "cost_epochs": last["cost_epochs"],
+            "dense_reference_epochs": self.cfg.dense_reference_epochs,
+            "train_flops_total": last["train_flops_total"],
+            "wall_time": last["wall_total"],
+            "tau_core": last.get("tau_core"),
+            "layer_density": last["layer_density"],
+        }
+        if dist.is_primary():
+            tensors = {rundir.MODEL_PREFIX + k: v for k, v in self.model.state_dict().items()}
+            tensors.update({rundir.MASK_PREFIX + k: v for k, v in self.trainer.masks.to_dict().items()})
+            meta = {"kind": "final", "config": self.cfg.to_dict(), "summary": summary,
+                    "input_shape": list(self.input_shape), "num_classes": self.bundle.num_classes}
+            rundir.save_tensors(self.out / rundir.FINAL, tensors, meta)
+            rundir.atomic_write_json(self.out / rundir.SUMMARY, summary)
+        return summary
+
+
+def run(cfg: GrowConfig, out_dir: Path | str, *, resume: bool = False, force: bool = False,
+        reporter: Reporter | None = None) -> dict[str, Any]:
+    """Produce (or continue, with ``resume``) the run folder ``out_dir`` for ``cfg``; return the summary."""
+    out = Path(out_dir)
+    dist.init_from_env()
+    if resume:
+        if not (out / rundir.CONFIG).is_file():
+            raise PwmprError(f"cannot resume {out}: it holds no {rundir.CONFIG}")
+        cfg = GrowConfig.load(out / rundir.CONFIG)
+    elif dist.is_primary():
+        rundir.check_out_dir(out, force=force)
+        if force:
+            rundir.clear_run_dir(out)
+    cfg = copy.deepcopy(cfg)
+    r = Run(cfg, out, reporter)
+    if resume:
+        r.resume()
+    else:
+        r.start_fresh()
+    if r.reporter is not None:
+        r.reporter.run_start(f"{cfg.method}: {cfg.model} on {cfg.data} ({r.bundle.n_train} training samples), "
+                             f"device {r.device}, run folder {out}")
+    try:
+        return r.run()
+    finally:
+        r.reporter.close()
+
+
+class _SnapshotHook(Hook):
+    """Keeps the weights after global step ``step`` as the run's rewind point (IMP weight rewinding)."""
+
+    def __init__(self, step: int, run: Run) -> None:
+        self.step = step
+        self.run = run
+
+    def after_optimizer_step(self, trainer, *, loss):
+        if trainer.global_step == self.step:
+            self.run.initial_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}

@@ -1,0 +1,238 @@
+"""Trainer: the one training loop (step 2 of seed -> train -> score -> grow -> stop -> export).
+
+It knows about masks, learning-rate schedules and hooks, never about PWMPR, IMP or any other method:
+methods only act between phases (``pwmpr.methods``). SGD with Nesterov momentum, masks enforced on
+every step: gradients of masked weights are zeroed before the optimizer step (so momentum and weight
+decay never accumulate there) and the masks are re-applied to the weights after it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from pwmpr import dist
+from pwmpr.config import TrainConfig
+from pwmpr.errors import PwmprError
+from pwmpr.masks import MaskSet
+from pwmpr.train.hooks import Hook
+
+
+class TrainingDiverged(PwmprError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class PhaseStats:
+    """What one call of ``Trainer.train`` measured."""
+
+    train_loss: float
+    steps: int
+    epochs: int
+    samples: int
+    seconds: float
+
+
+def lr_at(schedule: str, base_lr: float, step: int, total: int) -> float:
+    """Learning rate at ``step`` of ``total`` under ``schedule`` (constant, cosine or step).
+
+    ``cosine`` decays from ``base_lr`` to 0 over the phase; ``step`` multiplies by 0.1 at 50% and 75%
+    (the OpenLTH/PHEW milestones 80/120 of 160 epochs).
+    """
+    if schedule == "constant" or total <= 1:
+        return base_lr
+    frac = step / total
+    if schedule == "cosine":
+        return base_lr * 0.5 * (1.0 + math.cos(math.pi * frac))
+    if schedule == "step":
+        return base_lr * (0.1 ** ((frac >= 0.5) + (frac >= 0.75)))
+    raise PwmprError(f"unknown learning-rate schedule {schedule!r}")
+
+
+class Trainer:
+    """Trains a masked model phase after phase, keeping weights and optimizer state between phases.
+
+    Args:
+        model: the network (moved to ``device``).
+        masks: the MaskSet to enforce; ``set_masks`` changes it between phases.
+        cfg: optimiser and schedule settings.
+        device: where to train.
+        hooks: extra hooks called at the named points of the loop.
+    """
+
+    def __init__(self, model: nn.Module, masks: MaskSet, cfg: TrainConfig, device: torch.device,
+                 hooks: Sequence[Hook] = ()) -> None:
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.channels_last = cfg.channels_last and self.device.type == "cuda" and _has_conv(model)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                         nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
+        self.hooks = list(hooks)
+        self.loss_fn = nn.CrossEntropyLoss()
+        # Under torchrun the training forward goes through DDP (gradients all-reduced); masks, evaluation and
+        # checkpoints use the plain module, whose parameters DDP shares.
+        self.forward_model = self.model
+        if dist.is_distributed():
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.global_step = 0
+        self._params = dict(self.model.named_parameters())
+        self.set_masks(masks)
+
+    # -- masks --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def set_masks(self, masks: MaskSet, added: dict[str, Tensor] | None = None) -> None:
+        """Enforce ``masks`` from now on; weights in ``added`` start at zero with zero optimizer state."""
+        masks.check(self.model)
+        self.masks = masks.to(self.device)
+        names = list(self.masks)
+        self._masked_params = [self._params[n] for n in names]
+        self._mask_values = [self.masks[n].to(self._params[n].dtype) for n in names]
+        if self.channels_last:
+            self._mask_values = [
+                m.contiguous(memory_format=torch.channels_last) if m.dim() == 4 else m for m in self._mask_values
+            ]
+        for name, idx in (added or {}).items():
+            if idx.numel() == 0:
+                continue
+            p = self._params[name]
+            fresh = torch.zeros(p.numel(), dtype=torch.bool, device=self.device)
+            fresh[idx.to(self.device)] = True
+            fresh = fresh.view(p.shape)  # works for any memory format, channels_last included
+            p.masked_fill_(fresh, 0.0)
+            for buf in self.optimizer.state.get(p, {}).values():
+                if isinstance(buf, Tensor) and buf.shape == p.shape:
+                    buf.masked_fill_(fresh, 0.0)
+        self.enforce_masks()
+
+    @torch.no_grad()
+    def enforce_masks(self) -> None:
+        """Zero masked weights and their momentum buffers."""
+        if not self._masked_params:
+            return
+        torch._foreach_mul_(self._masked_params, self._mask_values)
+        bufs, vals = [], []
+        for p, m in zip(self._masked_params, self._mask_values, strict=True):
+            buf = self.optimizer.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                bufs.append(buf)
+                vals.append(m)
+        if bufs:
+            torch._foreach_mul_(bufs, vals)
+
+    @torch.no_grad()
+    def _mask_grads(self) -> None:
+        grads, vals = [], []
+        for p, m in zip(self._masked_params, self._mask_values, strict=True):
+            if p.grad is not None:
+                grads.append(p.grad)
+                vals.append(m)
+        if grads:
+            torch._foreach_mul_(grads, vals)
+
+    # -- training -----------------------------------------------------------------------------
+    def train(self, loader: Iterable, epochs: int, *, schedule: str = "constant", lr: float | None = None,
+              stage: str = "phase") -> PhaseStats:
+        """Train for ``epochs`` epochs over ``loader`` with the learning rate following ``schedule``.
+
+        Raises:
+            TrainingDiverged: when the loss turns NaN or infinite (the weights of that step are not kept).
+        """
+        base_lr = self.cfg.lr if lr is None else lr
+        n_batches = len(loader)  # type: ignore[arg-type]
+        total = max(1, epochs * n_batches)
+        self.model.train()
+        for h in self.hooks:
+            h.on_phase_start(self, stage=stage, epochs=epochs, n_batches=n_batches)
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=self.device)
+        samples, step = 0, 0
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
+        for epoch in range(epochs):
+            epoch_loss = torch.zeros((), device=self.device)
+            epoch_n = 0
+            for x, y in loader:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr_at(schedule, base_lr, step, total)
+                with autocast:
+                    loss = self.loss_fn(self.forward_model(x), y)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self._mask_grads()
+                self.optimizer.step()
+                self.enforce_masks()
+                detached = loss.detach().float()
+                epoch_loss += detached * len(y)
+                epoch_n += len(y)
+                step += 1
+                self.global_step += 1
+                for h in self.hooks:
+                    h.after_optimizer_step(self, loss=detached)
+            mean = float(epoch_loss) / max(1, epoch_n)
+            if not math.isfinite(mean):
+                raise TrainingDiverged(
+                    f"the training loss became {mean} in epoch {epoch + 1} of {stage}; the run stops here and "
+                    "keeps its last good checkpoint (try a lower --lr)"
+                )
+            loss_sum += epoch_loss
+            samples += epoch_n
+            for h in self.hooks:
+                h.on_epoch_end(self, epoch=epoch, loss=mean)
+        stats = PhaseStats(float(loss_sum) / max(1, samples), step, epochs, samples, time.perf_counter() - t0)
+        for h in self.hooks:
+            h.on_phase_end(self, stats=stats)
+        return stats
+
+    @torch.no_grad()
+    def evaluate(self, loader: Iterable) -> tuple[float, float]:
+        """(accuracy, mean loss) of the model over ``loader``, in eval mode."""
+        was = self.model.training
+        self.model.eval()
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        loss = torch.zeros((), device=self.device)
+        n = 0
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            for x, y in loader:
+                out = self.model(x)
+                correct += (out.argmax(dim=1) == y).sum()
+                loss += nn.functional.cross_entropy(out.float(), y, reduction="sum")
+                n += len(y)
+        self.model.train(was)
+        return (float(correct) / n if n else 0.0), (float(loss) / n if n else 0.0)
+
+    # -- state for checkpoints ------------------------------------------------------------------
+    def optimizer_tensors(self) -> dict[str, Tensor]:
+        """Optimizer state as named tensors (``<param name>/<state key>``)."""
+        names = {id(p): n for n, p in self._params.items()}
+        out: dict[str, Tensor] = {}
+        for p, state in self.optimizer.state.items():
+            for key, val in state.items():
+                if isinstance(val, Tensor):
+                    out[f"{names[id(p)]}/{key}"] = val
+        return out
+
+    @torch.no_grad()
+    def load_optimizer_tensors(self, tensors: dict[str, Tensor]) -> None:
+        """Restore optimizer state written by ``optimizer_tensors``."""
+        self.optimizer.state.clear()
+        for key, val in tensors.items():
+            name, _, sub = key.rpartition("/")
+            if name not in self._params:
+                raise PwmprError(f"checkpoint optimizer state names unknown parameter {name!r}")
+            p = self._params[name]
+            v = val.to(self.device)
+            if v.shape == p.shape and self.channels_last and p.dim() == 4:
+                v = v.contiguous(memory_format=torch.channels_last)
+            self.optimizer.state[p][sub] = v
+
+
+def _has_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())

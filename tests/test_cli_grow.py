@@ -1,0 +1,198 @@
+"""`pwmpr grow` end to end on tiny settings: the loop, the run folder, --config, resume after SIGKILL, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from pwmpr.cli.app import app
+
+runner = CliRunner()
+TINY = ["--data", "digits", "--model", "mlp", "--phase-epochs", "1", "--final-epochs", "1", "--max-phases", "3",
+        "--batch-size", "64", "--seed-density", "0.1", "-q"]
+
+
+def _grow(*args: str):
+    return runner.invoke(app, ["grow", *args])
+
+
+def _strip(rows):
+    return [{k: v for k, v in r.items() if not k.startswith("wall")} for r in rows]
+
+
+def _history(run: Path):
+    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+
+
+def test_grow_writes_a_complete_run_folder(tmp_path):
+    run = tmp_path / "run"
+    result = _grow(*TINY, "--out", str(run))
+    assert result.exit_code == 0, result.output
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["model"] == "mlp" and cfg["growth"]["seed_density"] == 0.1 and cfg["version"] == 1
+    rows = _history(run)
+    assert [r["stage"] for r in rows] == ["phase", "phase", "phase", "final"]
+    densities = [r["density"] for r in rows]
+    assert densities[0] == pytest.approx(0.1, abs=0.002)
+    assert densities[1] == pytest.approx(densities[0] * 1.25, rel=0.01)  # gamma = 0.25
+    for key in ("layer_density", "train_loss", "val_acc", "cost_flops", "cost_epochs", "wall_time", "tau_core",
+                "fwd_flops_sparse", "train_flops"):
+        assert key in rows[0], key
+    assert rows[-1]["cost_epochs"] == pytest.approx(4 / 1)  # 3 phases + final of 1 epoch vs a 1-epoch dense run
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stop_reason"] == "max-phases"
+    assert summary["discovered_density"] == pytest.approx(densities[-1])
+    assert 0.0 <= summary["test_acc"] <= 1.0
+    final = load_file(run / "final.safetensors")
+    masks = {k[5:]: v for k, v in final.items() if k.startswith("mask/")}
+    assert set(masks) == {"net.1.weight", "net.3.weight", "net.5.weight"}
+    weights = {k[6:]: v for k, v in final.items() if k.startswith("model/")}
+    assert all(torch.all(weights[n][~m] == 0) for n, m in masks.items())
+    assert len(list((run / "checkpoints").glob("phase-*.safetensors"))) == 4
+    assert (run / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list(run.rglob("*.tmp"))
+
+
+def test_config_json_reproduces_the_run(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert _grow(*TINY, "--out", str(first)).exit_code == 0
+    result = _grow("--config", str(first / "config.json"), "--out", str(second), "-q")
+    assert result.exit_code == 0, result.output
+    assert _strip(_history(first)) == _strip(_history(second))
+
+
+def test_flags_override_a_config_file(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert _grow(*TINY, "--out", str(first)).exit_code == 0
+    assert _grow("--config", str(first), "--out", str(second), "--max-phases", "2", "-q").exit_code == 0
+    assert json.loads((second / "config.json").read_text())["stop"]["max_phases"] == 2
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
+    args = ["grow", "--data", "digits", "--model", "mlp", "--phase-epochs", "15", "--final-epochs", "60",
+            "--max-phases", "4", "--seed-density", "0.1", "--no-tau-core", "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    subprocess.run([sys.executable, "-m", "pwmpr", *args, "--out", str(whole)], check=True, env=env, cwd=tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "pwmpr", *args, "--out", str(killed)], env=env, cwd=tmp_path)
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "phase-0001.safetensors").exists():
+        assert proc.poll() is None and time.time() < deadline, "run ended before it could be killed"
+        time.sleep(0.02)
+    time.sleep(0.1)  # into the next phase
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "summary.json").exists(), "the run finished before SIGKILL: nothing was tested"
+    resumed = subprocess.run([sys.executable, "-m", "pwmpr", "grow", "--resume", str(killed), "-q"], env=env,
+                             cwd=tmp_path, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _strip(_history(whole)) == _strip(_history(killed))
+    a, b = load_file(whole / "final.safetensors"), load_file(killed / "final.safetensors")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "resnet21"], "unknown model 'resnet21'"),
+        (["--data", "cifar11"], "unknown data set 'cifar11'"),
+        (["--data", "tinyimagenet"], "needs --data-dir"),
+        (["--data", "imagenet", "--data-dir", "/nonexistent/imagenet"], "must contain train/ and val/"),
+        (["--seed-density", "0"], "seed_density must be in"),
+        (["--seed-density", "1.5"], "seed_density must be in"),
+        (["--gamma", "-1"], "gamma must be"),
+        (["--phase-epochs", "0"], "phase_epochs must be"),
+        (["--max-density", "3"], "max_density must be"),
+        (["--lr", "0"], "lr must be"),
+        (["--growth", "magic"], "unknown growth rule 'magic'"),
+        (["--device", "tpu"], "device must be"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    result = _grow(*TINY, *args, "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_bad_npz_files(tmp_path):
+    np.savez(tmp_path / "noy.npz", x=np.zeros((30, 4)))
+    np.savez(tmp_path / "short.npz", x=np.zeros((30, 4)), y=np.zeros(29, dtype=int))
+    r1 = _grow(*TINY, "--data", f"npz:{tmp_path / 'noy.npz'}", "--out", str(tmp_path / "r1"))
+    r2 = _grow(*TINY, "--data", f"npz:{tmp_path / 'short.npz'}", "--out", str(tmp_path / "r2"))
+    assert (r1.exit_code, r2.exit_code) == (2, 2)
+    assert "lacks array(s) y" in r1.output and "has 30 samples but 'y' has 29" in r2.output
+
+
+def test_output_folder_rules(tmp_path):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    result = _grow(*TINY, "--out", str(busy))
+    assert result.exit_code == 2 and "not empty" in result.output and "--force" in result.output
+    (tmp_path / "afile").write_text("x")
+    result = _grow(*TINY, "--out", str(tmp_path / "afile" / "run"))
+    assert result.exit_code == 2 and "not writable" in result.output
+    result = _grow(*TINY, "--out", str(tmp_path / "afile"))
+    assert result.exit_code == 2 and "not a directory" in result.output
+
+
+def test_force_overwrites_and_resume_needs_a_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    assert _grow(*TINY, "--out", str(run)).exit_code == 0
+    assert _grow(*TINY, "--out", str(run), "--force").exit_code == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = _grow("--resume", str(empty))
+    assert result.exit_code == 2 and "config.json" in result.output
+    result = _grow("--resume", str(run), "--gamma", "0.5")
+    assert result.exit_code == 2 and "--resume takes the run folder's own config.json" in result.output
+
+
+def test_config_file_with_unknown_keys(tmp_path):
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"model": "mlp", "colour": "red"}))
+    result = _grow("--config", str(cfg), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2 and "unknown key(s) in config: colour" in result.output
+
+
+def test_diverging_loss_stops_cleanly(tmp_path):
+    run = tmp_path / "run"
+    result = _grow(*TINY, "--lr", "1e30", "--out", str(run))
+    assert result.exit_code == 2
+    assert "loss became" in result.output and "Traceback" not in result.output
+    assert (run / "config.json").exists() and not (run / "summary.json").exists()
+
+
+def test_cuda_request_without_cuda_is_an_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    result = _grow(*TINY, "--device", "cuda", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2 and "CUDA is not available" in result.output
+
+
+def test_help_lists_every_flag_with_its_default():
+    result = runner.invoke(app, ["grow", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for flag in ("--model", "--data", "--data-dir", "--seed-density", "--gamma", "--growth", "--phase-epochs",
+                 "--final-epochs", "--max-phases", "--max-density", "--batch-size", "--lr", "--device", "--seed",
+                 "--out", "--resume", "--config", "--quiet"):
+        assert flag in result.output, flag
+    assert "(default: 0.05)" in result.output and "(default: 0.25)" in result.output
+
+
+def test_python_dash_m_pwmpr_help():
+    out = subprocess.run([sys.executable, "-m", "pwmpr", "--help"], capture_output=True, text=True, check=True)
+    assert "grow" in out.stdout
