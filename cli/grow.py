@@ -99,7 +99,9 @@ def _run(overrides: dict, *, out: Path | None, resume: Path | None, config: Path
             cfg.model = load_data(cfg.data, cfg.data_dir, val_fraction=cfg.val_fraction).default_model
         out = default_run_dir(cfg)
     summary = run(cfg, out, force=force, reporter=make_reporter(quiet))
-    if not quiet:
+    from pwmpr import dist
+
+    if not quiet and dist.is_primary():
         typer.echo(f"discovered density {summary['discovered_density']:.4f} · test accuracy {summary['test_acc']:.4f}"
                    f" · cost {summary['cost_flops']:.2f}x dense FLOPs ({summary['cost_epochs']:.2f}x dense epochs)"
                    f" · stop: {summary['stop_reason']} · run folder {out}")

@@ -8,7 +8,7 @@ reached rho* in two consecutive refits (or at max density / max phases); otherwi
 
 from __future__ import annotations
 
-from pwmpr.grow import grow
+from pwmpr.grow import grow, growth_count
 from pwmpr.methods import METHODS, Decision, Method, RunContext
 from pwmpr.score import gradient_scores, pwmp_scores
 from pwmpr.seed import SEEDS
@@ -40,6 +40,8 @@ class GrowMethod(Method):
             return Decision(stop=True, reason="max-phases", info=info)
         # Never grow past max_density: shrink the last step's gamma to land on it.
         gamma = min(g.gamma, (cfg.stop.max_density - density) / max(density, 1e-12))
+        if growth_count(ctx.masks.n_nonzero(), gamma) == 0:  # within one edge of max_density
+            return Decision(stop=True, reason="max-density", info=info)
         if g.rule == "random":
             scores = None
         elif g.rule == "gradient":

@@ -1,0 +1,280 @@
+"""Step 4 of the pipeline (seed -> train -> score -> grow -> stop -> export): add edges to a MaskSet.
+
+``grow`` turns a MaskSet and per-edge scores into a denser MaskSet. How the new edges are picked is a
+growth rule from ``GROWTH_RULES``:
+
+- ``pwmp``: random, with probability proportional to the PWMP score, without replacement (spec §3). It uses
+  the Gumbel-top-k trick (``key = log(score) + Gumbel noise``, keep the ``n_add`` largest keys), which draws
+  exactly from successive sampling without replacement (Plackett-Luce) and, unlike ``torch.multinomial``, has
+  no 2^24-category limit.
+- ``pwmp-topk``: the ``n_add`` highest PWMP scores (deterministic ablation: the bottleneck-prone choice).
+- ``gradient``: the ``n_add`` highest ``|dL/dw|`` scores, i.e. RigL's growth criterion (spec §3 ablation). It is
+  the same selection as ``pwmp-topk``; only the scores handed in differ.
+- ``random``: uniform over the absent edges; scores are ignored and may be None.
+
+The budget is ``n_add = growth_count(nnz, gamma) = round(gamma * nnz)`` (spec §3 / §12.4: the density goes
+``rho -> (1 + gamma) rho``), over all layers at once (``scope="global"``, default) or per layer
+(``scope="layer"``, each layer grows by ``round(gamma * nnz_layer)``). Edges are only ever added.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from pwmpr.errors import PwmprError
+from pwmpr.masks import MaskSet
+from pwmpr.registry import Registry
+
+log = logging.getLogger(__name__)
+
+SCOPES = ("global", "layer")
+
+# select(candidates, scores, n_add, generator) -> flat indices into ``candidates`` (1-D long tensor).
+#   candidates: 1-D bool tensor, True for an absent edge that may be added.
+#   scores: 1-D float tensor of the same length, or None for rules that ignore scores.
+SelectFn = Callable[[Tensor, "Tensor | None", int, "torch.Generator | None"], Tensor]
+
+
+@dataclass(frozen=True)
+class GrowthRule:
+    """A registered growth rule: how to pick ``n_add`` of the candidate (absent) edges.
+
+    Attributes:
+        name: the registered name (the CLI's word).
+        select: the selection function (see ``SelectFn`` above); it may pick fewer than ``n_add`` edges only
+            when fewer candidates are eligible.
+        uses_scores: False for rules that ignore the scores (``grow`` then accepts ``scores=None``).
+    """
+
+    name: str
+    select: SelectFn
+    uses_scores: bool = True
+
+    def __call__(self, candidates: Tensor, scores: Tensor | None, n_add: int, generator=None) -> Tensor:
+        return self.select(candidates, scores, n_add, generator)
+
+
+GROWTH_RULES: Registry[GrowthRule] = Registry("growth rule")
+
+
+def _growth_rule(name: str, *, uses_scores: bool = True) -> Callable[[SelectFn], GrowthRule]:
+    """Decorator registering a selection function as the growth rule ``name``: the one place a rule is added."""
+
+    def deco(fn: SelectFn) -> GrowthRule:
+        rule = GrowthRule(name=name, select=fn, uses_scores=uses_scores)
+        GROWTH_RULES.register(name)(rule)
+        return rule
+
+    return deco
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def growth_count(n_nonzero: int, gamma: float) -> int:
+    """Edges one growth step adds to ``n_nonzero`` kept edges: ``round(gamma * n_nonzero)``, halves rounded up.
+
+    Python's ``round`` rounds halves to even (``round(2.5) == 2``); rounding halves up makes the count the
+    one a person computes by hand. The cap by the number of eligible absent edges is applied by ``grow``.
+    """
+    return int(math.floor(gamma * n_nonzero + 0.5))
+
+
+def _eligible_by_score(candidates: Tensor, scores: Tensor | None) -> Tensor:
+    """Candidates whose score is finite and strictly positive: a zero score (an edge touching a dead unit,
+    spec §3) has probability 0, and negative or non-finite scores have no meaning as sampling weights."""
+    if scores is None:
+        raise PwmprError("this growth rule needs scores, got None")
+    return candidates & torch.isfinite(scores) & (scores > 0)
+
+
+def _noise_like(n: int, like: Tensor, generator: torch.Generator | None, kind: str) -> Tensor:
+    """``n`` float64 draws (``"gumbel"`` or ``"uniform"``) on ``like.device``.
+
+    The noise is drawn on the generator's device (CPU for a default ``torch.Generator()``) and then moved, so
+    the same seeded CPU generator gives the same edges whether the scores live on the CPU or a GPU.
+    """
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    if kind == "gumbel":
+        # Gumbel(0, 1) = -log(Exp(1)); exponential_ never returns 0, so the keys stay finite.
+        noise = torch.empty(n, dtype=torch.float64, device=gen_device).exponential_(generator=generator).log_().neg_()
+    else:
+        noise = torch.rand(n, dtype=torch.float64, device=gen_device, generator=generator)
+    return noise.to(like.device)
+
+
+def _top_n(keys: Tensor, n: int) -> Tensor:
+    """Positions of the ``n`` largest ``keys``, ties broken by the lower position (deterministic, unlike topk).
+
+    Linear-time (one ``topk`` for the threshold, then two scans), so it is cheap on 10^7 keys.
+    """
+    if n <= 0:
+        return torch.empty(0, dtype=torch.long, device=keys.device)
+    if n >= keys.numel():
+        return torch.arange(keys.numel(), device=keys.device)
+    threshold = torch.topk(keys, n, sorted=False).values.min()
+    above = torch.nonzero(keys > threshold).squeeze(1)
+    # nonzero lists positions in increasing order, so the lowest-positioned ties win.
+    ties = torch.nonzero(keys == threshold).squeeze(1)[: n - above.numel()]
+    return torch.cat([above, ties])
+
+
+# -- the rules ----------------------------------------------------------------------------------
+
+
+@_growth_rule("pwmp")
+def _select_pwmp(candidates: Tensor, scores: Tensor | None, n_add: int, generator=None) -> Tensor:
+    """Sample ``n_add`` edges with probability proportional to score, without replacement (Gumbel-top-k)."""
+    pool = torch.nonzero(_eligible_by_score(candidates, scores)).squeeze(1)
+    # log in float64: PWMP scores span hundreds of decades on deep nets (spec §2.4), the keys must not.
+    keys = scores[pool].to(torch.float64).log_() + _noise_like(pool.numel(), scores, generator, "gumbel")
+    return pool[_top_n(keys, n_add)]
+
+
+@_growth_rule("pwmp-topk")
+def _select_topk(candidates: Tensor, scores: Tensor | None, n_add: int, generator=None) -> Tensor:
+    """The ``n_add`` highest-score edges; equal scores go to the lower flat index."""
+    pool = torch.nonzero(_eligible_by_score(candidates, scores)).squeeze(1)
+    return pool[_top_n(scores[pool], n_add)]
+
+
+@_growth_rule("gradient")
+def _select_gradient(candidates: Tensor, scores: Tensor | None, n_add: int, generator=None) -> Tensor:
+    """RigL's growth: the ``n_add`` absent edges of largest ``|dL/dw|`` (the pwmp-topk selection on gradient scores)."""
+    return _select_topk(candidates, scores, n_add, generator)
+
+
+@_growth_rule("random", uses_scores=False)
+def _select_random(candidates: Tensor, scores: Tensor | None, n_add: int, generator=None) -> Tensor:
+    """``n_add`` absent edges drawn uniformly without replacement (scores ignored)."""
+    pool = torch.nonzero(candidates).squeeze(1)
+    return pool[_top_n(_noise_like(pool.numel(), candidates, generator, "uniform"), n_add)]
+
+
+# -- grow -----------------------------------------------------------------------------------------
+
+
+def _check_gamma(gamma: float) -> float:
+    try:
+        g = float(gamma)
+    except (TypeError, ValueError):
+        raise PwmprError(f"gamma must be a positive number (e.g. 0.25), got {gamma!r}") from None
+    if not math.isfinite(g) or g <= 0:
+        raise PwmprError(f"gamma must be a positive finite number (0.25 adds 25% of the kept edges), got {gamma!r}")
+    return g
+
+
+def _check_scores(masks: MaskSet, scores: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
+    if scores is None:
+        raise PwmprError("this growth rule needs scores (name -> tensor of the weight's shape), got None")
+    out = {}
+    for name, mask in masks.items():
+        if name not in scores:
+            raise PwmprError(f"scores have no entry for layer {name!r}")
+        s = scores[name]
+        if not isinstance(s, Tensor):
+            raise PwmprError(f"scores for layer {name!r} must be a tensor, got {type(s).__name__}")
+        if tuple(s.shape) != tuple(mask.shape):
+            raise PwmprError(f"scores for layer {name!r} have shape {tuple(s.shape)}, the mask has {tuple(mask.shape)}")
+        out[name] = s.detach()
+    return out
+
+
+@torch.no_grad()
+def grow(
+    masks: Mapping[str, Tensor],
+    scores: Mapping[str, Tensor] | None,
+    gamma: float = 0.25,
+    *,
+    rule: str = "pwmp",
+    generator: torch.Generator | None = None,
+    scope: str = "global",
+) -> tuple[MaskSet, dict[str, Tensor]]:
+    """Add ``round(gamma * nnz)`` absent edges to ``masks``, picked by the growth rule ``rule``.
+
+    Only absent edges are candidates and no kept edge is ever removed. For the score-based rules (``pwmp``,
+    ``pwmp-topk``, ``gradient``) an absent edge is eligible only if its score is finite and > 0: zero, negative,
+    NaN and infinite scores are never picked. When fewer edges are eligible than the budget, all eligible ones
+    are added (logged at INFO), so a step may add fewer than ``round(gamma * nnz)``; compare ``added`` with
+    the budget to detect it.
+
+    Args:
+        masks: the current masks (a MaskSet or ``{name: bool tensor}``); not modified.
+        scores: ``{name: tensor of the weight's shape}``: PWMP scores (``pwmpr.score.pwmp_scores``, float64) or
+            ``|dL/dw|`` (``gradient_scores``). Extra names are ignored. Unused by ``random`` (may be None).
+        gamma: growth factor > 0; the density goes ``rho -> (1 + gamma) rho`` while absent edges remain.
+        rule: a name in ``GROWTH_RULES``.
+        generator: a seeded ``torch.Generator`` (CPU) for reproducible draws; the same generator state and
+            inputs give the same edges, whatever the device of the scores. None uses torch's global RNG.
+        scope: ``"global"`` (one budget over all layers, default) or ``"layer"`` (each layer grows by
+            ``round(gamma * nnz_layer)`` among its own absent edges; a layer with no kept edge gains none).
+
+    Returns:
+        ``(new_masks, added)``: the grown MaskSet (each mask on its original device) and, for every layer,
+        the sorted flat indices into ``weight.view(-1)`` it gained (an empty long tensor when it gained none),
+        on that mask's device: zero these weights and their optimizer state.
+
+    Raises:
+        PwmprError: gamma not a positive finite number, unknown rule or scope, scores missing a layer or with
+            the wrong shape.
+    """
+    gamma = _check_gamma(gamma)
+    selector = GROWTH_RULES.get(rule)
+    if scope not in SCOPES:
+        raise PwmprError(f"scope must be one of {', '.join(SCOPES)}; got {scope!r}")
+    masks = masks if isinstance(masks, MaskSet) else MaskSet(masks)
+    score_map = _check_scores(masks, scores) if selector.uses_scores else {}
+    names = list(masks)
+
+    # Sample on the scores' device (the masks' when scores are unused).
+    def flat_inputs(name: str, device: torch.device) -> tuple[Tensor, Tensor | None]:
+        candidates = ~masks[name].reshape(-1).to(device)
+        s = score_map.get(name)
+        return candidates, (None if s is None else s.reshape(-1).to(device))
+
+    work_device = next(iter(score_map.values())).device if score_map else None
+    picked: dict[str, Tensor] = {}
+    if scope == "global":
+        n_add = growth_count(masks.n_nonzero(), gamma)
+        device = work_device or (masks[names[0]].device if names else torch.device("cpu"))
+        parts = [flat_inputs(n, device) for n in names]
+        candidates = torch.cat([c for c, _ in parts]) if parts else torch.empty(0, dtype=torch.bool)
+        flat_scores = torch.cat([s for _, s in parts]) if selector.uses_scores and parts else None
+        chosen = selector(candidates, flat_scores, n_add, generator) if n_add > 0 else candidates.new_empty(0).long()
+        if chosen.numel() < n_add:
+            log.info("grow: budget %d edges but only %d eligible; added all of them", n_add, chosen.numel())
+        # Split the global positions back into layers.
+        bounds = torch.tensor([0] + [masks[n].numel() for n in names], device=chosen.device).cumsum(0)
+        chosen, _ = torch.sort(chosen)
+        for i, name in enumerate(names):
+            lo, hi = torch.searchsorted(chosen, bounds[i : i + 2]).tolist()
+            picked[name] = chosen[lo:hi] - bounds[i]
+    else:
+        for name in names:
+            n_add = growth_count(int(masks[name].sum()), gamma)
+            device = work_device or masks[name].device
+            candidates, flat_scores = flat_inputs(name, device)
+            chosen = selector(candidates, flat_scores, n_add, generator) if n_add > 0 else None
+            if chosen is None:
+                chosen = torch.empty(0, dtype=torch.long, device=device)
+            elif chosen.numel() < n_add:
+                log.info("grow: layer %s budget %d edges but only %d eligible", name, n_add, chosen.numel())
+            picked[name] = torch.sort(chosen).values
+
+    # Build the new masks: a copy of each old mask with the picked positions set.
+    new_masks: dict[str, Tensor] = {}
+    added: dict[str, Tensor] = {}
+    for name in names:
+        old = masks[name]
+        idx = picked[name].to(device=old.device, dtype=torch.long)
+        flat = old.reshape(-1).clone()
+        flat[idx] = True
+        new_masks[name] = flat.view(old.shape)
+        added[name] = idx
+    return MaskSet(new_masks), added

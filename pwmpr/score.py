@@ -1,0 +1,359 @@
+"""Step 3 of the pipeline (seed -> train -> score -> grow): PWMP scores for every edge, present or absent.
+
+The PWMP score of edge (i, j) is the summed |weight| product of every input->output path through it,
+the edge itself left out (spec section 2): ``F_i * B_j = dR/dW_eff`` in the *linear* |W| network on an
+all-ones input, R the sum of the outputs. :func:`linear_surrogate` builds that network once, as a deep
+copy, so that :mod:`pwmpr.accounting` (tau-core, spec section 9) uses exactly the same one. RigL-style
+gradient scores (:func:`gradient_scores`) live here too, as the baseline growth rule's score.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.overrides import TorchFunctionMode
+
+from pwmpr.errors import PwmprError
+from pwmpr.masks import PRUNABLE_TYPES, MaskSet, prunable
+from pwmpr.models import normalize_input_shape
+from pwmpr.models.vit import Attention, ViT
+
+# Spec section 2, step 2 and 12.2: activations become the identity. With non-negative weights, zero shifts and a
+# positive input a ReLU already passes every positive value unchanged, but its derivative at 0 is 0 in torch:
+# a unit with no incoming edge would block the backward pass and every edge into it would score 0 instead of
+# its true path sum. The identity keeps the scoring net exactly linear, so every score is an exact path sum.
+_ACTIVATIONS = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.RReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Hardtanh,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Tanhshrink,
+)
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+_MAX_POOLS = {nn.MaxPool1d: nn.AvgPool1d, nn.MaxPool2d: nn.AvgPool2d, nn.MaxPool3d: nn.AvgPool3d}
+_ADAPTIVE_MAX_POOLS = {
+    nn.AdaptiveMaxPool1d: nn.AdaptiveAvgPool1d,
+    nn.AdaptiveMaxPool2d: nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool3d: nn.AdaptiveAvgPool3d,
+}
+
+
+# Nonlinear torch functions a forward may call directly (not through a module the surrogate can swap out).
+_NONLINEAR_FUNCTIONS = frozenset(
+    f"{name}{suffix}"
+    for name in (
+        "relu", "relu6", "leaky_relu", "rrelu", "prelu", "elu", "selu", "celu", "gelu", "silu", "mish", "hardswish",
+        "hardsigmoid", "hardtanh", "sigmoid", "tanh", "softplus", "softsign", "softmax", "log_softmax",
+        "max_pool1d", "max_pool2d", "max_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
+    )
+    for suffix in ("", "_")
+)  # fmt: skip
+
+
+class _NonlinearityGuard(TorchFunctionMode):
+    """Refuse nonlinear torch functions called in a forward: the surrogate could not linearize them.
+
+    ``F.relu(conv(x))`` in a forward stays a ReLU in the scoring net; its zero derivative at 0 would give every
+    edge into an input-less unit a score of 0 instead of its path sum (spec section 2), silently.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in _NONLINEAR_FUNCTIONS:
+            raise PwmprError(
+                f"the model calls {name}() in its forward, which PWMP scoring cannot linearize; "
+                "use the nn module instead (e.g. nn.ReLU), which the scoring net swaps for the identity"
+            )
+        return func(*args, **(kwargs or {}))
+
+
+class _ChannelScale(nn.Module):
+    """``y = x * scale`` along dim 1 (channels): batch norm and group norm in positive-scale form."""
+
+    def __init__(self, scale: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("scale", scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale.view(1, -1, *([1] * (x.dim() - 2)))
+
+
+class _TrailingScale(nn.Module):
+    """``y = x * scale`` over the trailing (normalized) dims: layer norm in positive-scale form."""
+
+    def __init__(self, scale: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("scale", scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale
+
+
+def _as_maskset(model: nn.Module, masks: Mapping[str, Tensor] | None) -> MaskSet:
+    """``masks`` as a checked MaskSet (None: dense); PwmprError for unknown names or wrong shapes."""
+    masks = MaskSet({}) if masks is None else masks if isinstance(masks, MaskSet) else MaskSet(masks)
+    masks.check(model)
+    return masks
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _sum_outputs(out: Any) -> Tensor:
+    """R = the sum of every output entry (a tensor, or a tuple/list/dict of tensors)."""
+    if isinstance(out, Tensor):
+        return out.sum()
+    if isinstance(out, Mapping):
+        out = list(out.values())
+    if isinstance(out, (tuple, list)) and out and all(isinstance(o, Tensor) for o in out):
+        return sum(o.sum() for o in out)
+    raise PwmprError(f"the model must return a tensor (or a tuple/list/dict of tensors), got {type(out).__name__}")
+
+
+def _forward(model: nn.Module, x: Tensor, *, guard: bool = False) -> Any:
+    """``model(x)``; an input the model cannot take raises PwmprError naming input_shape.
+
+    The same check as :func:`pwmpr.models.check_input_shape`, without spending an extra forward pass on it.
+    With ``guard``, nonlinear torch functions called in the forward raise PwmprError (see _NonlinearityGuard).
+    """
+    try:
+        if guard:
+            with _NonlinearityGuard():
+                return model(x)
+        return model(x)
+    except (RuntimeError, ValueError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PwmprError(f"input_shape {tuple(x.shape[1:])} cannot be fed to this model: {first}") from None
+
+
+def _abs_gamma(weight: Tensor | None, shape: int | Sequence[int]) -> Tensor:
+    """|gamma| of a norm layer, or ones where it has no affine weight."""
+    return weight.detach().abs().clone() if weight is not None else torch.ones(shape, dtype=torch.float64)
+
+
+def _linearized(module: nn.Module) -> nn.Module | None:
+    """The linear stand-in for ``module`` in the scoring net, or None where the module is kept."""
+    if isinstance(module, _ACTIVATIONS):
+        return nn.Identity()
+    if isinstance(module, _BATCH_NORMS):
+        # Spec section 2 step 2 / 12.2: y = x*|gamma|/sqrt(running_var+eps), shift and running_mean dropped.
+        # SynFlow's abs() of every BN entry can make pre-activations negative on a trained net (|running_mean| is
+        # subtracted), and then the network is no longer the path sum. Without running statistics the variance
+        # is taken as 1. A fixed per-channel scale keeps the net linear whatever the module's mode.
+        gamma = _abs_gamma(module.weight, module.num_features)
+        if module.running_var is not None:
+            gamma = gamma / torch.sqrt(module.running_var.detach() + module.eps)
+        return _ChannelScale(gamma)
+    if isinstance(module, nn.GroupNorm):
+        return _ChannelScale(_abs_gamma(module.weight, module.num_channels))
+    if isinstance(module, nn.LayerNorm):
+        # Spec section 2 (ViT): LayerNorm as x*|gamma|, no centering, no shift.
+        return _TrailingScale(_abs_gamma(module.weight, module.normalized_shape))
+    if type(module) in _MAX_POOLS:
+        # Max pooling is not linear: on the ones input its gradient would go to one arbitrary arg-max per window.
+        # Average pooling gives every entry of a window the same path weight 1/(window size); padding is left out
+        # of the count, as max pooling pads with -inf.
+        if module.dilation not in (1, (1,) * len(_tuple(module.kernel_size))):
+            raise PwmprError(f"max pooling with dilation {module.dilation} cannot be linearized for PWMP scoring")
+        return _MAX_POOLS[type(module)](
+            module.kernel_size, module.stride, module.padding, ceil_mode=module.ceil_mode, count_include_pad=False
+        )
+    if type(module) in _ADAPTIVE_MAX_POOLS:
+        return _ADAPTIVE_MAX_POOLS[type(module)](module.output_size)
+    return None
+
+
+def _tuple(v: int | Sequence[int]) -> tuple[int, ...]:
+    return tuple(v) if isinstance(v, Sequence) else (v,)
+
+
+@torch.no_grad()
+def linear_surrogate(model: nn.Module, masks: Mapping[str, Tensor] | None = None) -> nn.Module:
+    """A deep copy of ``model`` turned into the linear |W| scoring network of spec section 2.
+
+    In the copy (float64, eval mode, on the model's device, every parameter with ``requires_grad=False``):
+
+    - Conv/Linear weights are the effective weights ``|W| * mask`` (absent edges are 0; weights without a mask
+      stay dense) and their biases are 0: biases are not path edges.
+    - BatchNorm is a fixed positive per-channel scale ``|gamma| / sqrt(running_var + eps)``, its shift and
+      running mean dropped (spec section 2 step 2, resolution 12.2); GroupNorm is ``x * |gamma|`` per channel and
+      LayerNorm ``x * |gamma|`` (no centering, no shift).
+    - Activations are the identity, max pooling becomes average pooling with the same window.
+    - ViT attention is uniform (``Attention.uniform = True``); the class token and position embedding, additive
+      shifts like biases, are 0 (spec section 2, ViT; resolution 12.12).
+    - Torch forward/backward hooks of the original are dropped, so the copy is a pure function of its input.
+
+    On an all-ones input every hidden value is then ``F_v``, the |W|-product sum over input->v paths, and
+    ``dR/dW_eff[j, i] = F_i * B_j`` with R the sum of the outputs: exact path sums, absent edges included.
+
+    Args:
+        model: the network (left unchanged).
+        masks: ``{weight name: bool mask}`` for some prunable weights; None means dense.
+
+    Returns:
+        The surrogate module; its parameter names are those of ``model``.
+
+    Raises:
+        PwmprError: a mask with an unknown name or a wrong shape, or a module with parameters that cannot be
+            linearized (anything but Conv/Linear, the norms above and the ViT).
+    """
+    masks = _as_maskset(model, masks)
+    device = _device_of(model)
+    # float64 first, so the norm scales below are computed in float64 too (spec 12.3).
+    surrogate = copy.deepcopy(model).double()
+    surrogate.eval()
+
+    # Drop the hooks of the original: a copied meter or logger would otherwise fire on every scoring pass.
+    for m in surrogate.modules():
+        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
+            d = getattr(m, attr, None)
+            if d is not None:
+                d.clear()
+
+    # Swap in the linear replacements (norms, activations, max pools).
+    for parent in list(surrogate.modules()):
+        for child_name, child in list(parent.named_children()):
+            replacement = _linearized(child)
+            if replacement is not None:
+                setattr(parent, child_name, replacement.to(device))
+
+    # Effective weights |W| * mask, zero biases, uniform attention, zero additive embeddings.
+    for m in surrogate.modules():
+        if isinstance(m, PRUNABLE_TYPES):
+            if m.bias is not None:
+                m.bias.zero_()
+        elif isinstance(m, Attention):
+            m.uniform = True
+        elif isinstance(m, ViT):
+            m.cls_token.zero_()
+            m.pos_embed.zero_()
+        elif next(m.parameters(recurse=False), None) is not None:
+            raise PwmprError(
+                f"cannot linearize module {type(m).__name__} for PWMP scoring: only Conv/Linear, BatchNorm, "
+                "GroupNorm, LayerNorm, activations, pooling and the pwmpr ViT are supported"
+            )
+    params = dict(surrogate.named_parameters())
+    for name in prunable(surrogate):
+        w = params[name]
+        w.abs_()
+        if name in masks:
+            w.mul_(masks[name].to(device=w.device, dtype=w.dtype))
+
+    for p in surrogate.parameters():
+        p.requires_grad_(False)
+        p.grad = None
+    return surrogate
+
+
+@torch.enable_grad()  # a caller's no_grad() must not silently turn every score into 0
+def pwmp_scores(model: nn.Module, masks: Mapping[str, Tensor], input_shape: Sequence[int]) -> dict[str, Tensor]:
+    """PWMP score ``F_i * B_j`` of every entry of every masked weight, present or absent (spec section 2).
+
+    One forward and one backward pass of :func:`linear_surrogate` on ``ones(1, *input_shape)`` in float64;
+    the gradient is taken with respect to the effective weights ``|W| * mask`` themselves, so an absent edge
+    gets the path sum it would carry with weight 1. For a Conv weight the score sums over the spatial positions
+    where the kernel entry is used. Scores are exact also for edges into units with no incoming edge (spec
+    section 2: the scoring net is linear). For present edges SynFlow's score is ``|W| * PWMP``.
+
+    Args:
+        model: the network; its parameters, buffers and train/eval mode are left unchanged.
+        masks: ``{weight name: bool mask}``; a score is returned for each of these names. Prunable weights
+            without a mask count as dense.
+        input_shape: one input without the batch dimension, e.g. ``(3, 32, 32)``.
+
+    Returns:
+        ``{weight name: float64 tensor of the weight's shape}`` on the model's device, all entries >= 0.
+
+    Raises:
+        PwmprError: unknown mask names or wrong mask shapes, or an ``input_shape`` the model cannot take.
+    """
+    surrogate = linear_surrogate(model, masks)
+    shape = normalize_input_shape(input_shape)
+
+    params = dict(surrogate.named_parameters())
+    leaves = [params[n] for n in masks]
+    for p in leaves:
+        p.requires_grad_(True)
+    x = torch.ones((1, *shape), dtype=torch.float64, device=_device_of(model))
+    total = _sum_outputs(_forward(surrogate, x, guard=True))
+    if not total.requires_grad:  # no masked weight reaches the output (e.g. empty masks)
+        return {n: torch.zeros_like(p) for n, p in zip(masks, leaves, strict=True)}
+    grads = torch.autograd.grad(total, leaves, allow_unused=True)
+    return {
+        n: (g.detach() if g is not None else torch.zeros_like(p)) for n, p, g in zip(masks, leaves, grads, strict=True)
+    }
+
+
+@torch.enable_grad()
+def gradient_scores(
+    model: nn.Module,
+    masks: Mapping[str, Tensor],
+    batch: tuple[Tensor, Tensor] | Sequence[Tensor],
+    loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+    *,
+    train: bool = True,
+) -> dict[str, Tensor]:
+    """RigL-style scores ``|dL/dW_eff|`` of every entry of every masked weight on one batch.
+
+    The gradient is taken with respect to the effective weight ``W * mask``, so absent entries get their dense
+    gradient (what RigL grows by). The model runs with its own signs, biases and nonlinearities.
+
+    Args:
+        model: the network; its parameters, buffers (BN running statistics included) and mode are left unchanged.
+        masks: ``{weight name: bool mask}``; a score is returned for each of these names.
+        batch: ``(x, y)``, moved to the model's device.
+        loss_fn: ``loss_fn(output, y) -> scalar``; cross-entropy by default.
+        train: score in train mode (batch statistics in BN, as during training) or, if False, in eval mode.
+
+    Returns:
+        ``{weight name: float64 tensor of the weight's shape}`` on the model's device, all entries >= 0.
+
+    Raises:
+        PwmprError: unknown mask names or wrong mask shapes, or a batch that is not ``(x, y)``.
+    """
+    masks = _as_maskset(model, masks)
+    if not isinstance(batch, Sequence) or len(batch) != 2 or not all(isinstance(t, Tensor) for t in batch):
+        raise PwmprError(f"batch must be a pair of tensors (x, y), got {type(batch).__name__}")
+    device = _device_of(model)
+    x, y = batch[0].to(device), batch[1].to(device)
+
+    params = dict(model.named_parameters())
+    leaves = {
+        n: (params[n].detach() * masks[n].to(device=device, dtype=params[n].dtype)).requires_grad_(True) for n in masks
+    }
+    # Clones of the buffers take the in-place running-statistics updates of train-mode BN.
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    modes = {m: m.training for m in model.modules()}
+    model.train(train)
+    try:
+        loss = loss_fn(functional_call(model, {**buffers, **leaves}, (x,)), y)
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+    return {
+        n: (g.detach().abs().double() if g is not None else torch.zeros_like(p, dtype=torch.float64))
+        for (n, p), g in zip(leaves.items(), grads, strict=True)
+    }

@@ -1,0 +1,392 @@
+"""Step 5 of the pipeline (seed -> train -> score -> grow -> stop -> export): decide when growth stops.
+
+Spec §5 / §12.8: after every phase, fit the saturating curve ``P(rho) = P0 + A (1 - exp(-beta rho))`` to the
+(density, accuracy) points seen so far. ``rho* = ln(20) / beta`` is the density at which the curve has made 95% of
+its rise ``A``; growth stops once the current density is >= rho* in 2 consecutive refits, each on >= 4 points.
+(The curve is a saturating exponential, not a logistic, whatever the paper's abstract calls it.)
+
+Outcomes of a fit, from worst to best:
+
+- ``fit_saturation`` returns None: no fit could be made (fewer than 3 points, a non-finite or negative value,
+  all densities equal, or the optimiser failed from every start).
+- a ``SaturationFit`` with ``identifiable=False``: the curve was fitted but the plateau is not determined by
+  the data, "no estimate yet": no rise (flat or falling accuracies, A = 0), beta collapsed towards 0 because only
+  the linear regime ``beta rho << 1`` was observed, a covariance that is not finite (e.g. 3 points for 3
+  parameters), a standard error on A at least A, or one on beta above ``max_rel_stderr * beta`` (default 0.5,
+  i.e. beta less than 2 standard errors from 0). Its parameters are still reported for logging and plots;
+  ``reason`` says why.
+- a ``SaturationFit`` with ``identifiable=True``: ``rho_star`` is an estimate the stopping rule may use.
+
+``should_stop`` never raises: anything it cannot use (bad entries, non-finite values, failed or unidentifiable
+fits) means "keep growing", with the reason in the returned ``StopDecision``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pwmpr.errors import PwmprError
+
+log = logging.getLogger(__name__)
+
+FIT_FAMILY = "saturating-exp"  # P0 + A (1 - exp(-beta rho)); named in to_dict so logs say which curve was fitted
+LN20 = math.log(20.0)  # rho* = ln(20)/beta: A (1 - exp(-beta rho*)) = 0.95 A
+MIN_FIT_POINTS = 3  # three parameters
+DEFAULT_MAX_REL_STDERR = 0.5  # beta less than 2 standard errors from 0: its size (so rho*) is not determined
+# beta * max(rho) below this: the curve is a straight line over the data (1 - e^-x ~ x with 0.05% error).
+_LINEAR_REGIME = 1e-3
+# Upper bounds in scaled units (densities / max density, accuracies / their range). A rise 10^4 times the observed
+# spread is "no plateau in sight"; the bound lets a straight line converge (to A at the bound, beta -> 0) instead
+# of running A to infinity until the optimiser gives up.
+_A_MAX, _BETA_MAX = 1e4, 1e4
+_BETA_GRID = np.logspace(-4, 4, 161)  # scaled beta = beta * max density; 20 points a decade
+# Jacobian singular values below this fraction of the largest: a parameter direction the points do not constrain
+# (e.g. A = 0 leaves beta free). curve_fit's pseudo-inverse reports such a direction with variance 0, not inf.
+_RANK_TOL = 1e-9
+_PARAMS = ("p0", "a", "beta")
+
+
+def _json_float(x: float) -> float | None:
+    """``x``, or None where JSON has no number (NaN, inf)."""
+    return float(x) if math.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class SaturationFit:
+    """A fit of ``P(rho) = P0 + A (1 - exp(-beta rho))`` to (density, accuracy) points.
+
+    Attributes:
+        p0: accuracy extrapolated to density 0 (units of the accuracies given).
+        a: the rise ``A >= 0``; the plateau is ``p_inf = p0 + a``.
+        beta: the rate (per unit density), > 0.
+        stderr: one standard error of each parameter, ``{"p0", "a", "beta"}`` (inf where not estimable).
+        r2: coefficient of determination on the points (NaN when all accuracies are equal).
+        n_points: number of points fitted.
+        identifiable: False when the plateau is not determined by the data ("no estimate yet"); see ``reason``.
+        reason: why the fit is not identifiable ("" when it is).
+    """
+
+    p0: float
+    a: float
+    beta: float
+    stderr: dict[str, float] = field(default_factory=dict)
+    r2: float = float("nan")
+    n_points: int = 0
+    identifiable: bool = True
+    reason: str = ""
+
+    @property
+    def rho_star(self) -> float:
+        """``ln(20) / beta``: the density at 95% of the rise (inf when beta is 0)."""
+        return LN20 / self.beta if self.beta > 0 else math.inf
+
+    @property
+    def p_inf(self) -> float:
+        """The plateau ``p0 + a``."""
+        return self.p0 + self.a
+
+    def predict(self, rho: float | Sequence[float] | np.ndarray) -> float | np.ndarray:
+        """``P(rho)``: a float for a scalar density, an array for an array of densities."""
+        r = np.asarray(rho, dtype=np.float64)
+        p = self.p0 + self.a * -np.expm1(-self.beta * r)
+        return float(p) if p.ndim == 0 else p
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict (non-finite numbers become None), for history.jsonl and summary.json."""
+        return {
+            "family": FIT_FAMILY,
+            "p0": _json_float(self.p0),
+            "a": _json_float(self.a),
+            "beta": _json_float(self.beta),
+            "stderr": {k: _json_float(self.stderr.get(k, math.inf)) for k in _PARAMS},
+            "r2": _json_float(self.r2),
+            "rho_star": _json_float(self.rho_star),
+            "p_inf": _json_float(self.p_inf),
+            "n_points": self.n_points,
+            "identifiable": self.identifiable,
+            "reason": self.reason,
+        }
+
+
+def _curve(x: np.ndarray, p0: float, a: float, beta: float) -> np.ndarray:
+    return p0 + a * -np.expm1(-beta * x)
+
+
+def _profile(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Best (p0, A, beta) over a log grid of beta, solving the linear least squares in (p0, A >= 0) at each beta.
+
+    For a fixed beta the curve is linear in p0 and A, so this scan finds the global optimum to grid precision
+    without any start; it gives curve_fit a start it converges from and detects an optimum at beta -> 0 (a straight
+    line), from which curve_fit would crawl up the A * beta = slope valley until it gives up.
+
+    Returns:
+        ``[p0, A, beta]`` at the best grid beta.
+    """
+    g = -np.expm1(-np.outer(_BETA_GRID, u))  # (n_grid, n_points)
+    g_mean = g.mean(axis=1)
+    gc, vc = g - g_mean[:, None], v - v.mean()
+    sgg, sgv = (gc * gc).sum(axis=1), (gc * vc).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where(sgg > 0, sgv / sgg, 0.0)
+    a = np.clip(a, 0.0, _A_MAX)  # A >= 0: a falling fit becomes flat
+    p0 = v.mean() - a * g_mean
+    sse = ((v[None, :] - p0[:, None] - a[:, None] * g) ** 2).sum(axis=1)
+    i = int(np.argmin(sse))
+    return np.array([p0[i], a[i], _BETA_GRID[i]])
+
+
+def _fit_scaled(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Least-squares fit on data scaled so that max(u) = 1 and v spans 1: (params, covariance) or None.
+
+    curve_fit starts from the profile optimum; only if that fails does it try the machine-notes start
+    ``[v0, 1.5 (v_last - v0), 1/median]`` and the spec §5 start ``[v0, max - min, 3/max]``, keeping the best. A
+    profile optimum in the linear regime (beta -> 0, a straight line) or with A = 0 (no rise) is returned as is,
+    with an infinite covariance, without calling curve_fit: from there it would only crawl towards beta = 0.
+    """
+    from scipy.optimize import OptimizeWarning, curve_fit
+
+    profile = _profile(u, v)
+    if profile[2] < _LINEAR_REGIME or profile[1] <= 0:
+        return profile, np.full((3, 3), np.inf)
+    rise = max(v[-1] - v[0], float(v.max() - v.min()))
+    starts = [profile, (v[0], 1.5 * rise, 1.0 / float(np.median(u))), (v[0], rise, 3.0)]
+    lower, upper = np.array([-np.inf, 0.0, 0.0]), np.array([np.inf, _A_MAX, _BETA_MAX])
+    best = None
+    for start in starts:
+        # Strictly inside the bounds, as the trust-region solver requires.
+        x0 = np.clip(np.asarray(start, dtype=np.float64), [-np.inf, 1e-6, 1e-6], [np.inf, _A_MAX / 2, _BETA_MAX / 2])
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore", OptimizeWarning)
+                popt, pcov = curve_fit(_curve, u, v, p0=x0, bounds=(lower, upper), maxfev=2000)
+        except (RuntimeError, ValueError, np.linalg.LinAlgError):
+            continue
+        if not np.all(np.isfinite(popt)):
+            continue
+        sse = float(np.sum((_curve(u, *popt) - v) ** 2))
+        if best is None or sse < best[0] * (1.0 - 1e-9):
+            best = (sse, popt, pcov)
+        if start is profile:
+            break  # converged from the (near-)global optimum: the other starts cannot do better
+    return None if best is None else (best[1], best[2])
+
+
+def fit_saturation(
+    densities: Sequence[float] | np.ndarray,
+    accuracies: Sequence[float] | np.ndarray,
+    *,
+    max_rel_stderr: float = DEFAULT_MAX_REL_STDERR,
+) -> SaturationFit | None:
+    """Fit ``P(rho) = P0 + A (1 - exp(-beta rho))`` (``A >= 0``, ``beta > 0``) with ``scipy.optimize.curve_fit``.
+
+    The fit runs on scaled data (densities divided by their maximum, accuracies centred and divided by their
+    range), so it behaves the same for densities of 0.02..0.1 as for 0.1..1. curve_fit starts from the optimum of
+    a scan over beta (for a fixed beta the curve is linear in P0 and A), and falls back on two data-derived
+    starts. Parameters, standard errors (curve_fit's covariance, scaled back) and r2 are in the original units.
+
+    Args:
+        densities: the densities of the points (fractions of prunable weights kept, >= 0).
+        accuracies: the accuracies at those densities (any unit: fraction or percent).
+        max_rel_stderr: a fit whose beta has a standard error above ``max_rel_stderr * beta`` is not identifiable.
+
+    Returns:
+        A ``SaturationFit`` (check ``identifiable`` before using ``rho_star``), or None when no fit could be
+        made: fewer than 3 points, a non-finite value, a negative density, all densities equal, or every
+        start failed. None and ``identifiable=False`` both mean "no estimate yet".
+
+    Raises:
+        PwmprError: ``densities`` and ``accuracies`` are not 1-D sequences of numbers of the same length
+            (a caller bug; ``should_stop`` never triggers it).
+    """
+    try:
+        x = np.asarray(densities, dtype=np.float64)
+        y = np.asarray(accuracies, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise PwmprError(f"densities and accuracies must be sequences of numbers: {exc}") from None
+    if x.ndim != 1 or y.ndim != 1 or x.shape != y.shape:
+        raise PwmprError(
+            f"densities and accuracies must be 1-D and of the same length, got shapes {x.shape} and {y.shape}"
+        )
+    n = x.size
+    if n < MIN_FIT_POINTS or not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))) or np.any(x < 0):
+        return None
+    order = np.argsort(x, kind="stable")
+    x, y = x[order], y[order]
+    x_scale = float(x.max())
+    if x_scale <= 0 or float(x.min()) == x_scale:
+        return None  # no spread in density: nothing to fit a rate to
+    y_centre = float(y.mean())
+    y_scale = float(y.max() - y.min()) or 1.0
+    u, v = x / x_scale, (y - y_centre) / y_scale
+
+    result = _fit_scaled(u, v)
+    if result is None:
+        return None
+    (p0_s, a_s, b_s), pcov = result
+
+    # Back to the original units: P0 = c + s p0', A = s a', beta = b'/xs; the covariance scales alike.
+    p0, a, beta = y_centre + y_scale * p0_s, y_scale * a_s, b_s / x_scale
+    with np.errstate(invalid="ignore"):
+        diag = np.diag(pcov) if np.all(np.isfinite(pcov)) else np.full(3, np.inf)
+        se_s = np.sqrt(np.where(diag >= 0, diag, np.inf))
+    stderr = {"p0": float(y_scale * se_s[0]), "a": float(y_scale * se_s[1]), "beta": float(se_s[2] / x_scale)}
+    residual = float(np.sum((_curve(x, p0, a, beta) - y) ** 2))
+    total = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - residual / total if total > 0 else float("nan")
+
+    # Identifiability (machine-notes: with only the linear regime the plateau is not determined).
+    jac = np.stack([np.ones_like(u), -np.expm1(-b_s * u), a_s * u * np.exp(-b_s * u)], axis=1)
+    sv = np.linalg.svd(jac, compute_uv=False)
+    reason = ""
+    if not a_s > 1e-9:
+        reason = "no rise: accuracy does not increase with density over these points"
+    elif b_s < _LINEAR_REGIME or a_s >= 0.999 * _A_MAX:
+        reason = f"beta -> 0 (beta * max density = {b_s:.2g}): only the linear regime was observed"
+    elif not np.all(np.isfinite(pcov)):
+        reason = "covariance not finite: the parameters are not determined by the points"
+    elif not sv[-1] > _RANK_TOL * sv[0]:
+        reason = "no rise (A ~ 0) or a degenerate curve: beta is not determined by the points"
+    elif not stderr["a"] < a:
+        reason = f"A = {a:.4g} +/- {stderr['a']:.3g}: the plateau height is not determined by the points"
+    elif not stderr["beta"] <= max_rel_stderr * beta:
+        reason = f"beta = {beta:.4g} +/- {stderr['beta']:.3g}: standard error above {max_rel_stderr:g} x beta"
+    return SaturationFit(
+        p0=float(p0),
+        a=float(a),
+        beta=float(beta),
+        stderr=stderr,
+        r2=float(r2),
+        n_points=int(n),
+        identifiable=not reason,
+        reason=reason,
+    )
+
+
+@dataclass(frozen=True)
+class StopDecision:
+    """What ``should_stop`` decided, for the runner to act on and log.
+
+    Attributes:
+        stop: True when growth should stop.
+        reason: one line saying why (or why not).
+        fit: the fit on the whole history (None when none could be made), for logging and plots.
+        n_points: number of usable points in the history.
+    """
+
+    stop: bool
+    reason: str
+    fit: SaturationFit | None = None
+    n_points: int = 0
+
+    @property
+    def rho_star(self) -> float | None:
+        """The latest identifiable rho* estimate, or None."""
+        return self.fit.rho_star if self.fit is not None and self.fit.identifiable else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict."""
+        return {
+            "stop": self.stop,
+            "reason": self.reason,
+            "n_points": self.n_points,
+            "rho_star": _json_float(self.rho_star) if self.rho_star is not None else None,
+            "fit": self.fit.to_dict() if self.fit is not None else None,
+        }
+
+
+def _point(entry: Any) -> tuple[float, float]:
+    """(density, accuracy) from a pair or a mapping with "density" and "accuracy"; raises on anything else."""
+    if isinstance(entry, Mapping):
+        d, acc = entry["density"], entry["accuracy"]
+    elif isinstance(entry, (str, bytes)):
+        raise TypeError("a string is not a (density, accuracy) pair")
+    else:
+        d, acc = entry[0], entry[1]
+    return float(d), float(acc)
+
+
+def should_stop(
+    history: Any,
+    *,
+    min_points: int = 4,
+    consecutive: int = 2,
+    max_rel_stderr: float = DEFAULT_MAX_REL_STDERR,
+) -> StopDecision:
+    """Spec §5: stop when the current density is >= rho* in ``consecutive`` refits in a row.
+
+    The refit after phase k uses the first k points; the criterion must hold for the fits of ``history[:n-c+1]``
+    ... ``history``, with the current density being each prefix's last density, every such prefix having at
+    least ``min_points`` points. With the defaults (4, 2) the earliest stop is therefore at 5 points.
+
+    Args:
+        history: a sequence of ``(density, accuracy)`` pairs or of mappings with "density" and "accuracy"
+            keys (extra keys ignored), oldest first.
+        min_points: points a refit needs (spec: 4).
+        consecutive: refits in a row that must meet the criterion (spec: 2).
+        max_rel_stderr: passed to ``fit_saturation``.
+
+    Returns:
+        A ``StopDecision``. Never raises: unusable history entries, non-finite values, failed fits and fits
+        that are not identifiable all give ``stop=False`` with the reason.
+    """
+    try:
+        return _should_stop(history, min_points, consecutive, max_rel_stderr)
+    except Exception as exc:  # noqa: BLE001 - the growth loop must never die in the stopping rule; logged, not hidden
+        log.exception("should_stop failed; growth continues")
+        return StopDecision(stop=False, reason=f"stopping rule failed ({type(exc).__name__}: {exc}); keep growing")
+
+
+def _should_stop(history: Any, min_points: int, consecutive: int, max_rel_stderr: float) -> StopDecision:
+    # Read the points; anything unreadable means keep growing.
+    try:
+        entries = list(history)
+    except TypeError:
+        return StopDecision(stop=False, reason=f"history is not a sequence ({type(history).__name__}); keep growing")
+    points: list[tuple[float, float]] = []
+    for i, entry in enumerate(entries):
+        try:
+            points.append(_point(entry))
+        except (TypeError, ValueError, KeyError, IndexError, OverflowError):
+            return StopDecision(stop=False, reason=f"history entry {i} is not a (density, accuracy) pair: {entry!r}")
+    n = len(points)
+    min_points, consecutive = max(int(min_points), MIN_FIT_POINTS), max(int(consecutive), 1)
+    if not all(math.isfinite(d) and math.isfinite(acc) for d, acc in points):
+        why = "history holds a non-finite density or accuracy; keep growing"
+        return StopDecision(stop=False, reason=why, n_points=n)
+
+    # Refit on each of the last `consecutive` prefixes, newest first; the decision carries the newest fit.
+    latest = _fit_prefix(points, n, max_rel_stderr) if n >= MIN_FIT_POINTS else None  # logged even when too few
+    for met, k in enumerate(range(n, n - consecutive, -1)):
+        if k < min_points:
+            why = f"need {min_points + consecutive - 1} points to stop, have {n}"
+            return StopDecision(stop=False, reason=why, fit=latest, n_points=n)
+        fit = latest if k == n else _fit_prefix(points, k, max_rel_stderr)
+        if fit is None:
+            return StopDecision(stop=False, reason=f"no fit on {k} points; keep growing", fit=latest, n_points=n)
+        if not fit.identifiable:
+            return StopDecision(stop=False, reason=f"no estimate on {k} points: {fit.reason}", fit=latest, n_points=n)
+        density = points[k - 1][0]  # the current density when that refit was made
+        if not density >= fit.rho_star:
+            why = f"density {density:.4g} < rho* {fit.rho_star:.4g} on {k} points"
+            if met:
+                why += f" (criterion met on the {met} newer refit(s) only)"
+            return StopDecision(stop=False, reason=why, fit=latest, n_points=n)
+    return StopDecision(
+        stop=True,
+        reason=f"density {points[-1][0]:.4g} >= rho* {latest.rho_star:.4g} in {consecutive} consecutive refits",
+        fit=latest,
+        n_points=n,
+    )
+
+
+def _fit_prefix(points: list[tuple[float, float]], k: int, max_rel_stderr: float) -> SaturationFit | None:
+    """The fit on the first ``k`` points: the refit made after phase ``k``."""
+    xs, ys = zip(*points[:k], strict=True)
+    return fit_saturation(xs, ys, max_rel_stderr=max_rel_stderr)
