@@ -1,0 +1,49 @@
+"""``pwmpr compare RUN_DIR...``: run folders -> ``pwmpr.compare.compare`` -> a printed table, files, claim checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pwmpr.cli.errors import boundary
+
+
+@boundary
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Finished run folders (of pwmpr grow and pwmpr baseline); "
+                                               "seeds of one configuration are grouped.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for compare.md, compare.csv, compare.json and "
+                                      "the two plots.")] = Path("compare"),
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw acc_vs_density.png and "
+                                        "acc_vs_cost.png.")] = True,
+) -> None:
+    """Compare runs: one table (test accuracy, density, cost vs dense in both conventions, wall time, tau-core),
+    two plots, and the paper's claims checked with the measured values."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from pwmpr.compare import compare as run_compare
+    from pwmpr.compare import display_row
+
+    result = run_compare(runs, out, plots=plots)
+    console = Console()
+    if not console.is_terminal:  # logs and pipes: a wide table rather than one wrapped into 80 columns
+        console.width = max(console.width, 160)
+    table = Table(title="pwmpr compare (mean ± std over seeds)")
+    shown = [display_row(r) for r in result.rows]
+    for col in shown[0]:
+        table.add_column(col, justify="left" if col == "run" else "right", no_wrap=col == "run")
+    for s in shown:
+        table.add_row(*(escape(v) for v in s.values()))
+    console.print(table)
+    for setting, claims in result.claims.items():
+        console.print(f"[bold]Claims ({setting})[/bold]")
+        for c in claims:
+            console.print(f"  [bold]{c.verdict:>13}[/bold]  {escape(c.name)} (paper: {escape(c.paper)}): "
+                          f"{escape(c.measured)}", highlight=False)
+    for note in result.notes:
+        console.print(f"note: {escape(note)}", highlight=False)
+    console.print(escape(f"wrote {', '.join(str(f) for f in result.files)}"), highlight=False)

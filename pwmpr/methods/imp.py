@@ -1,0 +1,160 @@
+"""IMP: iterative magnitude pruning, the lottery-ticket baseline (spec section 7, OpenLTH conventions).
+
+Level 0 trains the dense network. After each level, ``prune_fraction`` (20%) of the *remaining* prunable
+weights are removed by global magnitude (OpenLTH ``pruning/sparse_global.py``: ``ceil(0.2 * remaining)``
+over the unpruned |w| of every Conv/Linear layer at once), and the next level trains the pruned network.
+Three variants decide what the next level starts from (spec section 7 (a)-(c)):
+
+- ``rewind``: weights rewound to their values at global step ``rewind_step`` of level 0 (captured by the
+  runner), optimizer state cleared, the full schedule replayed (Frankle et al., OpenLTH ``lottery/runner.py``);
+- ``lr-rewind``: trained weights kept, optimizer state cleared, the full learning-rate schedule replayed
+  (Renda et al. 2020);
+- ``continue``: trained weights and optimizer state kept, fine-tuned for ``ceil(continue_fraction * epochs)``
+  epochs at ``finetune_lr_scale * lr`` (the classic prune-and-fine-tune loop).
+
+Every level is one phase of the runner, so each is a history row: a point of the accuracy-density curve,
+costed like PWMPR's phases. IMP stops at ``target_density`` or after ``levels`` pruning levels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pwmpr.errors import PwmprError
+from pwmpr.masks import MaskSet
+from pwmpr.methods import METHODS, Decision, Method, RunContext
+
+VARIANTS = ("rewind", "lr-rewind", "continue")
+
+
+@dataclass
+class ImpOptions:
+    """IMP's own knobs (``GrowConfig.options`` of a run with ``method="imp"``)."""
+
+    variant: str = "lr-rewind"  # rewind | lr-rewind | continue
+    levels: int = 10  # pruning levels after the dense level 0 (so levels + 1 trainings at most)
+    target_density: float = 0.0  # stop once a trained level is at or below this density (0: only `levels`)
+    prune_fraction: float = 0.2  # fraction of the remaining prunable weights removed per level
+    rewind_step: int = 0  # `rewind`: global step of level 0 whose weights every later level starts from
+    continue_fraction: float = 0.5  # `continue`: epochs of a later level as a fraction of level 0's
+    finetune_lr_scale: float = 0.1  # `continue`: learning rate of a later level as a fraction of lr
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise PwmprError(f"IMP variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        if self.levels < 0:
+            raise PwmprError(f"IMP levels must be >= 0, got {self.levels}")
+        if not 0 <= self.target_density < 1:
+            raise PwmprError(f"IMP target_density must be in [0, 1), got {self.target_density}")
+        if not 0 < self.prune_fraction < 1:
+            raise PwmprError(f"IMP prune_fraction must be in (0, 1), got {self.prune_fraction}")
+        if self.rewind_step < 0:
+            raise PwmprError(f"IMP rewind_step must be >= 0, got {self.rewind_step}")
+        if not 0 < self.continue_fraction <= 1:
+            raise PwmprError(f"IMP continue_fraction must be in (0, 1], got {self.continue_fraction}")
+        if not 0 < self.finetune_lr_scale <= 1:
+            raise PwmprError(f"IMP finetune_lr_scale must be in (0, 1], got {self.finetune_lr_scale}")
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> ImpOptions:
+        """Build from a config's ``options`` dict; unknown keys raise PwmprError."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise PwmprError(f"unknown IMP option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**options)
+
+
+def prune_count(n_remaining: int, fraction: float = 0.2) -> int:
+    """Weights to remove this level: ``ceil(fraction * remaining)`` (OpenLTH ``sparse_global``)."""
+    return math.ceil(fraction * n_remaining)
+
+
+@torch.no_grad()
+def prune_global_magnitude(model: nn.Module, masks: MaskSet, fraction: float = 0.2) -> MaskSet:
+    """Remove the ``ceil(fraction * remaining)`` smallest-|w| unpruned weights over all masked layers at once.
+
+    Exactly that many are removed: ties in |w| are broken by position (layer order, then flat index), where
+    OpenLTH's ``|w| > threshold`` would remove every tied weight and one more than asked.
+
+    Args:
+        model: the trained network whose current weights are ranked.
+        masks: the current masks; only their True entries compete, and only they can be removed.
+        fraction: fraction of the remaining (True) entries to remove, in (0, 1).
+
+    Returns:
+        A new MaskSet with ``prune_count(masks.n_nonzero(), fraction)`` fewer True entries.
+    """
+    params = dict(model.named_parameters())
+    names = list(masks)
+    kept = [masks[n].reshape(-1).cpu() for n in names]
+    mags = [params[n].detach().abs().reshape(-1).cpu().double() for n in names]
+    values = torch.cat([m[k] for m, k in zip(mags, kept, strict=True)])
+    n_prune = min(prune_count(values.numel(), fraction), values.numel())
+    # Stable sort: equal magnitudes leave in position order, so the count is exact and reproducible.
+    order = torch.sort(values, stable=True).indices[:n_prune]
+    drop = torch.zeros(values.numel(), dtype=torch.bool)
+    drop[order] = True
+    out: dict[str, Tensor] = {}
+    start = 0
+    for name, k in zip(names, kept, strict=True):
+        n_kept = int(k.sum())
+        new = k.clone()
+        idx = k.nonzero().squeeze(1)
+        new[idx[drop[start:start + n_kept]]] = False
+        start += n_kept
+        out[name] = new.view_as(masks[name]).to(masks[name].device)
+    return MaskSet(out)
+
+
+@METHODS.register("imp")
+class IterativeMagnitudePruning(Method):
+    """Train dense, then prune 20% of the remaining weights by global magnitude and retrain, level after level."""
+
+    name = "imp"
+    records_test = True  # every level is a finished network: its test accuracy is a point of the curve
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.options = ImpOptions.from_options(dict(cfg.options))
+        self.rewind_step = self.options.rewind_step if self.options.variant == "rewind" else None
+
+    def phase_epochs(self, phase: int) -> int:
+        if phase > 0 and self.options.variant == "continue":
+            return max(1, math.ceil(self.options.continue_fraction * self.cfg.phase_epochs))
+        return self.cfg.phase_epochs
+
+    def phase_schedule(self, phase: int) -> str:
+        # Each level is a complete training run, so it follows the final (full-training) schedule.
+        return self.cfg.train.final_schedule
+
+    def phase_lr(self, phase: int) -> float | None:
+        if phase > 0 and self.options.variant == "continue":
+            return self.cfg.train.lr * self.options.finetune_lr_scale
+        return None
+
+    def after_phase(self, ctx: RunContext) -> Decision:
+        opts = self.options
+        level = sum(1 for r in ctx.history if r.get("stage") == "phase") - 1
+        density = ctx.masks.density()
+        info: dict[str, Any] = {"level": level, "variant": opts.variant}
+        if opts.target_density > 0 and density <= opts.target_density + 1e-12:
+            return Decision(stop=True, reason="target-density", info=info)
+        if level >= opts.levels:
+            return Decision(stop=True, reason="max-levels", info=info)
+        if ctx.masks.n_nonzero() <= 1:
+            return Decision(stop=True, reason="nothing-left-to-prune", info=info)
+        masks = prune_global_magnitude(ctx.model, ctx.masks, opts.prune_fraction)
+        info["n_pruned"] = ctx.masks.n_nonzero() - masks.n_nonzero()
+        if opts.variant == "rewind":
+            if ctx.initial_state is None:
+                raise PwmprError("IMP rewind has no weights to rewind to (no snapshot at the rewind step)")
+            return Decision(masks=masks, rewind=ctx.initial_state, reset_optimizer=True, reason="prune", info=info)
+        if opts.variant == "lr-rewind":
+            return Decision(masks=masks, reset_optimizer=True, reason="prune", info=info)
+        return Decision(masks=masks, reason="prune", info=info)

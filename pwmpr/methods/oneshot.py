@@ -1,0 +1,59 @@
+"""One-shot pruning at initialisation, then training: the PHEW, SynFlow, random and magnitude baselines.
+
+The mask is chosen once, before any training, by a ``SEEDS`` factory (``pwmpr.seed``) at the requested
+density, and never changes. ``magnitude`` ranks the |w| of the *initial* weights (pruning at init, the
+"magnitude at init" baseline of Frankle et al. 2021), not trained ones; pruning trained weights is IMP.
+The network is then trained once for ``final_epochs`` epochs with the final schedule, like the dense baseline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from pwmpr.errors import PwmprError
+from pwmpr.methods import METHODS, Method
+from pwmpr.seed import SEEDS
+
+
+@dataclass
+class OneShotOptions:
+    """One-shot's own knobs (``GrowConfig.options`` of a run with ``method="oneshot"``)."""
+
+    pruner: str = "phew"  # a SEEDS name: phew, synflow, random, magnitude
+    density: float = 0.1  # fraction of prunable weights kept
+
+    def __post_init__(self) -> None:
+        if self.pruner not in SEEDS:
+            raise PwmprError(f"unknown one-shot method {self.pruner!r}; known: {', '.join(SEEDS.names())}")
+        if not 0 < self.density <= 1:
+            raise PwmprError(f"one-shot density must be in (0, 1], got {self.density}")
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> OneShotOptions:
+        """Build from a config's ``options`` dict; unknown keys raise PwmprError."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise PwmprError(f"unknown one-shot option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**options)
+
+
+@METHODS.register("oneshot")
+class OneShot(Method):
+    """Mask once at initialisation, then train for ``final_epochs`` epochs with the final schedule."""
+
+    name = "oneshot"
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.options = OneShotOptions.from_options(dict(cfg.options))
+
+    def initial_masks(self, model, input_shape):
+        return SEEDS.get(self.options.pruner)(model, self.options.density, input_shape, self.cfg.seed)
+
+    def phase_epochs(self, phase: int) -> int:
+        return self.cfg.final_epochs
+
+    def phase_schedule(self, phase: int) -> str:
+        return self.cfg.train.final_schedule
