@@ -37,7 +37,8 @@ class TrainConfig:
     momentum: float = _f(0.9, "SGD momentum.")
     weight_decay: float = _f(1e-4, "Weight decay.")
     batch_size: int = _f(128, "Mini-batch size.")
-    phase_schedule: str = _f("constant", "Learning rate within a growth phase: constant or cosine.")
+    phase_schedule: str = _f("cosine", "Learning rate within a growth phase: cosine (to 0; steadier accuracy "
+                             "points for the stop rule) or constant.")
     final_schedule: str = _f("cosine", "Learning rate of the final training: cosine, step (x0.1 at 50%/75%) "
                              "or constant.")
     bf16: bool = _f(False, "bf16 autocast for forward and backward (CUDA).")
@@ -79,12 +80,15 @@ class StopConfig:
 
     min_points: int = _f(4, "Accuracy-density points needed before the saturation fit is trusted.")
     consecutive: int = _f(2, "Consecutive refits that must agree before stopping.")
+    plateau_tol: float = _f(0.01, "Fallback stop (not in the paper): stop when doubling the density gains less "
+                            "than this accuracy (+1 s.e., last 5 points); 0 disables.")
     max_density: float = _f(1.0, "Stop growing once the density reaches this value.")
     max_phases: int = _f(30, "Stop after this many growth phases at the most.")
 
     def __post_init__(self) -> None:
         _check(self.min_points >= 3, "min_points", self.min_points, ">= 3 (the fit has 3 parameters)")
         _check(self.consecutive >= 1, "consecutive", self.consecutive, ">= 1")
+        _check(self.plateau_tol >= 0, "plateau_tol", self.plateau_tol, ">= 0")
         _check(0 < self.max_density <= 1, "max_density", self.max_density, "in (0, 1]")
         _check(self.max_phases >= 1, "max_phases", self.max_phases, ">= 1")
 

