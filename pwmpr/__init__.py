@@ -5,8 +5,28 @@ Pipeline: seed -> train -> score -> grow -> stop -> export. This module only re-
 
 __version__ = "0.1.0"
 
+from pwmpr.accounting import FlopCount, TauCore, tau_core, training_flops  # metrics
 from pwmpr.errors import PwmprError
+from pwmpr.grow import GROWTH_RULES, grow  # 4 grow
 from pwmpr.masks import MaskSet, prunable
 from pwmpr.models import MODELS, create_model, list_models
+from pwmpr.score import gradient_scores, pwmp_scores  # 3 score
+from pwmpr.seed import SEEDS, phew_masks  # 1 seed
+from pwmpr.stop import SaturationFit, StopDecision, fit_saturation, plateau_reached, should_stop  # 5 stop
 
-__all__ = ["MODELS", "MaskSet", "PwmprError", "__version__", "create_model", "list_models", "prunable"]
+
+def load(path):
+    """Rebuild ``(model, masks)`` from a run folder, an export folder or one of their safetensors files.
+
+    See ``pwmpr.export.safetensors_io.load``; imported on first use so ``import pwmpr`` stays light.
+    """
+    from pwmpr.export.safetensors_io import load as _load
+
+    return _load(path)
+
+
+__all__ = [
+    "GROWTH_RULES", "MODELS", "SEEDS", "FlopCount", "MaskSet", "PwmprError", "SaturationFit", "StopDecision", "TauCore",
+    "__version__", "create_model", "fit_saturation", "gradient_scores", "grow", "list_models", "load", "phew_masks",
+    "plateau_reached", "prunable", "pwmp_scores", "should_stop", "tau_core", "training_flops",
+]

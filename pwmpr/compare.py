@@ -506,17 +506,9 @@ def check_claims(groups: Sequence[Group]) -> list[Claim]:
 
 # -- plots ------------------------------------------------------------------------------------------------------
 def _save(fig, path: Path) -> None:
-    import os
-    import tempfile
+    from pwmpr.rundir import atomic_save_figure
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_save_figure(fig, path)
 
 
 def _plain_ticks(ax) -> None:

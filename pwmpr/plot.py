@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from pwmpr.rundir import atomic_save_figure
 
 
 def plot_curve(history: list[dict[str, Any]], path: Path, title: str = "") -> None:
@@ -40,13 +40,7 @@ def plot_curve(history: list[dict[str, Any]], path: Path, title: str = "") -> No
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        atomic_save_figure(fig, Path(path))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)

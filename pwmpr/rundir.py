@@ -79,6 +79,11 @@ def atomic_write_text(path: Path, text: str) -> None:
     _atomic(path, write)
 
 
+def atomic_save_figure(fig: Any, path: Path) -> None:
+    """Save a matplotlib figure as PNG to ``path`` via a temporary file and a rename."""
+    _atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")

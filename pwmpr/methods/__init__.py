@@ -81,6 +81,19 @@ class Method:
         return Decision(stop=True, reason="done")
 
 
+def options_from_dict(cls: type, options: dict[str, Any], what: str) -> Any:
+    """Build a method's options dataclass ``cls`` from a config's ``options`` dict; unknown keys raise PwmprError."""
+    from dataclasses import fields
+
+    from pwmpr.errors import PwmprError
+
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise PwmprError(f"unknown {what} option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return cls(**options)
+
+
 METHODS: Registry[type[Method]] = Registry("method")
 
 # Importing the methods fills METHODS.

@@ -19,7 +19,7 @@ costed like PWMPR's phases. IMP stops at ``target_density`` or after ``levels`` 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from pwmpr.errors import PwmprError
 from pwmpr.masks import MaskSet
-from pwmpr.methods import METHODS, Decision, Method, RunContext
+from pwmpr.methods import METHODS, Decision, Method, RunContext, options_from_dict
 
 VARIANTS = ("rewind", "lr-rewind", "continue")
 
@@ -63,11 +63,7 @@ class ImpOptions:
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> ImpOptions:
         """Build from a config's ``options`` dict; unknown keys raise PwmprError."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise PwmprError(f"unknown IMP option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**options)
+        return options_from_dict(cls, options, "IMP")
 
 
 def prune_count(n_remaining: int, fraction: float = 0.2) -> int:

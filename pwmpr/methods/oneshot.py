@@ -8,11 +8,11 @@ The network is then trained once for ``final_epochs`` epochs with the final sche
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from pwmpr.errors import PwmprError
-from pwmpr.methods import METHODS, Method
+from pwmpr.methods import METHODS, Method, options_from_dict
 from pwmpr.seed import SEEDS
 
 
@@ -32,11 +32,7 @@ class OneShotOptions:
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> OneShotOptions:
         """Build from a config's ``options`` dict; unknown keys raise PwmprError."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise PwmprError(f"unknown one-shot option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**options)
+        return options_from_dict(cls, options, "one-shot")
 
 
 @METHODS.register("oneshot")
