@@ -9,7 +9,9 @@ import typer
 import pwmpr
 from pwmpr.cli import baseline as baseline_cmd
 from pwmpr.cli import compare as compare_cmd
+from pwmpr.cli import export as export_cmd
 from pwmpr.cli import grow as grow_cmd
+from pwmpr.cli import inspect as inspect_cmd
 
 app = typer.Typer(
     name="pwmpr",
@@ -39,6 +41,8 @@ def root(
 app.command("grow")(grow_cmd.grow)
 app.add_typer(baseline_cmd.app, name="baseline")
 app.command("compare")(compare_cmd.compare)
+app.command("export")(export_cmd.export)
+app.command("inspect")(inspect_cmd.inspect)
 
 
 @app.command("models")

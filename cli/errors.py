@@ -25,7 +25,8 @@ def boundary(fn: F) -> F:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
-            print("interrupted: the run folder keeps its last checkpoint; continue with --resume", file=sys.stderr)
+            print("interrupted: no half-written file was left (a run folder keeps its last checkpoint: continue it "
+                  "with --resume)", file=sys.stderr)
             raise typer.Exit(code=130) from None
 
     return wrapper  # type: ignore[return-value]

@@ -1,0 +1,296 @@
+"""``export_run``: a run folder -> validated safetensors + ONNX files and ``export_report.json``.
+
+Everything is written into a temporary folder beside the output folder and moved into place only once every
+check has passed: the safetensors files reload (strictly, into the bare model) to the same outputs, and each
+of the three ONNX encodings passes ``onnx.checker``, runs in onnxruntime and matches PyTorch on the validation
+inputs. ``model.onnx`` is written in the chosen encoding only; the other two are built, validated and reported
+(size, agreement, latency, session start) but kept only with ``all_encodings`` (as ``model.<encoding>.onnx``).
+A failure leaves nothing behind that looks like an export.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+import pwmpr
+from pwmpr import rundir
+from pwmpr.errors import PwmprError
+from pwmpr.export import onnx_graph, packing, validate
+from pwmpr.export.safetensors_io import (
+    MASKS_FILE,
+    MODEL_FILE,
+    Artifact,
+    export_metadata,
+    load_export,
+    read_run,
+    write_export_files,
+)
+
+ONNX_FILE = "model.onnx"
+REPORT_FILE = "export_report.json"
+N_INPUTS = 64
+TIMING_BATCHES = (1, 64)
+
+
+def encoding_file(encoding: str) -> str:
+    """File name of one encoding kept by ``--all-encodings``: ``model.<encoding>.onnx``."""
+    return f"model.{encoding}.onnx"
+
+
+def validation_inputs(art: Artifact, n: int = N_INPUTS, seed: int = 0) -> tuple[np.ndarray, str]:
+    """``n`` inputs from the run's data set (test split, then validation, then training), else seeded random normal.
+
+    Returns:
+        ``(float32 array of shape (n, *input_shape), a note saying where they came from)``.
+    """
+    from pwmpr.data import load_data
+
+    data, cfg = art.config.get("data"), art.config
+    parts: list[torch.Tensor] = []
+    notes: list[str] = []
+    try:
+        if not data:
+            raise PwmprError("the run records no data set")
+        bundle = load_data(data, cfg.get("data_dir"), val_fraction=cfg.get("val_fraction", 0.1))
+        for split in ("test", "val", "train"):
+            have = sum(len(p) for p in parts)
+            if have >= n:
+                break
+            sample = bundle.sample_inputs(n - have, split).float()
+            if tuple(sample.shape[1:]) != art.input_shape:
+                raise PwmprError(f"its inputs have shape {tuple(sample.shape[1:])}, the model takes {art.input_shape}")
+            if len(sample):
+                parts.append(sample)
+                notes.append(f"{len(sample)} {split}")
+        notes = [f"{sum(len(p) for p in parts)} from data set {data!r} ({', '.join(notes)})"]
+    except (PwmprError, OSError) as exc:
+        parts, notes = [], [f"data set {data!r} unavailable ({str(exc).splitlines()[0]})"]
+    have = sum(len(p) for p in parts)
+    if have < n:
+        parts.append(torch.randn((n - have, *art.input_shape), generator=torch.Generator().manual_seed(seed)))
+        notes.insert(0 if not have else len(notes), f"{n - have} random normal")
+    return torch.cat(parts).numpy().astype(np.float32), "; ".join(notes)
+
+
+def _check_options(onnx_weights: str, provider: str, opset: int, n_inputs: int, timing_runs: int) -> list[str]:
+    """Check the export options before any work; returns the onnxruntime providers to ask for."""
+    if onnx_weights not in onnx_graph.ENCODINGS:
+        raise PwmprError(f"--onnx-weights must be one of {', '.join(onnx_graph.ENCODINGS)}, got {onnx_weights!r}")
+    onnx_graph.check_opset(opset)
+    if n_inputs < N_INPUTS:
+        raise PwmprError(f"validation needs at least {N_INPUTS} inputs, got {n_inputs}")
+    if timing_runs < 1:
+        raise PwmprError(f"--timing-runs must be >= 1, got {timing_runs}")
+    return validate.requested_providers(provider)
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise PwmprError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        raise PwmprError(f"--out {out} is not empty; choose a new folder (an export is never mixed with other files)")
+    ancestor = next((p for p in out.absolute().parents if p.exists()), None)
+    if ancestor is not None and not ancestor.is_dir():
+        raise PwmprError(f"--out {out} cannot be created: {ancestor} is a file, not a folder")
+
+
+def _staging(out: Path) -> Path:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:
+        raise PwmprError(f"--out {out} is not writable: {exc.strerror or exc}") from None
+
+
+def _torch_latency(model: torch.nn.Module, x: np.ndarray, runs: int, device: str) -> dict[str, float]:
+    model = model.to(device)
+    out = {}
+    with torch.inference_mode():
+        for b in TIMING_BATCHES:
+            batch = torch.from_numpy(x[:b])
+            out[str(b)] = validate.latency_ms(lambda batch=batch: model(batch.to(device)).cpu(), runs)
+    model.to("cpu")
+    return out
+
+
+def _check_encoding(name: str, proto: onnx.ModelProto, providers: list[str], provider: str, x: np.ndarray,
+                    ref: np.ndarray, runs: int) -> tuple[dict[str, Any], bytes, list[str]]:
+    """Checker, session, agreement and latency of one encoding; returns (report row, bytes, failures)."""
+    failures: list[str] = []
+    try:
+        onnx.checker.check_model(proto, full_check=not proto.graph.sparse_initializer)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        failures.append(f"{name}: onnx.checker rejects it: {str(exc).strip().splitlines()[0]}")
+    blob = proto.SerializeToString()
+    sess = validate.open_session(blob, providers)
+    validate.check_provider(provider, sess.providers)
+    agree = validate.compare(ref, sess.run(x))
+    if not agree.ok:
+        failures.append(f"{name}: onnxruntime differs from PyTorch (max |diff| {agree.max_diff:.3g}, tolerance "
+                        f"{agree.tolerance:.3g}, top-1 mismatches {agree.n_top1_mismatch}/{agree.n_top1_checked})")
+    latency = {str(b): validate.latency_ms(lambda b=b: sess.run(x[:b]), runs) for b in TIMING_BATCHES}
+    row = {"size_bytes": len(blob), **agree.to_dict(), "latency_ms": latency,
+           "session_start_s": sess.start_s, "providers": sess.providers}
+    return row, blob, failures
+
+
+def export_run(run_dir: Path | str, out: Path | str | None = None, **options: Any) -> dict[str, Any]:
+    """Export the final model of the run folder ``run_dir`` into ``out`` (default ``RUN_DIR/export``).
+
+    Takes the options of :func:`export_artifact`; returns the export report.
+    """
+    out = Path(out) if out is not None else Path(run_dir) / "export"
+    report = export_artifact(read_run(run_dir), out, **options)
+    report["run_dir"] = str(run_dir)
+    return report
+
+
+def export_artifact(art: Artifact, out: Path | str, *, onnx_weights: str = "packed", provider: str = "auto",
+                    opset: int = onnx_graph.MIN_OPSET, n_inputs: int = N_INPUTS, timing_runs: int = 20,
+                    all_encodings: bool = False, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Export a masked model into the new folder ``out`` and validate it; write ``export_report.json``.
+
+    Args:
+        art: the model, its masks and what is known about its run.
+        out: the export folder to create; it must not exist or be empty.
+        onnx_weights: encoding of ``model.onnx``: ``dense``, ``sparse`` or ``packed``.
+        provider: onnxruntime execution provider: ``auto``, ``cpu`` or ``cuda`` (an error unless CUDA is used).
+        opset: ONNX opset, at least 18.
+        n_inputs: validation inputs (at least 64).
+        timing_runs: timed calls per latency figure (the median is reported).
+        all_encodings: also keep ``model.dense.onnx``, ``model.sparse.onnx`` and ``model.packed.onnx``.
+        log: called with a short progress message before each step.
+
+    Returns:
+        The export report (also written as ``export_report.json``).
+
+    Raises:
+        PwmprError: bad arguments, or any failed check (nothing is left in ``out`` then).
+    """
+    say = log or (lambda _msg: None)
+    providers = _check_options(onnx_weights=onnx_weights, provider=provider, opset=opset, n_inputs=n_inputs,
+                               timing_runs=timing_runs)
+    out = Path(out)
+    _check_out(out)
+
+    say("reading inputs and the PyTorch reference")
+    x, input_note = validation_inputs(art, n_inputs)
+    with torch.inference_mode():
+        ref = art.model(torch.from_numpy(x)).numpy()
+    meta = export_metadata(art)
+
+    staging = _staging(out)
+    try:
+        report = _export_into(staging, art, meta, x, ref, onnx_weights, provider, providers, opset, timing_runs,
+                              all_encodings, say)
+        report.update({"out": str(out), "inputs": input_note})
+        rundir.atomic_write_json(staging / REPORT_FILE, report)
+        _publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return report
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Give the staged files ordinary permissions (umask) and rename the folder to ``out``."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in staging.iterdir():
+        f.chmod(0o666 & ~umask)
+    staging.chmod(0o777 & ~umask)
+    if out.is_dir():
+        out.rmdir()  # empty (checked before): the rename needs the name free
+    os.replace(staging, out)
+
+
+def _export_into(folder: Path, art: Artifact, meta: dict[str, Any], x: np.ndarray, ref: np.ndarray,
+                 chosen: str, provider: str, providers: list[str], opset: int, runs: int, all_encodings: bool,
+                 say: Callable[[str], None]) -> dict[str, Any]:
+    failures: list[str] = []
+
+    # safetensors: written, then reloaded into the bare model (strict) and run.
+    say("writing and reloading model.safetensors and masks.safetensors")
+    write_export_files(folder, art, meta)
+    model, masks = load_export(folder / MODEL_FILE, folder / MASKS_FILE)
+    with torch.inference_mode():
+        st_agree = validate.compare(ref, model(torch.from_numpy(x)).numpy())
+    if not st_agree.ok:
+        failures.append(f"model.safetensors reloads to different outputs (max |diff| {st_agree.max_diff:.3g})")
+    if not masks.equal(art.masks):
+        failures.append("masks.safetensors reloads to different masks")
+
+    # ONNX: one dynamo export, three encodings, each checked in onnxruntime.
+    say(f"exporting ONNX (opset {opset})")
+    dense = onnx_graph.export_dense(art.model, art.input_shape, opset)
+    torch_device = "cpu"
+    used = providers
+    rows: dict[str, dict[str, Any]] = {}
+    blobs: dict[str, bytes] = {}
+    params = dict(art.model.named_parameters())
+    weights = {name: params[name].detach().numpy() for name in art.masks}
+    for enc in onnx_graph.ENCODINGS:
+        say(f"checking the {enc} encoding in onnxruntime")
+        proto, info = onnx_graph.encode(dense, enc, weights)
+        onnx_graph.set_metadata(proto, meta, enc, info)
+        layers = info["layers"]
+        row, blob, bad = _check_encoding(enc, proto, used, provider, x, ref, runs)
+        row["layers"] = {k: sum(1 for v in layers.values() if v == k) for k in onnx_graph.ENCODINGS}
+        missing = sorted(set(art.masks) - set(layers))
+        if missing:
+            row["weights_not_found"] = missing
+        rows[enc], blobs[enc] = row, blob
+        failures += bad
+        used = row["providers"]  # what onnxruntime really runs on: no repeated CUDA fallback after the first
+        if validate.CUDA_EP in row["providers"] and torch.cuda.is_available():
+            torch_device = "cuda"
+    for row in rows.values():
+        row["ratio_to_dense"] = row["size_bytes"] / rows["dense"]["size_bytes"]
+
+    # The folding proof: after onnxruntime's basic optimisation the packed graph is the dense graph.
+    say("checking that onnxruntime folds the packed decode away")
+    dense_ops = validate.folded_op_counts(blobs["dense"], used)
+    packed_ops = validate.folded_op_counts(blobs["packed"], used)
+    rows["packed"]["folded"] = packed_ops == dense_ops and not any(op in packed_ops for op in packing.DECODE_OPS)
+    rows["packed"]["optimized_ops"] = packed_ops
+
+    if failures:
+        raise PwmprError("export validation failed: " + "; ".join(failures))
+
+    say("timing PyTorch eager")
+    torch_ms = _torch_latency(art.model, x, runs, torch_device)
+    (folder / ONNX_FILE).write_bytes(blobs[chosen])
+    if all_encodings:
+        for enc, blob in blobs.items():
+            (folder / encoding_file(enc)).write_bytes(blob)
+    files = {f.name: f.stat().st_size for f in sorted(folder.iterdir())}
+    return {
+        "pwmpr_version": pwmpr.__version__,
+        "model": art.model_name,
+        "input_shape": list(art.input_shape),
+        "num_classes": art.num_classes,
+        "density": meta["density"],
+        "masks_sha256": meta["masks_sha256"],
+        "onnx_weights": chosen,
+        "opset": opset,
+        "provider": provider,
+        "providers_requested": providers,
+        "providers_used": sorted({p for r in rows.values() for p in r["providers"]}),
+        "n_inputs": len(x),
+        "tolerance_rule": f"max |onnxruntime - PyTorch| <= {validate.RTOL:g} * max(1, max |PyTorch|); same top-1 "
+                          "where the top-2 margin exceeds that",
+        "safetensors": {"strict_load": True, **st_agree.to_dict()},
+        "torch": {"device": torch_device, "threads": torch.get_num_threads(), "latency_ms": torch_ms},
+        "timing": {"runs": runs, "statistic": "median", "batches": list(TIMING_BATCHES)},
+        "encodings": rows,
+        "files": files,
+    }
