@@ -131,7 +131,7 @@ class GrowConfig:
     @property
     def dense_reference_epochs(self) -> int:
         """Epochs of the dense training run that cost is measured against."""
-        return self.reference_epochs or max(self.final_epochs, self.phase_epochs)
+        return self.reference_epochs or self.final_epochs or self.phase_epochs
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with a version tag."""

@@ -8,6 +8,7 @@ Everything here is a no-op in a single process, so the runner calls it unconditi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 
@@ -38,8 +39,8 @@ def is_distributed() -> bool:
 
 
 def rank() -> int:
-    """This process's rank (0 outside torchrun)."""
-    return tdist.get_rank() if is_distributed() else 0
+    """This process's rank (0 outside torchrun); torchrun's RANK before the group starts or after it ends."""
+    return tdist.get_rank() if is_distributed() else int(os.environ.get("RANK", "0"))
 
 
 def world_size() -> int:
@@ -65,6 +66,11 @@ def broadcast_decision(decision):
     """Rank 0's between-phase decision (stop, new masks, grown indices) on every rank."""
     if not is_distributed():
         return decision
+    if is_primary():  # tensors travel on the CPU, so unpickling does not land them all on cuda:0
+        cpu = {k: {n: t.cpu() for n, t in v.items()} if isinstance(v, dict) else v
+               for k, v in (("added", decision.added), ("rewind", decision.rewind))}
+        masks = decision.masks.to("cpu") if decision.masks is not None else None
+        decision = dataclasses.replace(decision, masks=masks, **cpu)
     obj = [decision if is_primary() else None]
     tdist.broadcast_object_list(obj, src=0)
     return obj[0]
@@ -88,3 +94,10 @@ def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
     if is_distributed():
         tdist.barrier()
+
+
+def shutdown() -> None:
+    """Wait for every rank, then leave the process group (a rank that exits early can abort the others)."""
+    if is_distributed():
+        tdist.barrier()
+        tdist.destroy_process_group()

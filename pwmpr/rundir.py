@@ -63,6 +63,11 @@ def _atomic(path: Path, write) -> None:
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files owner-only; give them the usual permissions
     try:
         write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the data is on disk before the name points at it
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -76,8 +81,6 @@ def atomic_write_text(path: Path, text: str) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "w") as fh:
             fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
 
     _atomic(path, write)
 

@@ -68,7 +68,13 @@ class Run:
 
     # -- set-up -------------------------------------------------------------------------------
     def start_fresh(self) -> None:
-        """Seed masks and the trainer for a new run; config.json is written first."""
+        """Seed masks and the trainer for a new run; config.json is written first, once the config is known to work."""
+        step = self.method.rewind_step
+        if step:
+            n_batches = len(self.bundle.loader("train", self.cfg.train.batch_size, torch.device("cpu"), train=True))
+            if step > self.method.phase_epochs(0) * n_batches:
+                raise PwmprError(f"--rewind-step {step} is past the end of level 0 "
+                                 f"({self.method.phase_epochs(0) * n_batches} steps); pick a smaller one")
         if dist.is_primary():
             self.cfg.save(self.out / rundir.CONFIG)
         masks = dist.broadcast_masks(self.method.initial_masks(self.model, self.input_shape))
@@ -104,6 +110,9 @@ class Run:
         self.stage = meta["stage"]
         self.stop_reason = meta.get("stop_reason", "")
         self.trainer.global_step = int(meta.get("global_step", 0))
+        if dist.is_primary():  # a kill between the checkpoint and history.jsonl left the latter one row short
+            rundir.write_history(self.out, self.history)
+            self._plot()
         self.reporter.message(f"resuming {self.out} at {self.stage} {self.phase} (from {cks[-1].name})")
 
     # -- the loop -----------------------------------------------------------------------------
@@ -112,10 +121,6 @@ class Run:
         train_loader = self.bundle.loader("train", self.cfg.train.batch_size, self.device, train=True,
                                           generator=self.data_gen, channels_last=self.trainer.channels_last)
         val_loader = self.bundle.loader("val", 1024, self.device)
-        step = self.method.rewind_step
-        if step and self.phase == 0 and step > self.method.phase_epochs(0) * len(train_loader):
-            raise PwmprError(f"--rewind-step {step} is past the end of level 0 "
-                             f"({self.method.phase_epochs(0) * len(train_loader)} steps); pick a smaller one")
         while self.stage == "phase":
             self._phase(train_loader, val_loader)
         if self.stage == "final":
@@ -135,7 +140,7 @@ class Run:
             row["test_acc"], row["test_loss"] = self.trainer.evaluate(self.bundle.loader("test", 1024, self.device))
         self.history.append(row)
         ctx = RunContext(self.cfg, self.model, masks, self.input_shape, self.history, self.grow_gen,
-                         sample_batch=lambda: next(iter(train_loader)), initial_state=self.initial_state)
+                         sample_batch=self._scoring_batch, initial_state=self.initial_state)
         decision = self.method.after_phase(ctx) if dist.is_primary() else Decision()
         decision = dist.broadcast_decision(decision)
         row.update(decision.info)
@@ -149,6 +154,14 @@ class Run:
         self.phase += 1
         self._checkpoint()
         self.reporter.phase_done(row)
+
+    def _scoring_batch(self):
+        """One training batch for gradient scores, drawn with its own generator: the training order's generator
+        (shared by every DDP rank) must not move on rank 0 alone."""
+        gen = torch.Generator().manual_seed(self.cfg.seed + 3 + self.phase)
+        loader = self.bundle.loader("train", self.cfg.train.batch_size, self.device, train=True, generator=gen,
+                                    channels_last=self.trainer.channels_last)
+        return next(iter(loader))
 
     def _apply(self, decision: Decision) -> None:
         if decision.rewind is not None:
@@ -220,10 +233,11 @@ class Run:
         tensors[rundir.RNG_PREFIX + "torch"] = torch.get_rng_state()
         tensors[rundir.RNG_PREFIX + "data"] = self.data_gen.get_state()
         tensors[rundir.RNG_PREFIX + "grow"] = self.grow_gen.get_state()
-        if self.initial_state is not None and self.cfg.method == "imp":
+        if self.initial_state is not None and self.method.rewind_step is not None:
             tensors.update({"rewind/" + k: v for k, v in self.initial_state.items()})
         meta = {"kind": "checkpoint", "next_phase": self.phase, "stage": self.stage, "stop_reason": self.stop_reason,
-                "history": self.history, "global_step": self.trainer.global_step}
+                "history": self.history, "global_step": self.trainer.global_step, "config": self.cfg.to_dict(),
+                "input_shape": list(self.input_shape), "num_classes": self.bundle.num_classes}
         rundir.save_tensors(rundir.checkpoint_path(self.out, self.phase - 1), tensors, meta)
         rundir.write_history(self.out, self.history)
         self._plot()
@@ -299,7 +313,9 @@ def run(cfg: GrowConfig, out_dir: Path | str, *, resume: bool = False, force: bo
         r.reporter.run_start(f"{cfg.method}: {cfg.model} on {cfg.data} ({r.bundle.n_train} training samples), "
                              f"device {r.device}, run folder {out}")
     try:
-        return r.run()
+        summary = r.run()
+        dist.shutdown()
+        return summary
     finally:
         r.reporter.close()
 

@@ -124,7 +124,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output
-    assert not (tmp_path / "run" / "summary.json").exists()
+    assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any training
 
 
 def test_bad_npz_files(tmp_path):
@@ -159,6 +159,28 @@ def test_force_overwrites_and_resume_needs_a_checkpoint(tmp_path):
     assert result.exit_code == 2 and "config.json" in result.output
     result = _grow("--resume", str(run), "--gamma", "0.5")
     assert result.exit_code == 2 and "--resume takes the run folder's own config.json" in result.output
+
+
+def test_resume_of_a_finished_run_restores_a_history_cut_short(tmp_path):
+    run = tmp_path / "run"
+    assert _grow(*TINY, "--out", str(run)).exit_code == 0
+    rows = _history(run)
+    # A kill between the last checkpoint and history.jsonl leaves the file one row short.
+    (run / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:-1]))
+    result = _grow("--resume", str(run), "-q")
+    assert result.exit_code == 0, result.output
+    assert _history(run) == rows
+
+
+def test_checkpoints_load_as_models(tmp_path):
+    import pwmpr
+
+    run = tmp_path / "run"
+    assert _grow(*TINY, "--out", str(run)).exit_code == 0
+    model, masks = pwmpr.load(run / "checkpoints" / "phase-0000.safetensors")
+    # The checkpoint after phase 0 holds the state phase 1 starts from: the grown masks.
+    assert masks.density() == pytest.approx(_history(run)[1]["density"])
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
 
 
 def test_config_file_with_unknown_keys(tmp_path):

@@ -41,6 +41,12 @@ def test_out_of_range_values_name_the_field(kwargs, name):
         GrowConfig(**kwargs)
 
 
+def test_costs_are_relative_to_a_dense_run_of_the_final_epochs_by_default():
+    assert GrowConfig(final_epochs=5, phase_epochs=10).dense_reference_epochs == 5
+    assert GrowConfig(final_epochs=0, phase_epochs=10).dense_reference_epochs == 10
+    assert GrowConfig(final_epochs=5, reference_epochs=40).dense_reference_epochs == 40
+
+
 def test_unknown_keys_and_versions_are_refused(tmp_path):
     data = GrowConfig().to_dict()
     with pytest.raises(PwmprError, match="unknown key.*colour"):

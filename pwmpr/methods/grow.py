@@ -9,7 +9,7 @@ density no longer buys ``plateau_tol`` accuracy, or at max density / max phases;
 
 from __future__ import annotations
 
-from pwmpr.grow import grow, growth_count
+from pwmpr.grow import GROWTH_RULES, grow, growth_count
 from pwmpr.methods import METHODS, Decision, Method, RunContext
 from pwmpr.score import gradient_scores, pwmp_scores
 from pwmpr.seed import SEEDS
@@ -22,6 +22,12 @@ class GrowMethod(Method):
 
     name = "pwmpr"
     has_final = True
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        # Unknown names fail here, before any training, not after the first phase.
+        GROWTH_RULES.get(cfg.growth.rule)
+        SEEDS.get(cfg.growth.seed_method)
 
     def initial_masks(self, model, input_shape):
         g = self.cfg.growth
