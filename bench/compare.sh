@@ -49,7 +49,7 @@ for s in $SEEDS; do
 done
 run_all() {
   # Each line: folder, then the pwmpr arguments; the log of each run lands beside it.
-  xargs -P "$JOBS" -L 1 sh -c 'dir=$0; echo "  start $dir"; pwmpr "$@" --out "$dir" > "$dir.log" 2>&1 \
+  xargs -r -P "$JOBS" -L 1 sh -c 'dir=$0; echo "  start $dir"; pwmpr "$@" --out "$dir" > "$dir.log" 2>&1 \
     && echo "  done  $dir" || { echo "  FAILED $dir (see $dir.log)"; exit 255; }' < "$jobs_file"
 }
 run_all
