@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -15,13 +13,6 @@ from pwmpr.config import GrowConfig
 from pwmpr.errors import PwmprError
 
 Opt = typer.Option
-
-
-def default_run_dir(cfg: GrowConfig) -> Path:
-    """``runs/<method>-<model>-<data>-s<seed>-<hash of the config>`` (open_lth-style naming)."""
-    digest = hashlib.md5(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
-    data = cfg.data.replace("npz:", "npz-").replace("/", "_")
-    return Path("runs") / f"{cfg.method}-{cfg.model}-{data}-s{cfg.seed}-{digest}"
 
 
 def grow(
@@ -94,17 +85,11 @@ def _run(overrides: dict, *, out: Path | None, resume: Path | None, config: Path
     if options:
         overrides = {**overrides, "options": {**base.options, **options}}
     cfg = apply_overrides(base, overrides)
-    if out is None:
-        from pwmpr.data import load_data
-
-        if cfg.model == "auto":
-            cfg.model = load_data(cfg.data, cfg.data_dir, val_fraction=cfg.val_fraction).default_model
-        out = default_run_dir(cfg)
     summary = run(cfg, out, force=force, reporter=make_reporter(quiet))
     from pwmpr import dist
 
     if not quiet and dist.is_primary():
         typer.echo(f"discovered density {summary['discovered_density']:.4f} · test accuracy {summary['test_acc']:.4f}"
                    f" · cost {summary['cost_flops']:.2f}x dense FLOPs ({summary['cost_epochs']:.2f}x dense epochs)"
-                   f" · stop: {summary['stop_reason']} · run folder {out}")
+                   f" · stop: {summary['stop_reason']} · run folder {summary['run_dir']}")
     return summary

@@ -93,12 +93,10 @@ def inspect_path(path: Path | str) -> Inspection:
     if not path.exists():
         raise PwmprError(f"not found: {path}")
     if path.is_dir():
-        if (path / rundir.FINAL).is_file():
+        if sio.folder_kind(path) == "run":
             art = sio.read_run(path)
             return Inspection(str(path), "run folder", _layers(art.masks, art.model), sio.export_metadata(art))
-        if (path / sio.MODEL_FILE).is_file():
-            return _inspect_safetensors(path / sio.MODEL_FILE, kind="export folder", shown=path)
-        raise PwmprError(f"{path} is neither a run folder ({rundir.FINAL}) nor an export folder ({sio.MODEL_FILE})")
+        return _inspect_safetensors(path / sio.MODEL_FILE, kind="export folder", shown=path)
     if path.suffix.lower() == ".onnx":
         return _inspect_onnx(path)
     return _inspect_safetensors(path)

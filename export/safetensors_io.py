@@ -201,6 +201,19 @@ def load_export(model_path: Path, masks_path: Path | None) -> tuple[nn.Module, M
     return model, masks if masks is not None else MaskSet.from_weights(model)
 
 
+def folder_kind(path: Path) -> str:
+    """``"run"`` for a run folder (``final.safetensors``), ``"export"`` for an export folder (``model.safetensors``).
+
+    Raises:
+        PwmprError: the folder is neither.
+    """
+    if (path / rundir.FINAL).is_file():
+        return "run"
+    if (path / MODEL_FILE).is_file():
+        return "export"
+    raise PwmprError(f"{path} is neither a run folder ({rundir.FINAL}) nor an export folder ({MODEL_FILE})")
+
+
 def load(path: Path | str) -> tuple[nn.Module, MaskSet]:
     """Rebuild a masked model from a run folder, an export folder or one of their safetensors files.
 
@@ -219,13 +232,11 @@ def load(path: Path | str) -> tuple[nn.Module, MaskSet]:
     if not path.exists():
         raise PwmprError(f"not found: {path}")
     if path.is_dir():
-        if (path / rundir.FINAL).is_file():
+        if folder_kind(path) == "run":
             art = read_run(path)
             return art.model, art.masks
-        if (path / MODEL_FILE).is_file():
-            masks = path / MASKS_FILE
-            return load_export(path / MODEL_FILE, masks if masks.is_file() else None)
-        raise PwmprError(f"{path} holds neither {rundir.FINAL} (a run folder) nor {MODEL_FILE} (an export folder)")
+        masks = path / MASKS_FILE
+        return load_export(path / MODEL_FILE, masks if masks.is_file() else None)
     _, meta = rundir.load_tensors(path)
     kind = meta.get("kind")
     if kind in ("final", "checkpoint"):

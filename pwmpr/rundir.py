@@ -15,6 +15,7 @@ never leaves a half-written file. Checkpoints are safetensors only: loading one 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -40,6 +41,13 @@ MASK_PREFIX = "mask/"
 OPTIM_PREFIX = "optim/"
 RNG_PREFIX = "rng/"
 META_KEY = "pwmpr"
+
+
+def default_run_dir(cfg: Any) -> Path:
+    """``runs/<method>-<model>-<data>-s<seed>-<hash of the config>`` (open_lth-style naming) for a GrowConfig."""
+    digest = hashlib.md5(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    data = cfg.data.replace("npz:", "npz-").replace("/", "_")
+    return Path("runs") / f"{cfg.method}-{cfg.model}-{data}-s{cfg.seed}-{digest}"
 
 
 def checkpoint_path(run_dir: Path, phase: int) -> Path:

@@ -43,9 +43,9 @@ def resolve_device(name: str) -> torch.device:
 class Run:
     """One run folder being produced: the model, its masks, the trainer, the history."""
 
-    def __init__(self, cfg: GrowConfig, out_dir: Path, reporter: Reporter | None = None) -> None:
+    def __init__(self, cfg: GrowConfig, out_dir: Path | None, reporter: Reporter | None = None) -> None:
         self.cfg = cfg
-        self.out = Path(out_dir)
+        self.out = Path(out_dir) if out_dir is not None else None
         self.reporter = reporter if reporter is not None and dist.is_primary() else Reporter()
         self.device = dist.init_from_env() or resolve_device(cfg.device)
         self.bundle: DataBundle = load_data(cfg.data, cfg.data_dir, val_fraction=cfg.val_fraction,
@@ -290,21 +290,33 @@ class Run:
         return summary
 
 
-def run(cfg: GrowConfig, out_dir: Path | str, *, resume: bool = False, force: bool = False,
+def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = False, force: bool = False,
         reporter: Reporter | None = None) -> dict[str, Any]:
-    """Produce (or continue, with ``resume``) the run folder ``out_dir`` for ``cfg``; return the summary."""
-    out = Path(out_dir)
+    """Produce (or continue, with ``resume``) the run folder ``out_dir`` for ``cfg``; return the summary.
+
+    Without ``out_dir`` the folder is ``rundir.default_run_dir`` of the config (model resolved). The returned
+    summary also holds ``run_dir``, the folder used.
+    """
     dist.init_from_env()
+
+    def prepare(out: Path) -> None:
+        if dist.is_primary():
+            rundir.check_out_dir(out, force=force)
+            if force:
+                rundir.clear_run_dir(out)
+
+    out = Path(out_dir) if out_dir is not None else None
     if resume:
-        if not (out / rundir.CONFIG).is_file():
+        if out is None or not (out / rundir.CONFIG).is_file():
             raise PwmprError(f"cannot resume {out}: it holds no {rundir.CONFIG}")
         cfg = GrowConfig.load(out / rundir.CONFIG)
-    elif dist.is_primary():
-        rundir.check_out_dir(out, force=force)
-        if force:
-            rundir.clear_run_dir(out)
+    elif out is not None:
+        prepare(out)  # a bad --out fails before any data is loaded
     cfg = copy.deepcopy(cfg)
-    r = Run(cfg, out, reporter)
+    r = Run(cfg, out, reporter)  # resolves model "auto" from the data set
+    if out is None:
+        out = r.out = rundir.default_run_dir(cfg)
+        prepare(out)
     if resume:
         r.resume()
     else:
@@ -315,7 +327,7 @@ def run(cfg: GrowConfig, out_dir: Path | str, *, resume: bool = False, force: bo
     try:
         summary = r.run()
         dist.shutdown()
-        return summary
+        return {**summary, "run_dir": str(out)}
     finally:
         r.reporter.close()
 
