@@ -12,6 +12,7 @@ from pwmpr.cli import compare as compare_cmd
 from pwmpr.cli import export as export_cmd
 from pwmpr.cli import grow as grow_cmd
 from pwmpr.cli import inspect as inspect_cmd
+from pwmpr.cli import sweep as sweep_cmd
 
 app = typer.Typer(
     name="pwmpr",
@@ -32,7 +33,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool, typer.Option("--version", callback=_version, is_eager=True, metavar="",
+                           help="Print the version and exit.")
     ] = False,
 ) -> None:
     """Grow sparse networks from a PHEW seed (PWMPR), discover their density, export them."""
@@ -40,6 +42,7 @@ def root(
 
 app.command("grow")(grow_cmd.grow)
 app.add_typer(baseline_cmd.app, name="baseline")
+app.command("sweep")(sweep_cmd.sweep)
 app.command("compare")(compare_cmd.compare)
 app.command("export")(export_cmd.export)
 app.command("inspect")(inspect_cmd.inspect)

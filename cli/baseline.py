@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from pwmpr.cli.errors import boundary
-from pwmpr.cli.grow import _run
+from pwmpr.cli.grow import TRUST_HELP, _run
 from pwmpr.cli.options import hlp
 from pwmpr.errors import PwmprError
 
@@ -43,15 +43,16 @@ ValFraction = Annotated[float | None, Opt(help=hlp("val_fraction"))]
 MaxTrain = Annotated[int | None, Opt(help=hlp("max_train"))]
 ReferenceEpochs = Annotated[int | None, Opt(help="Epochs of the dense run costs are compared with "
                                                "(default: --epochs).")]
-TauCore = Annotated[bool | None, Opt("--tau-core/--no-tau-core", help=hlp("tau_core"))]
+TauCore = Annotated[bool | None, Opt("--tau-core/--no-tau-core", metavar="", help=hlp("tau_core"))]
 Device = Annotated[str | None, Opt(help=hlp("device"))]
 Seed = Annotated[int | None, Opt(help=hlp("seed"))]
 Out = Annotated[Path | None, Opt("--out", "-o", help="Run folder to create (default: runs/<method>-<model>-"
                                     "<data>-s<seed>-<config hash>).")]
 Resume = Annotated[Path | None, Opt(help="Continue the run in this folder from its last checkpoint.")]
 Config = Annotated[Path | None, Opt(help="Start from this config.json; flags given too override it.")]
-Force = Annotated[bool, Opt("--force", help="Overwrite a non-empty --out folder.")]
-Quiet = Annotated[bool, Opt("--quiet", "-q", help="Print nothing but errors.")]
+Force = Annotated[bool, Opt("--force", metavar="", help="Overwrite a non-empty --out folder.")]
+Quiet = Annotated[bool, Opt("--quiet", "-q", metavar="", help="Print nothing but errors.")]
+TrustCode = Annotated[bool, Opt("--trust-code", metavar="", help=TRUST_HELP)]
 
 
 def _common(model, data, data_dir, batch_size, lr, weight_decay, schedule, val_fraction, max_train, tau_core,
@@ -64,7 +65,7 @@ def _common(model, data, data_dir, batch_size, lr, weight_decay, schedule, val_f
 @boundary
 def _baseline(method: str, overrides: dict, epochs: int | None, reference_epochs: int | None, *,
               epoch_fields: tuple[str, ...], options: dict, option_defaults: dict, out: Path | None,
-              resume: Path | None, config: Path | None, force: bool, quiet: bool) -> dict:
+              resume: Path | None, config: Path | None, force: bool, quiet: bool, trust_code: bool = False) -> dict:
     """Fill in the epoch fields and options, then run through ``pwmpr grow``'s ``_run``."""
     given = {k: v for k, v in options.items() if v is not None}
     if resume is not None:
@@ -73,7 +74,7 @@ def _baseline(method: str, overrides: dict, epochs: int | None, reference_epochs
             raise PwmprError("--resume takes the run folder's own config.json; drop the other flags "
                              f"({', '.join('--' + f.replace('_', '-') for f in flags) or '--reference-epochs'})")
         return _run({k: None for k in overrides}, out=None, resume=resume, config=None, force=False, quiet=quiet,
-                    method=method)
+                    method=method, trust_code=trust_code)
     if epochs is None and config is None:
         epochs = DEFAULT_EPOCHS
     if epochs is not None:
@@ -86,7 +87,7 @@ def _baseline(method: str, overrides: dict, epochs: int | None, reference_epochs
     # A fresh run writes every option into config.json; a --config run keeps its own unless a flag is given.
     opts = given if config is not None else {**option_defaults, **given}
     return _run(overrides, out=out, resume=None, config=config, force=force, quiet=quiet, method=method,
-                options=opts)
+                options=opts, trust_code=trust_code)
 
 
 @app.command("dense")
@@ -96,13 +97,14 @@ def dense(
     weight_decay: WeightDecay = None, schedule: Schedule = None, val_fraction: ValFraction = None,
     max_train: MaxTrain = None, reference_epochs: ReferenceEpochs = None, tau_core: TauCore = None,
     device: Device = None, seed: Seed = None, out: Out = None, resume: Resume = None, config: Config = None,
-    force: Force = False, quiet: Quiet = False,
+    force: Force = False, quiet: Quiet = False, trust_code: TrustCode = False,
 ) -> None:
     """Train the dense network with the same trainer and schedule as PWMPR's final training (density 1)."""
     common = _common(model, data, data_dir, batch_size, lr, weight_decay, schedule, val_fraction, max_train,
                      tau_core, device, seed)
     _baseline("dense", common, epochs, reference_epochs, epoch_fields=("phase_epochs", "final_epochs"), options={},
-              option_defaults={}, out=out, resume=resume, config=config, force=force, quiet=quiet)
+              option_defaults={}, out=out, resume=resume, config=config, force=force, quiet=quiet,
+              trust_code=trust_code)
 
 
 @app.command("imp")
@@ -130,7 +132,7 @@ def imp(
     weight_decay: WeightDecay = None, schedule: Schedule = None, val_fraction: ValFraction = None,
     max_train: MaxTrain = None, reference_epochs: ReferenceEpochs = None, tau_core: TauCore = None,
     device: Device = None, seed: Seed = None, out: Out = None, resume: Resume = None, config: Config = None,
-    force: Force = False, quiet: Quiet = False,
+    force: Force = False, quiet: Quiet = False, trust_code: TrustCode = False,
 ) -> None:
     """Iterative magnitude pruning (lottery tickets, OpenLTH conventions): train dense, prune 20% of the remaining
     weights by global magnitude, retrain; every level is a point of its accuracy-density curve."""
@@ -157,7 +159,7 @@ def oneshot(
     weight_decay: WeightDecay = None, schedule: Schedule = None, val_fraction: ValFraction = None,
     max_train: MaxTrain = None, reference_epochs: ReferenceEpochs = None, tau_core: TauCore = None,
     device: Device = None, seed: Seed = None, out: Out = None, resume: Resume = None, config: Config = None,
-    force: Force = False, quiet: Quiet = False,
+    force: Force = False, quiet: Quiet = False, trust_code: TrustCode = False,
 ) -> None:
     """Prune once at initialisation to --density (PHEW, SynFlow, random or magnitude), then train --epochs."""
     from pwmpr.methods.oneshot import OneShotOptions

@@ -12,11 +12,12 @@ from pwmpr.cli.errors import boundary
 
 @boundary
 def compare(
-    runs: Annotated[list[Path], typer.Argument(help="Finished run folders (of pwmpr grow and pwmpr baseline); "
+    runs: Annotated[list[Path], typer.Argument(help="Finished run folders (of pwmpr grow and pwmpr baseline) and "
+                                               "sweep folders (pwmpr sweep: the reference for density discovery); "
                                                "seeds of one configuration are grouped.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for compare.md, compare.csv, compare.json and "
                                       "the two plots.")] = Path("compare"),
-    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw acc_vs_density.png and "
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", metavar="", help="Draw acc_vs_density.png and "
                                         "acc_vs_cost.png.")] = True,
 ) -> None:
     """Compare runs: one table (test accuracy, density, cost vs dense in both conventions, wall time, tau-core),
@@ -44,6 +45,15 @@ def compare(
         for c in claims:
             console.print(f"  [bold]{c.verdict:>13}[/bold]  {escape(c.name)} (paper: {escape(c.paper)}): "
                           f"{escape(c.measured)}", highlight=False)
+    if result.discovery:
+        console.print("[bold]Density discovery (against the sweep of the same model and data)[/bold]")
+        for d in result.discovery:
+            hit = {True: "hit", False: "miss", None: "?"}[d["hit"]]
+            imp = "" if d["imp_cost_flops"] is None else f", IMP to that density {d['imp_cost_flops']:.2f}x"
+            console.print(escape(f"  {hit:>4}  {d['run']}: density {d['discovered_density']:.4f} = "
+                                 f"{d['density_over_knee']:.2f}x knee, test {100 * d['test_acc']:.2f}% "
+                                 f"({100 * d['gap_to_best']:+.2f} vs sweep best), cost {d['cost_flops']:.2f}x dense "
+                                 f"FLOPs{imp}"), highlight=False)
     for note in result.notes:
         console.print(f"note: {escape(note)}", highlight=False)
     console.print(escape(f"wrote {', '.join(str(f) for f in result.files)}"), highlight=False)

@@ -16,14 +16,20 @@ SHOWN_CHARS = 160  # metadata values longer than this are cut in the table view 
 def inspect(
     path: Annotated[Path, typer.Argument(help="A run folder, an export folder, a .safetensors or an .onnx file.",
                                          show_default=False)],
-    as_json: Annotated[bool, typer.Option("--json", help="Print everything as one JSON object.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print everything as one JSON object.")] = False,
+    trust_code: Annotated[bool, typer.Option("--trust-code", metavar="", help="Allow importing the "
+                                             "package.module:function model PATH names (importing runs its "
+                                             "code).")] = False,
 ) -> None:
     """Show the per-layer density table, the overall density and the pwmpr metadata of PATH.
 
     Files are only parsed (safetensors, protobuf), never executed; a foreign, truncated or inconsistent file
     is an error.
     """
-    _inspect(path, as_json)
+    from pwmpr.models import trusted_code
+
+    with trusted_code(trust_code):
+        _inspect(path, as_json)
 
 
 def _n(count: int | None) -> str:

@@ -14,9 +14,16 @@ def hlp(path: str) -> str:
     """Help text for config field ``path`` (``seed`` or ``growth.gamma``) with its default."""
     part, _, name = path.rpartition(".")
     cls = _PARTS[part]
-    default = next(f for f in dataclasses.fields(cls) if f.name == name).default
+    fld = next(f for f in dataclasses.fields(cls) if f.name == name)
+    default = fld.default
     shown = "none" if default is None else str(default).lower() if isinstance(default, bool) else default
-    return f"{field_help(cls, name)} (default: {shown})"
+    text = field_help(cls, name)
+    if "registry" in fld.metadata:  # "module:NAME" of the registry whose names the field takes
+        import importlib
+
+        module, _, attr = fld.metadata["registry"].partition(":")
+        text += f" One of: {', '.join(getattr(importlib.import_module(module), attr).names())}."
+    return f"{text} (default: {shown})"
 
 
 def apply_overrides(cfg: GrowConfig, overrides: dict[str, Any]) -> GrowConfig:

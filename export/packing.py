@@ -155,7 +155,7 @@ def decode_group(group: int, names: Sequence[str], weights: Sequence[np.ndarray]
     g = group_names(group)
     zero = f"{PREFIX}zero_{values.dtype.name}"
     shared = {f"{PREFIX}shifts": np.arange(8, dtype=np.uint8).reshape(1, 8), f"{PREFIX}one_u8": np.array([1], np.uint8),
-              f"{PREFIX}flat": np.array([-1], np.int64), f"{PREFIX}zero_i64": np.array([0], np.int64),
+              f"{PREFIX}flat": np.array([-1], np.int64),
               f"{PREFIX}axis0": np.array(0, np.int64), zero: np.zeros((), values.dtype)}
     inits = [numpy_helper.from_array(values, g["values"]), numpy_helper.from_array(bits.reshape(-1, 1), g["bits"])]
     inits += [numpy_helper.from_array(np.array(w.shape, np.int64), name + SHAPE_SUFFIX)
@@ -172,6 +172,8 @@ def decode_group(group: int, names: Sequence[str], weights: Sequence[np.ndarray]
     m = node("Reshape", [bit, f"{PREFIX}flat"])
     if n % 8:  # drop the padding bits of the last byte
         inits.append(numpy_helper.from_array(np.array([n], np.int64), f"{PREFIX}{group}.n"))
+        # only here: an initializer no node reads makes onnxruntime warn at every session start
+        inits.append(numpy_helper.from_array(np.array([0], np.int64), f"{PREFIX}zero_i64"))
         m = node("Slice", [m, f"{PREFIX}zero_i64", f"{PREFIX}{group}.n"])
     idx = node("CumSum", [node("Cast", [m], to=TensorProto.INT64), f"{PREFIX}axis0"], exclusive=1)
     flat = node("Where", [node("Cast", [m], to=TensorProto.BOOL), node("Gather", [g["values"], idx], axis=0), zero])

@@ -34,6 +34,7 @@ from pwmpr.export.safetensors_io import (
     read_run,
     write_export_files,
 )
+from pwmpr.lock import lock_beside, lock_run_dir_for_reading
 
 ONNX_FILE = "model.onnx"
 REPORT_FILE = "export_report.json"
@@ -149,7 +150,12 @@ def export_run(run_dir: Path | str, out: Path | str | None = None, **options: An
     Takes the options of :func:`export_artifact`; returns the export report.
     """
     out = Path(out) if out is not None else Path(run_dir) / "export"
-    report = export_artifact(read_run(run_dir), out, **options)
+    held = lock_run_dir_for_reading(run_dir) if Path(run_dir).is_dir() else None  # no grow writes it meanwhile
+    try:
+        report = export_artifact(read_run(run_dir), out, **options)
+    finally:
+        if held is not None:
+            held.release()
     report["run_dir"] = str(run_dir)
     return report
 
@@ -181,24 +187,41 @@ def export_artifact(art: Artifact, out: Path | str, *, onnx_weights: str = "pack
                                timing_runs=timing_runs)
     out = Path(out)
     _check_out(out)
+    _make_parent(out)
+    with lock_beside(out, "export folder"):  # one export per --out at a time
+        for stale in _stale_staging(out):  # left by an export that was killed: nobody else writes here now
+            shutil.rmtree(stale, ignore_errors=True)
+        _check_out(out)
 
-    say("reading inputs and the PyTorch reference")
-    x, input_note = validation_inputs(art, n_inputs)
-    with torch.inference_mode():
-        ref = art.model(torch.from_numpy(x)).numpy()
-    meta = export_metadata(art)
+        say("reading inputs and the PyTorch reference")
+        x, input_note = validation_inputs(art, n_inputs)
+        with torch.inference_mode():
+            ref = art.model(torch.from_numpy(x)).numpy()
+        meta = export_metadata(art)
 
-    staging = _staging(out)
-    try:
-        report = _export_into(staging, art, meta, x, ref, onnx_weights, provider, providers, opset, timing_runs,
-                              all_encodings, say)
-        report.update({"out": str(out), "inputs": input_note})
-        rundir.atomic_write_json(staging / REPORT_FILE, report)
-        _publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        staging = _staging(out)
+        try:
+            report = _export_into(staging, art, meta, x, ref, onnx_weights, provider, providers, opset, timing_runs,
+                                  all_encodings, say)
+            report.update({"out": str(out), "inputs": input_note})
+            rundir.atomic_write_json(staging / REPORT_FILE, report)
+            _publish(staging, out)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return report
+
+
+def _make_parent(out: Path) -> None:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PwmprError(f"--out {out} cannot be created: {exc.strerror or exc}") from None
+
+
+def _stale_staging(out: Path) -> list[Path]:
+    """The ``.OUT.tmp-*`` staging folders beside ``out`` (only ever a dead export's while its lock is held)."""
+    return [p for p in out.parent.glob(f".{out.name}.tmp-*") if p.is_dir()]
 
 
 def _publish(staging: Path, out: Path) -> None:

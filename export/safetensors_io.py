@@ -214,8 +214,11 @@ def folder_kind(path: Path) -> str:
     raise PwmprError(f"{path} is neither a run folder ({rundir.FINAL}) nor an export folder ({MODEL_FILE})")
 
 
-def load(path: Path | str) -> tuple[nn.Module, MaskSet]:
+def load(path: Path | str, *, trust_remote_code: bool = False) -> tuple[nn.Module, MaskSet]:
     """Rebuild a masked model from a run folder, an export folder or one of their safetensors files.
+
+    A model recorded as ``package.module:function`` (the user's own factory) is rebuilt only with
+    ``trust_remote_code=True``: importing the module runs its code. Registered models never run foreign code.
 
     Accepts a run folder (``final.safetensors``), a ``final.safetensors`` file, an export folder, or its
     ``model.safetensors`` / ``masks.safetensors`` (the other file is taken from the same folder). The model is
@@ -228,7 +231,13 @@ def load(path: Path | str) -> tuple[nn.Module, MaskSet]:
     Raises:
         PwmprError: a missing, foreign, truncated or inconsistent file.
     """
-    path = Path(path)
+    from pwmpr.models import trusted_code
+
+    with trusted_code(bool(trust_remote_code)):
+        return _load(Path(path))
+
+
+def _load(path: Path) -> tuple[nn.Module, MaskSet]:
     if not path.exists():
         raise PwmprError(f"not found: {path}")
     if path.is_dir():

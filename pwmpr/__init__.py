@@ -15,18 +15,27 @@ from pwmpr.seed import SEEDS, phew_masks  # 1 seed
 from pwmpr.stop import SaturationFit, StopDecision, fit_saturation, plateau_reached, should_stop  # 5 stop
 
 
-def load(path):
+def load(path, *, trust_remote_code: bool = False):
     """Rebuild ``(model, masks)`` from a run folder, an export folder or one of their safetensors files.
 
+    A ``package.module:function`` model is imported only with ``trust_remote_code=True`` (importing runs code).
     See ``pwmpr.export.safetensors_io.load``; imported on first use so ``import pwmpr`` stays light.
     """
     from pwmpr.export.safetensors_io import load as _load
 
-    return _load(path)
+    return _load(path, trust_remote_code=trust_remote_code)
+
+
+def grow_module(model, train, **kwargs):
+    """Grow ``model`` (any nn.Module) on your own data through the pwmpr runner; see :func:`pwmpr.api.grow_module`."""
+    from pwmpr.api import grow_module as _grow_module
+
+    return _grow_module(model, train, **kwargs)
 
 
 __all__ = [
     "GROWTH_RULES", "MODELS", "SEEDS", "FlopCount", "MaskSet", "PwmprError", "SaturationFit", "StopDecision", "TauCore",
-    "__version__", "create_model", "fit_saturation", "gradient_scores", "grow", "list_models", "load", "phew_masks",
+    "__version__", "create_model", "fit_saturation", "gradient_scores", "grow", "grow_module", "list_models", "load",
+    "phew_masks",
     "plateau_reached", "prunable", "pwmp_scores", "should_stop", "tau_core", "training_flops",
 ]

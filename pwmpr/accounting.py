@@ -221,7 +221,10 @@ def tau_core(
     sizes = [_n_units(m) for m, _ in hidden]
     starts = [sum(sizes[:i]) for i in range(len(sizes))]  # offset of each hidden layer in the unit vector
     n_hidden = sum(sizes)
-    keep = {n: torch.ones(k, dtype=torch.float64, device=device) for n, k in zip(names, sizes, strict=True)}
+    # One keep vector for all hidden units; each layer's hook reads its own slice (a view), so removing a unit
+    # is one device-side index_fill, with no host sync.
+    keep_all = torch.ones(n_hidden, dtype=torch.float64, device=device)
+    keep = {n: keep_all[start:start + k] for n, start, k in zip(names, starts, sizes, strict=True)}
     channel_dims = {n: _channel_dim(m) for m, n in hidden}
     captured: dict[str, list[Tensor]] = {n: [] for n in names}
 
@@ -232,8 +235,8 @@ def tau_core(
         # Hand on a copy: an in-place op downstream (``F.relu(conv(x), inplace=True)``) must not change `out`.
         return out.clone()
 
-    def centrality() -> tuple[float, Tensor]:
-        """R and every hidden unit's F_v * B_v (one vector, hidden layers in module order)."""
+    def centrality() -> tuple[Tensor, Tensor]:
+        """R (a 0-d tensor, left on the device) and every hidden unit's F_v * B_v (one vector)."""
         for lst in captured.values():
             lst.clear()
         with torch.enable_grad():
@@ -247,28 +250,45 @@ def tau_core(
                 c = (o * g).sum(dim=[d for d in range(o.dim()) if d != channel])
                 start = starts[names.index(n)]
                 cent[start : start + c.numel()] += c.detach()
-        return float(total.detach()), cent
+        return total.detach(), cent
 
     handles = [m.register_forward_hook(zero_and_capture) for m, _ in hidden]
     coverage: list[float] = []
     units: list[tuple[str, int]] = []
     reached = True
     try:
-        r0, cent = centrality()
+        total0, cent = centrality()
+        r0 = float(total0)
         # Greedy: remove the unit of largest remaining centrality, recompute, until tau of the mass is gone.
-        while r0 > 0.0:
-            best = int(torch.argmax(cent))
-            if not cent[best] > 0.0:
-                reached = False  # the mass left bypasses every hidden unit
-                break
-            layer = bisect.bisect_right(starts, best) - 1
-            unit = (names[layer], best - starts[layer])
-            keep[unit[0]][unit[1]] = 0.0
-            units.append(unit)
-            r, cent = centrality()
-            coverage.append(1.0 - r / r0)
-            if coverage[-1] >= tau - _TAU_SLACK:
-                break
+        # Steps run in chunks without looking at their results on the host (argmax, the "> 0" check and the
+        # coverage stay on the device); one sync per chunk then finds where the greedy stopped. Steps past that
+        # point change nothing before it, so the result is the step-by-step greedy's; the chunk doubles (4 to 64)
+        # so a small core wastes few passes and a large one few syncs.
+        chunk, done = 4, False
+        while r0 > 0.0 and not done and len(units) < n_hidden:
+            picks, valid, covs = [], [], []
+            for _ in range(min(chunk, n_hidden - len(units))):
+                best = torch.argmax(cent)
+                picks.append(best)
+                valid.append(cent[best] > 0.0)
+                keep_all.index_fill_(0, best.view(1), 0.0)
+                r, cent = centrality()
+                covs.append(1.0 - r / r0)
+            host = torch.stack([torch.stack(picks).double(), torch.stack(valid).double(), torch.stack(covs)]).cpu()
+            for best_i, ok, cov in host.T.tolist():
+                if not ok:
+                    reached = False  # the mass left bypasses every hidden unit
+                    done = True
+                    break
+                layer = bisect.bisect_right(starts, int(best_i)) - 1
+                units.append((names[layer], int(best_i) - starts[layer]))
+                coverage.append(cov)
+                if cov >= tau - _TAU_SLACK:
+                    done = True
+                    break
+            chunk = min(64, chunk * 2)
+        if r0 > 0.0 and not done:
+            reached = False  # every hidden unit is gone and tau is still not covered
     finally:
         for h in handles:
             h.remove()

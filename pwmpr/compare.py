@@ -512,11 +512,17 @@ def _save(fig, path: Path) -> None:
 
 
 def _plain_ticks(ax) -> None:
-    """Log axes labelled 0.05, 0.1, 2 rather than 5x10^-2."""
-    from matplotlib.ticker import FormatStrFormatter
+    """Log axes labelled 0.05, 0.1, 2 rather than 5x10^-2, with labels on the minor ticks (2, 3, 5 x 10^k)
+    where the axis spans less than about two decades: there a single decade mark such as 1 may be all the
+    major ticks there are."""
+    from matplotlib.ticker import LogFormatter
 
-    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-    ax.xaxis.set_minor_formatter(FormatStrFormatter(""))
+    class Plain(LogFormatter):
+        def _num_to_string(self, x, vmin, vmax):
+            return f"{x:g}"
+
+    ax.xaxis.set_major_formatter(Plain(labelOnlyBase=False))
+    ax.xaxis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
 
 
 def plot_comparison(groups: Sequence[Group], out_dir: Path) -> list[Path]:
@@ -568,9 +574,12 @@ def plot_comparison(groups: Sequence[Group], out_dir: Path) -> list[Path]:
     axes[0].set_ylabel("test accuracy (%)")
     axes[0].legend(fontsize=7, loc="lower right")
     fig2.suptitle("test accuracy vs training cost (dotted line: one dense run)", fontsize=10)
+    from pwmpr.rundir import deferred_interrupt
+
     for fig, path in ((fig1, paths[0]), (fig2, paths[1])):
-        fig.tight_layout()
-        _save(fig, path)
+        with deferred_interrupt():  # a Ctrl-C is raised after the figure is written, never inside matplotlib
+            fig.tight_layout()
+            _save(fig, path)
         plt.close(fig)
     return paths
 
@@ -585,6 +594,7 @@ class Comparison:
     claims: dict[str, list[Claim]]
     notes: list[str]
     files: list[Path]
+    discovery: list[dict[str, Any]] = field(default_factory=list)
 
 
 def levels_markdown(groups: Sequence[Group]) -> str:
@@ -628,13 +638,24 @@ def compare(paths: Sequence[Path | str], out_dir: Path | str | None = None, *, p
     """
     if not paths:
         raise PwmprError("give at least one run folder to compare")
-    runs = [read_run(p) for p in paths]
+    from pwmpr import sweep as sweeps_mod
+
+    sweeps = [Path(p) for p in paths if sweeps_mod.is_sweep(p)]
+    runs = [read_run(p) for p in paths if not sweeps_mod.is_sweep(p)]
+    if not runs:
+        raise PwmprError("give at least one run folder to compare (sweep folders are only the reference)")
     seen: dict[Path, Path] = {}
     for r in runs:
         real = r.path.resolve()
         if real in seen:
             raise PwmprError(f"run folder {r.path} is given twice")
         seen[real] = r.path
+    same: dict[tuple[str, int], RunRecord] = {}
+    for r in runs:
+        twin = same.setdefault((r.group_key(), r.seed), r)
+        if twin is not r:
+            raise PwmprError(f"{twin.path} and {r.path} are the same configuration with the same seed {r.seed} "
+                             "(they differ only in their folder), so they are not two seeds: give one of them")
     groups = group_runs(runs)
     rows = table_rows(groups)
     notes = []
@@ -646,23 +667,57 @@ def compare(paths: Sequence[Path | str], out_dir: Path | str | None = None, *, p
             notes.append(f"{setting[0]} on {setting[1]}: costs are relative to dense runs of different lengths "
                          f"({', '.join(map(str, refs))} epochs); compare cost columns with care")
         claims[f"{setting[0]} on {setting[1]}"] = check_claims(gs)
+    discovery = discovery_rows(runs, sweeps)
     files: list[Path] = []
     if out_dir is not None:
         out = Path(out_dir)
         if out.exists() and not out.is_dir():
             raise PwmprError(f"output path {out} exists and is not a directory")
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PwmprError(f"--out {out} cannot be created: {exc.strerror or exc}") from None
         md = ["# pwmpr compare\n", markdown_table(rows), "\nClaims of the paper, measured:\n", claims_markdown(claims)]
         md += [f"\nNote: {n}\n" for n in notes]
+        if discovery:
+            from pwmpr.discovery import markdown as discovery_markdown
+
+            md += ["\nDensity discovery against the sweep of the same model and data (hit: within 1 point of the "
+                   "sweep's best test accuracy, at most 2x its knee density, cheaper than IMP to the same "
+                   "density; `+`: IMP stopped above that density, its cost is a lower bound):\n",
+                   discovery_markdown(discovery)]
         if any(g.method == "imp" for g in groups):
             md += ["\nIMP accuracy-density curves (every level is a trained ticket):\n", levels_markdown(groups)]
         rundir.atomic_write_text(out / "compare.md", "\n".join(md))
         rundir.atomic_write_text(out / "compare.csv", csv_text(rows))
-        payload = {"rows": rows, "claims": {k: [asdict(c) for c in v] for k, v in claims.items()}, "notes": notes,
+        payload = {"rows": rows, "discovery": discovery,
+                   "claims": {k: [asdict(c) for c in v] for k, v in claims.items()}, "notes": notes,
                    "levels": {g.label: [{k: (asdict(v) if isinstance(v, Stat) else v) for k, v in x.items()}
                                         for x in g.levels()] for g in groups}}
         rundir.atomic_write_json(out / "compare.json", payload)
         files = [out / "compare.md", out / "compare.csv", out / "compare.json"]
         if plots:
             files += plot_comparison(groups, out)
-    return Comparison(groups, rows, claims, notes, files)
+    return Comparison(groups, rows, claims, notes, files, discovery)
+
+
+def discovery_rows(runs: Sequence[RunRecord], sweeps: Sequence[Path]) -> list[dict[str, Any]]:
+    """``pwmpr.discovery.score`` of every PWMPR run that has a sweep of the same model and data (and the IMP run
+    of that setting with the smallest seed, where one is given)."""
+    from pwmpr import discovery
+    from pwmpr import sweep as sweeps_mod
+
+    by_setting = {}
+    for path in sweeps:
+        summary = _read_json(path / sweeps_mod.SWEEP_SUMMARY, "sweep summary")
+        by_setting.setdefault((summary["model"], summary["data"]), summary)
+    imps = sorted((r for r in runs if r.method == "imp"), key=lambda r: r.seed)
+    out = []
+    for r in runs:
+        sweep = by_setting.get((r.summary.get("model"), r.summary.get("data")))
+        if r.method != "pwmpr" or sweep is None:
+            continue
+        imp = next((i for i in imps if i.setting == r.setting), None)
+        out.append({"run": str(r.path), "seed": r.seed,
+                    **discovery.score(r.summary, sweep, imp.history if imp is not None else None)})
+    return out

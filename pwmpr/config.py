@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 from pwmpr.errors import PwmprError
 
 CONFIG_VERSION = 1
+SEED_LIMIT = 2**63  # torch generators take 64-bit seeds; seed + a few offsets must still fit
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -78,14 +81,22 @@ class GrowthConfig:
 class StopConfig:
     """When growth stops (spec section 5)."""
 
-    min_points: int = _f(4, "Accuracy-density points needed before the saturation fit is trusted.")
+    rule: str = _f("gain", "Stop rule: gain stops when growing on would gain less than "
+                   "--stop-tol with probability >= 1 - alpha under a posterior over the accuracy-density curve; "
+                   "paper is the paper's saturation fit, bounded and checked against the noise.",
+                   registry="pwmpr.stop:STOP_RULES")
+    tol: float = _f(0.005, "gain rule: accuracy gain (0.01 = one point) below which growing on is not worth it.")
+    alpha: float = _f(0.1, "gain rule: stop when the gain is below tol with probability at least 1 - alpha.")
+    min_points: int = _f(4, "Accuracy-density points a stop decision needs.")
     consecutive: int = _f(2, "Consecutive refits that must agree before stopping.")
-    plateau_tol: float = _f(0.01, "Fallback stop (not in the paper): stop when doubling the density gains less "
+    plateau_tol: float = _f(0.0, "Fallback stop (not in the paper): stop when doubling the density gains less "
                             "than this accuracy (+1 s.e., last 5 points); 0 disables.")
     max_density: float = _f(1.0, "Stop growing once the density reaches this value.")
     max_phases: int = _f(30, "Stop after this many growth phases at the most.")
 
     def __post_init__(self) -> None:
+        _check(self.tol >= 0 and math.isfinite(self.tol), "stop tol", self.tol, ">= 0")
+        _check(0 < self.alpha < 1, "alpha", self.alpha, "in (0, 1)")
         _check(self.min_points >= 3, "min_points", self.min_points, ">= 3 (the fit has 3 parameters)")
         _check(self.consecutive >= 1, "consecutive", self.consecutive, ">= 1")
         _check(self.plateau_tol >= 0, "plateau_tol", self.plateau_tol, ">= 0")
@@ -98,7 +109,8 @@ class GrowConfig:
     """Everything that defines a run; ``config.json`` in the run folder is this, and reproduces the run."""
 
     method: str = _f("pwmpr", "What the run does: pwmpr (grow), dense, imp, oneshot.")
-    model: str = _f("auto", "Model name (pwmpr models lists them); auto picks the data set's default.")
+    model: str = _f("auto", "Model name (pwmpr models lists them), or package.module:function for your own "
+                    "factory function(num_classes, input_shape) -> nn.Module; auto picks the data set's default.")
     data: str = _f("mnist5k", "Data set: mnist5k (offline), digits (offline), mnist, cifar10, cifar100, tinyimagenet, "
                    "imagenet, or npz:PATH.")
     data_dir: str | None = _f(None, "Directory holding the data set files (downloads go here when allowed).")
@@ -110,6 +122,8 @@ class GrowConfig:
     final_epochs: int = _f(30, "Epochs of the final training at the discovered density.")
     reference_epochs: int | None = _f(None, "Epochs of the dense run that costs are compared with (default: final).")
     tau_core: bool = _f(True, "Measure the tau-core (bottleneck metric) after every phase.")
+    workers: int | None = _f(None, "DataLoader worker processes per rank for image folders (default: the CPUs "
+                             "per rank minus one, at most 8; 0 loads in the main process).")
     train: TrainConfig = field(default_factory=TrainConfig)
     growth: GrowthConfig = field(default_factory=GrowthConfig)
     stop: StopConfig = field(default_factory=StopConfig)
@@ -120,9 +134,13 @@ class GrowConfig:
             if isinstance(getattr(self, name), dict):
                 setattr(self, name, _from_dict(cls, getattr(self, name), name))
         _check(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "in (0, 1)")
+        _check(isinstance(self.seed, int) and 0 <= self.seed < SEED_LIMIT, "seed", self.seed,
+               "a whole number in [0, 2**63) (the random generators take 64-bit seeds)")
         _check(self.max_train is None or self.max_train >= 10, "max_train", self.max_train, ">= 10")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device", self.device,
                "auto, cpu or cuda")
+        _check(self.workers is None or (isinstance(self.workers, int) and self.workers >= 0), "workers",
+               self.workers, "a whole number >= 0")
         _check(self.phase_epochs >= 1, "phase_epochs", self.phase_epochs, ">= 1")
         _check(self.final_epochs >= 0, "final_epochs", self.final_epochs, ">= 0")
         _check(self.reference_epochs is None or self.reference_epochs >= 1, "reference_epochs",
@@ -169,15 +187,58 @@ class GrowConfig:
         return cls.from_dict(data)
 
 
+def _type_problem(value: Any, hint: Any) -> str | None:
+    """What is wrong with ``value`` for the field type ``hint`` (None when it fits).
+
+    Strict, as a config file must be: a bool field takes only true/false, an int field only a whole number
+    written without a point (not true/false), a float field any number but not true/false, a section an object.
+    Types this does not know are not checked here.
+    """
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        rest = [a for a in args if a is not type(None)]
+        return _type_problem(value, rest[0]) if len(rest) == 1 else None
+    if hint is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "a whole number"
+    if hint is float:
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    if hint is str:
+        return None if isinstance(value, str) else "a string"
+    if dataclasses.is_dataclass(hint) or typing.get_origin(hint) is dict or hint is dict:
+        return None if isinstance(value, (dict, hint if isinstance(hint, type) else dict)) \
+            else "an object ({...})"
+    return None
+
+
 def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise PwmprError(f"{where} must be an object ({{...}}), got {type(data).__name__} {data!r}"[:200])
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
         raise PwmprError(f"unknown key(s) in {where}: {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        want = _type_problem(value, hints.get(key))
+        if want is not None:
+            name = key if where == "config" else f"{where}.{key}"
+            raise PwmprError(f"{name} must be {want}, got {json.dumps(value) if _jsonable(value) else repr(value)}")
     try:
         return cls(**data)
     except TypeError as exc:
         raise PwmprError(f"bad value in {where}: {exc}") from None
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def field_help(cls: type, name: str) -> str:

@@ -1,4 +1,9 @@
-"""Accuracy vs density with the fitted saturation curve and rho* marked (curve.png of a run folder)."""
+"""curve.png of a run folder: validation accuracy vs density, with what the stop rule saw.
+
+The gain rule's posterior is drawn as its 90% band and median from the smallest observed density up to the
+largest density growth may reach (the extrapolation the rule decides on); a paper-rule fit is drawn only over
+the observed densities and up to its rho*. When the last phase had neither, the plot says so.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,15 @@ from typing import Any
 from pwmpr.rundir import atomic_save_figure
 
 
+def saturation_curve(fit: dict[str, Any], rho):
+    """``P0 + A (1 - exp(-beta rho))`` of a fit as recorded in history.jsonl (``SaturationFit.to_dict``)."""
+    import numpy as np
+
+    return fit["p0"] + fit["a"] * -np.expm1(-fit["beta"] * np.asarray(rho, dtype=np.float64))
+
+
 def plot_curve(history: list[dict[str, Any]], path: Path, title: str = "") -> None:
-    """Draw validation accuracy vs density of the growth phases, the last fit and rho*; write ``path`` atomically."""
+    """Draw validation accuracy vs density of the growth phases and the stop rule's view; write ``path`` atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -20,27 +32,42 @@ def plot_curve(history: list[dict[str, Any]], path: Path, title: str = "") -> No
     phases = [r for r in history if r.get("stage") == "phase"]
     finals = [r for r in history if r.get("stage") == "final"]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    if phases:
-        ax.plot([r["density"] for r in phases], [r["val_acc"] for r in phases], "o-", label="phases (val acc)")
-    if finals:
-        ax.plot([r["density"] for r in finals], [r["val_acc"] for r in finals], "*", ms=14, label="final (val acc)")
-    fits = [r["fit"] for r in phases if r.get("fit") and r["fit"].get("identifiable")]
-    if fits:
-        fit = fits[-1]
-        xs = [r["density"] for r in phases]
-        hi = max(max(xs), fit.get("rho_star") or 0) * 1.1
-        grid = np.linspace(0, hi, 200)
-        ax.plot(grid, fit["p0"] + fit["a"] * (1 - np.exp(-fit["beta"] * grid)), "--", label="fit P0+A(1-e^-βρ)")
-        rho = fit.get("rho_star")
-        if rho is not None and math.isfinite(rho):
-            ax.axvline(rho, color="gray", ls=":", label=f"ρ* = {rho:.3f}")
-    ax.set_xlabel("density")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
     try:
+        xs = [r["density"] for r in phases]
+        if phases:
+            ax.plot(xs, [r["val_acc"] for r in phases], "o-", label="phases (val acc)", zorder=3)
+        if finals:
+            ax.plot([r["density"] for r in finals], [r["val_acc"] for r in finals], "*", ms=14,
+                    label="final (val acc)", zorder=3)
+        last = phases[-1] if phases else {}
+        post, fit = last.get("posterior"), last.get("fit")
+        note = ""
+        if post and post.get("rho"):
+            rho = post["rho"]
+            ax.fill_between(rho, post["q05"], post["q95"], alpha=0.2, color="C2", label="posterior 90% band")
+            ax.plot(rho, post["q50"], "-", color="C2", lw=1, label="posterior median")
+            p = post.get("p_gain_below_tol")
+            if p is not None:
+                note = f"Pr(gain to density {post['cap']:g} < {post['tol']:g}) = {p:.2f}"
+        elif fit and fit.get("identifiable") and xs:
+            rho_star = fit.get("rho_star")
+            hi = max(max(xs), rho_star if rho_star is not None and math.isfinite(rho_star) else 0.0)
+            grid = np.geomspace(min(xs), hi, 200)
+            ax.plot(grid, saturation_curve(fit, grid), "--", label="fit P0+A(1-e^-βρ)")
+            if rho_star is not None and math.isfinite(rho_star):
+                ax.axvline(rho_star, color="gray", ls=":", label=f"ρ* = {rho_star:.3f}")
+        elif phases:
+            note = "no fit: " + (last.get("fit_status") or "too few points")
+        if note:
+            ax.text(0.02, 0.02, note, transform=ax.transAxes, fontsize=7, va="bottom", wrap=True)
+        if xs and max(xs) / max(min(xs), 1e-12) > 4:
+            ax.set_xscale("log")
+        ax.set_xlabel("density")
+        ax.set_ylabel("validation accuracy")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+        fig.tight_layout()
         atomic_save_figure(fig, Path(path))
     finally:
         plt.close(fig)

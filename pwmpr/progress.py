@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import Any
@@ -139,3 +140,32 @@ def _row_text(row: dict[str, Any]) -> str:
     if row.get("decision"):
         text += f" -> {row['decision']}"
     return text
+
+
+def terminal_width() -> int:
+    """Columns of the terminal (``COLUMNS`` when set; 80 when there is no terminal)."""
+    return shutil.get_terminal_size((80, 24)).columns
+
+
+def fit_parts(parts: list[str], width: int | None = None, sep: str = " · ") -> str:
+    """``parts`` joined by ``sep`` on as few lines as fit ``width`` columns, breaking only between parts
+    (a part longer than a line gets a line of its own); continuation lines are indented by 2."""
+    width = max(20, width or terminal_width())
+    lines: list[str] = []
+    line = ""
+    for part in parts:
+        if line and len(line) + len(sep) + len(part) > width:
+            lines.append(line)
+            line = "  " + part
+        else:
+            line = f"{line}{sep}{part}" if line else part
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def result_line(summary: dict[str, Any], width: int | None = None) -> str:
+    """The final result of a run (fresh or resumed), fitted to the terminal width."""
+    parts = [f"discovered density {summary['discovered_density']:.4f}", f"test accuracy {summary['test_acc']:.4f}",
+             f"cost {summary['cost_flops']:.2f}x dense FLOPs ({summary['cost_epochs']:.2f}x dense epochs)",
+             f"stop: {summary['stop_reason']}", f"run folder {summary['run_dir']}"]
+    return fit_parts(parts, width)

@@ -15,10 +15,16 @@ never leaves a half-written file. Checkpoints are safetensors only: loading one 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
+import signal
 import tempfile
+import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -61,25 +67,50 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return sorted(folder.glob("phase-*.safetensors")) if folder.is_dir() else []
 
 
+# OSErrors that mean "this output path cannot take the file": the user's to fix (free space, another folder),
+# reported in one line. Any other OSError is a bug and keeps its traceback.
+USER_OS_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+TMP_SUFFIX = ".tmp"
+SET_ASIDE = ".replaced-"  # --force: the old run's files wait here until the new run's first checkpoint
+
+
+def umask() -> int:
+    """The process umask (read without changing it for longer than a moment)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_error(path: Path, exc: OSError) -> PwmprError:
+    """The one-line error for an OSError of ``USER_OS_ERRORS`` while writing ``path``."""
+    return PwmprError(f"cannot write {path}: {exc.strerror or exc}; nothing half-written was left")
+
+
 def _atomic(path: Path, write) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files owner-only; give them the usual permissions
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        if exc.errno in USER_OS_ERRORS or isinstance(exc, (NotADirectoryError, FileExistsError)):
+            raise write_error(path, exc) from None
+        raise
     try:
         write(tmp)
+        # After the write: some writers (safetensors, matplotlib) re-create the file, dropping an earlier chmod.
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes files owner-only; give them the usual permissions
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)  # the data is on disk before the name points at it
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in USER_OS_ERRORS:
+            raise write_error(path, exc) from None
         raise
 
 
@@ -118,12 +149,30 @@ def read_history(run_dir: Path) -> list[dict]:
 
 
 def save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-    """Save ``tensors`` plus JSON metadata to a safetensors file, atomically."""
-    from safetensors.torch import save_file
+    """Save ``tensors`` plus JSON metadata to a safetensors file, atomically.
+
+    The bytes are built in memory and written by Python, so a full disk is an OSError like any other write.
+    ``PWMPR_TEST_SLOW_WRITE=SECONDS[:NAME]`` (tests only) pauses halfway through every write (of file NAME only,
+    when given), so a test can kill the process while a checkpoint is half-written.
+    """
+    from safetensors.torch import save
 
     flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     metadata = {"format": "pt", META_KEY: json.dumps(meta, default=_json_default)}
-    _atomic(Path(path), lambda tmp: save_file(flat, tmp, metadata=metadata))
+    blob = save(flat, metadata=metadata)
+    seconds, _, only = os.environ.get("PWMPR_TEST_SLOW_WRITE", "").partition(":")
+    pause = float(seconds or 0) if not only or only == Path(path).name else 0.0
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            half = len(blob) // 2
+            fh.write(blob[:half])
+            if pause:
+                fh.flush()
+                time.sleep(pause)
+            fh.write(blob[half:])
+
+    _atomic(Path(path), write)
 
 
 def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -156,14 +205,19 @@ def rng_to_tensor(state: Tensor) -> Tensor:
     return state.clone().to(torch.uint8)
 
 
-def check_out_dir(run_dir: Path, *, force: bool) -> None:
-    """Refuse an output folder that is a file, is unwritable, or is non-empty (unless ``force``)."""
+def _is_leftover(p: Path) -> bool:
+    """Names only pwmpr's own temporary files, locks and set-aside folders have (hidden; never results)."""
+    from pwmpr.lock import RUN_LOCK
+
+    return p.name == RUN_LOCK or (p.name.startswith(".") and p.name.endswith(TMP_SUFFIX)) or \
+        p.name.startswith(SET_ASIDE)
+
+
+def make_out_dir(run_dir: Path) -> None:
+    """Create the output folder; refuse one that is a file or is unwritable."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise PwmprError(f"output path {run_dir} exists and is not a directory")
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not force:
-        raise PwmprError(f"output directory {run_dir} is not empty; pass --resume {run_dir} to continue it "
-                         "or --force to overwrite it")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".probe", delete=True):
@@ -172,13 +226,122 @@ def check_out_dir(run_dir: Path, *, force: bool) -> None:
         raise PwmprError(f"output directory {run_dir} is not writable: {exc.strerror or exc}") from None
 
 
+def check_out_dir(run_dir: Path, *, force: bool) -> None:
+    """Refuse an output folder that is a file, is unwritable, or is non-empty (unless ``force``).
+
+    pwmpr's own leftovers (a lock, ``.*.tmp`` files of a killed writer) do not make a folder non-empty.
+    """
+    run_dir = Path(run_dir)
+    make_out_dir(run_dir)
+    if any(not _is_leftover(p) for p in run_dir.iterdir()) and not force:
+        raise PwmprError(f"output directory {run_dir} is not empty; pass --resume {run_dir} to continue it "
+                         "or --force to overwrite it")
+
+
+def clean_leftovers(run_dir: Path) -> list[str]:
+    """Remove what a dead writer left in ``run_dir``: ``.NAME.*.tmp`` files, here and in checkpoints/.
+
+    Call it only while holding the folder's lock (then no live process is writing them). Returns what went.
+    """
+    run_dir = Path(run_dir)
+    gone = []
+    for folder in (run_dir, run_dir / CHECKPOINTS):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) and p.is_file():
+                p.unlink(missing_ok=True)
+                gone.append(str(p.relative_to(run_dir)))
+    return gone
+
+
+def set_aside(run_dir: Path) -> Path | None:
+    """--force: move the old run's files (all but the lock) into ``RUN/.replaced-PID/``; None if there were none.
+
+    Nothing is deleted here: :func:`drop_set_aside` deletes them once the new run has written its first
+    checkpoint, :func:`restore_set_aside` puts them back if it fails before that.
+    """
+    from pwmpr.lock import RUN_LOCK
+
+    run_dir = Path(run_dir)
+    entries = [p for p in run_dir.iterdir() if p.name != RUN_LOCK and not p.name.startswith(SET_ASIDE)]
+    if not entries:
+        return None
+    aside = run_dir / f"{SET_ASIDE}{os.getpid()}"
+    aside.mkdir()
+    for p in entries:
+        os.replace(p, aside / p.name)
+    return aside
+
+
+def restore_set_aside(run_dir: Path, aside: Path) -> None:
+    """Put the files :func:`set_aside` moved back in place of whatever the new run wrote."""
+    from pwmpr.lock import RUN_LOCK
+
+    run_dir = Path(run_dir)
+    for p in run_dir.iterdir():
+        if p.name != RUN_LOCK and p != aside and not p.name.startswith(SET_ASIDE):
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    for p in aside.iterdir():
+        os.replace(p, run_dir / p.name)
+    aside.rmdir()
+
+
+def drop_set_aside(aside: Path | None) -> None:
+    """Delete the old run's files set aside by :func:`set_aside`."""
+    if aside is not None and aside.exists():
+        shutil.rmtree(aside)
+
+
+def recover_set_aside(run_dir: Path) -> list[str]:
+    """Under the lock: finish what a --force killed by SIGKILL left. The old files come back when the new run
+    wrote no checkpoint; otherwise they are deleted. Returns notes for the user."""
+    run_dir = Path(run_dir)
+    notes = []
+    for aside in sorted(run_dir.glob(f"{SET_ASIDE}*")):
+        if not aside.is_dir():
+            continue
+        if checkpoints(run_dir):
+            shutil.rmtree(aside)
+            notes.append(f"removed {aside.name}: the files of a run replaced by --force")
+        else:
+            restore_set_aside(run_dir, aside)
+            notes.append(f"restored the files a --force replacement (killed before its first checkpoint) had set "
+                         f"aside in {aside.name}")
+    return notes
+
+
 def clear_run_dir(run_dir: Path) -> None:
-    """Remove the files a previous run left in ``run_dir`` (for --force)."""
+    """Remove the files a previous run left in ``run_dir`` (kept for API users; the CLI uses set_aside)."""
     run_dir = Path(run_dir)
     for name in (CONFIG, HISTORY, CURVE, SUMMARY, FINAL):
         (run_dir / name).unlink(missing_ok=True)
     for ck in checkpoints(run_dir):
         ck.unlink()
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Hold a Ctrl-C (SIGINT) back until the block ends, then raise KeyboardInterrupt.
+
+    For code a KeyboardInterrupt must not land inside (matplotlib's renderer turns one into "Invalid bounding
+    box" errors); the block takes well under a second. Outside the main thread it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def _json_default(obj: Any) -> Any:

@@ -13,6 +13,8 @@ and broadcast, so every rank trains the same masks.
 from __future__ import annotations
 
 import copy
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +23,14 @@ import torch
 from pwmpr import dist, rundir
 from pwmpr.accounting import tau_core, training_flops
 from pwmpr.config import GrowConfig
-from pwmpr.data import DataBundle, load_data
+from pwmpr.data import MIN_VAL_SAMPLES, DataBundle, load_data
 from pwmpr.errors import PwmprError
+from pwmpr.lock import FolderLock, lock_run_dir
 from pwmpr.masks import MaskSet
 from pwmpr.methods import METHODS, Decision, Method, RunContext
-from pwmpr.models import create_model
+from pwmpr.models import check_input_shape, create_model
 from pwmpr.progress import Reporter
-from pwmpr.train import ProgressHook, Trainer
+from pwmpr.train import ProgressHook, Trainer, TrainingDiverged
 from pwmpr.train.hooks import Hook
 
 
@@ -43,19 +46,27 @@ def resolve_device(name: str) -> torch.device:
 class Run:
     """One run folder being produced: the model, its masks, the trainer, the history."""
 
-    def __init__(self, cfg: GrowConfig, out_dir: Path | None, reporter: Reporter | None = None) -> None:
+    def __init__(self, cfg: GrowConfig, out_dir: Path | None, reporter: Reporter | None = None, *,
+                 model: torch.nn.Module | None = None, bundle: DataBundle | None = None) -> None:
         self.cfg = cfg
         self.out = Path(out_dir) if out_dir is not None else None
         self.reporter = reporter if reporter is not None and dist.is_primary() else Reporter()
         self.device = dist.init_from_env() or resolve_device(cfg.device)
-        self.bundle: DataBundle = load_data(cfg.data, cfg.data_dir, val_fraction=cfg.val_fraction,
-                                            max_train=cfg.max_train)
+        # `bundle` / `model`: the user's own data and network (pwmpr.grow_module) instead of registered names.
+        self.bundle: DataBundle = bundle if bundle is not None else load_data(
+            cfg.data, cfg.data_dir, val_fraction=cfg.val_fraction, max_train=cfg.max_train, min_val=MIN_VAL_SAMPLES)
+        self.bundle.workers = cfg.workers
         if cfg.model == "auto":
             cfg.model = self.bundle.default_model
         self.input_shape = tuple(self.bundle.input_shape)
         self.method: Method = METHODS.get(cfg.method)(cfg)
         torch.manual_seed(cfg.seed)  # model initialisation
-        self.model = create_model(cfg.model, self.bundle.num_classes, self.input_shape)
+        if model is not None:
+            check_input_shape(model, self.input_shape)
+            self.model = model
+        else:
+            self.model = create_model(cfg.model, self.bundle.num_classes, self.input_shape)
+        self._test_loader = None  # built once: IMP evaluates the test split after every level
         self.data_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.grow_gen = torch.Generator().manual_seed(cfg.seed + 2)
         self.history: list[dict[str, Any]] = []
@@ -63,6 +74,7 @@ class Run:
         self.stage = "phase"  # phase -> final -> done
         self.stop_reason = ""
         self.initial_state: dict[str, torch.Tensor] | None = None
+        self.aside: Path | None = None  # --force: the replaced run's files, deleted after the first checkpoint
         dense_flops = training_flops(self.model, MaskSet.dense(self.model), self.input_shape)
         self.dense_fwd = float(dense_flops.dense)
 
@@ -85,17 +97,44 @@ class Run:
             hooks.append(_SnapshotHook(self.method.rewind_step, self))
         self.trainer = Trainer(self.model, masks, self.cfg.train, self.device, hooks=hooks)
 
+    def _check_checkpoint(self, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Load checkpoint ``path`` and check that it holds everything resume needs, in this model's shapes."""
+        tensors, meta = rundir.load_tensors(path)
+        if meta.get("kind") != "checkpoint":
+            raise PwmprError("it has no pwmpr checkpoint metadata")
+        if not isinstance(meta.get("history"), list) or not isinstance(meta.get("next_phase"), int) or \
+                meta.get("stage") not in ("phase", "final", "done"):
+            raise PwmprError("its metadata lacks the history, the next phase or the stage")
+        rng = rundir.split_prefix(tensors, rundir.RNG_PREFIX)
+        if set(rng) != {"torch", "data", "grow"}:
+            raise PwmprError("it lacks the random generator states")
+        state = rundir.split_prefix(tensors, rundir.MODEL_PREFIX)
+        want = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
+        if {k: tuple(v.shape) for k, v in state.items()} != want:
+            raise PwmprError("its weights do not fit the configured model")
+        return tensors, meta
+
     def resume(self) -> None:
-        """Restore the newest checkpoint of the run folder."""
+        """Restore the newest checkpoint of the run folder that verifies; say which ones were skipped."""
         cks = rundir.checkpoints(self.out)
         if not cks:
             raise PwmprError(f"nothing to resume in {self.out}: it has no checkpoint yet; start it again with --force")
-        tensors, meta = rundir.load_tensors(cks[-1])
+        skipped: list[str] = []
+        for ck in reversed(cks):
+            try:
+                tensors, meta = self._check_checkpoint(ck)
+                break
+            except PwmprError as exc:
+                skipped.append(f"{ck.name} ({str(exc).replace(str(ck), 'file')})")
+        else:
+            raise PwmprError(f"cannot resume {self.out}: no checkpoint verifies: {'; '.join(skipped)}")
+        if skipped:  # kept under another name for a look, out of the way of the phases to come
+            for bad in cks[cks.index(ck) + 1:]:
+                os.replace(bad, bad.with_name(bad.name + ".corrupt"))
+            self.reporter.message(f"skipped unreadable checkpoint(s) {'; '.join(skipped)}, renamed to *.corrupt; "
+                                  f"resuming from {ck.name}, the newest that verifies")
         state = rundir.split_prefix(tensors, rundir.MODEL_PREFIX)
-        try:
-            self.model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise PwmprError(f"checkpoint {cks[-1]} does not fit the configured model: {exc}") from None
+        self.model.load_state_dict(state, strict=True)
         masks = MaskSet(rundir.split_prefix(tensors, rundir.MASK_PREFIX))
         self.trainer = Trainer(self.model, masks, self.cfg.train, self.device, hooks=[ProgressHook(self.reporter)])
         self.trainer.load_optimizer_tensors(rundir.split_prefix(tensors, rundir.OPTIM_PREFIX))
@@ -113,7 +152,7 @@ class Run:
         if dist.is_primary():  # a kill between the checkpoint and history.jsonl left the latter one row short
             rundir.write_history(self.out, self.history)
             self._plot()
-        self.reporter.message(f"resuming {self.out} at {self.stage} {self.phase} (from {cks[-1].name})")
+        self.reporter.message(f"resuming {self.out} at {self.stage} {self.phase} (from {ck.name})")
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -137,10 +176,11 @@ class Run:
         val_acc, val_loss = self.trainer.evaluate(val_loader)
         row = self._row("phase", epochs, masks, stats, val_acc, val_loss)
         if self.method.records_test:
-            row["test_acc"], row["test_loss"] = self.trainer.evaluate(self.bundle.loader("test", 1024, self.device))
+            row["test_acc"], row["test_loss"] = self.trainer.evaluate(self._test())
         self.history.append(row)
         ctx = RunContext(self.cfg, self.model, masks, self.input_shape, self.history, self.grow_gen,
-                         sample_batch=self._scoring_batch, initial_state=self.initial_state)
+                         sample_batch=self._scoring_batch, initial_state=self.initial_state,
+                         num_classes=self.bundle.num_classes)
         decision = self.method.after_phase(ctx) if dist.is_primary() else Decision()
         decision = dist.broadcast_decision(decision)
         row.update(decision.info)
@@ -155,13 +195,28 @@ class Run:
         self._checkpoint()
         self.reporter.phase_done(row)
 
+    def _test(self):
+        """The test split's loader, built once (a tensor split is copied to the device once, not every level)."""
+        if self._test_loader is None:
+            self._test_loader = self.bundle.loader("test", 1024, self.device)
+        return self._test_loader
+
     def _scoring_batch(self):
         """One training batch for gradient scores, drawn with its own generator: the training order's generator
-        (shared by every DDP rank) must not move on rank 0 alone."""
+        (shared by every DDP rank) must not move on rank 0 alone. The batch is drawn on the CPU and only it is
+        moved: a loader on the training device would first copy the whole training split there."""
         gen = torch.Generator().manual_seed(self.cfg.seed + 3 + self.phase)
-        loader = self.bundle.loader("train", self.cfg.train.batch_size, self.device, train=True, generator=gen,
-                                    channels_last=self.trainer.channels_last)
-        return next(iter(loader))
+        cpu = torch.device("cpu")
+        if self.bundle.make_loader is None:
+            loader = self.bundle.loader("train", self.cfg.train.batch_size, cpu, train=True, generator=gen)
+        else:  # one batch: no worker processes to start
+            loader = self.bundle.make_loader(self.bundle.train, self.cfg.train.batch_size, cpu, train=True,
+                                             generator=gen, workers=0)
+        x, y = next(iter(loader))
+        x = x.to(self.device)
+        if self.trainer.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y.to(self.device)
 
     def _apply(self, decision: Decision) -> None:
         if decision.rewind is not None:
@@ -207,6 +262,7 @@ class Run:
             "train_loss": stats.train_loss,
             "val_acc": val_acc,
             "val_loss": val_loss,
+            "val_n": len(self.bundle.val),
             "fwd_flops_sparse": float(flops.sparse),
             "fwd_flops_dense": self.dense_fwd,
             "train_flops": phase_flops,
@@ -217,9 +273,13 @@ class Run:
             "wall_time": stats.seconds,
             "wall_total": prev["wall_total"] + stats.seconds,
         }
-        if self.cfg.tau_core:
+        if self.cfg.tau_core and dist.is_primary():  # a metric for the record: rank 0 alone writes it
+            t0 = time.perf_counter()
             tc = tau_core(self.model, masks, self.input_shape)
-            row["tau_core"] = {"size": tc.size, "n_hidden": tc.n_hidden, "ratio": tc.ratio}
+            seconds = time.perf_counter() - t0
+            # Its cost per phase next to the phase's training time (the tau-core is not counted in the cost).
+            row["tau_core"] = {"size": tc.size, "n_hidden": tc.n_hidden, "ratio": tc.ratio, "seconds": seconds,
+                               "share_of_training": seconds / stats.seconds if stats.seconds > 0 else None}
         return row
 
     # -- files --------------------------------------------------------------------------------
@@ -239,6 +299,9 @@ class Run:
                 "history": self.history, "global_step": self.trainer.global_step, "config": self.cfg.to_dict(),
                 "input_shape": list(self.input_shape), "num_classes": self.bundle.num_classes}
         rundir.save_tensors(rundir.checkpoint_path(self.out, self.phase - 1), tensors, meta)
+        if self.aside is not None:  # the new run has started properly: the replaced run's files can go
+            rundir.drop_set_aside(self.aside)
+            self.aside = None
         rundir.write_history(self.out, self.history)
         self._plot()
 
@@ -246,14 +309,17 @@ class Run:
         from pwmpr.plot import plot_curve
 
         try:
-            plot_curve(self.history, self.out / rundir.CURVE, title=f"{self.cfg.method} · {self.cfg.model} · "
-                       f"{self.cfg.data}")
+            with rundir.deferred_interrupt():  # a Ctrl-C here is raised once the plot is done, not inside it
+                plot_curve(self.history, self.out / rundir.CURVE, title=f"{self.cfg.method} · {self.cfg.model} · "
+                           f"{self.cfg.data}")
         except ImportError:
             self.reporter.message("matplotlib is not installed: curve.png is not drawn")
 
     def _finish(self) -> dict[str, Any]:
-        test_loader = self.bundle.loader("test", 1024, self.device)
-        test_acc, test_loss = self.trainer.evaluate(test_loader)
+        if self.bundle.test is not None:
+            test_acc, test_loss = self.trainer.evaluate(self._test())
+        else:  # pwmpr.grow_module without a test split: nothing to report, rather than a number that is not one
+            test_acc = test_loss = None
         last = self.history[-1]
         fits = [r["fit"] for r in self.history if r.get("fit") and r["fit"].get("identifiable")]
         fit = fits[-1] if fits else None
@@ -291,45 +357,84 @@ class Run:
 
 
 def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = False, force: bool = False,
-        reporter: Reporter | None = None) -> dict[str, Any]:
+        reporter: Reporter | None = None, model: torch.nn.Module | None = None,
+        bundle: DataBundle | None = None) -> dict[str, Any]:
     """Produce (or continue, with ``resume``) the run folder ``out_dir`` for ``cfg``; return the summary.
+
+    ``model`` and ``bundle`` replace the config's registered model and data set (``pwmpr.grow_module``).
 
     Without ``out_dir`` the folder is ``rundir.default_run_dir`` of the config (model resolved). The returned
     summary also holds ``run_dir``, the folder used.
     """
     dist.init_from_env()
+    primary = dist.is_primary()
+    out = Path(out_dir) if out_dir is not None else None
+    held: list[FolderLock] = []
+    aside: list[Path] = []  # --force: where the old run's files wait (restored if the new run fails early)
+    r: Run | None = None
+
+    def take(out: Path) -> None:
+        """Lock the folder (one writer), then finish what a dead writer left there."""
+        if primary:
+            held.append(lock_run_dir(out))
+            for note in rundir.recover_set_aside(out):
+                (reporter or Reporter()).message(note)
+            rundir.clean_leftovers(out)
 
     def prepare(out: Path) -> None:
-        if dist.is_primary():
+        if primary:
+            rundir.make_out_dir(out)
+            take(out)
             rundir.check_out_dir(out, force=force)
-            if force:
-                rundir.clear_run_dir(out)
 
-    out = Path(out_dir) if out_dir is not None else None
-    if resume:
-        if out is None or not (out / rundir.CONFIG).is_file():
-            raise PwmprError(f"cannot resume {out}: it holds no {rundir.CONFIG}")
-        cfg = GrowConfig.load(out / rundir.CONFIG)
-    elif out is not None:
-        prepare(out)  # a bad --out fails before any data is loaded
-    cfg = copy.deepcopy(cfg)
-    r = Run(cfg, out, reporter)  # resolves model "auto" from the data set
-    if out is None:
-        out = r.out = rundir.default_run_dir(cfg)
-        prepare(out)
-    if resume:
-        r.resume()
-    else:
-        r.start_fresh()
-    if r.reporter is not None:
-        r.reporter.run_start(f"{cfg.method}: {cfg.model} on {cfg.data} ({r.bundle.n_train} training samples), "
-                             f"device {r.device}, run folder {out}")
     try:
-        summary = r.run()
+        if resume:
+            if out is None or not out.is_dir():
+                raise PwmprError(f"cannot resume {out}: no such run folder")
+            take(out)
+            if not (out / rundir.CONFIG).is_file():
+                raise PwmprError(f"cannot resume {out}: it holds no {rundir.CONFIG}")
+            cfg = GrowConfig.load(out / rundir.CONFIG)
+        elif out is not None:
+            prepare(out)  # a bad --out fails before any data is loaded; nothing in it is touched yet
+        cfg = copy.deepcopy(cfg)
+        # Checks config, device, data and model before any file is replaced.
+        r = Run(cfg, out, reporter, model=model, bundle=bundle)
+        if out is None:
+            out = r.out = rundir.default_run_dir(cfg)
+            prepare(out)
+        if resume:
+            r.resume()
+        else:
+            if force and primary:
+                moved = rundir.set_aside(out)
+                if moved is not None:
+                    aside.append(moved)
+                    r.aside = moved
+            r.start_fresh()
+        if r.reporter is not None:
+            r.reporter.run_start(f"{cfg.method}: {cfg.model} on {cfg.data} ({r.bundle.n_train} training samples), "
+                                 f"device {r.device}, run folder {out}")
+        try:
+            summary = r.run()
+        except TrainingDiverged as exc:
+            cks = rundir.checkpoints(out) if r.aside is None else []
+            kept = (f"{out} keeps its last good checkpoint, {cks[-1].name}" if cks else
+                    "no checkpoint of this run was written" + (
+                        f"; {out} holds the previous run again" if r.aside is not None else ""))
+            raise PwmprError(f"{exc}; {kept}") from None
         dist.shutdown()
         return {**summary, "run_dir": str(out)}
+    except BaseException:
+        if r is not None and r.aside is not None and out is not None:
+            rundir.restore_set_aside(out, r.aside)  # the new run never wrote a checkpoint: the old one comes back
+            r.aside = None
+        raise
     finally:
-        r.reporter.close()
+        if r is not None:
+            r.reporter.close()
+        for lock in held:
+            lock.release()
 
 
 class _SnapshotHook(Hook):

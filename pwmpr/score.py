@@ -21,7 +21,7 @@ from torch.overrides import TorchFunctionMode
 
 from pwmpr.errors import PwmprError
 from pwmpr.masks import PRUNABLE_TYPES, MaskSet, prunable
-from pwmpr.models import normalize_input_shape
+from pwmpr.models import forward_error, normalize_input_shape
 from pwmpr.models.vit import Attention, ViT
 
 # Spec section 2, step 2 and 12.2: activations become the identity. With non-negative weights, zero shifts and a
@@ -70,19 +70,71 @@ _NONLINEAR_FUNCTIONS = frozenset(
 )  # fmt: skip
 
 
+# Functions that are not linear in their input whatever they are called on (beyond the activations above): a
+# forward that calls one of them directly would give scores that are no path sums.
+_NONLINEAR_FUNCTIONS = _NONLINEAR_FUNCTIONS | frozenset(
+    f"{name}{suffix}"
+    for name in (
+        "softmin", "logsigmoid", "glu", "hardshrink", "softshrink", "threshold", "exp", "exp2", "expm1", "log",
+        "log2", "log10", "log1p", "sqrt", "rsqrt", "square", "pow", "abs", "clamp", "clip", "clamp_min",
+        "clamp_max", "maximum", "minimum", "sign", "erf", "sin", "cos", "reciprocal", "layer_norm", "group_norm",
+        "batch_norm", "instance_norm", "local_response_norm", "normalize", "norm", "var", "std", "lp_pool1d",
+        "lp_pool2d", "scaled_dot_product_attention",
+    )
+    for suffix in ("", "_")
+)  # fmt: skip
+# Products of two tensors: linear in the input only when at most one factor depends on it.
+_PRODUCTS = frozenset(("mul", "mul_", "__mul__", "__rmul__", "__imul__", "matmul", "__matmul__", "__rmatmul__",
+                       "bmm", "mm", "einsum", "div", "div_", "__truediv__", "__rtruediv__", "__itruediv__", "addcmul",
+                       "baddbmm", "bilinear"))
+# Parameter-free modules that are not linear and that the scoring net has no stand-in for (a module with
+# parameters that is not supported is refused by linear_surrogate itself).
+_UNSUPPORTED_MODULES = (
+    nn.Softmax, nn.Softmin, nn.LogSoftmax, nn.Softmax2d, nn.LogSigmoid, nn.GLU, nn.Threshold, nn.Hardshrink,
+    nn.Softshrink, nn.LocalResponseNorm, nn.CrossMapLRN2d, nn.LPPool1d, nn.LPPool2d, nn.InstanceNorm1d,
+    nn.InstanceNorm2d, nn.InstanceNorm3d, nn.FractionalMaxPool2d, nn.FractionalMaxPool3d,
+)  # fmt: skip
+
+
+def _depends_on_input(t: object) -> bool:
+    """A tensor computed from the input during the scoring pass (not a parameter, buffer or constant)."""
+    return isinstance(t, Tensor) and t.grad_fn is not None
+
+
+def _tensor_args(args, kwargs) -> list[object]:
+    flat: list[object] = []
+    for a in (*args, *(kwargs or {}).values()):
+        flat.extend(a if isinstance(a, (tuple, list)) else [a])
+    return flat
+
+
 class _NonlinearityGuard(TorchFunctionMode):
     """Refuse nonlinear torch functions called in a forward: the surrogate could not linearize them.
 
     ``F.relu(conv(x))`` in a forward stays a ReLU in the scoring net; its zero derivative at 0 would give every
-    edge into an input-less unit a score of 0 instead of its path sum (spec section 2), silently.
+    edge into an input-less unit a score of 0 instead of its path sum (spec section 2), silently. So do a product
+    of two activations (``x * torch.sigmoid(x)``, attention's ``q @ k``) and any function in the list above. The
+    message names the module whose forward made the call (``where``, kept up to date by forward hooks).
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.where: list[str] = []
+
+    def _module(self) -> str:
+        return f"module {self.where[-1]}" if self.where else "the model"
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
         if name in _NONLINEAR_FUNCTIONS:
             raise PwmprError(
-                f"the model calls {name}() in its forward, which PWMP scoring cannot linearize; "
-                "use the nn module instead (e.g. nn.ReLU), which the scoring net swaps for the identity"
+                f"{self._module()} calls {name}() in its forward, which PWMP scoring cannot linearize; "
+                "use an nn module the scoring net knows instead (e.g. nn.ReLU, which it swaps for the identity)"
+            )
+        if name in _PRODUCTS and sum(_depends_on_input(a) for a in _tensor_args(args, kwargs)) >= 2:
+            raise PwmprError(
+                f"{self._module()} multiplies two activations ({name}()) in its forward, which is not linear in the "
+                "input: PWMP scoring cannot linearize it"
             )
         return func(*args, **(kwargs or {}))
 
@@ -135,26 +187,61 @@ def _sum_outputs(out: Any) -> Tensor:
 def _forward(model: nn.Module, x: Tensor, *, guard: bool = False) -> Any:
     """``model(x)``; an input the model cannot take raises PwmprError naming input_shape.
 
-    The same check as :func:`pwmpr.models.check_input_shape`, without spending an extra forward pass on it.
-    With ``guard``, nonlinear torch functions called in the forward raise PwmprError (see _NonlinearityGuard).
+    The same check as :func:`pwmpr.models.check_input_shape`, without spending an extra forward pass on it:
+    only a true shape mismatch is reported as the input_shape's fault, out of memory gets its own PwmprError,
+    and anything else (a device mix-up, a cuDNN failure, a bug) is re-raised unchanged.
+    With ``guard``, nonlinear torch functions called in the forward raise PwmprError naming the module (see
+    _NonlinearityGuard).
     """
     try:
-        if guard:
-            with _NonlinearityGuard():
+        if not guard:
+            return model(x)
+        mode = _NonlinearityGuard()
+        names = {m: n or type(m).__name__ for n, m in model.named_modules()}
+
+        def enter(module, _args):
+            mode.where.append(f"{names.get(module, '?')} ({type(module).__name__})")
+
+        def leave(module, _args, _out):
+            mode.where.pop()
+
+        handles = [h for m in model.modules()
+                   for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave, always_call=True))]
+        try:
+            with mode:
                 return model(x)
-        return model(x)
+        finally:
+            for h in handles:
+                h.remove()
+    except PwmprError:
+        raise
     except (RuntimeError, ValueError, IndexError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PwmprError(f"input_shape {tuple(x.shape[1:])} cannot be fed to this model: {first}") from None
+        user_error = forward_error(exc, tuple(x.shape[1:]), x.device)
+        if user_error is None:
+            raise
+        raise user_error from None
 
 
-def _abs_gamma(weight: Tensor | None, shape: int | Sequence[int]) -> Tensor:
-    """|gamma| of a norm layer, or ones where it has no affine weight."""
-    return weight.detach().abs().clone() if weight is not None else torch.ones(shape, dtype=torch.float64)
+def _abs_gamma(weight: Tensor | None, shape: int | Sequence[int], like: Tensor | None) -> Tensor:
+    """|gamma| of a norm layer, or ones where it has no affine weight (on ``like``'s device and dtype)."""
+    if weight is not None:
+        return weight.detach().abs().clone()
+    device = like.device if like is not None else None
+    dtype = like.dtype if like is not None and like.is_floating_point() else torch.float64
+    return torch.ones(shape, dtype=dtype, device=device)
+
+
+def _unsupported(module: nn.Module) -> None:
+    """Raise PwmprError naming ``module`` when it is nonlinear and the scoring net has no stand-in for it."""
+    if isinstance(module, _UNSUPPORTED_MODULES):
+        raise PwmprError(f"cannot linearize module {type(module).__name__} for PWMP scoring: it is not linear in its "
+                         "input and has no linear stand-in; only Conv/Linear, BatchNorm, GroupNorm, LayerNorm, "
+                         "elementwise activations, pooling and the pwmpr ViT are supported")
 
 
 def _linearized(module: nn.Module) -> nn.Module | None:
     """The linear stand-in for ``module`` in the scoring net, or None where the module is kept."""
+    _unsupported(module)
     if isinstance(module, _ACTIVATIONS):
         return nn.Identity()
     if isinstance(module, _BATCH_NORMS):
@@ -162,15 +249,17 @@ def _linearized(module: nn.Module) -> nn.Module | None:
         # SynFlow's abs() of every BN entry can make pre-activations negative on a trained net (|running_mean| is
         # subtracted), and then the network is no longer the path sum. Without running statistics the variance
         # is taken as 1. A fixed per-channel scale keeps the net linear whatever the module's mode.
-        gamma = _abs_gamma(module.weight, module.num_features)
+        # The ones of a BN without affine weight are made where running_var lives (a CUDA running_var divided
+        # by CPU ones would fail, or worse, be moved silently).
+        gamma = _abs_gamma(module.weight, module.num_features, module.running_var)
         if module.running_var is not None:
             gamma = gamma / torch.sqrt(module.running_var.detach() + module.eps)
         return _ChannelScale(gamma)
     if isinstance(module, nn.GroupNorm):
-        return _ChannelScale(_abs_gamma(module.weight, module.num_channels))
+        return _ChannelScale(_abs_gamma(module.weight, module.num_channels, _any_tensor(module)))
     if isinstance(module, nn.LayerNorm):
         # Spec section 2 (ViT): LayerNorm as x*|gamma|, no centering, no shift.
-        return _TrailingScale(_abs_gamma(module.weight, module.normalized_shape))
+        return _TrailingScale(_abs_gamma(module.weight, module.normalized_shape, _any_tensor(module)))
     if type(module) in _MAX_POOLS:
         # Max pooling is not linear: on the ones input its gradient would go to one arbitrary arg-max per window.
         # Average pooling gives every entry of a window the same path weight 1/(window size); padding is left out
@@ -182,6 +271,14 @@ def _linearized(module: nn.Module) -> nn.Module | None:
         )
     if type(module) in _ADAPTIVE_MAX_POOLS:
         return _ADAPTIVE_MAX_POOLS[type(module)](module.output_size)
+    return None
+
+
+def _any_tensor(module: nn.Module) -> Tensor | None:
+    """A parameter or buffer of ``module`` (its device and dtype), or None."""
+    for t in (*module.parameters(recurse=False), *module.buffers(recurse=False)):
+        if t is not None:
+            return t
     return None
 
 

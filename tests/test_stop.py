@@ -219,7 +219,7 @@ def test_should_stop_never_raises_and_keeps_growing(bad):
 
 
 def test_should_stop_keeps_growing_when_the_fit_fails(monkeypatch):
-    import pwmpr.stop as stop
+    import pwmpr.stop.saturation as stop
 
     monkeypatch.setattr(stop, "fit_saturation", lambda *a, **k: None)
     decision = should_stop(history(12))
@@ -227,7 +227,7 @@ def test_should_stop_keeps_growing_when_the_fit_fails(monkeypatch):
 
 
 def test_should_stop_survives_an_unexpected_error(monkeypatch, caplog):
-    import pwmpr.stop as stop
+    import pwmpr.stop.saturation as stop
 
     def broken(*a, **k):
         raise ZeroDivisionError("bug")

@@ -11,6 +11,7 @@ seed; it drives the stop rule) and ``test`` (reported, never used to decide anyt
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -101,6 +102,7 @@ class DataBundle:
     test: TensorSplit | object
     augment: str = "none"
     make_loader: Callable[..., Iterable] | None = field(default=None, repr=False)
+    workers: int | None = None  # DataLoader worker processes for make_loader bundles (None: from the CPU count)
 
     @property
     def n_train(self) -> int:
@@ -112,7 +114,8 @@ class DataBundle:
         """Batches of ``split`` ("train", "val" or "test") on ``device``; ``train`` shuffles and augments."""
         data = getattr(self, split)
         if self.make_loader is not None:
-            return self.make_loader(data, batch_size, device, train=train, generator=generator)
+            return self.make_loader(data, batch_size, device, train=train, generator=generator, workers=self.workers,
+                                    channels_last=channels_last)
         from pwmpr import dist
 
         shard = train and dist.is_distributed()
@@ -132,23 +135,43 @@ class DataBundle:
 DATASETS: Registry[Callable[..., DataBundle]] = Registry("data set")
 
 
+# The stop rule decides on validation-accuracy differences of about one point (--plateau-tol 0.01 by default,
+# and the saturation fit sees changes of that size). With n validation samples the accuracy moves in steps of
+# 1/n and its binomial standard error is sqrt(p(1-p)/n): below 100 samples a single sample moves it by more than
+# one point (and the s.e. at p = 0.9 exceeds 3 points), so the rule would be deciding on noise.
+MIN_VAL_SAMPLES = 100
+
+
 def load_data(name: str, data_dir: str | None = None, *, val_fraction: float = 0.1,
-              max_train: int | None = None) -> DataBundle:
-    """Load data set ``name`` (``npz:PATH`` for an array file) and split off the validation set."""
+              max_train: int | None = None, min_val: int = 1) -> DataBundle:
+    """Load data set ``name`` (``npz:PATH`` for an array file) and split off the validation set.
+
+    ``min_val``: the fewest validation samples accepted (runs ask for :data:`MIN_VAL_SAMPLES`).
+    """
     if name.startswith("npz:"):
         factory, arg = DATASETS.get("npz"), name[4:]
     else:
         factory, arg = DATASETS.get(name), None
     bundle = factory(data_dir=data_dir, path=arg) if arg is not None else factory(data_dir=data_dir)
-    return _split_validation(bundle, val_fraction, max_train)
+    if bundle.num_classes < 2:
+        raise PwmprError(f"data set {bundle.name!r} has {bundle.num_classes} class; a classifier needs at least 2")
+    return _split_validation(bundle, val_fraction, max_train, min_val)
 
 
-def _split_validation(bundle: DataBundle, val_fraction: float, max_train: int | None) -> DataBundle:
+def _split_validation(bundle: DataBundle, val_fraction: float, max_train: int | None,
+                      min_val: int = 1) -> DataBundle:
     full = bundle.train
     n = len(full)
     gen = torch.Generator().manual_seed(SPLIT_SEED)
     perm = torch.randperm(n, generator=gen)
     n_val = max(1, int(round(val_fraction * n)))
+    if n_val < min_val:
+        need = min_val / n
+        hint = (f"raise --val-fraction to at least {math.ceil(need * 1000) / 1000:g}" if need < 0.5 else
+                f"this data set is too small for it (it has {n} training samples)")
+        raise PwmprError(f"--val-fraction {val_fraction:g} leaves {n_val} validation sample(s) of {bundle.name!r}; "
+                         f"the stop rule needs at least {min_val}, since with fewer one sample moves the validation "
+                         f"accuracy by more than the 1-point steps it decides on: {hint}")
     if n - n_val < 1:
         raise PwmprError(f"data set {bundle.name!r} has only {n} training samples: too few to split off validation")
     val_idx, train_idx = perm[:n_val], perm[n_val:]

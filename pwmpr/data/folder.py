@@ -3,13 +3,23 @@
 ``--data-dir`` must hold ``train/<class>/...`` and ``val/``; ``val`` is either ImageFolder-shaped
 (``val/<class>/...``) or Tiny ImageNet's ``val/images`` + ``val/val_annotations.txt``. That ``val`` folder
 is the test split; the validation split is carved from ``train``.
+
+:func:`stream_loader` is the DataLoader path for any map-style Dataset (these folders, and the Datasets handed to
+``pwmpr.grow_module``): a DistributedSampler shards the epoch over torchrun ranks (``set_epoch`` every epoch),
+``--workers`` worker processes stay alive between epochs and phases, batches are prefetched and pinned for an
+asynchronous copy to the GPU. Random augmentations are seeded per sample from (epoch seed, index), so the batches
+do not depend on the number of workers and a resumed run sees the same ones as an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import os
+import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from pwmpr._tv_compat import import_torchvision
 from pwmpr.data import DATASETS, DataBundle
@@ -48,25 +58,113 @@ def _folder_bundle(name: str, data_dir: str | None, size: int, model: str) -> Da
     else:
         test = tv.datasets.ImageFolder(str(root / "val"), transform=eval_tf)
     return DataBundle(name, len(train.classes), (3, size, size), model, train, train_eval, test,
-                      make_loader=_folder_loader)
+                      make_loader=stream_loader)
 
 
-def _folder_loader(data, batch_size: int, device: torch.device, *, train: bool = False,
-                   generator: torch.Generator | None = None):
-    loader = torch.utils.data.DataLoader(
-        data, batch_size=batch_size, shuffle=train, generator=generator, num_workers=4,
-        pin_memory=device.type == "cuda", drop_last=train, persistent_workers=False,
-    )
+def default_workers() -> int:
+    """Loader worker processes per rank: the CPUs this process may use, split over the ranks of this node, minus
+    one for the training loop; at most 8 (more rarely helps one GPU); 0 (load in the main process) on one CPU."""
+    try:
+        n_cpu = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n_cpu = os.cpu_count() or 1
+    per_rank = n_cpu // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, min(8, per_rank - 1))
 
-    class _OnDevice:
-        def __len__(self):
-            return len(loader)
 
-        def __iter__(self):
-            for x, y in loader:
-                yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+def _mix(epoch_seed: int, index: int) -> int:
+    """A 63-bit seed for sample ``index`` in the epoch with seed ``epoch_seed`` (splitmix64 finaliser)."""
+    z = (epoch_seed * 0x9E3779B97F4A7C15 + index + 1) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return (z ^ (z >> 31)) >> 1
 
-    return _OnDevice()
+
+class _SeededSampler(torch.utils.data.DistributedSampler):
+    """DistributedSampler (this rank's shard of the epoch) that hands out ``(index, epoch seed)`` pairs."""
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for i in super().__iter__():
+            yield i, self.epoch
+
+
+class _SeededDataset(torch.utils.data.Dataset):
+    """``dataset[index]`` with torch's and Python's RNG seeded from (epoch seed, index) first, in whichever worker."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, epoch_seed = key
+        seed = _mix(epoch_seed, index)
+        # The CPU generator only: torch.manual_seed also reseeds every accelerator backend, ~300 us a call here.
+        torch.default_generator.manual_seed(seed)
+        random.seed(seed)
+        return self.dataset[index]
+
+
+class StreamLoader:
+    """Batches of a map-style Dataset on ``device``; ``len()`` is this rank's batches per epoch.
+
+    Args:
+        data: the Dataset (items ``(x, y)``).
+        batch_size: samples per batch (per rank).
+        device: where batches go (pinned memory and ``non_blocking`` copies on CUDA).
+        train: shuffle, drop the last partial batch, and shard over torchrun ranks.
+        generator: the run's data-order generator: one draw per epoch seeds its order and augmentations, so the
+            checkpointed generator state fixes every later epoch.
+        workers: worker processes (None: :func:`default_workers`); they persist between epochs.
+        channels_last: hand conv inputs over in channels_last memory format.
+        collate_fn: the DataLoader's collate function (None: the default).
+    """
+
+    def __init__(self, data, batch_size: int, device: torch.device, *, train: bool = False,
+                 generator: torch.Generator | None = None, workers: int | None = None, channels_last: bool = False,
+                 collate_fn=None) -> None:
+        from pwmpr import dist
+
+        self.device = torch.device(device)
+        self.train = train
+        self.generator = generator
+        self.channels_last = channels_last
+        self.epoch = 0
+        shard = train and dist.is_distributed()
+        self.sampler = _SeededSampler(data, num_replicas=dist.world_size() if shard else 1,
+                                      rank=dist.rank() if shard else 0, shuffle=train, seed=0, drop_last=train)
+        self.workers = default_workers() if workers is None else int(workers)
+        self.loader = torch.utils.data.DataLoader(
+            _SeededDataset(data), batch_size=batch_size, sampler=self.sampler, num_workers=self.workers,
+            collate_fn=collate_fn, pin_memory=self.device.type == "cuda", drop_last=train,
+            persistent_workers=self.workers > 0, prefetch_factor=4 if self.workers > 0 else None,
+            # Worker base seeds come from this private generator, never from torch's global RNG (checkpointed).
+            generator=torch.Generator().manual_seed(0),
+        )
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        if self.train:  # a new order and new augmentations every epoch, the same on every rank
+            seed = int(torch.randint(0, 2**62, (), generator=self.generator)) if self.generator is not None else \
+                self.epoch
+            self.sampler.set_epoch(seed)
+            self.epoch += 1
+        for x, y in self.loader:
+            x = x.to(self.device, non_blocking=True)
+            if self.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y.to(self.device, non_blocking=True)
+
+
+def stream_loader(data, batch_size: int, device: torch.device, *, train: bool = False,
+                  generator: torch.Generator | None = None, workers: int | None = None,
+                  channels_last: bool = False) -> StreamLoader:
+    """A :class:`StreamLoader` (the ``make_loader`` of image-folder bundles)."""
+    return StreamLoader(data, batch_size, device, train=train, generator=generator, workers=workers,
+                        channels_last=channels_last)
 
 
 @DATASETS.register("tinyimagenet")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,20 @@ def _arrays(z, xk: str, yk: str, path: Path) -> tuple[torch.Tensor, torch.Tensor
     return torch.as_tensor(x.astype(np.float32)), torch.as_tensor(y.astype(np.int64))
 
 
+def _class_count(y: torch.Tensor, p: Path) -> int:
+    """K for labels 0..K-1, every one of them present: a label far above the others (a typo, a sentinel such as
+    1e9) would otherwise make a model with that many outputs."""
+    present = torch.unique(y)
+    k = int(present.max()) + 1
+    if len(present) < 2:
+        raise PwmprError(f"npz {p}: every label is {int(present[0])}; a classifier needs at least 2 classes")
+    if len(present) != k:
+        missing = k - len(present)
+        raise PwmprError(f"npz {p}: labels must be the class numbers 0..K-1 with every class present; the largest "
+                         f"label is {k - 1} but {missing} of the classes 0..{k - 1} never occur")
+    return k
+
+
 @DATASETS.register("npz")
 def npz(data_dir: str | None = None, path: str = "") -> DataBundle:
     """Arrays from a .npz file; without ``x_test``/``y_test`` 20% is held out as the test split."""
@@ -37,10 +52,29 @@ def npz(data_dir: str | None = None, path: str = "") -> DataBundle:
     if not path or not p.is_file():
         raise PwmprError(f"npz file not found: {path or '(empty path)'}; use --data npz:PATH")
     try:
-        z = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise PwmprError(f"cannot read npz file {p}: {exc}") from None
+        return _read(p)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        if isinstance(exc, PwmprError):
+            raise
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "Object arrays" in reason or "pickled" in reason:
+            reason = "it holds an object array (pickled Python objects), which pwmpr never loads"
+        raise PwmprError(f"cannot read npz file {p}: {reason}") from None
+
+
+def _read(p: Path) -> DataBundle:
+    with open(p, "rb") as fh:
+        magic = fh.read(6)
+    if not magic.startswith(b"PK") and magic != b"\x93NUMPY":
+        raise PwmprError(f"cannot read npz file {p}: it is not an npz file (neither a zip archive of arrays nor "
+                         "numpy data)")
+    z = np.load(p, allow_pickle=False)
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise PwmprError(f"{p} is a single .npy array, not an .npz archive with arrays x and y")
     with z:
+        bad = [n for n in z.zip.namelist() if not n.endswith(".npy")]
+        if bad:
+            raise PwmprError(f"{p} is a zip file but not an npz archive: {', '.join(bad[:3])} are not .npy arrays")
         keys = set(z.files)
         missing = {"x", "y"} - keys
         if missing:
@@ -60,6 +94,6 @@ def npz(data_dir: str | None = None, path: str = "") -> DataBundle:
         else:
             train, test = holdout(x, y, 0.2)
     normalise(train, test)
-    num_classes = int(max(int(train.y.max()), int(test.y.max()))) + 1
+    num_classes = _class_count(torch.cat([train.y, test.y]), p)
     shape = tuple(x.shape[1:])
     return DataBundle(f"npz:{p}", num_classes, shape, "mlp" if len(shape) == 1 else "cnn", train, None, test)

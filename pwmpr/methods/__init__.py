@@ -43,6 +43,7 @@ class RunContext:
     generator: torch.Generator
     sample_batch: Any = None  # callable returning one (x, y) training batch on the model's device
     initial_state: dict[str, Tensor] | None = None  # state_dict at the rewind point (IMP)
+    num_classes: int | None = None  # classes of the data set (chance accuracy is 1 / num_classes)
 
 
 class Method:

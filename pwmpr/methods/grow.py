@@ -1,10 +1,11 @@
-"""PWMPR: grow from a PHEW seed by sampled PWMP scores until the accuracy-density fit saturates.
+"""PWMPR: grow from a PHEW seed by sampled PWMP scores until the stop rule says the accuracy has saturated.
 
-After each rough-training phase: refit the saturation curve (``pwmpr.stop``), stop when the density has
-reached rho* in two consecutive refits, or (pwmpr's fallback, for seeds already past the knee) when doubling the
-density no longer buys ``plateau_tol`` accuracy, or at max density / max phases; otherwise score the missing edges
-(``pwmpr.score``) and grow by ``gamma`` (``pwmpr.grow``). The growth rule is a registry entry, so the
-``random``, ``gradient`` and ``pwmp-topk`` ablations run through this same method.
+After each rough-training phase the configured stop rule (``pwmpr.stop.STOP_RULES``: by default the gain rule)
+reads the (density, validation accuracy) points; growth also stops when doubling the density no longer buys
+``plateau_tol`` accuracy (a fallback, 0 disables it), at max density, at max phases, or when no edge can be grown.
+Otherwise the missing edges are scored (``pwmpr.score``) and ``gamma`` of the present edge count is grown
+(``pwmpr.grow``). The growth rule is a registry entry, so the ``random``, ``gradient`` and ``pwmp-topk``
+ablations run through this same method.
 """
 
 from __future__ import annotations
@@ -13,7 +14,19 @@ from pwmpr.grow import GROWTH_RULES, grow, growth_count
 from pwmpr.methods import METHODS, Decision, Method, RunContext
 from pwmpr.score import gradient_scores, pwmp_scores
 from pwmpr.seed import SEEDS
-from pwmpr.stop import plateau_reached, should_stop
+from pwmpr.stop import STOP_RULES, Observation, StopContext, plateau_reached
+
+
+def stop_points(history: list[dict]) -> list[Observation]:
+    """The (density, validation accuracy, validation size) points of the growth phases of a run's history."""
+    return [Observation(r["density"], r["val_acc"], r.get("val_n")) for r in history if r.get("stage") == "phase"]
+
+
+def stop_context(cfg, num_classes: int | None) -> StopContext:
+    """The StopContext of a run's config."""
+    s = cfg.stop
+    return StopContext(chance=1.0 / num_classes if num_classes else 0.0, cap=s.max_density, min_points=s.min_points,
+                       consecutive=s.consecutive, tol=s.tol, alpha=s.alpha)
 
 
 @METHODS.register("pwmpr")
@@ -28,6 +41,7 @@ class GrowMethod(Method):
         # Unknown names fail here, before any training, not after the first phase.
         GROWTH_RULES.get(cfg.growth.rule)
         SEEDS.get(cfg.growth.seed_method)
+        self.stop_rule = STOP_RULES.get(cfg.stop.rule)
 
     def initial_masks(self, model, input_shape):
         g = self.cfg.growth
@@ -35,9 +49,10 @@ class GrowMethod(Method):
 
     def after_phase(self, ctx: RunContext) -> Decision:
         cfg, g = self.cfg, self.cfg.growth
-        points = [(r["density"], r["val_acc"]) for r in ctx.history if r.get("stage") == "phase"]
-        verdict = should_stop(points, min_points=cfg.stop.min_points, consecutive=cfg.stop.consecutive)
-        info = {"fit": verdict.fit.to_dict() if verdict.fit is not None else None, "fit_status": verdict.reason}
+        points = stop_points(ctx.history)
+        verdict = self.stop_rule(points, stop_context(cfg, ctx.num_classes))
+        info = {"stop_rule": cfg.stop.rule, "fit": verdict.fit.to_dict() if verdict.fit is not None else None,
+                "posterior": verdict.posterior, "fit_status": verdict.reason}
         density = ctx.masks.density()
         if verdict.stop:
             return Decision(stop=True, reason="saturated", info=info)

@@ -179,8 +179,8 @@ class Trainer:
             mean = float(epoch_loss) / max(1, epoch_n)
             if not math.isfinite(mean):
                 raise TrainingDiverged(
-                    f"the training loss became {mean} in epoch {epoch + 1} of {stage}; the run stops here and "
-                    "keeps its last good checkpoint (try a lower --lr)"
+                    f"the training loss became {mean} in epoch {epoch + 1} of {stage}; the run stops here "
+                    "(try a lower --lr)"
                 )
             loss_sum += epoch_loss
             samples += epoch_n

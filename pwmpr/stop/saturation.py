@@ -1,6 +1,6 @@
-"""Step 5 of the pipeline (seed -> train -> score -> grow -> stop -> export): decide when growth stops.
+"""The paper's stop rule: fit a saturating curve to the accuracy-density points, stop at 95% of its rise.
 
-Spec §5 / §12.8: after every phase, fit the saturating curve ``P(rho) = P0 + A (1 - exp(-beta rho))`` to the
+docs/method.md, "Stop": after every phase, fit the saturating curve ``P(rho) = P0 + A (1 - exp(-beta rho))`` to the
 (density, accuracy) points seen so far. ``rho* = ln(20) / beta`` is the density at which the curve has made 95% of
 its rise ``A``; growth stops once the current density is >= rho* in 2 consecutive refits, each on >= 4 points.
 (The curve is a saturating exponential, not a logistic, whatever the paper's abstract calls it.)
@@ -17,6 +17,13 @@ Outcomes of a fit, from worst to best:
   ``reason`` says why.
 - a ``SaturationFit`` with ``identifiable=True``: ``rho_star`` is an estimate the stopping rule may use.
 
+With ``bounds=(chance, 1)`` (what the ``paper`` rule passes) the fit cannot claim nonsense: P0 and the rise are
+bounded by what an accuracy can be, and a fit also counts as "no estimate" when its plateau P0 + A lies above the
+upper bound, or below the best observed accuracy, by more than two standard errors of the validation noise, or when
+rho* lies below every observed density (it claims the curve was flat before the first point). Without bounds it is
+the fit exactly as the spec writes it (the ``paper-unbounded`` rule), which measured fits such as P0 = -19.9,
+rho* = 0.006 below the seed density on real data.
+
 ``should_stop`` never raises: anything it cannot use (bad entries, non-finite values, failed or unidentifiable
 fits) means "keep growing", with the reason in the returned ``StopDecision``.
 """
@@ -26,13 +33,14 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from pwmpr.errors import PwmprError
+from pwmpr.stop.decision import Observation, StopDecision, json_float, observation
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +59,6 @@ _BETA_GRID = np.logspace(-4, 4, 161)  # scaled beta = beta * max density; 20 poi
 # (e.g. A = 0 leaves beta free). curve_fit's pseudo-inverse reports such a direction with variance 0, not inf.
 _RANK_TOL = 1e-9
 _PARAMS = ("p0", "a", "beta")
-
-
-def _json_float(x: float) -> float | None:
-    """``x``, or None where JSON has no number (NaN, inf)."""
-    return float(x) if math.isfinite(x) else None
 
 
 @dataclass(frozen=True)
@@ -102,13 +105,13 @@ class SaturationFit:
         """A JSON-friendly dict (non-finite numbers become None), for history.jsonl and summary.json."""
         return {
             "family": FIT_FAMILY,
-            "p0": _json_float(self.p0),
-            "a": _json_float(self.a),
-            "beta": _json_float(self.beta),
-            "stderr": {k: _json_float(self.stderr.get(k, math.inf)) for k in _PARAMS},
-            "r2": _json_float(self.r2),
-            "rho_star": _json_float(self.rho_star),
-            "p_inf": _json_float(self.p_inf),
+            "p0": json_float(self.p0),
+            "a": json_float(self.a),
+            "beta": json_float(self.beta),
+            "stderr": {k: json_float(self.stderr.get(k, math.inf)) for k in _PARAMS},
+            "r2": json_float(self.r2),
+            "rho_star": json_float(self.rho_star),
+            "p_inf": json_float(self.p_inf),
             "n_points": self.n_points,
             "identifiable": self.identifiable,
             "reason": self.reason,
@@ -119,7 +122,44 @@ def _curve(x: np.ndarray, p0: float, a: float, beta: float) -> np.ndarray:
     return p0 + a * -np.expm1(-beta * x)
 
 
-def _profile(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+def _box_ls(g: np.ndarray, v: np.ndarray, p_lo: float, p_hi: float, a_lo: float, a_hi: float):
+    """For every row of ``g``: min ||v - p0 - a g||^2 over the box p0 in [p_lo, p_hi], a in [a_lo, a_hi].
+
+    A convex quadratic over a box has its optimum inside (the unconstrained solution) or on an edge (a 1-D least
+    squares clipped to the edge), so the best feasible of these five candidates is the exact optimum.
+
+    Returns:
+        ``(p0, a, sse)``, arrays of one entry per row.
+    """
+    g_mean = g.mean(axis=1)
+    gc, vc = g - g_mean[:, None], v - v.mean()
+    sgg, sgv = (gc * gc).sum(axis=1), (gc * vc).sum(axis=1)
+    gg = (g * g).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a_free = np.where(sgg > 0, sgv / sgg, 0.0)
+    cands = [(v.mean() - a_free * g_mean, a_free)]
+    for a_fix in (a_lo, a_hi):  # a on an edge, best p0 clipped
+        a = np.full_like(g_mean, a_fix)
+        cands.append((np.clip(v.mean() - a * g_mean, p_lo, p_hi), a))
+    for p_fix in (p_lo, p_hi):  # p0 on an edge, best a clipped
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = np.where(gg > 0, (g * (v[None, :] - p_fix)).sum(axis=1) / gg, 0.0)
+        cands.append((np.full_like(g_mean, p_fix), np.clip(a, a_lo, a_hi)))
+    best_p, best_a, best_sse = None, None, None
+    for p0, a in cands:
+        feasible = (p0 >= p_lo - 1e-12) & (p0 <= p_hi + 1e-12) & (a >= a_lo - 1e-12) & (a <= a_hi + 1e-12)
+        sse = ((v[None, :] - p0[:, None] - a[:, None] * g) ** 2).sum(axis=1)
+        sse = np.where(feasible, sse, np.inf)
+        if best_sse is None:
+            best_p, best_a, best_sse = p0.copy(), a.copy(), sse
+        else:
+            better = sse < best_sse
+            best_p, best_a, best_sse = (np.where(better, p0, best_p), np.where(better, a, best_a),
+                                        np.where(better, sse, best_sse))
+    return best_p, best_a, best_sse
+
+
+def _profile(u: np.ndarray, v: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
     """Best (p0, A, beta) over a log grid of beta, solving the linear least squares in (p0, A >= 0) at each beta.
 
     For a fixed beta the curve is linear in p0 and A, so this scan finds the global optimum to grid precision
@@ -130,19 +170,13 @@ def _profile(u: np.ndarray, v: np.ndarray) -> np.ndarray:
         ``[p0, A, beta]`` at the best grid beta.
     """
     g = -np.expm1(-np.outer(_BETA_GRID, u))  # (n_grid, n_points)
-    g_mean = g.mean(axis=1)
-    gc, vc = g - g_mean[:, None], v - v.mean()
-    sgg, sgv = (gc * gc).sum(axis=1), (gc * vc).sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a = np.where(sgg > 0, sgv / sgg, 0.0)
-    a = np.clip(a, 0.0, _A_MAX)  # A >= 0: a falling fit becomes flat
-    p0 = v.mean() - a * g_mean
-    sse = ((v[None, :] - p0[:, None] - a[:, None] * g) ** 2).sum(axis=1)
+    p0, a, sse = _box_ls(g, v, *box)  # A >= 0: a falling fit becomes flat
     i = int(np.argmin(sse))
     return np.array([p0[i], a[i], _BETA_GRID[i]])
 
 
-def _fit_scaled(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def _fit_scaled(u: np.ndarray, v: np.ndarray, box: tuple[float, float, float, float]
+                ) -> tuple[np.ndarray, np.ndarray] | None:
     """Least-squares fit on data scaled so that max(u) = 1 and v spans 1: (params, covariance) or None.
 
     curve_fit starts from the profile optimum; only if that fails does it try the machine-notes start
@@ -152,16 +186,19 @@ def _fit_scaled(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray] |
     """
     from scipy.optimize import OptimizeWarning, curve_fit
 
-    profile = _profile(u, v)
+    profile = _profile(u, v, box)
     if profile[2] < _LINEAR_REGIME or profile[1] <= 0:
         return profile, np.full((3, 3), np.inf)
     rise = max(v[-1] - v[0], float(v.max() - v.min()))
     starts = [profile, (v[0], 1.5 * rise, 1.0 / float(np.median(u))), (v[0], rise, 3.0)]
-    lower, upper = np.array([-np.inf, 0.0, 0.0]), np.array([np.inf, _A_MAX, _BETA_MAX])
+    lower, upper = np.array([box[0], box[2], 0.0]), np.array([box[1], box[3], _BETA_MAX])
+    span = upper - lower
     best = None
     for start in starts:
         # Strictly inside the bounds, as the trust-region solver requires.
-        x0 = np.clip(np.asarray(start, dtype=np.float64), [-np.inf, 1e-6, 1e-6], [np.inf, _A_MAX / 2, _BETA_MAX / 2])
+        inset = np.where(np.isfinite(span), 1e-6 * span, 1e-6)
+        x0 = np.clip(np.asarray(start, dtype=np.float64), lower + inset + [0, 1e-6, 1e-6],
+                     np.minimum(upper - inset, [np.inf, _A_MAX / 2, _BETA_MAX / 2]))
         try:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore", OptimizeWarning)
@@ -183,6 +220,8 @@ def fit_saturation(
     accuracies: Sequence[float] | np.ndarray,
     *,
     max_rel_stderr: float = DEFAULT_MAX_REL_STDERR,
+    bounds: tuple[float, float] | None = None,
+    noise: float | Sequence[float] | np.ndarray | None = None,
 ) -> SaturationFit | None:
     """Fit ``P(rho) = P0 + A (1 - exp(-beta rho))`` (``A >= 0``, ``beta > 0``) with ``scipy.optimize.curve_fit``.
 
@@ -195,6 +234,10 @@ def fit_saturation(
         densities: the densities of the points (fractions of prunable weights kept, >= 0).
         accuracies: the accuracies at those densities (any unit: fraction or percent).
         max_rel_stderr: a fit whose beta has a standard error above ``max_rel_stderr * beta`` is not identifiable.
+        bounds: ``(low, high)`` that an accuracy can take, e.g. ``(1 / classes, 1)``: P0 is kept in it, A in
+            ``[0, high - low]``, and a plateau above ``high`` or below the best accuracy (beyond the noise), or a
+            rho* below every density, makes the fit "no estimate". None: the unbounded fit.
+        noise: standard error of each accuracy (a number or one per point), used by those checks (None: 0).
 
     Returns:
         A ``SaturationFit`` (check ``identifiable`` before using ``rho_star``), or None when no fit could be
@@ -225,8 +268,16 @@ def fit_saturation(
     y_centre = float(y.mean())
     y_scale = float(y.max() - y.min()) or 1.0
     u, v = x / x_scale, (y - y_centre) / y_scale
+    if bounds is None:
+        box = (-np.inf, np.inf, 0.0, _A_MAX)
+    else:
+        lo, hi = (float(b) for b in bounds)
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise PwmprError(f"bounds must be two finite numbers low < high, got {bounds!r}")
+        box = ((lo - y_centre) / y_scale, (hi - y_centre) / y_scale, 0.0, (hi - lo) / y_scale)
+    sigma = np.zeros(n) if noise is None else np.broadcast_to(np.asarray(noise, dtype=np.float64), (n,))[order]
 
-    result = _fit_scaled(u, v)
+    result = _fit_scaled(u, v, box)
     if result is None:
         return None
     (p0_s, a_s, b_s), pcov = result
@@ -249,7 +300,7 @@ def fit_saturation(
         reason = "no rise: accuracy does not increase with density over these points"
     elif b_s < _LINEAR_REGIME:
         reason = f"beta -> 0 (beta * max density = {b_s:.2g}): only the linear regime was observed"
-    elif a_s >= 0.999 * _A_MAX:
+    elif bounds is None and a_s >= 0.999 * _A_MAX:
         reason = "A ran to its bound: the plateau height is not determined by the points"
     elif not np.all(np.isfinite(pcov)):
         reason = "covariance not finite: the parameters are not determined by the points"
@@ -259,6 +310,8 @@ def fit_saturation(
         reason = f"A = {a:.4g} +/- {stderr['a']:.3g}: the plateau height is not determined by the points"
     elif not stderr["beta"] <= max_rel_stderr * beta:
         reason = f"beta = {beta:.4g} +/- {stderr['beta']:.3g}: standard error above {max_rel_stderr:g} x beta"
+    elif bounds is not None:
+        reason = _implausible(x, y, sigma, p0 + a, LN20 / beta, bounds[1])
     return SaturationFit(
         p0=float(p0),
         a=float(a),
@@ -271,47 +324,18 @@ def fit_saturation(
     )
 
 
-@dataclass(frozen=True)
-class StopDecision:
-    """What ``should_stop`` decided, for the runner to act on and log.
-
-    Attributes:
-        stop: True when growth should stop.
-        reason: one line saying why (or why not).
-        fit: the fit on the whole history (None when none could be made), for logging and plots.
-        n_points: number of usable points in the history.
-    """
-
-    stop: bool
-    reason: str
-    fit: SaturationFit | None = None
-    n_points: int = 0
-
-    @property
-    def rho_star(self) -> float | None:
-        """The latest identifiable rho* estimate, or None."""
-        return self.fit.rho_star if self.fit is not None and self.fit.identifiable else None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly dict."""
-        return {
-            "stop": self.stop,
-            "reason": self.reason,
-            "n_points": self.n_points,
-            "rho_star": _json_float(self.rho_star) if self.rho_star is not None else None,
-            "fit": self.fit.to_dict() if self.fit is not None else None,
-        }
-
-
-def _point(entry: Any) -> tuple[float, float]:
-    """(density, accuracy) from a pair or a mapping with "density" and "accuracy"; raises on anything else."""
-    if isinstance(entry, Mapping):
-        d, acc = entry["density"], entry["accuracy"]
-    elif isinstance(entry, (str, bytes)):
-        raise TypeError("a string is not a (density, accuracy) pair")
-    else:
-        d, acc = entry[0], entry[1]
-    return float(d), float(acc)
+def _implausible(x: np.ndarray, y: np.ndarray, sigma: np.ndarray, p_inf: float, rho_star: float,
+                 high: float) -> str:
+    """Why a bounded fit's claims contradict the points ("" when they don't)."""
+    best = int(np.argmax(y))
+    if p_inf > high + 2.0 * float(sigma.max()):
+        return f"plateau {p_inf:.4g} above the highest possible accuracy {high:g}: no saturation in sight"
+    if p_inf < y[best] - 2.0 * sigma[best]:
+        return (f"plateau {p_inf:.4g} below the best observed accuracy {y[best]:.4g} by more than 2 standard "
+                "errors of the validation noise")
+    if rho_star < float(x.min()):
+        return f"rho* {rho_star:.4g} below every observed density (from {x.min():.4g}): not a saturation estimate"
+    return ""
 
 
 def should_stop(
@@ -320,6 +344,7 @@ def should_stop(
     min_points: int = 4,
     consecutive: int = 2,
     max_rel_stderr: float = DEFAULT_MAX_REL_STDERR,
+    bounds: tuple[float, float] | None = None,
 ) -> StopDecision:
     """Spec §5: stop when the current density is >= rho* in ``consecutive`` refits in a row.
 
@@ -328,53 +353,55 @@ def should_stop(
     least ``min_points`` points. With the defaults (4, 2) the earliest stop is therefore at 5 points.
 
     Args:
-        history: a sequence of ``(density, accuracy)`` pairs or of mappings with "density" and "accuracy"
-            keys (extra keys ignored), oldest first.
+        history: a sequence of ``(density, accuracy[, n])`` tuples, of mappings with "density", "accuracy" and
+            optionally "n" (validation samples) keys (extra keys ignored), or of ``Observation``, oldest first.
         min_points: points a refit needs (spec: 4).
         consecutive: refits in a row that must meet the criterion (spec: 2).
         max_rel_stderr: passed to ``fit_saturation``.
+        bounds: passed to ``fit_saturation`` with the binomial noise of each point (where ``n`` is known).
 
     Returns:
         A ``StopDecision``. Never raises: unusable history entries, non-finite values, failed fits and fits
         that are not identifiable all give ``stop=False`` with the reason.
     """
     try:
-        return _should_stop(history, min_points, consecutive, max_rel_stderr)
+        return _should_stop(history, min_points, consecutive, max_rel_stderr, bounds)
     except Exception as exc:  # noqa: BLE001 - the growth loop must never die in the stopping rule; logged, not hidden
         log.exception("should_stop failed; growth continues")
         return StopDecision(stop=False, reason=f"stopping rule failed ({type(exc).__name__}: {exc}); keep growing")
 
 
-def _should_stop(history: Any, min_points: int, consecutive: int, max_rel_stderr: float) -> StopDecision:
+def _should_stop(history: Any, min_points: int, consecutive: int, max_rel_stderr: float,
+                 bounds: tuple[float, float] | None) -> StopDecision:
     # Read the points; anything unreadable means keep growing.
     try:
         entries = list(history)
     except TypeError:
         return StopDecision(stop=False, reason=f"history is not a sequence ({type(history).__name__}); keep growing")
-    points: list[tuple[float, float]] = []
+    points: list[Observation] = []
     for i, entry in enumerate(entries):
         try:
-            points.append(_point(entry))
+            points.append(observation(entry))
         except (TypeError, ValueError, KeyError, IndexError, OverflowError):
             return StopDecision(stop=False, reason=f"history entry {i} is not a (density, accuracy) pair: {entry!r}")
     n = len(points)
     min_points, consecutive = max(int(min_points), MIN_FIT_POINTS), max(int(consecutive), 1)
-    if not all(math.isfinite(d) and math.isfinite(acc) for d, acc in points):
+    if not all(math.isfinite(p.density) and math.isfinite(p.accuracy) for p in points):
         why = "history holds a non-finite density or accuracy; keep growing"
         return StopDecision(stop=False, reason=why, n_points=n)
 
     # Refit on each of the last `consecutive` prefixes, newest first; the decision carries the newest fit.
-    latest = _fit_prefix(points, n, max_rel_stderr) if n >= MIN_FIT_POINTS else None  # logged even when too few
+    latest = _fit_prefix(points, n, max_rel_stderr, bounds) if n >= MIN_FIT_POINTS else None  # logged even when too few
     for met, k in enumerate(range(n, n - consecutive, -1)):
         if k < min_points:
             why = f"need {min_points + consecutive - 1} points to stop, have {n}"
             return StopDecision(stop=False, reason=why, fit=latest, n_points=n)
-        fit = latest if k == n else _fit_prefix(points, k, max_rel_stderr)
+        fit = latest if k == n else _fit_prefix(points, k, max_rel_stderr, bounds)
         if fit is None:
             return StopDecision(stop=False, reason=f"no fit on {k} points; keep growing", fit=latest, n_points=n)
         if not fit.identifiable:
             return StopDecision(stop=False, reason=f"no estimate on {k} points: {fit.reason}", fit=latest, n_points=n)
-        density = points[k - 1][0]  # the current density when that refit was made
+        density = points[k - 1].density  # the current density when that refit was made
         if not density >= fit.rho_star:
             why = f"density {density:.4g} < rho* {fit.rho_star:.4g} on {k} points"
             if met:
@@ -382,67 +409,16 @@ def _should_stop(history: Any, min_points: int, consecutive: int, max_rel_stderr
             return StopDecision(stop=False, reason=why, fit=latest, n_points=n)
     return StopDecision(
         stop=True,
-        reason=f"density {points[-1][0]:.4g} >= rho* {latest.rho_star:.4g} in {consecutive} consecutive refits",
+        reason=f"density {points[-1].density:.4g} >= rho* {latest.rho_star:.4g} in {consecutive} consecutive refits",
         fit=latest,
         n_points=n,
     )
 
 
-def _fit_prefix(points: list[tuple[float, float]], k: int, max_rel_stderr: float) -> SaturationFit | None:
+def _fit_prefix(points: list[Observation], k: int, max_rel_stderr: float,
+                bounds: tuple[float, float] | None) -> SaturationFit | None:
     """The fit on the first ``k`` points: the refit made after phase ``k``."""
-    xs, ys = zip(*points[:k], strict=True)
-    return fit_saturation(xs, ys, max_rel_stderr=max_rel_stderr)
-
-
-def plateau_gain(densities: Sequence[float], accuracies: Sequence[float]) -> tuple[float, float]:
-    """Least-squares slope of accuracy on log2(density): (gain per doubling of density, its standard error).
-
-    Needs at least 3 points with distinct densities; otherwise returns (nan, nan).
-    """
-    x = np.log2(np.asarray(densities, dtype=np.float64))
-    y = np.asarray(accuracies, dtype=np.float64)
-    if x.size < 3 or not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        return float("nan"), float("nan")
-    xc = x - x.mean()
-    sxx = float(np.sum(xc**2))
-    if sxx <= 0:
-        return float("nan"), float("nan")
-    slope = float(np.sum(xc * (y - y.mean())) / sxx)
-    resid = y - y.mean() - slope * xc
-    se = float(np.sqrt(np.sum(resid**2) / (x.size - 2) / sxx))
-    return slope, se
-
-
-def plateau_reached(
-    history: Any, *, tol: float = 0.01, window: int = 5, consecutive: int = 2
-) -> StopDecision:
-    """pwmpr's fallback stop rule (not in the paper): accuracy no longer rises with density.
-
-    The saturation fit of spec §5 cannot place rho* when the seed is already past the knee of the curve (the
-    points are flat: no rise to fit), and growth would then run to max density. This rule stops when, over the
-    last ``window`` points, the gain per doubling of density plus one standard error is below ``tol`` (default
-    one accuracy point per doubling, i.e. doubling the cost buys less than a point), in ``consecutive``
-    consecutive refits. ``tol <= 0`` disables it. Never raises.
-    """
-    try:
-        points = [_point(e) for e in history]
-    except (TypeError, ValueError, KeyError, IndexError, OverflowError):
-        return StopDecision(stop=False, reason="plateau rule: unreadable history")
-    n = len(points)
-    if tol <= 0:
-        return StopDecision(stop=False, reason="plateau rule disabled", n_points=n)
-    if n < window + consecutive - 1:
-        return StopDecision(stop=False, reason=f"plateau rule needs {window + consecutive - 1} points", n_points=n)
-    bounds = []
-    for k in range(n, n - consecutive, -1):
-        d, a = zip(*points[k - window:k], strict=True)
-        slope, se = plateau_gain(d, a)
-        bound = slope + se
-        if not bound < tol:  # also False for nan
-            why = f"gain per doubling {slope:.4g} +/- {se:.3g} over the last {window} points is not below {tol:g}"
-            return StopDecision(stop=False, reason=why, n_points=n)
-        bounds.append(bound)
-    why = (f"plateau: gain per doubling of density (+1 s.e.) {bounds[0]:.4g} < {tol:g} over the last {window} "
-           f"points in {consecutive} consecutive refits")
-    return StopDecision(stop=True, reason=why, n_points=n)
-
+    pts = points[:k]
+    noise = [p.stderr or 0.0 for p in pts]
+    return fit_saturation([p.density for p in pts], [p.accuracy for p in pts], max_rel_stderr=max_rel_stderr,
+                          bounds=bounds, noise=noise)

@@ -1,0 +1,174 @@
+"""Score the runs of bench/discovery.sh and write bench/results/discovery.md (called by the script).
+
+Every PWMPR run is scored against the sweep of its data/model pair (``pwmpr.discovery.score``): a hit lands
+within 1 point of the sweep's best mean test accuracy, at a density at most 2x the sweep's knee, for a total
+training cost (FLOPs) below IMP's cost to the same density. The headline figure is the share of hits per stop
+rule. The file is then quoted between markers in bench/RESULTS.md and README.md, so no figure is typed by hand.
+
+    python bench/discovery.py --out bench/out/discovery --results bench/results/discovery.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import statistics
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RULE_NAMES = {
+    "gain": "gain (new default: `--stop gain`)",
+    "paper-fixed": "paper, fixed (`--stop paper --plateau-tol 0.01`)",
+    "paper-today": "paper as in pwmpr 0.1 (`--stop paper-unbounded --plateau-tol 0.01`)",
+}
+RUN_RE = re.compile(r"pwmpr-(?P<rule>.+)-sd(?P<sd>[0-9.]+)-s(?P<seed>\d+)$")
+
+
+def machine() -> str:
+    """CPU model, core count, Python and torch versions."""
+    import os
+
+    import torch
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}, no GPU"
+
+
+def collect(out: Path) -> tuple[list[dict], dict[str, dict]]:
+    """(one score dict per PWMPR run, sweep summary per pair)."""
+    from pwmpr import rundir
+    from pwmpr.discovery import score
+
+    rows, sweeps = [], {}
+    for pair_dir in sorted(p for p in out.iterdir() if p.is_dir()):
+        sweep_file = pair_dir / "sweep" / "summary.json"
+        if not sweep_file.is_file():
+            print(f"discovery.py: {pair_dir} has no finished sweep; skipped", file=sys.stderr)
+            continue
+        sweep = json.loads(sweep_file.read_text())
+        sweeps[pair_dir.name] = sweep
+        imp_dir = pair_dir / "imp-s0"
+        imp_history = rundir.read_history(imp_dir) if (imp_dir / "summary.json").is_file() else None
+        for run in sorted(pair_dir.iterdir()):
+            m = RUN_RE.match(run.name)
+            if not m or not (run / "summary.json").is_file():
+                continue
+            summary = json.loads((run / "summary.json").read_text())
+            rows.append({"pair": pair_dir.name, "rule": m["rule"], "seed_density": float(m["sd"]),
+                         "seed": int(m["seed"]), **score(summary, sweep, imp_history)})
+    return rows, sweeps
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def render(rows: list[dict], sweeps: dict[str, dict], command: str, elapsed: float | None) -> str:
+    """The markdown of bench/results/discovery.md."""
+    lines = [
+        "<!-- written by bench/discovery.py; do not edit by hand -->",
+        f"Command: `{command}`  ",
+        f"Machine: {machine()}; {datetime.now(timezone.utc):%Y-%m-%d}"
+        + (f"; {elapsed / 60:.0f} min of runs" if elapsed else ""),
+        "",
+        "A run is a **hit** when its final test accuracy is within 1 point of the sweep's best mean test accuracy, "
+        "at a discovered density at most 2x the sweep's knee (the smallest density within 1 point of the best), "
+        "for a total training cost (FLOPs, x one dense run of the same epochs) below IMP's cost to the same density.",
+        "",
+        "| stop rule | runs | hits | share of hits | median density / knee | mean gap to sweep best (points) "
+        "| mean cost (x dense FLOPs) | stop reasons |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for rule in [r for r in RULE_NAMES if any(x["rule"] == r for x in rows)]:
+        rs = [x for x in rows if x["rule"] == rule]
+        hits = sum(1 for x in rs if x["hit"])
+        unknown = sum(1 for x in rs if x["hit"] is None)
+        reasons = {}
+        for x in rs:
+            reasons[x["stop_reason"]] = reasons.get(x["stop_reason"], 0) + 1
+        lines.append(
+            f"| {RULE_NAMES[rule]} | {len(rs)} | {hits}" + (f" ({unknown} undecided)" if unknown else "")
+            + f" | **{pct(hits / len(rs))}** | {statistics.median(x['density_over_knee'] for x in rs):.2f} | "
+            f"{100 * statistics.fmean(x['gap_to_best'] for x in rs):+.2f} | "
+            f"{statistics.fmean(x['cost_flops'] for x in rs):.2f} | "
+            + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) + " |")
+    lines += ["", "Per data/model pair and seed density (hits / runs; mean ± std over seeds of the discovered "
+              "density and final test accuracy):", "",
+              "| pair | sweep knee (best) | seed density | stop rule | hits | density | test accuracy | why missed |",
+              "|---|---|---|---|---|---|---|---|"]
+    for pair, sweep in sweeps.items():
+        for sd in sorted({x["seed_density"] for x in rows if x["pair"] == pair}):
+            for rule in RULE_NAMES:
+                rs = [x for x in rows if x["pair"] == pair and x["seed_density"] == sd and x["rule"] == rule]
+                if not rs:
+                    continue
+                dens = [x["discovered_density"] for x in rs]
+                accs = [100 * x["test_acc"] for x in rs]
+                why = []
+                for key, text in (("within_acc", "accuracy"), ("within_density", "density"), ("cheaper", "cost")):
+                    n = sum(1 for x in rs if x[key] is False)
+                    if n:
+                        why.append(f"{text} {n}")
+                lines.append(
+                    f"| {pair} | {sweep['knee']['density']:g} ({100 * sweep['best']['test_acc']:.2f}% at "
+                    f"{sweep['best']['density']:g}) | {sd:g} | {rule} | {sum(1 for x in rs if x['hit'])}/{len(rs)} | "
+                    f"{_ms(dens, '.3f')} | {_ms(accs, '.2f')}% | {', '.join(why) or '-'} |")
+    lines += ["", "Sweeps (one-shot PHEW masks, the same trainer and epochs; mean test accuracy over seeds):", ""]
+    for pair, sweep in sweeps.items():
+        curve = ", ".join(f"{p['density']:g}: {100 * p['test_acc']:.2f}%" for p in sweep["curve"])
+        lines.append(f"- {pair}: {curve}")
+    return "\n".join(lines) + "\n"
+
+
+def _ms(values: list[float], fmt: str) -> str:
+    if len(values) < 2:
+        return format(values[0], fmt)
+    return f"{format(statistics.fmean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
+
+
+def quote_into(path: Path, name: str, text: str) -> None:
+    """Replace what stands between ``<!-- name:begin -->`` and ``<!-- name:end -->`` in ``path`` with ``text``."""
+    doc = path.read_text()
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if begin not in doc or end not in doc:
+        print(f"discovery.py: no {begin} ... {end} block in {path}; not updated", file=sys.stderr)
+        return
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{text}{end}{tail}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/out/discovery")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench/results/discovery.md")
+    parser.add_argument("--command", default="bash bench/discovery.sh")
+    parser.add_argument("--elapsed", type=float, default=None)
+    parser.add_argument("--no-quote", action="store_true", help="do not update bench/RESULTS.md and README.md")
+    args = parser.parse_args()
+    rows, sweeps = collect(args.out)
+    if not rows:
+        sys.exit(f"discovery.py: no scored PWMPR run under {args.out}")
+    text = render(rows, sweeps, args.command, args.elapsed)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(text)
+    (args.results.with_suffix(".json")).write_text(json.dumps({"rows": rows, "sweeps": sweeps}, indent=1) + "\n")
+    print(text)
+    if not args.no_quote and args.results.resolve() == (ROOT / "bench/results/discovery.md").resolve():
+        for doc in (ROOT / "bench/RESULTS.md", ROOT / "README.md"):
+            quote_into(doc, "discovery", text)
+
+
+if __name__ == "__main__":
+    main()

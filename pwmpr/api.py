@@ -1,0 +1,252 @@
+"""The Python API beside ``pwmpr grow``: grow any ``nn.Module`` on your own data through the same runner.
+
+:func:`grow_module` turns the model and the data (tensors, a Dataset or a DataLoader) into what the runner
+(``pwmpr.runner.run``) takes in place of a registered model and data set, so the run is the same as a CLI run:
+PHEW seed, phases, PWMP growth, stop rule, final training, and a run folder with config.json, history.jsonl,
+checkpoints, final.safetensors and summary.json. ``config.json`` records the model as ``python:<class name>``
+and the data as ``python:<kind>``: such a run resumes only from Python (``resume=True`` with the same objects).
+A model given as ``package.module:function`` is recorded as that spec and can be rebuilt from the run folder
+(``pwmpr export --trust-code``, ``pwmpr.load(..., trust_remote_code=True)``).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from pwmpr import rundir
+from pwmpr.config import GrowConfig
+from pwmpr.data import MIN_VAL_SAMPLES, DataBundle, TensorSplit, _split_validation
+from pwmpr.data.folder import stream_loader
+from pwmpr.errors import PwmprError
+from pwmpr.masks import MaskSet
+from pwmpr.models import OBJECT_PREFIX, create_model, trusted_code
+
+_SECTIONS = ("train", "growth", "stop")
+
+
+@dataclass
+class GrownModel:
+    """What :func:`grow_module` returns: the trained model (the object passed in, or the one built from its spec),
+    its final masks, the run summary and the run folder."""
+
+    model: nn.Module
+    masks: MaskSet
+    summary: dict[str, Any]
+    run_dir: Path
+
+
+def grow_module(
+    model: nn.Module | str,
+    train: Any,
+    *,
+    val: Any = None,
+    test: Any = None,
+    num_classes: int | None = None,
+    input_shape: Sequence[int] | None = None,
+    out: str | Path | None = None,
+    config: GrowConfig | Mapping[str, Any] | None = None,
+    resume: bool = False,
+    force: bool = False,
+    quiet: bool = True,
+    **overrides: Any,
+) -> GrownModel:
+    """Grow a sparse version of ``model`` on your data with PWMPR (or a baseline ``method``), like ``pwmpr grow``.
+
+    Args:
+        model: any ``nn.Module`` whose Conv/Linear weights are to be grown (trained in place), a registered name,
+            or ``"package.module:function"`` naming ``function(num_classes, input_shape) -> nn.Module``.
+        train: the training data: a pair of tensors ``(x, y)`` (x float ``(N, ...)``, y integer labels), a
+            map-style ``Dataset`` of ``(x, y)`` items, or a ``DataLoader`` (its dataset, batch size, worker count
+            and collate function are used; pwmpr draws the order itself, so a run is reproducible and resumable).
+        val: validation data in the same forms; it drives the stop rule. Default: ``val_fraction`` of ``train``
+            (at least 100 samples), split off with pwmpr's fixed split seed.
+        test: test data, only reported (``summary["test_acc"]``); default: none, and ``test_acc`` is None.
+        num_classes: number of classes; default: the largest label + 1 of tensors, or a Dataset's ``classes`` /
+            ``targets``.
+        input_shape: one input without the batch dimension; default: the shape of the first training sample.
+        out: the run folder (default: ``runs/<method>-<model>-python-...``).
+        config: a GrowConfig (or its dict) to start from; the defaults of ``pwmpr grow`` otherwise.
+        resume: continue the run folder ``out`` from its last checkpoint (pass the same model and data again).
+        force: replace a non-empty ``out``.
+        quiet: print nothing (False: the CLI's progress lines).
+        **overrides: GrowConfig fields, e.g. ``phase_epochs=2``, ``device="cuda"``, ``growth={"gamma": 0.5}``.
+
+    Returns:
+        A :class:`GrownModel`: the model with its final weights (masked entries zero), the MaskSet, the summary.
+
+    Raises:
+        PwmprError: data in an unsupported form, inconsistent shapes or labels, a model that cannot take the
+            inputs, a layer the PWMP score cannot linearize (named), and every error ``pwmpr grow`` reports.
+    """
+    from pwmpr.progress import make_reporter
+    from pwmpr.runner import run
+
+    if not isinstance(model, (nn.Module, str)):
+        raise PwmprError(f"model must be an nn.Module, a registered name or 'package.module:function', got "
+                         f"{type(model).__name__}")
+    cfg = _config(config, overrides)
+    train_split, train_opts = _split(train, "train")
+    val_split, _ = _split(val, "val") if val is not None else (None, {})
+    test_split, _ = _split(test, "test") if test is not None else (None, {})
+    if "batch_size" in train_opts and "batch_size" not in dict(overrides.get("train") or {}):
+        cfg.train.batch_size = train_opts["batch_size"]
+    if "workers" in train_opts and "workers" not in overrides:
+        cfg.workers = train_opts["workers"]
+    if test_split is None and cfg.method == "imp":
+        raise PwmprError("method 'imp' records the test accuracy of every level: pass test=")
+
+    shape = tuple(int(s) for s in input_shape) if input_shape is not None else _first_shape(train_split)
+    classes = int(num_classes) if num_classes is not None else _num_classes(train_split, val_split, test_split)
+    if classes < 2:
+        raise PwmprError(f"num_classes must be >= 2 (a classifier), got {classes}")
+    kind = "tensors" if isinstance(train_split, TensorSplit) else type(train_split).__name__
+    cfg.data = f"{OBJECT_PREFIX}{kind}"
+    cfg.data_dir = None
+
+    bundle = DataBundle(cfg.data, classes, shape, "", train_split, val_split, test_split,
+                        make_loader=None if isinstance(train_split, TensorSplit) else
+                        functools.partial(_stream, collate_fn=train_opts.get("collate_fn")))
+    if val_split is None:
+        bundle = _split_validation(bundle, cfg.val_fraction, cfg.max_train, MIN_VAL_SAMPLES)
+    elif cfg.max_train is not None:
+        bundle.train = _head(bundle.train, cfg.max_train)
+    _check_labels(bundle, classes)
+
+    if isinstance(model, str):
+        cfg.model = model
+        with trusted_code(model):  # named here by the caller: importing it is what they asked for
+            module = create_model(model, classes, shape)
+    else:
+        cfg.model = f"{OBJECT_PREFIX}{type(model).__name__}"
+        module = model
+    summary = run(cfg, out, resume=resume, force=force, reporter=make_reporter(quiet), model=module, bundle=bundle)
+    run_dir = Path(summary["run_dir"])
+    tensors, _ = rundir.load_tensors(run_dir / rundir.FINAL)
+    masks = MaskSet(rundir.split_prefix(tensors, rundir.MASK_PREFIX))
+    return GrownModel(module, masks, summary, run_dir)
+
+
+def _config(config: GrowConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> GrowConfig:
+    """``config`` (or the defaults) with ``overrides``; nested sections merge key by key."""
+    if isinstance(config, GrowConfig):
+        base = config.to_dict()
+    elif isinstance(config, Mapping):
+        base = GrowConfig.from_dict(dict(config)).to_dict()
+    elif config is None:
+        base = GrowConfig().to_dict()
+    else:
+        raise PwmprError(f"config must be a GrowConfig or a dict, got {type(config).__name__}")
+    data = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if key in _SECTIONS and isinstance(value, Mapping):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return GrowConfig.from_dict(data)
+
+
+def _split(data: Any, what: str) -> tuple[TensorSplit | Dataset, dict[str, Any]]:
+    """``data`` as a TensorSplit (tensors) or a map-style Dataset, plus what a DataLoader says about batching."""
+    if isinstance(data, DataLoader):
+        opts: dict[str, Any] = {"batch_size": data.batch_size, "workers": data.num_workers}
+        if data.collate_fn is not torch.utils.data.default_collate:
+            opts["collate_fn"] = data.collate_fn
+        if data.batch_size is None:
+            raise PwmprError(f"{what}: a DataLoader with batch_size=None (a batch sampler) is not supported; pass "
+                             "its dataset and set train={'batch_size': ...}")
+        return _split(data.dataset, what)[0], opts
+    if isinstance(data, IterableDataset):
+        raise PwmprError(f"{what}: an IterableDataset cannot be split, shuffled or sharded by pwmpr; pass a "
+                         "map-style Dataset (with __getitem__ and __len__) or tensors")
+    if isinstance(data, Dataset):
+        if len(data) < 1:  # type: ignore[arg-type]
+            raise PwmprError(f"{what}: the Dataset is empty")
+        return data, {}
+    if isinstance(data, Sequence) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+        x, y = data
+        if len(x) != len(y):
+            raise PwmprError(f"{what}: x has {len(x)} samples but y has {len(y)}")
+        if y.dim() != 1 or y.is_floating_point() or y.is_complex():
+            raise PwmprError(f"{what}: y must be a 1-D tensor of integer class labels, got {y.dtype} "
+                             f"{tuple(y.shape)}")
+        if len(y) and int(y.min()) < 0:
+            raise PwmprError(f"{what}: y holds negative labels")
+        if not x.is_floating_point() or not bool(torch.isfinite(x).all()):
+            raise PwmprError(f"{what}: x must be a floating-point tensor of finite numbers")
+        return TensorSplit(x.detach().float().cpu(), y.detach().long().cpu()), {}
+    raise PwmprError(f"{what} must be a pair of tensors (x, y), a map-style Dataset or a DataLoader, got "
+                     f"{type(data).__name__}")
+
+
+def _stream(data, batch_size: int, device: torch.device, *, train: bool = False,
+            generator: torch.Generator | None = None, workers: int | None = None, channels_last: bool = False,
+            collate_fn=None):
+    """The bundle's loader for Datasets: pwmpr's stream loader with the user's collate function."""
+    from pwmpr.data.folder import StreamLoader
+
+    if collate_fn is None:
+        return stream_loader(data, batch_size, device, train=train, generator=generator, workers=workers,
+                             channels_last=channels_last)
+    return StreamLoader(data, batch_size, device, train=train, generator=generator, workers=workers,
+                        channels_last=channels_last, collate_fn=collate_fn)
+
+
+def _first_shape(split: TensorSplit | Dataset) -> tuple[int, ...]:
+    if isinstance(split, TensorSplit):
+        return tuple(split.x.shape[1:])
+    item = split[0]
+    if not isinstance(item, (tuple, list)) or len(item) != 2 or not isinstance(item[0], Tensor):
+        raise PwmprError("train: Dataset items must be (x, y) with x a tensor (add a transform such as ToTensor())")
+    return tuple(item[0].shape)
+
+
+def _labels(split: TensorSplit | Dataset | None) -> Tensor | None:
+    """The labels of a split where they are known without loading every sample."""
+    if split is None:
+        return None
+    if isinstance(split, TensorSplit):
+        return split.y
+    base, idx = split, None
+    if isinstance(split, torch.utils.data.Subset):
+        base, idx = split.dataset, list(split.indices)
+    targets = getattr(base, "targets", None)
+    if targets is None:
+        return None
+    t = torch.as_tensor(targets)
+    return t[idx] if idx is not None else t
+
+
+def _num_classes(*splits) -> int:
+    for split in splits:
+        if split is not None and not isinstance(split, TensorSplit) and hasattr(split, "classes"):
+            return len(split.classes)
+    labels = [lab for lab in (_labels(s) for s in splits) if lab is not None and lab.numel()]
+    if not labels:
+        raise PwmprError("num_classes cannot be read from this Dataset (it has no classes or targets): pass "
+                         "num_classes=")
+    return int(max(int(lab.max()) for lab in labels)) + 1
+
+
+def _check_labels(bundle: DataBundle, classes: int) -> None:
+    for name in ("train", "val", "test"):
+        labels = _labels(getattr(bundle, name))
+        if labels is not None and labels.numel() and int(labels.max()) >= classes:
+            raise PwmprError(f"{name}: label {int(labels.max())} is out of range for num_classes={classes}")
+
+
+def _head(split: TensorSplit | Dataset, n: int) -> TensorSplit | Dataset:
+    if isinstance(split, TensorSplit):
+        return TensorSplit(split.x[:n], split.y[:n])
+    return torch.utils.data.Subset(split, list(range(min(n, len(split)))))
+
+
+__all__ = ["GrownModel", "grow_module"]

@@ -1,0 +1,89 @@
+"""What a stop rule returns, and the points it reads: shared by every rule in ``pwmpr.stop``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def json_float(x: float | None) -> float | None:
+    """``x``, or None where JSON has no number (None, NaN, inf)."""
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One point of the accuracy-density curve.
+
+    Attributes:
+        density: fraction of prunable weights present.
+        accuracy: validation accuracy at that density, a fraction in [0, 1] (or any unit for the plain fit).
+        n: validation samples behind ``accuracy`` (None: unknown), which sets its binomial standard error.
+    """
+
+    density: float
+    accuracy: float
+    n: int | None = None
+
+    @property
+    def stderr(self) -> float | None:
+        """Binomial standard error of ``accuracy`` (None when ``n`` is unknown).
+
+        The accuracy is clipped to [1/(2n), 1 - 1/(2n)] first, so a perfect or zero score still has an error.
+        """
+        if not self.n or self.n < 1:
+            return None
+        p = min(max(self.accuracy, 0.5 / self.n), 1.0 - 0.5 / self.n)
+        return math.sqrt(p * (1.0 - p) / self.n)
+
+
+def observation(entry: Any) -> Observation:
+    """An Observation from a pair, a triple or a mapping with "density" and "accuracy" (and optional "n");
+    raises TypeError, ValueError, KeyError or IndexError on anything else."""
+    if isinstance(entry, Observation):
+        return entry
+    if isinstance(entry, Mapping):
+        d, acc, n = entry["density"], entry["accuracy"], entry.get("n")
+    elif isinstance(entry, (str, bytes)):
+        raise TypeError("a string is not a (density, accuracy) pair")
+    else:
+        d, acc = entry[0], entry[1]
+        n = entry[2] if len(entry) > 2 else None
+    return Observation(float(d), float(acc), int(n) if n is not None else None)
+
+
+@dataclass(frozen=True)
+class StopDecision:
+    """What a stop rule decided, for the method to act on and the run to log.
+
+    Attributes:
+        stop: True when growth should stop.
+        reason: one line saying why (or why not).
+        fit: the saturation fit on the whole history (paper rules; None otherwise or when none could be made).
+        n_points: number of usable points in the history.
+        posterior: the gain rule's posterior summary (``CurvePosterior.summary()``), None for other rules.
+    """
+
+    stop: bool
+    reason: str
+    fit: Any = None
+    n_points: int = 0
+    posterior: dict[str, Any] | None = field(default=None, compare=False)
+
+    @property
+    def rho_star(self) -> float | None:
+        """The latest identifiable rho* estimate of a saturation fit, or None."""
+        return self.fit.rho_star if self.fit is not None and self.fit.identifiable else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict."""
+        return {
+            "stop": self.stop,
+            "reason": self.reason,
+            "n_points": self.n_points,
+            "rho_star": json_float(self.rho_star),
+            "fit": self.fit.to_dict() if self.fit is not None else None,
+            "posterior": self.posterior,
+        }

@@ -1,0 +1,108 @@
+"""STOP_RULES: name -> rule deciding, after each growth phase, whether growth stops.
+
+A rule reads the (density, validation accuracy, validation size) points of the phases so far and a
+``StopContext``; it returns a ``StopDecision`` and never raises (anything it cannot use means "keep growing").
+
+- ``gain`` (default): stop when, under a posterior over the accuracy-density curve, growing on to the largest
+  allowed density would gain less than ``tol`` with probability at least ``1 - alpha`` (``pwmpr.stop.posterior``).
+- ``paper``: the paper's saturation rule (rho* = ln 20 / beta reached in consecutive refits) with a fit bounded
+  by what accuracy can be and checked against the points (``pwmpr.stop.saturation``).
+- ``paper-unbounded``: the same rule with the fit exactly as the spec writes it (what pwmpr 0.1 did); kept to
+  measure the difference.
+- ``none``: never stops; growth runs to ``max_density`` or ``max_phases`` (to trace a whole trajectory).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pwmpr.registry import Registry
+from pwmpr.stop.decision import Observation, StopDecision
+from pwmpr.stop.posterior import curve_posterior
+from pwmpr.stop.saturation import should_stop
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StopContext:
+    """What a stop rule needs besides the points.
+
+    Attributes:
+        chance: the accuracy of guessing (1 / classes): the lowest an accuracy curve can start from.
+        cap: the largest density growth may reach (``max_density``).
+        min_points: points a decision needs.
+        consecutive: refits in a row that must agree before stopping.
+        tol: ``gain``: the accuracy gain (fraction: 0.01 is one point) below which growing on is not worth it.
+        alpha: ``gain``: stop when that holds with probability at least ``1 - alpha``.
+    """
+
+    chance: float = 0.0
+    cap: float = 1.0
+    min_points: int = 4
+    consecutive: int = 2
+    tol: float = 0.01
+    alpha: float = 0.1
+
+
+StopRule = Callable[[Sequence[Observation], StopContext], StopDecision]
+STOP_RULES: Registry[StopRule] = Registry("stop rule")
+
+
+@STOP_RULES.register("gain")
+def gain_rule(points: Sequence[Observation], ctx: StopContext) -> StopDecision:
+    """Stop when Pr(gain from growing on < tol) >= 1 - alpha on each of the last ``consecutive`` refits."""
+    try:
+        return _gain_rule(list(points), ctx)
+    except Exception as exc:  # noqa: BLE001 - the growth loop must never die in the stop rule; logged, not hidden
+        log.exception("gain rule failed; growth continues")
+        return StopDecision(stop=False, reason=f"gain rule failed ({type(exc).__name__}: {exc}); keep growing")
+
+
+def _gain_rule(points: list[Observation], ctx: StopContext) -> StopDecision:
+    n = len(points)
+    if not all(math.isfinite(p.density) and math.isfinite(p.accuracy) for p in points):
+        return StopDecision(stop=False, reason="history holds a non-finite density or accuracy; keep growing",
+                            n_points=n)
+    need = max(ctx.min_points, 3) + max(ctx.consecutive, 1) - 1
+    latest = curve_posterior(points, cap=ctx.cap, chance=ctx.chance) if n >= 3 else None
+    summary = latest.summary(points[-1].density, ctx.tol) if latest is not None else None
+    if n < need:
+        return StopDecision(stop=False, reason=f"need {need} points to stop, have {n}", n_points=n, posterior=summary)
+    probs = []
+    for k in range(n, n - max(ctx.consecutive, 1), -1):
+        post = latest if k == n else curve_posterior(points[:k], cap=ctx.cap, chance=ctx.chance)
+        if post is None:
+            return StopDecision(stop=False, reason=f"no posterior on {k} points; keep growing", n_points=n,
+                                posterior=summary)
+        p = post.prob_gain_below(points[k - 1].density, ctx.tol)
+        probs.append(p)
+        if p < 1.0 - ctx.alpha:
+            why = (f"Pr(gain < {ctx.tol:g}) = {p:.3f} < {1 - ctx.alpha:g} on {k} points"
+                   + (f" (met on the {len(probs) - 1} newer refit(s) only)" if len(probs) > 1 else ""))
+            return StopDecision(stop=False, reason=why, n_points=n, posterior=summary)
+    why = (f"Pr(gain to density {ctx.cap:g} < {ctx.tol:g}) = {probs[0]:.3f} >= {1 - ctx.alpha:g} in "
+           f"{len(probs)} consecutive refit(s)")
+    return StopDecision(stop=True, reason=why, n_points=n, posterior=summary)
+
+
+@STOP_RULES.register("paper")
+def paper_rule(points: Sequence[Observation], ctx: StopContext) -> StopDecision:
+    """The paper's rule on a fit bounded to [chance, 1] and checked against the points' noise."""
+    return should_stop(points, min_points=ctx.min_points, consecutive=ctx.consecutive, bounds=(ctx.chance, 1.0))
+
+
+@STOP_RULES.register("paper-unbounded")
+def paper_unbounded_rule(points: Sequence[Observation], ctx: StopContext) -> StopDecision:
+    """The paper's rule with the spec's unbounded fit (pwmpr 0.1's default)."""
+    return should_stop([(p.density, p.accuracy) for p in points], min_points=ctx.min_points,
+                       consecutive=ctx.consecutive)
+
+
+@STOP_RULES.register("none")
+def never(points: Sequence[Observation], ctx: StopContext) -> StopDecision:
+    """Never stops: growth runs to max_density or max_phases."""
+    return StopDecision(stop=False, reason="stop rule 'none': grow to max density or max phases", n_points=len(points))

@@ -1,0 +1,279 @@
+"""The accuracy-density curve by brute force: one model trained at a geometric grid of fixed densities.
+
+Every point is an ordinary one-shot run (``pwmpr.methods.oneshot``: a mask drawn once at the density, PHEW by
+default, then one training of ``final_epochs`` with the final schedule) on the same runner, data and cost
+accounting as ``pwmpr grow``. The runs live in one sweep folder::
+
+    sweep.json        the SweepConfig (written first; ``pwmpr sweep --resume`` reads it)
+    runs/d0.01-s0/    one run folder per (density, seed), resumable like any other
+    curve.csv, curve.md, curve.png, summary.json
+                      mean +/- std test accuracy per density, the best point, the knee and the total cost
+
+The knee is the smallest density whose mean test accuracy is within ``tol`` of the best mean: the density a
+perfect density discovery would find. It is the ground truth that ``pwmpr compare`` judges PWMPR runs against.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pwmpr import rundir
+from pwmpr.config import GrowConfig
+from pwmpr.errors import PwmprError
+
+SWEEP_CONFIG = "sweep.json"
+SWEEP_SUMMARY = "summary.json"
+RUNS = "runs"
+DEFAULT_DENSITIES = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.0)  # 0.01 to 1 by factors of 2
+
+
+@dataclass
+class SweepConfig:
+    """A sweep: the densities and seeds to train at, how masks are drawn, and the knee's tolerance.
+
+    ``base`` is the GrowConfig every point shares (model, data, training, ``final_epochs`` as the epochs of each
+    run); its ``method`` and ``options`` are set per point.
+    """
+
+    densities: list[float] = field(default_factory=lambda: list(DEFAULT_DENSITIES))
+    seeds: list[int] = field(default_factory=lambda: [0])
+    pruner: str = "phew"
+    tol: float = 0.01
+    base: GrowConfig = field(default_factory=GrowConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.base, dict):
+            self.base = GrowConfig.from_dict(self.base)
+        if not self.densities:
+            raise PwmprError("the density grid is empty: give at least one density in (0, 1]")
+        for d in self.densities:
+            if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d <= 1:
+                raise PwmprError(f"every density must be in (0, 1], got {d!r}")
+        if len(set(self.densities)) != len(self.densities):
+            raise PwmprError(f"the density grid repeats a density: {self.densities}")
+        self.densities = sorted(float(d) for d in self.densities)
+        if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise PwmprError(f"seeds must be a non-empty list of integers >= 0, got {self.seeds!r}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise PwmprError(f"the seed list repeats a seed: {self.seeds}")
+        if not (isinstance(self.tol, (int, float)) and math.isfinite(self.tol) and self.tol >= 0):
+            raise PwmprError(f"tol must be >= 0, got {self.tol!r}")
+        if self.base.final_epochs < 1:
+            raise PwmprError("a sweep trains every point for final_epochs: it must be >= 1")
+        from pwmpr.seed import SEEDS
+
+        SEEDS.get(self.pruner)
+
+    @staticmethod
+    def geometric(lo: float, hi: float, factor: float) -> list[float]:
+        """``lo, lo*factor, ...`` up to ``hi`` (``hi`` included, the last step shortened to land on it)."""
+        if not (0 < lo <= hi <= 1):
+            raise PwmprError(f"need 0 < min density <= max density <= 1, got {lo} and {hi}")
+        if not factor > 1:
+            raise PwmprError(f"the grid factor must be > 1, got {factor}")
+        out, d = [], lo
+        while d < hi * (1 - 1e-9):
+            out.append(round(d, 10))
+            d *= factor
+        out.append(hi)
+        return out
+
+    def point_config(self, density: float, seed: int) -> GrowConfig:
+        """The one-shot run at ``density`` with ``seed``."""
+        cfg = GrowConfig.from_dict(self.base.to_dict())
+        cfg.method = "oneshot"
+        cfg.options = {"pruner": self.pruner, "density": density}
+        cfg.seed = seed
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"kind": "sweep", "densities": self.densities, "seeds": self.seeds, "pruner": self.pruner,
+                "tol": self.tol, "base": self.base.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SweepConfig:
+        """Rebuild from ``to_dict`` output; unknown keys raise PwmprError."""
+        data = dict(data)
+        if data.pop("kind", "sweep") != "sweep":
+            raise PwmprError("not a sweep configuration")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise PwmprError(f"unknown key(s) in the sweep configuration: {', '.join(unknown)}")
+        return cls(**data)
+
+
+def point_dir(out: Path, density: float, seed: int) -> Path:
+    """The run folder of one point of the sweep."""
+    return Path(out) / RUNS / f"d{density:g}-s{seed}"
+
+
+def is_sweep(path: Path | str) -> bool:
+    """True when ``path`` is a sweep folder."""
+    return (Path(path) / SWEEP_CONFIG).is_file()
+
+
+def load_config(out: Path | str) -> SweepConfig:
+    """The SweepConfig of a sweep folder."""
+    path = Path(out) / SWEEP_CONFIG
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PwmprError(f"{out} is not a sweep folder: it has no {SWEEP_CONFIG}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PwmprError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise PwmprError(f"{path} must hold a JSON object")
+    return SweepConfig.from_dict(data)
+
+
+def run_sweep(cfg: SweepConfig, out: Path | str, *, resume: bool = False, force: bool = False,
+              reporter=None) -> dict[str, Any]:
+    """Train every (density, seed) point of ``cfg`` into the sweep folder ``out``; return the sweep summary.
+
+    Finished points are kept, unfinished ones resumed (``resume``), so a killed sweep carries on where it
+    stopped. Without ``resume`` a non-empty ``out`` needs ``force`` unless it is a sweep of the same config.
+    """
+    from pwmpr.runner import run
+
+    out = Path(out)
+    if resume:
+        cfg = load_config(out)
+    elif out.exists() and any(out.iterdir()):
+        same = is_sweep(out) and load_config(out).to_dict() == cfg.to_dict()
+        if not (same or force):
+            raise PwmprError(f"{out} is not empty: pass --force to replace it, or --resume to continue its sweep")
+        if not same:
+            import shutil
+
+            shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rundir.atomic_write_json(out / SWEEP_CONFIG, cfg.to_dict())
+    points = [(d, s) for s in cfg.seeds for d in cfg.densities]
+    for i, (density, seed) in enumerate(points):
+        folder = point_dir(out, density, seed)
+        if (folder / rundir.SUMMARY).is_file():
+            continue
+        if reporter is not None:
+            reporter.message(f"sweep point {i + 1}/{len(points)}: density {density:g}, seed {seed}")
+        if rundir.checkpoints(folder):
+            run(cfg.point_config(density, seed), folder, resume=True, reporter=reporter)
+        else:
+            run(cfg.point_config(density, seed), folder, force=True, reporter=reporter)
+    return write_summary(out, cfg)
+
+
+def read_points(out: Path | str, cfg: SweepConfig | None = None) -> list[dict[str, Any]]:
+    """One dict per finished point: density, seed, test accuracy, costs (from each run's summary.json)."""
+    out = Path(out)
+    cfg = cfg or load_config(out)
+    rows = []
+    for seed in cfg.seeds:
+        for density in cfg.densities:
+            path = point_dir(out, density, seed) / rundir.SUMMARY
+            if not path.is_file():
+                continue
+            s = json.loads(path.read_text())
+            rows.append({"density": density, "seed": seed, "model": s["model"], "data": s["data"],
+                         "measured_density": s["discovered_density"],
+                         "test_acc": s["test_acc"], "val_acc": s["val_acc"], "cost_flops": s["cost_flops"],
+                         "cost_epochs": s["cost_epochs"], "wall_time": s["wall_time"]})
+    return rows
+
+
+def curve(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and std of test accuracy per density over seeds, densities ascending."""
+    import numpy as np
+
+    out = []
+    for density in sorted({r["density"] for r in rows}):
+        accs = np.array([r["test_acc"] for r in rows if r["density"] == density])
+        out.append({"density": density, "test_acc": float(accs.mean()),
+                    "test_acc_std": float(accs.std(ddof=1)) if accs.size > 1 else None, "n_seeds": int(accs.size)})
+    return out
+
+
+def knee(points: list[dict[str, Any]], tol: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(best point, knee point) of a curve: the knee is the smallest density within ``tol`` of the best mean."""
+    best = max(points, key=lambda p: p["test_acc"])
+    within = [p for p in points if p["test_acc"] >= best["test_acc"] - tol - 1e-12]
+    return best, min(within, key=lambda p: p["density"])
+
+
+def write_summary(out: Path | str, cfg: SweepConfig | None = None) -> dict[str, Any]:
+    """Write curve.csv, curve.md, curve.png and summary.json of a sweep folder from its finished points."""
+    out = Path(out)
+    cfg = cfg or load_config(out)
+    rows = read_points(out, cfg)
+    if not rows:
+        raise PwmprError(f"sweep {out} has no finished point yet")
+    pts = curve(rows)
+    best, kn = knee(pts, cfg.tol)
+    dense = next((p for p in pts if p["density"] >= 1.0), None)
+    summary = {
+        "kind": "sweep", "model": rows[0]["model"], "data": rows[0]["data"], "pruner": cfg.pruner,
+        "epochs": cfg.base.final_epochs, "tol": cfg.tol, "seeds": cfg.seeds,
+        "complete": len(rows) == len(cfg.densities) * len(cfg.seeds),
+        "curve": pts, "best": best, "knee": kn, "dense": dense,
+        "cost_flops_total": sum(r["cost_flops"] for r in rows) / len(cfg.seeds),
+        "cost_epochs_total": sum(r["cost_epochs"] for r in rows) / len(cfg.seeds),
+    }
+    lines = ["density,seed,test_acc,val_acc,cost_flops,cost_epochs,wall_time"]
+    lines += [f"{r['density']:g},{r['seed']},{r['test_acc']:.6f},{r['val_acc']:.6f},{r['cost_flops']:.6f},"
+              f"{r['cost_epochs']:.6f},{r['wall_time']:.3f}" for r in rows]
+    rundir.atomic_write_text(out / "curve.csv", "\n".join(lines) + "\n")
+    rundir.atomic_write_text(out / "curve.md", curve_markdown(summary))
+    rundir.atomic_write_json(out / SWEEP_SUMMARY, summary)
+    with contextlib.suppress(ImportError):  # matplotlib missing: the table and csv are the result
+        _plot(summary, out / "curve.png")
+    return summary
+
+
+def curve_markdown(summary: dict[str, Any]) -> str:
+    """The curve as a markdown table, with the best point and the knee marked."""
+    lines = [f"Sweep: {summary['model']} on {summary['data']}, {summary['pruner']} masks, {summary['epochs']} epochs "
+             f"per point, seeds {', '.join(map(str, summary['seeds']))}; knee = smallest density within "
+             f"{100 * summary['tol']:g} points of the best mean test accuracy.", "",
+             "| density | test accuracy (mean ± std) | seeds | |", "|---|---|---|---|"]
+    for p in summary["curve"]:
+        std = f" ± {100 * p['test_acc_std']:.2f}" if p["test_acc_std"] is not None else ""
+        mark = " ".join(m for m, q in (("best", summary["best"]), ("knee", summary["knee"]))
+                        if q["density"] == p["density"])
+        lines.append(f"| {p['density']:g} | {100 * p['test_acc']:.2f}%{std} | {p['n_seeds']} | {mark} |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = summary["curve"]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    try:
+        ax.errorbar([p["density"] for p in pts], [p["test_acc"] for p in pts],
+                    yerr=[p["test_acc_std"] or 0.0 for p in pts], fmt="o-", capsize=3, label="test accuracy")
+        ax.axvline(summary["knee"]["density"], color="C3", ls=":", label=f"knee {summary['knee']['density']:g}")
+        ax.axhline(summary["best"]["test_acc"] - summary["tol"], color="gray", ls="--", lw=0.8,
+                   label=f"best - {100 * summary['tol']:g} pt")
+        ax.set_xscale("log")
+        from matplotlib.ticker import FuncFormatter
+
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xlabel("density")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(f"sweep: {summary['model']} on {summary['data']}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        rundir.atomic_save_figure(fig, path)
+    finally:
+        plt.close(fig)

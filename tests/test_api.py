@@ -1,0 +1,112 @@
+"""pwmpr.grow_module: a model defined here, grown on our own data (tensors, Dataset, DataLoader) through the runner."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import pwmpr
+from pwmpr import PwmprError, rundir
+from pwmpr.data import load_data
+
+
+class TinyNet(nn.Module):
+    """A user's own network: conv-BN-ReLU, global pooling, a linear head."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.head = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class Gated(nn.Module):
+    """Multiplies two activations: the PWMP surrogate cannot linearize it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(64, 16)
+        self.b = nn.Linear(64, 16)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        return self.head(self.a(x) * self.b(x))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    b = load_data("digits")  # 1,797 real 8x8 digits (scikit-learn), offline
+    return (b.train.x, b.train.y), (b.val.x, b.val.y), (b.test.x, b.test.y)
+
+
+QUICK = {"phase_epochs": 1, "final_epochs": 1, "stop": {"max_phases": 2}, "device": "cpu", "seed": 0}
+
+
+def test_grow_module_on_tensors_writes_a_run_folder(tmp_path, digits):
+    (train, val, test) = digits
+    torch.manual_seed(0)
+    model = TinyNet()
+    res = pwmpr.grow_module(model, train, val=val, test=test, out=tmp_path / "run", **QUICK)
+    assert res.model is model
+    assert res.summary["n_phases"] == 2 and res.summary["test_acc"] is not None
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["model"] == "python:TinyNet" and cfg["data"] == "python:tensors"
+    rows = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert rows[1]["density"] > rows[0]["density"]  # it grew
+    assert rows[0]["tau_core"]["seconds"] >= 0
+    # The returned masks are the final ones, and the model holds them.
+    for name, mask in res.masks.items():
+        assert not model.get_parameter(name)[~mask.bool()].any()
+    assert abs(res.masks.density() - res.summary["discovered_density"]) < 1e-9
+
+
+def test_grow_module_takes_a_dataset_and_a_dataloader(tmp_path, digits):
+    (x, y), _, _ = digits
+    ds = torch.utils.data.TensorDataset(x, y)
+    torch.manual_seed(0)
+    res = pwmpr.grow_module(TinyNet(), torch.utils.data.DataLoader(ds, batch_size=64, num_workers=0),
+                            num_classes=10, out=tmp_path / "ds", **QUICK)
+    cfg = json.loads((tmp_path / "ds" / "config.json").read_text())
+    assert cfg["data"] == "python:TensorDataset" and cfg["train"]["batch_size"] == 64 and cfg["workers"] == 0
+    assert res.summary["test_acc"] is None  # no test split given: nothing is reported as one
+    with pytest.raises(PwmprError, match="num_classes"):
+        pwmpr.grow_module(TinyNet(), ds, out=tmp_path / "nc", **QUICK)
+
+
+def test_grow_module_resumes_with_the_same_objects(tmp_path, digits):
+    (train, val, _) = digits
+    torch.manual_seed(0)
+    pwmpr.grow_module(TinyNet(), train, val=val, out=tmp_path / "r", **QUICK)
+    final, _ = rundir.load_tensors(tmp_path / "r" / "final.safetensors")
+    torch.manual_seed(1)  # a differently initialised object: resume restores the checkpoint into it
+    res = pwmpr.grow_module(TinyNet(), train, val=val, out=tmp_path / "r", resume=True, **QUICK)
+    assert res.summary["n_phases"] == 2
+    again, _ = rundir.load_tensors(tmp_path / "r" / "final.safetensors")
+    assert final.keys() == again.keys() and all(torch.equal(final[k], again[k]) for k in final)
+    with pytest.raises(PwmprError, match="python:TinyNet.*Python object"):
+        pwmpr.load(tmp_path / "r")
+
+
+def test_grow_module_rejects_bad_data_and_unsupported_layers(tmp_path, digits):
+    (x, y), val, _ = digits
+    with pytest.raises(PwmprError, match="x has 10 samples but y has 9"):
+        pwmpr.grow_module(TinyNet(), (x[:10], y[:9]), out=tmp_path / "a", **QUICK)
+    with pytest.raises(PwmprError, match="IterableDataset"):
+        pwmpr.grow_module(TinyNet(), _Stream(), num_classes=10, out=tmp_path / "b", **QUICK)
+    with pytest.raises(PwmprError, match=r"input_shape \(1, 8, 8\) cannot be fed"):
+        pwmpr.grow_module(nn.Sequential(nn.Flatten(), nn.Linear(10, 10)), (x, y), val=val, out=tmp_path / "c",
+                          **QUICK)
+    with pytest.raises(PwmprError, match=r"mul\(\)"):  # the seed's graph walk or the score names the product
+        pwmpr.grow_module(Gated(), (x, y), val=val, out=tmp_path / "d", **QUICK)
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        yield torch.zeros(1, 8, 8), 0

@@ -1,0 +1,196 @@
+"""Bad input through the CLI: each case is one line ``error: ...``, exit code 2, no traceback, nothing half-written.
+
+``CASES`` is also the source of ``docs/bad-inputs.md`` (``python docs/bad_inputs.py`` writes it; a test below checks
+that the file is current), so the table of tested bad inputs cannot drift from the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from pwmpr.cli.app import app
+
+runner = CliRunner()
+TINY = ["--data", "digits", "--model", "mlp", "--phase-epochs", "1", "--final-epochs", "1", "--max-phases", "2",
+        "--batch-size", "64", "--seed-density", "0.1", "--no-tau-core", "-q"]
+
+
+@dataclass
+class Case:
+    """One bad input: ``args(tmp, run)`` builds the command line (``run``: a finished tiny run folder)."""
+
+    id: str
+    command: str
+    what: str  # the bad input, in words (a row of docs/bad-inputs.md)
+    args: Callable[[Path, Path], list[str]]
+    message: str  # a part of the one-line error
+
+
+def _npz(tmp: Path, name: str, **arrays) -> str:
+    np.savez(tmp / name, **arrays)
+    return f"npz:{tmp / name}"
+
+
+def _digits_like(n: int = 200, labels=None) -> dict:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, n) if labels is None else labels
+    return {"x": rng.normal(size=(n, 8)).astype(np.float32), "y": y}
+
+
+def _object_npz(tmp: Path) -> str:
+    path = tmp / "objects.npz"
+    arr = np.empty(200, dtype=object)
+    arr[:] = [{"a": i} for i in range(200)]
+    np.savez(path, x=arr, y=np.zeros(200, dtype=int))
+    return f"npz:{path}"
+
+
+def _foreign_zip(tmp: Path) -> str:
+    path = tmp / "notes.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("readme.txt", "not arrays")
+        z.writestr("x", "hello")
+    return f"npz:{path}"
+
+
+def _junk(tmp: Path) -> str:
+    path = tmp / "junk.npz"
+    path.write_bytes(b"this is not numpy data at all\n" * 10)
+    return f"npz:{path}"
+
+
+def _config(tmp: Path, **fields) -> str:
+    base = {"model": "mlp", "data": "digits", "phase_epochs": 1, "final_epochs": 1, "tau_core": False}
+    path = tmp / "config.json"
+    path.write_text(json.dumps({**base, **fields}))
+    return str(path)
+
+
+def _no_meta_checkpoint(tmp: Path, run: Path) -> str:
+    """A copy of ``run`` whose only checkpoint lost its pwmpr metadata."""
+    from safetensors.torch import load_file, save_file
+
+    copy = tmp / "nometa"
+    copy.mkdir()
+    (copy / "config.json").write_text((run / "config.json").read_text())
+    (copy / "checkpoints").mkdir()
+    first = sorted((run / "checkpoints").glob("phase-*.safetensors"))[0]
+    save_file(load_file(first), copy / "checkpoints" / first.name, metadata={"format": "pt"})
+    return str(copy)
+
+
+def _two_seed0_runs(tmp: Path, run: Path) -> list[str]:
+    import shutil
+
+    twin = tmp / "twin"
+    shutil.copytree(run, twin)
+    return [str(run), str(twin)]
+
+
+def _under_a_file(tmp: Path) -> str:
+    (tmp / "plainfile").write_text("x")
+    return str(tmp / "plainfile" / "compare")
+
+
+CASES = [
+    Case("unknown-model", "grow", "`--model` that is not registered", lambda t, r: ["--model", "resnet21"],
+         "unknown model 'resnet21'"),
+    Case("seed-too-big", "grow", "`--seed 100000000000000000000000` (does not fit the 64-bit generators)",
+         lambda t, r: ["--seed", str(10**23)], "seed must be a whole number in [0, 2**63)"),
+    Case("val-fraction-tiny", "grow", "`--val-fraction 1e-6` (1 validation sample)",
+         lambda t, r: ["--val-fraction", "1e-6"], "the stop rule needs at least 100"),
+    Case("npz-one-class", "grow", "npz whose labels are all one class",
+         lambda t, r: ["--data", _npz(t, "one.npz", **_digits_like(labels=np.zeros(200, dtype=int)))],
+         "a classifier needs at least 2 classes"),
+    Case("npz-huge-label", "grow", "npz with one label of 1e9 among labels 0-2",
+         lambda t, r: ["--data", _npz(t, "huge.npz", **_digits_like(
+             labels=np.r_[np.random.default_rng(0).integers(0, 3, 199), 10**9]))],
+         "the largest label is 1000000000"),
+    Case("npz-object-array", "grow", "npz holding an object (pickled) array", lambda t, r: ["--data", _object_npz(t)],
+         "holds an object array"),
+    Case("npz-foreign-zip", "grow", "a zip file that is not an npz archive", lambda t, r: ["--data", _foreign_zip(t)],
+         "is a zip file but not an npz archive"),
+    Case("npz-junk", "grow", "a file that is neither a zip nor numpy data", lambda t, r: ["--data", _junk(t)],
+         "it is not an npz file"),
+    Case("config-bool-as-string", "grow --config", 'config file with `"tau_core": "no"`',
+         lambda t, r: ["--config", _config(t, tau_core="no")], 'tau_core must be true or false, got "no"'),
+    Case("config-float-as-bool", "grow --config", 'config file with `"train": {"lr": true}`',
+         lambda t, r: ["--config", _config(t, train={"lr": True})], "train.lr must be a number, got true"),
+    Case("config-float-epochs", "grow --config", 'config file with `"phase_epochs": 2.5`',
+         lambda t, r: ["--config", _config(t, phase_epochs=2.5)], "phase_epochs must be a whole number, got 2.5"),
+    Case("config-float-seed", "grow --config", 'config file with `"seed": 1e23`',
+         lambda t, r: ["--config", _config(t, seed=1e23)], "seed must be a whole number"),
+    Case("config-list-section", "grow --config", 'config file with `"train": [0.1]` (a list where a section belongs)',
+         lambda t, r: ["--config", _config(t, train=[0.1])], "train must be an object"),
+    Case("resume-no-metadata", "grow --resume", "resume from a checkpoint that lost its metadata",
+         lambda t, r: ["--resume", _no_meta_checkpoint(t, r)], "no checkpoint verifies"),
+    Case("compare-out-under-file", "compare", "`--out` below a regular file (cannot be created)",
+         lambda t, r: [str(r), "--out", _under_a_file(t)], "cannot be created"),
+    Case("compare-duplicate-seed", "compare", "two run folders of the same configuration and seed",
+         lambda t, r: [*_two_seed0_runs(t, r), "--out", str(t / "cmp")], "same configuration with the same seed 0"),
+]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("bad-inputs") / "run"
+    result = runner.invoke(app, ["grow", *TINY, "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    return run
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tmp_path, finished_run):
+    out = tmp_path / "out"
+    args = case.args(tmp_path, finished_run)
+    full = {"grow": ["grow", *TINY, *args, "--out", str(out)],
+            "grow --config": ["grow", *args, "--out", str(out), "-q"],
+            "grow --resume": ["grow", *args, "-q"], "compare": ["compare", *args]}[case.command]
+    result = runner.invoke(app, full)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert case.message in lines[0], lines[0]
+    assert not (out / "checkpoints").exists() and not (tmp_path / "cmp").exists()
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob(".*.lock"))
+
+
+def test_plain_switches_take_no_value():
+    result = runner.invoke(app, ["grow", "--help"], env={"COLUMNS": "200"})
+    for line in result.output.splitlines():
+        if any(flag in line for flag in ("--quiet", "--force", "--tau-core", "--bf16")):
+            assert "<bool>" not in line, line
+    assert "minutes" not in result.output
+    refused = runner.invoke(app, ["grow", "--quiet", "true"])
+    assert refused.exit_code == 2  # a switch takes no value: "true" is an unexpected argument
+
+
+def test_the_table_in_docs_is_current():
+    from importlib import util
+
+    spec = util.spec_from_file_location("bad_inputs_doc", Path(__file__).parents[1] / "docs" / "bad_inputs.py")
+    module = util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # it reads CASES and FAULTS of the test modules pytest has imported already
+    assert (Path(__file__).parents[1] / "docs" / "bad-inputs.md").read_text() == module.render(), \
+        "docs/bad-inputs.md is stale: run python docs/bad_inputs.py"
+
+
+def test_compare_and_export_defaults_are_ignored_by_git():
+    root = Path(__file__).parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    out = subprocess.run(["git", "check-ignore", "compare/x", "exports/x"], cwd=root, capture_output=True, text=True,
+                         env={**os.environ, "GIT_DIR": str(root / ".git")})
+    assert out.stdout.split() == ["compare/x", "exports/x"]
+

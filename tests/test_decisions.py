@@ -1,0 +1,102 @@
+"""Every decision of the PWMPR method, through the runner and the CLI, on real offline digits; and that training learns.
+
+Each test reads the decision back from the run folder (summary.json, history.jsonl) and checks why the run
+stopped and what it grew, not only that it ran.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pwmpr.cli.app import app
+
+runner = CliRunner()
+BASE = ["--data", "digits", "--model", "mlp", "--batch-size", "64", "--final-epochs", "1", "--no-tau-core", "-q"]
+
+
+def grow(out: Path, *args: str) -> tuple[dict, list[dict]]:
+    result = runner.invoke(app, ["grow", *BASE, *args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    rows = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    return summary, [r for r in rows if r["stage"] == "phase"]
+
+
+def test_dense_training_learns(tmp_path):
+    # Chance is 10%; a trainer that does not step, masks everything or shuffles labels stays near it.
+    result = runner.invoke(app, ["baseline", "dense", "--data", "digits", "--model", "mlp", "--epochs", "3",
+                                 "--no-tau-core", "-q", "--out", str(tmp_path / "dense")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "dense" / "summary.json").read_text())
+    assert summary["test_acc"] >= 0.85
+
+
+def test_gain_rule_stops_when_growing_on_buys_less_than_tol(tmp_path):
+    summary, phases = grow(tmp_path / "r", "--seed-density", "0.3", "--phase-epochs", "3", "--stop", "gain",
+                           "--stop-tol", "0.01", "--max-phases", "12")
+    assert summary["stop_reason"] == "saturated"
+    last = phases[-1]
+    assert last["stop_rule"] == "gain" and last["decision"] == "saturated"
+    assert len(phases) >= 5  # min_points 4 + consecutive 2 - 1
+    post = last["posterior"]
+    assert post["p_gain_below_tol"] >= 0.9 and post["tol"] == 0.01 and post["cap"] == 1.0
+    assert phases[-2]["posterior"]["p_gain_below_tol"] >= 0.9  # two consecutive refits agreed
+    assert all(p["decision"] == "grow" for p in phases[:-1])
+    assert all(0.0 <= q <= 1.0 for q in post["q05"] + post["q95"])
+    assert all(b["density"] == pytest.approx(a["density"] * 1.25, rel=0.01) for a, b in zip(phases, phases[1:],
+                                                                                          strict=False))
+    assert summary["discovered_density"] == pytest.approx(last["density"])
+    assert summary["test_acc"] >= 0.85  # the network it found has learned
+
+
+def test_unbounded_paper_rule_stops_on_the_early_rise_where_the_bounded_one_does_not(tmp_path):
+    args = ["--seed-density", "0.01", "--phase-epochs", "10", "--max-phases", "5"]
+    summary, phases = grow(tmp_path / "today", *args, "--stop", "paper-unbounded")
+    assert summary["stop_reason"] == "saturated" and len(phases) == 5  # the earliest refit the rule allows
+    fit = phases[-1]["fit"]
+    assert fit["rho_star"] <= phases[-1]["density"]
+    summary, phases = grow(tmp_path / "fixed", *args, "--stop", "paper")
+    assert summary["stop_reason"] == "max-phases"
+    assert phases[-1]["fit_status"]  # says why it keeps growing
+
+
+def test_plateau_fallback_stops_flat_runs(tmp_path):
+    summary, phases = grow(tmp_path / "r", "--seed-density", "0.3", "--phase-epochs", "3", "--stop", "none",
+                           "--plateau-tol", "0.05", "--max-phases", "12")
+    assert summary["stop_reason"] == "plateau"
+    assert len(phases) == 6  # window of 5 points, 2 refits in a row
+    assert "plateau" in phases[-1]["plateau_status"]
+
+
+def test_max_density_clamps_the_last_step(tmp_path):
+    summary, phases = grow(tmp_path / "r", "--seed-density", "0.05", "--gamma", "1.5", "--max-density", "0.1",
+                           "--phase-epochs", "1", "--stop", "none")
+    assert summary["stop_reason"] == "max-density"
+    assert [round(p["density"], 3) for p in phases] == [0.05, 0.1]  # x2.5 would overshoot: clamped to 0.1
+
+
+def test_no_growth_candidates_left(tmp_path):
+    # A huge gamma grows every edge with a non-zero PWMP score at once; the next step has none left.
+    summary, phases = grow(tmp_path / "r", "--seed-density", "0.05", "--gamma", "1000", "--phase-epochs", "1",
+                           "--stop", "none", "--max-phases", "5")
+    assert summary["stop_reason"] == "no-growth-candidates"
+    assert len(phases) == 2 and phases[-1]["n_added"] == 0
+    assert phases[0]["n_added"] > 0 and phases[1]["density"] < 1.0  # edges of dead units score 0: never grown
+
+
+def test_max_phases(tmp_path):
+    summary, phases = grow(tmp_path / "r", "--seed-density", "0.05", "--phase-epochs", "1", "--max-phases", "2")
+    assert summary["stop_reason"] == "max-phases" and len(phases) == 2
+
+
+@pytest.mark.parametrize("rule", ["pwmp", "pwmp-topk", "random", "gradient"])
+def test_each_growth_rule_grows_gamma_of_the_edges(tmp_path, rule):
+    summary, phases = grow(tmp_path / rule, "--seed-density", "0.05", "--phase-epochs", "1", "--max-phases", "2",
+                           "--growth", rule)
+    assert summary["growth_rule"] == rule
+    assert phases[0]["n_added"] == round(0.25 * phases[0]["n_nonzero"])
+    assert phases[1]["n_nonzero"] == phases[0]["n_nonzero"] + phases[0]["n_added"]

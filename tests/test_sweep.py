@@ -1,0 +1,134 @@
+"""`pwmpr sweep`: the grid, the knee, resume, bad input; and `pwmpr compare` scoring a discovery against it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pwmpr import discovery
+from pwmpr.cli.app import app
+from pwmpr.errors import PwmprError
+from pwmpr.sweep import SweepConfig, curve, knee
+
+runner = CliRunner()
+TINY = ["--data", "digits", "--model", "mlp", "--epochs", "1", "--batch-size", "64", "-q"]
+
+
+def test_geometric_grid_lands_on_its_ends():
+    assert SweepConfig.geometric(0.01, 1.0, 2.0) == [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.0]
+    assert SweepConfig.geometric(0.1, 0.1, 2.0) == [0.1]
+
+
+def test_knee_is_the_smallest_density_within_tol_of_the_best():
+    rows = [{"density": d, "test_acc": a} for d, a in
+            [(0.01, 0.80), (0.02, 0.90), (0.04, 0.935), (0.08, 0.94), (0.16, 0.945), (1.0, 0.94)]]
+    best, kn = knee(curve(rows), 0.01)
+    assert best["density"] == 0.16 and kn["density"] == 0.04  # 0.935 >= 0.945 - 0.01; 0.90 is not
+    assert knee(curve(rows), 0.0)[1]["density"] == 0.16
+
+
+def test_curve_averages_seeds():
+    rows = [{"density": 0.1, "test_acc": 0.8}, {"density": 0.1, "test_acc": 0.9}, {"density": 1.0, "test_acc": 0.95}]
+    pts = curve(rows)
+    assert pts[0]["test_acc"] == pytest.approx(0.85) and pts[0]["n_seeds"] == 2
+    assert pts[0]["test_acc_std"] == pytest.approx(0.0707, abs=1e-3) and pts[1]["test_acc_std"] is None
+
+
+def test_sweep_writes_the_curve_and_resumes(tmp_path):
+    out = tmp_path / "sweep"
+    result = runner.invoke(app, ["sweep", *TINY, "--densities", "0.1,1", "--seeds", "0,1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and [p["density"] for p in summary["curve"]] == [0.1, 1.0]
+    assert all(p["n_seeds"] == 2 for p in summary["curve"])
+    for d in ("d0.1-s0", "d0.1-s1", "d1-s0", "d1-s1"):
+        s = json.loads((out / "runs" / d / "summary.json").read_text())
+        assert s["method"] == "oneshot"
+    density = json.loads((out / "runs" / "d0.1-s0" / "summary.json").read_text())["discovered_density"]
+    assert density == pytest.approx(0.1, abs=0.002)
+    assert {"curve.csv", "curve.md", "curve.png", "sweep.json"} <= {p.name for p in out.iterdir()}
+    assert summary["knee"]["density"] in (0.1, 1.0)
+    # A finished point is kept: resuming after its summary went missing reruns only that point.
+    stamp = (out / "runs" / "d1-s0" / "summary.json").stat().st_mtime_ns
+    (out / "runs" / "d0.1-s1" / "summary.json").unlink()
+    (out / "summary.json").unlink()
+    result = runner.invoke(app, ["sweep", "--resume", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert (out / "runs" / "d1-s0" / "summary.json").stat().st_mtime_ns == stamp
+    assert json.loads((out / "summary.json").read_text())["curve"] == summary["curve"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--densities", ""], "empty"),
+    (["--densities", "0.1,1.5"], "(0, 1]"),
+    (["--densities", "0,0.5"], "(0, 1]"),
+    (["--densities", "0.1,x"], "comma-separated"),
+    (["--densities", "0.1,0.1"], "repeats"),
+    (["--tol", "-0.01"], "tol"),
+    (["--seeds", "0,0"], "repeats"),
+    (["--pruner", "nope"], "unknown"),
+    (["--min-density", "0.5", "--max-density", "0.1"], "min density"),
+    (["--factor", "1"], "factor"),
+])
+def test_bad_sweep_input_is_one_line_and_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "sweep"
+    result = runner.invoke(app, ["sweep", *TINY, *args, "--out", str(out)])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
+    assert not out.exists()
+
+
+def test_sweep_config_round_trips_and_refuses_unknown_keys():
+    cfg = SweepConfig(densities=[0.5, 0.1], seeds=[3])
+    assert cfg.densities == [0.1, 0.5]
+    assert SweepConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))).to_dict() == cfg.to_dict()
+    with pytest.raises(PwmprError, match="unknown key"):
+        SweepConfig.from_dict({**cfg.to_dict(), "extra": 1})
+
+
+SWEEP = {"knee": {"density": 0.08, "test_acc": 0.93}, "best": {"density": 0.32, "test_acc": 0.94},
+         "dense": {"density": 1.0, "test_acc": 0.935}}
+IMP = [{"stage": "phase", "density": d, "cost_flops": c} for d, c in
+       [(1.0, 1.0), (0.8, 1.8), (0.64, 2.44), (0.512, 2.95), (0.41, 3.36)]]
+
+
+def run_summary(density, acc, cost):
+    return {"discovered_density": density, "test_acc": acc, "cost_flops": cost, "cost_epochs": 3.0,
+            "stop_reason": "saturated"}
+
+
+def test_discovery_score_by_hand():
+    s = discovery.score(run_summary(0.12, 0.935, 0.5), SWEEP, IMP)
+    assert s["density_over_knee"] == pytest.approx(1.5) and s["gap_to_best"] == pytest.approx(-0.005)
+    assert s["gap_to_dense"] == pytest.approx(0.0) and s["imp_cost_flops"] == pytest.approx(3.36)
+    assert s["imp_cost_exact"] is False and s["hit"] is True  # 0.5 < a lower bound of IMP's cost: cheaper
+    assert discovery.score(run_summary(0.12, 0.925, 0.5), SWEEP, IMP)["hit"] is False  # 1.5 points below best
+    assert discovery.score(run_summary(0.17, 0.94, 0.5), SWEEP, IMP)["hit"] is False  # 2.1x the knee
+    # IMP reaches 0.7 at its 0.64 level, for 2.44x: PWMPR at 2.5x is not cheaper.
+    miss = discovery.score(run_summary(0.7, 0.94, 2.5), {**SWEEP, "knee": {"density": 0.5, "test_acc": 0.94}}, IMP)
+    assert miss["imp_cost_flops"] == pytest.approx(2.44) and miss["imp_cost_exact"] and miss["hit"] is False
+    assert discovery.score(run_summary(0.12, 0.935, 0.5), SWEEP, None)["hit"] is None  # IMP's cost unknown
+
+
+def test_compare_scores_runs_against_a_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    assert runner.invoke(app, ["sweep", *TINY, "--densities", "0.1,1", "--out", str(sweep)]).exit_code == 0
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["grow", "--data", "digits", "--model", "mlp", "--phase-epochs", "1",
+                                 "--final-epochs", "1", "--max-phases", "2", "--no-tau-core", "-q", "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["compare", str(run), str(sweep), "--out", str(tmp_path / "cmp"), "--no-plots"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    [row] = payload["discovery"]
+    summary = json.loads((run / "summary.json").read_text())
+    knee_density = json.loads((sweep / "summary.json").read_text())["knee"]["density"]
+    assert row["discovered_density"] == pytest.approx(summary["discovered_density"])
+    assert row["density_over_knee"] == pytest.approx(summary["discovered_density"] / knee_density)
+    assert "Density discovery" in (tmp_path / "cmp" / "compare.md").read_text()
+    assert "knee" in result.output
+    assert Path(tmp_path / "cmp" / "compare.csv").is_file()
