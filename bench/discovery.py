@@ -12,37 +12,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import statistics
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import ROOT, header, quote_into  # noqa: E402
+
 RULE_NAMES = {
-    "gain": "gain (new default: `--stop gain`)",
+    "gain": "gain alone (`--stop gain --plateau-tol 0`)",
+    "gain-plateau": "gain + plateau fallback (`--stop gain --plateau-tol 0.01`)",
     "paper-fixed": "paper, fixed (`--stop paper --plateau-tol 0.01`)",
     "paper-today": "paper as in pwmpr 0.1 (`--stop paper-unbounded --plateau-tol 0.01`)",
 }
 RUN_RE = re.compile(r"pwmpr-(?P<rule>.+)-sd(?P<sd>[0-9.]+)-s(?P<seed>\d+)$")
-
-
-def machine() -> str:
-    """CPU model, core count, Python and torch versions."""
-    import os
-
-    import torch
-
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}, no GPU"
 
 
 def collect(out: Path) -> tuple[list[dict], dict[str, dict]]:
@@ -77,11 +61,7 @@ def pct(x: float) -> str:
 def render(rows: list[dict], sweeps: dict[str, dict], command: str, elapsed: float | None) -> str:
     """The markdown of bench/results/discovery.md."""
     lines = [
-        "<!-- written by bench/discovery.py; do not edit by hand -->",
-        f"Command: `{command}`  ",
-        f"Machine: {machine()}; {datetime.now(timezone.utc):%Y-%m-%d}"
-        + (f"; {elapsed / 60:.0f} min of runs" if elapsed else ""),
-        "",
+        *header(command, f"{elapsed / 60:.0f} min of runs" if elapsed else ""),
         "A run is a **hit** when its final test accuracy is within 1 point of the sweep's best mean test accuracy, "
         "at a discovered density at most 2x the sweep's knee (the smallest density within 1 point of the best), "
         "for a total training cost (FLOPs, x one dense run of the same epochs) below IMP's cost to the same density.",
@@ -135,18 +115,6 @@ def _ms(values: list[float], fmt: str) -> str:
     if len(values) < 2:
         return format(values[0], fmt)
     return f"{format(statistics.fmean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
-
-
-def quote_into(path: Path, name: str, text: str) -> None:
-    """Replace what stands between ``<!-- name:begin -->`` and ``<!-- name:end -->`` in ``path`` with ``text``."""
-    doc = path.read_text()
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    if begin not in doc or end not in doc:
-        print(f"discovery.py: no {begin} ... {end} block in {path}; not updated", file=sys.stderr)
-        return
-    head, rest = doc.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    path.write_text(f"{head}{begin}\n{text}{end}{tail}")
 
 
 def main() -> None:

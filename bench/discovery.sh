@@ -3,10 +3,11 @@
 #
 # For every data/model pair: a sweep (one-shot PHEW masks at 0.01 .. 1 by x2, 3 seeds: the ground-truth curve and
 # its knee), IMP (lr-rewind, seed 0: the cost of reaching a density by pruning), and PWMPR from seed densities 0.01
-# and 0.05 with 3 seeds under three stop rules:
+# and 0.05 with 3 seeds under four stop rules:
 #   paper-today  --stop paper-unbounded --plateau-tol 0.01   (pwmpr 0.1's default)
 #   paper-fixed  --stop paper --plateau-tol 0.01             (the paper's fit, bounded and checked)
-#   gain         --stop gain                                 (the uncertainty-aware rule, now the default)
+#   gain         --stop gain --plateau-tol 0                 (the uncertainty-aware rule alone)
+#   gain-plateau --stop gain --plateau-tol 0.01              (the same with pwmpr 0.1's plateau fallback)
 # Everything else is pwmpr grow's defaults (10 epochs per phase, 30 final epochs). bench/discovery.py then scores
 # every PWMPR run against its sweep (pwmpr.discovery) and writes bench/results/discovery.md.
 #
@@ -14,7 +15,8 @@
 #   PAIRS="digits:mlp" SEEDS=0 SEED_DENSITIES=0.05 PHASE_EPOCHS=1 EPOCHS=2 DENSITIES=0.05,1 IMP_LEVELS=2 \
 #     OUT=/tmp/disc RESULTS=/tmp/disc/discovery.md bash bench/discovery.sh   # smoke test, a few minutes
 #
-# Finished runs (those with a summary.json) are kept, so an interrupted benchmark continues where it stopped.
+# Finished runs (those with a summary.json) are kept and started ones resumed, so an interrupted benchmark
+# continues where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +25,7 @@ RESULTS=${RESULTS:-bench/results/discovery.md}
 PAIRS=${PAIRS:-"mnist5k:mlp digits:mlp digits:cnn"}
 SEEDS=${SEEDS:-"0 1 2"}
 SEED_DENSITIES=${SEED_DENSITIES:-"0.01 0.05"}
-RULES=${RULES:-"gain paper-fixed paper-today"}
+RULES=${RULES:-"gain gain-plateau paper-fixed paper-today"}
 JOBS=${JOBS:-2}
 PHASE_EPOCHS=${PHASE_EPOCHS:-10}
 EPOCHS=${EPOCHS:-30}                 # PWMPR's final training, each sweep point, each IMP level
@@ -39,6 +41,7 @@ echo "bench/discovery.sh: $command"
 rule_flags() {
   case "$1" in
     gain) echo "--stop gain --plateau-tol 0" ;;
+    gain-plateau) echo "--stop gain --plateau-tol 0.01" ;;
     paper-fixed) echo "--stop paper --plateau-tol 0.01" ;;
     paper-today) echo "--stop paper-unbounded --plateau-tol 0.01" ;;
     *) echo "bench/discovery.sh: unknown rule '$1'" >&2; exit 2 ;;
@@ -47,7 +50,16 @@ rule_flags() {
 
 jobs_file=$(mktemp)
 trap 'rm -f "$jobs_file"' EXIT
-add() { local dir=$1; shift; [ -f "$dir/summary.json" ] || echo "$dir $*" >> "$jobs_file"; }
+# add DIR RESUME_COMMAND ARGS...: a finished run is skipped, a started one resumed, a new one started.
+add() {
+  local dir=$1 resume=$2; shift 2
+  if [ -f "$dir/summary.json" ]; then return; fi
+  if compgen -G "$dir/checkpoints/phase-*.safetensors" > /dev/null; then
+    echo "$dir $resume --resume $dir -q" >> "$jobs_file"
+  else
+    echo "$dir $*" >> "$jobs_file"
+  fi
+}
 seeds_csv=$(echo $SEEDS | tr ' ' ',')
 for pair in $PAIRS; do  # the longest jobs first, so the parallel queue drains evenly
   data=${pair%%:*}; model=${pair##*:}
@@ -60,7 +72,7 @@ for pair in $PAIRS; do  # the longest jobs first, so the parallel queue drains e
            "--out $OUT/$data-$model/sweep" >> "$jobs_file"
     fi
   fi
-  add "$OUT/$data-$model/imp-s0" baseline imp --variant lr-rewind --epochs "$EPOCHS" --levels "$IMP_LEVELS" \
+  add "$OUT/$data-$model/imp-s0" "baseline imp" baseline imp --variant lr-rewind --epochs "$EPOCHS" --levels "$IMP_LEVELS" \
       $common --no-tau-core --seed 0 --force --out "$OUT/$data-$model/imp-s0"
 done
 for pair in $PAIRS; do
@@ -69,7 +81,7 @@ for pair in $PAIRS; do
     for s in $SEEDS; do
       for rule in $RULES; do
         dir="$OUT/$data-$model/pwmpr-$rule-sd$sd-s$s"
-        add "$dir" grow --data "$data" --model "$model" --device cpu -q --no-tau-core --seed-density "$sd" \
+        add "$dir" grow grow --data "$data" --model "$model" --device cpu -q --no-tau-core --seed-density "$sd" \
             --phase-epochs "$PHASE_EPOCHS" --final-epochs "$EPOCHS" $(rule_flags "$rule") --seed "$s" --force \
             --out "$dir"
       done

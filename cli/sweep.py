@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
 from pwmpr.cli.errors import boundary
-from pwmpr.cli.options import apply_overrides, hlp
+from pwmpr.cli.options import apply_overrides, command, config_flags, option, switch
 from pwmpr.config import GrowConfig
 from pwmpr.errors import PwmprError
 
-Opt = typer.Option
+#: The GrowConfig fields a sweep takes a flag for (the rest of its base config is GrowConfig's defaults).
+SWEEP_FLAGS = config_flags(only=["model", "data", "data_dir", "final_epochs", "train.batch_size", "train.lr",
+                                 "val_fraction", "max_train", "device"],
+                           names={"final_epochs": "epochs"}, helps={"final_epochs": "Epochs of each run."})
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -29,35 +31,35 @@ def _ints(text: str, what: str) -> list[int]:
         raise PwmprError(f"{what} must be a comma-separated list of integers, got {text!r}") from None
 
 
+def _own_flags() -> list:
+    """The sweep's own flags (the grid, the seeds, the pruner, the knee) and its run control."""
+    import dataclasses
+
+    from pwmpr.seed import SEEDS
+    from pwmpr.sweep import SweepConfig
+
+    default = {f.name: f.default for f in dataclasses.fields(SweepConfig)}
+    return [
+        option("densities", str | None, None, help="Comma-separated densities in (0, 1] (default: --min-density to "
+               "--max-density by --factor)."),
+        option("min_density", float, 0.01, help="Smallest density of the geometric grid."),
+        option("max_density", float, 1.0, help="Largest density of the geometric grid."),
+        option("factor", float, 2.0, help="Ratio of neighbouring densities of the geometric grid."),
+        option("seeds", str, "0", help="Comma-separated seeds; every density is trained once per seed."),
+        option("pruner", str, default["pruner"],
+               help=f"How each mask is drawn: a one-shot seed method ({', '.join(SEEDS.names())})."),
+        option("tol", float, default["tol"],
+               help="Knee: the smallest density within this accuracy (0.01 = one point) of the best."),
+        option("out", Path | None, None, "--out", "-o", help="Sweep folder (default: runs/sweep-<model>-<data>)."),
+        option("resume", Path | None, None, help="Continue the sweep in this folder."),
+        switch("force", "Replace a non-empty --out that holds another sweep."),
+        switch("quiet", "Print nothing but errors.", "--quiet", "-q"),
+    ]
+
+
 @boundary
-def sweep(
-    model: Annotated[str | None, Opt(help=hlp("model"))] = None,
-    data: Annotated[str | None, Opt(help=hlp("data"))] = None,
-    data_dir: Annotated[str | None, Opt(help=hlp("data_dir"))] = None,
-    densities: Annotated[str | None, Opt(help="Comma-separated densities in (0, 1] (default: --min-density to "
-                                         "--max-density by --factor).")] = None,
-    min_density: Annotated[float, Opt(help="Smallest density of the geometric grid.")] = 0.01,
-    max_density: Annotated[float, Opt(help="Largest density of the geometric grid.")] = 1.0,
-    factor: Annotated[float, Opt(help="Ratio of neighbouring densities of the geometric grid.")] = 2.0,
-    seeds: Annotated[str, Opt(help="Comma-separated seeds; every density is trained once per seed.")] = "0",
-    pruner: Annotated[str, Opt(help="How each mask is drawn: a one-shot seed method (phew, synflow, random, "
-                                    "magnitude).")] = "phew",
-    epochs: Annotated[int | None, Opt(help="Epochs of each run (default: pwmpr grow's final epochs, 30).")] = None,
-    tol: Annotated[float, Opt(help="Knee: the smallest density within this accuracy (0.01 = one point) of the "
-                                   "best.")] = 0.01,
-    batch_size: Annotated[int | None, Opt(help=hlp("train.batch_size"))] = None,
-    lr: Annotated[float | None, Opt(help=hlp("train.lr"))] = None,
-    val_fraction: Annotated[float | None, Opt(help=hlp("val_fraction"))] = None,
-    max_train: Annotated[int | None, Opt(help=hlp("max_train"))] = None,
-    device: Annotated[str | None, Opt(help=hlp("device"))] = None,
-    out: Annotated[Path | None, Opt("--out", "-o", help="Sweep folder (default: runs/sweep-<model>-<data>).")] = None,
-    resume: Annotated[Path | None, Opt(help="Continue the sweep in this folder.")] = None,
-    force: Annotated[bool, Opt("--force", metavar="", help="Replace a non-empty --out that holds another "
-                                                        "sweep.")] = False,
-    quiet: Annotated[bool, Opt("--quiet", "-q", metavar="", help="Print nothing but errors.")] = False,
-) -> None:
-    """Train the same model at a geometric grid of densities (one-shot PHEW masks by default) and report the
-    accuracy-density curve and its knee: the ground truth that density discovery is judged against."""
+def _sweep(fields: dict, *, densities: str | None, min_density: float, max_density: float, factor: float, seeds: str,
+           pruner: str, tol: float, out: Path | None, resume: Path | None, force: bool, quiet: bool) -> None:
     from pwmpr.progress import make_reporter
     from pwmpr.sweep import SweepConfig, run_sweep
 
@@ -70,10 +72,7 @@ def sweep(
             raise PwmprError(f"--tol must be >= 0, got {tol}")
         grid = (_floats(densities, "--densities") if densities is not None
                 else SweepConfig.geometric(min_density, max_density, factor))
-        overrides = {"model": model, "data": data, "data_dir": data_dir, "final_epochs": epochs,
-                     "train.batch_size": batch_size, "train.lr": lr, "val_fraction": val_fraction,
-                     "max_train": max_train, "device": device, "tau_core": False}
-        base = apply_overrides(GrowConfig(), overrides)
+        base = apply_overrides(GrowConfig(), {**fields, "tau_core": False})
         cfg = SweepConfig(densities=grid, seeds=_ints(seeds, "--seeds"), pruner=pruner, tol=tol, base=base)
         if out is None:
             out = Path("runs") / f"sweep-{base.model}-{base.data.replace('npz:', 'npz-').replace('/', '_')}"
@@ -85,3 +84,8 @@ def sweep(
         typer.echo(curve_markdown(summary), nl=False)
         typer.echo(f"knee: density {summary['knee']['density']:g} ({100 * summary['knee']['test_acc']:.2f}%), best "
                    f"{100 * summary['best']['test_acc']:.2f}% at {summary['best']['density']:g} · sweep folder {out}")
+
+
+SWEEP_DOC = """Train the same model at a geometric grid of densities (one-shot PHEW masks by default) and report the
+accuracy-density curve and its knee: the ground truth that density discovery is judged against."""
+sweep = command("sweep", SWEEP_DOC, {"fields": SWEEP_FLAGS}, _own_flags(), _sweep)

@@ -1,18 +1,32 @@
 """pwmpr: grow sparse networks from a PHEW seed (PWMPR, arXiv 2509.25665) and ship what they find.
 
-Pipeline: seed -> train -> score -> grow -> stop -> export. This module only re-exports the public API.
+Pipeline: seed -> train -> score -> grow -> stop -> export. This module only re-exports the public API, lazily
+(PEP 562): ``import pwmpr`` loads nothing else, and ``import pwmpr.masks`` loads only what ``pwmpr.masks``
+imports. Each name below is imported from its module on first use. The layers are in docs/architecture.md.
 """
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import Any
 
 __version__ = "0.1.0"
 
-from pwmpr.accounting import FlopCount, TauCore, tau_core, training_flops  # metrics
-from pwmpr.errors import PwmprError
-from pwmpr.grow import GROWTH_RULES, grow  # 4 grow
-from pwmpr.masks import MaskSet, prunable
-from pwmpr.models import MODELS, create_model, list_models
-from pwmpr.score import gradient_scores, pwmp_scores  # 3 score
-from pwmpr.seed import SEEDS, phew_masks  # 1 seed
-from pwmpr.stop import SaturationFit, StopDecision, fit_saturation, plateau_reached, should_stop  # 5 stop
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "FlopCount": "pwmpr.accounting", "TauCore": "pwmpr.accounting", "tau_core": "pwmpr.accounting",
+    "training_flops": "pwmpr.accounting",  # metrics
+    "PwmprError": "pwmpr.errors",
+    "GROWTH_RULES": "pwmpr.grow", "grow": "pwmpr.grow",  # 4 grow
+    "MaskSet": "pwmpr.masks", "prunable": "pwmpr.masks",
+    "MODELS": "pwmpr.models", "create_model": "pwmpr.models", "list_models": "pwmpr.models",
+    "gradient_scores": "pwmpr.score", "pwmp_scores": "pwmpr.score",  # 3 score
+    "SEEDS": "pwmpr.seed", "phew_masks": "pwmpr.seed",  # 1 seed
+    "SaturationFit": "pwmpr.stop", "StopDecision": "pwmpr.stop", "fit_saturation": "pwmpr.stop",
+    "plateau_reached": "pwmpr.stop", "should_stop": "pwmpr.stop",  # 5 stop
+}  # fmt: skip
 
 
 def load(path, *, trust_remote_code: bool = False):
@@ -39,3 +53,34 @@ __all__ = [
     "phew_masks",
     "plateau_reached", "prunable", "pwmp_scores", "should_stop", "tau_core", "training_flops",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The public name ``name``, imported from its module on first use (then cached here)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The module's names and every public name, loaded or not."""
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(types.ModuleType):
+    """The pwmpr package object. ``pwmpr.grow`` is the growth function, as it always was, not the submodule.
+
+    Importing a submodule binds it on its package (``pwmpr.grow`` = the module ``pwmpr/grow.py``), which would
+    shadow the public function of the same name; that one binding is replaced by the function it exports.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == value.__name__ and hasattr(value, name):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

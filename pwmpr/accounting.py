@@ -1,4 +1,4 @@
-"""Cost and structure accounting beside the pipeline: training FLOPs (spec section 8) and the tau-core (section 9).
+"""Cost and structure accounting beside the pipeline: training FLOPs (docs/method.md, Cost) and the tau-core.
 
 Neither changes a model or a mask. FLOPs count the Conv/Linear multiply-accumulates of one example, dense and
 with only the present weights; the tau-core is the smallest set of hidden units, found greedily, that carries
@@ -16,9 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from pwmpr.errors import PwmprError
-from pwmpr.masks import PRUNABLE_TYPES
-from pwmpr.models import normalize_input_shape
-from pwmpr.score import _as_maskset, _device_of, _forward, _sum_outputs, linear_surrogate
+from pwmpr.masks import PRUNABLE_TYPES, MaskSet
+from pwmpr.probe import device_of, normalize_input_shape, run_forward, sum_outputs
+from pwmpr.score import guarded_forward, linear_surrogate
 
 # Coverage is a ratio of float64 sums: a core that carries exactly tau of the mass must count as reaching tau.
 _TAU_SLACK = 1e-12
@@ -38,7 +38,7 @@ class LayerFlops:
 class FlopCount:
     """Forward cost of the Conv/Linear layers for one example, sparse (present weights only) and dense.
 
-    Convention: one multiply-accumulate counts as 1 (the ``nnz(W) * H_out * W_out`` of spec section 8); double
+    Convention: one multiply-accumulate counts as 1 (``nnz(W) * H_out * W_out``; docs/method.md, Cost); double
     every figure for the "2 FLOPs per MAC" convention. The ratio, which is what cost accounting normalises by,
     is the same under both. BatchNorm, activations, pooling, residual additions and attention matmuls are not
     counted (they are not prunable and are small next to the Conv/Linear layers of the models here).
@@ -55,7 +55,7 @@ class FlopCount:
 
     @property
     def training_step(self) -> int:
-        """Sparse training cost of one example: forward + backward ~ 3x forward (spec section 8, RigL)."""
+        """Sparse training cost of one example: forward + backward ~ 3x forward (docs/method.md, Cost; RigL)."""
         return 3 * self.sparse
 
     @property
@@ -83,7 +83,7 @@ def training_flops(model: nn.Module, masks: Mapping[str, Tensor] | None, input_s
     Raises:
         PwmprError: unknown mask names or wrong mask shapes, or an ``input_shape`` the model cannot take.
     """
-    masks = _as_maskset(model, masks)
+    masks = MaskSet.checked(model, masks)
     shape = normalize_input_shape(input_shape)
 
     names = {m: (f"{n}.weight" if n else "weight") for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
@@ -100,7 +100,7 @@ def training_flops(model: nn.Module, masks: Mapping[str, Tensor] | None, input_s
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     model.eval()
     try:
-        _forward(model, torch.zeros((1, *shape), device=_device_of(model), dtype=dtype))
+        run_forward(model, torch.zeros((1, *shape), device=device_of(model), dtype=dtype))
     finally:
         for h in handles:
             h.remove()
@@ -117,7 +117,7 @@ def training_flops(model: nn.Module, masks: Mapping[str, Tensor] | None, input_s
 # -- tau-core ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TauCore:
-    """The greedy tau-core of a masked network (spec section 9).
+    """The greedy tau-core of a masked network (see :func:`tau_core`).
 
     ``units`` are ``(weight name, output channel)`` pairs in the order they were removed; ``coverage[k]`` is the
     fraction of the path mass R removed after the first k+1 of them. A smaller ``ratio`` means the paths are
@@ -152,7 +152,7 @@ def _output_layers(surrogate: nn.Module, x: Tensor, modules: Mapping[nn.Module, 
     handles = [m.register_forward_hook(record) for m in modules]
     try:
         with torch.enable_grad():
-            total = _sum_outputs(_forward(surrogate, x.detach().requires_grad_(True), guard=True))
+            total = sum_outputs(guarded_forward(surrogate, x.detach().requires_grad_(True)))
     finally:
         for h in handles:
             h.remove()
@@ -177,7 +177,7 @@ def tau_core(
 ) -> TauCore:
     """Greedy tau-core: remove the hidden unit with the largest path centrality until tau of the mass is gone.
 
-    Spec section 9 (resolution 12.13): in the linear |W| network of :func:`pwmpr.score.linear_surrogate` on an
+    In the linear |W| network of :func:`pwmpr.score.linear_surrogate` (docs/method.md, Score) on an
     all-ones input, the path centrality of unit v (an output channel of a prunable layer, summed over its
     spatial positions or tokens) is ``F_v * B_v``, and R, the sum of the outputs, is the total path mass. Each
     step zeroes the output of the unit with the largest remaining centrality, recomputes F and B (one float64
@@ -208,7 +208,7 @@ def tau_core(
     tau = float(tau)
     surrogate = linear_surrogate(model, masks)
     shape = normalize_input_shape(input_shape)
-    device = _device_of(model)
+    device = device_of(model)
     x = torch.ones((1, *shape), dtype=torch.float64, device=device)
 
     # Hidden layers: every prunable layer but those whose output is the model's output.
@@ -240,7 +240,7 @@ def tau_core(
         for lst in captured.values():
             lst.clear()
         with torch.enable_grad():
-            total = _sum_outputs(surrogate(x.detach().requires_grad_(True)))
+            total = sum_outputs(surrogate(x.detach().requires_grad_(True)))
             outs = [(n, o) for n, lst in captured.items() for o in lst if o.requires_grad]
             grads = torch.autograd.grad(total, [o for _, o in outs], allow_unused=True) if outs else []
         cent = torch.zeros(n_hidden, dtype=torch.float64, device=device)

@@ -23,7 +23,11 @@ SEED_LIMIT = 2**63  # torch generators take 64-bit seeds; seed + a few offsets m
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field with its help text beside it (read by the CLI)."""
+    """A dataclass field with its help text beside it; the CLI makes it a flag (``pwmpr.cli.options``).
+
+    ``flag``: its CLI name where that is not the field name with dashes (``flag="stop-tol"``); ``registry``:
+    ``"module:NAME"`` of the registry whose names it takes, listed in its help (in place of ``{names}``, or at the end).
+    """
     return field(default=default, metadata={"help": help, **kw})
 
 
@@ -64,9 +68,10 @@ class TrainConfig:
 class GrowthConfig:
     """How the network is seeded and grown (spec sections 1-3)."""
 
-    seed_method: str = _f("phew", "How the seed mask is drawn (phew, random, magnitude, synflow).")
+    seed_method: str = _f("phew", "How the seed mask is drawn.", registry="pwmpr:SEEDS")
     seed_density: float = _f(0.05, "Density of the seed network, in (0, 1].")
-    rule: str = _f("pwmp", "Growth rule: pwmp (sampled by PWMP score), pwmp-topk, random, gradient.")
+    rule: str = _f("pwmp", "Growth rule (pwmp: sampled by PWMP score; pwmp-topk: the highest scores).",
+                   registry="pwmpr:GROWTH_RULES", flag="growth")
     gamma: float = _f(0.25, "Growth per step as a fraction of the current edge count (density x1.25 by "
                       "default).")
     scope: str = _f("global", "Growth budget: global (one budget) or layer (gamma per layer).")
@@ -84,12 +89,14 @@ class StopConfig:
     rule: str = _f("gain", "Stop rule: gain stops when growing on would gain less than "
                    "--stop-tol with probability >= 1 - alpha under a posterior over the accuracy-density curve; "
                    "paper is the paper's saturation fit, bounded and checked against the noise.",
-                   registry="pwmpr.stop:STOP_RULES")
-    tol: float = _f(0.005, "gain rule: accuracy gain (0.01 = one point) below which growing on is not worth it.")
-    alpha: float = _f(0.1, "gain rule: stop when the gain is below tol with probability at least 1 - alpha.")
-    min_points: int = _f(4, "Accuracy-density points a stop decision needs.")
-    consecutive: int = _f(2, "Consecutive refits that must agree before stopping.")
-    plateau_tol: float = _f(0.0, "Fallback stop (not in the paper): stop when doubling the density gains less "
+                   registry="pwmpr.stop:STOP_RULES", flag="stop")
+    tol: float = _f(0.005, "gain rule: accuracy gain (0.01 = one point) below which growing on is not worth it.",
+                    flag="stop-tol")
+    alpha: float = _f(0.1, "gain rule: stop when the gain is below tol with probability at least 1 - alpha.",
+                      flag="stop-alpha")
+    min_points: int = _f(4, "Accuracy-density points a stop decision needs.", flag="stop-min-points")
+    consecutive: int = _f(2, "Consecutive refits that must agree before stopping.", flag="stop-consecutive")
+    plateau_tol: float = _f(0.01, "Fallback stop (not in the paper): stop when doubling the density gains less "
                             "than this accuracy (+1 s.e., last 5 points); 0 disables.")
     max_density: float = _f(1.0, "Stop growing once the density reaches this value.")
     max_phases: int = _f(30, "Stop after this many growth phases at the most.")
@@ -109,10 +116,10 @@ class GrowConfig:
     """Everything that defines a run; ``config.json`` in the run folder is this, and reproduces the run."""
 
     method: str = _f("pwmpr", "What the run does: pwmpr (grow), dense, imp, oneshot.")
-    model: str = _f("auto", "Model name (pwmpr models lists them), or package.module:function for your own "
-                    "factory function(num_classes, input_shape) -> nn.Module; auto picks the data set's default.")
-    data: str = _f("mnist5k", "Data set: mnist5k (offline), digits (offline), mnist, cifar10, cifar100, tinyimagenet, "
-                   "imagenet, or npz:PATH.")
+    model: str = _f("auto", "Model: auto (the data set's default), one of {names}, or package.module:function for "
+                    "your own factory function(num_classes, input_shape) -> nn.Module.", registry="pwmpr:MODELS")
+    data: str = _f("mnist5k", "Data set: one of {names} (npz as npz:PATH, an array file; mnist5k and digits need "
+                   "no download).", registry="pwmpr.data:DATASETS")
     data_dir: str | None = _f(None, "Directory holding the data set files (downloads go here when allowed).")
     val_fraction: float = _f(0.1, "Fraction of the training set held out as the validation split.")
     max_train: int | None = _f(None, "Use at most this many training samples (quick trials).")
@@ -239,11 +246,3 @@ def _jsonable(value: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
-
-
-def field_help(cls: type, name: str) -> str:
-    """The help text of field ``name`` of dataclass ``cls`` (used by the CLI)."""
-    for f in dataclasses.fields(cls):
-        if f.name == name:
-            return f.metadata.get("help", "")
-    raise KeyError(name)

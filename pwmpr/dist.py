@@ -90,12 +90,6 @@ def check_masks_agree(masks: MaskSet) -> None:
         raise PwmprError(f"masks differ across ranks: {digests}")
 
 
-def barrier() -> None:
-    """Wait for every rank (no-op in a single process)."""
-    if is_distributed():
-        tdist.barrier()
-
-
 def shutdown() -> None:
     """Wait for every rank, then leave the process group (a rank that exits early can abort the others)."""
     if is_distributed():

@@ -1,23 +1,26 @@
-"""Unit graph of a model: the DAG of channel/feature groups that PHEW walks follow (seed step, spec section 1).
+"""Unit graph of a model: the DAG of channel/feature groups that PHEW walks follow (docs/method.md, Seed).
 
 A *unit group* is a tensor of the compute graph whose units are channels (conv maps) or features (token and
-flat tensors). Prunable Conv/Linear layers are the *links* between groups; residual adds (and the q/k/v of
-attention) are *merges*; unit-preserving ops (BatchNorm, LayerNorm, activations, pools, dropout, identity,
-transposes, token concat/select, constant adds) keep the group they got. The graph is read from the model's real
-compute graph with ``torch.fx`` (shapes from one recorded forward pass), not from the order of ``model.parameters()``.
+flat tensors). Prunable Conv/Linear layers are the *links* between groups; residual adds (and the stages of a
+module with ``phew_stages``, such as attention's q/k/v) are *merges*; unit-preserving ops (BatchNorm, LayerNorm,
+activations, pools, dropout, identity, transposes, token concat/select, constant adds) keep the group they got. The
+graph is read from the model's real compute graph with ``torch.fx`` (shapes from one recorded forward pass), not from
+the order of ``model.parameters()``.
 
-Choices, and where they follow or leave the spec:
+Choices, and where they follow or leave PHEW:
 
 * A flatten of a ``C x H x W`` map feeding a Linear is an *expansion*: the Linear is treated as a conv whose
   kernel is the spatial map, so ``N[o, c]`` sums ``|W0|`` over the positions of channel ``c`` and one position is
-  picked per hop with probability ``|W0|`` (spec section 1 picks the position uniformly; after GAP both agree).
-* ``pwmpr.models.vit.Attention`` is a leaf expanded by hand: ``q``, ``k`` and ``v`` are three links from the
-  input group into three groups that merge (like a 3-way residual add) into the input of ``proj``. Output unit
-  ``j`` is thus reached from ``q_j``, ``k_j`` or ``v_j``, so all three get seed edges (spec section 12.12 leaves
-  attention open). Heads are not modelled.
+  picked per hop with probability ``|W0|`` (PHEW picks the position uniformly; after GAP both agree).
+* A module whose type declares ``phew_stages`` (:data:`STAGES_HOOK`; e.g. ``pwmpr.models.vit.Attention``:
+  ``(("q", "k", "v"), ("proj",))``) is a leaf expanded from that declaration: the Linear children of each stage
+  are links from the stage's input group, merged (like a residual add) into the next stage's input. For
+  attention, output unit ``j`` of ``proj``'s input is thus reached from ``q_j``, ``k_j`` or ``v_j``, so all three
+  get seed edges. Heads are not modelled.
 * Path masses (``path_masses``) are computed in this channel-level graph with edge weights ``N[o, c]``: spatial
   extent, padding and pooling factors are ignored and attention counts as the 3-way merge above (the |W0|
-  network of spec section 2 differs only by such per-position factors, which cancel in the fork choices).
+  scoring network of docs/method.md, Score differs only by such per-position factors, which cancel in the fork
+  choices).
 """
 
 from __future__ import annotations
@@ -33,7 +36,11 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from pwmpr.errors import PwmprError
-from pwmpr.models.vit import Attention
+
+#: The attribute a module type declares to be walked as a whole (an attention block): a sequence of stages, each a
+#: tuple of names of Linear children. Every child of a stage reads the previous stage's output (the first stage reads
+#: the module's input) and a stage's outputs merge like a residual add; the module returns the last stage's output.
+STAGES_HOOK = "phew_stages"
 
 
 @dataclass
@@ -286,10 +293,16 @@ class _ShapeRecorder(fx.Interpreter):
 
 
 class _Tracer(fx.Tracer):
-    """fx tracer that keeps ``Attention`` whole: its q/k/v/proj are expanded by hand."""
+    """fx tracer that keeps modules declaring ``phew_stages`` whole: the graph builder expands them."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return isinstance(m, Attention) or super().is_leaf_module(m, module_qualified_name)
+        return _stages(m) is not None or super().is_leaf_module(m, module_qualified_name)
+
+
+def _stages(m: nn.Module) -> tuple[tuple[str, ...], ...] | None:
+    """The ``phew_stages`` a module declares, or None."""
+    stages = getattr(m, STAGES_HOOK, None)
+    return None if stages is None else tuple(tuple(stage) for stage in stages)
 
 
 def build_unit_graph(model: nn.Module, input_shape: Sequence[int]) -> UnitGraph:
@@ -453,12 +466,9 @@ class _GraphBuilder:
         if not isinstance(x, _Units) or len(node.all_input_nodes) != 1:
             raise PwmprError(f"PHEW cannot follow {self._describe(node)}")
         ndim = len(self._shape(node.args[0]))
-        if isinstance(m, Attention):
-            if x.dim != ndim - 1 or x.outer != 1 or x.inner != 1:
-                raise PwmprError(f"PHEW needs features on the last dimension at {self._describe(node)}")
-            qkv = [self._linear(node, getattr(m, p), f"{node.target}.{p}", x, f"{node.name}.{p}") for p in "qkv"]
-            merged = self._merge([_Units(g, x.dim) for g in qkv], node, name=f"{node.name}.qkv")
-            return _Units(self._linear(node, m.proj, f"{node.target}.proj", _Units(merged, x.dim), node.name), x.dim)
+        stages = _stages(m)
+        if stages is not None:
+            return self._staged(node, m, stages, x, ndim)
         if isinstance(m, _CONVS):
             if m.groups != 1:
                 raise PwmprError(f"PHEW cannot follow {self._describe(node)}: grouped convolutions are not supported")
@@ -479,6 +489,21 @@ class _GraphBuilder:
         if isinstance(m, nn.Flatten):
             return self._flatten(node, x, m.start_dim, m.end_dim)
         raise PwmprError(f"PHEW cannot follow {self._describe(node)}")
+
+    def _staged(self, node: fx.Node, m: nn.Module, stages: Sequence[Sequence[str]], x: _Units, ndim: int) -> _Units:
+        """A leaf declaring ``phew_stages``: each stage's Linear children link its input to groups that merge."""
+        if x.dim != ndim - 1 or x.outer != 1 or x.inner != 1:
+            raise PwmprError(f"PHEW needs features on the last dimension at {self._describe(node)}")
+        for i, stage in enumerate(stages):
+            if not stage or not all(isinstance(getattr(m, p, None), nn.Linear) for p in stage):
+                raise PwmprError(f"PHEW cannot follow {self._describe(node)}: {STAGES_HOOK} stage {stage!r} must "
+                                 "name Linear children")
+            single_last = i == len(stages) - 1 and len(stage) == 1
+            groups = [self._linear(node, getattr(m, p), f"{node.target}.{p}", x,
+                                   node.name if single_last else f"{node.name}.{p}") for p in stage]
+            x = _Units(self._merge([_Units(g, x.dim) for g in groups], node, name=f"{node.name}.{''.join(stage)}"),
+                       x.dim)
+        return x
 
     def _linear(self, node: fx.Node, m: nn.Module, qualname: str, x: _Units, name: str) -> int:
         ndim = len(self._shape(node.args[0]))

@@ -3,16 +3,16 @@
 ``grow`` turns a MaskSet and per-edge scores into a denser MaskSet. How the new edges are picked is a
 growth rule from ``GROWTH_RULES``:
 
-- ``pwmp``: random, with probability proportional to the PWMP score, without replacement (spec §3). It uses
+- ``pwmp``: random, with probability proportional to the PWMP score, without replacement (docs/method.md, Grow). It uses
   the Gumbel-top-k trick (``key = log(score) + Gumbel noise``, keep the ``n_add`` largest keys), which draws
   exactly from successive sampling without replacement (Plackett-Luce) and, unlike ``torch.multinomial``, has
   no 2^24-category limit.
 - ``pwmp-topk``: the ``n_add`` highest PWMP scores (deterministic ablation: the bottleneck-prone choice).
-- ``gradient``: the ``n_add`` highest ``|dL/dw|`` scores, i.e. RigL's growth criterion (spec §3 ablation). It is
-  the same selection as ``pwmp-topk``; only the scores handed in differ.
+- ``gradient``: the ``n_add`` highest ``|dL/dw|`` scores, i.e. RigL's growth criterion (an ablation; docs/method.md,
+  Grow). It is the same selection as ``pwmp-topk``; only the scores handed in differ.
 - ``random``: uniform over the absent edges; scores are ignored and may be None.
 
-The budget is ``n_add = growth_count(nnz, gamma) = round(gamma * nnz)`` (spec §3 / §12.4: the density goes
+The budget is ``n_add = growth_count(nnz, gamma) = round(gamma * nnz)`` (docs/method.md, Grow: the density goes
 ``rho -> (1 + gamma) rho``), over all layers at once (``scope="global"``, default) or per layer
 (``scope="layer"``, each layer grows by ``round(gamma * nnz_layer)``). Edges are only ever added.
 """
@@ -88,7 +88,7 @@ def growth_count(n_nonzero: int, gamma: float) -> int:
 
 def _eligible_by_score(candidates: Tensor, scores: Tensor | None) -> Tensor:
     """Candidates whose score is finite and strictly positive: a zero score (an edge touching a dead unit,
-    spec §3) has probability 0, and negative or non-finite scores have no meaning as sampling weights."""
+    docs/method.md, Grow) has probability 0, and negative or non-finite scores have no meaning as sampling weights."""
     if scores is None:
         raise PwmprError("this growth rule needs scores, got None")
     return candidates & torch.isfinite(scores) & (scores > 0)
@@ -132,7 +132,7 @@ def _top_n(keys: Tensor, n: int) -> Tensor:
 def _select_pwmp(candidates: Tensor, scores: Tensor | None, n_add: int, generator=None) -> Tensor:
     """Sample ``n_add`` edges with probability proportional to score, without replacement (Gumbel-top-k)."""
     pool = torch.nonzero(_eligible_by_score(candidates, scores)).squeeze(1)
-    # log in float64: PWMP scores span hundreds of decades on deep nets (spec §2.4), the keys must not.
+    # log in float64: PWMP scores span hundreds of decades on deep nets, the keys must not.
     keys = scores[pool].to(torch.float64).log_() + _noise_like(pool.numel(), scores, generator, "gumbel")
     return pool[_top_n(keys, n_add)]
 

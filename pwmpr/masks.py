@@ -56,6 +56,17 @@ class MaskSet(Mapping[str, Tensor]):
         params = dict(model.named_parameters())
         return cls({n: params[n].detach() != 0 for n in prunable(model)})
 
+    @classmethod
+    def checked(cls, model: nn.Module, masks: Mapping[str, Tensor] | None) -> MaskSet:
+        """``masks`` as a MaskSet checked against ``model`` (None: no masks, every weight dense).
+
+        Raises:
+            PwmprError: a mask for an unknown or non-prunable weight, or one of the wrong shape (see :meth:`check`).
+        """
+        masks = cls({}) if masks is None else masks if isinstance(masks, MaskSet) else cls(masks)
+        masks.check(model)
+        return masks
+
     # -- Mapping protocol ---------------------------------------------------------------------
     def __getitem__(self, name: str) -> Tensor:
         return self._masks[name]

@@ -29,7 +29,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from pwmpr.errors import PwmprError
@@ -198,11 +197,6 @@ def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
 def split_prefix(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     """The entries under ``prefix``, with the prefix removed."""
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-
-def rng_to_tensor(state: Tensor) -> Tensor:
-    """A generator state as a uint8 tensor (it already is one; copied for safety)."""
-    return state.clone().to(torch.uint8)
 
 
 def _is_leftover(p: Path) -> bool:

@@ -1,9 +1,9 @@
 """Step 3 of the pipeline (seed -> train -> score -> grow): PWMP scores for every edge, present or absent.
 
 The PWMP score of edge (i, j) is the summed |weight| product of every input->output path through it,
-the edge itself left out (spec section 2): ``F_i * B_j = dR/dW_eff`` in the *linear* |W| network on an
+the edge itself left out (docs/method.md, Score): ``F_i * B_j = dR/dW_eff`` in the *linear* |W| network on an
 all-ones input, R the sum of the outputs. :func:`linear_surrogate` builds that network once, as a deep
-copy, so that :mod:`pwmpr.accounting` (tau-core, spec section 9) uses exactly the same one. RigL-style
+copy, so that :mod:`pwmpr.accounting` (the tau-core) uses exactly the same one. RigL-style
 gradient scores (:func:`gradient_scores`) live here too, as the baseline growth rule's score.
 """
 
@@ -21,10 +21,15 @@ from torch.overrides import TorchFunctionMode
 
 from pwmpr.errors import PwmprError
 from pwmpr.masks import PRUNABLE_TYPES, MaskSet, prunable
-from pwmpr.models import forward_error, normalize_input_shape
-from pwmpr.models.vit import Attention, ViT
+from pwmpr.probe import device_of, normalize_input_shape, run_forward, sum_outputs
 
-# Spec section 2, step 2 and 12.2: activations become the identity. With non-negative weights, zero shifts and a
+#: The method a module type defines to take part in PWMP scoring on its own terms (an attention block, a model
+#: holding additive embeddings): :func:`linear_surrogate` calls ``module.pwmp_linearize()`` on the scoring copy
+#: (float64, eval mode, under no_grad), which must make the module's own forward linear in its input and zero the
+#: additive shifts it holds as parameters. Such a module may hold parameters of its own; see pwmpr.models.vit.
+LINEARIZE_HOOK = "pwmp_linearize"
+
+# docs/method.md, Score: activations become the identity. With non-negative weights, zero shifts and a
 # positive input a ReLU already passes every positive value unchanged, but its derivative at 0 is 0 in torch:
 # a unit with no incoming edge would block the backward pass and every edge into it would score 0 instead of
 # its true path sum. The identity keeps the scoring net exactly linear, so every score is an exact path sum.
@@ -112,7 +117,7 @@ class _NonlinearityGuard(TorchFunctionMode):
     """Refuse nonlinear torch functions called in a forward: the surrogate could not linearize them.
 
     ``F.relu(conv(x))`` in a forward stays a ReLU in the scoring net; its zero derivative at 0 would give every
-    edge into an input-less unit a score of 0 instead of its path sum (spec section 2), silently. So do a product
+    edge into an input-less unit a score of 0 instead of its path sum (docs/method.md, Score), silently. So do a product
     of two activations (``x * torch.sigmoid(x)``, attention's ``q @ k``) and any function in the list above. The
     message names the module whose forward made the call (``where``, kept up to date by forward hooks).
     """
@@ -161,65 +166,29 @@ class _TrailingScale(nn.Module):
         return x * self.scale
 
 
-def _as_maskset(model: nn.Module, masks: Mapping[str, Tensor] | None) -> MaskSet:
-    """``masks`` as a checked MaskSet (None: dense); PwmprError for unknown names or wrong shapes."""
-    masks = MaskSet({}) if masks is None else masks if isinstance(masks, MaskSet) else MaskSet(masks)
-    masks.check(model)
-    return masks
+def guarded_forward(model: nn.Module, x: Tensor) -> Any:
+    """``model(x)`` as :func:`pwmpr.probe.run_forward`, refusing nonlinear torch functions called in a forward.
 
-
-def _device_of(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
-def _sum_outputs(out: Any) -> Tensor:
-    """R = the sum of every output entry (a tensor, or a tuple/list/dict of tensors)."""
-    if isinstance(out, Tensor):
-        return out.sum()
-    if isinstance(out, Mapping):
-        out = list(out.values())
-    if isinstance(out, (tuple, list)) and out and all(isinstance(o, Tensor) for o in out):
-        return sum(o.sum() for o in out)
-    raise PwmprError(f"the model must return a tensor (or a tuple/list/dict of tensors), got {type(out).__name__}")
-
-
-def _forward(model: nn.Module, x: Tensor, *, guard: bool = False) -> Any:
-    """``model(x)``; an input the model cannot take raises PwmprError naming input_shape.
-
-    The same check as :func:`pwmpr.models.check_input_shape`, without spending an extra forward pass on it:
-    only a true shape mismatch is reported as the input_shape's fault, out of memory gets its own PwmprError,
-    and anything else (a device mix-up, a cuDNN failure, a bug) is re-raised unchanged.
-    With ``guard``, nonlinear torch functions called in the forward raise PwmprError naming the module (see
-    _NonlinearityGuard).
+    A nonlinear function or a product of two activations raises PwmprError naming the module whose forward made
+    the call (see _NonlinearityGuard): run a scoring net through this, so every score stays an exact path sum.
     """
+    mode = _NonlinearityGuard()
+    names = {m: n or type(m).__name__ for n, m in model.named_modules()}
+
+    def enter(module, _args):
+        mode.where.append(f"{names.get(module, '?')} ({type(module).__name__})")
+
+    def leave(module, _args, _out):
+        mode.where.pop()
+
+    handles = [h for m in model.modules()
+               for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave, always_call=True))]
     try:
-        if not guard:
-            return model(x)
-        mode = _NonlinearityGuard()
-        names = {m: n or type(m).__name__ for n, m in model.named_modules()}
-
-        def enter(module, _args):
-            mode.where.append(f"{names.get(module, '?')} ({type(module).__name__})")
-
-        def leave(module, _args, _out):
-            mode.where.pop()
-
-        handles = [h for m in model.modules()
-                   for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave, always_call=True))]
-        try:
-            with mode:
-                return model(x)
-        finally:
-            for h in handles:
-                h.remove()
-    except PwmprError:
-        raise
-    except (RuntimeError, ValueError, IndexError) as exc:
-        user_error = forward_error(exc, tuple(x.shape[1:]), x.device)
-        if user_error is None:
-            raise
-        raise user_error from None
+        with mode:
+            return run_forward(model, x)
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _abs_gamma(weight: Tensor | None, shape: int | Sequence[int], like: Tensor | None) -> Tensor:
@@ -236,7 +205,8 @@ def _unsupported(module: nn.Module) -> None:
     if isinstance(module, _UNSUPPORTED_MODULES):
         raise PwmprError(f"cannot linearize module {type(module).__name__} for PWMP scoring: it is not linear in its "
                          "input and has no linear stand-in; only Conv/Linear, BatchNorm, GroupNorm, LayerNorm, "
-                         "elementwise activations, pooling and the pwmpr ViT are supported")
+                         f"elementwise activations, pooling and modules with a {LINEARIZE_HOOK}() method (such as "
+                         "the pwmpr ViT) are supported")
 
 
 def _linearized(module: nn.Module) -> nn.Module | None:
@@ -245,7 +215,7 @@ def _linearized(module: nn.Module) -> nn.Module | None:
     if isinstance(module, _ACTIVATIONS):
         return nn.Identity()
     if isinstance(module, _BATCH_NORMS):
-        # Spec section 2 step 2 / 12.2: y = x*|gamma|/sqrt(running_var+eps), shift and running_mean dropped.
+        # docs/method.md, Score: y = x*|gamma|/sqrt(running_var+eps), shift and running_mean dropped.
         # SynFlow's abs() of every BN entry can make pre-activations negative on a trained net (|running_mean| is
         # subtracted), and then the network is no longer the path sum. Without running statistics the variance
         # is taken as 1. A fixed per-channel scale keeps the net linear whatever the module's mode.
@@ -258,7 +228,7 @@ def _linearized(module: nn.Module) -> nn.Module | None:
     if isinstance(module, nn.GroupNorm):
         return _ChannelScale(_abs_gamma(module.weight, module.num_channels, _any_tensor(module)))
     if isinstance(module, nn.LayerNorm):
-        # Spec section 2 (ViT): LayerNorm as x*|gamma|, no centering, no shift.
+        # docs/method.md, Score: LayerNorm as x*|gamma|, no centering, no shift.
         return _TrailingScale(_abs_gamma(module.weight, module.normalized_shape, _any_tensor(module)))
     if type(module) in _MAX_POOLS:
         # Max pooling is not linear: on the ones input its gradient would go to one arbitrary arg-max per window.
@@ -288,18 +258,19 @@ def _tuple(v: int | Sequence[int]) -> tuple[int, ...]:
 
 @torch.no_grad()
 def linear_surrogate(model: nn.Module, masks: Mapping[str, Tensor] | None = None) -> nn.Module:
-    """A deep copy of ``model`` turned into the linear |W| scoring network of spec section 2.
+    """A deep copy of ``model`` turned into the linear |W| scoring network (docs/method.md, Score).
 
     In the copy (float64, eval mode, on the model's device, every parameter with ``requires_grad=False``):
 
     - Conv/Linear weights are the effective weights ``|W| * mask`` (absent edges are 0; weights without a mask
       stay dense) and their biases are 0: biases are not path edges.
     - BatchNorm is a fixed positive per-channel scale ``|gamma| / sqrt(running_var + eps)``, its shift and
-      running mean dropped (spec section 2 step 2, resolution 12.2); GroupNorm is ``x * |gamma|`` per channel and
+      running mean dropped (docs/method.md, Score); GroupNorm is ``x * |gamma|`` per channel and
       LayerNorm ``x * |gamma|`` (no centering, no shift).
     - Activations are the identity, max pooling becomes average pooling with the same window.
-    - ViT attention is uniform (``Attention.uniform = True``); the class token and position embedding, additive
-      shifts like biases, are 0 (spec section 2, ViT; resolution 12.12).
+    - A module that defines ``pwmp_linearize()`` (:data:`LINEARIZE_HOOK`) linearizes itself: the pwmpr ViT's
+      attention becomes uniform, its class token and position embedding, additive shifts like biases, become 0
+      (docs/method.md, Score).
     - Torch forward/backward hooks of the original are dropped, so the copy is a pure function of its input.
 
     On an all-ones input every hidden value is then ``F_v``, the |W|-product sum over input->v paths, and
@@ -314,11 +285,11 @@ def linear_surrogate(model: nn.Module, masks: Mapping[str, Tensor] | None = None
 
     Raises:
         PwmprError: a mask with an unknown name or a wrong shape, or a module with parameters that cannot be
-            linearized (anything but Conv/Linear, the norms above and the ViT).
+            linearized (anything but Conv/Linear, the norms above and modules with the hook).
     """
-    masks = _as_maskset(model, masks)
-    device = _device_of(model)
-    # float64 first, so the norm scales below are computed in float64 too (spec 12.3).
+    masks = MaskSet.checked(model, masks)
+    device = device_of(model)
+    # float64 first, so the norm scales below are computed in float64 too.
     surrogate = copy.deepcopy(model).double()
     surrogate.eval()
 
@@ -336,20 +307,19 @@ def linear_surrogate(model: nn.Module, masks: Mapping[str, Tensor] | None = None
             if replacement is not None:
                 setattr(parent, child_name, replacement.to(device))
 
-    # Effective weights |W| * mask, zero biases, uniform attention, zero additive embeddings.
+    # Effective weights |W| * mask, zero biases; modules with a linearize hook (attention, additive embeddings)
+    # linearize themselves.
     for m in surrogate.modules():
         if isinstance(m, PRUNABLE_TYPES):
             if m.bias is not None:
                 m.bias.zero_()
-        elif isinstance(m, Attention):
-            m.uniform = True
-        elif isinstance(m, ViT):
-            m.cls_token.zero_()
-            m.pos_embed.zero_()
+        elif callable(getattr(m, LINEARIZE_HOOK, None)):
+            getattr(m, LINEARIZE_HOOK)()
         elif next(m.parameters(recurse=False), None) is not None:
             raise PwmprError(
                 f"cannot linearize module {type(m).__name__} for PWMP scoring: only Conv/Linear, BatchNorm, "
-                "GroupNorm, LayerNorm, activations, pooling and the pwmpr ViT are supported"
+                f"GroupNorm, LayerNorm, activations, pooling and modules with a {LINEARIZE_HOOK}() method (such as "
+                "the pwmpr ViT) are supported"
             )
     params = dict(surrogate.named_parameters())
     for name in prunable(surrogate):
@@ -366,13 +336,13 @@ def linear_surrogate(model: nn.Module, masks: Mapping[str, Tensor] | None = None
 
 @torch.enable_grad()  # a caller's no_grad() must not silently turn every score into 0
 def pwmp_scores(model: nn.Module, masks: Mapping[str, Tensor], input_shape: Sequence[int]) -> dict[str, Tensor]:
-    """PWMP score ``F_i * B_j`` of every entry of every masked weight, present or absent (spec section 2).
+    """PWMP score ``F_i * B_j`` of every entry of every masked weight, present or absent (docs/method.md, Score).
 
     One forward and one backward pass of :func:`linear_surrogate` on ``ones(1, *input_shape)`` in float64;
     the gradient is taken with respect to the effective weights ``|W| * mask`` themselves, so an absent edge
     gets the path sum it would carry with weight 1. For a Conv weight the score sums over the spatial positions
-    where the kernel entry is used. Scores are exact also for edges into units with no incoming edge (spec
-    section 2: the scoring net is linear). For present edges SynFlow's score is ``|W| * PWMP``.
+    where the kernel entry is used. Scores are exact also for edges into units with no incoming edge (the
+    scoring net is linear). For present edges SynFlow's score is ``|W| * PWMP``.
 
     Args:
         model: the network; its parameters, buffers and train/eval mode are left unchanged.
@@ -393,8 +363,8 @@ def pwmp_scores(model: nn.Module, masks: Mapping[str, Tensor], input_shape: Sequ
     leaves = [params[n] for n in masks]
     for p in leaves:
         p.requires_grad_(True)
-    x = torch.ones((1, *shape), dtype=torch.float64, device=_device_of(model))
-    total = _sum_outputs(_forward(surrogate, x, guard=True))
+    x = torch.ones((1, *shape), dtype=torch.float64, device=device_of(model))
+    total = sum_outputs(guarded_forward(surrogate, x))
     if not total.requires_grad:  # no masked weight reaches the output (e.g. empty masks)
         return {n: torch.zeros_like(p) for n, p in zip(masks, leaves, strict=True)}
     grads = torch.autograd.grad(total, leaves, allow_unused=True)
@@ -430,10 +400,10 @@ def gradient_scores(
     Raises:
         PwmprError: unknown mask names or wrong mask shapes, or a batch that is not ``(x, y)``.
     """
-    masks = _as_maskset(model, masks)
+    masks = MaskSet.checked(model, masks)
     if not isinstance(batch, Sequence) or len(batch) != 2 or not all(isinstance(t, Tensor) for t in batch):
         raise PwmprError(f"batch must be a pair of tensors (x, y), got {type(batch).__name__}")
-    device = _device_of(model)
+    device = device_of(model)
     x, y = batch[0].to(device), batch[1].to(device)
 
     params = dict(model.named_parameters())

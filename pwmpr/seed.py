@@ -2,13 +2,13 @@
 
 ``SEEDS`` maps a method name to a factory ``(model, density, input_shape, seed) -> MaskSet``:
 
-* ``phew``: PHEW (Patil & Dovrolis 2021, spec section 1), biased random input-output walks on the model's real
+* ``phew``: PHEW (Patil & Dovrolis 2021; docs/method.md, Seed), biased random input-output walks on the model's real
   compute graph (``pwmpr.graph``), vectorised;
 * ``random``: a uniformly random global mask;
 * ``magnitude``: global top-|w|;
 * ``synflow``: iterative SynFlow (Tanaka et al. 2020), 100 rounds on an exponential schedule.
 
-Seeds only choose masks: they never change the model, and kept weights keep their values (spec section 1).
+Seeds only choose masks: they never change the model, and kept weights keep their values (docs/method.md, Seed).
 All randomness comes from a ``torch.Generator`` seeded with ``seed``; the global RNG is left alone.
 """
 
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from pwmpr.errors import PwmprError
 from pwmpr.graph import Link, UnitGraph, build_unit_graph, mixing_weights
 from pwmpr.masks import MaskSet, prunable
-from pwmpr.models import check_input_shape, normalize_input_shape
+from pwmpr.probe import check_input_shape, normalize_input_shape
 from pwmpr.registry import Registry
 from pwmpr.score import linear_surrogate
 
@@ -42,16 +42,16 @@ _NEVER = torch.iinfo(torch.int64).max
 def phew_masks(model: nn.Module, density: float, input_shape: Sequence[int], seed: int = 0) -> MaskSet:
     """PHEW seed masks: enable weights along biased random input-output walks until ``density`` is reached.
 
-    Follows spec section 1 (the reference ShreyasMalakarjunPatil/PHEW): walk ``i`` goes forward from input unit
-    ``(i // 2) % n_inputs`` when ``i`` is even, backward from class ``(i // 2) % n_classes`` when odd. A hop picks
-    the next unit with probability ``N[o, c] / sum_o N[o, c]`` (forward) or ``N[o, c] / sum_c N[o, c]`` (backward),
-    ``N`` the kernel L1 norm of the initial weights (uniform when the sum is 0), then one kernel cell with
-    probability ``|W0[o, c, cell]|``; that single weight is enabled. Input units are input channels (features for
-    a flat input). Walks follow the real compute graph (``pwmpr.graph``); where the spec's parameter-order
-    heuristic for ResNets jumps to a shortcut with probability 1/2, a walk here picks a branch in proportion to
-    its path mass (spec section 1, [I] variant): forward, a consumer of unit ``c`` weighs ``sum_o N[o, c] B[o]``
-    (a link) or ``B`` at the merge (an identity path), with ``B`` the backward path mass of the ``N``-weighted
-    channel graph; backward, an operand of a merge weighs its forward mass ``F``.
+    Follows PHEW (docs/method.md, Seed; reference code ShreyasMalakarjunPatil/PHEW): walk ``i`` goes forward from
+    input unit ``(i // 2) % n_inputs`` when ``i`` is even, backward from class ``(i // 2) % n_classes`` when odd. A
+    hop picks the next unit with probability ``N[o, c] / sum_o N[o, c]`` (forward) or ``N[o, c] / sum_c N[o, c]``
+    (backward), ``N`` the kernel L1 norm of the initial weights (uniform when the sum is 0), then one kernel cell
+    with probability ``|W0[o, c, cell]|``; that single weight is enabled. Input units are input channels (features
+    for a flat input). Walks follow the real compute graph (``pwmpr.graph``); where the reference's parameter-order
+    heuristic for ResNets jumps to a shortcut with probability 1/2, a walk here picks a branch in proportion to its
+    path mass (docs/method.md, Seed): forward, a consumer of unit ``c`` weighs ``sum_o N[o, c] B[o]`` (a link) or
+    ``B`` at the merge (an identity path), with ``B`` the backward path mass of the ``N``-weighted channel graph;
+    backward, an operand of a merge weighs its forward mass ``F``.
 
     Walks run in batches and are never truncated (a cut walk leaves dead units). The mask is the union of the
     shortest prefix of walks (in walk order) that enables at least ``round(density * n_total)`` weights, so the
@@ -60,7 +60,8 @@ def phew_masks(model: nn.Module, density: float, input_shape: Sequence[int], see
 
     Other deviations from the reference, all documented in ``pwmpr.graph``: a Linear fed by a flattened map picks
     the position within the channel with probability ``|W0|`` (the reference: uniformly; identical after global
-    pooling); ``q``, ``k``, ``v`` of ``pwmpr.models.vit.Attention`` merge like a 3-way residual add into ``proj``;
+    pooling); the stages of a module declaring ``phew_stages`` (the ``q``, ``k``, ``v`` of the pwmpr ViT's
+    attention) merge like a residual add into the next stage (``proj``);
     and path masses ignore spatial factors. Because a residual branch's mass grows with the product of its kernel
     norms, walks mostly take the conv branches, and 1x1 shortcut convs end up sparser than the reference's
     coin-flip gives them (0.1-5% of their weights at 5% overall on resnet20/resnet18).

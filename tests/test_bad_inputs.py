@@ -24,6 +24,8 @@ runner = CliRunner()
 TINY = ["--data", "digits", "--model", "mlp", "--phase-epochs", "1", "--final-epochs", "1", "--max-phases", "2",
         "--batch-size", "64", "--seed-density", "0.1", "--no-tau-core", "-q"]
 
+SWEEP_TINY = ["--data", "digits", "--model", "mlp", "--epochs", "1", "--batch-size", "64", "-q"]
+
 
 @dataclass
 class Case:
@@ -134,6 +136,29 @@ CASES = [
          lambda t, r: ["--config", _config(t, train=[0.1])], "train must be an object"),
     Case("resume-no-metadata", "grow --resume", "resume from a checkpoint that lost its metadata",
          lambda t, r: ["--resume", _no_meta_checkpoint(t, r)], "no checkpoint verifies"),
+    Case("unknown-stop-rule", "grow", "`--stop` that is not registered", lambda t, r: ["--stop", "knee"],
+         "unknown stop rule 'knee'"),
+    Case("stop-tol-negative", "grow", "`--stop-tol -0.01`", lambda t, r: ["--stop-tol", "-0.01"],
+         "stop tol must be >= 0"),
+    Case("stop-alpha-out-of-range", "grow", "`--stop-alpha 1.5`", lambda t, r: ["--stop-alpha", "1.5"],
+         "alpha must be in (0, 1)"),
+    Case("sweep-empty-grid", "sweep", "`--densities ''` (an empty grid)", lambda t, r: ["--densities", ""],
+         "the density grid is empty"),
+    Case("sweep-density-above-1", "sweep", "`--densities 0.1,1.5`", lambda t, r: ["--densities", "0.1,1.5"],
+         "every density must be in (0, 1]"),
+    Case("sweep-density-zero", "sweep", "`--densities 0,0.5`", lambda t, r: ["--densities", "0,0.5"],
+         "every density must be in (0, 1]"),
+    Case("sweep-density-not-a-number", "sweep", "`--densities 0.1,x`", lambda t, r: ["--densities", "0.1,x"],
+         "comma-separated list of numbers"),
+    Case("sweep-density-twice", "sweep", "`--densities 0.1,0.1`", lambda t, r: ["--densities", "0.1,0.1"],
+         "repeats a density"),
+    Case("sweep-negative-tol", "sweep", "`--tol -0.01`", lambda t, r: ["--tol", "-0.01"], "--tol must be >= 0"),
+    Case("sweep-seed-twice", "sweep", "`--seeds 0,0`", lambda t, r: ["--seeds", "0,0"], "repeats a seed"),
+    Case("sweep-unknown-pruner", "sweep", "`--pruner nope`", lambda t, r: ["--pruner", "nope"], "unknown"),
+    Case("sweep-min-above-max", "sweep", "`--min-density 0.5 --max-density 0.1`",
+         lambda t, r: ["--min-density", "0.5", "--max-density", "0.1"], "min density <= max density"),
+    Case("sweep-factor-1", "sweep", "`--factor 1` (a grid that never grows)", lambda t, r: ["--factor", "1"],
+         "factor must be > 1"),
     Case("compare-out-under-file", "compare", "`--out` below a regular file (cannot be created)",
          lambda t, r: [str(r), "--out", _under_a_file(t)], "cannot be created"),
     Case("compare-duplicate-seed", "compare", "two run folders of the same configuration and seed",
@@ -155,7 +180,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tmp_path, finish
     args = case.args(tmp_path, finished_run)
     full = {"grow": ["grow", *TINY, *args, "--out", str(out)],
             "grow --config": ["grow", *args, "--out", str(out), "-q"],
-            "grow --resume": ["grow", *args, "-q"], "compare": ["compare", *args]}[case.command]
+            "grow --resume": ["grow", *args, "-q"], "compare": ["compare", *args],
+            "sweep": ["sweep", *SWEEP_TINY, *args, "--out", str(out)]}[case.command]
     result = runner.invoke(app, full)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
@@ -163,6 +189,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tmp_path, finish
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert case.message in lines[0], lines[0]
     assert not (out / "checkpoints").exists() and not (tmp_path / "cmp").exists()
+    if case.command == "sweep":
+        assert not out.exists()
     assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob(".*.lock"))
 
 

@@ -8,11 +8,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from runfiles import history, without_timing
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -27,12 +27,8 @@ def _grow(*args: str):
     return runner.invoke(app, ["grow", *args])
 
 
-def _strip(rows):
-    return [{k: v for k, v in r.items() if not k.startswith("wall")} for r in rows]
 
 
-def _history(run: Path):
-    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
 
 
 def test_grow_writes_a_complete_run_folder(tmp_path):
@@ -41,7 +37,7 @@ def test_grow_writes_a_complete_run_folder(tmp_path):
     assert result.exit_code == 0, result.output
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["model"] == "mlp" and cfg["growth"]["seed_density"] == 0.1 and cfg["version"] == 1
-    rows = _history(run)
+    rows = history(run)
     assert [r["stage"] for r in rows] == ["phase", "phase", "phase", "final"]
     densities = [r["density"] for r in rows]
     assert densities[0] == pytest.approx(0.1, abs=0.002)
@@ -69,7 +65,7 @@ def test_config_json_reproduces_the_run(tmp_path):
     assert _grow(*TINY, "--out", str(first)).exit_code == 0
     result = _grow("--config", str(first / "config.json"), "--out", str(second), "-q")
     assert result.exit_code == 0, result.output
-    assert _strip(_history(first)) == _strip(_history(second))
+    assert without_timing(history(first)) == without_timing(history(second))
 
 
 def test_flags_override_a_config_file(tmp_path):
@@ -97,7 +93,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     resumed = subprocess.run([sys.executable, "-m", "pwmpr", "grow", "--resume", str(killed), "-q"], env=env,
                              cwd=tmp_path, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    assert _strip(_history(whole)) == _strip(_history(killed))
+    assert without_timing(history(whole)) == without_timing(history(killed))
     a, b = load_file(whole / "final.safetensors"), load_file(killed / "final.safetensors")
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -164,12 +160,12 @@ def test_force_overwrites_and_resume_needs_a_checkpoint(tmp_path):
 def test_resume_of_a_finished_run_restores_a_history_cut_short(tmp_path):
     run = tmp_path / "run"
     assert _grow(*TINY, "--out", str(run)).exit_code == 0
-    rows = _history(run)
+    rows = history(run)
     # A kill between the last checkpoint and history.jsonl leaves the file one row short.
     (run / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:-1]))
     result = _grow("--resume", str(run), "-q")
     assert result.exit_code == 0, result.output
-    assert _history(run) == rows
+    assert history(run) == rows
 
 
 def test_checkpoints_load_as_models(tmp_path):
@@ -179,7 +175,7 @@ def test_checkpoints_load_as_models(tmp_path):
     assert _grow(*TINY, "--out", str(run)).exit_code == 0
     model, masks = pwmpr.load(run / "checkpoints" / "phase-0000.safetensors")
     # The checkpoint after phase 0 holds the state phase 1 starts from: the grown masks.
-    assert masks.density() == pytest.approx(_history(run)[1]["density"])
+    assert masks.density() == pytest.approx(history(run)[1]["density"])
     assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
 
 

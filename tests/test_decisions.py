@@ -37,7 +37,7 @@ def test_dense_training_learns(tmp_path):
 
 def test_gain_rule_stops_when_growing_on_buys_less_than_tol(tmp_path):
     summary, phases = grow(tmp_path / "r", "--seed-density", "0.3", "--phase-epochs", "3", "--stop", "gain",
-                           "--stop-tol", "0.01", "--max-phases", "12")
+                           "--stop-tol", "0.01", "--plateau-tol", "0", "--max-phases", "12")
     assert summary["stop_reason"] == "saturated"
     last = phases[-1]
     assert last["stop_rule"] == "gain" and last["decision"] == "saturated"

@@ -7,7 +7,6 @@ disk is one line, resume survives a half-written checkpoint, leftovers of killed
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from runfiles import history, without_timing
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -84,12 +84,8 @@ def _files(run: Path) -> dict[str, bytes]:
     return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
 
 
-def _strip(rows):
-    return [{k: v for k, v in r.items() if not k.startswith("wall")} for r in rows]
 
 
-def _history(run: Path):
-    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +131,7 @@ def test_force_replaces_the_run_and_drops_a_stale_export(run_copy):
     assert not (run_copy / "export").exists()
     assert sorted(p.name for p in run_copy.iterdir()) == ["checkpoints", "config.json", "curve.png",
                                                            "final.safetensors", "history.jsonl", "summary.json"]
-    assert len(_history(run_copy)) == 3  # the new run: 2 phases + final
+    assert len(history(run_copy)) == 3  # the new run: 2 phases + final
 
 
 def test_nan_in_phase_0_promises_no_checkpoint(tmp_path):
@@ -164,7 +160,7 @@ def test_two_grows_on_one_folder(tmp_path):
     finally:
         if first.poll() is None:
             first.kill()
-    assert len(_history(run)) == 4 and (run / "summary.json").exists() and not (run / ".pwmpr.lock").exists()
+    assert len(history(run)) == 4 and (run / "summary.json").exists() and not (run / ".pwmpr.lock").exists()
 
 
 @contextlib.contextmanager
@@ -280,7 +276,7 @@ def test_sigkill_in_the_middle_of_a_checkpoint_then_resume(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "discovered density" in resumed.stdout  # the same final line as a fresh run
     assert not list(run.rglob("*.tmp")) and not (run / ".pwmpr.lock").exists()
-    assert _strip(_history(whole)) == _strip(_history(run))
+    assert without_timing(history(whole)) == without_timing(history(run))
     a, b = load_file(whole / "final.safetensors"), load_file(run / "final.safetensors")
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -295,7 +291,7 @@ def test_resume_falls_back_to_a_good_checkpoint(run_copy, finished):
     assert f"resuming from {cks[-2].name}, the newest that verifies" in result.output
     assert "discovered density" in result.output  # the final result line, as a fresh run prints it
     assert (newest.parent / (newest.name + ".corrupt")).exists() and newest.is_file()
-    assert _strip(_history(run_copy)) == _strip(_history(finished))
+    assert without_timing(history(run_copy)) == without_timing(history(finished))
 
 
 def test_leftovers_of_dead_processes_are_cleaned(run_copy, tmp_path):

@@ -61,25 +61,7 @@ def test_sweep_writes_the_curve_and_resumes(tmp_path):
     assert json.loads((out / "summary.json").read_text())["curve"] == summary["curve"]
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--densities", ""], "empty"),
-    (["--densities", "0.1,1.5"], "(0, 1]"),
-    (["--densities", "0,0.5"], "(0, 1]"),
-    (["--densities", "0.1,x"], "comma-separated"),
-    (["--densities", "0.1,0.1"], "repeats"),
-    (["--tol", "-0.01"], "tol"),
-    (["--seeds", "0,0"], "repeats"),
-    (["--pruner", "nope"], "unknown"),
-    (["--min-density", "0.5", "--max-density", "0.1"], "min density"),
-    (["--factor", "1"], "factor"),
-])
-def test_bad_sweep_input_is_one_line_and_writes_nothing(tmp_path, args, message):
-    out = tmp_path / "sweep"
-    result = runner.invoke(app, ["sweep", *TINY, *args, "--out", str(out)])
-    assert result.exit_code == 2
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
-    assert not out.exists()
+# Bad input to `pwmpr sweep`: the sweep-* cases of tests/test_bad_inputs.py (and docs/bad-inputs.md).
 
 
 def test_sweep_config_round_trips_and_refuses_unknown_keys():

@@ -204,10 +204,5 @@ def normalise(train: TensorSplit, *others: TensorSplit) -> None:
         split.x = (split.x - mean) / std
 
 
-def list_datasets() -> list[str]:
-    """Names of all registered data sets (``npz`` takes a path: ``npz:PATH``)."""
-    return DATASETS.names()
-
-
 # Importing the loaders fills DATASETS.
 from pwmpr.data import folder, npz, offline, torchvision_sets  # noqa: E402,F401

@@ -19,7 +19,7 @@ costed like PWMPR's phases. IMP stops at ``target_density`` or after ``levels`` 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -34,15 +34,24 @@ VARIANTS = ("rewind", "lr-rewind", "continue")
 
 @dataclass
 class ImpOptions:
-    """IMP's own knobs (``GrowConfig.options`` of a run with ``method="imp"``)."""
+    """IMP's own knobs (``GrowConfig.options`` of a run with ``method="imp"``; each field's help is its CLI flag's)."""
 
-    variant: str = "lr-rewind"  # rewind | lr-rewind | continue
-    levels: int = 10  # pruning levels after the dense level 0 (so levels + 1 trainings at most)
-    target_density: float = 0.0  # stop once a trained level is at or below this density (0: only `levels`)
-    prune_fraction: float = 0.2  # fraction of the remaining prunable weights removed per level
-    rewind_step: int = 0  # `rewind`: global step of level 0 whose weights every later level starts from
-    continue_fraction: float = 0.5  # `continue`: epochs of a later level as a fraction of level 0's
-    finetune_lr_scale: float = 0.1  # `continue`: learning rate of a later level as a fraction of lr
+    variant: str = field(default="lr-rewind", metadata={"help": (
+        "What a level starts from after pruning: rewind (weights rewound to --rewind-step, schedule replayed), "
+        "lr-rewind (trained weights kept, schedule replayed) or continue (trained weights kept, fine-tuned for "
+        "--continue-fraction x --epochs at --finetune-lr-scale x --lr).")})
+    levels: int = field(default=10, metadata={"help": "Pruning levels after the dense level 0 at the most (so levels "
+                                              "+ 1 trainings; 10 levels end at density 0.8^10 = 0.107)."})
+    target_density: float = field(default=0.0, metadata={"help": "Stop at the first level at or below this density "
+                                                         "(0: only --levels stops)."})
+    prune_fraction: float = field(default=0.2, metadata={"help": "Fraction of the remaining weights pruned per "
+                                                         "level, by global magnitude."})
+    rewind_step: int = field(default=0, metadata={"help": "rewind: the global training step of level 0 whose weights "
+                                                  "each level restarts from (0: the initialisation)."})
+    continue_fraction: float = field(default=0.5, metadata={"help": "continue: epochs of levels 1.. as a fraction of "
+                                                            "level 0's (--epochs)."})
+    finetune_lr_scale: float = field(default=0.1, metadata={"help": "continue: learning rate of levels 1.. as a "
+                                                            "fraction of --lr."})
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:

@@ -8,7 +8,7 @@ The network is then trained once for ``final_epochs`` epochs with the final sche
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pwmpr.errors import PwmprError
@@ -18,10 +18,13 @@ from pwmpr.seed import SEEDS
 
 @dataclass
 class OneShotOptions:
-    """One-shot's own knobs (``GrowConfig.options`` of a run with ``method="oneshot"``)."""
+    """One-shot's own knobs (``GrowConfig.options`` of a run with ``method="oneshot"``; the CLI's ``--method`` is
+    ``pruner``)."""
 
-    pruner: str = "phew"  # a SEEDS name: phew, synflow, random, magnitude
-    density: float = 0.1  # fraction of prunable weights kept
+    pruner: str = field(default="phew", metadata={
+        "help": "How the mask is chosen at initialisation (magnitude: |w| of the initial weights).",
+        "registry": "pwmpr:SEEDS", "flag": "method"})
+    density: float = field(default=0.1, metadata={"help": "Fraction of prunable weights kept."})
 
     def __post_init__(self) -> None:
         if self.pruner not in SEEDS:

@@ -21,10 +21,19 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 
-import torch
 from torch import nn
 
 from pwmpr.errors import PwmprError
+
+# Shape checks and forward errors live in pwmpr.probe (the engine uses them without the zoo); re-exported here.
+from pwmpr.probe import (  # noqa: F401
+    check_input_shape,
+    first_line,
+    forward_error,
+    is_out_of_memory,
+    normalize_input_shape,
+    out_of_memory_error,
+)
 from pwmpr.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
@@ -122,7 +131,7 @@ def _create_from_code(spec: str, num_classes: int, shape: tuple[int, ...], kwarg
         raise
     except Exception as exc:  # the user's factory failed: say where, keep its traceback chained for debugging
         raise PwmprError(f"--model {spec}: {attr}(num_classes={num_classes}, input_shape={shape}) failed: "
-                         f"{type(exc).__name__}: {_first_line(exc)}") from exc
+                         f"{type(exc).__name__}: {first_line(exc)}") from exc
     if not isinstance(model, nn.Module):
         raise PwmprError(f"--model {spec}: {attr}(num_classes, input_shape) must return a torch.nn.Module, "
                          f"got {type(model).__name__}")
@@ -136,10 +145,10 @@ def _import(module_name: str, spec: str):
     except ModuleNotFoundError as exc:
         if exc.name is None or not module_name.startswith(exc.name):  # the module exists; one of its imports is missing
             raise PwmprError(f"--model {spec}: importing {module_name!r} failed: {type(exc).__name__}: "
-                             f"{_first_line(exc)}") from exc
+                             f"{first_line(exc)}") from exc
     except Exception as exc:  # the user's module raised while being imported
         raise PwmprError(f"--model {spec}: importing {module_name!r} failed: {type(exc).__name__}: "
-                         f"{_first_line(exc)}") from exc
+                         f"{first_line(exc)}") from exc
     cwd = os.getcwd()
     if cwd in sys.path:
         raise PwmprError(f"--model {spec}: no module named {module_name!r} (not installed, not on PYTHONPATH and not "
@@ -149,94 +158,12 @@ def _import(module_name: str, spec: str):
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         raise PwmprError(f"--model {spec}: no module named {module_name!r} (not installed, not on PYTHONPATH and not "
-                         f"in {cwd}): {_first_line(exc)}") from None
+                         f"in {cwd}): {first_line(exc)}") from None
     except Exception as exc:
         raise PwmprError(f"--model {spec}: importing {module_name!r} failed: {type(exc).__name__}: "
-                         f"{_first_line(exc)}") from exc
+                         f"{first_line(exc)}") from exc
     finally:
         sys.path.remove(cwd)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def normalize_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
-    """``input_shape`` as a tuple of positive ints; PwmprError otherwise."""
-    try:
-        shape = tuple(int(s) for s in input_shape)
-    except (TypeError, ValueError):
-        raise PwmprError(f"input_shape must be a sequence of ints, got {input_shape!r}") from None
-    if not shape or any(s < 1 for s in shape):
-        raise PwmprError(f"input_shape must be non-empty with positive sizes (batch excluded), got {input_shape!r}")
-    return shape
-
-
-@torch.no_grad()
-def check_input_shape(model: nn.Module, input_shape: Sequence[int]) -> None:
-    """Raise PwmprError naming ``input_shape`` unless ``model`` runs on a batch of that shape."""
-    shape = normalize_input_shape(input_shape)
-    modes = [(m, m.training) for m in model.modules()]
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    model.eval()
-    try:
-        model(torch.zeros((1, *shape), device=device, dtype=dtype))
-    except PwmprError:
-        raise
-    except (RuntimeError, ValueError, IndexError) as exc:
-        user_error = forward_error(exc, shape, device)
-        if user_error is None:
-            raise  # a bug (device mix-up, cuDNN failure, ...): keep its traceback
-        raise user_error from None
-    finally:
-        for m, mode in modes:  # restore each module's own flag (a mixed train/eval state stays mixed)
-            m.training = mode
-
-
-# What torch says when an input does not fit a layer: the only forward failures that are the user's input_shape.
-_SHAPE_MESSAGES = re.compile(
-    r"shapes cannot be multiplied|expected input\[.*\] to have \d+ channels|expected \d+D (or \d+D )?input"
-    r"|Expected \d+D \(unbatched\) or \d+D \(batched\) input|output size is too small"
-    r"|must match the size of tensor|Kernel size can't be greater than actual input size"
-    r"|is invalid for input of size|Dimension out of range|doesn't match the broadcast shape"
-    r"|Padding size should be less than|Expected more than 1 value per channel|size mismatch"
-    r"|input\.size\(-1\) must be equal to input_size|non-empty \d+D .*tensor expected",
-    re.IGNORECASE,
-)
-# Messages that look like the above but name a bug of the program, not of the input: never reported as a shape.
-_BUG_MESSAGES = re.compile(r"device|cudnn|cublas|cuda error|dtype|scalar type|autocast|NCCL", re.IGNORECASE)
-_OOM_MESSAGES = re.compile(r"out of memory|can't allocate memory|CUBLAS_STATUS_ALLOC_FAILED", re.IGNORECASE)
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for CUDA (and CPU allocator) out-of-memory errors."""
-    oom = getattr(torch.cuda, "OutOfMemoryError", ())
-    if oom and isinstance(exc, oom):
-        return True
-    return isinstance(exc, RuntimeError) and bool(_OOM_MESSAGES.search(str(exc)))
-
-
-def out_of_memory_error(exc: BaseException, device: torch.device | str, what: str) -> PwmprError:
-    """The user-facing error for running out of memory on ``device`` during ``what``."""
-    return PwmprError(f"out of memory on {device} during {what}: {_first_line(exc)}; try a smaller --batch-size, "
-                      "--bf16, a smaller model or input, or a device with more memory")
-
-
-def forward_error(exc: BaseException, shape: Sequence[int], device: torch.device | str = "cpu") -> PwmprError | None:
-    """The PwmprError a failed forward on inputs of ``shape`` stands for, or None when it is a bug to re-raise.
-
-    Only a true shape mismatch is the user's input_shape; out of memory gets its own message; anything else
-    (device mix-ups, cuDNN or cuBLAS failures, dtype errors, a bug in a forward) is not a user error.
-    """
-    if is_out_of_memory(exc):
-        return out_of_memory_error(exc, device, f"a forward pass on input_shape {tuple(shape)}")
-    text = str(exc)
-    if _BUG_MESSAGES.search(text) or not _SHAPE_MESSAGES.search(text):
-        return None
-    return PwmprError(f"input_shape {tuple(shape)} cannot be fed to this model: {_first_line(exc)}")
 
 
 def list_models() -> list[str]:

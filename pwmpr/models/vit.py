@@ -1,10 +1,15 @@
 """A small Vision Transformer (ViT-Tiny: dim 192, depth 12, 3 heads) for 32x32-class inputs.
 
 Attention uses separate ``q``, ``k``, ``v`` and ``proj`` Linear layers so each is a prunable weight of
-its own. PWMP scoring linearizes the net (spec section 2, ViT resolution): softmax attention is replaced
-by its value on an all-ones input, uniform attention, which is what ``Attention.uniform = True`` does.
-In that linear surrogate ``q`` and ``k`` carry no path mass, so their PWMP scores are zero: the paper's own
-open question 2 ("PWMP does not naturally extend to query-key matrices").
+its own. Everything the engine needs to know about attention is said here, by two hooks (docs/architecture.md,
+"Model hooks"), so the engine imports no zoo model and a new attention model touches one file:
+
+* ``pwmp_linearize()`` (PWMP scoring, docs/method.md, Score): softmax attention is replaced by its value on an
+  all-ones input, uniform attention (``Attention.uniform = True``); the ViT zeroes its class token and position
+  embedding, additive shifts like biases. In that linear surrogate ``q`` and ``k`` carry no path mass, so their
+  PWMP scores are zero: the paper's own open question 2 ("PWMP does not naturally extend to query-key matrices").
+* ``phew_stages`` (PHEW walks, docs/method.md, Seed): ``q``, ``k`` and ``v`` read the block's input and merge like
+  a 3-way residual add into the input of ``proj``. Heads are not modelled.
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ from pwmpr.models import MODELS
 class Attention(nn.Module):
     """Multi-head self-attention; ``uniform=True`` swaps softmax(QK^T) for uniform weights."""
 
+    #: PHEW walks (pwmpr.graph) keep this module whole and see its Linear children in stages: each child of a stage
+    #: reads the previous stage's output, and a stage's outputs merge like a residual add.
+    phew_stages = (("q", "k", "v"), ("proj",))
+
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
@@ -27,6 +36,10 @@ class Attention(nn.Module):
         self.v = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
         self.uniform = False
+
+    def pwmp_linearize(self) -> None:
+        """Make this block linear in its input for PWMP scoring: uniform attention instead of softmax(QK^T)."""
+        self.uniform = True
 
     def forward(self, x):
         b, t, d = x.shape
@@ -79,6 +92,12 @@ class ViT(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
+
+    @torch.no_grad()
+    def pwmp_linearize(self) -> None:
+        """Zero the class token and position embedding for PWMP scoring: additive shifts carry no path mass."""
+        self.cls_token.zero_()
+        self.pos_embed.zero_()
 
     def forward(self, x):
         x = self.patch_embed(x).flatten(2).transpose(1, 2)

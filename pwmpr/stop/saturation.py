@@ -21,7 +21,7 @@ With ``bounds=(chance, 1)`` (what the ``paper`` rule passes) the fit cannot clai
 bounded by what an accuracy can be, and a fit also counts as "no estimate" when its plateau P0 + A lies above the
 upper bound, or below the best observed accuracy, by more than two standard errors of the validation noise, or when
 rho* lies below every observed density (it claims the curve was flat before the first point). Without bounds it is
-the fit exactly as the spec writes it (the ``paper-unbounded`` rule), which measured fits such as P0 = -19.9,
+the fit as the paper's summary gives it (the ``paper-unbounded`` rule), which measured fits such as P0 = -19.9,
 rho* = 0.006 below the seed density on real data.
 
 ``should_stop`` never raises: anything it cannot use (bad entries, non-finite values, failed or unidentifiable
@@ -180,7 +180,7 @@ def _fit_scaled(u: np.ndarray, v: np.ndarray, box: tuple[float, float, float, fl
     """Least-squares fit on data scaled so that max(u) = 1 and v spans 1: (params, covariance) or None.
 
     curve_fit starts from the profile optimum; only if that fails does it try the machine-notes start
-    ``[v0, 1.5 (v_last - v0), 1/median]`` and the spec §5 start ``[v0, max - min, 3/max]``, keeping the best. A
+    ``[v0, 1.5 (v_last - v0), 1/median]`` and the summary's start ``[v0, max - min, 3/max]``, keeping the best. A
     profile optimum in the linear regime (beta -> 0, a straight line) or with A = 0 (no rise) is returned as is,
     with an infinite covariance, without calling curve_fit: from there it would only crawl towards beta = 0.
     """
@@ -346,7 +346,7 @@ def should_stop(
     max_rel_stderr: float = DEFAULT_MAX_REL_STDERR,
     bounds: tuple[float, float] | None = None,
 ) -> StopDecision:
-    """Spec §5: stop when the current density is >= rho* in ``consecutive`` refits in a row.
+    """docs/method.md, "Stop": stop when the current density is >= rho* in ``consecutive`` refits in a row.
 
     The refit after phase k uses the first k points; the criterion must hold for the fits of ``history[:n-c+1]``
     ... ``history``, with the current density being each prefix's last density, every such prefix having at
@@ -355,8 +355,8 @@ def should_stop(
     Args:
         history: a sequence of ``(density, accuracy[, n])`` tuples, of mappings with "density", "accuracy" and
             optionally "n" (validation samples) keys (extra keys ignored), or of ``Observation``, oldest first.
-        min_points: points a refit needs (spec: 4).
-        consecutive: refits in a row that must meet the criterion (spec: 2).
+        min_points: points a refit needs (4 in the paper rule).
+        consecutive: refits in a row that must meet the criterion (2).
         max_rel_stderr: passed to ``fit_saturation``.
         bounds: passed to ``fit_saturation`` with the binomial noise of each point (where ``n`` is known).
 

@@ -1,0 +1,136 @@
+"""Running any nn.Module once on a probe input: input shapes, forward errors, out of memory, device.
+
+Every part that feeds a model a made-up input (the model registry checking a new model, the engine's scoring and
+seeding passes, the cost accounting) uses these, so a model that cannot take the user's ``input_shape`` fails
+with the same PwmprError everywhere. Imports nothing of pwmpr but :mod:`pwmpr.errors`: the engine uses it
+without loading the model zoo.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pwmpr.errors import PwmprError
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def normalize_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
+    """``input_shape`` as a tuple of positive ints; PwmprError otherwise."""
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        raise PwmprError(f"input_shape must be a sequence of ints, got {input_shape!r}") from None
+    if not shape or any(s < 1 for s in shape):
+        raise PwmprError(f"input_shape must be non-empty with positive sizes (batch excluded), got {input_shape!r}")
+    return shape
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (CPU for a model without parameters)."""
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def check_input_shape(model: nn.Module, input_shape: Sequence[int]) -> None:
+    """Raise PwmprError naming ``input_shape`` unless ``model`` runs on a batch of that shape."""
+    shape = normalize_input_shape(input_shape)
+    modes = [(m, m.training) for m in model.modules()]
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    model.eval()
+    try:
+        model(torch.zeros((1, *shape), device=device, dtype=dtype))
+    except PwmprError:
+        raise
+    except (RuntimeError, ValueError, IndexError) as exc:
+        user_error = forward_error(exc, shape, device)
+        if user_error is None:
+            raise  # a bug (device mix-up, cuDNN failure, ...): keep its traceback
+        raise user_error from None
+    finally:
+        for m, mode in modes:  # restore each module's own flag (a mixed train/eval state stays mixed)
+            m.training = mode
+
+
+def run_forward(model: nn.Module, x: Tensor) -> Any:
+    """``model(x)``; an input the model cannot take raises PwmprError naming input_shape.
+
+    The same check as :func:`check_input_shape`, without spending an extra forward pass on it: only a true shape
+    mismatch is reported as the input_shape's fault, out of memory gets its own PwmprError, and anything else
+    (a device mix-up, a cuDNN failure, a bug) is re-raised unchanged.
+    """
+    try:
+        return model(x)
+    except PwmprError:
+        raise
+    except (RuntimeError, ValueError, IndexError) as exc:
+        user_error = forward_error(exc, tuple(x.shape[1:]), x.device)
+        if user_error is None:
+            raise
+        raise user_error from None
+
+
+def sum_outputs(out: Any) -> Tensor:
+    """R = the sum of every output entry (a tensor, or a tuple/list/dict of tensors)."""
+    if isinstance(out, Tensor):
+        return out.sum()
+    if isinstance(out, Mapping):
+        out = list(out.values())
+    if isinstance(out, (tuple, list)) and out and all(isinstance(o, Tensor) for o in out):
+        return sum(o.sum() for o in out)
+    raise PwmprError(f"the model must return a tensor (or a tuple/list/dict of tensors), got {type(out).__name__}")
+
+
+# What torch says when an input does not fit a layer: the only forward failures that are the user's input_shape.
+_SHAPE_MESSAGES = re.compile(
+    r"shapes cannot be multiplied|expected input\[.*\] to have \d+ channels|expected \d+D (or \d+D )?input"
+    r"|Expected \d+D \(unbatched\) or \d+D \(batched\) input|output size is too small"
+    r"|must match the size of tensor|Kernel size can't be greater than actual input size"
+    r"|is invalid for input of size|Dimension out of range|doesn't match the broadcast shape"
+    r"|Padding size should be less than|Expected more than 1 value per channel|size mismatch"
+    r"|input\.size\(-1\) must be equal to input_size|non-empty \d+D .*tensor expected",
+    re.IGNORECASE,
+)
+# Messages that look like the above but name a bug of the program, not of the input: never reported as a shape.
+_BUG_MESSAGES = re.compile(r"device|cudnn|cublas|cuda error|dtype|scalar type|autocast|NCCL", re.IGNORECASE)
+_OOM_MESSAGES = re.compile(r"out of memory|can't allocate memory|CUBLAS_STATUS_ALLOC_FAILED", re.IGNORECASE)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for CUDA (and CPU allocator) out-of-memory errors."""
+    oom = getattr(torch.cuda, "OutOfMemoryError", ())
+    if oom and isinstance(exc, oom):
+        return True
+    return isinstance(exc, RuntimeError) and bool(_OOM_MESSAGES.search(str(exc)))
+
+
+def out_of_memory_error(exc: BaseException, device: torch.device | str, what: str) -> PwmprError:
+    """The user-facing error for running out of memory on ``device`` during ``what``."""
+    return PwmprError(f"out of memory on {device} during {what}: {first_line(exc)}; try a smaller --batch-size, "
+                      "--bf16, a smaller model or input, or a device with more memory")
+
+
+def forward_error(exc: BaseException, shape: Sequence[int], device: torch.device | str = "cpu") -> PwmprError | None:
+    """The PwmprError a failed forward on inputs of ``shape`` stands for, or None when it is a bug to re-raise.
+
+    Only a true shape mismatch is the user's input_shape; out of memory gets its own message; anything else
+    (device mix-ups, cuDNN or cuBLAS failures, dtype errors, a bug in a forward) is not a user error.
+    """
+    if is_out_of_memory(exc):
+        return out_of_memory_error(exc, device, f"a forward pass on input_shape {tuple(shape)}")
+    text = str(exc)
+    if _BUG_MESSAGES.search(text) or not _SHAPE_MESSAGES.search(text):
+        return None
+    return PwmprError(f"input_shape {tuple(shape)} cannot be fed to this model: {first_line(exc)}")
