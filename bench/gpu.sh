@@ -15,4 +15,4 @@ while [ $# -gt 0 ]; do
 done
 smoke=()
 if [ "$device" != "cuda" ] && [ "${device#cuda:}" = "$device" ]; then smoke=(--smoke); fi
-exec timeout 480 python bench/gpu.py --device "$device" "${smoke[@]}" "${args[@]}"
+exec timeout 480 python3 bench/gpu.py --device "$device" "${smoke[@]}" "${args[@]}"

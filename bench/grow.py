@@ -34,16 +34,32 @@ RUNS = {
 }
 
 
-def run_grow(name: str, extra: list[str], out: Path) -> dict:
-    folder = out / name
+def run_grow(name: str, extra: list[str], out: Path, repeat: int = 0) -> dict:
+    folder = out / f"{name}-r{repeat}"
     cmd = [sys.executable, "-m", "pwmpr", "grow", *extra, "--out", str(folder), "--force", "-q"]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - t0
     summary = json.loads((folder / "summary.json").read_text())
-    summary["command"] = "pwmpr grow " + " ".join(extra + ["--out", str(folder)])
+    summary["command"] = " ".join(["pwmpr grow", *extra])
     summary["process_wall"] = wall
+    summary["run_dir"] = str(folder)
     return summary
+
+
+def tau_cost(summaries: list[dict]) -> str:
+    """The tau-core's time per phase over every phase of every repeat, and its median share of the phase's training."""
+    rows = [r["tau_core"] for s in summaries for r in _rows(Path(s["run_dir"])) if r.get("tau_core")]
+    secs = [t["seconds"] for t in rows if t.get("seconds") is not None]
+    shares = [t["share_of_training"] for t in rows if t.get("share_of_training") is not None]
+    if not secs:
+        return "- | -"
+    share = f"{100 * statistics.median(shares):.1f}%" if shares else "-"
+    return f"{min(secs):.3f} / {statistics.median(secs):.3f} / {max(secs):.3f} | {share}"
+
+
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines() if line.strip()]
 
 
 def step_time(model_name: str, shape: tuple[int, ...], masked: bool, steps: int, device: str) -> float:
@@ -80,15 +96,16 @@ def main() -> None:
     if args.runs:
         lines = header("python bench/grow.py " + " ".join(sys.argv[1:]), f"{args.repeats} repeat(s) per run")
         lines += ["| run | model | discovered density | test acc | cost (FLOPs) | cost (epochs) | phases | stop | "
-                  "wall s (min / median / max) |", "|---|---|---|---|---|---|---|---|---|"]
+                  "wall s (min / median / max) | tau-core s per phase (min / median / max) | tau-core / training "
+                  "time (median) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name in args.runs:
-            reps = [run_grow(name, RUNS[name], args.out) for _ in range(args.repeats)]
+            reps = [run_grow(name, RUNS[name], args.out, i) for i in range(args.repeats)]
             s, walls = reps[0], [r["process_wall"] for r in reps]
             if any(r["discovered_density"] != s["discovered_density"] for r in reps):
                 print(f"note: {name} did not repeat its discovered density exactly", file=sys.stderr)
             lines.append(f"| `{s['command']}` | {s['model']} | {s['discovered_density']:.4f} | {s['test_acc']:.4f} | "
                          f"{s['cost_flops']:.2f}x | {s['cost_epochs']:.2f}x | {s['n_phases']} | {s['stop_reason']} | "
-                         f"{min(walls):.0f} / {statistics.median(walls):.0f} / {max(walls):.0f} |")
+                         f"{min(walls):.0f} / {statistics.median(walls):.0f} / {max(walls):.0f} | {tau_cost(reps)} |")
         text = "\n".join(lines) + "\n"
         print(text)
         print(f"wrote {publish('grow', text)}")

@@ -53,13 +53,27 @@ def _own_flags() -> list:
         option("out", Path | None, None, "--out", "-o", help="Sweep folder (default: runs/sweep-<model>-<data>)."),
         option("resume", Path | None, None, help="Continue the sweep in this folder."),
         switch("force", "Replace a non-empty --out that holds another sweep."),
+        switch("trust_code", "Allow importing the --model module:function recorded in a --resume sweep folder."),
         switch("quiet", "Print nothing but errors.", "--quiet", "-q"),
     ]
 
 
 @boundary
 def _sweep(fields: dict, *, densities: str | None, min_density: float, max_density: float, factor: float, seeds: str,
-           pruner: str, tol: float, out: Path | None, resume: Path | None, force: bool, quiet: bool) -> None:
+           pruner: str, tol: float, out: Path | None, resume: Path | None, force: bool, quiet: bool,
+           trust_code: bool = False) -> None:
+    from pwmpr.models import trusted_code
+
+    # A --model typed here may be imported; one read from a --resume folder only with --trust-code.
+    with trusted_code(True if trust_code else fields.get("model") or False):
+        _sweep_trusted(fields, densities=densities, min_density=min_density, max_density=max_density,
+                       factor=factor, seeds=seeds, pruner=pruner, tol=tol, out=out, resume=resume, force=force,
+                       quiet=quiet)
+
+
+def _sweep_trusted(fields: dict, *, densities: str | None, min_density: float, max_density: float, factor: float,
+                   seeds: str, pruner: str, tol: float, out: Path | None, resume: Path | None, force: bool,
+                   quiet: bool) -> None:
     from pwmpr.progress import make_reporter
     from pwmpr.sweep import SweepConfig, run_sweep
 
@@ -75,7 +89,9 @@ def _sweep(fields: dict, *, densities: str | None, min_density: float, max_densi
         base = apply_overrides(GrowConfig(), {**fields, "tau_core": False})
         cfg = SweepConfig(densities=grid, seeds=_ints(seeds, "--seeds"), pruner=pruner, tol=tol, base=base)
         if out is None:
-            out = Path("runs") / f"sweep-{base.model}-{base.data.replace('npz:', 'npz-').replace('/', '_')}"
+            from pwmpr.rundir import folder_name
+
+            out = Path("runs") / f"sweep-{folder_name(base.model)}-{folder_name(base.data)}"
         summary = run_sweep(cfg, out, force=force, reporter=reporter)
     reporter.close()
     if not quiet:

@@ -707,17 +707,25 @@ def discovery_rows(runs: Sequence[RunRecord], sweeps: Sequence[Path]) -> list[di
     from pwmpr import discovery
     from pwmpr import sweep as sweeps_mod
 
+    def setting(model, config: dict) -> tuple:
+        # What makes a sweep the ground truth of a run: model and data, and how the data are split and trained on.
+        return (model, config.get("data"), config.get("max_train"), config.get("val_fraction"),
+                config.get("final_epochs"))
+
     by_setting = {}
     for path in sweeps:
         summary = _read_json(path / sweeps_mod.SWEEP_SUMMARY, "sweep summary")
-        by_setting.setdefault((summary["model"], summary["data"]), summary)
+        base = sweeps_mod.load_config(path).base.to_dict()
+        by_setting.setdefault(setting(summary["model"], base), summary)
     imps = sorted((r for r in runs if r.method == "imp"), key=lambda r: r.seed)
     out = []
     for r in runs:
-        sweep = by_setting.get((r.summary.get("model"), r.summary.get("data")))
+        sweep = by_setting.get(setting(r.summary.get("model"), r.config))
         if r.method != "pwmpr" or sweep is None:
             continue
-        imp = next((i for i in imps if i.setting == r.setting), None)
-        out.append({"run": str(r.path), "seed": r.seed,
+        # IMP of the same setting: the same seed where there is one, else the smallest seed.
+        same = [i for i in imps if i.setting == r.setting]
+        imp = next((i for i in same if i.seed == r.seed), same[0] if same else None)
+        out.append({"run": str(r.path), "seed": r.seed, "sweep_complete": bool(sweep.get("complete")),
                     **discovery.score(r.summary, sweep, imp.history if imp is not None else None)})
     return out

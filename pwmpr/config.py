@@ -183,15 +183,20 @@ class GrowConfig:
         path = Path(path)
         if path.is_dir():
             path = path / "config.json"
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise PwmprError(f"config file not found: {path}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise PwmprError(f"cannot read config file {path}: {exc}") from None
-        if not isinstance(data, dict):
-            raise PwmprError(f"config file {path} must hold a JSON object")
-        return cls.from_dict(data)
+        return cls.from_dict(read_json_object(path, "config file", missing=f"config file not found: {path}"))
+
+
+def read_json_object(path: Path, what: str, *, missing: str) -> dict[str, Any]:
+    """The JSON object in ``path``; ``missing`` is the error when there is no file, other failures name ``what``."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise PwmprError(missing) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PwmprError(f"cannot read {what} {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise PwmprError(f"{what} {path} must hold a JSON object")
+    return data
 
 
 def _type_problem(value: Any, hint: Any) -> str | None:

@@ -35,8 +35,8 @@ def score(summary: dict[str, Any], sweep: dict[str, Any], imp_history: list[dict
     density, acc, cost = summary["discovered_density"], summary["test_acc"], summary["cost_flops"]
     knee, best, dense = sweep["knee"], sweep["best"], sweep.get("dense")
     imp_cost, exact = imp_cost_to(imp_history, density) if imp_history else (None, False)
-    within_acc = acc >= best["test_acc"] - acc_tol
-    within_density = density <= density_factor * knee["density"]
+    within_acc = acc >= best["test_acc"] - acc_tol - 1e-12  # the same slack as the sweep's knee
+    within_density = density <= density_factor * knee["density"] + 1e-12
     if imp_cost is None:
         cheaper = None
     elif cost < imp_cost:

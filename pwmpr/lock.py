@@ -111,7 +111,7 @@ def lock_run_dir_for_reading(run_dir: Path | str) -> FolderLock | None:
     try:
         return FolderLock(path, f"run folder {run_dir}").acquire()
     except PwmprError:
-        if path.exists() and holder_pid(path) is not None:
+        if path.exists():  # held by a live writer (which may not have written its pid yet)
             raise
         return None
 

@@ -48,11 +48,15 @@ RNG_PREFIX = "rng/"
 META_KEY = "pwmpr"
 
 
+def folder_name(text: str) -> str:
+    """``text`` (a model or data set name, an ``npz:PATH`` or a ``module:function``) made safe for a folder name."""
+    return text.replace("npz:", "npz-").replace("/", "_").replace(":", "-")
+
+
 def default_run_dir(cfg: Any) -> Path:
     """``runs/<method>-<model>-<data>-s<seed>-<hash of the config>`` (open_lth-style naming) for a GrowConfig."""
     digest = hashlib.md5(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
-    data = cfg.data.replace("npz:", "npz-").replace("/", "_")
-    return Path("runs") / f"{cfg.method}-{cfg.model}-{data}-s{cfg.seed}-{digest}"
+    return Path("runs") / f"{cfg.method}-{folder_name(cfg.model)}-{folder_name(cfg.data)}-s{cfg.seed}-{digest}"
 
 
 def checkpoint_path(run_dir: Path, phase: int) -> Path:
@@ -227,9 +231,13 @@ def check_out_dir(run_dir: Path, *, force: bool) -> None:
     """
     run_dir = Path(run_dir)
     make_out_dir(run_dir)
-    if any(not _is_leftover(p) for p in run_dir.iterdir()) and not force:
-        raise PwmprError(f"output directory {run_dir} is not empty; pass --resume {run_dir} to continue it "
-                         "or --force to overwrite it")
+    if any(not _is_leftover(p) for p in run_dir.iterdir()):
+        if not force:
+            raise PwmprError(f"output directory {run_dir} is not empty; pass --resume {run_dir} to continue it "
+                             "or --force to overwrite it")
+        if not is_run_dir(run_dir):
+            raise PwmprError(f"--force replaces a pwmpr run folder, and {run_dir} is not one (it has no {CONFIG} "
+                             f"and no {CHECKPOINTS}/): pick another --out")
 
 
 def clean_leftovers(run_dir: Path) -> list[str]:
@@ -261,11 +269,21 @@ def set_aside(run_dir: Path) -> Path | None:
     entries = [p for p in run_dir.iterdir() if p.name != RUN_LOCK and not p.name.startswith(SET_ASIDE)]
     if not entries:
         return None
+    if not is_run_dir(run_dir):
+        raise PwmprError(f"--force replaces a pwmpr run folder, and {run_dir} is not one (it has no {CONFIG} and no "
+                         f"{CHECKPOINTS}/): pick another --out")
     aside = run_dir / f"{SET_ASIDE}{os.getpid()}"
     aside.mkdir()
-    for p in entries:
+    # checkpoints/ first: a --force killed part-way then leaves no checkpoint behind, so recover_set_aside
+    # restores the old files instead of taking them for a finished replacement.
+    for p in sorted(entries, key=lambda p: p.name != CHECKPOINTS):
         os.replace(p, aside / p.name)
     return aside
+
+
+def is_run_dir(path: Path) -> bool:
+    """True when ``path`` holds a pwmpr run (its config.json or checkpoints/)."""
+    return (Path(path) / CONFIG).is_file() or (Path(path) / CHECKPOINTS).is_dir()
 
 
 def restore_set_aside(run_dir: Path, aside: Path) -> None:

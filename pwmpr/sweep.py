@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pwmpr import rundir
-from pwmpr.config import GrowConfig
+from pwmpr.config import SEED_LIMIT, GrowConfig, read_json_object
 from pwmpr.errors import PwmprError
 
 SWEEP_CONFIG = "sweep.json"
@@ -50,7 +50,7 @@ class SweepConfig:
     def __post_init__(self) -> None:
         if isinstance(self.base, dict):
             self.base = GrowConfig.from_dict(self.base)
-        if not self.densities:
+        if not isinstance(self.densities, list) or not self.densities:
             raise PwmprError("the density grid is empty: give at least one density in (0, 1]")
         for d in self.densities:
             if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d <= 1:
@@ -58,11 +58,15 @@ class SweepConfig:
         if len(set(self.densities)) != len(self.densities):
             raise PwmprError(f"the density grid repeats a density: {self.densities}")
         self.densities = sorted(float(d) for d in self.densities)
-        if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
-            raise PwmprError(f"seeds must be a non-empty list of integers >= 0, got {self.seeds!r}")
+        if not isinstance(self.densities, list) or not isinstance(self.seeds, list):
+            raise PwmprError("densities and seeds must be lists")
+        if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < SEED_LIMIT
+                                 for s in self.seeds):
+            raise PwmprError(f"seeds must be a non-empty list of whole numbers in [0, 2**63), got {self.seeds!r}")
         if len(set(self.seeds)) != len(self.seeds):
             raise PwmprError(f"the seed list repeats a seed: {self.seeds}")
-        if not (isinstance(self.tol, (int, float)) and math.isfinite(self.tol) and self.tol >= 0):
+        if isinstance(self.tol, bool) or not (isinstance(self.tol, (int, float)) and math.isfinite(self.tol)
+                                              and self.tol >= 0):
             raise PwmprError(f"tol must be >= 0, got {self.tol!r}")
         if self.base.final_epochs < 1:
             raise PwmprError("a sweep trains every point for final_epochs: it must be >= 1")
@@ -107,7 +111,10 @@ class SweepConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise PwmprError(f"unknown key(s) in the sweep configuration: {', '.join(unknown)}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as exc:
+            raise PwmprError(f"bad value in the sweep configuration: {exc}") from None
 
 
 def point_dir(out: Path, density: float, seed: int) -> Path:
@@ -122,15 +129,8 @@ def is_sweep(path: Path | str) -> bool:
 
 def load_config(out: Path | str) -> SweepConfig:
     """The SweepConfig of a sweep folder."""
-    path = Path(out) / SWEEP_CONFIG
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PwmprError(f"{out} is not a sweep folder: it has no {SWEEP_CONFIG}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PwmprError(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise PwmprError(f"{path} must hold a JSON object")
+    data = read_json_object(Path(out) / SWEEP_CONFIG, "sweep configuration",
+                            missing=f"{out} is not a sweep folder: it has no {SWEEP_CONFIG}")
     return SweepConfig.from_dict(data)
 
 
@@ -141,16 +141,30 @@ def run_sweep(cfg: SweepConfig, out: Path | str, *, resume: bool = False, force:
     Finished points are kept, unfinished ones resumed (``resume``), so a killed sweep carries on where it
     stopped. Without ``resume`` a non-empty ``out`` needs ``force`` unless it is a sweep of the same config.
     """
-    from pwmpr.runner import run
+    from pwmpr.lock import lock_beside
 
     out = Path(out)
     if resume:
         cfg = load_config(out)
-    elif out.exists() and any(out.iterdir()):
+    if not out.parent.is_dir():
+        rundir.make_out_dir(out.parent)
+    with lock_beside(out, "sweep folder"):  # one writer per sweep folder
+        return _run_locked(cfg, out, resume=resume, force=force, reporter=reporter)
+
+
+def _run_locked(cfg: SweepConfig, out: Path, *, resume: bool, force: bool, reporter) -> dict[str, Any]:
+    from pwmpr.runner import run
+
+    if not resume and out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
         same = is_sweep(out) and load_config(out).to_dict() == cfg.to_dict()
-        if not (same or force):
-            raise PwmprError(f"{out} is not empty: pass --force to replace it, or --resume to continue its sweep")
         if not same:
+            if not force:
+                raise PwmprError(f"{out} is not empty: pass --force to replace it, or --resume to continue its "
+                                 "sweep")
+            if not is_sweep(out):
+                raise PwmprError(f"--force replaces a sweep folder, and {out} is not one (it has no "
+                                 f"{SWEEP_CONFIG}): pick another --out")
+            validate(cfg)  # the new sweep can start: only now does the old one go
             import shutil
 
             shutil.rmtree(out)
@@ -168,6 +182,17 @@ def run_sweep(cfg: SweepConfig, out: Path | str, *, resume: bool = False, force:
         else:
             run(cfg.point_config(density, seed), folder, force=True, reporter=reporter)
     return write_summary(out, cfg)
+
+
+def validate(cfg: SweepConfig) -> None:
+    """Raise PwmprError when the sweep's first point could not start: its data set or model do not load."""
+    from pwmpr.data import load_data
+    from pwmpr.models import create_model
+
+    base = cfg.base
+    bundle = load_data(base.data, base.data_dir, val_fraction=base.val_fraction, max_train=base.max_train)
+    model = base.model if base.model != "auto" else bundle.default_model
+    create_model(model, bundle.num_classes, tuple(bundle.input_shape))
 
 
 def read_points(out: Path | str, cfg: SweepConfig | None = None) -> list[dict[str, Any]]:

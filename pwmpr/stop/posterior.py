@@ -7,8 +7,8 @@ validation split. The curve is one of two families, both with two linear paramet
 - ``power``: P(rho) = P_cap - r h(rho),  h from rho^-alpha       (a saturating exponential in log rho)
 
 where ``P_cap`` is the accuracy at the largest density growth may reach (``max_density``), ``r >= 0`` the rise
-between the smallest and largest observed density, and ``h`` the family's basis normalised to 1 over the observed
-range and to 0 at the cap. With the rate fixed the curve is linear in (P_cap, r), so for every rate on a log grid
+between the smallest and largest observed density, and ``h`` the family's basis, 0 at the cap and falling by 1
+over the observed range. With the rate fixed the curve is linear in (P_cap, r), so for every rate on a log grid
 the Gaussian posterior of (P_cap, r) is exact (flat prior) and the rate's evidence is closed form; samples drawn
 from those Gaussians and kept only inside what accuracy can be (chance <= P_cap <= 1, 0 <= r <= 1, and for
 ``exp`` an accuracy at density 0 of at least chance) are draws from the truncated posterior. The families are
@@ -184,7 +184,7 @@ def curve_posterior(points: Sequence[Observation], *, cap: float = 1.0, chance: 
         g_cap = np.array([_basis(fam, r, np.array([cap]), x_hi)[0] for r in rates])
         g_lo = np.array([_basis(fam, r, np.array([x_lo]), x_hi)[0] for r in rates])
         g_hi = np.array([_basis(fam, r, np.array([x_hi]), x_hi)[0] for r in rates])
-        h = (g - g_cap[:, None]) / (g_lo - g_hi)[:, None]  # (R, n): 1 at x_lo, 0 at cap
+        h = (g - g_cap[:, None]) / (g_lo - g_hi)[:, None]  # (R, n): 0 at the cap, h(x_lo) - h(x_hi) = 1
         w = 1.0 / sigma**2
         # Weighted least squares of y = P_cap - r h for each rate: X = [1, -h].
         s11, s12, s22 = w.sum(), -(w * h).sum(axis=1), (w * h * h).sum(axis=1)
