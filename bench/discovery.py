@@ -54,12 +54,29 @@ def collect(out: Path) -> tuple[list[dict], dict[str, dict]]:
     return rows, sweeps
 
 
+def default_rule() -> str:
+    """The benchmark's name for pwmpr grow's default stop settings."""
+    from pwmpr.config import StopConfig
+
+    stop = StopConfig()
+    if stop.rule == "gain":
+        return "gain-plateau" if stop.plateau_tol > 0 else "gain"
+    return {"paper": "paper-fixed", "paper-unbounded": "paper-today"}.get(stop.rule, stop.rule)
+
+
+def unfinished(out: Path) -> list[str]:
+    """Run folders of the benchmark that exist but have no summary.json yet."""
+    return sorted(f"{p.parent.name}/{p.name}" for p in out.glob("*/*") if p.is_dir()
+                  and (RUN_RE.match(p.name) or p.name in ("imp-s0", "sweep")) and not (p / "summary.json").is_file())
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
-def render(rows: list[dict], sweeps: dict[str, dict], command: str, elapsed: float | None) -> str:
-    """The markdown of bench/results/discovery.md."""
+def render(rows: list[dict], sweeps: dict[str, dict], command: str, elapsed: float | None,
+           missing: list[str] = ()) -> str:
+    """The markdown of bench/results/discovery.md; ``missing`` names runs that have not finished."""
     lines = [
         *header(command, f"{elapsed / 60:.0f} min of runs" if elapsed else ""),
         "A run is a **hit** when its final test accuracy is within 1 point of the sweep's best mean test accuracy, "
@@ -83,6 +100,17 @@ def render(rows: list[dict], sweeps: dict[str, dict], command: str, elapsed: flo
             f"{100 * statistics.fmean(x['gap_to_best'] for x in rs):+.2f} | "
             f"{statistics.fmean(x['cost_flops'] for x in rs):.2f} | "
             + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) + " |")
+    shares = {rule: sum(1 for x in rows if x["rule"] == rule and x["hit"]) / sum(1 for x in rows if x["rule"] == rule)
+              for rule in RULE_NAMES if any(x["rule"] == rule for x in rows)}
+    top = max(shares.values())
+    leaders = [RULE_NAMES[r] for r, v in shares.items() if v == top]
+    default = default_rule()
+    verdict = (f"Verdict (computed): the highest share of hits, {pct(top)}, is "
+               + (f"{leaders[0]}'s." if len(leaders) == 1 else f"shared by {' and '.join(leaders)}."))
+    if default in shares:
+        verdict += (f" pwmpr's default ({RULE_NAMES[default]}) hits {pct(shares[default])}: the goal of at least 80% "
+                    f"is {'met' if shares[default] >= 0.8 else 'not met'}.")
+    lines += ["", verdict + (" Runs not finished: " + ", ".join(missing) + "." if missing else "")]
     lines += ["", "Per data/model pair and seed density (hits / runs; mean ± std over seeds of the discovered "
               "density and final test accuracy):", "",
               "| pair | sweep knee (best) | seed density | stop rule | hits | density | test accuracy | why missed |",
@@ -124,11 +152,15 @@ def main() -> None:
     parser.add_argument("--command", default="bash bench/discovery.sh")
     parser.add_argument("--elapsed", type=float, default=None)
     parser.add_argument("--no-quote", action="store_true", help="do not update bench/RESULTS.md and README.md")
+    parser.add_argument("--note", default="", help="a provenance note printed under the header")
     args = parser.parse_args()
     rows, sweeps = collect(args.out)
     if not rows:
         sys.exit(f"discovery.py: no scored PWMPR run under {args.out}")
-    text = render(rows, sweeps, args.command, args.elapsed)
+    text = render(rows, sweeps, args.command, args.elapsed, unfinished(args.out))
+    if args.note:
+        head, _, rest = text.partition("\n\n")
+        text = f"{head}\n\n**Note:** {args.note}\n\n{rest}"
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(text)
     (args.results.with_suffix(".json")).write_text(json.dumps({"rows": rows, "sweeps": sweeps}, indent=1) + "\n")
