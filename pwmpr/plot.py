@@ -60,8 +60,11 @@ def plot_curve(history: list[dict[str, Any]], path: Path, title: str = "") -> No
             note = "no fit: " + (last.get("fit_status") or "too few points")
         if note:
             ax.text(0.02, 0.02, note, transform=ax.transAxes, fontsize=7, va="bottom", wrap=True)
-        if xs and max(xs) / max(min(xs), 1e-12) > 4:
+        if xs and max(xs) / max(min(xs), 1e-12) > 4 or post:
+            from matplotlib.ticker import FuncFormatter
+
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel("density")
         ax.set_ylabel("validation accuracy")
         ax.set_title(title, fontsize=9)
