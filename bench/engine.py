@@ -14,7 +14,7 @@ import time
 import torch
 
 from pwmpr import create_model
-from pwmpr.grow import grow
+from pwmpr.growth import grow
 from pwmpr.score import pwmp_scores
 from pwmpr.seed import phew_masks
 

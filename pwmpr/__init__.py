@@ -8,8 +8,6 @@ imports. Each name below is imported from its module on first use. The layers ar
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -19,7 +17,7 @@ _EXPORTS = {
     "FlopCount": "pwmpr.accounting", "TauCore": "pwmpr.accounting", "tau_core": "pwmpr.accounting",
     "training_flops": "pwmpr.accounting",  # metrics
     "PwmprError": "pwmpr.errors",
-    "GROWTH_RULES": "pwmpr.grow", "grow": "pwmpr.grow",  # 4 grow
+    "GROWTH_RULES": "pwmpr.growth", "grow": "pwmpr.growth",  # 4 grow
     "MaskSet": "pwmpr.masks", "prunable": "pwmpr.masks",
     "MODELS": "pwmpr.models", "create_model": "pwmpr.models", "list_models": "pwmpr.models",
     "gradient_scores": "pwmpr.score", "pwmp_scores": "pwmpr.score",  # 3 score
@@ -68,19 +66,3 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     """The module's names and every public name, loaded or not."""
     return sorted(set(globals()) | set(_EXPORTS))
-
-
-class _Package(types.ModuleType):
-    """The pwmpr package object. ``pwmpr.grow`` is the growth function, as it always was, not the submodule.
-
-    Importing a submodule binds it on its package (``pwmpr.grow`` = the module ``pwmpr/grow.py``), which would
-    shadow the public function of the same name; that one binding is replaced by the function it exports.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == value.__name__ and hasattr(value, name):
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pwmpr.errors import PwmprError
-from pwmpr.grow import GROWTH_RULES, grow, growth_count
+from pwmpr.growth import GROWTH_RULES, grow, growth_count
 from pwmpr.masks import MaskSet
 
 ALL_RULES = GROWTH_RULES.names()

@@ -4,13 +4,13 @@ After each rough-training phase the configured stop rule (``pwmpr.stop.STOP_RULE
 reads the (density, validation accuracy) points; growth also stops when doubling the density no longer buys
 ``plateau_tol`` accuracy (a fallback, 0 disables it), at max density, at max phases, or when no edge can be grown.
 Otherwise the missing edges are scored (``pwmpr.score``) and ``gamma`` of the present edge count is grown
-(``pwmpr.grow``). The growth rule is a registry entry, so the ``random``, ``gradient`` and ``pwmp-topk``
+(``pwmpr.growth``). The growth rule is a registry entry, so the ``random``, ``gradient`` and ``pwmp-topk``
 ablations run through this same method.
 """
 
 from __future__ import annotations
 
-from pwmpr.grow import GROWTH_RULES, grow, growth_count
+from pwmpr.growth import GROWTH_RULES, grow, growth_count
 from pwmpr.methods import METHODS, Decision, Method, RunContext
 from pwmpr.score import gradient_scores, pwmp_scores
 from pwmpr.seed import SEEDS
