@@ -119,6 +119,39 @@ def test_claims_by_hand(runs, tmp_path):
     assert c.verdict == "holds"
 
 
+def test_verdicts_weigh_the_spread_over_seeds(tmp_path):
+    """A difference smaller than its standard error over seeds is "not distinguishable", and so is one seed."""
+    paths = []
+    # PWMPR minus random, per seed, over the 3 matched densities: +2.0, -1.0, +0.5 points (mean +0.5, sem 0.87).
+    for s, d in enumerate((0.02, -0.01, 0.005)):
+        paths.append(_pwmpr(tmp_path, "pwmp", s, 0.9, [0.80, 0.85, 0.88], [0.2, 0.2, 0.2]))
+        paths.append(_pwmpr(tmp_path, "random", s, 0.9, [0.80 - d, 0.85 - d, 0.88 - d], [0.2, 0.2, 0.2]))
+    claims = {c.name: c for c in compare(paths, None).claims["mlp on mnist5k"]}
+    c = claims["PWMPR vs random growth below 20% density"]
+    assert c.values["per_seed_diff_pt"]["mean"] == pytest.approx(0.5)
+    assert c.values["mean_diff_pt"] > 0 and c.verdict == "not distinguishable"
+    # The same with every seed +1 point: the spread is 0, so the +1 point holds.
+    tight = tmp_path / "tight"
+    paths = []
+    for s in range(3):
+        paths.append(_pwmpr(tight, "pwmp", s, 0.9, [0.80, 0.85, 0.88], [0.2, 0.2, 0.2]))
+        paths.append(_pwmpr(tight, "random", s, 0.9, [0.79, 0.84, 0.87], [0.2, 0.2, 0.2]))
+    c = {c.name: c for c in compare(paths, None).claims["mlp on mnist5k"]}["PWMPR vs random growth below 20% density"]
+    assert c.verdict == "holds"
+    # One seed: no spread to weigh, whatever the difference.
+    c = {c.name: c for c in compare(paths[:2], None).claims["mlp on mnist5k"]}[
+        "PWMPR vs random growth below 20% density"]
+    assert c.verdict == "not distinguishable" and "one seed" in c.measured
+
+
+def test_cost_verdict_across_a_bound_is_not_distinguishable(tmp_path):
+    """PWMPR cost 1.2x and 1.4x epochs over two seeds: mean 1.3, s.e. 0.1, so 1.3 ± 0.1 crosses 1.25."""
+    paths = [_pwmpr(tmp_path, "pwmp", s, 0.9, [0.8, 0.85], [0.2, 0.2], cost=(1.5, e))
+             for s, e in enumerate((1.2, 1.4))]
+    c = {c.name: c for c in compare(paths, None).claims["mlp on mnist5k"]}["PWMPR training cost / dense"]
+    assert c.values["cost_epochs"]["mean"] == pytest.approx(1.3) and c.verdict == "not distinguishable"
+
+
 def test_missing_runs_are_not_measured(runs, tmp_path):
     dense_only = [p for p in runs if p.name.startswith("dense")]
     claims = compare(dense_only, None).claims["mlp on mnist5k"]

@@ -355,14 +355,14 @@ def test_compare_log_axes_have_readable_ticks():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pwmpr.compare import _plain_ticks
+    from pwmpr.compare.report import plain_ticks
 
     for lo, hi in ((0.12, 0.45), (0.3, 4.0), (0.01, 1.0)):
         fig, ax = plt.subplots()
         ax.plot([lo, hi], [1, 2])
         ax.set_xscale("log")
         ax.set_xlim(lo, hi)
-        _plain_ticks(ax)
+        plain_ticks(ax)
         fig.canvas.draw()
         labels = [t.get_text() for t in ax.get_xticklabels(minor=False) + ax.get_xticklabels(minor=True)
                   if t.get_text() and lo <= t.get_position()[0] <= hi]
