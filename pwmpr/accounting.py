@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from pwmpr.errors import PwmprError
 from pwmpr.masks import PRUNABLE_TYPES, MaskSet
-from pwmpr.probe import device_of, normalize_input_shape, run_forward, sum_outputs
+from pwmpr.probe import device_of, float_dtype_of, normalize_input_shape, run_forward, sum_outputs, training_mode
 from pwmpr.score import guarded_forward, linear_surrogate
 
 # Coverage is a ratio of float64 sums: a core that carries exactly tau of the mass must count as reaching tau.
@@ -95,17 +95,12 @@ def training_flops(model: nn.Module, masks: Mapping[str, Tensor] | None, input_s
         positions[names[module]] += math.prod(dims)
 
     handles = [m.register_forward_hook(count) for m in names]
-    modes = {m: m.training for m in model.modules()}
-    param = next(model.parameters(), None)
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    model.eval()
     try:
-        run_forward(model, torch.zeros((1, *shape), device=device_of(model), dtype=dtype))
+        with training_mode(model, False):
+            run_forward(model, torch.zeros((1, *shape), device=device_of(model), dtype=float_dtype_of(model)))
     finally:
         for h in handles:
             h.remove()
-        for m, mode in modes.items():
-            m.training = mode
 
     layers = {}
     for module, name in names.items():

@@ -9,7 +9,8 @@ without loading the model zoo.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -39,6 +40,25 @@ def device_of(model: nn.Module) -> torch.device:
     """The device of ``model``'s first parameter (CPU for a model without parameters)."""
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
+
+
+def float_dtype_of(model: nn.Module) -> torch.dtype:
+    """The dtype of ``model``'s first parameter when it is a float, else float32: the dtype a probe input needs."""
+    param = next(model.parameters(), None)
+    return param.dtype if param is not None and param.is_floating_point() else torch.float32
+
+
+@contextmanager
+def training_mode(model: nn.Module, train: bool) -> Iterator[nn.Module]:
+    """Within the block ``model`` is in train (or eval) mode; afterwards every submodule has its own flag back,
+    mixed train/eval states included."""
+    modes = {m: m.training for m in model.modules()}
+    model.train(train)
+    try:
+        yield model
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
 
 
 @torch.no_grad()

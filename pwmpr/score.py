@@ -21,7 +21,7 @@ from torch.overrides import TorchFunctionMode
 
 from pwmpr.errors import PwmprError
 from pwmpr.masks import PRUNABLE_TYPES, MaskSet, prunable
-from pwmpr.probe import device_of, normalize_input_shape, run_forward, sum_outputs
+from pwmpr.probe import device_of, normalize_input_shape, run_forward, sum_outputs, training_mode
 
 #: The method a module type defines to take part in PWMP scoring on its own terms (an attention block, a model
 #: holding additive embeddings): :func:`linear_surrogate` calls ``module.pwmp_linearize()`` on the scoring copy
@@ -412,13 +412,8 @@ def gradient_scores(
     }
     # Clones of the buffers take the in-place running-statistics updates of train-mode BN.
     buffers = {n: b.clone() for n, b in model.named_buffers()}
-    modes = {m: m.training for m in model.modules()}
-    model.train(train)
-    try:
+    with training_mode(model, train):
         loss = loss_fn(functional_call(model, {**buffers, **leaves}, (x,)), y)
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
     grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
     return {
         n: (g.detach().abs().double() if g is not None else torch.zeros_like(p, dtype=torch.float64))

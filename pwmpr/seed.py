@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from pwmpr.errors import PwmprError
 from pwmpr.graph import Link, UnitGraph, build_unit_graph, mixing_weights
 from pwmpr.masks import MaskSet, prunable
-from pwmpr.probe import check_input_shape, normalize_input_shape
+from pwmpr.probe import check_input_shape, normalize_input_shape, training_mode
 from pwmpr.registry import Registry
 from pwmpr.score import linear_surrogate
 
@@ -332,13 +332,9 @@ def _check_args(
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < 2**63:
         raise PwmprError(f"seed must be a non-negative integer, got {seed!r}")
     shape = normalize_input_shape(input_shape)
-    modes = {m: m.training for m in model.modules()}
-    try:
+    # check_input_shape restores only the top-level flag; keep mixed train/eval states as they were.
+    with training_mode(model, model.training):
         check_input_shape(model, shape)
-    finally:
-        # check_input_shape restores only the top-level flag; keep mixed train/eval states as they were.
-        for m, training in modes.items():
-            m.training = training
     return float(density), shape, torch.Generator().manual_seed(int(seed))
 
 

@@ -1,4 +1,5 @@
-"""A small Vision Transformer (ViT-Tiny: dim 192, depth 12, 3 heads) for 32x32-class inputs.
+"""Small Vision Transformers: ViT-Tiny (dim 192, depth 12, 3 heads) for 32x32-class inputs, and ``vit-mini`` (dim 64,
+depth 4, 4 heads, about 7x7 patches) that two CPU cores train on 28x28 digits in seconds per epoch.
 
 Attention uses separate ``q``, ``k``, ``v`` and ``proj`` Linear layers so each is a prunable weight of
 its own. Everything the engine needs to know about attention is said here, by two hooks (docs/architecture.md,
@@ -10,6 +11,11 @@ its own. Everything the engine needs to know about attention is said here, by tw
   PWMP scores are zero: the paper's own open question 2 ("PWMP does not naturally extend to query-key matrices").
 * ``phew_stages`` (PHEW walks, docs/method.md, Seed): ``q``, ``k`` and ``v`` read the block's input and merge like
   a 3-way residual add into the input of ``proj``. Heads are not modelled.
+* ``pwmp_qk`` and ``pwmp_attention(core)`` (the attention-aware growth rules, docs/method.md, "Attention: growing q
+  and k"; pwmpr.attention): ``pwmp_qk`` names the query and key layers, whose output features are laid out head by
+  head; ``pwmp_attention(core)`` makes the block compute ``core(q, k, v, scale)`` (per-head tensors
+  ``(batch, heads, tokens, head_dim)``) in place of ``softmax(q k^T * scale) v``, so the engine can record the
+  real attention of a batch, gate heads, or put the attention's tangent into the scoring net.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ class Attention(nn.Module):
     #: PHEW walks (pwmpr.graph) keep this module whole and see its Linear children in stages: each child of a stage
     #: reads the previous stage's output, and a stage's outputs merge like a residual add.
     phew_stages = (("q", "k", "v"), ("proj",))
+    #: The children holding the query and key weights (pwmpr.attention.QK_HOOK); output feature r of each belongs
+    #: to head r // head_dim.
+    pwmp_qk = ("q", "k")
 
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
@@ -36,21 +45,35 @@ class Attention(nn.Module):
         self.v = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
         self.uniform = False
+        self.core = None
 
     def pwmp_linearize(self) -> None:
         """Make this block linear in its input for PWMP scoring: uniform attention instead of softmax(QK^T)."""
         self.uniform = True
 
+    def pwmp_attention(self, core) -> None:
+        """Compute ``core(q, k, v, scale)`` instead of ``softmax(q k^T * scale) v`` from now on (None: softmax again).
+
+        q, k and v reach the core per head, ``(batch, heads, tokens, head_dim)``; it returns the same shape. The
+        engine uses it to record the real attention of a batch, to gate heads and to score through the
+        attention's tangent (pwmpr.attention); a core set on the scoring copy wins over uniform attention.
+        """
+        self.core = core
+
     def forward(self, x):
         b, t, d = x.shape
         h = self.heads
-        v = self.v(x).reshape(b, t, h, d // h).transpose(1, 2)
-        if self.uniform:
+
+        def heads(layer):
+            return layer(x).reshape(b, t, h, d // h).transpose(1, 2)
+
+        v = heads(self.v)
+        if self.core is not None:
+            out = self.core(heads(self.q), heads(self.k), v, self.scale)
+        elif self.uniform:
             out = v.mean(dim=2, keepdim=True).expand(b, h, t, d // h)
         else:
-            q = self.q(x).reshape(b, t, h, d // h).transpose(1, 2)
-            k = self.k(x).reshape(b, t, h, d // h).transpose(1, 2)
-            attn = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
+            attn = torch.softmax((heads(self.q) @ heads(self.k).transpose(-2, -1)) * self.scale, dim=-1)
             out = attn @ v
         return self.proj(out.transpose(1, 2).reshape(b, t, d))
 
@@ -112,3 +135,13 @@ def vit_tiny(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
     if len(input_shape) != 3:
         raise ValueError(f"vit-tiny needs input_shape (C, H, W), got {input_shape}")
     return ViT(tuple(input_shape), num_classes)
+
+
+@MODELS.register("vit-mini")
+def vit_mini(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    """A ViT two CPU cores train in seconds per epoch: dim 64, depth 4, 4 heads, MLP ratio 2, patches of
+    ceil(min(H, W) / 7) pixels (4 on 28x28 digits: 49 tokens and a class token; 2 on 8x8)."""
+    if len(input_shape) != 3:
+        raise ValueError(f"vit-mini needs input_shape (C, H, W), got {input_shape}")
+    patch = max(1, -(-min(input_shape[1:]) // 7))
+    return ViT(tuple(input_shape), num_classes, dim=64, depth=4, heads=4, mlp_ratio=2, patch=patch)
