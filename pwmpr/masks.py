@@ -7,7 +7,7 @@ shortcuts and classifier included; biases and normalisation parameters always st
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +22,30 @@ def prunable(model: nn.Module) -> list[str]:
     return [
         f"{name}.weight" if name else "weight" for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)
     ]
+
+
+def flatten_layers(tensors: Mapping[str, Tensor], names: Sequence[str]) -> Tensor:
+    """The tensors of ``names`` flattened and joined in that order: one global vector over the layers."""
+    if not names:
+        return torch.empty(0)
+    return torch.cat([tensors[n].reshape(-1) for n in names])
+
+
+def split_layers(flat: Tensor, like: Mapping[str, Tensor], names: Sequence[str]) -> dict[str, Tensor]:
+    """A global vector (layers in ``names`` order) cut back into per-layer tensors shaped like ``like``'s."""
+    chunks = flat.split([like[n].numel() for n in names])
+    return {n: c.view(like[n].shape) for n, c in zip(names, chunks, strict=True)}
+
+
+def split_positions(positions: Tensor, sizes: Sequence[int]) -> list[Tensor]:
+    """Positions in a global vector -> per layer, the sorted positions inside that layer (layer sizes ``sizes``)."""
+    bounds = torch.tensor([0, *sizes], device=positions.device).cumsum(0)
+    positions = torch.sort(positions).values
+    out = []
+    for i in range(len(sizes)):
+        lo, hi = torch.searchsorted(positions, bounds[i : i + 2]).tolist()
+        out.append(positions[lo:hi] - bounds[i])
+    return out
 
 
 class MaskSet(Mapping[str, Tensor]):

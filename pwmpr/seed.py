@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from pwmpr.errors import PwmprError
 from pwmpr.graph import Link, UnitGraph, build_unit_graph, mixing_weights
-from pwmpr.masks import MaskSet, prunable
+from pwmpr.masks import MaskSet, flatten_layers, prunable, split_layers
 from pwmpr.probe import check_input_shape, normalize_input_shape, training_mode
 from pwmpr.registry import Registry
 from pwmpr.score import linear_surrogate
@@ -120,7 +120,7 @@ def magnitude_masks(model: nn.Module, density: float, input_shape: Sequence[int]
     names = prunable(model)
     if not names:
         return MaskSet({})
-    scores = torch.cat([params[n].detach().abs().reshape(-1).double().cpu() for n in names])
+    scores = flatten_layers({n: params[n].detach().abs().double().cpu() for n in names}, names)
     return _split(_top(scores, _n_target(density, scores.numel())), names, params)
 
 
@@ -352,5 +352,4 @@ def _top(scores: Tensor, k: int) -> Tensor:
 
 def _split(keep: Tensor, names: list[str], params: dict[str, Tensor]) -> MaskSet:
     """Cut a flat bool vector over the prunable weights (in ``names`` order) into per-layer masks."""
-    chunks = keep.split([params[n].numel() for n in names])
-    return MaskSet({n: c.view(params[n].shape).to(params[n].device) for n, c in zip(names, chunks, strict=True)})
+    return MaskSet({n: m.to(params[n].device) for n, m in split_layers(keep, params, names).items()})

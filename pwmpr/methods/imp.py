@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from pwmpr.errors import PwmprError
-from pwmpr.masks import MaskSet
+from pwmpr.masks import MaskSet, flatten_layers, split_layers
 from pwmpr.methods import METHODS, Decision, Method, RunContext, options_from_dict
 
 VARIANTS = ("rewind", "lr-rewind", "continue")
@@ -97,24 +97,14 @@ def prune_global_magnitude(model: nn.Module, masks: MaskSet, fraction: float = 0
     """
     params = dict(model.named_parameters())
     names = list(masks)
-    kept = [masks[n].reshape(-1).cpu() for n in names]
-    mags = [params[n].detach().abs().reshape(-1).cpu().double() for n in names]
-    values = torch.cat([m[k] for m, k in zip(mags, kept, strict=True)])
+    kept = flatten_layers({n: masks[n].cpu() for n in names}, names).bool()
+    values = flatten_layers({n: params[n].detach().abs().cpu().double() for n in names}, names)[kept]
     n_prune = min(prune_count(values.numel(), fraction), values.numel())
     # Stable sort: equal magnitudes leave in position order, so the count is exact and reproducible.
     order = torch.sort(values, stable=True).indices[:n_prune]
-    drop = torch.zeros(values.numel(), dtype=torch.bool)
-    drop[order] = True
-    out: dict[str, Tensor] = {}
-    start = 0
-    for name, k in zip(names, kept, strict=True):
-        n_kept = int(k.sum())
-        new = k.clone()
-        idx = k.nonzero().squeeze(1)
-        new[idx[drop[start:start + n_kept]]] = False
-        start += n_kept
-        out[name] = new.view_as(masks[name]).to(masks[name].device)
-    return MaskSet(out)
+    new = kept.clone()
+    new[kept.nonzero().squeeze(1)[order]] = False
+    return MaskSet({n: m.to(masks[n].device) for n, m in split_layers(new, masks, names).items()})
 
 
 @METHODS.register("imp")
