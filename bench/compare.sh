@@ -6,7 +6,8 @@
 # discovered density, all LeNet-300-100 (`mlp`) with the same trainer, data and cost accounting; then
 # `pwmpr compare` writes the table, the claim checks and the two plots into $OUT.
 #
-#   bash bench/compare.sh                      # 3 seeds, 2 parallel jobs, about 15-25 min on 2 cores
+#   NAME=compare-seed01 bash bench/compare.sh  # 3 seeds, 2 parallel jobs; NAME publishes into bench/results
+#   NAME=compare-seed05 OUT=bench/compare-seed05 SEED_DENSITY=0.05 bash bench/compare.sh
 #   SEEDS="0 1 2 3 4" JOBS=2 bash bench/compare.sh
 #   EPOCHS=2 PHASE_EPOCHS=1 LEVELS=2 SEEDS=0 OUT=/tmp/cmp bash bench/compare.sh   # smoke test, ~2 min
 #
@@ -74,5 +75,10 @@ cat > "$OUT/command.txt" <<TXT
 $(cd "$OUT/../.." 2>/dev/null && pwd)\$ OUT=$OUT SEEDS="$SEEDS" JOBS=$JOBS EPOCHS=$EPOCHS PHASE_EPOCHS=$PHASE_EPOCHS SEED_DENSITY=$SEED_DENSITY LEVELS=$LEVELS REWIND_STEP=$REWIND_STEP bash bench/compare.sh
 runs: $RUNS (one folder per run, with its log beside it); training took ${elapsed}s wall on $(nproc --all) cores
 TXT
+command="OUT=$OUT SEEDS=\"$SEEDS\" JOBS=$JOBS EPOCHS=$EPOCHS PHASE_EPOCHS=$PHASE_EPOCHS SEED_DENSITY=$SEED_DENSITY LEVELS=$LEVELS REWIND_STEP=$REWIND_STEP bash bench/compare.sh"
+if [ -n "${NAME:-}" ]; then  # NAME=compare-seed01: publish into bench/results, bench/RESULTS.md and README.md
+  python3 bench/compare_results.py --out "$OUT" --name "$NAME" --command "$command" --elapsed "$elapsed" \
+    --seed-density "$SEED_DENSITY"
+fi
 echo "benchmark: ${elapsed}s of runs; table, claims and plots in $OUT (compare.md, compare.csv, acc_vs_density.png, acc_vs_cost.png)"
 echo "command: OUT=$OUT SEEDS=\"$SEEDS\" JOBS=$JOBS EPOCHS=$EPOCHS PHASE_EPOCHS=$PHASE_EPOCHS SEED_DENSITY=$SEED_DENSITY LEVELS=$LEVELS REWIND_STEP=$REWIND_STEP bash bench/compare.sh"
