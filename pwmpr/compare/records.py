@@ -1,0 +1,218 @@
+"""Reading finished run folders and grouping them by configuration, with the statistics over seeds.
+
+A :class:`RunRecord` is one run folder as the runner wrote it; a :class:`Group` is the runs of one configuration
+(the config minus the seed, the device and the data folder), and :class:`Stat` the mean, sample standard
+deviation and standard error over those seeds. Every number comes from ``summary.json`` and ``history.jsonl``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pwmpr import rundir
+from pwmpr.errors import PwmprError
+
+# Config keys that never change what a run computes: runs differing only in these are seeds of one configuration.
+_NOT_CONFIG = ("seed", "device", "data_dir", "version")
+
+
+@dataclass
+class RunRecord:
+    """One finished run folder: its config, summary and history as written by the runner."""
+
+    path: Path
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    history: list[dict[str, Any]]
+
+    @property
+    def method(self) -> str:
+        return self.config.get("method", self.summary.get("method", "?"))
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("seed", self.summary.get("seed", 0)))
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return self.config.get("options") or {}
+
+    @property
+    def variant(self) -> str:
+        """The growth rule (pwmpr), IMP variant or one-shot pruner; empty for dense."""
+        if self.method == "pwmpr":
+            return (self.config.get("growth") or {}).get("rule", "pwmp")
+        if self.method == "imp":
+            return self.options.get("variant", "lr-rewind")
+        if self.method == "oneshot":
+            return f"{self.options.get('pruner', 'phew')}@{self.options.get('density', 0.1):.3g}"
+        return ""
+
+    @property
+    def setting(self) -> tuple[str, str]:
+        """(model, data): only runs of one setting are compared in a claim."""
+        return (str(self.config.get("model", self.summary.get("model"))),
+                str(self.config.get("data", self.summary.get("data"))))
+
+    def group_key(self) -> str:
+        """The config minus seed, device and data folder, as canonical JSON."""
+        cfg = {k: v for k, v in self.config.items() if k not in _NOT_CONFIG}
+        return json.dumps(cfg, sort_keys=True)
+
+    def phases(self) -> list[dict[str, Any]]:
+        """History rows of the phases (IMP levels, growth phases), without the final training."""
+        return [r for r in self.history if r.get("stage") == "phase"]
+
+
+
+def read_json(path: Path, what: str) -> Any:
+    """The JSON in ``path``; an unreadable file raises PwmprError naming ``what`` it should have been."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PwmprError(f"cannot read {what} {path}: {exc}") from None
+
+
+def read_run(path: Path | str) -> RunRecord:
+    """Read a finished run folder; anything else raises PwmprError naming the folder and what it lacks."""
+    path = Path(path)
+    if not path.is_dir():
+        raise PwmprError(f"{path} is not a run folder (not a directory)")
+    if not (path / rundir.CONFIG).is_file():
+        raise PwmprError(f"{path} is not a run folder: it has no {rundir.CONFIG}")
+    if not (path / rundir.SUMMARY).is_file():
+        raise PwmprError(f"{path} has no {rundir.SUMMARY}: the run has not finished (continue it with --resume)")
+    config = read_json(path / rundir.CONFIG, "config")
+    summary = read_json(path / rundir.SUMMARY, "summary")
+    if not isinstance(config, dict) or not isinstance(summary, dict):
+        raise PwmprError(f"{path}: {rundir.CONFIG} and {rundir.SUMMARY} must hold JSON objects")
+    try:
+        history = rundir.read_history(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PwmprError(f"cannot read {path / rundir.HISTORY}: {exc}") from None
+    for key in ("discovered_density", "test_acc", "cost_flops", "cost_epochs"):
+        if not isinstance(summary.get(key), (int, float)):
+            raise PwmprError(f"{path / rundir.SUMMARY} lacks a number for {key!r}")
+    return RunRecord(path, config, summary, history)
+
+
+
+
+@dataclass
+class Stat:
+    """Mean and sample standard deviation (0 for one value) of the values that were present."""
+
+    mean: float | None
+    std: float | None
+    n: int
+
+    @classmethod
+    def of(cls, values: Iterable[float | None]) -> Stat:
+        vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+        if not vals:
+            return cls(None, None, 0)
+        return cls(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
+
+    @property
+    def sem(self) -> float | None:
+        """Standard error of the mean (None without values)."""
+        if self.mean is None or self.std is None:
+            return None
+        return self.std / math.sqrt(self.n)
+
+
+def tau_ratio(row_or_summary: dict[str, Any]) -> float | None:
+    tc = row_or_summary.get("tau_core")
+    return tc.get("ratio") if isinstance(tc, dict) else None
+
+
+@dataclass
+class Group:
+    """The runs of one configuration (several seeds): one row of the table."""
+
+    label: str
+    method: str
+    variant: str
+    setting: tuple[str, str]
+    runs: list[RunRecord]
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(r.seed for r in self.runs)
+
+    def stat(self, key: str) -> Stat:
+        """Mean and std over the runs of ``summary[key]``."""
+        return Stat.of(r.summary.get(key) for r in self.runs)
+
+    def tau_ratio(self) -> Stat:
+        """Tau-core ratio (core size / hidden units) of the final networks."""
+        return Stat.of(tau_ratio(r.summary) for r in self.runs)
+
+    def reference_epochs(self) -> list[int]:
+        return sorted({int(r.summary.get("dense_reference_epochs") or 0) for r in self.runs})
+
+    def levels(self) -> list[dict[str, Any]]:
+        """The accuracy-density curve of the phases, averaged over seeds level by level (for IMP: the tickets).
+
+        Each entry: ``level``, ``density``, ``test_acc`` / ``val_acc`` / ``cost_flops`` / ``cost_epochs`` /
+        ``tau`` as :class:`Stat`. Levels reached by only some seeds average over those.
+        """
+        n = max((len(r.phases()) for r in self.runs), default=0)
+        out = []
+        for i in range(n):
+            rows = [r.phases()[i] for r in self.runs if len(r.phases()) > i]
+            out.append({
+                "level": i,
+                "density": Stat.of(x["density"] for x in rows),
+                "test_acc": Stat.of(x.get("test_acc") for x in rows),
+                "val_acc": Stat.of(x.get("val_acc") for x in rows),
+                "cost_flops": Stat.of(x.get("cost_flops") for x in rows),
+                "cost_epochs": Stat.of(x.get("cost_epochs") for x in rows),
+                "tau": Stat.of(tau_ratio(x) for x in rows),
+            })
+        return out
+
+    def best_tickets(self) -> list[dict[str, Any]]:
+        """Per run, the phase with the highest validation accuracy (IMP's best ticket) that has a test accuracy."""
+        best = []
+        for r in self.runs:
+            rows = [x for x in r.phases() if x.get("test_acc") is not None]
+            if rows:
+                b = max(rows, key=lambda x: (x["val_acc"], -x["density"]))
+                best.append({"seed": r.seed, "level": r.phases().index(b), "density": b["density"],
+                             "val_acc": b["val_acc"], "test_acc": b["test_acc"], "cost_flops": b["cost_flops"],
+                             "cost_epochs": b["cost_epochs"]})
+        return best
+
+
+def _label(run: RunRecord) -> str:
+    return f"{run.method}/{run.variant}" if run.variant else run.method
+
+
+def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
+    """Group runs by config minus seed; labels are ``method/variant``, made unique with a config hash."""
+    by_key: dict[str, list[RunRecord]] = {}
+    for r in runs:
+        by_key.setdefault(r.group_key(), []).append(r)
+    groups = [Group(_label(rs[0]), rs[0].method, rs[0].variant, rs[0].setting, sorted(rs, key=lambda r: r.seed))
+              for rs in by_key.values()]
+    settings = {g.setting for g in groups}
+    for g in groups:
+        if len(settings) > 1:
+            g.label = f"{g.label} [{g.setting[0]}·{g.setting[1]}]"
+    counts: dict[str, int] = {}
+    for g in groups:
+        counts[g.label] = counts.get(g.label, 0) + 1
+    for key, g in zip(by_key, groups, strict=True):
+        if counts[g.label] > 1:
+            g.label = f"{g.label}#{hashlib.md5(key.encode()).hexdigest()[:6]}"
+    order = {"pwmpr": 0, "imp": 1, "oneshot": 2, "dense": 3}
+    return sorted(groups, key=lambda g: (g.setting, order.get(g.method, 9), g.label))
+
