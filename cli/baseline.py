@@ -1,6 +1,7 @@
-"""``pwmpr baseline dense|imp|oneshot``: the baselines PWMPR is compared with, on the same runner as ``pwmpr grow``.
+"""``pwmpr baseline dense|imp|oneshot|rigl|set``: the baselines PWMPR is compared with, on the same runner as
+``pwmpr grow``.
 
-Each command turns its flags into a GrowConfig (``method`` dense, imp or oneshot, the method's knobs in
+Each command turns its flags into a GrowConfig (``method`` dense, imp, oneshot, rigl or set, the method's knobs in
 ``options``) and hands it to the shared ``pwmpr.cli.grow._run``, so every baseline writes the same run folder
 (config, history, checkpoints, summary, final.safetensors), resumes the same way and exports with ``pwmpr export``.
 Costs are measured against a dense run of ``--epochs`` epochs (``reference_epochs``) unless told otherwise.
@@ -17,6 +18,7 @@ from pwmpr.cli.errors import boundary
 from pwmpr.cli.grow import _run, refuse_with_resume
 from pwmpr.cli.options import RUN_CONTROL, command, config_flags, given_flags, int_option, leaf_fields, options_flags
 from pwmpr.errors import PwmprError
+from pwmpr.methods.dst import RiglOptions, SetOptions
 from pwmpr.methods.imp import ImpOptions
 from pwmpr.methods.oneshot import OneShotOptions
 
@@ -24,7 +26,8 @@ DEFAULT_EPOCHS = 30  # the final-training epochs of `pwmpr grow`, so a default b
 
 app = typer.Typer(
     name="baseline",
-    help="Baselines on the same trainer, data, masks and cost accounting as pwmpr grow: dense, IMP, one-shot.",
+    help="Baselines on the same trainer, data, masks and cost accounting as pwmpr grow: dense, IMP, one-shot, "
+         "RigL, SET.",
     no_args_is_help=True,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -32,7 +35,8 @@ app = typer.Typer(
 
 #: GrowConfig fields a baseline has no flag for, and why (every other field is a flag, as on ``pwmpr grow``).
 BASELINE_SKIP = {
-    **{p: "growth and its stop rule are PWMPR's" for p, _, _ in leaf_fields() if p.startswith(("growth.", "stop."))},
+    **{p: "growth, its stop rule and the shrink stage are PWMPR's" for p, _, _ in leaf_fields()
+       if p.startswith(("growth.", "stop.", "shrink."))},
     "phase_epochs": "set by --epochs", "final_epochs": "set by --epochs",
     "train.phase_schedule": "every baseline run is a full training: --schedule (train.final_schedule) sets it",
 }
@@ -47,11 +51,13 @@ SHARED_FLAGS = config_flags(
 @boundary
 def _baseline(method: str, fields: dict, options: dict, epochs: int | None, *, epoch_fields: tuple[str, ...],
               option_defaults: dict, given: list[str], out: Path | None, resume: Path | None, config: Path | None,
-              force: bool, quiet: bool, trust_code: bool, fixed: dict | None = None) -> dict:
+              force: bool, quiet: bool, trust_code: bool, fixed: dict | None = None,
+              options_cls: type | None = None) -> dict:
     """Fill in the epoch fields and options, then run through ``pwmpr grow``'s ``_run``.
 
     ``given``: every flag typed (named when ``--resume`` refuses them); ``fixed``: config values of a fresh run that
-    no flag sets (IMP's ``final_epochs`` 0).
+    no flag sets (IMP's ``final_epochs`` 0); ``options_cls``: the method's options dataclass, which checks the options
+    of a fresh run before anything is written.
     """
     if resume is not None:
         refuse_with_resume([*(["--config"] if config is not None else []), *(["--out"] if out is not None else []),
@@ -74,6 +80,8 @@ def _baseline(method: str, fields: dict, options: dict, epochs: int | None, *, e
     # A fresh run writes every option into config.json; a --config run keeps its own unless a flag is given.
     given_opts = {k: v for k, v in options.items() if v is not None}
     opts = given_opts if config is not None else {**option_defaults, **given_opts}
+    if options_cls is not None and config is None:
+        options_cls.from_options(opts)  # bad options fail here, before the run folder is made
     return _run(overrides, out=out, resume=None, config=config, force=force, quiet=quiet, method=method,
                 options=opts, trust_code=trust_code)
 
@@ -90,7 +98,7 @@ def _baseline_command(method: str, doc: str, epochs_help: str, options_cls: type
                  *given_flags(SHARED_FLAGS, fields)]
         _baseline(method, fields, options, epochs, epoch_fields=epoch_fields, option_defaults=defaults, given=given,
                   out=out, resume=resume, config=config, force=force, quiet=quiet, trust_code=trust_code,
-                  fixed=fixed)
+                  fixed=fixed, options_cls=options_cls)
 
     cmd = command(method, doc, {"options": opt_flags, "fields": SHARED_FLAGS},
                   [int_option("epochs", epochs_help), *RUN_CONTROL], body)
@@ -108,3 +116,12 @@ imp = _baseline_command(
 oneshot = _baseline_command(
     "oneshot", "Prune once at initialisation to --density (PHEW, SynFlow, random or magnitude), then train --epochs.",
     f"Training epochs (default: {DEFAULT_EPOCHS}).", OneShotOptions, ("phase_epochs", "final_epochs"), panel="One-shot")
+rigl = _baseline_command(
+    "rigl", "RigL (Evci et al. 2020): a random ERK (or uniform) mask at --density trained for --epochs; every "
+    "--update-epochs the smallest-|w| weights of each layer are dropped and as many regrown where |dL/dw| is "
+    "largest (drop fraction 0.3, cosine-decayed, no update after 75% of training).",
+    f"Training epochs (default: {DEFAULT_EPOCHS}).", RiglOptions, ("phase_epochs", "final_epochs"), panel="RigL")
+set_ = _baseline_command(
+    "set", "SET (Mocanu et al. 2018): a random ERK (or uniform) mask at --density trained for --epochs; after every "
+    "--update-epochs the smallest-|w| weights of each layer (zeta 0.3) are dropped and as many regrown at random.",
+    f"Training epochs (default: {DEFAULT_EPOCHS}).", SetOptions, ("phase_epochs", "final_epochs"), panel="SET")

@@ -29,11 +29,11 @@ from pwmpr.config import GrowConfig
 
 #: GrowConfig fields that are not flags, and why.
 EXCLUDED = {
-    "method": "chosen by the command itself: pwmpr grow, pwmpr baseline dense|imp|oneshot",
+    "method": "chosen by the command itself: pwmpr grow, pwmpr baseline dense|imp|oneshot|rigl|set",
     "options": "a method's options have their own flags, generated from its options dataclass",
 }
 #: Help panel of each config section.
-PANELS = {"": "Run", "train": "Training", "growth": "Growth", "stop": "Stop"}
+PANELS = {"": "Run", "train": "Training", "growth": "Growth", "stop": "Stop", "shrink": "Shrink"}
 _KINDS = (bool, int, float, str)
 
 

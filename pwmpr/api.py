@@ -30,7 +30,7 @@ from pwmpr.errors import PwmprError
 from pwmpr.masks import MaskSet
 from pwmpr.models import OBJECT_PREFIX, create_model, trusted_code
 
-_SECTIONS = ("train", "growth", "stop")
+_SECTIONS = ("train", "growth", "stop", "shrink")
 
 
 @dataclass

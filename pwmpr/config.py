@@ -75,11 +75,20 @@ class GrowthConfig:
     gamma: float = _f(0.25, "Growth per step as a fraction of the current edge count (density x1.25 by "
                       "default).")
     scope: str = _f("global", "Growth budget: global (one budget) or layer (gamma per layer).")
+    zeta: float = _f(0.0, "Prune-and-regrow (hybrid growth): at each growth step from --zeta-start on, also remove "
+                     "this fraction of the present edges by lowest |w| and regrow as many, with the gamma growth, by "
+                     "the growth rule (cosine-decayed over --zeta-steps steps); in [0, 1), 0 turns it off.")
+    zeta_start: int = _f(0, "Prune-and-regrow: the first growth step (0: after the first phase) that prunes.")
+    zeta_steps: int = _f(10, "Prune-and-regrow: growth steps over which zeta decays to 0 along a cosine (as RigL's "
+                         "drop fraction); 0 keeps zeta constant.")
 
     def __post_init__(self) -> None:
         _check(0 < self.seed_density <= 1, "seed_density", self.seed_density, "in (0, 1]")
         _check(self.gamma > 0 and math.isfinite(self.gamma), "gamma", self.gamma, "a positive number")
         _check(self.scope in ("global", "layer"), "scope", self.scope, "global or layer")
+        _check(0 <= self.zeta < 1, "zeta", self.zeta, "in [0, 1)")
+        _check(self.zeta_start >= 0, "zeta_start", self.zeta_start, ">= 0")
+        _check(self.zeta_steps >= 0, "zeta_steps", self.zeta_steps, ">= 0")
 
 
 @dataclass
@@ -112,10 +121,33 @@ class StopConfig:
 
 
 @dataclass
+class ShrinkConfig:
+    """The optional shrink stage after growth stops: the smallest density that keeps the discovered accuracy."""
+
+    enabled: bool = _f(False, "After growth stops, shrink: prune --shrink-fraction of the present edges by "
+                       "magnitude, regrow --shrink-regrow of them by the growth rule, retrain one rough phase; repeat "
+                       "while validation accuracy stays within --shrink-tol of the discovered network's (judged "
+                       "with --stop-alpha), then go back to the last network that did.", flag="shrink")
+    tol: float = _f(0.01, "shrink: accuracy loss (0.01 = one point) against the discovered network that is still "
+                    "accepted.", flag="shrink-tol")
+    fraction: float = _f(0.2, "shrink: fraction of the present edges pruned by magnitude at each step, in (0, 1).",
+                         flag="shrink-fraction")
+    regrow: float = _f(0.05, "shrink: fraction of the present edges regrown by the growth rule at each step, in "
+                       "[0, --shrink-fraction).", flag="shrink-regrow")
+    max_steps: int = _f(10, "shrink: steps at the most.", flag="shrink-max-steps")
+
+    def __post_init__(self) -> None:
+        _check(self.tol >= 0 and math.isfinite(self.tol), "shrink tol", self.tol, ">= 0")
+        _check(0 < self.fraction < 1, "shrink fraction", self.fraction, "in (0, 1)")
+        _check(0 <= self.regrow < self.fraction, "shrink regrow", self.regrow, "in [0, shrink fraction)")
+        _check(self.max_steps >= 1, "shrink max_steps", self.max_steps, ">= 1")
+
+
+@dataclass
 class GrowConfig:
     """Everything that defines a run; ``config.json`` in the run folder is this, and reproduces the run."""
 
-    method: str = _f("pwmpr", "What the run does: pwmpr (grow), dense, imp, oneshot.")
+    method: str = _f("pwmpr", "What the run does: pwmpr (grow), dense, imp, oneshot, rigl, set.")
     model: str = _f("auto", "Model: auto (the data set's default), one of {names}, or package.module:function for "
                     "your own factory function(num_classes, input_shape) -> nn.Module.", registry="pwmpr:MODELS")
     data: str = _f("mnist5k", "Data set: one of {names} (npz as npz:PATH, an array file; mnist5k and digits need "
@@ -134,10 +166,12 @@ class GrowConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     growth: GrowthConfig = field(default_factory=GrowthConfig)
     stop: StopConfig = field(default_factory=StopConfig)
+    shrink: ShrinkConfig = field(default_factory=ShrinkConfig)
     options: dict[str, Any] = field(default_factory=dict, metadata={"help": "Method-specific options."})
 
     def __post_init__(self) -> None:
-        for name, cls in (("train", TrainConfig), ("growth", GrowthConfig), ("stop", StopConfig)):
+        for name, cls in (("train", TrainConfig), ("growth", GrowthConfig), ("stop", StopConfig),
+                          ("shrink", ShrinkConfig)):
             if isinstance(getattr(self, name), dict):
                 setattr(self, name, _from_dict(cls, getattr(self, name), name))
         _check(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "in (0, 1)")

@@ -11,6 +11,13 @@ growth rule from ``GROWTH_RULES``:
 - ``gradient``: the ``n_add`` highest ``|dL/dw|`` scores, i.e. RigL's growth criterion (an ablation; docs/method.md,
   Grow). It is the same selection as ``pwmp-topk``; only the scores handed in differ.
 - ``random``: uniform over the absent edges; scores are ignored and may be None.
+- ``pwmp-attn``, ``pwmp-qk-gradient``, ``pwmp-qk-head``, ``pwmp-qk-random``: the ``pwmp`` draw on scores that also
+  reach the query and key weights of attention, where PWMP is blind (pwmpr.attention; docs/method.md, "Attention:
+  growing q and k"): PWMP through the tangent of the real attention, or PWMP with the q/k weights scored by
+  ``|dL/dw|``, by their head's importance, or uniformly.
+
+Each rule also says how its scores are computed (``GrowthRule.scores``), so a method asks the rule for them and a
+new rule needs no change in the method.
 
 The budget is ``n_add = growth_count(nnz, gamma) = round(gamma * nnz)`` (docs/method.md, Grow: the density goes
 ``rho -> (1 + gamma) rho``), over all layers at once (``scope="global"``, default) or per layer
@@ -21,15 +28,17 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from pwmpr.attention import ATTENTION_HOOK, QK_HOOK, attention_pwmp_scores, qk_scores
 from pwmpr.errors import PwmprError
-from pwmpr.masks import MaskSet
+from pwmpr.masks import MaskSet, split_positions
 from pwmpr.registry import Registry
+from pwmpr.score import gradient_scores, pwmp_scores
 
 log = logging.getLogger(__name__)
 
@@ -39,39 +48,93 @@ SCOPES = ("global", "layer")
 #   candidates: 1-D bool tensor, True for an absent edge that may be added.
 #   scores: 1-D float tensor of the same length, or None for rules that ignore scores.
 SelectFn = Callable[[Tensor, "Tensor | None", int, "torch.Generator | None"], Tensor]
+# score(model, masks, input_shape, sample_batch) -> {weight name: scores} for every masked weight.
+#   sample_batch: a callable returning one real (x, y) training batch on the model's device (drawn only by the
+#   rules that need one), or None where there is none.
+ScoreFn = Callable[[nn.Module, MaskSet, Sequence[int], "Callable[[], tuple[Tensor, Tensor]] | None"],
+                   dict[str, Tensor]]
 
 
 @dataclass(frozen=True)
 class GrowthRule:
-    """A registered growth rule: how to pick ``n_add`` of the candidate (absent) edges.
+    """A registered growth rule: how to score the edges and how to pick ``n_add`` of the candidate (absent) ones.
 
     Attributes:
         name: the registered name (the CLI's word).
         select: the selection function (see ``SelectFn`` above); it may pick fewer than ``n_add`` edges only
             when fewer candidates are eligible.
         uses_scores: False for rules that ignore the scores (``grow`` then accepts ``scores=None``).
+        score: how the scores this rule selects by are computed (see ``ScoreFn`` above); None when unused.
     """
 
     name: str
     select: SelectFn
     uses_scores: bool = True
+    score: ScoreFn | None = None
 
     def __call__(self, candidates: Tensor, scores: Tensor | None, n_add: int, generator=None) -> Tensor:
         return self.select(candidates, scores, n_add, generator)
+
+    def scores(self, model: nn.Module, masks: Mapping[str, Tensor], input_shape: Sequence[int],
+               sample_batch: Callable[[], tuple[Tensor, Tensor]] | None = None) -> dict[str, Tensor] | None:
+        """The scores this rule grows by, for ``grow(masks, rule.scores(...), rule=rule.name)``; None if unused.
+
+        ``sample_batch`` (a callable returning one real ``(x, y)`` batch, e.g. ``RunContext.sample_batch``) is
+        called only by rules that score on data (``gradient``, ``pwmp-attn``, ``pwmp-qk-gradient``,
+        ``pwmp-qk-head``). Under DDP the method calls this on rank 0 alone and broadcasts the grown masks.
+        """
+        if not self.uses_scores or self.score is None:
+            return None
+        masks = masks if isinstance(masks, MaskSet) else MaskSet(masks)
+        return self.score(model, masks, input_shape, sample_batch)
 
 
 GROWTH_RULES: Registry[GrowthRule] = Registry("growth rule")
 
 
-def _growth_rule(name: str, *, uses_scores: bool = True) -> Callable[[SelectFn], GrowthRule]:
+def _growth_rule(name: str, *, uses_scores: bool = True, score: ScoreFn | None = None
+                 ) -> Callable[[SelectFn], GrowthRule]:
     """Decorator registering a selection function as the growth rule ``name``: the one place a rule is added."""
 
     def deco(fn: SelectFn) -> GrowthRule:
-        rule = GrowthRule(name=name, select=fn, uses_scores=uses_scores)
+        rule = GrowthRule(name=name, select=fn, uses_scores=uses_scores, score=score)
         GROWTH_RULES.register(name)(rule)
         return rule
 
     return deco
+
+
+# -- how the rules score ------------------------------------------------------------------------------
+
+
+def _batch(sample_batch: Callable[[], tuple[Tensor, Tensor]] | None, rule: str) -> tuple[Tensor, Tensor]:
+    if sample_batch is None:
+        raise PwmprError(f"growth rule {rule!r} scores on a real batch, but no sample_batch was given")
+    return sample_batch()
+
+
+def _score_pwmp(model, masks, input_shape, sample_batch=None):
+    return pwmp_scores(model, masks, input_shape)
+
+
+def _score_gradient(model, masks, input_shape, sample_batch=None):
+    return gradient_scores(model, masks, _batch(sample_batch, "gradient"))
+
+
+def _score_attention(model, masks, input_shape, sample_batch=None):
+    # A model without attention needs no batch: the scores are pwmp's.
+    batch = _batch(sample_batch, "pwmp-attn") if any(
+        callable(getattr(m, ATTENTION_HOOK, None)) for m in model.modules()) else None
+    return attention_pwmp_scores(model, masks, input_shape, batch)
+
+
+def _score_qk(kind: str) -> ScoreFn:
+    def score(model, masks, input_shape, sample_batch=None):
+        needs_batch = kind != "random" and any(getattr(m, QK_HOOK, None) for m in model.modules())
+        batch = _batch(sample_batch, f"pwmp-qk-{kind}") if needs_batch else None
+        return qk_scores(model, masks, input_shape, batch, kind)
+
+    return score
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -128,7 +191,7 @@ def _top_n(keys: Tensor, n: int) -> Tensor:
 # -- the rules ----------------------------------------------------------------------------------
 
 
-@_growth_rule("pwmp")
+@_growth_rule("pwmp", score=_score_pwmp)
 def _select_pwmp(candidates: Tensor, scores: Tensor | None, n_add: int, generator=None) -> Tensor:
     """Sample ``n_add`` edges with probability proportional to score, without replacement (Gumbel-top-k)."""
     pool = torch.nonzero(_eligible_by_score(candidates, scores)).squeeze(1)
@@ -137,14 +200,14 @@ def _select_pwmp(candidates: Tensor, scores: Tensor | None, n_add: int, generato
     return pool[_top_n(keys, n_add)]
 
 
-@_growth_rule("pwmp-topk")
+@_growth_rule("pwmp-topk", score=_score_pwmp)
 def _select_topk(candidates: Tensor, scores: Tensor | None, n_add: int, generator=None) -> Tensor:
     """The ``n_add`` highest-score edges; equal scores go to the lower flat index."""
     pool = torch.nonzero(_eligible_by_score(candidates, scores)).squeeze(1)
     return pool[_top_n(scores[pool], n_add)]
 
 
-@_growth_rule("gradient")
+@_growth_rule("gradient", score=_score_gradient)
 def _select_gradient(candidates: Tensor, scores: Tensor | None, n_add: int, generator=None) -> Tensor:
     """RigL's growth: the ``n_add`` absent edges of largest ``|dL/dw|`` (the pwmp-topk selection on gradient scores)."""
     return _select_topk(candidates, scores, n_add, generator)
@@ -155,6 +218,12 @@ def _select_random(candidates: Tensor, scores: Tensor | None, n_add: int, genera
     """``n_add`` absent edges drawn uniformly without replacement (scores ignored)."""
     pool = torch.nonzero(candidates).squeeze(1)
     return pool[_top_n(_noise_like(pool.numel(), candidates, generator, "uniform"), n_add)]
+
+
+# The attention-aware rules (docs/method.md, "Attention: growing q and k"): pwmp's draw on other scores.
+for _name, _score in (("pwmp-attn", _score_attention), ("pwmp-qk-gradient", _score_qk("gradient")),
+                      ("pwmp-qk-head", _score_qk("head")), ("pwmp-qk-random", _score_qk("random"))):
+    GROWTH_RULES.register(_name)(GrowthRule(name=_name, select=_select_pwmp, score=_score))
 
 
 # -- grow -----------------------------------------------------------------------------------------
@@ -206,8 +275,9 @@ def grow(
 
     Args:
         masks: the current masks (a MaskSet or ``{name: bool tensor}``); not modified.
-        scores: ``{name: tensor of the weight's shape}``: PWMP scores (``pwmpr.score.pwmp_scores``, float64) or
-            ``|dL/dw|`` (``gradient_scores``). Extra names are ignored. Unused by ``random`` (may be None).
+        scores: ``{name: tensor of the weight's shape}``: PWMP scores (``pwmpr.score.pwmp_scores``, float64),
+            ``|dL/dw|`` (``gradient_scores``) or whatever ``GROWTH_RULES.get(rule).scores(...)`` gives. Extra names
+            are ignored. Unused by ``random`` (may be None).
         gamma: growth factor > 0; the density goes ``rho -> (1 + gamma) rho`` while absent edges remain.
         rule: a name in ``GROWTH_RULES``.
         generator: a seeded ``torch.Generator`` (CPU) for reproducible draws; the same generator state and
@@ -250,11 +320,7 @@ def grow(
         if chosen.numel() < n_add:
             log.info("grow: budget %d edges but only %d eligible; added all of them", n_add, chosen.numel())
         # Split the global positions back into layers.
-        bounds = torch.tensor([0] + [masks[n].numel() for n in names], device=chosen.device).cumsum(0)
-        chosen, _ = torch.sort(chosen)
-        for i, name in enumerate(names):
-            lo, hi = torch.searchsorted(chosen, bounds[i : i + 2]).tolist()
-            picked[name] = chosen[lo:hi] - bounds[i]
+        picked = dict(zip(names, split_positions(chosen, [masks[n].numel() for n in names]), strict=True))
     else:
         for name in names:
             n_add = growth_count(int(masks[name].sum()), gamma)

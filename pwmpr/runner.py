@@ -20,9 +20,10 @@ from typing import Any
 
 import torch
 
-from pwmpr import dist, rundir
+from pwmpr import checkpoint, dist, rundir
 from pwmpr.accounting import tau_core, training_flops
 from pwmpr.config import GrowConfig
+from pwmpr.cost import phase_cost
 from pwmpr.data import MIN_VAL_SAMPLES, DataBundle, load_data
 from pwmpr.errors import PwmprError
 from pwmpr.lock import FolderLock, lock_run_dir
@@ -97,23 +98,6 @@ class Run:
             hooks.append(_SnapshotHook(self.method.rewind_step, self))
         self.trainer = Trainer(self.model, masks, self.cfg.train, self.device, hooks=hooks)
 
-    def _check_checkpoint(self, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Load checkpoint ``path`` and check that it holds everything resume needs, in this model's shapes."""
-        tensors, meta = rundir.load_tensors(path)
-        if meta.get("kind") != "checkpoint":
-            raise PwmprError("it has no pwmpr checkpoint metadata")
-        if not isinstance(meta.get("history"), list) or not isinstance(meta.get("next_phase"), int) or \
-                meta.get("stage") not in ("phase", "final", "done"):
-            raise PwmprError("its metadata lacks the history, the next phase or the stage")
-        rng = rundir.split_prefix(tensors, rundir.RNG_PREFIX)
-        if set(rng) != {"torch", "data", "grow"}:
-            raise PwmprError("it lacks the random generator states")
-        state = rundir.split_prefix(tensors, rundir.MODEL_PREFIX)
-        want = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
-        if {k: tuple(v.shape) for k, v in state.items()} != want:
-            raise PwmprError("its weights do not fit the configured model")
-        return tensors, meta
-
     def resume(self) -> None:
         """Restore the newest checkpoint of the run folder that verifies; say which ones were skipped."""
         cks = rundir.checkpoints(self.out)
@@ -122,7 +106,7 @@ class Run:
         skipped: list[str] = []
         for ck in reversed(cks):
             try:
-                tensors, meta = self._check_checkpoint(ck)
+                saved = checkpoint.read(ck, {k: tuple(v.shape) for k, v in self.model.state_dict().items()})
                 break
             except PwmprError as exc:
                 skipped.append(f"{ck.name} ({str(exc).replace(str(ck), 'file')})")
@@ -133,22 +117,20 @@ class Run:
                 os.replace(bad, bad.with_name(bad.name + ".corrupt"))
             self.reporter.message(f"skipped unreadable checkpoint(s) {'; '.join(skipped)}, renamed to *.corrupt; "
                                   f"resuming from {ck.name}, the newest that verifies")
-        state = rundir.split_prefix(tensors, rundir.MODEL_PREFIX)
-        self.model.load_state_dict(state, strict=True)
-        masks = MaskSet(rundir.split_prefix(tensors, rundir.MASK_PREFIX))
-        self.trainer = Trainer(self.model, masks, self.cfg.train, self.device, hooks=[ProgressHook(self.reporter)])
-        self.trainer.load_optimizer_tensors(rundir.split_prefix(tensors, rundir.OPTIM_PREFIX))
-        rng = rundir.split_prefix(tensors, rundir.RNG_PREFIX)
-        torch.set_rng_state(rng["torch"])
-        self.data_gen.set_state(rng["data"])
-        self.grow_gen.set_state(rng["grow"])
-        rewind = rundir.split_prefix(tensors, "rewind/")
-        self.initial_state = rewind or None
-        self.history = meta["history"]
-        self.phase = int(meta["next_phase"])
-        self.stage = meta["stage"]
-        self.stop_reason = meta.get("stop_reason", "")
-        self.trainer.global_step = int(meta.get("global_step", 0))
+        self.model.load_state_dict(saved.model_state, strict=True)
+        self.trainer = Trainer(self.model, MaskSet(saved.masks), self.cfg.train, self.device,
+                               hooks=[ProgressHook(self.reporter)])
+        self.trainer.load_optimizer_tensors(saved.optimizer)
+        torch.set_rng_state(saved.rng["torch"])
+        self.data_gen.set_state(saved.rng["data"])
+        self.grow_gen.set_state(saved.rng["grow"])
+        self.initial_state = saved.rewind
+        self.history = saved.history
+        self.method.restore(saved.method_state, self.history)  # what a method keeps between phases
+        self.phase = saved.next_phase
+        self.stage = saved.stage
+        self.stop_reason = saved.stop_reason
+        self.trainer.global_step = saved.global_step
         if dist.is_primary():  # a kill between the checkpoint and history.jsonl left the latter one row short
             rundir.write_history(self.out, self.history)
             self._plot()
@@ -243,15 +225,7 @@ class Run:
 
     def _row(self, stage: str, epochs: int, masks: MaskSet, stats, val_acc: float, val_loss: float) -> dict:
         flops = training_flops(self.model, masks, self.input_shape)
-        n_train = self.bundle.n_train
-        ref_epochs = self.cfg.dense_reference_epochs
-        # Spec section 8: (i) density-weighted training FLOPs, 3 x forward per sample per epoch;
-        # (ii) epoch-equivalents. Both relative to one dense run of `ref_epochs` epochs.
-        phase_flops = 3.0 * float(flops.sparse) * n_train * epochs
-        dense_run = 3.0 * self.dense_fwd * n_train * ref_epochs
-        prev = self.history[-1] if self.history else {"train_flops_total": 0.0, "epochs_total": 0, "wall_total": 0.0}
-        total_flops = prev["train_flops_total"] + phase_flops
-        total_epochs = prev["epochs_total"] + epochs
+        prev = self.history[-1] if self.history else None
         row: dict[str, Any] = {
             "phase": self.phase,
             "stage": stage,
@@ -263,15 +237,10 @@ class Run:
             "val_acc": val_acc,
             "val_loss": val_loss,
             "val_n": len(self.bundle.val),
-            "fwd_flops_sparse": float(flops.sparse),
-            "fwd_flops_dense": self.dense_fwd,
-            "train_flops": phase_flops,
-            "train_flops_total": total_flops,
-            "epochs_total": total_epochs,
-            "cost_flops": total_flops / dense_run,
-            "cost_epochs": total_epochs / ref_epochs,
+            **phase_cost(prev, sparse_fwd=flops.sparse, dense_fwd=self.dense_fwd, n_train=self.bundle.n_train,
+                         epochs=epochs, reference_epochs=self.cfg.dense_reference_epochs),
             "wall_time": stats.seconds,
-            "wall_total": prev["wall_total"] + stats.seconds,
+            "wall_total": (prev["wall_total"] if prev else 0.0) + stats.seconds,
         }
         if self.cfg.tau_core and dist.is_primary():  # a metric for the record: rank 0 alone writes it
             t0 = time.perf_counter()
@@ -286,19 +255,14 @@ class Run:
     def _checkpoint(self) -> None:
         if not dist.is_primary():
             return
-        tensors: dict[str, torch.Tensor] = {}
-        tensors.update({rundir.MODEL_PREFIX + k: v for k, v in self.model.state_dict().items()})
-        tensors.update({rundir.MASK_PREFIX + k: v for k, v in self.trainer.masks.to_dict().items()})
-        tensors.update({rundir.OPTIM_PREFIX + k: v for k, v in self.trainer.optimizer_tensors().items()})
-        tensors[rundir.RNG_PREFIX + "torch"] = torch.get_rng_state()
-        tensors[rundir.RNG_PREFIX + "data"] = self.data_gen.get_state()
-        tensors[rundir.RNG_PREFIX + "grow"] = self.grow_gen.get_state()
-        if self.initial_state is not None and self.method.rewind_step is not None:
-            tensors.update({"rewind/" + k: v for k, v in self.initial_state.items()})
-        meta = {"kind": "checkpoint", "next_phase": self.phase, "stage": self.stage, "stop_reason": self.stop_reason,
-                "history": self.history, "global_step": self.trainer.global_step, "config": self.cfg.to_dict(),
-                "input_shape": list(self.input_shape), "num_classes": self.bundle.num_classes}
-        rundir.save_tensors(rundir.checkpoint_path(self.out, self.phase - 1), tensors, meta)
+        rewind = self.initial_state if self.method.rewind_step is not None else None
+        checkpoint.write(rundir.checkpoint_path(self.out, self.phase - 1), checkpoint.Checkpoint(
+            model_state=self.model.state_dict(), masks=self.trainer.masks.to_dict(),
+            optimizer=self.trainer.optimizer_tensors(), rng=checkpoint.rng_states(self.data_gen, self.grow_gen),
+            next_phase=self.phase, stage=self.stage, history=self.history, stop_reason=self.stop_reason,
+            global_step=self.trainer.global_step, method_state=self.method.state_tensors(), rewind=rewind,
+            extra_meta={"config": self.cfg.to_dict(), "input_shape": list(self.input_shape),
+                        "num_classes": self.bundle.num_classes}))
         if self.aside is not None:  # the new run has started properly: the replaced run's files can go
             rundir.drop_set_aside(self.aside)
             self.aside = None
@@ -345,6 +309,7 @@ class Run:
             "wall_time": last["wall_total"],
             "tau_core": last.get("tau_core"),
             "layer_density": last["layer_density"],
+            **self.method.summary(self.history),  # a method's own entries (PWMPR's shrink: both ends)
         }
         if dist.is_primary():
             tensors = {rundir.MODEL_PREFIX + k: v for k, v in self.model.state_dict().items()}

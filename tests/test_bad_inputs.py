@@ -25,6 +25,7 @@ TINY = ["--data", "digits", "--model", "mlp", "--phase-epochs", "1", "--final-ep
         "--batch-size", "64", "--seed-density", "0.1", "--no-tau-core", "-q"]
 
 SWEEP_TINY = ["--data", "digits", "--model", "mlp", "--epochs", "1", "--batch-size", "64", "-q"]
+BASELINE_TINY = ["--data", "digits", "--model", "mlp", "--epochs", "1", "--batch-size", "64", "--no-tau-core", "-q"]
 
 
 @dataclass
@@ -142,6 +143,19 @@ CASES = [
          "stop tol must be >= 0"),
     Case("stop-alpha-out-of-range", "grow", "`--stop-alpha 1.5`", lambda t, r: ["--stop-alpha", "1.5"],
          "alpha must be in (0, 1)"),
+    Case("zeta-one", "grow", "`--zeta 1` (prune-and-regrow would drop every edge)", lambda t, r: ["--zeta", "1"],
+         "zeta must be in [0, 1), got 1.0"),
+    Case("zeta-negative", "grow", "`--zeta -0.1`", lambda t, r: ["--zeta", "-0.1"], "zeta must be in [0, 1)"),
+    Case("shrink-tol-negative", "grow", "`--shrink --shrink-tol -0.01`",
+         lambda t, r: ["--shrink", "--shrink-tol", "-0.01"], "shrink tol must be >= 0"),
+    Case("rigl-density-above-1", "baseline rigl", "`--density 1.5`", lambda t, r: ["--density", "1.5"],
+         "RigL density must be in (0, 1]"),
+    Case("rigl-density-zero", "baseline rigl", "`--density 0`", lambda t, r: ["--density", "0"],
+         "RigL density must be in (0, 1]"),
+    Case("set-density-above-1", "baseline set", "`--density 2`", lambda t, r: ["--density", "2"],
+         "SET density must be in (0, 1]"),
+    Case("set-density-negative", "baseline set", "`--density -0.1`", lambda t, r: ["--density", "-0.1"],
+         "SET density must be in (0, 1]"),
     Case("sweep-empty-grid", "sweep", "`--densities ''` (an empty grid)", lambda t, r: ["--densities", ""],
          "the density grid is empty"),
     Case("sweep-density-above-1", "sweep", "`--densities 0.1,1.5`", lambda t, r: ["--densities", "0.1,1.5"],
@@ -181,7 +195,9 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tmp_path, finish
     full = {"grow": ["grow", *TINY, *args, "--out", str(out)],
             "grow --config": ["grow", *args, "--out", str(out), "-q"],
             "grow --resume": ["grow", *args, "-q"], "compare": ["compare", *args],
-            "sweep": ["sweep", *SWEEP_TINY, *args, "--out", str(out)]}[case.command]
+            "sweep": ["sweep", *SWEEP_TINY, *args, "--out", str(out)],
+            **{f"baseline {m}": ["baseline", m, *BASELINE_TINY, *args, "--out", str(out)] for m in ("rigl", "set")},
+            }[case.command]
     result = runner.invoke(app, full)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
@@ -189,7 +205,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tmp_path, finish
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert case.message in lines[0], lines[0]
     assert not (out / "checkpoints").exists() and not (tmp_path / "cmp").exists()
-    if case.command == "sweep":
+    if case.command == "sweep" or case.command.startswith("baseline"):
         assert not out.exists()
     assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob(".*.lock"))
 

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from pwmpr.cli.app import app
 from pwmpr.cli.baseline import BASELINE_SKIP
 from pwmpr.config import GrowConfig
+from pwmpr.methods.dst import RiglOptions, SetOptions
 from pwmpr.methods.imp import ImpOptions
 from pwmpr.methods.oneshot import OneShotOptions
 
@@ -33,7 +34,7 @@ RUN_CONTROL = {"--out", "--resume", "--config", "--force", "--trust-code", "--qu
 BASELINE_EXTRA = {"--epochs"}
 #: The baselines' own name for a config field.
 BASELINE_NAMES = {"train.final_schedule": "schedule"}
-BASELINES = {"dense": None, "imp": ImpOptions, "oneshot": OneShotOptions}
+BASELINES = {"dense": None, "imp": ImpOptions, "oneshot": OneShotOptions, "rigl": RiglOptions, "set": SetOptions}
 TYPES = {int: "<int>", float: "<float>", str: "<str>"}
 TINY = ["--data", "digits", "--model", "mlp", "--phase-epochs", "1", "--final-epochs", "1", "--max-phases", "2",
         "--no-tau-core", "-q"]

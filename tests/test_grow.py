@@ -214,9 +214,17 @@ def test_grow_rejects_unknown_rule_and_scope():
         grow(masks, scores, 0.25, scope="layers")
 
 
-def test_registry_holds_the_four_rules():
-    assert set(ALL_RULES) == {"pwmp", "pwmp-topk", "random", "gradient"}
+def test_registry_holds_the_rules():
+    attention = {"pwmp-attn", "pwmp-qk-gradient", "pwmp-qk-head", "pwmp-qk-random"}  # tests/test_attention.py
+    assert set(ALL_RULES) == {"pwmp", "pwmp-topk", "random", "gradient"} | attention
     assert not GROWTH_RULES.get("random").uses_scores
+    assert GROWTH_RULES.get("random").scores(None, {}, (1,)) is None
+    # The attention-aware rules draw like pwmp: the same edges from the same scores and generator.
+    masks, scores = two_layers()
+    ref = grow(masks, scores, 0.5, rule="pwmp", generator=torch.Generator().manual_seed(3))[0]
+    for rule in attention:
+        got = grow(masks, scores, 0.5, rule=rule, generator=torch.Generator().manual_seed(3))[0]
+        assert all(torch.equal(got[n], ref[n]) for n in ref), rule
 
 
 # -- more than 2^24 candidates ------------------------------------------------------------------

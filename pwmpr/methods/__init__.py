@@ -1,4 +1,4 @@
-"""METHODS: what happens between training phases (PWMPR growth, dense, IMP, one-shot pruning).
+"""METHODS: what happens between training phases (PWMPR growth, dense, IMP, one-shot pruning, RigL, SET).
 
 A method gives the initial masks, the epochs of each phase, and after every phase a ``Decision``:
 keep going with new masks (grown or pruned), rewind weights, or stop. ``pwmpr.runner`` drives any
@@ -81,6 +81,20 @@ class Method:
         """Decide what happens after the phase just recorded in ``ctx.history[-1]``."""
         return Decision(stop=True, reason="done")
 
+    def state_tensors(self) -> dict[str, Tensor]:
+        """Tensors the method must keep across a resume (the runner saves them in every checkpoint); default none.
+
+        Everything else a method knows must follow from the config and the history (``restore`` gets both).
+        """
+        return {}
+
+    def restore(self, tensors: dict[str, Tensor], history: list[dict[str, Any]]) -> None:
+        """Rebuild the method's state on resume from the ``state_tensors`` of the checkpoint and its history."""
+
+    def summary(self, history: list[dict[str, Any]]) -> dict[str, Any]:
+        """Extra entries of the run's ``summary.json`` (default none)."""
+        return {}
+
 
 def options_from_dict(cls: type, options: dict[str, Any], what: str) -> Any:
     """Build a method's options dataclass ``cls`` from a config's ``options`` dict; unknown keys raise PwmprError."""
@@ -98,4 +112,4 @@ def options_from_dict(cls: type, options: dict[str, Any], what: str) -> Any:
 METHODS: Registry[type[Method]] = Registry("method")
 
 # Importing the methods fills METHODS.
-from pwmpr.methods import dense, imp, oneshot, pwmpr  # noqa: E402,F401
+from pwmpr.methods import dense, dst, imp, oneshot, pwmpr  # noqa: E402,F401

@@ -4,22 +4,73 @@ After each rough-training phase the configured stop rule (``pwmpr.stop.STOP_RULE
 reads the (density, validation accuracy) points; growth also stops when doubling the density no longer buys
 ``plateau_tol`` accuracy (a fallback, 0 disables it), at max density, at max phases, or when no edge can be grown.
 Otherwise the missing edges are scored (``pwmpr.score``) and ``gamma`` of the present edge count is grown
-(``pwmpr.growth``). The growth rule is a registry entry, so the ``random``, ``gradient`` and ``pwmp-topk``
-ablations run through this same method.
+(``pwmpr.growth``). The growth rule is a registry entry that also says how it scores, so the ``random``,
+``gradient`` and ``pwmp-topk`` ablations and the attention-aware rules run through this same method.
+
+Two options extend it (docs/method.md, "Prune and regrow" and "Shrink"):
+
+- **hybrid growth** (``growth.zeta`` > 0): each growth step also drops the ``zeta_t`` fraction of the present edges of
+  smallest |w| and regrows as many, on top of the gamma growth, by the same rule (``pwmpr.methods.rewire``);
+  ``zeta_t`` decays along a cosine over ``growth.zeta_steps`` steps as RigL's drop fraction. The density after the
+  step is exactly what plain growth gives.
+- **shrink stage** (``shrink.enabled``): once growth stops, the method keeps the discovered network as the reference
+  and alternates magnitude pruning of ``shrink.fraction`` of the edges, regrowth of ``shrink.regrow`` of them and one
+  rough phase, while the validation accuracy stays within ``shrink.tol`` of the reference (a one-sided test on the
+  binomial standard errors at level ``stop.alpha``). When a step fails it goes back to the last network that passed
+  (weights, masks and all; the ``shrink-revert`` row), which then gets the final training.
+
+The stage of a run (growing, shrinking, reverting) follows from its history alone; the network to go back to is the
+one tensor state the method keeps, through ``state_tensors`` / ``restore``, so a resumed run decides as an
+uninterrupted one.
 """
 
 from __future__ import annotations
 
+import math
+from statistics import NormalDist
+from typing import Any
+
+from torch import Tensor
+
 from pwmpr.growth import GROWTH_RULES, grow, growth_count
+from pwmpr.masks import MaskSet
 from pwmpr.methods import METHODS, Decision, Method, RunContext
-from pwmpr.score import gradient_scores, pwmp_scores
+from pwmpr.methods.rewire import Rewired, cosine_decay, rewire, round_half_up
 from pwmpr.seed import SEEDS
 from pwmpr.stop import STOP_RULES, Observation, StopContext, plateau_reached
 
+#: ``Decision.reason`` of a shrink step and of the step back to the last network that kept its accuracy.
+SHRINK, REVERT = "shrink", "shrink-revert"
+_MASK, _STATE = "accepted_mask/", "accepted_state/"
+
 
 def stop_points(history: list[dict]) -> list[Observation]:
-    """The (density, validation accuracy, validation size) points of the growth phases of a run's history."""
-    return [Observation(r["density"], r["val_acc"], r.get("val_n")) for r in history if r.get("stage") == "phase"]
+    """The (density, validation accuracy, validation size) points of the growth phases of a run's history
+    (the phases of the shrink stage, which carry a ``shrink`` entry, are not growth points)."""
+    return [Observation(r["density"], r["val_acc"], r.get("val_n")) for r in history
+            if r.get("stage") == "phase" and "shrink" not in r]
+
+
+def shrink_verdict(reference: Observation, candidate: Observation, tol: float, alpha: float) -> dict[str, Any]:
+    """Does ``candidate`` keep the accuracy of ``reference``, within ``tol``? (docs/method.md, Shrink)
+
+    The loss ``D = a_ref - a_cand`` has standard error ``se = sqrt(se_ref^2 + se_cand^2)`` from the binomial
+    errors of the two validation accuracies. The candidate fails only when the data show, at level ``alpha``, that
+    the loss exceeds ``tol``: ``D > tol + z_(1 - alpha) se``. Without validation sizes ``se`` is 0 and the rule
+    compares ``D`` with ``tol`` alone.
+
+    Returns:
+        ``{"kept", "loss", "se", "bound"}`` (``bound``: the largest loss still accepted).
+    """
+    se_ref, se_cand = reference.stderr or 0.0, candidate.stderr or 0.0
+    se = math.sqrt(se_ref ** 2 + se_cand ** 2)
+    bound = tol + NormalDist().inv_cdf(1.0 - alpha) * se
+    loss = reference.accuracy - candidate.accuracy
+    return {"kept": bool(loss <= bound + 1e-12), "loss": loss, "se": se, "bound": bound}
+
+
+def _observed(row: dict) -> Observation:
+    return Observation(row["density"], row["val_acc"], row.get("val_n"))
 
 
 def stop_context(cfg, num_classes: int | None) -> StopContext:
@@ -48,6 +99,22 @@ class GrowMethod(Method):
         return SEEDS.get(g.seed_method)(model, g.seed_density, input_shape, self.cfg.seed)
 
     def after_phase(self, ctx: RunContext) -> Decision:
+        stage = self._stage(ctx.history)
+        if stage == SHRINK:
+            return self._after_shrink_step(ctx)
+        if stage == REVERT:  # the network gone back to has had its phase: the shrink stage is over
+            return self._ends(ctx.history, Decision(stop=True, reason="shrink-tol", info={"shrink": {"revert": True}}))
+        return self._after_growth_phase(ctx)
+
+    # -- growth ---------------------------------------------------------------------------------
+    def zeta_at(self, step: int) -> float:
+        """The prune-and-regrow fraction of growth step ``step`` (0: the step after the first phase)."""
+        g = self.cfg.growth
+        if g.zeta <= 0 or step < g.zeta_start:
+            return 0.0
+        return cosine_decay(g.zeta, step - g.zeta_start, g.zeta_steps)
+
+    def _after_growth_phase(self, ctx: RunContext) -> Decision:
         cfg, g = self.cfg, self.cfg.growth
         points = stop_points(ctx.history)
         verdict = self.stop_rule(points, stop_context(cfg, ctx.num_classes))
@@ -55,29 +122,149 @@ class GrowMethod(Method):
                 "posterior": verdict.posterior, "fit_status": verdict.reason}
         density = ctx.masks.density()
         if verdict.stop:
-            return Decision(stop=True, reason="saturated", info=info)
+            return self._growth_stops(ctx, "saturated", info)
         flat = plateau_reached(points, tol=cfg.stop.plateau_tol, window=cfg.stop.min_points + 1,
                                consecutive=cfg.stop.consecutive)
         info["plateau_status"] = flat.reason
         if flat.stop:
-            return Decision(stop=True, reason="plateau", info=info)
+            return self._growth_stops(ctx, "plateau", info)
         if density >= cfg.stop.max_density - 1e-12:
-            return Decision(stop=True, reason="max-density", info=info)
+            return self._growth_stops(ctx, "max-density", info)
         if len(points) >= cfg.stop.max_phases:
-            return Decision(stop=True, reason="max-phases", info=info)
+            return self._growth_stops(ctx, "max-phases", info)
         # Never grow past max_density: shrink the last step's gamma to land on it.
         gamma = min(g.gamma, (cfg.stop.max_density - density) / max(density, 1e-12))
         if growth_count(ctx.masks.n_nonzero(), gamma) == 0:  # within one edge of max_density
-            return Decision(stop=True, reason="max-density", info=info)
-        if g.rule == "random":
-            scores = None
-        elif g.rule == "gradient":
-            scores = gradient_scores(ctx.model, ctx.masks, ctx.sample_batch())
+            return self._growth_stops(ctx, "max-density", info)
+        rule = GROWTH_RULES.get(g.rule)
+        zeta = self.zeta_at(len(points) - 1)
+        if zeta > 0:
+            # Hybrid: drop zeta of the edges by |w|, regrow them plus the gamma growth, scored on the pruned net.
+            step = rewire(ctx.model, ctx.masks, lambda n: _hybrid_counts(n, zeta, gamma), rule=g.rule,
+                          generator=ctx.generator, scope=g.scope,
+                          scores=lambda pruned: rule.scores(ctx.model, pruned, ctx.input_shape, ctx.sample_batch))
+            masks, added = step.masks, step.added
+            info["prune_regrow"] = {"zeta": zeta, **step.info()}
+            grown = masks.n_nonzero() - ctx.masks.n_nonzero()
         else:
-            scores = pwmp_scores(ctx.model, ctx.masks, ctx.input_shape)
-        masks, added = grow(ctx.masks, scores, gamma, rule=g.rule, generator=ctx.generator, scope=g.scope)
-        n_added = sum(int(v.numel()) for v in added.values())
-        info["n_added"] = n_added
-        if n_added == 0:
-            return Decision(stop=True, reason="no-growth-candidates", info=info)
+            # The rule says what it scores by (PWMP, |dL/dw| on a real batch, attention-aware scores, nothing).
+            scores = rule.scores(ctx.model, ctx.masks, ctx.input_shape, ctx.sample_batch)
+            masks, added = grow(ctx.masks, scores, gamma, rule=g.rule, generator=ctx.generator, scope=g.scope)
+            grown = sum(int(v.numel()) for v in added.values())
+        info["n_added"] = sum(int(v.numel()) for v in added.values())
+        if grown <= 0:
+            return self._growth_stops(ctx, "no-growth-candidates", info)
         return Decision(masks=masks, added=added, info=info)
+
+    def _growth_stops(self, ctx: RunContext, reason: str, info: dict[str, Any]) -> Decision:
+        """Growth has stopped for ``reason``: stop the run, or start the shrink stage from this network."""
+        if not self.cfg.shrink.enabled:
+            return Decision(stop=True, reason=reason, info=info)
+        info["growth_stop"] = reason
+        self._accept(ctx)
+        return self._next_shrink_step(ctx, info, step=1)
+
+    # -- shrink ---------------------------------------------------------------------------------
+    @staticmethod
+    def _stage(history: list[dict]) -> str:
+        """``shrink`` when the phase just recorded trained a shrink candidate, ``shrink-revert`` when it was the
+        network gone back to, else ``grow``: what the decision after the previous phase said."""
+        previous = history[-2].get("decision") if len(history) >= 2 else None
+        return previous if previous in (SHRINK, REVERT) else "grow"
+
+    @staticmethod
+    def _knee(history: list[dict]) -> dict | None:
+        """The history row where growth stopped (the discovered network), None before that."""
+        return next((r for r in reversed(history) if r.get("growth_stop")), None)
+
+    def _accept(self, ctx: RunContext) -> None:
+        """Keep the network just trained (masks and the whole state) as the one to go back to."""
+        self._accepted = (ctx.masks.to("cpu").clone(),
+                          {k: v.detach().to("cpu", copy=True) for k, v in ctx.model.state_dict().items()})
+
+    def _next_shrink_step(self, ctx: RunContext, info: dict[str, Any], step: int) -> Decision:
+        """Prune ``shrink.fraction`` by magnitude and regrow ``shrink.regrow`` by the growth rule, or stop."""
+        s, g = self.cfg.shrink, self.cfg.growth
+        n = ctx.masks.n_nonzero()
+        if step > s.max_steps:
+            return self._ends(ctx.history, Decision(stop=True, reason="shrink-max-steps", info=info))
+        if round_half_up(s.fraction * n) - round_half_up(s.regrow * n) <= 0 or n <= 1:
+            return self._ends(ctx.history, Decision(stop=True, reason="shrink-nothing-left", info=info))
+        rule = GROWTH_RULES.get(g.rule)
+        rw: Rewired = rewire(
+            ctx.model, ctx.masks, lambda m: (round_half_up(s.fraction * m), round_half_up(s.regrow * m)),
+            rule=g.rule, generator=ctx.generator, scope=g.scope,
+            scores=lambda pruned: rule.scores(ctx.model, pruned, ctx.input_shape, ctx.sample_batch))
+        info["shrink_next"] = {"step": step, **rw.info()}
+        return Decision(masks=rw.masks, added=rw.added, reason=SHRINK, info=info)
+
+    def _after_shrink_step(self, ctx: RunContext) -> Decision:
+        knee = self._knee(ctx.history)
+        row = ctx.history[-1]
+        step = len(_shrink_steps(ctx.history)) + 1  # this row gets its entry below
+        verdict = shrink_verdict(_observed(knee), _observed(row), self.cfg.shrink.tol, self.cfg.stop.alpha)
+        info: dict[str, Any] = {"shrink": {"step": step, **verdict}}
+        if verdict["kept"]:
+            self._accept(ctx)
+            return self._next_shrink_step(ctx, info, step + 1)
+        if getattr(self, "_accepted", None) is None:
+            raise RuntimeError("the shrink stage has no network to go back to (its checkpoint lacks it)")
+        masks, state = self._accepted
+        return Decision(masks=masks.clone(), rewind=state, reset_optimizer=True, reason=REVERT, info=info)
+
+    def _ends(self, history: list[dict], decision: Decision) -> Decision:
+        """``decision`` with both ends of the run in its row: the knee growth found and the smallest density kept."""
+        rows = [*history[:-1], {**history[-1], **decision.info}]  # the row as it will be recorded
+        decision.info.update(self._both_ends(rows))
+        self._accepted = None
+        return decision
+
+    @staticmethod
+    def _smallest(history: list[dict]) -> dict | None:
+        """The last row of the shrink stage whose network kept the accuracy (the knee when none did)."""
+        kept = [r for r in _shrink_steps(history) if r["shrink"]["kept"]]
+        return kept[-1] if kept else GrowMethod._knee(history)
+
+    def _both_ends(self, history: list[dict]) -> dict[str, Any]:
+        knee, smallest = self._knee(history), self._smallest(history)
+        if knee is None:
+            return {}
+        return {"knee_density": knee["density"], "knee_val_acc": knee["val_acc"],
+                "smallest_density": smallest["density"], "smallest_val_acc": smallest["val_acc"]}
+
+    # -- resume and summary ---------------------------------------------------------------------
+    def state_tensors(self) -> dict[str, Tensor]:
+        """The network the shrink stage would go back to (none outside the shrink stage)."""
+        accepted = getattr(self, "_accepted", None)
+        if accepted is None:
+            return {}
+        masks, state = accepted
+        # Copies: the masks gone back to are the trainer's too, and a checkpoint cannot hold one tensor twice.
+        return {**{_MASK + k: v.clone() for k, v in masks.to_dict().items()},
+                **{_STATE + k: v.clone() for k, v in state.items()}}
+
+    def restore(self, tensors: dict[str, Tensor], history: list[dict[str, Any]]) -> None:
+        """Take back the network to go back to from a checkpoint."""
+        masks = {k[len(_MASK):]: v for k, v in tensors.items() if k.startswith(_MASK)}
+        state = {k[len(_STATE):]: v for k, v in tensors.items() if k.startswith(_STATE)}
+        self._accepted = (MaskSet(masks), state) if masks else None
+
+    def summary(self, history: list[dict[str, Any]]) -> dict[str, Any]:
+        """With the shrink stage: both ends (knee and smallest density kept), the growth's and the shrink's stop."""
+        knee = self._knee(history)
+        if knee is None:
+            return {}
+        steps = _shrink_steps(history)
+        return {**self._both_ends(history), "growth_stop_reason": knee["growth_stop"],
+                "shrink_steps": len(steps), "shrink_kept": sum(1 for r in steps if r["shrink"]["kept"])}
+
+
+def _shrink_steps(history: list[dict]) -> list[dict]:
+    """The rows of the shrink stage that trained a candidate (each with its verdict)."""
+    return [r for r in history if "kept" in r.get("shrink", {})]
+
+
+def _hybrid_counts(n: int, zeta: float, gamma: float) -> tuple[int, int]:
+    """Hybrid growth of a unit with ``n`` edges: drop ``round(zeta n)``, regrow those plus ``round(gamma n)``."""
+    dropped = round_half_up(zeta * n)
+    return dropped, dropped + growth_count(n, gamma)

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# bench/attention.sh: growth rules for attention's query and key weights, where PWMP is blind (issue 14).
+#
+# On the small ViT (vit-mini: dim 64, depth 4, 4 heads, 4x4 patches on 28x28) and mnist5k, 3 seeds, one seed
+# density, PWMPR grows with each growth rule:
+#   pwmp              PWMP alone (uniform attention: q and k never grow after the PHEW seed)
+#   pwmp-attn         PWMP through the tangent of the real attention
+#   pwmp-qk-gradient  PWMP, q/k by |dL/dw| (RigL)
+#   pwmp-qk-head      PWMP, q/k by head importance (Michel et al. 2019)
+#   pwmp-qk-random    PWMP, q/k drawn uniformly (the control)
+# (docs/method.md, "Attention: growing q and k"). Everything else is pwmpr grow's defaults (the default stop rule,
+# 10 epochs per phase, 30 final epochs). bench/attention.py then reads the run folders and writes
+# bench/results/attention.md (discovered density, final test accuracy, cost, share of q/k among the grown edges,
+# a verdict against the spread over seeds) and bench/results/attention.png (accuracy-density curves).
+#
+#   bash bench/attention.sh        # the benchmark (15 runs; a vit-mini epoch on mnist5k takes about 10 s on one
+#                                  # core of a loaded 2-core machine, so several hours with JOBS=2)
+#   SEEDS=0 RULES="pwmp pwmp-attn" DATA=digits PHASE_EPOCHS=1 EPOCHS=1 MAX_PHASES=2 \
+#     OUT=/tmp/attn RESULTS=/tmp/attn/attention.md bash bench/attention.sh     # smoke test, a minute or two
+#
+# Finished runs (those with a summary.json) are kept and started ones resumed, so an interrupted benchmark
+# continues where it stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=${OUT:-bench/out/attention}
+RESULTS=${RESULTS:-bench/results/attention.md}
+DATA=${DATA:-mnist5k}
+MODEL=${MODEL:-vit-mini}
+SEEDS=${SEEDS:-"0 1 2"}
+SEED_DENSITY=${SEED_DENSITY:-0.05}
+RULES=${RULES:-"pwmp pwmp-attn pwmp-qk-gradient pwmp-qk-head pwmp-qk-random"}
+JOBS=${JOBS:-2}
+PHASE_EPOCHS=${PHASE_EPOCHS:-10}
+EPOCHS=${EPOCHS:-30}                 # final training
+MAX_PHASES=${MAX_PHASES:-30}         # pwmpr grow's default
+EXTRA=${EXTRA:-}                     # more pwmpr grow flags for every run, e.g. EXTRA="--lr 0.05"
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # JOBS single-threaded processes use the cores better than one wide one
+mkdir -p "$OUT"
+start=$(date +%s)
+command="OUT=$OUT DATA=$DATA MODEL=$MODEL SEEDS=\"$SEEDS\" SEED_DENSITY=$SEED_DENSITY RULES=\"$RULES\" JOBS=$JOBS \
+PHASE_EPOCHS=$PHASE_EPOCHS EPOCHS=$EPOCHS MAX_PHASES=$MAX_PHASES EXTRA=\"$EXTRA\" bash bench/attention.sh"
+echo "bench/attention.sh: $command"
+
+jobs_file=$(mktemp)
+trap 'rm -f "$jobs_file"' EXIT
+for s in $SEEDS; do
+  for rule in $RULES; do
+    dir="$OUT/$DATA-$MODEL/$rule-sd$SEED_DENSITY-s$s"
+    if [ -f "$dir/summary.json" ]; then continue; fi
+    if compgen -G "$dir/checkpoints/phase-*.safetensors" > /dev/null; then
+      echo "$dir grow --resume $dir -q" >> "$jobs_file"
+    else
+      echo "$dir grow --data $DATA --model $MODEL --device cpu -q --no-tau-core --seed-density $SEED_DENSITY" \
+           "--growth $rule --phase-epochs $PHASE_EPOCHS --final-epochs $EPOCHS --max-phases $MAX_PHASES" \
+           "--seed $s $EXTRA --force --out $dir" >> "$jobs_file"
+    fi
+  done
+done
+# Each line: folder, then the pwmpr arguments; the log of each run lands beside it.
+xargs -r -P "$JOBS" -L 1 sh -c 'dir=$0; mkdir -p "$(dirname "$dir")"; echo "  start $dir"; \
+  pwmpr "$@" > "$dir.log" 2>&1 && echo "  done  $dir" || { echo "  FAILED $dir (see $dir.log)"; exit 255; }' \
+  < "$jobs_file"
+elapsed=$(( $(date +%s) - start ))
+python3 bench/attention.py --out "$OUT" --results "$RESULTS" --command "$command" --elapsed "$elapsed"

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# bench/hybrid.sh: hybrid grow-prune PWMPR (--zeta, --shrink) against plain PWMPR, the IMP ticket at the same
+# density, and RigL and SET at the same density and training budget, on real offline digits.
+#
+# Stage 1, for every data/model pair and seed: plain PWMPR (pwmpr grow's defaults) and hybrid PWMPR (the same with
+# --zeta $ZETA --shrink). Stage 2, for every hybrid run (bench/hybrid.py plan reads its summary): IMP (lr-rewind)
+# down to its final density, and RigL and SET at that density for as many epochs as the hybrid run's training
+# FLOPs buy at it (equal budget). bench/hybrid.py report then writes bench/results/hybrid.md: one table per pair
+# and the shrink interval of every hybrid run (knee -> smallest density that kept the accuracy).
+#
+#   bash bench/hybrid.sh                                      # the benchmark (several hours on 2 cores)
+#   PAIRS="digits:mlp" SEEDS=0 PHASE_EPOCHS=1 EPOCHS=2 MAX_PHASES=3 SHRINK_STEPS=2 \
+#     OUT=/tmp/hyb RESULTS=/tmp/hyb/hybrid.md bash bench/hybrid.sh   # smoke test, a few minutes
+#
+# Finished runs (those with a summary.json) are kept and started ones resumed, so an interrupted benchmark
+# continues where it stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=${OUT:-bench/out/hybrid}
+RESULTS=${RESULTS:-bench/results/hybrid.md}
+PAIRS=${PAIRS:-"mnist5k:mlp mnist5k:cnn"}
+SEEDS=${SEEDS:-"0 1 2"}
+JOBS=${JOBS:-2}
+PHASE_EPOCHS=${PHASE_EPOCHS:-10}
+EPOCHS=${EPOCHS:-30}                 # PWMPR's final training and each IMP level
+MAX_PHASES=${MAX_PHASES:-30}
+ZETA=${ZETA:-0.3}
+SHRINK_STEPS=${SHRINK_STEPS:-10}
+UPDATE_EPOCHS=${UPDATE_EPOCHS:-3}    # RigL's 100 steps: 3 epochs of mnist5k at batch 128
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+mkdir -p "$OUT"
+start=$(date +%s)
+command="OUT=$OUT PAIRS=\"$PAIRS\" SEEDS=\"$SEEDS\" JOBS=$JOBS PHASE_EPOCHS=$PHASE_EPOCHS EPOCHS=$EPOCHS \
+MAX_PHASES=$MAX_PHASES ZETA=$ZETA SHRINK_STEPS=$SHRINK_STEPS UPDATE_EPOCHS=$UPDATE_EPOCHS bash bench/hybrid.sh"
+echo "bench/hybrid.sh: $command"
+
+jobs_file=$(mktemp)
+trap 'rm -f "$jobs_file"' EXIT
+# add DIR RESUME_COMMAND ARGS...: a finished run is skipped, a started one resumed, a new one started.
+add() {
+  local dir=$1 resume=$2; shift 2
+  if [ -f "$dir/summary.json" ]; then return; fi
+  if compgen -G "$dir/checkpoints/phase-*.safetensors" > /dev/null; then
+    echo "$dir $resume --resume $dir -q" >> "$jobs_file"
+  else
+    echo "$dir $*" >> "$jobs_file"
+  fi
+}
+run_jobs() {  # each line: folder, then the pwmpr arguments; the log of each run lands beside it
+  xargs -r -P "$JOBS" -L 1 sh -c 'dir=$0; mkdir -p "$(dirname "$dir")"; echo "  start $dir"; \
+    pwmpr "$@" > "$dir.log" 2>&1 && echo "  done  $dir" || { echo "  FAILED $dir (see $dir.log)"; exit 255; }' \
+    < "$jobs_file"
+  : > "$jobs_file"
+}
+
+for pair in $PAIRS; do
+  data=${pair%%:*}; model=${pair##*:}
+  for s in $SEEDS; do
+    common=(--data "$data" --model "$model" --device cpu -q --no-tau-core --phase-epochs "$PHASE_EPOCHS"
+            --final-epochs "$EPOCHS" --max-phases "$MAX_PHASES" --seed "$s" --force)
+    add "$OUT/$data-$model/plain-s$s" grow grow "${common[@]}" --out "$OUT/$data-$model/plain-s$s"
+    add "$OUT/$data-$model/hybrid-s$s" grow grow "${common[@]}" --zeta "$ZETA" --shrink \
+        --shrink-max-steps "$SHRINK_STEPS" --out "$OUT/$data-$model/hybrid-s$s"
+  done
+done
+run_jobs
+# Stage 2 needs each hybrid run's density and cost; a finished baseline is skipped like a finished run above.
+python3 bench/hybrid.py plan --out "$OUT" --epochs "$EPOCHS" --update-epochs "$UPDATE_EPOCHS" | while read -r line; do
+  [ -n "$line" ] || continue
+  dir=${line%% *}; rest=${line#* }
+  kind=$(echo "$rest" | cut -d' ' -f2)
+  add "$dir" "baseline $kind" $rest
+done
+run_jobs
+elapsed=$(( $(date +%s) - start ))
+python3 bench/hybrid.py report --out "$OUT" --results "$RESULTS" --command "$command" --elapsed "$elapsed"

@@ -1,0 +1,94 @@
+"""The checkpoint format of a run folder: what a phase's checkpoint holds, how it is written, and how it is checked.
+
+A checkpoint is one safetensors file (``checkpoints/phase-NNN.safetensors``, written atomically by
+``pwmpr.rundir``) whose tensors carry prefixes: ``model/`` (the state dict), ``mask/`` (the MaskSet), ``optim/``
+(the optimizer state), ``rng/`` (the torch, data and growth generators), ``method/`` (what a method keeps between
+phases) and ``rewind/`` (IMP's rewind point). Its JSON metadata holds the history so far, the next phase, the stage,
+the stop reason, the global step, the config and the input shape. Resume needs all of it, so :func:`read` refuses a
+file that lacks any part, or whose weights do not fit the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pwmpr import rundir
+from pwmpr.errors import PwmprError
+
+KIND = "checkpoint"
+STAGES = ("phase", "final", "done")
+RNG_KEYS = ("torch", "data", "grow")
+METHOD_PREFIX = "method/"
+REWIND_PREFIX = "rewind/"
+
+
+@dataclass
+class Checkpoint:
+    """Everything a run needs to carry on after the phase it was written at."""
+
+    model_state: dict[str, Tensor]
+    masks: dict[str, Tensor]
+    optimizer: dict[str, Tensor]
+    rng: dict[str, Tensor]  # RNG_KEYS -> generator states
+    next_phase: int
+    stage: str
+    history: list[dict[str, Any]]
+    stop_reason: str = ""
+    global_step: int = 0
+    method_state: dict[str, Tensor] = field(default_factory=dict)
+    rewind: dict[str, Tensor] | None = None
+    extra_meta: dict[str, Any] = field(default_factory=dict)  # config, input shape, classes: for a reader's eyes
+
+
+def write(path: Path, ck: Checkpoint) -> None:
+    """Write ``ck`` to ``path`` atomically (a crash leaves the old file or the new one, never half of one)."""
+    tensors: dict[str, Tensor] = {}
+    tensors.update({rundir.MODEL_PREFIX + k: v for k, v in ck.model_state.items()})
+    tensors.update({rundir.MASK_PREFIX + k: v for k, v in ck.masks.items()})
+    tensors.update({rundir.OPTIM_PREFIX + k: v for k, v in ck.optimizer.items()})
+    tensors.update({rundir.RNG_PREFIX + k: v for k, v in ck.rng.items()})
+    tensors.update({METHOD_PREFIX + k: v for k, v in ck.method_state.items()})
+    if ck.rewind is not None:
+        tensors.update({REWIND_PREFIX + k: v for k, v in ck.rewind.items()})
+    meta = {"kind": KIND, "next_phase": ck.next_phase, "stage": ck.stage, "stop_reason": ck.stop_reason,
+            "history": ck.history, "global_step": ck.global_step, **ck.extra_meta}
+    rundir.save_tensors(path, tensors, meta)
+
+
+def read(path: Path, model_shapes: dict[str, tuple[int, ...]]) -> Checkpoint:
+    """Load checkpoint ``path`` and check that it holds everything resume needs, with weights of ``model_shapes``.
+
+    Raises:
+        PwmprError: the file is not a pwmpr checkpoint, lacks a part, or was written for another model.
+    """
+    tensors, meta = rundir.load_tensors(path)
+    if meta.get("kind") != KIND:
+        raise PwmprError("it has no pwmpr checkpoint metadata")
+    if not isinstance(meta.get("history"), list) or not isinstance(meta.get("next_phase"), int) or \
+            meta.get("stage") not in STAGES:
+        raise PwmprError("its metadata lacks the history, the next phase or the stage")
+    rng = rundir.split_prefix(tensors, rundir.RNG_PREFIX)
+    if set(rng) != set(RNG_KEYS):
+        raise PwmprError("it lacks the random generator states")
+    state = rundir.split_prefix(tensors, rundir.MODEL_PREFIX)
+    if {k: tuple(v.shape) for k, v in state.items()} != model_shapes:
+        raise PwmprError("its weights do not fit the configured model")
+    rewind = rundir.split_prefix(tensors, REWIND_PREFIX)
+    extra = {k: v for k, v in meta.items()
+             if k not in ("kind", "next_phase", "stage", "stop_reason", "history", "global_step")}
+    return Checkpoint(model_state=state, masks=rundir.split_prefix(tensors, rundir.MASK_PREFIX),
+                      optimizer=rundir.split_prefix(tensors, rundir.OPTIM_PREFIX), rng=rng,
+                      next_phase=int(meta["next_phase"]), stage=meta["stage"], history=meta["history"],
+                      stop_reason=meta.get("stop_reason", ""), global_step=int(meta.get("global_step", 0)),
+                      method_state=rundir.split_prefix(tensors, METHOD_PREFIX), rewind=rewind or None,
+                      extra_meta=extra)
+
+
+def rng_states(data_gen: torch.Generator, grow_gen: torch.Generator) -> dict[str, Tensor]:
+    """The generator states a checkpoint keeps: torch's global one, the data order's and the growth's."""
+    return {"torch": torch.get_rng_state(), "data": data_gen.get_state(), "grow": grow_gen.get_state()}

@@ -1,0 +1,193 @@
+"""Prune-and-regrow ("rewiring") steps shared by PWMPR's hybrid growth and shrink stage and the RigL / SET baselines.
+
+One step (docs/method.md, Prune and regrow) works on units of layers: all layers at once (``scope="global"``) or
+each layer on its own (``scope="layer"``). For every unit with ``n`` present edges, ``counts(n)`` gives
+``(n_drop, n_grow)``: the ``n_drop`` present edges of smallest |w| are dropped (exactly that many, ties broken by
+position), then ``n_grow`` edges are picked by a growth rule of ``pwmpr.growth.GROWTH_RULES`` among the edges
+absent *after* the drop, so a dropped edge may be picked again (as in RigL's ``_get_update_op``). An edge dropped
+and picked again in the same step was never absent: it keeps its weight and momentum (RigL's default,
+``reinit_when_same=False``). Edges present before and absent after are *removed*: the trainer zeroes them and
+their optimizer state when it enforces the new masks. Edges absent before and present after are *added*
+(``Decision.added``): they start at zero with zero optimizer state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from pwmpr.errors import PwmprError
+from pwmpr.growth import GROWTH_RULES
+from pwmpr.masks import MaskSet
+
+SCOPES = ("global", "layer")
+
+
+def round_half_up(x: float) -> int:
+    """``x`` rounded to the nearest whole number, halves up (``growth_count``'s rounding)."""
+    return int(math.floor(x + 0.5))
+
+
+def floor_count(x: float) -> int:
+    """``floor(x)``, robust to float error just below a whole number (``0.29 * 100`` is 28.999...96)."""
+    return int(math.floor(x + 1e-9))
+
+
+def cosine_decay(value: float, t: float, horizon: float) -> float:
+    """``value / 2 * (1 + cos(pi t / horizon))`` for ``t < horizon``, 0 from ``horizon`` on (RigL's ``f_decay``).
+
+    ``horizon <= 0`` means no decay: ``value`` at every ``t``.
+    """
+    if horizon <= 0:
+        return value
+    if t >= horizon:
+        return 0.0
+    return value * 0.5 * (1.0 + math.cos(math.pi * t / horizon))
+
+
+@torch.no_grad()
+def drop_lowest(model: nn.Module, masks: MaskSet, count: int) -> MaskSet:
+    """Drop the ``count`` present edges of smallest |w| over all layers of ``masks`` at once.
+
+    Exactly ``min(count, present)`` edges go; equal magnitudes leave in position order (layer order, then flat
+    index), so the result is reproducible.
+
+    Args:
+        model: the network whose current weights are ranked.
+        masks: the masks of the layers that compete (a subset of the model's masks is fine).
+        count: how many present edges to drop (<= 0: none).
+
+    Returns:
+        A new MaskSet over the same layers, each mask on its original device.
+    """
+    params = dict(model.named_parameters())
+    names = list(masks)
+    kept = [masks[n].reshape(-1).cpu() for n in names]
+    if count <= 0 or not names:
+        return MaskSet({n: masks[n].clone() for n in names})
+    mags = [params[n].detach().abs().reshape(-1).cpu().double() for n in names]
+    values = torch.cat([m[k] for m, k in zip(mags, kept, strict=True)])
+    order = torch.sort(values, stable=True).indices[: min(count, values.numel())]
+    drop = torch.zeros(values.numel(), dtype=torch.bool)
+    drop[order] = True
+    out: dict[str, Tensor] = {}
+    start = 0
+    for name, k in zip(names, kept, strict=True):
+        n_kept = int(k.sum())
+        new = k.clone()
+        idx = k.nonzero().squeeze(1)
+        new[idx[drop[start:start + n_kept]]] = False
+        start += n_kept
+        out[name] = new.view_as(masks[name]).to(masks[name].device)
+    return MaskSet(out)
+
+
+def pick_absent(masks: MaskSet, scores: Mapping[str, Tensor] | None, count: int, *, rule: str,
+                generator: torch.Generator | None) -> dict[str, Tensor]:
+    """Flat indices, per layer, of ``count`` absent edges picked by growth rule ``rule`` over all layers at once.
+
+    The rule's own eligibility applies (score-based rules never pick an edge of score 0), so fewer may come back
+    when fewer are eligible. ``scores`` may be None for rules that ignore them (``random``).
+    """
+    selector = GROWTH_RULES.get(rule)
+    names = list(masks)
+    if selector.uses_scores:
+        if scores is None or any(n not in scores for n in names):
+            raise PwmprError(f"growth rule {rule!r} needs a score for every layer")
+        device = scores[names[0]].device
+    else:
+        device = masks[names[0]].device
+    candidates = torch.cat([~masks[n].reshape(-1).to(device) for n in names])
+    flat = torch.cat([scores[n].detach().reshape(-1).to(device) for n in names]) if selector.uses_scores else None
+    if count > 0:
+        chosen = torch.sort(selector(candidates, flat, count, generator)).values
+    else:
+        chosen = torch.empty(0, dtype=torch.long, device=device)
+    bounds = torch.tensor([0] + [masks[n].numel() for n in names], device=chosen.device).cumsum(0)
+    out = {}
+    for i, name in enumerate(names):
+        lo, hi = torch.searchsorted(chosen, bounds[i: i + 2]).tolist()
+        out[name] = (chosen[lo:hi] - bounds[i]).to(masks[name].device)
+    return out
+
+
+@dataclass
+class Rewired:
+    """What one prune-and-regrow step did.
+
+    Attributes:
+        masks: the new masks (every layer of the input, in its order).
+        added: per layer, the sorted flat indices of edges absent before and present now (``Decision.added``).
+        n_dropped: edges dropped by magnitude (what ``counts`` asked for, over all units).
+        n_grown: edges the growth rule picked (dropped ones picked again included).
+        n_removed: edges present before and absent now.
+    """
+
+    masks: MaskSet
+    added: dict[str, Tensor]
+    n_dropped: int
+    n_grown: int
+    n_removed: int
+
+    @property
+    def n_added(self) -> int:
+        """Edges absent before and present now."""
+        return sum(int(v.numel()) for v in self.added.values())
+
+    def info(self) -> dict[str, int]:
+        """The counts, for a history row."""
+        return {"n_dropped": self.n_dropped, "n_grown": self.n_grown, "n_removed": self.n_removed,
+                "n_added": self.n_added}
+
+
+@torch.no_grad()
+def rewire(model: nn.Module, masks: MaskSet, counts: Callable[[int], tuple[int, int]], *, rule: str,
+           generator: torch.Generator | None, scores: Callable[[MaskSet], Mapping[str, Tensor] | None],
+           scope: str = "global") -> Rewired:
+    """Drop by magnitude, then regrow by ``rule``, in every unit of layers (see the module docstring).
+
+    Args:
+        model: the trained network (its weights rank the drop).
+        masks: the current masks.
+        counts: ``counts(n_present_in_unit) -> (n_drop, n_grow)``.
+        rule: a name in ``GROWTH_RULES``.
+        generator: the seeded generator of the sampled rules.
+        scores: ``scores(masks_after_drop) -> {name: score tensor}``, called once, and only when ``rule`` uses
+            scores; it may ignore its argument (RigL scores gradients of the network before the drop).
+        scope: ``global`` (one unit of all layers) or ``layer`` (each layer its own unit).
+
+    Returns:
+        The step's :class:`Rewired`.
+    """
+    if scope not in SCOPES:
+        raise PwmprError(f"scope must be one of {', '.join(SCOPES)}; got {scope!r}")
+    masks = masks if isinstance(masks, MaskSet) else MaskSet(masks)
+    units = [list(masks)] if scope == "global" else [[n] for n in masks]
+    dropped: dict[str, Tensor] = {}
+    plan: list[tuple[list[str], int]] = []
+    n_dropped = 0
+    for unit in units:
+        sub = MaskSet({n: masks[n] for n in unit})
+        n_drop, n_grow = counts(sub.n_nonzero())
+        after = drop_lowest(model, sub, n_drop)
+        n_dropped += sub.n_nonzero() - after.n_nonzero()
+        dropped.update(after)
+        plan.append((unit, n_grow))
+    pruned = MaskSet({n: dropped[n] for n in masks})
+    score_map = scores(pruned) if GROWTH_RULES.get(rule).uses_scores else None
+    new = {n: pruned[n].clone() for n in masks}
+    n_grown = 0
+    for unit, n_grow in plan:
+        picked = pick_absent(MaskSet({n: pruned[n] for n in unit}), score_map, n_grow, rule=rule, generator=generator)
+        for name, idx in picked.items():
+            flat = new[name].reshape(-1)
+            flat[idx] = True
+            n_grown += int(idx.numel())
+    result = MaskSet(new)
+    added = {n: torch.nonzero((result[n] & ~masks[n]).reshape(-1)).squeeze(1) for n in masks}
+    n_removed = sum(int((masks[n] & ~result[n]).sum()) for n in masks)
+    return Rewired(result, added, n_dropped, n_grown, n_removed)
