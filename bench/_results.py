@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
+import statistics
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,10 +35,54 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}, {gpu}"
 
 
-def header(command: str, extra: str = "") -> list[str]:
-    """The first lines of a results file: where it comes from, the command, the machine and the date."""
-    return ["<!-- written by a bench script; do not edit by hand -->", f"Command: `{command}`  ",
-            f"Machine: {machine()}; {datetime.now(timezone.utc):%Y-%m-%d}" + (f"; {extra}" if extra else ""), ""]
+def header(command: str, extra: str = "", note: str = "") -> list[str]:
+    """The first lines of a results file: where it comes from, the command, the machine and the date.
+
+    ``extra`` ends the machine line (e.g. the repeat count); ``note`` is a provenance note (e.g. a shared machine)
+    printed in bold under it.
+    """
+    try:
+        load = "; load average {:.1f} / {:.1f} / {:.1f} (1 / 5 / 15 min) when written".format(*os.getloadavg())
+    except OSError:
+        load = ""
+    lines = ["<!-- written by a bench script; do not edit by hand -->", f"Command: `{command}`  ",
+             f"Machine: {machine()}; {datetime.now(timezone.utc):%Y-%m-%d}" + (f"; {extra}" if extra else "") + load,
+             ""]
+    return lines + ([f"**Note:** {note}", ""] if note else [])
+
+
+def command(script: str) -> str:
+    """The command line that ran ``script`` (``bench/NAME.py``), with its arguments as given."""
+    return shlex.join(["python", script, *sys.argv[1:]])
+
+
+# A timing whose max exceeds its min by more than this share is flagged as noisy.
+NOISE_LIMIT = 0.20
+
+
+def spread(values: list[float]) -> float:
+    """max / min - 1 of ``values`` (inf when the min is 0)."""
+    lo, hi = min(values), max(values)
+    return hi / lo - 1 if lo > 0 else (0.0 if hi == lo else float("inf"))
+
+
+def noisy(values: list[float], limit: float = NOISE_LIMIT) -> bool:
+    """Whether the max/min spread of ``values`` exceeds ``limit``."""
+    return len(values) > 1 and spread(values) > limit
+
+
+def mmm(values: list[float], fmt: str = ".3f") -> str:
+    """``min / median / max`` of ``values``, each formatted with ``fmt``; ``values`` alone when there is one."""
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return " / ".join(format(v, fmt) for v in (min(values), statistics.median(values), max(values)))
+
+
+def noise_rule(repeats: int, marked: bool = True) -> str:
+    """The sentence every timing table carries about its statistic and the noise flag (``marked``: in the cell)."""
+    flag = "a figure marked **(noisy)** has" if marked else "a figure is flagged as noisy when it has"
+    return (f"Timings are min / median / max over {repeats} repeat(s); {flag} a max more than "
+            f"{100 * NOISE_LIMIT:.0f}% above its min.")
 
 
 def quote_into(path: Path, name: str, text: str) -> None:

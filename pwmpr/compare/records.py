@@ -18,6 +18,7 @@ from typing import Any
 
 from pwmpr import rundir
 from pwmpr.errors import PwmprError
+from pwmpr.stop.decision import growth_rows
 
 # Config keys that never change what a run computes: runs differing only in these are seeds of one configuration.
 _NOT_CONFIG = ("seed", "device", "data_dir", "version")
@@ -46,9 +47,15 @@ class RunRecord:
 
     @property
     def variant(self) -> str:
-        """The growth rule (pwmpr), IMP variant or one-shot pruner; empty for dense."""
+        """The growth rule (pwmpr, with ``+zeta..`` and ``+shrink`` when on), IMP variant, one-shot pruner, or the
+        layer distribution and density of RigL/SET; empty for dense."""
         if self.method == "pwmpr":
-            return (self.config.get("growth") or {}).get("rule", "pwmp")
+            growth = self.config.get("growth") or {}
+            extras = [f"zeta{growth['zeta']:g}"] if growth.get("zeta") else []
+            extras += ["shrink"] if (self.config.get("shrink") or {}).get("enabled") else []
+            return "+".join([growth.get("rule", "pwmp"), *extras])
+        if self.method in ("rigl", "set"):
+            return f"{self.options.get('distribution', 'erk')}@{self.options.get('density', 0.1):.3g}"
         if self.method == "imp":
             return self.options.get("variant", "lr-rewind")
         if self.method == "oneshot":
@@ -67,8 +74,8 @@ class RunRecord:
         return json.dumps(cfg, sort_keys=True)
 
     def phases(self) -> list[dict[str, Any]]:
-        """History rows of the phases (IMP levels, growth phases), without the final training."""
-        return [r for r in self.history if r.get("stage") == "phase"]
+        """History rows of the phases (IMP levels, growth phases), without the shrink stage and the final training."""
+        return growth_rows(self.history)
 
 
 
@@ -213,6 +220,6 @@ def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
     for key, g in zip(by_key, groups, strict=True):
         if counts[g.label] > 1:
             g.label = f"{g.label}#{hashlib.md5(key.encode()).hexdigest()[:6]}"
-    order = {"pwmpr": 0, "imp": 1, "oneshot": 2, "dense": 3}
+    order = {"pwmpr": 0, "imp": 1, "rigl": 2, "set": 3, "oneshot": 4, "dense": 5}
     return sorted(groups, key=lambda g: (g.setting, order.get(g.method, 9), g.label))
 

@@ -138,7 +138,7 @@ def plot_comparison(groups: Sequence[Group], out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    markers = {"pwmpr": "o", "imp": "s", "oneshot": "^", "dense": "*"}
+    markers = {"pwmpr": "o", "imp": "s", "rigl": "D", "set": "P", "oneshot": "^", "dense": "*"}
     paths = [out_dir / "acc_vs_density.png", out_dir / "acc_vs_cost.png"]
     fig1, ax1 = plt.subplots(figsize=(7, 4.5), dpi=110)
     fig2, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=110, sharey=True)

@@ -5,7 +5,7 @@ paper (``saturation``), the curve posterior of the gain rule (``posterior``) and
 (``plateau``) are the pieces they are made of. docs/method.md, "Stop", says which is which and why.
 """
 
-from pwmpr.stop.decision import Observation, StopDecision, observation
+from pwmpr.stop.decision import Observation, StopDecision, growth_rows, observation, shrink_rows
 from pwmpr.stop.plateau import plateau_gain, plateau_reached
 from pwmpr.stop.posterior import CurvePosterior, curve_posterior
 from pwmpr.stop.rules import STOP_RULES, StopContext
@@ -13,5 +13,6 @@ from pwmpr.stop.saturation import LN20, SaturationFit, fit_saturation, should_st
 
 __all__ = [
     "LN20", "STOP_RULES", "CurvePosterior", "Observation", "SaturationFit", "StopContext", "StopDecision",
-    "curve_posterior", "fit_saturation", "observation", "plateau_gain", "plateau_reached", "should_stop",
+    "curve_posterior", "fit_saturation", "growth_rows", "observation", "plateau_gain", "plateau_reached",
+    "should_stop", "shrink_rows",
 ]

@@ -13,6 +13,17 @@ def json_float(x: float | None) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
 
+def growth_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The history rows of the phases that a stop rule reads: every ``phase`` row but those of the shrink stage
+    (which carry a ``shrink`` entry) and the final training."""
+    return [r for r in history if r.get("stage") == "phase" and "shrink" not in r]
+
+
+def shrink_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The history rows of the shrink stage's phases (its candidates, and the network gone back to)."""
+    return [r for r in history if r.get("stage") == "phase" and "shrink" in r]
+
+
 @dataclass(frozen=True)
 class Observation:
     """One point of the accuracy-density curve.
