@@ -256,7 +256,8 @@ def qk_scores(model: nn.Module, masks: Mapping[str, Tensor], input_shape: Sequen
               kind: str) -> dict[str, Tensor]:
     """PWMP scores, with the query and key weights of every attention module scored by ``kind`` instead.
 
-    ``kind``: ``gradient`` (``|dL/dW_eff|`` on ``batch``, RigL's growth criterion), ``head`` (the importance of the
+    ``kind``: ``gradient`` (``|dL/dW_eff|`` on ``batch`` of the network at ``masks``, every layer's absent
+    edges at zero whatever the model's weights hold, RigL's growth criterion), ``head`` (the importance of the
     entry's head, :func:`head_importance`, the same for every q/k entry of a head) or ``random`` (a constant: the
     q/k entries are drawn uniformly). Within a module the raw q/k scores are then multiplied by one factor, so that
     their mean over the module's q and k entries (present and absent) equals the mean PWMP score of the module's
@@ -280,7 +281,10 @@ def qk_scores(model: nn.Module, masks: Mapping[str, Tensor], input_shape: Sequen
     masks = MaskSet.checked(model, masks)
     names = [n for g in groups for n in g.qk]
     if kind == "gradient":
-        raw = gradient_scores(model, MaskSet({n: masks[n] for n in names}), _checked_batch(batch, device_of(model)))
+        # The gradient of the masked network (every layer at its mask: in a hybrid or shrink step the edges just
+        # dropped no longer act), kept for q and k only.
+        grads = gradient_scores(model, masks, _checked_batch(batch, device_of(model)))
+        raw = {n: grads[n] for n in names}
     elif kind == "head":
         importance = head_importance(model, masks, _checked_batch(batch, device_of(model)))
         raw = {}

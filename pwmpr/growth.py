@@ -172,7 +172,7 @@ def _noise_like(n: int, like: Tensor, generator: torch.Generator | None, kind: s
     return noise.to(like.device)
 
 
-def _top_n(keys: Tensor, n: int) -> Tensor:
+def top_n(keys: Tensor, n: int) -> Tensor:
     """Positions of the ``n`` largest ``keys``, ties broken by the lower position (deterministic, unlike topk).
 
     Linear-time (one ``topk`` for the threshold, then two scans), so it is cheap on 10^7 keys.
@@ -197,14 +197,14 @@ def _select_pwmp(candidates: Tensor, scores: Tensor | None, n_add: int, generato
     pool = torch.nonzero(_eligible_by_score(candidates, scores)).squeeze(1)
     # log in float64: PWMP scores span hundreds of decades on deep nets, the keys must not.
     keys = scores[pool].to(torch.float64).log_() + _noise_like(pool.numel(), scores, generator, "gumbel")
-    return pool[_top_n(keys, n_add)]
+    return pool[top_n(keys, n_add)]
 
 
 @_growth_rule("pwmp-topk", score=_score_pwmp)
 def _select_topk(candidates: Tensor, scores: Tensor | None, n_add: int, generator=None) -> Tensor:
     """The ``n_add`` highest-score edges; equal scores go to the lower flat index."""
     pool = torch.nonzero(_eligible_by_score(candidates, scores)).squeeze(1)
-    return pool[_top_n(scores[pool], n_add)]
+    return pool[top_n(scores[pool], n_add)]
 
 
 @_growth_rule("gradient", score=_score_gradient)
@@ -217,7 +217,7 @@ def _select_gradient(candidates: Tensor, scores: Tensor | None, n_add: int, gene
 def _select_random(candidates: Tensor, scores: Tensor | None, n_add: int, generator=None) -> Tensor:
     """``n_add`` absent edges drawn uniformly without replacement (scores ignored)."""
     pool = torch.nonzero(candidates).squeeze(1)
-    return pool[_top_n(_noise_like(pool.numel(), candidates, generator, "uniform"), n_add)]
+    return pool[top_n(_noise_like(pool.numel(), candidates, generator, "uniform"), n_add)]
 
 
 # The attention-aware rules (docs/method.md, "Attention: growing q and k"): pwmp's draw on other scores.

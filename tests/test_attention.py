@@ -20,7 +20,7 @@ from pwmpr.attention import attention_pwmp_scores, head_importance, qk_groups, q
 from pwmpr.growth import GROWTH_RULES, grow
 from pwmpr.models import create_model
 from pwmpr.models.vit import Attention, ViT
-from pwmpr.score import pwmp_scores
+from pwmpr.score import gradient_scores, pwmp_scores
 
 ATTENTION_RULES = ["pwmp-attn", "pwmp-qk-gradient", "pwmp-qk-head", "pwmp-qk-random"]
 QK = (".q.weight", ".k.weight")
@@ -191,6 +191,25 @@ def test_qk_gradient_scores_are_finite_difference_gradients_calibrated_to_v_and_
     pw = pwmp_scores(net, masks, (3, 4))
     for name in ("attn.v.weight", "attn.proj.weight", "head.weight"):
         assert torch.equal(s[name], pw[name])  # the rest of the network is scored by PWMP as before
+
+
+def test_qk_gradient_scores_the_network_at_its_masks_not_the_weights_it_still_holds():
+    # A hybrid or shrink step scores the network after the drop: the dropped v and proj edges still hold their
+    # weights in the model but must not act in the forward that gives q and k their gradients.
+    net, masks, x, y = _tiny()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0.0, 0.7)  # every weight non-zero again, absent ones included
+    pruned = MaskSet({n: m.clone() for n, m in masks.items()})
+    pruned["attn.v.weight"][:2] = False
+    pruned["attn.proj.weight"][:, 1] = False
+    s = GROWTH_RULES.get("pwmp-qk-gradient").scores(net, pruned, (3, 4), lambda: (x, y))
+    qk = ("attn.q.weight", "attn.k.weight")
+    full = gradient_scores(net, pruned, (x, y))
+    for name, want in _calibrated(net, pruned, {n: full[n] for n in qk}).items():
+        torch.testing.assert_close(s[name], want, rtol=1e-9, atol=0.0)
+    wrong = gradient_scores(net, MaskSet({n: pruned[n] for n in qk}), (x, y))  # v and proj dense: not this
+    assert not torch.allclose(full["attn.q.weight"], wrong["attn.q.weight"])
 
 
 def test_qk_head_scores_are_finite_difference_head_importance_spread_over_the_heads_rows():

@@ -18,6 +18,7 @@ from pwmpr.errors import PwmprError
 from pwmpr.masks import MaskSet
 from pwmpr.methods import METHODS, RunContext
 from pwmpr.methods.dst import RiglOptions, SetOptions, erk_densities, layer_counts, random_masks, schedule_lr
+from pwmpr.methods.rewire import pick_absent
 
 runner = CliRunner()
 TINY = ["--data", "digits", "--model", "mlp", "--batch-size", "64", "--max-train", "400", "--no-tau-core", "-q"]
@@ -107,6 +108,45 @@ def test_rigl_update_hand_worked():
     assert decision.added["0.weight"].tolist() == [2]  # only (0,2) is new and starts at zero
     assert decision.reason == "update" and decision.info["n_dropped"] == 2 and decision.info["n_removed"] == 1
     assert decision.masks.n_nonzero() == masks.n_nonzero()
+
+
+def test_rigl_regrows_edges_of_zero_gradient_so_every_layer_keeps_its_count():
+    # A dense 3x4 layer (as ERK makes small layers) whose inputs 2 and 3 are always 0 (as MNIST's border pixels):
+    # their weights have |dL/dw| = 0. floor(0.5 x 12) = 6 dropped, the smallest |w|: columns 2 and 3. They are
+    # the only absent edges after the drop, all of gradient 0; RigL's top-k over the absent edges takes them back.
+    net = nn.Sequential(nn.Linear(4, 3, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, -2.0, 0.1, 0.2], [1.5, 1.0, -0.3, 0.1], [-1.0, 2.5, 0.2, -0.1]]))
+    masks = MaskSet({"0.weight": torch.ones(3, 4, dtype=torch.bool)})
+    batch = (torch.tensor([[1.0, 2.0, 0.0, 0.0], [-1.0, 0.5, 0.0, 0.0]]), torch.tensor([0, 2]))
+    rigl = _method("rigl", 2, drop_fraction=0.5, decay="constant", end_fraction=1.0)
+    decision = rigl.after_phase(_ctx(rigl, net, masks, batch))
+    assert (decision.info["n_dropped"], decision.info["n_grown"]) == (6, 6)
+    assert decision.masks.n_nonzero() == 12 and decision.info["n_removed"] == 0
+    assert decision.added["0.weight"].numel() == 0  # dropped and picked again: they keep their weights
+
+    # Sparse, input 0 the only non-zero one: only column 0 has a gradient. 6 present edges, floor(0.5 x 6) = 3
+    # dropped (|w| 0.05 at (0,0), 0.1 at (0,1), 0.2 at (1,3)). The one absent edge of positive gradient, (0,0),
+    # comes back first, then the zero-gradient absent edges by position: (0,1), (0,2). The layer keeps its 6.
+    sparse = MaskSet({"0.weight": torch.tensor([[1, 1, 0, 1], [1, 0, 0, 1], [1, 0, 0, 0]]).bool()})
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[0.05, 0.1, 0.0, 3.0], [1.5, 0.0, 0.0, 0.2], [2.0, 0.0, 0.0, 0.0]]))
+    one = (torch.tensor([[1.0, 0.0, 0.0, 0.0]]), torch.tensor([0]))
+    step = rigl.after_phase(_ctx(rigl, net, sparse, one))
+    assert (step.info["n_dropped"], step.info["n_grown"]) == (3, 3) and step.masks.n_nonzero() == 6
+    assert step.masks["0.weight"].tolist() == [[True, True, True, True], [True, False, False, False],
+                                               [True, False, False, False]]
+    assert step.added["0.weight"].tolist() == [2] and step.info["n_removed"] == 1
+
+
+def test_pick_absent_tops_up_with_zero_scores_by_position_only_when_asked():
+    masks = MaskSet({"a": torch.tensor([False, False, True, False, False, False])})
+    scores = {"a": torch.tensor([0.0, 0.0, 9.0, float("nan"), 3.0, 0.0], dtype=torch.float64)}
+    assert pick_absent(masks, scores, 3, rule="gradient", generator=None)["a"].tolist() == [4]  # growth's rule
+    # Top-k over all absent edges: 3.0 first, then the zeros by position; NaN never before a finite score.
+    assert pick_absent(masks, scores, 3, rule="gradient", generator=None, fill=True)["a"].tolist() == [0, 1, 4]
+    assert pick_absent(masks, scores, 5, rule="gradient", generator=None, fill=True)["a"].tolist() == [0, 1, 3, 4, 5]
+    assert pick_absent(masks, scores, 9, rule="gradient", generator=None, fill=True)["a"].tolist() == [0, 1, 3, 4, 5]
 
 
 def test_set_update_hand_worked():

@@ -20,8 +20,10 @@ from torch import nn
 
 from pwmpr import rundir
 from pwmpr.config import GrowConfig
+from pwmpr.errors import PwmprError
 from pwmpr.growth import growth_count
 from pwmpr.masks import MaskSet
+from pwmpr.methods import RunContext
 from pwmpr.methods.pwmpr import shrink_verdict
 from pwmpr.methods.rewire import cosine_decay, drop_lowest, rewire, round_half_up
 from pwmpr.runner import Run
@@ -170,6 +172,46 @@ def test_shrink_verdict_hand_worked():
     # Without validation sizes there is no noise: the tolerance alone decides.
     assert shrink_verdict(Observation(1, 0.9), Observation(0.5, 0.885), tol=0.02, alpha=0.1)["kept"]
     assert not shrink_verdict(Observation(1, 0.9), Observation(0.5, 0.875), tol=0.02, alpha=0.1)["kept"]
+
+
+def _shrink_ctx(cfg, model, masks, history):
+    return RunContext(cfg, model, masks, (2,), history, torch.Generator().manual_seed(0))
+
+
+def test_shrink_ends_when_per_layer_rounding_would_remove_no_edge():
+    # Three layers of 2 edges each under --scope layer: the global count promises round(0.2 x 6) - round(0.05 x 6)
+    # = 1 edge removed, but each layer drops round(0.4) = 0 and regrows round(0.1) = 0. A candidate would be the
+    # accepted network again, retrained until --shrink-max-steps: the stage ends now, nothing left to remove.
+    from pwmpr.methods.pwmpr import GrowMethod
+
+    cfg = _cfg(growth={"rule": "random", "scope": "layer"}, shrink={"enabled": True, "max_steps": 10})
+    model = nn.Sequential(*(nn.Linear(2, 2, bias=False) for _ in range(3)))
+    masks = MaskSet({f"{i}.weight": torch.tensor([[True, False], [False, True]]) for i in range(3)})
+    knee = {"stage": "phase", "density": 0.5, "val_acc": 0.9, "val_n": 400}
+    decision = GrowMethod(cfg)._growth_stops(_shrink_ctx(cfg, model, masks, [knee]), "max-phases", {})
+    assert decision.stop and decision.reason == "shrink-nothing-left" and decision.masks is None
+    assert decision.info["knee_density"] == decision.info["smallest_density"] == 0.5
+    # Global scope removes the edge the count promises: a candidate is trained.
+    glob = _cfg(growth={"rule": "random", "scope": "global"}, shrink={"enabled": True, "max_steps": 10})
+    step = GrowMethod(glob)._growth_stops(_shrink_ctx(glob, model, masks, [knee]), "max-phases", {})
+    assert step.reason == "shrink" and step.masks.n_nonzero() == 5
+
+
+def test_shrink_revert_without_the_accepted_network_is_a_pwmpr_error():
+    # A checkpoint without the method/accepted_* tensors (restore finds none) cannot go back: a PwmprError (the
+    # CLI's one-line "error: ..." and exit 2), naming what is missing, not a RuntimeError traceback.
+    from pwmpr.methods.pwmpr import GrowMethod
+
+    cfg = _cfg(shrink={"enabled": True, "tol": 0.0})
+    method = GrowMethod(cfg)
+    method.restore({}, [])
+    history = [{"stage": "phase", "density": 0.5, "val_acc": 0.9, "val_n": 400, "growth_stop": "saturated",
+                "decision": "shrink"},
+               {"stage": "phase", "density": 0.4, "val_acc": 0.5, "val_n": 400}]
+    masks = MaskSet({"0.weight": torch.ones(2, 2, dtype=torch.bool)})
+    with pytest.raises(PwmprError, match=r"no network to go back to.*method/accepted_mask/\* and "
+                                         r"method/accepted_state/\*"):
+        method.after_phase(_shrink_ctx(cfg, nn.Sequential(nn.Linear(2, 2, bias=False)), masks, history))
 
 
 def test_shrink_keeps_exact_counts_and_reports_both_ends(tmp_path):

@@ -9,7 +9,9 @@ the mask is updated layer by layer (``pwmpr.methods.rewire``, scope ``layer``):
 ``floor(f(t) x present)`` edges of smallest |w| are dropped and as many regrown, so every layer keeps its count:
 
 - RigL regrows the absent edges of largest ``|dL/dw|`` on one training batch (the gradient of the network before
-  the drop), ``f(t) = 0.3 / 2 (1 + cos(pi t / (0.75 epochs)))``, no update after 75% of training;
+  the drop), edges of zero gradient included (RigL's top-k over all absent edges; equal gradients by position), so
+  a layer whose candidates have no gradient (a dense layer, an input that is always 0) still regrows all it
+  dropped; ``f(t) = 0.3 / 2 (1 + cos(pi t / (0.75 epochs)))``, no update after 75% of training;
 - SET regrows uniformly at random, ``f = 0.3`` at every update (epoch) until the end (Mocanu et al.'s zeta).
 
 Regrown edges start at zero with zero momentum (RigL's ``grow_init='zeros'``, also used for its SET runs); removed
@@ -218,7 +220,7 @@ class DynamicSparse(Method):
             return rule.scores(ctx.model, ctx.masks, ctx.input_shape, ctx.sample_batch)
 
         step = rewire(ctx.model, ctx.masks, lambda n: (floor_count(f * n), floor_count(f * n)), rule=self.regrow_rule,
-                      generator=ctx.generator, scores=before_drop, scope="layer")
+                      generator=ctx.generator, scores=before_drop, scope="layer", fill=True)
         info.update(step.info())
         return Decision(masks=step.masks, added=step.added, reason="update", info=info)
 

@@ -32,12 +32,13 @@ from typing import Any
 
 from torch import Tensor
 
+from pwmpr.errors import PwmprError
 from pwmpr.growth import GROWTH_RULES, grow, growth_count
 from pwmpr.masks import MaskSet
 from pwmpr.methods import METHODS, Decision, Method, RunContext
 from pwmpr.methods.rewire import Rewired, cosine_decay, rewire, round_half_up
 from pwmpr.seed import SEEDS
-from pwmpr.stop import STOP_RULES, Observation, StopContext, plateau_reached
+from pwmpr.stop import STOP_RULES, Observation, StopContext, growth_rows, plateau_reached
 
 #: ``Decision.reason`` of a shrink step and of the step back to the last network that kept its accuracy.
 SHRINK, REVERT = "shrink", "shrink-revert"
@@ -47,8 +48,7 @@ _MASK, _STATE = "accepted_mask/", "accepted_state/"
 def stop_points(history: list[dict]) -> list[Observation]:
     """The (density, validation accuracy, validation size) points of the growth phases of a run's history
     (the phases of the shrink stage, which carry a ``shrink`` entry, are not growth points)."""
-    return [Observation(r["density"], r["val_acc"], r.get("val_n")) for r in history
-            if r.get("stage") == "phase" and "shrink" not in r]
+    return [Observation(r["density"], r["val_acc"], r.get("val_n")) for r in growth_rows(history)]
 
 
 def shrink_verdict(reference: Observation, candidate: Observation, tol: float, alpha: float) -> dict[str, Any]:
@@ -195,6 +195,10 @@ class GrowMethod(Method):
             ctx.model, ctx.masks, lambda m: (round_half_up(s.fraction * m), round_half_up(s.regrow * m)),
             rule=g.rule, generator=ctx.generator, scope=g.scope,
             scores=lambda pruned: rule.scores(ctx.model, pruned, ctx.input_shape, ctx.sample_batch))
+        if rw.masks.n_nonzero() >= n:
+            # The global count above can promise a net removal that per-layer rounding (--scope layer) undoes:
+            # a candidate at the same density would only retrain the accepted network until --shrink-max-steps.
+            return self._ends(ctx.history, Decision(stop=True, reason="shrink-nothing-left", info=info))
         info["shrink_next"] = {"step": step, **rw.info()}
         return Decision(masks=rw.masks, added=rw.added, reason=SHRINK, info=info)
 
@@ -208,7 +212,9 @@ class GrowMethod(Method):
             self._accept(ctx)
             return self._next_shrink_step(ctx, info, step + 1)
         if getattr(self, "_accepted", None) is None:
-            raise RuntimeError("the shrink stage has no network to go back to (its checkpoint lacks it)")
+            raise PwmprError(f"the shrink stage has no network to go back to: the checkpoint it resumed from lacks the "
+                             f"accepted network (its method/{_MASK}* and method/{_STATE}* tensors, which every "
+                             f"checkpoint of the shrink stage saves); rerun the run from the start")
         masks, state = self._accepted
         return Decision(masks=masks.clone(), rewind=state, reset_optimizer=True, reason=REVERT, info=info)
 

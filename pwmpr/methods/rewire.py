@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from pwmpr.errors import PwmprError
-from pwmpr.growth import GROWTH_RULES
+from pwmpr.growth import GROWTH_RULES, top_n
 from pwmpr.masks import MaskSet
 
 SCOPES = ("global", "layer")
@@ -87,11 +87,14 @@ def drop_lowest(model: nn.Module, masks: MaskSet, count: int) -> MaskSet:
 
 
 def pick_absent(masks: MaskSet, scores: Mapping[str, Tensor] | None, count: int, *, rule: str,
-                generator: torch.Generator | None) -> dict[str, Tensor]:
+                generator: torch.Generator | None, fill: bool = False) -> dict[str, Tensor]:
     """Flat indices, per layer, of ``count`` absent edges picked by growth rule ``rule`` over all layers at once.
 
     The rule's own eligibility applies (score-based rules never pick an edge of score 0), so fewer may come back
-    when fewer are eligible. ``scores`` may be None for rules that ignore them (``random``).
+    when fewer are eligible, unless ``fill``: then the pick is topped up to ``min(count, absent)`` from the absent
+    edges the rule left, largest finite score first (non-finite ones last), ties by position (layer order, then
+    flat index). With the ``gradient`` rule that is RigL's top-k over all absent edges, zero gradients included.
+    ``scores`` may be None for rules that ignore them (``random``).
     """
     selector = GROWTH_RULES.get(rule)
     names = list(masks)
@@ -104,7 +107,16 @@ def pick_absent(masks: MaskSet, scores: Mapping[str, Tensor] | None, count: int,
     candidates = torch.cat([~masks[n].reshape(-1).to(device) for n in names])
     flat = torch.cat([scores[n].detach().reshape(-1).to(device) for n in names]) if selector.uses_scores else None
     if count > 0:
-        chosen = torch.sort(selector(candidates, flat, count, generator)).values
+        chosen = selector(candidates, flat, count, generator)
+        if fill and chosen.numel() < count:
+            rest = candidates.clone()
+            rest[chosen] = False
+            pool = torch.nonzero(rest).squeeze(1)
+            keys = torch.zeros(pool.numel(), dtype=torch.float64, device=device) if flat is None else \
+                flat[pool].to(torch.float64)
+            keys[~torch.isfinite(keys)] = -math.inf
+            chosen = torch.cat([chosen, pool[top_n(keys, count - chosen.numel())]])
+        chosen = torch.sort(chosen).values
     else:
         chosen = torch.empty(0, dtype=torch.long, device=device)
     bounds = torch.tensor([0] + [masks[n].numel() for n in names], device=chosen.device).cumsum(0)
@@ -147,7 +159,7 @@ class Rewired:
 @torch.no_grad()
 def rewire(model: nn.Module, masks: MaskSet, counts: Callable[[int], tuple[int, int]], *, rule: str,
            generator: torch.Generator | None, scores: Callable[[MaskSet], Mapping[str, Tensor] | None],
-           scope: str = "global") -> Rewired:
+           scope: str = "global", fill: bool = False) -> Rewired:
     """Drop by magnitude, then regrow by ``rule``, in every unit of layers (see the module docstring).
 
     Args:
@@ -159,6 +171,10 @@ def rewire(model: nn.Module, masks: MaskSet, counts: Callable[[int], tuple[int, 
         scores: ``scores(masks_after_drop) -> {name: score tensor}``, called once, and only when ``rule`` uses
             scores; it may ignore its argument (RigL scores gradients of the network before the drop).
         scope: ``global`` (one unit of all layers) or ``layer`` (each layer its own unit).
+        fill: regrow exactly ``n_grow`` edges in every unit (as many as are absent after the drop), topping up
+            from the edges the rule does not pick, zero scores included (``pick_absent``); the fixed-density
+            methods (RigL, SET) set it, so every unit keeps its count. Without it a score-based rule never picks
+            an edge of score 0 and may regrow fewer.
 
     Returns:
         The step's :class:`Rewired`.
@@ -182,7 +198,8 @@ def rewire(model: nn.Module, masks: MaskSet, counts: Callable[[int], tuple[int, 
     new = {n: pruned[n].clone() for n in masks}
     n_grown = 0
     for unit, n_grow in plan:
-        picked = pick_absent(MaskSet({n: pruned[n] for n in unit}), score_map, n_grow, rule=rule, generator=generator)
+        picked = pick_absent(MaskSet({n: pruned[n] for n in unit}), score_map, n_grow, rule=rule, generator=generator,
+                             fill=fill)
         for name, idx in picked.items():
             flat = new[name].reshape(-1)
             flat[idx] = True
