@@ -78,7 +78,7 @@ TXT
 command="OUT=$OUT SEEDS=\"$SEEDS\" JOBS=$JOBS EPOCHS=$EPOCHS PHASE_EPOCHS=$PHASE_EPOCHS SEED_DENSITY=$SEED_DENSITY LEVELS=$LEVELS REWIND_STEP=$REWIND_STEP bash bench/compare.sh"
 if [ -n "${NAME:-}" ]; then  # NAME=compare-seed01: publish into bench/results, bench/RESULTS.md and README.md
   python3 bench/compare_results.py --out "$OUT" --name "$NAME" --command "$command" --elapsed "$elapsed" \
-    --seed-density "$SEED_DENSITY"
+    --jobs "$JOBS" --seed-density "$SEED_DENSITY"
 fi
 echo "benchmark: ${elapsed}s of runs; table, claims and plots in $OUT (compare.md, compare.csv, acc_vs_density.png, acc_vs_cost.png)"
 echo "command: OUT=$OUT SEEDS=\"$SEEDS\" JOBS=$JOBS EPOCHS=$EPOCHS PHASE_EPOCHS=$PHASE_EPOCHS SEED_DENSITY=$SEED_DENSITY LEVELS=$LEVELS REWIND_STEP=$REWIND_STEP bash bench/compare.sh"

@@ -47,12 +47,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="the comparison folder (compare.json, compare.md)")
     ap.add_argument("--name", required=True, help="results file name and marker name, e.g. compare-seed01")
     ap.add_argument("--command", required=True, help="the bench/compare.sh command that made the runs")
-    ap.add_argument("--elapsed", type=int, required=True, help="seconds the runs took")
+    ap.add_argument("--elapsed", type=int, required=True, help="seconds this invocation's runs took")
+    ap.add_argument("--jobs", type=int, required=True, help="runs trained at a time")
     ap.add_argument("--seed-density", required=True)
     args = ap.parse_args()
     data = json.loads((args.out / "compare.json").read_text())
     md = (args.out / "compare.md").read_text().replace("# pwmpr compare\n", "", 1).strip()
-    extra = f"runs took {args.elapsed} s wall, 2 at a time"
+    extra = (f"the runs of this invocation took {args.elapsed} s wall, {args.jobs} at a time (runs finished by an "
+             "earlier invocation are reused, not timed); wall times depend on the load")
     full = "\n".join(header(args.command, extra)) + "\n" + md + "\n"
     publish(args.name, full, docs=("bench/RESULTS.md",))
     short = "\n".join(header(args.command, extra)) + "\n" + summary(data, args.seed_density)

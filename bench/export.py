@@ -33,7 +33,7 @@ import onnxruntime as ort
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import command, header, mmm, noise_rule, noisy, publish, spread  # noqa: E402
+from _results import NOISE_LIMIT, command, header, mmm, noise_rule, noisy, publish, spread  # noqa: E402
 
 import pwmpr  # noqa: E402
 from pwmpr import create_model  # noqa: E402
@@ -107,7 +107,8 @@ def table(rows: list[dict]) -> str:
     """The markdown table of merged rows."""
     head = ("| model | masks | density | dense KiB | sparse/dense | packed/dense | goal ρ+1/32+0.02 "
             "| ORT b1 ms dense | ORT b1 ms packed | eager b1 ms | ORT b64 ms dense | ORT b64 ms packed | eager b64 ms "
-            "| session start s dense / sparse / packed (medians) | export s | folded | noisy (spread > 20%) |")
+            "| session start s dense / sparse / packed (medians) | export s | folded "
+            f"| noisy (spread > {100 * NOISE_LIMIT:.0f}%) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         o, t = r["ort_ms"], r["torch_ms"]
@@ -171,7 +172,8 @@ def computed(rows: list[dict], runs: list[str]) -> list[str]:
                        "model; spread (max / min - 1) of its row medians: " + ", ".join(eager) + ".")
     flagged = sum(1 for r in rows for v in _timings(r).values() if noisy(v))
     total = sum(len(_timings(r)) for r in rows)
-    bullets.append(f"Noise: {flagged} of {total} timing figures have a max more than 20% above their min.")
+    bullets.append(f"Noise: {flagged} of {total} timing figures have a max more than {100 * NOISE_LIMIT:.0f}% "
+                   "above their min.")
     # The discovered runs: export wall time and file sizes.
     for run in runs:
         r = next(x for x in rows if x.get("run") == run)

@@ -108,12 +108,16 @@ def step_table(args: argparse.Namespace) -> str:
             masked.append(1e3 * step_time(name, shape, True, args.steps, args.device))
         over = 100 * (statistics.median(masked) / statistics.median(dense) - 1)
         paired = [100 * (m / d - 1) for d, m in zip(dense, masked, strict=True)]
-        overheads[name] = over
+        overheads[name] = (over, min(paired) < 0 < max(paired) or noisy(dense) or noisy(masked))
         lines.append(f"| {name} | {shape} | {_cell(dense)} | {_cell(masked)} | {over:+.1f}% | "
                      f"{min(paired):+.1f}% / {max(paired):+.1f}% |")
         print(f"  step {name}: done", file=sys.stderr, flush=True)
-    lines += ["", "Computed: mask enforcement changes the median training step by "
-              + ", ".join(f"{over:+.1f}% on {name}" for name, over in overheads.items()) + "."]
+    clear = {n: o for n, (o, unclear) in overheads.items() if not unclear}
+    unclear = [n for n, (_, u) in overheads.items() if u]
+    lines += ["", "Computed: " + ("mask enforcement changes the median training step by "
+              + ", ".join(f"{o:+.1f}% on {n}" for n, o in clear.items()) + ". " if clear else "")
+              + (f"On {', '.join(unclear)} the overhead is not distinguishable from noise (its paired repeats "
+                 "differ in sign, or a column is noisy)." if unclear else "")]
     return "\n".join(lines) + "\n"
 
 
@@ -140,14 +144,20 @@ def main() -> None:
         lines += ["| run | model | discovered density | test acc | cost (FLOPs) | cost (epochs) | phases | stop | "
                   "wall s (min / median / max) | tau-core s per phase (min / median / max) | tau-core / training "
                   "time (median) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        differ = []
         for name in args.runs:
             reps = [run_grow(name, RUNS[name], args.out, i) for i in range(args.repeats)]
             s, walls = reps[0], [r["process_wall"] for r in reps]
-            if any(r["discovered_density"] != s["discovered_density"] for r in reps):
-                print(f"note: {name} did not repeat its discovered density exactly", file=sys.stderr)
+            keys = ("discovered_density", "test_acc", "cost_flops", "cost_epochs", "n_phases", "stop_reason")
+            differ += [f"{name}: {k} {', '.join(str(r[k]) for r in reps)}" for k in keys
+                       if any(r[k] != s[k] for r in reps)]
+            wall = mmm(walls, ".0f") + (" **(noisy)**" if noisy(walls) else "")
             lines.append(f"| `{s['command']}` | {s['model']} | {s['discovered_density']:.4f} | {s['test_acc']:.4f} | "
                          f"{s['cost_flops']:.2f}x | {s['cost_epochs']:.2f}x | {s['n_phases']} | {s['stop_reason']} | "
-                         f"{min(walls):.0f} / {statistics.median(walls):.0f} / {max(walls):.0f} | {tau_cost(reps)} |")
+                         f"{wall} | {tau_cost(reps)} |")
+        lines += ["", noise_rule(args.repeats) + " " + (
+            "The repeats disagree: " + "; ".join(differ) + " (the table shows the first repeat)." if differ else
+            f"All {args.repeats} repeats of each run gave the same density, accuracy, cost, phases and stop reason.")]
         text = "\n".join(lines) + "\n"
         print(text)
         if not args.dry_run:

@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import ROOT, header, quote_into  # noqa: E402
 
+SHRINK_TOL = 0.01  # bench/hybrid.sh runs the shrink stage at pwmpr's default --shrink-tol
 RUN_RE = re.compile(r"(?P<kind>plain|hybrid|imp|rigl|set)-s(?P<seed>\d+)$")
 LABELS = {"plain": "PWMPR (plain)", "hybrid": "PWMPR hybrid (`--zeta`, `--shrink`)",
           "imp": "IMP ticket (lr-rewind) at the hybrid's density", "rigl": "RigL at the same density and budget",
@@ -77,6 +78,62 @@ def _ms(values: list[float], fmt: str) -> str:
     return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
 
 
+def _paired(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, int] | None:
+    """Mean, standard error and count over the seeds both have of ``a[seed] - b[seed]``."""
+    diffs = [a[k] - b[k] for k in sorted(set(a) & set(b))]
+    if not diffs:
+        return None
+    se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+    return statistics.mean(diffs), se, len(diffs)
+
+
+def _imp_kept(rows: list[dict], tol: float) -> float | None:
+    """The smallest IMP level density whose validation accuracy is within ``tol`` of its first (dense) level's."""
+    levels = [r for r in rows if r.get("stage") == "phase" and r.get("val_acc") is not None]
+    if not levels:
+        return None
+    kept = [r["density"] for r in levels if r["val_acc"] >= levels[0]["val_acc"] - tol]
+    return min(kept)
+
+
+def goals(runs: dict[str, list[tuple[dict, list[dict]]]]) -> list[str]:
+    """The issue's goals, computed paired by seed: the hybrid within 0.5 points of IMP's ticket for at most 1/3 of its
+    FLOPs, ahead of RigL and of SET beyond the standard error, and where IMP's curve stops keeping its accuracy."""
+    by = {k: {r[0]["seed"]: r for r in v} for k, v in runs.items()}
+    acc = {k: {seed: 100 * r[0]["test_acc"] for seed, r in v.items()} for k, v in by.items()}
+    out = []
+    hyb = by.get("hybrid", {})
+    if hyb and by.get("imp"):
+        gap = _paired(acc["imp"], acc["hybrid"])
+        ratio = [hyb[k][0]["cost_flops"] / by["imp"][k][0]["cost_flops"] for k in sorted(set(hyb) & set(by["imp"]))]
+        if gap is not None:
+            m, se, n = gap
+            acc_ok = m + (0 if se != se else se) <= 0.5 if n > 1 else False
+            cost_ok = max(ratio) <= 1 / 3
+            out.append(f"- IMP's ticket minus the hybrid: {m:+.2f} ± {se:.2f} points (mean ± s.e. over {n} paired "
+                       f"seeds); the hybrid's FLOPs are {min(ratio):.2f}-{max(ratio):.2f}x IMP's. Goal (within 0.5 "
+                       f"points beyond the s.e., at most 1/3 of IMP's FLOPs): "
+                       f"{'met' if acc_ok and cost_ok else 'not met'}.")
+    for other in ("rigl", "set"):
+        if hyb and by.get(other):
+            d = _paired(acc["hybrid"], acc[other])
+            if d is not None:
+                m, se, n = d
+                ahead = n > 1 and m > se
+                out.append(f"- The hybrid minus {other.upper() if other == 'set' else 'RigL'}: {m:+.2f} ± {se:.2f} "
+                           f"points over {n} paired seeds: {'ahead' if ahead else 'not ahead'} beyond the s.e.")
+    for seed, (summary, _) in sorted(hyb.items()):
+        imp = by.get("imp", {}).get(seed)
+        tol = SHRINK_TOL
+        kept = _imp_kept(imp[1], tol) if imp else None
+        if kept is not None and "smallest_density" in summary:
+            last = min(r["density"] for r in imp[1] if r.get("stage") == "phase")
+            out.append(f"- seed {seed}: the shrink stage's smallest density {summary['smallest_density']:.4f}; IMP "
+                       f"keeps its validation accuracy within {100 * tol:g} point(s) of its dense level down to "
+                       f"{kept:.4f} (its last level here: {last:.4f})")
+    return out
+
+
 def report(out: Path, command: str, elapsed: float | None) -> str:
     """The results file: per pair, one row per method, then the shrink interval of every hybrid run."""
     lines = header(command, extra=f"{elapsed / 60:.0f} min" if elapsed else "")
@@ -100,6 +157,9 @@ def report(out: Path, command: str, elapsed: float | None) -> str:
                          f"{_ms([100 * x['test_acc'] for x in s], '.2f')}% | {_ms([x['cost_flops'] for x in s], '.2f')}"
                          f" | {_ms([x['cost_epochs'] for x in s], '.2f')} |")
         lines.append("")
+        computed = goals(runs)
+        if computed:
+            lines += ["Computed, paired by seed:", "", *computed, ""]
         hybrid = runs.get("hybrid", [])
         if hybrid:
             lines += ["Shrink interval of each hybrid run (growth's knee -> the smallest density that kept its "
