@@ -42,24 +42,15 @@ command="OUT=$OUT DATA=$DATA MODEL=$MODEL SEEDS=\"$SEEDS\" SEED_DENSITY=$SEED_DE
 PHASE_EPOCHS=$PHASE_EPOCHS EPOCHS=$EPOCHS MAX_PHASES=$MAX_PHASES EXTRA=\"$EXTRA\" bash bench/attention.sh"
 echo "bench/attention.sh: $command"
 
-jobs_file=$(mktemp)
-trap 'rm -f "$jobs_file"' EXIT
+source bench/_jobs.sh
 for s in $SEEDS; do
   for rule in $RULES; do
     dir="$OUT/$DATA-$MODEL/$rule-sd$SEED_DENSITY-s$s"
-    if [ -f "$dir/summary.json" ]; then continue; fi
-    if compgen -G "$dir/checkpoints/phase-*.safetensors" > /dev/null; then
-      echo "$dir grow --resume $dir -q" >> "$jobs_file"
-    else
-      echo "$dir grow --data $DATA --model $MODEL --device cpu -q --no-tau-core --seed-density $SEED_DENSITY" \
-           "--growth $rule --phase-epochs $PHASE_EPOCHS --final-epochs $EPOCHS --max-phases $MAX_PHASES" \
-           "--seed $s $EXTRA --force --out $dir" >> "$jobs_file"
-    fi
+    add "$dir" grow grow --data "$DATA" --model "$MODEL" --device cpu -q --no-tau-core --seed-density "$SEED_DENSITY" \
+        --growth "$rule" --phase-epochs "$PHASE_EPOCHS" --final-epochs "$EPOCHS" --max-phases "$MAX_PHASES" \
+        --seed "$s" $EXTRA --force --out "$dir"
   done
 done
-# Each line: folder, then the pwmpr arguments; the log of each run lands beside it.
-xargs -r -P "$JOBS" -L 1 sh -c 'dir=$0; mkdir -p "$(dirname "$dir")"; echo "  start $dir"; \
-  pwmpr "$@" > "$dir.log" 2>&1 && echo "  done  $dir" || { echo "  FAILED $dir (see $dir.log)"; exit 255; }' \
-  < "$jobs_file"
+run_jobs
 elapsed=$(( $(date +%s) - start ))
 python3 bench/attention.py --out "$OUT" --results "$RESULTS" --command "$command" --elapsed "$elapsed"

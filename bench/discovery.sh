@@ -48,18 +48,7 @@ rule_flags() {
   esac
 }
 
-jobs_file=$(mktemp)
-trap 'rm -f "$jobs_file"' EXIT
-# add DIR RESUME_COMMAND ARGS...: a finished run is skipped, a started one resumed, a new one started.
-add() {
-  local dir=$1 resume=$2; shift 2
-  if [ -f "$dir/summary.json" ]; then return; fi
-  if compgen -G "$dir/checkpoints/phase-*.safetensors" > /dev/null; then
-    echo "$dir $resume --resume $dir -q" >> "$jobs_file"
-  else
-    echo "$dir $*" >> "$jobs_file"
-  fi
-}
+source bench/_jobs.sh
 seeds_csv=$(echo $SEEDS | tr ' ' ',')
 for pair in $PAIRS; do  # the longest jobs first, so the parallel queue drains evenly
   data=${pair%%:*}; model=${pair##*:}
@@ -88,9 +77,6 @@ for pair in $PAIRS; do
     done
   done
 done
-# Each line: folder, then the pwmpr arguments; the log of each run lands beside it.
-xargs -r -P "$JOBS" -L 1 sh -c 'dir=$0; mkdir -p "$(dirname "$dir")"; echo "  start $dir"; \
-  pwmpr "$@" > "$dir.log" 2>&1 && echo "  done  $dir" || { echo "  FAILED $dir (see $dir.log)"; exit 255; }' \
-  < "$jobs_file"
+run_jobs
 elapsed=$(( $(date +%s) - start ))
 python3 bench/discovery.py --out "$OUT" --results "$RESULTS" --command "$command" --elapsed "$elapsed"

@@ -35,24 +35,7 @@ command="OUT=$OUT PAIRS=\"$PAIRS\" SEEDS=\"$SEEDS\" JOBS=$JOBS PHASE_EPOCHS=$PHA
 MAX_PHASES=$MAX_PHASES ZETA=$ZETA SHRINK_STEPS=$SHRINK_STEPS UPDATE_EPOCHS=$UPDATE_EPOCHS bash bench/hybrid.sh"
 echo "bench/hybrid.sh: $command"
 
-jobs_file=$(mktemp)
-trap 'rm -f "$jobs_file"' EXIT
-# add DIR RESUME_COMMAND ARGS...: a finished run is skipped, a started one resumed, a new one started.
-add() {
-  local dir=$1 resume=$2; shift 2
-  if [ -f "$dir/summary.json" ]; then return; fi
-  if compgen -G "$dir/checkpoints/phase-*.safetensors" > /dev/null; then
-    echo "$dir $resume --resume $dir -q" >> "$jobs_file"
-  else
-    echo "$dir $*" >> "$jobs_file"
-  fi
-}
-run_jobs() {  # each line: folder, then the pwmpr arguments; the log of each run lands beside it
-  xargs -r -P "$JOBS" -L 1 sh -c 'dir=$0; mkdir -p "$(dirname "$dir")"; echo "  start $dir"; \
-    pwmpr "$@" > "$dir.log" 2>&1 && echo "  done  $dir" || { echo "  FAILED $dir (see $dir.log)"; exit 255; }' \
-    < "$jobs_file"
-  : > "$jobs_file"
-}
+source bench/_jobs.sh
 
 for pair in $PAIRS; do
   data=${pair%%:*}; model=${pair##*:}
