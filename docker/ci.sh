@@ -98,8 +98,9 @@ step() {
 
 # --- 1. Docker -------------------------------------------------------------------------------------------------
 is_root() { [ "$(id -u)" = 0 ]; }
-if ! command -v docker >/dev/null 2>&1; then
-  is_root || fail "no docker client, and only root can install docker.io (or set PWMPR_SKIP_DOCKER=1)"
+# A client alone is not enough: without a daemon that answers, the daemon (dockerd) must be there to start.
+if ! command -v docker >/dev/null 2>&1 || { ! docker info >/dev/null 2>&1 && ! command -v dockerd >/dev/null 2>&1; }; then
+  is_root || fail "no docker client or daemon, and only root can install docker.io (or set PWMPR_SKIP_DOCKER=1)"
   install_docker() { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io; }
   step install-docker install_docker
 fi
