@@ -36,13 +36,18 @@ def _check(cond: bool, name: str, value: Any, want: str) -> None:
         raise PwmprError(f"{name} must be {want}, got {value!r}")
 
 
+DEFAULT_LR = {"sgd": 0.1, "adamw": 1e-3}  # the learning rate each optimizer takes when --lr is not given
+
+
 @dataclass
 class TrainConfig:
     """How each phase is trained (spec section 4; PHEW/OpenLTH defaults)."""
 
-    lr: float = _f(0.1, "Learning rate (SGD, Nesterov momentum).")
-    momentum: float = _f(0.9, "SGD momentum.")
-    weight_decay: float = _f(1e-4, "Weight decay.")
+    optimizer: str = _f("sgd", "Optimizer: sgd (Nesterov momentum; the paper's and PHEW's) or adamw (Adam with "
+                        "decoupled weight decay, Loshchilov & Hutter 2019; what ViTs train with).")
+    lr: float | None = _f(None, "Learning rate (default: 0.1 with sgd, 0.001 with adamw).")
+    momentum: float = _f(0.9, "SGD momentum (sgd only; adamw keeps Adam's betas 0.9, 0.999).")
+    weight_decay: float = _f(1e-4, "Weight decay (adamw: decoupled; e.g. 0.05 for ViTs).")
     batch_size: int = _f(128, "Mini-batch size.")
     phase_schedule: str = _f("cosine", "Learning rate within a growth phase: cosine (to 0; steadier accuracy "
                              "points for the stop rule) or constant.")
@@ -52,7 +57,8 @@ class TrainConfig:
     channels_last: bool = _f(True, "channels_last memory format for conv nets on CUDA.")
 
     def __post_init__(self) -> None:
-        _check(self.lr > 0 and math.isfinite(self.lr), "lr", self.lr, "a positive number")
+        _check(self.optimizer in DEFAULT_LR, "optimizer", self.optimizer, " or ".join(DEFAULT_LR))
+        _check(self.lr is None or (self.lr > 0 and math.isfinite(self.lr)), "lr", self.lr, "a positive number")
         _check(0 <= self.momentum < 1, "momentum", self.momentum, "in [0, 1)")
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
         _check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
@@ -62,6 +68,11 @@ class TrainConfig:
             self.final_schedule in ("cosine", "step", "constant"),
             "final_schedule", self.final_schedule, "cosine, step or constant",
         )
+
+    @property
+    def base_lr(self) -> float:
+        """The learning rate in use: ``lr`` when given, else the optimizer's default."""
+        return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
 
 
 @dataclass

@@ -129,6 +129,8 @@ CASES = [
          lambda t, r: ["--config", _config(t, tau_core="no")], 'tau_core must be true or false, got "no"'),
     Case("config-float-as-bool", "grow --config", 'config file with `"train": {"lr": true}`',
          lambda t, r: ["--config", _config(t, train={"lr": True})], "train.lr must be a number, got true"),
+    Case("unknown-optimizer", "grow", "`--optimizer adam` (sgd or adamw)", lambda t, r: ["--optimizer", "adam"],
+         "optimizer must be sgd or adamw, got 'adam'"),
     Case("config-float-epochs", "grow --config", 'config file with `"phase_epochs": 2.5`',
          lambda t, r: ["--config", _config(t, phase_epochs=2.5)], "phase_epochs must be a whole number, got 2.5"),
     Case("config-float-seed", "grow --config", 'config file with `"seed": 1e23`',

@@ -184,7 +184,8 @@ def test_resume_refusal_names_only_flags_that_exist(command, tmp_path):
 # A valid value other than the default for each string field (a new str field must be added here).
 STRINGS = {"model": "mlp", "data": "digits", "data_dir": "somewhere", "device": "cpu", "train.phase_schedule":
            "constant", "train.final_schedule": "step", "growth.seed_method": "random", "growth.rule": "random",
-           "growth.scope": "layer", "stop.rule": "paper", "pruner": "synflow", "variant": "continue"}
+           "growth.scope": "layer", "stop.rule": "paper", "train.optimizer": "adamw",
+           "pruner": "synflow", "variant": "continue"}
 
 
 def _other(path: str, fld: dataclasses.Field, kind: type):

@@ -19,7 +19,8 @@ def test_defaults_follow_the_spec():
     cfg = GrowConfig()
     assert (cfg.growth.seed_density, cfg.growth.gamma, cfg.growth.rule) == (0.05, 0.25, "pwmp")
     assert (cfg.phase_epochs, cfg.stop.min_points, cfg.stop.consecutive) == (10, 4, 2)
-    assert (cfg.train.lr, cfg.train.momentum, cfg.train.weight_decay, cfg.train.batch_size) == (0.1, 0.9, 1e-4, 128)
+    train = cfg.train
+    assert (train.base_lr, train.momentum, train.weight_decay, train.batch_size) == (0.1, 0.9, 1e-4, 128)
 
 
 @pytest.mark.parametrize(

@@ -190,7 +190,7 @@ class DynamicSparse(Method):
 
     def phase_lr(self, phase: int) -> float | None:
         start, end = self._span(phase)
-        return schedule_lr(self.cfg.train.final_schedule, self.cfg.train.lr, (start + end) / 2, self.total)
+        return schedule_lr(self.cfg.train.final_schedule, self.cfg.train.base_lr, (start + end) / 2, self.total)
 
     def drop_fraction(self, t: float) -> float:
         """The drop fraction of an update after epoch ``t`` (0 from ``end_fraction x epochs`` on: no update)."""

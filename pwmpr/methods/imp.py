@@ -130,7 +130,7 @@ class IterativeMagnitudePruning(Method):
 
     def phase_lr(self, phase: int) -> float | None:
         if phase > 0 and self.options.variant == "continue":
-            return self.cfg.train.lr * self.options.finetune_lr_scale
+            return self.cfg.train.base_lr * self.options.finetune_lr_scale
         return None
 
     def after_phase(self, ctx: RunContext) -> Decision:

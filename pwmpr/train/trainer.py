@@ -1,9 +1,10 @@
 """Trainer: the one training loop (step 2 of seed -> train -> score -> grow -> stop -> export).
 
 It knows about masks, learning-rate schedules and hooks, never about PWMPR, IMP or any other method:
-methods only act between phases (``pwmpr.methods``). SGD with Nesterov momentum, masks enforced on
-every step: gradients of masked weights are zeroed before the optimizer step (so momentum and weight
-decay never accumulate there) and the masks are re-applied to the weights after it.
+methods only act between phases (``pwmpr.methods``). SGD with Nesterov momentum or AdamW
+(``TrainConfig.optimizer``), masks enforced on every step: gradients of masked weights are zeroed before the
+optimizer step and the masks are re-applied after it to the weights and to every per-weight optimizer
+buffer (momentum; Adam's first and second moments), so a masked weight is zero with zero optimizer state.
 """
 
 from __future__ import annotations
@@ -73,8 +74,7 @@ class Trainer:
         self.channels_last = cfg.channels_last and self.device.type == "cuda" and _has_conv(model)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                         nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
+        self.optimizer = make_optimizer(self.model.parameters(), cfg)
         self.hooks = list(hooks)
         self.loss_fn = nn.CrossEntropyLoss()
         # Under torchrun the training forward goes through DDP (gradients all-reduced); masks, evaluation and
@@ -115,16 +115,16 @@ class Trainer:
 
     @torch.no_grad()
     def enforce_masks(self) -> None:
-        """Zero masked weights and their momentum buffers."""
+        """Zero masked weights and their per-weight optimizer buffers (momentum, Adam's moments)."""
         if not self._masked_params:
             return
         torch._foreach_mul_(self._masked_params, self._mask_values)
         bufs, vals = [], []
         for p, m in zip(self._masked_params, self._mask_values, strict=True):
-            buf = self.optimizer.state.get(p, {}).get("momentum_buffer")
-            if buf is not None:
-                bufs.append(buf)
-                vals.append(m)
+            for buf in self.optimizer.state.get(p, {}).values():
+                if isinstance(buf, Tensor) and buf.shape == p.shape:
+                    bufs.append(buf)
+                    vals.append(m)
         if bufs:
             torch._foreach_mul_(bufs, vals)
 
@@ -146,7 +146,7 @@ class Trainer:
         Raises:
             TrainingDiverged: when the loss turns NaN or infinite (the weights of that step are not kept).
         """
-        base_lr = self.cfg.lr if lr is None else lr
+        base_lr = self.cfg.base_lr if lr is None else lr
         n_batches = len(loader)  # type: ignore[arg-type]
         total = max(1, epochs * n_batches)
         self.model.train()
@@ -228,10 +228,21 @@ class Trainer:
             if name not in self._params:
                 raise PwmprError(f"checkpoint optimizer state names unknown parameter {name!r}")
             p = self._params[name]
-            v = val.to(self.device)
+            # Scalars (Adam's step count) stay on the CPU, where torch keeps them unless capturable or fused.
+            v = val if val.dim() == 0 else val.to(self.device)
             if v.shape == p.shape and self.channels_last and p.dim() == 4:
                 v = v.contiguous(memory_format=torch.channels_last)
             self.optimizer.state[p][sub] = v
+
+
+def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer ``cfg`` names, at its base learning rate (the schedule sets it each step)."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.base_lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.base_lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                               weight_decay=cfg.weight_decay)
+    raise PwmprError(f"unknown optimizer {cfg.optimizer!r}")
 
 
 def _has_conv(model: nn.Module) -> bool:
