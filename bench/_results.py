@@ -105,3 +105,32 @@ def publish(name: str, text: str, docs: tuple[str, ...] = ("bench/RESULTS.md", "
     for doc in docs:
         quote_into(ROOT / doc, name, text)
     return path
+
+
+def finished_run(path: Path) -> tuple[dict, list[dict]] | None:
+    """The summary and history of a finished run folder (read by ``pwmpr.compare.records.read_run``); None while it has
+    no summary yet (a run still going, or never started)."""
+    if not (path / "summary.json").is_file():
+        return None
+    from pwmpr.compare.records import read_run
+
+    record = read_run(path)
+    return record.summary, record.history
+
+
+def mean_std(values: list[float], fmt: str) -> str:
+    """``mean ± std`` of ``values`` (sample std), each formatted with ``fmt``; one value alone; ``-`` for none."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{format(statistics.fmean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
+
+
+def paired(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, int] | None:
+    """Mean, standard error (nan for one seed) and count of ``a[seed] - b[seed]`` over the seeds both have."""
+    diffs = [a[k] - b[k] for k in sorted(set(a) & set(b))]
+    if not diffs:
+        return None
+    se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+    return statistics.fmean(diffs), se, len(diffs)

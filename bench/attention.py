@@ -3,7 +3,7 @@
 For every growth rule, over seeds: discovered density, final test accuracy, cost (training FLOPs x one dense run),
 the share of query/key weights among the edges grown after the seed, and the accuracy-density curve of the
 rough-training phases. The verdict names the rule with the highest mean test accuracy and says whether its lead
-over each other rule exceeds twice the standard error of the difference over seeds; no figure is typed by hand.
+over each other rule, paired by seed, exceeds the standard error of the difference; no figure is typed by hand.
 
     python bench/attention.py --out bench/out/attention --results bench/results/attention.md
 """
@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import ROOT, header, quote_into  # noqa: E402
+from _results import ROOT, finished_run, header, mean_std, paired, quote_into  # noqa: E402
 
 RULES = {
     "pwmp": "PWMP alone (q/k never grown)",
@@ -55,10 +54,10 @@ def collect(out: Path) -> list[dict]:
     for pair in sorted(p for p in out.iterdir() if p.is_dir()):
         for run in sorted(p for p in pair.iterdir() if p.is_dir()):
             m = RUN_RE.match(run.name)
-            if not m or not (run / "summary.json").is_file():
+            read = finished_run(run) if m else None
+            if read is None:
                 continue
-            summary = json.loads((run / "summary.json").read_text())
-            history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines() if line.strip()]
+            summary, history = read
             phases = [r for r in history if r.get("stage") == "phase"]
             sizes = _sizes(run)
             qk0, all0 = _qk_nnz(phases[0]["layer_density"], sizes)
@@ -82,38 +81,34 @@ def unfinished(out: Path) -> list[str]:
                   if p.is_dir() and RUN_RE.match(p.name) and not (p / "summary.json").is_file())
 
 
-def _ms(values: list[float], fmt: str) -> str:
-    if len(values) < 2:
-        return format(values[0], fmt)
-    return f"{format(statistics.fmean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
-
-
 def verdict(rows: list[dict]) -> str:
-    """Which rule has the highest mean test accuracy, and whether it is ahead of each other rule by more than
-    twice the standard error of the difference of the means over seeds."""
-    by_rule = {r: [x["test_acc"] for x in rows if x["rule"] == r] for r in RULES if any(x["rule"] == r for x in rows)}
+    """Which rule has the highest mean test accuracy, and by how much it leads each other rule: the mean ± standard
+    error of the accuracy difference paired by seed (every rule starts from the same seed network and weights), a
+    lead counting only beyond one standard error (docs/method.md, "Judging the paper's claims")."""
+    by_rule = {r: {x["seed"]: 100 * x["test_acc"] for x in rows if x["rule"] == r} for r in RULES}
+    by_rule = {r: accs for r, accs in by_rule.items() if accs}
     if not by_rule:
         return "Verdict: no finished run."
-    best = max(by_rule, key=lambda r: statistics.fmean(by_rule[r]))
-    parts = []
+    best = max(by_rule, key=lambda r: statistics.fmean(by_rule[r].values()))
+    parts, clear_all = [], True
     for rule, accs in by_rule.items():
         if rule == best:
             continue
-        a, b = by_rule[best], accs
-        diff = statistics.fmean(a) - statistics.fmean(b)
-        if len(a) < 2 or len(b) < 2:
-            parts.append(f"{rule} by {100 * diff:.2f} points (one seed: no spread to compare with)")
+        d = paired(by_rule[best], accs)
+        if d is None:
+            parts.append(f"{rule}: no seed in common")
+            clear_all = False
             continue
-        se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
-        clear = diff > 2 * se
-        parts.append(f"{rule} by {100 * diff:.2f} points ({'more' if clear else 'not more'} than 2 s.e. = "
-                     f"{200 * se:.2f})")
+        m, se, n = d
+        clear = n > 1 and m > se
+        clear_all &= clear
+        spread = f"± {se:.2f} (s.e.) over {n} paired seeds" if n > 1 else "(one seed: no spread to compare with)"
+        parts.append(f"{rule} by {m:+.2f} points {spread}: {'beyond' if clear else 'within'} the spread")
     head = f"Verdict (computed): the highest mean final test accuracy is {best}'s ({RULES[best]})"
     if not parts:
         return head + "."
-    clear_all = all("(more than" in p for p in parts)
     return (f"{head}; it leads {'; '.join(parts)}. "
-            + ("It wins beyond the spread over seeds." if clear_all
+            + ("It wins beyond the spread over seeds against every other rule." if clear_all
                else "Its lead is within the spread over seeds against at least one rule."))
 
 
@@ -139,10 +134,11 @@ def render(rows: list[dict], command: str, elapsed: float | None, figure: str | 
             for x in rs:
                 reasons[x["stop_reason"]] = reasons.get(x["stop_reason"], 0) + 1
             lines.append(
-                f"| {pair} | {rule} | {len(rs)} | {_ms([x['discovered_density'] for x in rs], '.4f')} | "
-                f"{_ms([100 * x['test_acc'] for x in rs], '.2f')}% | {_ms([x['cost_flops'] for x in rs], '.2f')} | "
-                f"{_ms([100 * x['qk_share_grown'] for x in rs], '.1f')}% | "
-                f"{_ms([x['qk_density'] for x in rs], '.4f')} | "
+                f"| {pair} | {rule} | {len(rs)} | {mean_std([x['discovered_density'] for x in rs], '.4f')} | "
+                f"{mean_std([100 * x['test_acc'] for x in rs], '.2f')}% | "
+                f"{mean_std([x['cost_flops'] for x in rs], '.2f')} | "
+                f"{mean_std([100 * x['qk_share_grown'] for x in rs], '.1f')}% | "
+                f"{mean_std([x['qk_density'] for x in rs], '.4f')} | "
                 + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) + " |")
     lines += ["", verdict(rows)]
     if missing:

@@ -14,28 +14,18 @@ final density, test accuracy and cost) and the shrink interval of every hybrid r
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import ROOT, header, quote_into  # noqa: E402
+from _results import ROOT, finished_run, header, mean_std, paired, quote_into  # noqa: E402
 
 SHRINK_TOL = 0.01  # bench/hybrid.sh runs the shrink stage at pwmpr's default --shrink-tol
 RUN_RE = re.compile(r"(?P<kind>plain|hybrid|imp|rigl|set)-s(?P<seed>\d+)$")
 LABELS = {"plain": "PWMPR (plain)", "hybrid": "PWMPR hybrid (`--zeta`, `--shrink`)",
           "imp": "IMP ticket (lr-rewind) at the hybrid's density", "rigl": "RigL at the same density and budget",
           "set": "SET at the same density and budget"}
-
-
-def _read(run: Path) -> tuple[dict, list[dict]] | None:
-    """The summary and history of a finished run folder, or None."""
-    if not (run / "summary.json").is_file():
-        return None
-    rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
-    return json.loads((run / "summary.json").read_text()), rows
 
 
 def budget_epochs(summary: dict, rows: list[dict]) -> int:
@@ -51,7 +41,7 @@ def plan(out: Path, epochs: int, update_epochs: int) -> list[str]:
     """Job lines for the baselines of every finished hybrid run."""
     lines = []
     for run in sorted(out.glob("*/hybrid-s*")):
-        read = _read(run)
+        read = finished_run(run)
         m = RUN_RE.search(run.name)
         if read is None or m is None:
             continue
@@ -68,23 +58,6 @@ def plan(out: Path, epochs: int, update_epochs: int) -> list[str]:
             lines.append(f"{d} baseline {kind} --density {density:.6f} --epochs {e} --reference-epochs {epochs} "
                          f"--update-epochs {min(update_epochs, e)} {common} --out {d}")
     return lines
-
-
-def _ms(values: list[float], fmt: str) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return format(values[0], fmt)
-    return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
-
-
-def _paired(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, int] | None:
-    """Mean, standard error and count over the seeds both have of ``a[seed] - b[seed]``."""
-    diffs = [a[k] - b[k] for k in sorted(set(a) & set(b))]
-    if not diffs:
-        return None
-    se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
-    return statistics.mean(diffs), se, len(diffs)
 
 
 def _imp_kept(rows: list[dict], tol: float) -> float | None:
@@ -104,7 +77,7 @@ def goals(runs: dict[str, list[tuple[dict, list[dict]]]]) -> list[str]:
     out = []
     hyb = by.get("hybrid", {})
     if hyb and by.get("imp"):
-        gap = _paired(acc["imp"], acc["hybrid"])
+        gap = paired(acc["imp"], acc["hybrid"])
         ratio = [hyb[k][0]["cost_flops"] / by["imp"][k][0]["cost_flops"] for k in sorted(set(hyb) & set(by["imp"]))]
         if gap is not None:
             m, se, n = gap
@@ -116,7 +89,7 @@ def goals(runs: dict[str, list[tuple[dict, list[dict]]]]) -> list[str]:
                        f"{'met' if acc_ok and cost_ok else 'not met'}.")
     for other in ("rigl", "set"):
         if hyb and by.get(other):
-            d = _paired(acc["hybrid"], acc[other])
+            d = paired(acc["hybrid"], acc[other])
             if d is not None:
                 m, se, n = d
                 ahead = n > 1 and m > se
@@ -141,7 +114,7 @@ def report(out: Path, command: str, elapsed: float | None) -> str:
         runs: dict[str, list[tuple[dict, list[dict]]]] = {}
         for run in sorted(pair.iterdir()):
             m = RUN_RE.search(run.name)
-            read = _read(run) if run.is_dir() and m else None
+            read = finished_run(run) if run.is_dir() and m else None
             if read is not None:
                 runs.setdefault(m["kind"], []).append(read)
         if not runs:
@@ -153,9 +126,10 @@ def report(out: Path, command: str, elapsed: float | None) -> str:
             if not got:
                 continue
             s = [r[0] for r in got]
-            lines.append(f"| {label} | {len(s)} | {_ms([x['discovered_density'] for x in s], '.3f')} | "
-                         f"{_ms([100 * x['test_acc'] for x in s], '.2f')}% | {_ms([x['cost_flops'] for x in s], '.2f')}"
-                         f" | {_ms([x['cost_epochs'] for x in s], '.2f')} |")
+            lines.append(f"| {label} | {len(s)} | {mean_std([x['discovered_density'] for x in s], '.3f')} | "
+                         f"{mean_std([100 * x['test_acc'] for x in s], '.2f')}% | "
+                         f"{mean_std([x['cost_flops'] for x in s], '.2f')} | "
+                         f"{mean_std([x['cost_epochs'] for x in s], '.2f')} |")
         lines.append("")
         computed = goals(runs)
         if computed:

@@ -138,7 +138,7 @@ class ShrinkConfig:
     enabled: bool = _f(False, "After growth stops, shrink: prune --shrink-fraction of the present edges by "
                        "magnitude, regrow --shrink-regrow of them by the growth rule, retrain one rough phase; repeat "
                        "while validation accuracy stays within --shrink-tol of the discovered network's (judged "
-                       "with --stop-alpha), then go back to the last network that did.", flag="shrink")
+                       "at --shrink-alpha), then go back to the last network that did.", flag="shrink")
     tol: float = _f(0.01, "shrink: accuracy loss (0.01 = one point) against the discovered network that is still "
                     "accepted.", flag="shrink-tol")
     fraction: float = _f(0.2, "shrink: fraction of the present edges pruned by magnitude at each step, in (0, 1).",
@@ -146,12 +146,18 @@ class ShrinkConfig:
     regrow: float = _f(0.05, "shrink: fraction of the present edges regrown by the growth rule at each step, in "
                        "[0, --shrink-fraction).", flag="shrink-regrow")
     max_steps: int = _f(10, "shrink: steps at the most.", flag="shrink-max-steps")
+    alpha: float = _f(0.5, "shrink: a candidate fails when its validation loss D exceeds --shrink-tol + "
+                      "z_(1-alpha) x its standard error, in (0, 1). 0.5: the measured loss itself must stay within "
+                      "the tolerance; 0.05: it fails only once the data show the loss exceeds it (lenient on small "
+                      "validation sets); 0.95: it passes only once they show the loss is within it.",
+                      flag="shrink-alpha")
 
     def __post_init__(self) -> None:
         _check(self.tol >= 0 and math.isfinite(self.tol), "shrink tol", self.tol, ">= 0")
         _check(0 < self.fraction < 1, "shrink fraction", self.fraction, "in (0, 1)")
         _check(0 <= self.regrow < self.fraction, "shrink regrow", self.regrow, "in [0, shrink fraction)")
         _check(self.max_steps >= 1, "shrink max_steps", self.max_steps, ">= 1")
+        _check(0 < self.alpha < 1, "shrink alpha", self.alpha, "in (0, 1)")
 
 
 @dataclass
@@ -214,6 +220,11 @@ class GrowConfig:
         version = data.pop("version", CONFIG_VERSION)
         if version != CONFIG_VERSION:
             raise PwmprError(f"config version {version!r} is not readable by this pwmpr (expects {CONFIG_VERSION})")
+        shrink, stop = data.get("shrink"), data.get("stop")
+        if isinstance(shrink, dict) and "alpha" not in shrink:
+            # Written before --shrink-alpha existed, when the shrink stage judged at the stop rule's alpha: keep that.
+            stop_alpha = stop.get("alpha") if isinstance(stop, dict) else None
+            data["shrink"] = {**shrink, "alpha": StopConfig().alpha if stop_alpha is None else stop_alpha}
         return _from_dict(cls, data, "config")
 
     def save(self, path: Path) -> None:

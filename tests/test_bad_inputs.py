@@ -150,6 +150,8 @@ CASES = [
     Case("zeta-negative", "grow", "`--zeta -0.1`", lambda t, r: ["--zeta", "-0.1"], "zeta must be in [0, 1)"),
     Case("shrink-tol-negative", "grow", "`--shrink --shrink-tol -0.01`",
          lambda t, r: ["--shrink", "--shrink-tol", "-0.01"], "shrink tol must be >= 0"),
+    Case("shrink-alpha-one", "grow", "`--shrink --shrink-alpha 1`",
+         lambda t, r: ["--shrink", "--shrink-alpha", "1"], "shrink alpha must be in (0, 1), got 1.0"),
     Case("rigl-density-above-1", "baseline rigl", "`--density 1.5`", lambda t, r: ["--density", "1.5"],
          "RigL density must be in (0, 1]"),
     Case("rigl-density-zero", "baseline rigl", "`--density 0`", lambda t, r: ["--density", "0"],

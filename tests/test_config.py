@@ -62,3 +62,15 @@ def test_unknown_keys_and_versions_are_refused(tmp_path):
     (tmp_path / "list.json").write_text(json.dumps([1, 2]))
     with pytest.raises(PwmprError, match="JSON object"):
         GrowConfig.load(tmp_path / "list.json")
+
+
+def test_a_config_from_before_shrink_alpha_keeps_its_meaning():
+    """Run folders written before --shrink-alpha judged the shrink stage at the stop rule's alpha; they still do."""
+    old = GrowConfig().to_dict()
+    del old["shrink"]["alpha"]
+    old["stop"]["alpha"] = 0.2
+    assert GrowConfig.from_dict(old).shrink.alpha == 0.2
+    del old["stop"]["alpha"]
+    assert GrowConfig.from_dict(old).shrink.alpha == 0.1  # the stop rule's default
+    del old["shrink"]
+    assert GrowConfig.from_dict(old).shrink.alpha == 0.5  # nothing said about shrinking: today's default

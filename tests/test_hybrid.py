@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from pwmpr import rundir
-from pwmpr.config import GrowConfig
+from pwmpr.config import GrowConfig, ShrinkConfig
 from pwmpr.errors import PwmprError
 from pwmpr.growth import growth_count
 from pwmpr.masks import MaskSet
@@ -172,6 +172,14 @@ def test_shrink_verdict_hand_worked():
     # Without validation sizes there is no noise: the tolerance alone decides.
     assert shrink_verdict(Observation(1, 0.9), Observation(0.5, 0.885), tol=0.02, alpha=0.1)["kept"]
     assert not shrink_verdict(Observation(1, 0.9), Observation(0.5, 0.875), tol=0.02, alpha=0.1)["kept"]
+    # The default alpha 0.5 (z = 0): the measured loss decides, whatever the noise; above 0.5 the data must show the
+    # loss is within the tolerance.
+    assert ShrinkConfig().alpha == 0.5
+    assert shrink_verdict(ref, Observation(0.4, 0.8925, 400), tol=0.01, alpha=0.5)["kept"]  # lost 0.75 points
+    lost = shrink_verdict(ref, Observation(0.4, 0.8875, 400), tol=0.01, alpha=0.5)  # lost 1.25 points
+    assert lost["bound"] == pytest.approx(0.01) and not lost["kept"]
+    assert shrink_verdict(ref, Observation(0.4, 0.8875, 400), tol=0.01, alpha=0.1)["kept"]  # the lenient level
+    assert not shrink_verdict(ref, Observation(0.4, 0.8925, 400), tol=0.01, alpha=0.9)["kept"]  # 0.0075 > 0.01 - z se
 
 
 def _shrink_ctx(cfg, model, masks, history):

@@ -15,9 +15,10 @@ Two options extend it (docs/method.md, "Prune and regrow" and "Shrink"):
   step is exactly what plain growth gives.
 - **shrink stage** (``shrink.enabled``): once growth stops, the method keeps the discovered network as the reference
   and alternates magnitude pruning of ``shrink.fraction`` of the edges, regrowth of ``shrink.regrow`` of them and one
-  rough phase, while the validation accuracy stays within ``shrink.tol`` of the reference (a one-sided test on the
-  binomial standard errors at level ``stop.alpha``). When a step fails it goes back to the last network that passed
-  (weights, masks and all; the ``shrink-revert`` row), which then gets the final training.
+  rough phase, while the validation accuracy stays within ``shrink.tol`` of the reference (judged on the binomial
+  standard errors at level ``shrink.alpha``; the default 0.5 asks the measured loss itself to stay within ``tol``).
+  When a step fails it goes back to the last network that passed (weights, masks and all; the ``shrink-revert``
+  row), which then gets the final training.
 
 The stage of a run (growing, shrinking, reverting) follows from its history alone; the network to go back to is the
 one tensor state the method keeps, through ``state_tensors`` / ``restore``, so a resumed run decides as an
@@ -55,9 +56,10 @@ def shrink_verdict(reference: Observation, candidate: Observation, tol: float, a
     """Does ``candidate`` keep the accuracy of ``reference``, within ``tol``? (docs/method.md, Shrink)
 
     The loss ``D = a_ref - a_cand`` has standard error ``se = sqrt(se_ref^2 + se_cand^2)`` from the binomial
-    errors of the two validation accuracies. The candidate fails only when the data show, at level ``alpha``, that
-    the loss exceeds ``tol``: ``D > tol + z_(1 - alpha) se``. Without validation sizes ``se`` is 0 and the rule
-    compares ``D`` with ``tol`` alone.
+    errors of the two validation accuracies. The candidate fails when ``D > tol + z_(1 - alpha) se``: at alpha 0.5
+    (z = 0) when the measured loss exceeds ``tol``; at a small alpha only when the data show, at that level, that
+    the loss exceeds ``tol``; above 0.5 unless they show that it is within ``tol``. Without validation sizes ``se``
+    is 0 and the rule compares ``D`` with ``tol`` alone.
 
     Returns:
         ``{"kept", "loss", "se", "bound"}`` (``bound``: the largest loss still accepted).
@@ -206,7 +208,7 @@ class GrowMethod(Method):
         knee = self._knee(ctx.history)
         row = ctx.history[-1]
         step = len(_shrink_steps(ctx.history)) + 1  # this row gets its entry below
-        verdict = shrink_verdict(_observed(knee), _observed(row), self.cfg.shrink.tol, self.cfg.stop.alpha)
+        verdict = shrink_verdict(_observed(knee), _observed(row), self.cfg.shrink.tol, self.cfg.shrink.alpha)
         info: dict[str, Any] = {"shrink": {"step": step, **verdict}}
         if verdict["kept"]:
             self._accept(ctx)
