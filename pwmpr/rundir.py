@@ -25,7 +25,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -225,19 +225,29 @@ def make_out_dir(run_dir: Path) -> None:
 
 
 def check_out_dir(run_dir: Path, *, force: bool) -> None:
-    """Refuse an output folder that is a file, is unwritable, or is non-empty (unless ``force``).
+    """Refuse an output folder that is a file, is unwritable, or is non-empty (unless ``force`` and a run folder).
 
     pwmpr's own leftovers (a lock, ``.*.tmp`` files of a killed writer) do not make a folder non-empty.
     """
     run_dir = Path(run_dir)
     make_out_dir(run_dir)
-    if any(not _is_leftover(p) for p in run_dir.iterdir()):
-        if not force:
-            raise PwmprError(f"output directory {run_dir} is not empty; pass --resume {run_dir} to continue it "
-                             "or --force to overwrite it")
-        if not is_run_dir(run_dir):
-            raise PwmprError(f"--force replaces a pwmpr run folder, and {run_dir} is not one (it has no {CONFIG} "
-                             f"and no {CHECKPOINTS}/): pick another --out")
+    check_replaceable(run_dir, force=force, kind="pwmpr run folder", is_kind=is_run_dir,
+                      marker=f"{CONFIG} and no {CHECKPOINTS}/", resume=f"--resume {run_dir} to continue it")
+
+
+def check_replaceable(folder: Path, *, force: bool, kind: str, is_kind: Callable[[Path], bool], marker: str,
+                      resume: str) -> bool:
+    """Whether ``folder`` holds anything but pwmpr's leftovers, which only ``force`` may replace, and only when it
+    is a folder of ``kind`` (``is_kind``; ``marker`` names what one has); otherwise refuse with PwmprError."""
+    folder = Path(folder)
+    if not folder.is_dir() or all(_is_leftover(p) for p in folder.iterdir()):
+        return False
+    if not force:
+        raise PwmprError(f"output directory {folder} is not empty; pass {resume} or --force to overwrite it")
+    if not is_kind(folder):
+        raise PwmprError(f"--force replaces a {kind}, and {folder} is not one (it has no {marker}): pick another "
+                         "--out")
+    return True
 
 
 def clean_leftovers(run_dir: Path) -> list[str]:

@@ -155,19 +155,13 @@ def run_sweep(cfg: SweepConfig, out: Path | str, *, resume: bool = False, force:
 def _run_locked(cfg: SweepConfig, out: Path, *, resume: bool, force: bool, reporter) -> dict[str, Any]:
     from pwmpr.runner import run
 
-    if not resume and out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
-        same = is_sweep(out) and load_config(out).to_dict() == cfg.to_dict()
-        if not same:
-            if not force:
-                raise PwmprError(f"{out} is not empty: pass --force to replace it, or --resume to continue its "
-                                 "sweep")
-            if not is_sweep(out):
-                raise PwmprError(f"--force replaces a sweep folder, and {out} is not one (it has no "
-                                 f"{SWEEP_CONFIG}): pick another --out")
-            validate(cfg)  # the new sweep can start: only now does the old one go
-            import shutil
+    keep = resume or (is_sweep(out) and load_config(out).to_dict() == cfg.to_dict())
+    if not keep and rundir.check_replaceable(out, force=force, kind="sweep folder", is_kind=is_sweep,
+                                             marker=SWEEP_CONFIG, resume="--resume to continue its sweep"):
+        validate(cfg)  # the new sweep can start: only now does the old one go
+        import shutil
 
-            shutil.rmtree(out)
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     rundir.atomic_write_json(out / SWEEP_CONFIG, cfg.to_dict())
     points = [(d, s) for s in cfg.seeds for d in cfg.densities]

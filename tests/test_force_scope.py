@@ -49,3 +49,13 @@ def test_sweep_force_checks_the_new_sweep_before_deleting_the_old(tmp_path):
 def test_sweep_refuses_a_seed_the_generators_cannot_take(tmp_path):
     line = _one_error_line(runner.invoke(app, [*SWEEP, "--seeds", str(10**23), "--out", str(tmp_path / "s")]))
     assert "2**63" in line and not (tmp_path / "s").exists()
+
+
+def test_a_non_empty_folder_needs_force_for_grow_and_sweep_alike(tmp_path):
+    for command, hint in ((GROW, "--resume"), (SWEEP, "--resume to continue its sweep")):
+        project = tmp_path / command[0]
+        project.mkdir()
+        (project / "notes.txt").write_text("mine")
+        line = _one_error_line(runner.invoke(app, [*command, "--out", str(project)]))
+        assert "is not empty" in line and hint in line and "--force" in line, line
+        assert [p.name for p in project.iterdir()] == ["notes.txt"]
