@@ -102,14 +102,17 @@ def verdict(rows: list[dict]) -> str:
         m, se, n = d
         clear = n > 1 and m > se
         clear_all &= clear
-        spread = f"± {se:.2f} (s.e.) over {n} paired seeds" if n > 1 else "(one seed: no spread to compare with)"
-        parts.append(f"{rule} by {m:+.2f} points {spread}: {'beyond' if clear else 'within'} the spread")
+        if n > 1:
+            parts.append(f"{rule} by {m:+.2f} ± {se:.2f} points (s.e. over {n} paired seeds): "
+                         f"{'beyond' if clear else 'within'} the spread")
+        else:
+            parts.append(f"{rule} by {m:+.2f} points on one seed: undecided")
     head = f"Verdict (computed): the highest mean final test accuracy is {best}'s ({RULES[best]})"
     if not parts:
         return head + "."
     return (f"{head}; it leads {'; '.join(parts)}. "
             + ("It wins beyond the spread over seeds against every other rule." if clear_all
-               else "Its lead is within the spread over seeds against at least one rule."))
+               else "Its lead is not beyond the spread over seeds against at least one rule."))
 
 
 def render(rows: list[dict], command: str, elapsed: float | None, figure: str | None, missing: list[str]) -> str:
@@ -117,7 +120,8 @@ def render(rows: list[dict], command: str, elapsed: float | None, figure: str | 
     lines = [
         *header(command, f"{elapsed / 60:.0f} min of runs" if elapsed else ""),
         "Growth rules for attention's query and key weights (docs/method.md, \"Attention: growing q and k\"), "
-        "PWMPR from the same seed density with pwmpr grow's defaults otherwise. Mean ± std over seeds; "
+        "PWMPR from the same seed density and seed network, everything else as the command above says (pwmpr grow's "
+        "defaults where it says nothing). Mean ± std over seeds; "
         "cost is total training FLOPs x one dense run of the final epochs; q/k share is the share of query and key "
         "weights among the edges grown after the seed (q and k are 25% of vit-mini's prunable weights).",
         "",
