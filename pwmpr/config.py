@@ -18,7 +18,7 @@ from typing import Any
 
 from pwmpr.errors import PwmprError
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2  # 2: train.optimizer, train.lr may be null, shrink.alpha (version 1 is migrated on load)
 SEED_LIMIT = 2**63  # torch generators take 64-bit seeds; seed + a few offsets must still fit
 
 
@@ -145,7 +145,7 @@ class ShrinkConfig:
                          flag="shrink-fraction")
     regrow: float = _f(0.05, "shrink: fraction of the present edges regrown by the growth rule at each step, in "
                        "[0, --shrink-fraction).", flag="shrink-regrow")
-    max_steps: int = _f(10, "shrink: steps at the most.", flag="shrink-max-steps")
+    max_steps: int = _f(30, "shrink: steps at the most.", flag="shrink-max-steps")
     alpha: float = _f(0.5, "shrink: a candidate fails when its validation loss D exceeds --shrink-tol + "
                       "z_(1-alpha) x its standard error, in (0, 1). 0.5: the measured loss itself must stay within "
                       "the tolerance; 0.05: it fails only once the data show the loss exceeds it (lenient on small "
@@ -158,6 +158,23 @@ class ShrinkConfig:
         _check(0 <= self.regrow < self.fraction, "shrink regrow", self.regrow, "in [0, shrink fraction)")
         _check(self.max_steps >= 1, "shrink max_steps", self.max_steps, ">= 1")
         _check(0 < self.alpha < 1, "shrink alpha", self.alpha, "in (0, 1)")
+
+
+def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 config (a run folder written before AdamW and --shrink-alpha) in today's terms, meaning the same.
+
+    Its shrink stage was judged at the stop rule's alpha, so that alpha becomes the shrink alpha; its learning rate
+    was always written out, 0.1 by default, so an SGD default becomes "not given" (still 0.1 for SGD) and a later
+    ``--optimizer adamw`` on its config takes AdamW's default instead of SGD's.
+    """
+    data = dict(data)
+    shrink, stop, train = data.get("shrink"), data.get("stop"), data.get("train")
+    if isinstance(shrink, dict) and "alpha" not in shrink:
+        stop_alpha = stop.get("alpha") if isinstance(stop, dict) else None
+        data["shrink"] = {**shrink, "alpha": StopConfig().alpha if stop_alpha is None else stop_alpha}
+    if isinstance(train, dict) and "optimizer" not in train and train.get("lr") == DEFAULT_LR["sgd"]:
+        data["train"] = {**train, "lr": None}
+    return data
 
 
 @dataclass
@@ -217,14 +234,11 @@ class GrowConfig:
     def from_dict(cls, data: dict[str, Any]) -> GrowConfig:
         """Rebuild from ``to_dict`` output; unknown keys or versions raise PwmprError."""
         data = dict(data)
-        version = data.pop("version", CONFIG_VERSION)
-        if version != CONFIG_VERSION:
+        version = data.pop("version", CONFIG_VERSION)  # a config a user writes by hand is read as today's
+        if version not in (1, CONFIG_VERSION):
             raise PwmprError(f"config version {version!r} is not readable by this pwmpr (expects {CONFIG_VERSION})")
-        shrink, stop = data.get("shrink"), data.get("stop")
-        if isinstance(shrink, dict) and "alpha" not in shrink:
-            # Written before --shrink-alpha existed, when the shrink stage judged at the stop rule's alpha: keep that.
-            stop_alpha = stop.get("alpha") if isinstance(stop, dict) else None
-            data["shrink"] = {**shrink, "alpha": StopConfig().alpha if stop_alpha is None else stop_alpha}
+        if version == 1:
+            data = _migrate_v1(data)
         return _from_dict(cls, data, "config")
 
     def save(self, path: Path) -> None:

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from pwmpr.cli.app import app
+from pwmpr.config import CONFIG_VERSION
 
 runner = CliRunner()
 TINY = ["--data", "digits", "--model", "mlp", "--phase-epochs", "1", "--final-epochs", "1", "--max-phases", "3",
@@ -27,16 +28,12 @@ def _grow(*args: str):
     return runner.invoke(app, ["grow", *args])
 
 
-
-
-
-
 def test_grow_writes_a_complete_run_folder(tmp_path):
     run = tmp_path / "run"
     result = _grow(*TINY, "--out", str(run))
     assert result.exit_code == 0, result.output
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["model"] == "mlp" and cfg["growth"]["seed_density"] == 0.1 and cfg["version"] == 1
+    assert cfg["model"] == "mlp" and cfg["growth"]["seed_density"] == 0.1 and cfg["version"] == CONFIG_VERSION
     rows = history(run)
     assert [r["stage"] for r in rows] == ["phase", "phase", "phase", "final"]
     densities = [r["density"] for r in rows]
@@ -95,6 +92,28 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert without_timing(history(whole)) == without_timing(history(killed))
     a, b = load_file(whole / "final.safetensors"), load_file(killed / "final.safetensors")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_adamw_run_resumed_from_its_first_checkpoint_matches_an_uninterrupted_one(tmp_path):
+    """Adam's moments and per-tensor step counts go through the checkpoint file: a run cut back to its first
+    checkpoint and resumed ends with the same history and bit-identical final weights."""
+    import shutil
+
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    args = [*TINY, "--phase-epochs", "2", "--final-epochs", "2", "--optimizer", "adamw", "--no-tau-core"]
+    assert _grow(*args, "--out", str(whole)).exit_code == 0
+    first = load_file(whole / "checkpoints" / "phase-0000.safetensors")
+    steps = {k: v for k, v in first.items() if k.endswith("/step")}
+    assert steps and all(v.dim() == 0 and v.item() > 0 for v in steps.values())  # Adam's state is in the file
+    shutil.copytree(whole, cut)
+    for path in [cut / "summary.json", cut / "final.safetensors", *sorted((cut / "checkpoints").iterdir())[1:]]:
+        path.unlink()
+    (cut / "history.jsonl").write_text(json.dumps(history(whole)[0]) + "\n")  # what a kill after phase 0 leaves
+    result = _grow("--resume", str(cut), "-q")
+    assert result.exit_code == 0, result.output
+    assert without_timing(history(whole)) == without_timing(history(cut))
+    a, b = load_file(whole / "final.safetensors"), load_file(cut / "final.safetensors")
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 

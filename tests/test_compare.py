@@ -233,3 +233,22 @@ def test_compare_reads_real_run_folders(tmp_path):
     assert rows["dense"]["test_acc"] == dense["test_acc"] and rows["dense"]["cost_epochs"] == 1.0
     levels = result.groups[0].levels()
     assert [lv["density"].mean for lv in levels] == [1.0, 0.8]
+
+
+def test_runs_of_the_same_settings_are_one_group_however_their_config_was_written(tmp_path):
+    """A default run (lr not given), one with --lr 0.1, and a version-1 folder of the same settings (no optimizer,
+    no shrink alpha) train alike, so they are seeds of one group; another learning rate is another group."""
+    from pwmpr.compare.records import RunRecord
+    from pwmpr.config import GrowConfig
+
+    default = GrowConfig().to_dict()
+    explicit = GrowConfig().to_dict()
+    explicit["train"]["lr"] = 0.1
+    old = GrowConfig().to_dict()
+    old["version"] = 1
+    del old["train"]["optimizer"], old["shrink"]["alpha"]
+    old["train"]["lr"] = 0.1
+    other = GrowConfig().to_dict()
+    other["train"]["lr"] = 0.05
+    keys = [RunRecord(tmp_path, cfg, {}, []).group_key() for cfg in (default, explicit, old, other)]
+    assert keys[0] == keys[1] == keys[2] != keys[3]

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from pwmpr.cli.options import apply_overrides
 from pwmpr.config import GrowConfig
 from pwmpr.errors import PwmprError
 
@@ -64,13 +65,31 @@ def test_unknown_keys_and_versions_are_refused(tmp_path):
         GrowConfig.load(tmp_path / "list.json")
 
 
-def test_a_config_from_before_shrink_alpha_keeps_its_meaning():
-    """Run folders written before --shrink-alpha judged the shrink stage at the stop rule's alpha; they still do."""
+def test_a_version_1_config_keeps_its_meaning():
+    """Run folders written before --shrink-alpha (version 1) judged the shrink stage at the stop rule's alpha; they
+    still do. Their always-written SGD default lr becomes "not given", so --optimizer adamw on them takes 1e-3."""
     old = GrowConfig().to_dict()
-    del old["shrink"]["alpha"]
+    old["version"] = 1
+    del old["shrink"]["alpha"], old["train"]["optimizer"]
+    old["train"]["lr"] = 0.1
     old["stop"]["alpha"] = 0.2
-    assert GrowConfig.from_dict(old).shrink.alpha == 0.2
+    cfg = GrowConfig.from_dict(old)
+    assert cfg.shrink.alpha == 0.2
+    assert cfg.train.lr is None and cfg.train.base_lr == 0.1 and cfg.train.optimizer == "sgd"
+    assert apply_overrides(cfg, {"train.optimizer": "adamw"}).train.base_lr == 1e-3
     del old["stop"]["alpha"]
     assert GrowConfig.from_dict(old).shrink.alpha == 0.1  # the stop rule's default
+    old["train"]["lr"] = 0.05  # a learning rate the user chose stays
+    assert GrowConfig.from_dict(old).train.lr == 0.05
     del old["shrink"]
     assert GrowConfig.from_dict(old).shrink.alpha == 0.5  # nothing said about shrinking: today's default
+
+
+def test_a_config_written_today_is_not_migrated():
+    """A hand-written config (no version) or a current one means what it says: a partial shrink section takes
+    today's default alpha, and lr 0.1 with AdamW is AdamW at 0.1."""
+    assert GrowConfig.from_dict({"shrink": {"enabled": True, "tol": 0.02}}).shrink.alpha == 0.5
+    current = GrowConfig().to_dict()
+    del current["shrink"]["alpha"]
+    assert GrowConfig.from_dict(current).shrink.alpha == 0.5
+    assert GrowConfig.from_dict({"train": {"optimizer": "adamw", "lr": 0.1}}).train.base_lr == 0.1
