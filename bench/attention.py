@@ -82,24 +82,34 @@ def unfinished(out: Path) -> list[str]:
 
 
 def verdict(rows: list[dict]) -> str:
+    """The verdict of every (pair, seed density) of ``rows``, one paragraph each (:func:`verdict_of`)."""
+    groups = sorted({(x["pair"], x["seed_density"]) for x in rows})
+    if len(groups) <= 1:
+        return verdict_of(rows)
+    return "\n\n".join(f"{pair}, seed density {sd:g}: " + verdict_of(
+        [x for x in rows if (x["pair"], x["seed_density"]) == (pair, sd)]) for pair, sd in groups)
+
+
+def verdict_of(rows: list[dict]) -> str:
     """Which rule has the highest mean test accuracy, and by how much it leads each other rule: the mean ± standard
     error of the accuracy difference paired by seed (every rule starts from the same seed network and weights), a
-    lead counting only beyond one standard error (docs/method.md, "Judging the paper's claims")."""
+    lead counting only beyond one standard error (docs/method.md, "Judging the paper's claims"). Only the seeds that
+    every rule finished count, so the best rule's lead is measured on the seeds it was picked on."""
     by_rule = {r: {x["seed"]: 100 * x["test_acc"] for x in rows if x["rule"] == r} for r in RULES}
     by_rule = {r: accs for r, accs in by_rule.items() if accs}
     if not by_rule:
         return "Verdict: no finished run."
+    common = set.intersection(*(set(accs) for accs in by_rule.values()))
+    if not common:
+        return "Verdict: no seed that every rule finished."
+    dropped = sorted(set().union(*(set(accs) for accs in by_rule.values())) - common)
+    by_rule = {r: {s: a for s, a in accs.items() if s in common} for r, accs in by_rule.items()}
     best = max(by_rule, key=lambda r: statistics.fmean(by_rule[r].values()))
     parts, clear_all = [], True
     for rule, accs in by_rule.items():
         if rule == best:
             continue
-        d = paired(by_rule[best], accs)
-        if d is None:
-            parts.append(f"{rule}: no seed in common")
-            clear_all = False
-            continue
-        m, se, n = d
+        m, se, n = paired(by_rule[best], accs)
         clear = n > 1 and m > se
         clear_all &= clear
         if n > 1:
@@ -108,6 +118,8 @@ def verdict(rows: list[dict]) -> str:
         else:
             parts.append(f"{rule} by {m:+.2f} points on one seed: undecided")
     head = f"Verdict (computed): the highest mean final test accuracy is {best}'s ({RULES[best]})"
+    if dropped:
+        head += f" on the seeds every rule finished (not counted: seed {', '.join(map(str, dropped))})"
     if not parts:
         return head + "."
     return (f"{head}; it leads {'; '.join(parts)}. "

@@ -35,12 +35,13 @@ JOBS=${JOBS:-2}
 PHASE_EPOCHS=${PHASE_EPOCHS:-3}
 EPOCHS=${EPOCHS:-15}                 # final training
 MAX_PHASES=${MAX_PHASES:-12}
-EXTRA=${EXTRA:-"--optimizer adamw --batch-size 32 --weight-decay 0.05"}  # more pwmpr grow flags for every run
+TRAIN=${TRAIN-"--optimizer adamw --batch-size 32 --weight-decay 0.05"}  # training flags, published with these
+EXTRA=${EXTRA-}                      # more pwmpr grow flags for every run, after TRAIN
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # JOBS single-threaded processes use the cores better than one wide one
 mkdir -p "$OUT"
 start=$(date +%s)
 command="OUT=$OUT DATA=$DATA MODEL=$MODEL SEEDS=\"$SEEDS\" SEED_DENSITY=$SEED_DENSITY RULES=\"$RULES\" JOBS=$JOBS \
-PHASE_EPOCHS=$PHASE_EPOCHS EPOCHS=$EPOCHS MAX_PHASES=$MAX_PHASES EXTRA=\"$EXTRA\" bash bench/attention.sh"
+PHASE_EPOCHS=$PHASE_EPOCHS EPOCHS=$EPOCHS MAX_PHASES=$MAX_PHASES TRAIN=\"$TRAIN\" EXTRA=\"$EXTRA\" bash bench/attention.sh"
 echo "bench/attention.sh: $command"
 
 source bench/_jobs.sh
@@ -49,7 +50,7 @@ for s in $SEEDS; do
     dir="$OUT/$DATA-$MODEL/$rule-sd$SEED_DENSITY-s$s"
     add "$dir" grow grow --data "$DATA" --model "$MODEL" --device cpu -q --no-tau-core --seed-density "$SEED_DENSITY" \
         --growth "$rule" --phase-epochs "$PHASE_EPOCHS" --final-epochs "$EPOCHS" --max-phases "$MAX_PHASES" \
-        --seed "$s" $EXTRA --force --out "$dir"
+        --seed "$s" $TRAIN $EXTRA --force --out "$dir"
   done
 done
 run_jobs
