@@ -13,7 +13,7 @@ from pwmpr.errors import PwmprError
 
 #: The GrowConfig fields a sweep takes a flag for (the rest of its base config is GrowConfig's defaults).
 SWEEP_FLAGS = config_flags(only=["model", "data", "data_dir", "final_epochs", "train.batch_size", "train.lr",
-                                 "val_fraction", "max_train", "device"],
+                                 "train.optimizer", "train.weight_decay", "val_fraction", "max_train", "device"],
                            names={"final_epochs": "epochs"}, helps={"final_epochs": "Epochs of each run."})
 
 

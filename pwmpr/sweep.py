@@ -157,7 +157,7 @@ def _run_locked(cfg: SweepConfig, out: Path, *, resume: bool, force: bool, repor
 
     keep = resume or (is_sweep(out) and load_config(out).to_dict() == cfg.to_dict())
     if not keep and rundir.check_replaceable(out, force=force, kind="sweep folder", is_kind=is_sweep,
-                                             marker=SWEEP_CONFIG, resume="--resume to continue its sweep"):
+                                             marker=SWEEP_CONFIG, resume=f"--resume {out} to continue its sweep"):
         validate(cfg)  # the new sweep can start: only now does the old one go
         import shutil
 

@@ -52,9 +52,10 @@ def test_sweep_refuses_a_seed_the_generators_cannot_take(tmp_path):
 
 
 def test_a_non_empty_folder_needs_force_for_grow_and_sweep_alike(tmp_path):
-    for command, hint in ((GROW, "--resume"), (SWEEP, "--resume to continue its sweep")):
+    for command, hint in ((GROW, "--resume {}"), (SWEEP, "--resume {} to continue its sweep")):
         project = tmp_path / command[0]
         project.mkdir()
+        hint = hint.format(project)
         (project / "notes.txt").write_text("mine")
         line = _one_error_line(runner.invoke(app, [*command, "--out", str(project)]))
         assert "is not empty" in line and hint in line and "--force" in line, line

@@ -64,6 +64,16 @@ def test_sweep_writes_the_curve_and_resumes(tmp_path):
 # Bad input to `pwmpr sweep`: the sweep-* cases of tests/test_bad_inputs.py (and docs/bad-inputs.md).
 
 
+def test_sweep_trains_its_points_with_the_optimizer_it_is_given(tmp_path):
+    """--optimizer and --weight-decay reach every point's run, and AdamW takes its own default learning rate."""
+    out = tmp_path / "sweep"
+    result = runner.invoke(app, ["sweep", *TINY, "--densities", "1", "--optimizer", "adamw", "--weight-decay", "0.05",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    train = json.loads((out / "runs" / "d1-s0" / "config.json").read_text())["train"]
+    assert (train["optimizer"], train["weight_decay"], train["lr"]) == ("adamw", 0.05, None)
+
+
 def test_sweep_config_round_trips_and_refuses_unknown_keys():
     cfg = SweepConfig(densities=[0.5, 0.1], seeds=[3])
     assert cfg.densities == [0.1, 0.5]
