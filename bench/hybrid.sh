@@ -26,7 +26,7 @@ PHASE_EPOCHS=${PHASE_EPOCHS:-10}
 EPOCHS=${EPOCHS:-30}                 # PWMPR's final training and each IMP level
 MAX_PHASES=${MAX_PHASES:-30}
 ZETA=${ZETA:-0.3}
-SHRINK_STEPS=${SHRINK_STEPS:-10}
+SHRINK_STEPS=${SHRINK_STEPS:-30}
 UPDATE_EPOCHS=${UPDATE_EPOCHS:-3}    # RigL's 100 steps: 3 epochs of mnist5k at batch 128
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$OUT"
