@@ -156,6 +156,11 @@ def render(rows: list[dict], command: str, elapsed: float | None, figure: str | 
                 f"{mean_std([100 * x['qk_share_grown'] for x in rs], '.1f')}% | "
                 f"{mean_std([x['qk_density'] for x in rs], '.4f')} | "
                 + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) + " |")
+    capped = sum(x["stop_reason"] == "max-phases" for x in rows)
+    if capped:
+        lines += ["", f"{capped} of {len(rows)} runs ended on --max-phases, not on the stop rule: there the "
+                  "discovered density is the cap, equal for every rule, and the table compares the rules' accuracy "
+                  "at equal density rather than the densities they would discover."]
     lines += ["", verdict(rows)]
     if missing:
         lines += ["", "Runs not finished: " + ", ".join(missing) + "."]
