@@ -163,12 +163,16 @@ class ShrinkConfig:
 def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
     """A version-1 config (a run folder written before AdamW and --shrink-alpha) in today's terms, meaning the same.
 
-    Its shrink stage was judged at the stop rule's alpha, so that alpha becomes the shrink alpha; its learning rate
-    was always written out, 0.1 by default, so an SGD default becomes "not given" (still 0.1 for SGD) and a later
+    A stop section without a rule was written before the stop rules had names, when growth stopped by the
+    paper's unbounded saturation fit: it gets that rule (``paper-unbounded``), not today's default. Its shrink
+    stage was judged at the stop rule's alpha, so that alpha becomes the shrink alpha. Its learning rate was always
+    written out, 0.1 by default, so an SGD default becomes "not given" (still 0.1 for SGD) and a later
     ``--optimizer adamw`` on its config takes AdamW's default instead of SGD's.
     """
     data = dict(data)
     shrink, stop, train = data.get("shrink"), data.get("stop"), data.get("train")
+    if isinstance(stop, dict) and "rule" not in stop:
+        data["stop"] = {**stop, "rule": "paper-unbounded"}
     if isinstance(shrink, dict) and "alpha" not in shrink:
         stop_alpha = stop.get("alpha") if isinstance(stop, dict) else None
         data["shrink"] = {**shrink, "alpha": StopConfig().alpha if stop_alpha is None else stop_alpha}
@@ -229,6 +233,15 @@ class GrowConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with a version tag."""
         return {"version": CONFIG_VERSION, **dataclasses.asdict(self)}
+
+    def canonical(self) -> dict[str, Any]:
+        """``to_dict`` with the learning rate in effect and no shrink settings when there is no shrink stage, so
+        that two configs that train alike are equal."""
+        data = self.to_dict()
+        data["train"]["lr"] = self.train.base_lr
+        if not self.shrink.enabled:
+            data["shrink"] = {"enabled": False}
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GrowConfig:

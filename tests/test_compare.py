@@ -250,5 +250,7 @@ def test_runs_of_the_same_settings_are_one_group_however_their_config_was_writte
     old["train"]["lr"] = 0.1
     other = GrowConfig().to_dict()
     other["train"]["lr"] = 0.05
-    keys = [RunRecord(tmp_path, cfg, {}, []).group_key() for cfg in (default, explicit, old, other)]
+    ancient = {**old, "stop": {k: v for k, v in old["stop"].items() if k not in ("rule", "tol", "alpha")}}
+    keys = [RunRecord(tmp_path, cfg, {}, []).group_key() for cfg in (default, explicit, old, other, ancient)]
     assert keys[0] == keys[1] == keys[2] != keys[3]
+    assert keys[4] != keys[0]  # written before the stop rules had names: it stopped by another rule

@@ -16,7 +16,7 @@ from typing import Any
 
 from pwmpr import rundir
 from pwmpr.compare.claims import Claim, check_claims, matched_differences
-from pwmpr.compare.records import Group, RunRecord, Stat, group_runs, read_json, read_run
+from pwmpr.compare.records import Group, RunRecord, Stat, group_runs, normalised_config, read_json, read_run
 from pwmpr.compare.report import (
     claims_markdown,
     csv_text,
@@ -27,6 +27,9 @@ from pwmpr.compare.report import (
     table_rows,
 )
 from pwmpr.errors import PwmprError
+
+#: The training settings a sweep must share with a run to be its ground truth (``train`` keys, lr as used).
+TRAINED_ON = ("optimizer", "lr", "momentum", "weight_decay", "batch_size", "final_schedule")
 
 __all__ = ["Claim", "Comparison", "Group", "RunRecord", "Stat", "check_claims", "compare", "csv_text",
            "discovery_rows", "display_row", "group_runs", "markdown_table", "matched_differences", "read_run"]
@@ -86,6 +89,10 @@ def compare(paths: Sequence[Path | str], out_dir: Path | str | None = None, *, p
                          f"({', '.join(map(str, refs))} epochs); compare cost columns with care")
         claims[f"{setting[0]} on {setting[1]}"] = check_claims(gs)
     discovery = discovery_rows(runs, sweeps)
+    unscored = sum(r.method == "pwmpr" for r in runs) - len(discovery)
+    if sweeps and unscored:
+        notes.append(f"{unscored} PWMPR run(s) not scored for density discovery: no sweep given of the same model, "
+                     "data, split, epochs and training settings (" + ", ".join(TRAINED_ON) + ")")
     files: list[Path] = []
     if out_dir is not None:
         out = Path(out_dir)
@@ -126,9 +133,11 @@ def discovery_rows(runs: Sequence[RunRecord], sweeps: Sequence[Path]) -> list[di
     from pwmpr import sweep as sweeps_mod
 
     def setting(model, config: dict) -> tuple:
-        # What makes a sweep the ground truth of a run: model and data, and how the data are split and trained on.
+        # What makes a sweep the ground truth of a run: model and data, and how the data are split and trained on
+        # (the optimizer with the learning rate in effect, decay, batch and schedule of the final training).
+        train = normalised_config(config).get("train") or {}
         return (model, config.get("data"), config.get("max_train"), config.get("val_fraction"),
-                config.get("final_epochs"))
+                config.get("final_epochs"), *(train.get(k) for k in TRAINED_ON))
 
     by_setting = {}
     for path in sweeps:

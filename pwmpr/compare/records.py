@@ -25,19 +25,13 @@ from pwmpr.stop.decision import growth_rows
 _NOT_CONFIG = ("seed", "device", "data_dir", "version")
 
 
-def _normalised(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` as today's pwmpr writes it (defaults filled in, version-1 folders migrated), with ``train.lr`` the
-    learning rate in effect and no shrink settings when there is no shrink stage; a config this pwmpr cannot read is
-    left as it is."""
+def normalised_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` as today's pwmpr writes it (defaults filled in, version-1 folders migrated) in the form where two
+    configs that train alike are equal (``GrowConfig.canonical``); a config this pwmpr cannot read is left as it is."""
     try:
-        cfg = GrowConfig.from_dict(config)
+        return GrowConfig.from_dict(config).canonical()
     except PwmprError:
         return config
-    data = cfg.to_dict()
-    data["train"]["lr"] = cfg.train.base_lr
-    if not cfg.shrink.enabled:
-        data["shrink"] = {"enabled": False}  # its settings change nothing then
-    return data
 
 
 @dataclass
@@ -87,7 +81,8 @@ class RunRecord:
     def group_key(self) -> str:
         """The config minus seed, device and data folder, as canonical JSON, with defaults filled in (an old run
         folder and a new one of the same settings match) and the learning rate that was used."""
-        return json.dumps({k: v for k, v in _normalised(self.config).items() if k not in _NOT_CONFIG}, sort_keys=True)
+        config = normalised_config(self.config)
+        return json.dumps({k: v for k, v in config.items() if k not in _NOT_CONFIG}, sort_keys=True)
 
     def phases(self) -> list[dict[str, Any]]:
         """History rows of the phases (IMP levels, growth phases), without the shrink stage and the final training."""
