@@ -152,10 +152,15 @@ def run_sweep(cfg: SweepConfig, out: Path | str, *, resume: bool = False, force:
         return _run_locked(cfg, out, resume=resume, force=force, reporter=reporter)
 
 
+def _same_sweep(a: SweepConfig, b: SweepConfig) -> bool:
+    """Whether two sweep configs train the same points (their base configs compared as ``GrowConfig.canonical``)."""
+    return {**a.to_dict(), "base": a.base.canonical()} == {**b.to_dict(), "base": b.base.canonical()}
+
+
 def _run_locked(cfg: SweepConfig, out: Path, *, resume: bool, force: bool, reporter) -> dict[str, Any]:
     from pwmpr.runner import run
 
-    keep = resume or (is_sweep(out) and load_config(out).to_dict() == cfg.to_dict())
+    keep = resume or (is_sweep(out) and _same_sweep(load_config(out), cfg))
     if not keep and rundir.check_replaceable(out, force=force, kind="sweep folder", is_kind=is_sweep,
                                              marker=SWEEP_CONFIG, resume=f"--resume {out} to continue its sweep"):
         validate(cfg)  # the new sweep can start: only now does the old one go

@@ -110,11 +110,16 @@ def test_compare_scores_runs_against_a_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     assert runner.invoke(app, ["sweep", *TINY, "--densities", "0.1,1", "--out", str(sweep)]).exit_code == 0
     run = tmp_path / "run"
-    result = runner.invoke(app, ["grow", "--data", "digits", "--model", "mlp", "--phase-epochs", "1",
-                                 "--final-epochs", "1", "--max-phases", "2", "--no-tau-core", "-q", "--out", str(run)])
+    grow = ["grow", "--data", "digits", "--model", "mlp", "--phase-epochs", "1", "--final-epochs", "1",
+            "--max-phases", "2", "--no-tau-core", "-q"]
+    other = tmp_path / "other"  # trained at another batch size than the sweep: not its ground truth
+    assert runner.invoke(app, [*grow, "--out", str(other)]).exit_code == 0
+    result = runner.invoke(app, [*grow, "--batch-size", "64", "--out", str(run)])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["compare", str(run), str(sweep), "--out", str(tmp_path / "cmp"), "--no-plots"])
+    result = runner.invoke(app, ["compare", str(run), str(other), str(sweep), "--out", str(tmp_path / "cmp"),
+                                 "--no-plots"])
     assert result.exit_code == 0, result.output
+    assert "1 PWMPR run(s) not scored for density discovery" in (tmp_path / "cmp" / "compare.md").read_text()
     payload = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     [row] = payload["discovery"]
     summary = json.loads((run / "summary.json").read_text())
@@ -124,3 +129,53 @@ def test_compare_scores_runs_against_a_sweep(tmp_path):
     assert "Density discovery" in (tmp_path / "cmp" / "compare.md").read_text()
     assert "knee" in result.output
     assert Path(tmp_path / "cmp" / "compare.csv").is_file()
+
+
+def test_a_run_is_scored_against_the_sweep_trained_as_it_was(tmp_path):
+    """Of an AdamW sweep and an SGD sweep of the same model and data, an SGD run is scored against the SGD one."""
+    from pwmpr.compare import discovery_rows
+    from pwmpr.compare.records import RunRecord
+    from pwmpr.config import GrowConfig
+
+    sweeps = []
+    for optimizer, acc in (("adamw", 0.99), ("sgd", 0.90)):
+        folder = tmp_path / optimizer
+        folder.mkdir()
+        base = GrowConfig(model="mlp")
+        base.train.optimizer = optimizer
+        (folder / "sweep.json").write_text(json.dumps(SweepConfig(densities=[0.1], base=base).to_dict()))
+        point = {"density": 0.1, "test_acc": acc, "test_acc_std": None, "n_seeds": 1}
+        (folder / "summary.json").write_text(json.dumps(
+            {"model": "mlp", "data": "mnist5k", "complete": True, "curve": [point], "best": point, "knee": point,
+             "dense": None, "tol": 0.01}))
+        sweeps.append(folder)
+    run = RunRecord(tmp_path / "run", GrowConfig(model="mlp").to_dict(),
+                    {"model": "mlp", "discovered_density": 0.1, "test_acc": 0.9, "cost_flops": 0.5, "cost_epochs": 3},
+                    [])
+    (row,) = discovery_rows([run], sweeps)
+    assert row["sweep_best"] == 0.90
+    adamw = RunRecord(tmp_path / "run2", {**GrowConfig(model="mlp").to_dict(), "train": {"optimizer": "adamw"}},
+                      {"model": "mlp", "discovered_density": 0.1, "test_acc": 0.9, "cost_flops": 0.5,
+                       "cost_epochs": 3}, [])
+    (row,) = discovery_rows([adamw], sweeps)
+    assert row["sweep_best"] == 0.99
+
+
+def test_the_same_sweep_rerun_on_a_folder_from_an_older_pwmpr_continues_it(tmp_path):
+    """A sweep folder whose base config differs only where nothing trains differently (the lr written out, shrink
+    settings with no shrink stage) is the same sweep: running the same command keeps its finished points."""
+    out = tmp_path / "sweep"
+    command = ["sweep", *TINY, "--densities", "1", "--out", str(out)]
+    assert runner.invoke(app, command).exit_code == 0
+    config = json.loads((out / "sweep.json").read_text())
+    config["base"]["train"]["lr"] = 0.1
+    config["base"]["shrink"]["max_steps"] = 10
+    (out / "sweep.json").write_text(json.dumps(config))
+    stamp = (out / "runs" / "d1-s0" / "summary.json").stat().st_mtime_ns
+    result = runner.invoke(app, command)
+    assert result.exit_code == 0, result.output
+    assert (out / "runs" / "d1-s0" / "summary.json").stat().st_mtime_ns == stamp
+    config["base"]["train"]["lr"] = 0.05  # another learning rate is another sweep
+    (out / "sweep.json").write_text(json.dumps(config))
+    result = runner.invoke(app, command)
+    assert result.exit_code == 2 and "is not empty" in result.output
