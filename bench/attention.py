@@ -141,9 +141,11 @@ def render(rows: list[dict], command: str, elapsed: float | None, figure: str | 
         "| q/k share of grown edges | final q/k density | stop reasons |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for pair in sorted({x["pair"] for x in rows}):
+    groups = sorted({(x["pair"], x["seed_density"]) for x in rows})
+    for pair_sd in groups:
+        pair = pair_sd[0] if len(groups) == 1 else f"{pair_sd[0]}, seed density {pair_sd[1]:g}"
         for rule in RULES:
-            rs = [x for x in rows if x["pair"] == pair and x["rule"] == rule]
+            rs = [x for x in rows if (x["pair"], x["seed_density"]) == pair_sd and x["rule"] == rule]
             if not rs:
                 continue
             reasons: dict[str, int] = {}

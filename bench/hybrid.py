@@ -137,12 +137,15 @@ def report(out: Path, command: str, elapsed: float | None) -> str:
         hybrid = runs.get("hybrid", [])
         if hybrid:
             lines += ["Shrink interval of each hybrid run (growth's knee -> the smallest density that kept its "
-                      "validation accuracy):", ""]
+                      "validation accuracy), with the density plain PWMPR of the same seed discovered:", ""]
+            plain = {s["seed"]: s["discovered_density"] for s, _ in runs.get("plain", [])}
             for summary, _ in hybrid:
                 if "knee_density" not in summary:
                     continue
+                beside = f"; plain PWMPR {plain[summary['seed']]:.4f}" if summary["seed"] in plain else ""
                 lines.append(f"- seed {summary['seed']}: {summary['knee_density']:.4f} "
-                             f"({100 * summary['knee_val_acc']:.2f}%, growth stop {summary['growth_stop_reason']}) "
+                             f"({100 * summary['knee_val_acc']:.2f}%, growth stop {summary['growth_stop_reason']}"
+                             f"{beside}) "
                              f"-> {summary['smallest_density']:.4f} ({100 * summary['smallest_val_acc']:.2f}%), "
                              f"{summary['shrink_kept']} of {summary['shrink_steps']} shrink steps kept, "
                              f"stop {summary['stop_reason']}")
