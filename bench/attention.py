@@ -81,13 +81,20 @@ def unfinished(out: Path) -> list[str]:
                   if p.is_dir() and RUN_RE.match(p.name) and not (p / "summary.json").is_file())
 
 
+def settings(rows: list[dict]) -> list[tuple[str, list[dict]]]:
+    """(label, runs) per (pair, seed density) of ``rows``; the label names the seed density when there are several
+    settings."""
+    keys = sorted({(x["pair"], x["seed_density"]) for x in rows})
+    return [(pair if len(keys) == 1 else f"{pair}, seed density {sd:g}",
+             [x for x in rows if (x["pair"], x["seed_density"]) == (pair, sd)]) for pair, sd in keys]
+
+
 def verdict(rows: list[dict]) -> str:
     """The verdict of every (pair, seed density) of ``rows``, one paragraph each (:func:`verdict_of`)."""
-    groups = sorted({(x["pair"], x["seed_density"]) for x in rows})
+    groups = settings(rows)
     if len(groups) <= 1:
         return verdict_of(rows)
-    return "\n\n".join(f"{pair}, seed density {sd:g}: " + verdict_of(
-        [x for x in rows if (x["pair"], x["seed_density"]) == (pair, sd)]) for pair, sd in groups)
+    return "\n\n".join(f"{label}: " + verdict_of(runs) for label, runs in groups)
 
 
 def verdict_of(rows: list[dict]) -> str:
@@ -141,11 +148,9 @@ def render(rows: list[dict], command: str, elapsed: float | None, figure: str | 
         "| q/k share of grown edges | final q/k density | stop reasons |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    groups = sorted({(x["pair"], x["seed_density"]) for x in rows})
-    for pair_sd in groups:
-        pair = pair_sd[0] if len(groups) == 1 else f"{pair_sd[0]}, seed density {pair_sd[1]:g}"
+    for pair, runs in settings(rows):
         for rule in RULES:
-            rs = [x for x in rows if (x["pair"], x["seed_density"]) == pair_sd and x["rule"] == rule]
+            rs = [x for x in runs if x["rule"] == rule]
             if not rs:
                 continue
             reasons: dict[str, int] = {}
