@@ -1,8 +1,9 @@
 """Cost and structure accounting beside the pipeline: training FLOPs (docs/method.md, Cost) and the tau-core.
 
-Neither changes a model or a mask. FLOPs count the Conv/Linear multiply-accumulates of one example, dense and
-with only the present weights; the tau-core is the smallest set of hidden units, found greedily, that carries
-a fraction tau of the path mass of the linear |W| network of :func:`pwmpr.score.linear_surrogate`.
+Neither changes a model or a mask. FLOPs count the multiply-accumulates of every use of a prunable weight for one
+example, dense and with only the present weights; the tau-core is the smallest set of hidden units, found greedily,
+that carries a fraction tau of the path mass of the linear |W| network of
+:func:`pwmpr.surrogate.linear_surrogate`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import torch
 from torch import Tensor, nn
 
 from pwmpr.errors import PwmprError
-from pwmpr.masks import PRUNABLE_TYPES, MaskSet
+from pwmpr.graph.mode import WatchMode, WeightView
+from pwmpr.graph.ops import Kind, Op
+from pwmpr.masks import MaskSet, prunable
 from pwmpr.probe import device_of, float_dtype_of, normalize_input_shape, run_forward, sum_outputs, training_mode
-from pwmpr.score import guarded_forward, linear_surrogate
+from pwmpr.surrogate import linear_surrogate, surrogate_forward
 
 # Coverage is a ratio of float64 sums: a core that carries exactly tau of the mass must count as reaching tau.
 _TAU_SLACK = 1e-12
@@ -27,21 +30,21 @@ _TAU_SLACK = 1e-12
 # -- FLOPs ------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LayerFlops:
-    """Forward multiply-accumulates of one Conv/Linear layer for one example."""
+    """Forward multiply-accumulates of one prunable weight for one example."""
 
     sparse: int  # present weights x output positions
     dense: int  # all weights x output positions
-    positions: int  # output positions (conv) or tokens (linear) the weight is applied at, summed over calls
+    positions: int  # times each entry is used (output positions of a conv, tokens of a linear), summed over uses
 
 
 @dataclass(frozen=True)
 class FlopCount:
-    """Forward cost of the Conv/Linear layers for one example, sparse (present weights only) and dense.
+    """Forward cost of the prunable weights' uses for one example, sparse (present weights only) and dense.
 
     Convention: one multiply-accumulate counts as 1 (``nnz(W) * H_out * W_out``; docs/method.md, Cost); double
     every figure for the "2 FLOPs per MAC" convention. The ratio, which is what cost accounting normalises by,
-    is the same under both. BatchNorm, activations, pooling, residual additions and attention matmuls are not
-    counted (they are not prunable and are small next to the Conv/Linear layers of the models here).
+    is the same under both. Norms, activations, pooling, residual additions and the products of two activations
+    (attention's ``q @ k^T`` and ``@ v``) are not counted: they are not prunable.
     """
 
     sparse: int
@@ -64,13 +67,46 @@ class FlopCount:
         return 3 * self.dense
 
 
+class _WeightUses(WatchMode):
+    """Records every use of a prunable weight in a contraction: ``(name, entries used, MACs per entry)``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self.uses: list[tuple[str, Tensor | None, int, float]] = []
+
+    def handle(self, op: Op, func, args: tuple, kwargs: dict):
+        out = func(*args, **kwargs)
+        views = [(t, v) for t, v in self.tracked(args, kwargs) if isinstance(v, WeightView)]
+        if not views:
+            return out
+        if op.kind is Kind.CONTRACT and isinstance(out, Tensor):
+            t, view = views[0]
+            self.uses.append((view.name, view.positions, t.numel(), _macs(op, args, t, out) / max(1, t.numel())))
+        else:
+            self.weight_result(op, func, args, kwargs, out, [v for _, v in views])
+        return out
+
+
+def _macs(op: Op, args: tuple, weight: Tensor, out: Tensor) -> float:
+    """Dense multiply-accumulates of a contraction with ``weight`` (one example)."""
+    if op.name == "linear" or op.name.startswith("conv"):
+        return out.numel() * weight.numel() / max(1, weight.shape[0])
+    if op.name == "einsum":
+        lhs = args[0].replace(" ", "").split("->")[0].split(",")
+        operands = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else list(args[1:])
+        sizes = {c: n for labels, t in zip(lhs, operands, strict=False) for c, n in zip(labels, t.shape, strict=False)}
+        return float(math.prod(sizes.values()))
+    a, b = (args[1], args[0]) if op.name == "rmatmul" else (args[0], args[1])
+    return out.numel() * a.shape[-1]
+
+
 @torch.no_grad()
 def training_flops(model: nn.Module, masks: Mapping[str, Tensor] | None, input_shape: Sequence[int]) -> FlopCount:
-    """Forward multiply-accumulates of the Conv/Linear layers of ``model``, dense and counting present weights only.
+    """Forward multiply-accumulates of the uses of prunable weights in ``model``, dense and present weights only.
 
-    A Conv layer costs ``nnz(mask) * output positions``, a Linear layer ``nnz(mask) * tokens`` (the product of
-    the output's non-batch dims but the last: 1 for an ``(N, D)`` input, T for ``(N, T, D)``). Output sizes come
-    from forward hooks on one all-zeros example; a layer used twice is counted twice.
+    A use of a weight costs ``present entries used * times each is used``: ``nnz(mask) * output positions`` for a
+    Conv (any groups), ``nnz(mask) * tokens`` for a Linear, the same for a ``matmul`` or ``einsum`` with a weight.
+    Uses are read from one forward pass on an all-zeros example (eval mode); a weight used twice is counted twice.
 
     Args:
         model: the network (parameters, buffers and mode left unchanged; run once in eval mode).
@@ -85,27 +121,24 @@ def training_flops(model: nn.Module, masks: Mapping[str, Tensor] | None, input_s
     """
     masks = MaskSet.checked(model, masks)
     shape = normalize_input_shape(input_shape)
-
-    names = {m: (f"{n}.weight" if n else "weight") for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
-    positions = dict.fromkeys(names.values(), 0)
-
-    def count(module: nn.Module, _inputs, output: Tensor) -> None:
-        # Linear: tokens = all non-batch dims but the features; Conv: all dims after (batch, channels).
-        dims = output.shape[1:-1] if isinstance(module, nn.Linear) else output.shape[2:]
-        positions[names[module]] += math.prod(dims)
-
-    handles = [m.register_forward_hook(count) for m in names]
-    try:
-        with training_mode(model, False):
-            run_forward(model, torch.zeros((1, *shape), device=device_of(model), dtype=float_dtype_of(model)))
-    finally:
-        for h in handles:
-            h.remove()
-
-    layers = {}
-    for module, name in names.items():
-        nnz = int(masks[name].sum()) if name in masks else module.weight.numel()
-        layers[name] = LayerFlops(nnz * positions[name], module.weight.numel() * positions[name], positions[name])
+    mode = _WeightUses(model)
+    with training_mode(model, False), mode.watching(model):
+        run_forward(model, torch.zeros((1, *shape), device=device_of(model), dtype=float_dtype_of(model)))
+    sparse = dict.fromkeys(prunable(model), 0.0)
+    dense = dict.fromkeys(sparse, 0.0)
+    positions = dict.fromkeys(sparse, 0.0)
+    for name, entries, n_used, per_entry in mode.uses:
+        mask = masks[name].reshape(-1) if name in masks else None
+        if mask is None:
+            present = n_used
+        elif entries is None:
+            present = int(mask.sum())
+        else:
+            present = int(mask[entries.reshape(-1).to(mask.device)].sum())
+        sparse[name] += present * per_entry
+        dense[name] += n_used * per_entry
+        positions[name] += per_entry
+    layers = {n: LayerFlops(round(sparse[n]), round(dense[n]), round(positions[n])) for n in sparse}
     return FlopCount(sum(f.sparse for f in layers.values()), sum(f.dense for f in layers.values()), layers)
 
 
@@ -114,14 +147,14 @@ def training_flops(model: nn.Module, masks: Mapping[str, Tensor] | None, input_s
 class TauCore:
     """The greedy tau-core of a masked network (see :func:`tau_core`).
 
-    ``units`` are ``(weight name, output channel)`` pairs in the order they were removed; ``coverage[k]`` is the
+    ``units`` are ``(weight name, output channel or row)`` pairs in the order they were removed; ``coverage[k]`` is the
     fraction of the path mass R removed after the first k+1 of them. A smaller ``ratio`` means the paths are
     funnelled through fewer units (a bottleneck).
     """
 
     tau: float
     size: int  # units in the core
-    n_hidden: int  # hidden units in the network (output channels of every non-final prunable layer)
+    n_hidden: int  # hidden units in the network (rows of every prunable weight that does not produce the outputs)
     ratio: float  # size / n_hidden
     coverage: list[float]
     units: list[tuple[str, int]]
@@ -136,25 +169,28 @@ class TauCore:
         return counts
 
 
-def _output_layers(surrogate: nn.Module, x: Tensor, modules: Mapping[nn.Module, str]) -> set[str]:
-    """Names of the prunable layers that produce the outputs: reached from R without crossing another one."""
+def _unit_rows(name: str, positions: Tensor | None, n_units: int, shape: Sequence[int]) -> Tensor:
+    """The parameter row (output channel or feature) of each output unit of one use of weight ``name``."""
+    if positions is None:
+        return torch.arange(n_units)
+    return positions.reshape(n_units, -1)[:, 0].cpu() // max(1, math.prod(shape[1:]))
+
+
+def _output_weights(surrogate: nn.Module, x: Tensor) -> set[str]:
+    """Names of the prunable weights that produce the outputs: reached from R without crossing another use."""
     outputs: dict[object, str] = {}
 
-    def record(module: nn.Module, _inputs, output: Tensor) -> None:
-        if isinstance(output, Tensor) and output.grad_fn is not None:
-            outputs[output.grad_fn] = modules[module]
+    def record(name: str, positions, out: Tensor, unit_dim: int) -> Tensor:
+        if out.grad_fn is not None:
+            outputs[out.grad_fn] = name
+        return out
 
-    handles = [m.register_forward_hook(record) for m in modules]
-    try:
-        with torch.enable_grad():
-            total = sum_outputs(guarded_forward(surrogate, x.detach().requires_grad_(True)))
-    finally:
-        for h in handles:
-            h.remove()
+    with torch.enable_grad():
+        total = sum_outputs(surrogate_forward(surrogate, x.detach().requires_grad_(True), record))
     found: set[str] = set()
     seen: set[object] = set()
     stack = [total.grad_fn] if total.grad_fn is not None else []
-    # Walk the autograd graph back from R, stopping at the first prunable layer on each branch.
+    # Walk the autograd graph back from R, stopping at the first use of a prunable weight on each branch.
     while stack:
         node = stack.pop()
         if node is None or node in seen:
@@ -172,7 +208,7 @@ def tau_core(
 ) -> TauCore:
     """Greedy tau-core: remove the hidden unit with the largest path centrality until tau of the mass is gone.
 
-    In the linear |W| network of :func:`pwmpr.score.linear_surrogate` (docs/method.md, Score) on an
+    In the linear |W| network of :func:`pwmpr.surrogate.linear_surrogate` (docs/method.md, Score) on an
     all-ones input, the path centrality of unit v (an output channel of a prunable layer, summed over its
     spatial positions or tokens) is ``F_v * B_v``, and R, the sum of the outputs, is the total path mass. Each
     step zeroes the output of the unit with the largest remaining centrality, recomputes F and B (one float64
@@ -206,48 +242,43 @@ def tau_core(
     device = device_of(model)
     x = torch.ones((1, *shape), dtype=torch.float64, device=device)
 
-    # Hidden layers: every prunable layer but those whose output is the model's output.
-    modules = {
-        m: (f"{n}.weight" if n else "weight") for n, m in surrogate.named_modules() if isinstance(m, PRUNABLE_TYPES)
-    }
-    final = _output_layers(surrogate, x, modules)
-    hidden = [(m, n) for m, n in modules.items() if n not in final]
-    names = [n for _, n in hidden]
-    sizes = [_n_units(m) for m, _ in hidden]
-    starts = [sum(sizes[:i]) for i in range(len(sizes))]  # offset of each hidden layer in the unit vector
+    # Hidden units: the rows (output channels, features) of every prunable weight but those producing the outputs.
+    params = dict(surrogate.named_parameters())
+    final = _output_weights(surrogate, x)
+    names = [n for n in prunable(surrogate) if n not in final]
+    sizes = [params[n].shape[0] for n in names]
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]  # offset of each hidden weight in the unit vector
     n_hidden = sum(sizes)
-    # One keep vector for all hidden units; each layer's hook reads its own slice (a view), so removing a unit
-    # is one device-side index_fill, with no host sync.
+    # One keep vector for all hidden units; each use reads its weight's rows (so removing a unit is one
+    # device-side index_fill, with no host sync).
     keep_all = torch.ones(n_hidden, dtype=torch.float64, device=device)
-    keep = {n: keep_all[start:start + k] for n, start, k in zip(names, starts, sizes, strict=True)}
-    channel_dims = {n: _channel_dim(m) for m, n in hidden}
-    captured: dict[str, list[Tensor]] = {n: [] for n in names}
+    offset = dict(zip(names, starts, strict=True))
+    captured: list[tuple[int, Tensor, Tensor, int]] = []  # (offset, rows, output, unit dim)
 
-    def zero_and_capture(module: nn.Module, _inputs, output: Tensor) -> Tensor:
-        name = modules[module]
-        out = output * _channel_view(keep[name], output, channel_dims[name])
-        captured[name].append(out)
-        # Hand on a copy: an in-place op downstream (``F.relu(conv(x), inplace=True)``) must not change `out`.
+    def zero_and_capture(name: str, positions, out: Tensor, unit_dim: int) -> Tensor:
+        if name not in offset:
+            return out
+        rows = _unit_rows(name, positions, out.shape[unit_dim], params[name].shape).to(device)
+        out = out * _along(keep_all[offset[name] + rows], out, unit_dim)
+        captured.append((offset[name], rows, out, unit_dim))
+        # Hand on a copy: an in-place op downstream must not change `out`.
         return out.clone()
 
     def centrality() -> tuple[Tensor, Tensor]:
         """R (a 0-d tensor, left on the device) and every hidden unit's F_v * B_v (one vector)."""
-        for lst in captured.values():
-            lst.clear()
+        captured.clear()
         with torch.enable_grad():
-            total = sum_outputs(surrogate(x.detach().requires_grad_(True)))
-            outs = [(n, o) for n, lst in captured.items() for o in lst if o.requires_grad]
-            grads = torch.autograd.grad(total, [o for _, o in outs], allow_unused=True) if outs else []
+            total = sum_outputs(surrogate_forward(surrogate, x.detach().requires_grad_(True), zero_and_capture))
+            outs = [c for c in captured if c[2].requires_grad]
+            grads = torch.autograd.grad(total, [c[2] for c in outs], allow_unused=True) if outs else []
         cent = torch.zeros(n_hidden, dtype=torch.float64, device=device)
-        for (n, o), g in zip(outs, grads, strict=True):
+        for (start, rows, o, unit_dim), g in zip(outs, grads, strict=True):
             if g is not None:
-                channel = channel_dims[n] % o.dim()
-                c = (o * g).sum(dim=[d for d in range(o.dim()) if d != channel])
-                start = starts[names.index(n)]
-                cent[start : start + c.numel()] += c.detach()
+                dim = unit_dim % o.dim()
+                c = (o * g).sum(dim=[d for d in range(o.dim()) if d != dim])
+                cent.index_add_(0, start + rows, c.detach())
         return total.detach(), cent
 
-    handles = [m.register_forward_hook(zero_and_capture) for m, _ in hidden]
     coverage: list[float] = []
     units: list[tuple[str, int]] = []
     reached = True
@@ -285,8 +316,7 @@ def tau_core(
         if r0 > 0.0 and not done:
             reached = False  # every hidden unit is gone and tau is still not covered
     finally:
-        for h in handles:
-            h.remove()
+        captured.clear()
     size = len(units)
     return TauCore(
         tau=tau,
@@ -300,16 +330,8 @@ def tau_core(
     )
 
 
-def _n_units(module: nn.Module) -> int:
-    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
-
-
-def _channel_dim(module: nn.Module) -> int:
-    """Where a layer's output units sit: the last dim for Linear (features), dim 1 for Conv (channels)."""
-    return -1 if isinstance(module, nn.Linear) else 1
-
-
-def _channel_view(vec: Tensor, output: Tensor, dim: int) -> Tensor:
+def _along(vec: Tensor, output: Tensor, dim: int) -> Tensor:
+    """``vec`` shaped to multiply ``output`` along ``dim``."""
     shape = [1] * output.dim()
     shape[dim] = -1
     return vec.view(shape)

@@ -30,7 +30,9 @@ from torch.func import functional_call
 from pwmpr.errors import PwmprError
 from pwmpr.masks import MaskSet, prunable
 from pwmpr.probe import device_of, normalize_input_shape, sum_outputs
-from pwmpr.score import gradient_scores, guarded_forward, linear_surrogate, pwmp_scores
+from pwmpr.probe import run_forward
+from pwmpr.score import gradient_scores, pwmp_scores
+from pwmpr.surrogate import linear_surrogate
 
 #: Class attribute of an attention module: the names of its children holding the query and key weights.
 QK_HOOK = "pwmp_qk"
@@ -165,7 +167,7 @@ def attention_pwmp_scores(model: nn.Module, masks: Mapping[str, Tensor], input_s
 
     The model runs once on ``batch``'s inputs (eval mode, float64, effective weights ``W * mask``) and each module
     with the ``pwmp_attention`` hook records its attention maps, |q|, |k| and |v|. The scoring net is then PWMP's
-    (:func:`pwmpr.score.linear_surrogate`: |W| * mask, zero shifts, norms as positive scales, identity
+    (:func:`pwmpr.surrogate.linear_surrogate`: |W| * mask, zero shifts, norms as positive scales, identity
     activations, all-ones input) with each attention replaced by :func:`tangent_core`, and the score of an edge is
     ``dR/dW_eff``, R the sum of the outputs. Every score is a path sum in that one linear net, so scores of
     different layers compare as PWMP's do. A model without attention modules gets exactly
@@ -201,7 +203,7 @@ def attention_pwmp_scores(model: nn.Module, masks: Mapping[str, Tensor], input_s
     leaves = [params[n] for n in masks]
     for p in leaves:
         p.requires_grad_(True)
-    total = sum_outputs(guarded_forward(surrogate, torch.ones((1, *shape), dtype=torch.float64, device=device)))
+    total = sum_outputs(run_forward(surrogate, torch.ones((1, *shape), dtype=torch.float64, device=device)))
     if not total.requires_grad:
         return {n: torch.zeros_like(p) for n, p in zip(masks, leaves, strict=True)}
     grads = torch.autograd.grad(total, leaves, allow_unused=True)

@@ -2,7 +2,8 @@
 
 The trainer enforces it after every optimizer step, the growth rules and IMP change it, the metrics
 read it and the exporters write it. Prunable weights are the weights of every Conv and Linear layer,
-shortcuts and classifier included; biases and normalisation parameters always stay dense.
+shortcuts and classifier included, and the input projections of ``nn.MultiheadAttention``; biases, embeddings of
+additive kinds and normalisation parameters always stay dense.
 """
 
 from __future__ import annotations
@@ -15,13 +16,21 @@ from torch import Tensor, nn
 from pwmpr.errors import PwmprError
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+#: The weights of ``nn.MultiheadAttention`` itself that are prunable (its output projection is a Linear).
+_ATTENTION_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
 
 
 def prunable(model: nn.Module) -> list[str]:
-    """Names of the prunable weights of ``model`` (every Conv and Linear weight), in module order."""
-    return [
-        f"{name}.weight" if name else "weight" for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)
-    ]
+    """Names of the prunable weights of ``model``, in module order: every Conv and Linear weight, and the input
+    projections of ``nn.MultiheadAttention`` (packed ``in_proj_weight`` or the separate q/k/v weights)."""
+    names = []
+    for name, m in model.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(m, PRUNABLE_TYPES):
+            names.append(f"{prefix}weight")
+        elif isinstance(m, nn.MultiheadAttention):
+            names += [f"{prefix}{p}" for p in _ATTENTION_WEIGHTS if getattr(m, p, None) is not None]
+    return names
 
 
 def flatten_layers(tensors: Mapping[str, Tensor], names: Sequence[str]) -> Tensor:
@@ -139,7 +148,8 @@ class MaskSet(Mapping[str, Tensor]):
             if name not in params:
                 raise PwmprError(f"mask {name!r} names no parameter of the model")
             if name not in allowed:
-                raise PwmprError(f"mask {name!r} names a parameter that is not prunable (only Conv/Linear weights are)")
+                raise PwmprError(f"mask {name!r} names a parameter that is not prunable (only Conv/Linear weights and "
+                                 "attention projections are)")
             if tuple(mask.shape) != tuple(params[name].shape):
                 raise PwmprError(
                     f"mask {name!r} has shape {tuple(mask.shape)} but the weight has shape {tuple(params[name].shape)}"

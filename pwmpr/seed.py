@@ -26,13 +26,13 @@ from pwmpr.graph import Link, UnitGraph, build_unit_graph, mixing_weights
 from pwmpr.masks import MaskSet, flatten_layers, prunable, split_layers
 from pwmpr.probe import check_input_shape, normalize_input_shape, training_mode
 from pwmpr.registry import Registry
-from pwmpr.score import linear_surrogate
+from pwmpr.surrogate import linear_surrogate
 
 SeedFactory = Callable[[nn.Module, float, Sequence[int], int], MaskSet]
 SEEDS: Registry[SeedFactory] = Registry("seed method")
 
 _MAX_ROUND = 1 << 15  # walks per batch: bounds the memory of one sweep
-_NEVER = torch.iinfo(torch.int64).max
+_NEVER = torch.iinfo(torch.int32).max
 
 
 # -- registry entries ---------------------------------------------------------------------------------------------
@@ -79,8 +79,9 @@ def phew_masks(model: nn.Module, density: float, input_shape: Sequence[int], see
         PwmprError: a bad ``density``, ``input_shape`` or ``seed``, a model op the walks cannot follow, or a
             density the walks cannot reach.
     """
-    density, shape, gen = _check_args(model, density, input_shape, seed)
+    density, shape, gen = _check_args(model, density, input_shape, seed, probe=False)  # the trace probes the shape
     if density == 1.0:
+        _check_args(model, density, input_shape, seed)
         return MaskSet.dense(model)
     params = dict(model.named_parameters())
     names = prunable(model)
@@ -94,7 +95,7 @@ def phew_masks(model: nn.Module, density: float, input_shape: Sequence[int], see
     target = _n_target(density, total)
     first = _PhewWalks(graph, offsets).first_walks(total, target, gen)
     # Shortest prefix of walks whose union reaches the target (counts per walk of the weights it enables first).
-    per_walk = torch.bincount(first[first != _NEVER])
+    per_walk = torch.bincount(first[first != _NEVER].long())
     n_walks = int(torch.searchsorted(per_walk.cumsum(0), target)) + 1
     keep = first < n_walks
     return _split(keep, names, params)
@@ -129,7 +130,7 @@ def synflow_masks(model: nn.Module, density: float, input_shape: Sequence[int], 
     """Iterative SynFlow (Tanaka et al. 2020): 100 rounds pruning to ``density ** (k / 100)``, global scope.
 
     Scores are ``|theta * dR/dtheta|`` with ``R`` the summed output of the float64 |theta| network on an
-    all-ones input: ``pwmpr.score.linear_surrogate``, the PWMP scoring net (weights ``|W| * mask``, biases and
+    all-ones input: ``pwmpr.surrogate.linear_surrogate``, the PWMP scoring net (weights ``|W| * mask``, biases and
     additive parameters 0, BatchNorm/LayerNorm as positive per-unit scales, activations identities, max pooling
     as average pooling, uniform attention). Deterministic (``seed`` unused).
     """
@@ -166,22 +167,31 @@ def synflow_masks(model: nn.Module, density: float, input_shape: Sequence[int], 
 
 
 class _Sampler:
-    """Inverse-CDF sampling of one column per requested row of a small nonnegative table; zero rows are uniform.
+    """Inverse-CDF sampling of one column per requested row of a small nonnegative table.
 
-    The rows' CDFs are laid end to end with row ``r`` shifted by ``r`` (one monotone array), so a whole batch
-    is one ``searchsorted``. Columns of probability 0 are never drawn.
+    A row without mass is drawn uniformly over its ``valid`` columns (all columns by default). The rows' CDFs are
+    laid end to end with row ``r`` shifted by ``r`` (one monotone array), so a whole batch is one ``searchsorted``.
+    Columns of probability 0 are never drawn.
     """
 
-    def __init__(self, table: Tensor) -> None:
+    def __init__(self, table: Tensor, valid: Tensor | None = None) -> None:
         rows, self.cols = table.shape
         if self.cols == 1:
             return  # nothing to choose
-        t = table.to(torch.float64)
-        t = torch.where((t.sum(1) > 0)[:, None], t, torch.ones_like(t))
-        cdf = t.cumsum(1)
-        cdf = cdf / cdf[:, -1:]  # the last entry is exactly 1.0
-        self.flat = (cdf + torch.arange(rows, dtype=torch.float64)[:, None]).reshape(-1)
-        self.last = (self.cols - 1) - (t.flip(1) > 0).to(torch.int8).argmax(1)  # last column with mass
+        cdf = torch.empty(table.shape, dtype=torch.float64)
+        cdf.copy_(table)  # one pass, whatever the table's layout and dtype
+        cdf.cumsum_(1)
+        empty = cdf[:, -1] <= 0
+        if bool(empty.any()):
+            fallback = torch.ones(int(empty.sum()), self.cols, dtype=torch.float64) if valid is None else \
+                valid.expand(table.shape)[empty].to(torch.float64)
+            fallback[fallback.sum(1) <= 0] = 1.0  # nothing valid: never drawn in practice
+            cdf[empty] = fallback.cumsum(1)
+        cdf.div_(cdf[:, -1:].clone())  # the last entry is exactly 1.0
+        # The last column with mass is the first whose CDF is 1.0 (later columns add nothing).
+        self.last = torch.searchsorted(cdf, torch.ones(rows, 1, dtype=torch.float64)).squeeze(1)
+        cdf.add_(torch.arange(rows, dtype=torch.float64)[:, None])
+        self.flat = cdf.view(-1)
 
     def sample(self, rows: Tensor, gen: torch.Generator) -> Tensor:
         if self.cols == 1:
@@ -191,27 +201,116 @@ class _Sampler:
         return torch.minimum(col, self.last[rows])  # r + u can round up to r + 1
 
 
-def _sample_cells(link: Link, o: Tensor, c: Tensor, gen: torch.Generator) -> Tensor:
-    """One kernel cell per ``(o, c)`` pair with probability ``|W0[o, c, cell]|`` (uniform if all are 0).
+_CDF_CACHE_MAX = 1 << 23  # entries: links with kernel cells whose every (dst, src) CDF is worth keeping
 
-    Reads the few cells of each requested pair straight from the weight (a per-pair CDF table would cost as
-    much memory as the weights in float64).
-    """
-    k = link.n_cells
-    if k == 1:
-        return torch.zeros_like(o)
-    u = torch.rand(o.numel(), generator=gen, dtype=torch.float64)
-    rows = o * link.weight.shape[1] + c
-    table = link.weight.view(-1, k)
-    out = torch.empty_like(o)
+
+def _cell_cdf(table: Tensor, valid: Tensor, valid_rows: Tensor) -> Tensor:
+    """Row-normalized CDFs of ``table``'s rows (a row without mass: uniform over its valid columns), float64."""
+    w = table.to(torch.float64)
+    ok = valid[valid_rows].to(torch.float64)
+    w = torch.where((w.sum(1) > 0)[:, None], w, ok)
+    cdf = w.cumsum(1)
+    return cdf / cdf[:, -1:]
+
+
+def _draw_cells(table: Tensor, valid: Tensor, rows: Tensor, valid_rows: Tensor, gen: torch.Generator,
+                cache: Tensor | None = None) -> Tensor:
+    """One column per requested row of ``table`` with probability ``table[row, col]`` (uniform over the row's valid
+    columns when its mass is 0), reading only the requested rows (or their CDFs from ``cache``)."""
+    k = table.shape[1]
+    u = torch.rand(rows.numel(), generator=gen, dtype=torch.float64)
+    out = torch.empty_like(rows)
     step = max(1, (1 << 22) // k)
-    for start in range(0, o.numel(), step):
-        w = table[rows[start : start + step]].to(torch.float64)
-        w = torch.where((w.sum(1) > 0)[:, None], w, torch.ones_like(w))
-        cdf = w.cumsum(1)
-        cdf = cdf / cdf[:, -1:]
+    for start in range(0, rows.numel(), step):
+        chunk = rows[start : start + step]
+        cdf = cache[chunk] if cache is not None else _cell_cdf(table[chunk], valid, valid_rows[start : start + step])
         out[start : start + step] = (cdf <= u[start : start + step, None]).sum(1)
     return out
+
+
+def _sample_cells(link: Link, o: Tensor, c: Tensor, gen: torch.Generator, cache: Tensor | None = None) -> Tensor:
+    """One entry of ``link`` between dst units ``o`` and src units ``c`` with probability ``|W0|`` (uniform if all
+    are 0), as flat indices into the parameter.
+
+    Reads the few cells of each requested pair straight from the weight, or from ``cache``, the CDF of every pair
+    (kept only for small links: it costs as much memory as the weights in float64).
+    """
+    k = link.n_cells
+    if link.groups == 1:
+        cell = torch.zeros_like(o) if k == 1 else _draw_cells(link.cells.view(-1, k), link.cell_valid,
+                                                              o * link.n_src + c, c, gen, cache)
+        feat = link.unit_features[c, cell // link.n_kernel]
+        entry = (o * link.n_in + feat) * link.n_kernel + cell % link.n_kernel
+    else:
+        local = link.feature_of_unit[c] - (o // (link.n_dst // link.groups)) * link.n_in
+        rows = o * link.n_in + local
+        cell = torch.zeros_like(o) if k == 1 else _draw_cells(
+            link.weight.view(-1, k), torch.ones(1, k, dtype=torch.bool), rows, torch.zeros_like(rows), gen)
+        entry = rows * k + cell
+    return link.flat_positions(entry)
+
+
+class _LinkStep:
+    """The unit-to-unit hops of one link, forward (src -> dst) and backward (dst -> src), in proportion to ``N``,
+    never onto a unit that no path connects to the output (forward) or to the input (backward)."""
+
+    def __init__(self, link: Link, dst_alive: Tensor, src_alive: Tensor) -> None:
+        self.link = link
+        self.cells_cdf = None
+        if link.groups == 1 and link.n_cells > 1 and link.cells.numel() <= _CDF_CACHE_MAX:
+            table = link.cells.view(-1, link.n_cells)
+            self.cells_cdf = _cell_cdf(table, link.cell_valid, torch.arange(table.shape[0]) % link.n_src)
+        if link.groups == 1:
+            # the strengths of a link without kernel cells are its |W0| itself: sample from those (float32)
+            n = link.cells[:, :, 0] if link.n_cells == 1 else link.strength
+            src_ok = src_alive & (link.unit_features >= 0).any(1)
+            self.forward = _Sampler((n if bool(dst_alive.all()) else n * dst_alive[:, None]).T)
+            self.backward = _Sampler(n if bool(src_ok.all()) else n * src_ok[None, :], valid=src_ok[None, :])
+        else:
+            per_group = link.n_dst // link.groups
+            feat = link.feature_of_unit
+            group = feat.clamp(min=0) // link.n_in
+            dst = group[:, None] * per_group + torch.arange(per_group)[None, :]
+            table = link.local_strength[dst, (feat.clamp(min=0) % link.n_in)[:, None]] * dst_alive[dst]
+            self.forward = _Sampler(table, valid=dst_alive[dst])
+            self.fwd_dst = dst
+            src = link.local_src
+            ok = (src >= 0) & src_alive[src.clamp(min=0)]
+            self.backward = _Sampler(link.local_strength * ok, valid=ok)
+
+    def hop_forward(self, c: Tensor, gen: torch.Generator) -> Tensor:
+        j = self.forward.sample(c, gen)
+        return j if self.link.groups == 1 else self.fwd_dst[c, j]
+
+    def hop_backward(self, o: Tensor, gen: torch.Generator) -> Tensor:
+        j = self.backward.sample(o, gen)
+        return j if self.link.groups == 1 else self.link.local_src[o, j]
+
+
+class _MergeStep:
+    """A forward hop from an operand's unit into merge ``m``: the merge unit it feeds (in proportion to the merge
+    units' backward mass when it feeds several)."""
+
+    def __init__(self, graph: UnitGraph, g: int, m: int, bwd_m: tuple[Tensor, float]) -> None:
+        group = graph.groups[m]
+        sel = group.src_group == g
+        child = torch.nonzero(sel)[:, 0]
+        unit = group.src_unit[sel]
+        order = torch.argsort(unit * (group.n + 1) + child)
+        unit, child = unit[order], child[order]
+        counts = torch.bincount(unit, minlength=graph.groups[g].n)
+        width = max(1, int(counts.max()))
+        slot = torch.arange(unit.numel()) - (torch.cumsum(counts, 0) - counts)[unit]
+        self.children = torch.zeros(graph.groups[g].n, width, dtype=torch.long)
+        self.children[unit, slot] = child
+        valid = torch.zeros(graph.groups[g].n, width, dtype=torch.bool)
+        valid[unit, slot] = True
+        self.sampler = _Sampler(torch.where(valid, bwd_m[0][self.children], 0.0), valid=valid) if width > 1 else None
+
+    def hop(self, c: Tensor, gen: torch.Generator) -> Tensor:
+        if self.sampler is None:
+            return self.children[c, 0]
+        return self.children[c, self.sampler.sample(c, gen)]
 
 
 class _PhewWalks:
@@ -220,19 +319,31 @@ class _PhewWalks:
     def __init__(self, graph: UnitGraph, offsets: dict[str, int]) -> None:
         self.graph = graph
         self.offsets = offsets
-        self.forward_step = [_Sampler(link.strength.T) for link in graph.links]
-        self.backward_step = [_Sampler(link.strength) for link in graph.links]
         fwd, bwd = graph.path_masses()
+        if fwd[graph.output][1] == -math.inf:  # a zero-initialized layer on every path (a ViT's head, say)
+            fwd, bwd = graph.path_masses(zero_links_as_structure=True)
+        reach_in, reach_out = graph.live_units({})
+        self.steps = [_LinkStep(link, reach_out[link.dst], reach_in[link.src]) for link in graph.links]
         self.fork = {
-            g: _Sampler(mixing_weights(graph.branch_masses(g, bwd)))
+            g: _Sampler(mixing_weights(graph.branch_masses(g, bwd)), valid=graph.accepts(g))
             for g, group in enumerate(graph.groups)
             if len(group.consumers) > 1
         }
-        self.join = {
-            g: _Sampler(mixing_weights([fwd[o] for o in group.operands]))
-            for g, group in enumerate(graph.groups)
-            if group.kind == "merge"
-        }
+        self.into = {(g, idx): _MergeStep(graph, g, idx, bwd[idx])
+                     for g, group in enumerate(graph.groups) for kind, idx in group.consumers if kind == "merge"}
+        self.join = {}
+        for g, group in enumerate(graph.groups):
+            if group.kind != "merge":
+                continue
+            top = max(fwd[o][1] for o in group.operands)
+            table = torch.zeros(group.src_group.shape, dtype=torch.float64)
+            for o in group.operands:
+                vec, scale = fwd[o]
+                if scale == -math.inf:
+                    continue
+                sel = group.src_group == o
+                table[sel] = vec[group.src_unit[sel]] * math.exp(scale - top)
+            self.join[g] = _Sampler(table, valid=group.src_group >= 0)
 
     def first_walks(self, total: int, target: int, gen: torch.Generator) -> Tensor:
         """For each of the ``total`` prunable weights, the first walk that enables it (``_NEVER`` if none).
@@ -240,7 +351,7 @@ class _PhewWalks:
         Walks run in batches until at least ``target`` weights are enabled; batch sizes follow the measured
         yield of new weights per walk.
         """
-        first = torch.full((total,), _NEVER, dtype=torch.int64)
+        first = torch.full((total,), _NEVER, dtype=torch.int32)
         n_walks, covered = 0, 0
         batch = min(_MAX_ROUND, max(64, math.ceil(target / max(1, self.graph.depth()))))
         idle = 0
@@ -248,7 +359,7 @@ class _PhewWalks:
             ids = torch.arange(n_walks, n_walks + batch)
             edges, walkers = self._walk(ids, gen)
             gained = int(torch.unique(edges[first[edges] == _NEVER]).numel())
-            first.scatter_reduce_(0, edges, walkers, "amin")
+            first.scatter_reduce_(0, edges, walkers.to(torch.int32), "amin")
             n_walks += batch
             covered += gained
             idle = idle + 1 if gained == 0 else 0
@@ -272,6 +383,14 @@ class _PhewWalks:
             return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
         return torch.cat(edges), torch.cat(walkers)
 
+    def _enable(self, step: _LinkStep, o: Tensor, c: Tensor, ids: Tensor, gen, edges: list[Tensor],
+                walkers: list[Tensor]) -> None:
+        link = step.link
+        cell = _sample_cells(link, o, c, gen, step.cells_cdf)
+        if link.param is not None:  # a fixed weight is crossed without enabling anything
+            edges.append(self.offsets[link.param] + cell)
+            walkers.append(ids)
+
     def _forward(self, ids: Tensor, units: Tensor, gen, edges: list[Tensor], walkers: list[Tensor]) -> None:
         graph = self.graph
         pending: dict[int, list[tuple[Tensor, Tensor]]] = {0: [(ids, units)]}
@@ -287,13 +406,11 @@ class _PhewWalks:
                     continue
                 b_ids, b_units = ids[sel], units[sel]
                 if kind == "merge":
-                    pending.setdefault(idx, []).append((b_ids, b_units))
+                    pending.setdefault(idx, []).append((b_ids, self.into[g, idx].hop(b_units, gen)))
                     continue
                 link = graph.links[idx]
-                o = self.forward_step[idx].sample(b_units, gen)
-                cell = _sample_cells(link, o, b_units, gen)
-                edges.append(self.offsets[link.param] + link.flat_index(o, b_units, cell))
-                walkers.append(b_ids)
+                o = self.steps[idx].hop_forward(b_units, gen)
+                self._enable(self.steps[idx], o, b_units, b_ids, gen, edges, walkers)
                 pending.setdefault(link.dst, []).append((b_ids, o))
 
     def _backward(self, ids: Tensor, units: Tensor, gen, edges: list[Tensor], walkers: list[Tensor]) -> None:
@@ -305,18 +422,17 @@ class _PhewWalks:
             ids, units = (torch.cat(t) for t in zip(*pending.pop(g), strict=True))
             group = graph.groups[g]
             if group.kind == "merge":
-                # Pick an operand in proportion to its forward path mass.
-                branch = self.join[g].sample(units, gen)
-                for b, operand in enumerate(group.operands):
-                    sel = branch == b
+                # Pick a source in proportion to its forward path mass.
+                slot = self.join[g].sample(units, gen)
+                src_g, src_u = group.src_group[units, slot], group.src_unit[units, slot]
+                for operand in group.operands:
+                    sel = src_g == operand
                     if bool(sel.any()):
-                        pending.setdefault(operand, []).append((ids[sel], units[sel]))
+                        pending.setdefault(operand, []).append((ids[sel], src_u[sel]))
                 continue
             link = graph.links[group.link]
-            c = self.backward_step[group.link].sample(units, gen)
-            cell = _sample_cells(link, units, c, gen)
-            edges.append(self.offsets[link.param] + link.flat_index(units, c, cell))
-            walkers.append(ids)
+            c = self.steps[group.link].hop_backward(units, gen)
+            self._enable(self.steps[group.link], units, c, ids, gen, edges, walkers)
             pending.setdefault(link.src, []).append((ids, c))
 
 
@@ -324,17 +440,21 @@ class _PhewWalks:
 
 
 def _check_args(
-    model: nn.Module, density: float, input_shape: Sequence[int], seed: int
+    model: nn.Module, density: float, input_shape: Sequence[int], seed: int, probe: bool = True
 ) -> tuple[float, tuple[int, ...], torch.Generator]:
-    """Validate the common arguments; return the density as a float, the shape as a tuple and a seeded generator."""
+    """Validate the common arguments; return the density as a float, the shape as a tuple and a seeded generator.
+
+    ``probe``: run the model once on the shape (False where the caller's own forward pass checks it).
+    """
     if isinstance(density, bool) or not isinstance(density, numbers.Real) or not 0.0 < float(density) <= 1.0:
         raise PwmprError(f"density must be a number in (0, 1], got {density!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < 2**63:
         raise PwmprError(f"seed must be a non-negative integer, got {seed!r}")
     shape = normalize_input_shape(input_shape)
-    # check_input_shape restores only the top-level flag; keep mixed train/eval states as they were.
-    with training_mode(model, model.training):
-        check_input_shape(model, shape)
+    if probe:
+        # check_input_shape restores only the top-level flag; keep mixed train/eval states as they were.
+        with training_mode(model, model.training):
+            check_input_shape(model, shape)
     return float(density), shape, torch.Generator().manual_seed(int(seed))
 
 

@@ -26,18 +26,16 @@ class TinyNet(nn.Module):
         return self.head(self.features(x))
 
 
-class Gated(nn.Module):
-    """Multiplies two activations: the PWMP surrogate cannot linearize it."""
+class Normalized(nn.Module):
+    """Normalizes its features with a softmax: it mixes the units, so neither PHEW nor PWMP can follow it."""
 
     def __init__(self) -> None:
         super().__init__()
         self.a = nn.Linear(64, 16)
-        self.b = nn.Linear(64, 16)
         self.head = nn.Linear(16, 10)
 
     def forward(self, x):
-        x = x.flatten(1)
-        return self.head(self.a(x) * self.b(x))
+        return self.head(torch.softmax(self.a(x.flatten(1)), dim=1))
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +101,8 @@ def test_grow_module_rejects_bad_data_and_unsupported_layers(tmp_path, digits):
     with pytest.raises(PwmprError, match=r"input_shape \(1, 8, 8\) cannot be fed"):
         pwmpr.grow_module(nn.Sequential(nn.Flatten(), nn.Linear(10, 10)), (x, y), val=val, out=tmp_path / "c",
                           **QUICK)
-    with pytest.raises(PwmprError, match=r"mul\(\)"):  # the seed's graph walk or the score names the product
-        pwmpr.grow_module(Gated(), (x, y), val=val, out=tmp_path / "d", **QUICK)
+    with pytest.raises(PwmprError, match=r"softmax\(\)"):  # the seed's graph walk names the op
+        pwmpr.grow_module(Normalized(), (x, y), val=val, out=tmp_path / "d", **QUICK)
 
 
 class _Stream(torch.utils.data.IterableDataset):

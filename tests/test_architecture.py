@@ -249,26 +249,17 @@ def test_the_facade_is_lazy(runtime_modules):
     assert runtime_modules["masks"] == [FACADE, "pwmpr.errors", "pwmpr.masks"]
 
 
-# -- model hooks: a new attention model speaks to the engine from its own file -------------------------------------
+# -- a new attention model needs nothing from pwmpr: the engine reads its forward ----------------------------------
 class _MyAttention(torch.nn.Module):
-    """An attention block unknown to pwmpr, with its own child names; only its two hooks tell the engine about it."""
-
-    phew_stages = (("q_proj", "k_proj", "v_proj"), ("o_proj",))
+    """An attention block unknown to pwmpr, with its own child names and no hooks."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.q_proj, self.k_proj, self.v_proj, self.o_proj = (torch.nn.Linear(dim, dim) for _ in range(4))
-        self.uniform = False
-
-    def pwmp_linearize(self) -> None:
-        self.uniform = True
 
     def forward(self, x):
-        v = self.v_proj(x)
-        if self.uniform:
-            return self.o_proj(v.mean(dim=1, keepdim=True).expand_as(v))
         attn = torch.softmax(self.q_proj(x) @ self.k_proj(x).transpose(-2, -1), dim=-1)
-        return self.o_proj(attn @ v)
+        return self.o_proj(attn @ self.v_proj(x))
 
 
 class _TokenNet(torch.nn.Module):
@@ -291,18 +282,18 @@ def test_a_new_attention_model_needs_no_engine_change():
     graph = build_unit_graph(model, shape)
     assert graph.params() == [f"attn.{p}.weight" for p in ("q_proj", "k_proj", "v_proj", "o_proj")] + ["head.weight"]
     masks = phew_masks(model, 0.5, shape, seed=0)
-    assert all(masks.layer_nonzero()[name] > 0 for name in graph.params())
+    assert all(masks.layer_nonzero()[name] > 0 for name in graph.params())  # q and k get seed edges too
     scores = pwmp_scores(model, masks, shape)
     assert not scores["attn.q_proj.weight"].any() and not scores["attn.k_proj.weight"].any()  # uniform attention
     assert scores["attn.v_proj.weight"].gt(0).all() and scores["attn.o_proj.weight"].gt(0).all()
-    assert not model.attn.uniform  # the model itself is left alone
 
 
-def test_attention_without_the_hook_is_refused():
+def test_a_softmax_that_is_not_attention_is_refused():
     from pwmpr.errors import PwmprError
     from pwmpr.score import pwmp_scores
+    from pwmpr.seed import phew_masks
 
-    model = _TokenNet()
-    model.attn.pwmp_linearize = None  # as if the model did not define it
-    with pytest.raises(PwmprError, match="cannot linearize|multiplies two activations|softmax"):
-        pwmp_scores(model, {}, (8, 4))
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Softmax(dim=1), torch.nn.Linear(5, 3))
+    for run in (lambda: pwmp_scores(model, {}, (4,)), lambda: phew_masks(model, 0.5, (4,))):
+        with pytest.raises(PwmprError, match=r"module 1 \(Softmax\) calls softmax\(\).*not attention logits"):
+            run()

@@ -162,38 +162,65 @@ def test_batchnorm_enters_as_positive_scale_only():
     )
 
 
-def test_linear_surrogate_replaces_norms_activations_and_max_pools():
+def test_linear_surrogate_is_a_float64_copy_with_effective_weights():
     net, masks = tiny_cnn()
     sur = linear_surrogate(net, masks)
-    kinds = {n: type(m).__name__ for n, m in sur.named_children()}
-    assert kinds["bn"] == "_ChannelScale" and kinds["relu"] == "Identity" and kinds["pool"] == "AvgPool2d"
-    assert not sur.pool.count_include_pad
-    assert sur.conv1.bias.abs().sum() == 0 and sur.fc.bias.abs().sum() == 0
     assert torch.equal(sur.conv2.weight, net.conv2.weight.detach().abs().double() * masks["conv2.weight"])
-    assert all(p.dtype == torch.float64 and not p.requires_grad for p in sur.parameters())
-    assert not sur.training
-    expected = net.bn.weight.detach().double().abs() / torch.sqrt(net.bn.running_var.double() + net.bn.eps)
-    assert torch.equal(sur.bn.scale, expected)
+    assert all(p.dtype == torch.float64 and not p.requires_grad and bool((p >= 0).all()) for p in sur.parameters())
+    assert not sur.training and net.bn.weight[0] < 0  # the original keeps its signs
 
 
-def test_pwmp_refuses_nonlinear_functions_called_in_forward():
-    class Functional(nn.Module):
+def test_linear_surrogate_forward_uses_the_stand_ins():
+    # By hand: conv |W|*mask without bias, BN as |gamma| / sqrt(var + eps), ReLU as the identity, max pool as average
+    # pool (padding not counted), fc without bias.
+    net, masks = tiny_cnn()
+    x = torch.ones(1, 1, 6, 6, dtype=torch.float64)
+    w = {n: net.get_parameter(n).detach().abs().double() * masks[n] for n in masks}
+    h = F.conv2d(x, w["conv1.weight"], padding=1)
+    h = h * (net.bn.weight.detach().double().abs() / torch.sqrt(net.bn.running_var.double() + net.bn.eps)).view(
+        1, -1, 1, 1)
+    h = F.avg_pool2d(h, 2)
+    h = F.conv2d(h, w["conv2.weight"], stride=2, padding=1)
+    expected = F.linear(h.flatten(1), w["fc.weight"])
+    torch.testing.assert_close(linear_surrogate(net, masks)(x), expected, rtol=1e-12, atol=0)
+
+
+class _ReluNet(nn.Module):
+    """The same net with its ReLU as a module or as a function call."""
+
+    def __init__(self, functional: bool) -> None:
+        super().__init__()
+        self.functional = functional
+        self.a, self.act, self.b = nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.b(torch.relu(h) if self.functional else self.act(h))
+
+
+def test_a_functional_activation_gets_the_module_s_stand_in():
+    torch.manual_seed(0)
+    module, functional = _ReluNet(False), _ReluNet(True)
+    functional.load_state_dict(module.state_dict())
+    masks = MaskSet({"a.weight": torch.tensor([[1, 1, 0]] * 3 + [[0, 0, 0]], dtype=torch.bool)})  # unit 3: no input
+    s_mod, s_fun = pwmp_scores(module, masks, (3,)), pwmp_scores(functional, masks, (3,))
+    assert s_fun["a.weight"][3].gt(0).all()  # edges into the input-less unit keep their path sums
+    for name in s_mod:
+        assert torch.equal(s_mod[name], s_fun[name])
+
+
+def test_an_op_without_a_stand_in_is_named():
+    class Cumulative(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.a, self.b = nn.Linear(2, 2), nn.Linear(2, 1)
+            self.a, self.b = nn.Linear(2, 3), nn.Linear(3, 1)
 
         def forward(self, x):
-            return self.b(torch.nn.functional.relu(self.a(x)))
+            return self.b(torch.cumsum(self.a(x), dim=1))
 
-    net = Functional()
-    with pytest.raises(PwmprError, match=r"relu\(\) in its forward"):
-        pwmp_scores(net, MaskSet.dense(net), (2,))
-
-
-def test_linear_surrogate_rejects_modules_it_cannot_linearize():
-    net = nn.Sequential(nn.Linear(2, 2), nn.Embedding(3, 2))
-    with pytest.raises(PwmprError, match="Embedding"):
-        linear_surrogate(net, None)
+    with pytest.raises(PwmprError, match=r"module Cumulative \(Cumulative\) calls cumsum\(\) in its forward: "
+                                         r"pwmpr has no linear stand-in"):
+        pwmp_scores(Cumulative(), {}, (2,))
 
 
 # -- ViT ----------------------------------------------------------------------------------------------------------

@@ -298,7 +298,7 @@ def test_phew_follows_compute_graph_not_parameter_order():
     assert_no_dead_units(model, masks, shape)
     # The fc reads a flattened 8 x 4 x 4 map: its units are the 8 channels, its cells the 16 positions.
     link = next(link for link in build_unit_graph(model, shape).links if link.param == "fc.weight")
-    assert link.weight.shape == (10, 8, 16)
+    assert link.cells.shape == (10, 8, 16)
 
 
 def test_phew_vit_gives_q_k_v_edges():
@@ -386,24 +386,53 @@ class _Branchy(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.fc = nn.Linear(4, 2)
+        self.other = nn.Linear(4, 2)
 
     def forward(self, x):
-        return self.fc(x) if x.sum() > 0 else -self.fc(x)
+        return self.fc(x) if x.sum() >= 0 else self.other(x)
 
 
 @pytest.mark.parametrize(
-    "model,shape,op",
+    "model,shape",
     [
-        (_Upsampling(), CIFAR, "Upsample"),
-        (_Gated(), (4,), "mul"),
-        (nn.Sequential(nn.Conv2d(4, 4, 3, groups=2), nn.Flatten(), nn.Linear(4, 2)), (4, 3, 3), "grouped"),
-        (_Branchy(), (4,), "trace"),
+        (_Upsampling(), CIFAR),
+        (_Gated(), (4,)),
+        (nn.Sequential(nn.Conv2d(4, 4, 3, groups=2), nn.Flatten(), nn.Linear(4, 2)), (4, 3, 3)),
     ],
-    ids=["module", "function", "grouped-conv", "control-flow"],
+    ids=["upsample", "gate", "grouped-conv"],
 )
-def test_unknown_op_is_named(model, shape, op):
-    with pytest.raises(PwmprError, match=op):
-        phew_masks(model, 0.1, shape)
+def test_ops_beyond_the_paper_are_walked(model, shape):
+    masks = phew_masks(model, 0.5, shape)
+    assert all(n > 0 for n in masks.layer_nonzero().values())
+    assert sum(build_unit_graph(model, shape).dead_edges(masks).values()) == 0
+
+
+def test_python_control_flow_follows_the_probe_input():
+    # The forward runs for real on a probe input of zeros: the branch it takes is the graph.
+    assert build_unit_graph(_Branchy(), (4,)).params() == ["fc.weight"]
+
+
+class _Fn(nn.Module):
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.a, self.fn, self.b = nn.Linear(4, 6), fn, nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.b(self.fn(self.a(x)))
+
+
+@pytest.mark.parametrize(
+    "fn,op",
+    [
+        (lambda h: torch.softmax(h, dim=1), r"softmax\(\).*not attention logits"),
+        (lambda h: torch.cumsum(h, dim=1), r"cumsum\(\).*no rule"),
+        (lambda h: h[:, h.argmax(1)].expand(-1, 6), r"__getitem__\(\).*positions computed from the input"),
+    ],
+    ids=["softmax-over-units", "unknown-op", "data-dependent-index"],
+)
+def test_an_op_without_a_rule_is_named(fn, op):
+    with pytest.raises(PwmprError, match=r"module _Fn \(_Fn\) calls " + op):
+        phew_masks(_Fn(fn), 0.1, (4,))
 
 
 # -- one-shot baselines --------------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""The unit graph: channel/feature groups linked by prunable layers, and the algorithms PHEW walks need.
+"""The unit graph: groups of units linked by weights and merged by elementwise ops, and what PHEW walks need of it.
 
-:class:`UnitGraph` holds the groups and links that ``pwmpr.graph.trace`` reads from a model; its methods compute
-path masses and branch masses in log scale, so that deep nets neither underflow nor overflow
-(docs/method.md, Seed). The data structure knows nothing of torch.fx.
+:class:`UnitGraph` holds what ``pwmpr.graph.trace`` reads from a model. A *group* is a set of units (channels of a
+map, features of a token or flat tensor): the model's input, the outputs of one use of a weight (a *link*), or a
+*merge* whose unit ``u`` is fed by up to ``arity`` source units of other groups (a residual add, a gate, the q/k/v
+of attention, a concatenation or a permutation of channels). Path masses are computed in log scale so deep nets
+neither underflow nor overflow (docs/method.md, Seed). The data structure knows nothing of tracing.
 """
 
 from __future__ import annotations
@@ -15,63 +17,213 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-#: The attribute a module type declares to be walked as a whole (an attention block): a sequence of stages, each a
-#: tuple of names of Linear children. Every child of a stage reads the previous stage's output (the first stage reads
-#: the module's input) and a stage's outputs merge like a residual add; the module returns the last stage's output.
-STAGES_HOOK = "phew_stages"
+
+_CHUNK = 1 << 22  # entries of a link's float64 strengths computed at once
 
 
 @dataclass
 class Link:
-    """A prunable layer seen as a bipartite link ``src`` units -> ``dst`` units.
+    """One use of a weight as a bipartite link from ``src`` units to ``dst`` units.
 
-    ``weight`` is ``|W0|`` arranged as ``[n_dst, n_src, n_cells]``: the cells of a conv are its kernel positions,
-    the cells of a Linear fed by a flattened map are the ``outer x inner`` positions of each unit.
+    ``weight`` is ``|W0|`` as used, ``[n_dst, n_in, n_kernel]`` (``n_in`` input features per group of a grouped
+    convolution). Input feature ``f`` of group ``b`` (outputs ``b * n_dst / groups`` onwards) carries source unit
+    ``col_unit[b * n_in + f]`` (-1: no unit, e.g. a padded or constant feature). ``positions`` gives the flat index
+    into the parameter ``param`` of every entry as used (None: the identity); ``param`` is None for a fixed
+    (non-prunable) weight, which walks cross without enabling anything.
     """
 
-    param: str
+    param: str | None
     src: int
     dst: int
     weight: Tensor
-    shape: tuple[int, ...]
-    outer: int = 1
-    inner: int = 1
+    col_unit: Tensor
+    n_src: int
+    groups: int = 1
+    positions: Tensor | None = None
+
+    @property
+    def n_dst(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def n_in(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def n_kernel(self) -> int:
+        return self.weight.shape[2]
+
+    @cached_property
+    def unit_features(self) -> Tensor:
+        """``[n_src, max_features]``: the input features (sorted) carrying each source unit, -1 padded (groups 1)."""
+        valid = self.col_unit >= 0
+        feats = torch.nonzero(valid).squeeze(1)
+        units = self.col_unit[feats]
+        counts = torch.bincount(units, minlength=self.n_src)
+        width = max(1, int(counts.max()) if counts.numel() else 1)
+        order = torch.argsort(units, stable=True)
+        feats, units = feats[order], units[order]
+        start = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(feats.numel()) - start[units]
+        table = torch.full((self.n_src, width), -1, dtype=torch.long)
+        table[units, slot] = feats
+        return table
+
+    @cached_property
+    def cells(self) -> Tensor:
+        """``[n_dst, n_src, n_cells]`` (groups 1): ``|W0|`` of the entries linking each pair, 0 where padded."""
+        feats = self.unit_features
+        if torch.equal(feats.view(-1), torch.arange(self.n_in)):  # each unit's features in one run, units in order
+            return self.weight.reshape(self.n_dst, self.n_src, -1)
+        w = self.weight[:, feats.clamp(min=0), :] * (feats >= 0)[None, :, :, None]
+        return w.reshape(self.n_dst, self.n_src, -1)
+
+    @cached_property
+    def cell_valid(self) -> Tensor:
+        """``[n_src, n_cells]`` (groups 1): which cells of a unit are real entries (False where padded)."""
+        return (self.unit_features >= 0).repeat_interleave(self.n_kernel, dim=1)
 
     @property
     def n_cells(self) -> int:
-        return self.outer * self.inner
+        return self.cells.shape[2] if self.groups == 1 else self.n_kernel
 
     @cached_property
     def strength(self) -> Tensor:
-        """``N[o, c] = sum over cells of |W0[o, c, cell]|`` in float64, shape ``[n_dst, n_src]``."""
+        """``N[o, c]``: summed ``|W0|`` between dst unit ``o`` and src unit ``c`` (float64; groups 1 only)."""
+        return self.cells.sum(-1, dtype=torch.float64)
+
+    # -- grouped links: per dst unit, its group's input features ----------------------------------------------------
+    @cached_property
+    def local_strength(self) -> Tensor:
+        """``[n_dst, n_in]``: summed ``|W0|`` over the kernel per (dst unit, input feature of its group), float64."""
         return self.weight.sum(-1, dtype=torch.float64)
 
-    def cells(self, t: Tensor) -> Tensor:
-        """A tensor shaped like the weight, rearranged as ``[n_dst, n_src, n_cells]``."""
-        n_dst, n_src, _ = self.weight.shape
-        return t.reshape(n_dst, self.outer, n_src, self.inner).permute(0, 2, 1, 3).reshape(self.weight.shape)
+    @cached_property
+    def local_src(self) -> Tensor:
+        """``[n_dst, n_in]``: the source unit each (dst unit, input feature of its group) reads, -1 for none."""
+        per_group = self.n_dst // self.groups
+        base = (torch.arange(self.n_dst) // per_group) * self.n_in
+        return self.col_unit[base[:, None] + torch.arange(self.n_in)[None, :]]
 
-    def uncells(self, t: Tensor) -> Tensor:
-        """Inverse of ``cells``: back to the weight's own shape."""
-        n_dst, n_src, _ = self.weight.shape
-        return t.reshape(n_dst, n_src, self.outer, self.inner).permute(0, 2, 1, 3).reshape(self.shape)
+    @cached_property
+    def feature_of_unit(self) -> Tensor:
+        """``[n_src]`` (grouped links): the input channel carrying each source unit, -1 for none."""
+        out = torch.full((self.n_src,), -1, dtype=torch.long)
+        valid = self.col_unit >= 0
+        out[self.col_unit[valid]] = torch.nonzero(valid).squeeze(1)
+        return out
 
-    def flat_index(self, o: Tensor, c: Tensor, cell: Tensor) -> Tensor:
-        """Flat index into the layer's weight of ``(dst unit, src unit, cell)`` triples."""
-        n_src = self.weight.shape[1]
-        a, b = cell // self.inner, cell % self.inner
-        return o * (self.outer * n_src * self.inner) + a * (n_src * self.inner) + c * self.inner + b
+    # -- masses and reachability ------------------------------------------------------------------------------------
+    @cached_property
+    def is_zero(self) -> bool:
+        """True when every ``|W0|`` entry is 0 (a zero-initialized layer)."""
+        return not bool(self.weight.any())
+
+    def forward_mass(self, vec: Tensor, structure: bool = False) -> Tensor:
+        """``N @ vec``: the mass a source-unit vector sends to each dst unit (``structure``: entries count 1)."""
+        if self.groups == 1:
+            if self._large_plain and not structure:
+                return torch.cat([chunk.double() @ vec for chunk in self._row_chunks()])
+            n = (self.cells_valid_dense() if structure else self.strength)
+            return n @ vec
+        src = self.local_src
+        s = torch.ones_like(self.local_strength) if structure else self.local_strength
+        return (s * vec[src.clamp(min=0)] * (src >= 0)).sum(1)
+
+    def backward_mass(self, vec: Tensor, structure: bool = False) -> Tensor:
+        """``N^T @ vec``: the mass a dst-unit vector sends back to each source unit."""
+        if self.groups == 1:
+            if self._large_plain and not structure:
+                out = torch.zeros(self.n_src, dtype=torch.float64)
+                start = 0
+                for chunk in self._row_chunks():
+                    out += chunk.double().T @ vec[start : start + chunk.shape[0]]
+                    start += chunk.shape[0]
+                return out
+            n = (self.cells_valid_dense() if structure else self.strength)
+            return n.T @ vec
+        src = self.local_src
+        ok = src >= 0
+        s = torch.ones_like(self.local_strength) if structure else self.local_strength
+        return torch.zeros(self.n_src, dtype=vec.dtype).index_add_(0, src[ok], (s * vec[:, None])[ok])
+
+    @property
+    def _large_plain(self) -> bool:
+        """A large link without kernel cells: its masses are computed in row chunks (no float64 copy of it all)."""
+        return self.n_cells == 1 and self.weight.numel() > _CHUNK
+
+    def _row_chunks(self) -> list[Tensor]:
+        rows = max(1, _CHUNK // max(1, self.n_src))
+        return list(self.cells[:, :, 0].split(rows))
+
+    def cells_valid_dense(self) -> Tensor:
+        """``[n_dst, n_src]`` (groups 1): the number of entries linking each pair, float64."""
+        return self.cell_valid.sum(1, dtype=torch.float64)[None, :].expand(self.n_dst, self.n_src)
+
+    def enabled(self, masks: Mapping[str, Tensor]) -> Tensor:
+        """Whether each entry as used is enabled, ``[n_dst, n_in, n_kernel]`` (a missing mask or a fixed weight:
+        all)."""
+        if self.param is None or self.param not in masks:
+            return torch.ones(self.weight.shape, dtype=torch.bool)
+        flat = masks[self.param].detach().cpu().bool().reshape(-1)
+        if self.positions is None:
+            return flat.view(self.weight.shape)
+        return flat[self.positions.reshape(-1)].view(self.weight.shape)
+
+    def reach_forward(self, masks: Mapping[str, Tensor], alive_src: Tensor) -> Tensor:
+        """Dst units an enabled entry reaches from a live source unit."""
+        if (self.param is None or self.param not in masks) and self.groups == 1:
+            valid = self.col_unit >= 0
+            return torch.full((self.n_dst,), bool(alive_src[self.col_unit[valid]].any()), dtype=torch.bool)
+        on = self.enabled(masks).any(-1)
+        src = self._src_per_entry()
+        return (on & (src >= 0) & alive_src[src.clamp(min=0)]).any(1)
+
+    def reach_backward(self, masks: Mapping[str, Tensor], alive_dst: Tensor) -> Tensor:
+        """Source units from which an enabled entry reaches a live dst unit."""
+        if (self.param is None or self.param not in masks) and self.groups == 1:
+            out = torch.zeros(self.n_src, dtype=torch.bool)
+            if bool(alive_dst.any()):
+                out[self.col_unit[self.col_unit >= 0]] = True
+            return out
+        on = self.enabled(masks).any(-1) & alive_dst[:, None]
+        src = self._src_per_entry()
+        ok = on & (src >= 0)
+        out = torch.zeros(self.n_src, dtype=torch.bool)
+        out[src[ok]] = True
+        return out
+
+    def live_entries(self, fwd_src: Tensor, bwd_dst: Tensor) -> Tensor:
+        """``[n_dst, n_in, n_kernel]``: entries between a unit reached from the input and one reaching the output."""
+        src = self._src_per_entry()
+        ok = bwd_dst[:, None] & (src >= 0) & fwd_src[src.clamp(min=0)]
+        return ok[:, :, None].expand(self.weight.shape)
+
+    def _src_per_entry(self) -> Tensor:
+        if self.groups == 1:
+            return self.col_unit[None, :].expand(self.n_dst, self.n_in)
+        return self.local_src
+
+    def flat_positions(self, entries: Tensor) -> Tensor:
+        """Flat indices into the parameter of entries given as flat indices into ``weight``."""
+        return entries if self.positions is None else self.positions.reshape(-1)[entries]
 
 
 @dataclass
 class Group:
-    """A set of ``n`` units; ``kind`` is ``input``, ``layer`` (made by link ``link``) or ``merge`` (of ``operands``)."""
+    """A set of ``n`` units; ``kind`` is ``input``, ``layer`` (made by link ``link``) or ``merge``.
+
+    A merge unit ``u`` is fed by ``sources[u, s]`` (group, unit) pairs for ``s < arity`` (``-1``: none); its
+    ``operands`` are the groups that feed it, in the order they first appear.
+    """
 
     n: int
     kind: str
     name: str
     link: int | None = None
     operands: list[int] = field(default_factory=list)
+    src_group: Tensor | None = None  # [n, arity] for merges
+    src_unit: Tensor | None = None  # [n, arity] for merges
     consumers: list[tuple[str, int]] = field(default_factory=list)  # ("link", link id) or ("merge", group id)
 
 
@@ -93,7 +245,7 @@ class UnitGraph:
 
     def params(self) -> list[str]:
         """Names of the prunable weights the graph walks through (each once, in order of first use)."""
-        return list(dict.fromkeys(link.param for link in self.links))
+        return list(dict.fromkeys(link.param for link in self.links if link.param is not None))
 
     def depth(self) -> int:
         """The largest number of links on an input-to-output path."""
@@ -105,24 +257,68 @@ class UnitGraph:
                 longest[g] = max(longest[o] for o in group.operands)
         return longest[self.output]
 
-    def path_masses(self) -> tuple[list[tuple[Tensor, float]], list[tuple[Tensor, float]]]:
-        """Forward and backward path masses of every group in the ``N``-weighted channel graph.
+    # -- merges ---------------------------------------------------------------------------------------------------
+    def merge_terms(self, g: int, vectors: Sequence[tuple[Tensor, float]]) -> list[tuple[Tensor, float]]:
+        """Per operand of merge ``g``, the log-scaled vector its units contribute to the merge's units."""
+        group = self.groups[g]
+        terms = []
+        for op in group.operands:
+            vec, scale = vectors[op]
+            sel = group.src_group == op
+            out = torch.zeros(group.n, dtype=torch.float64)
+            rows = torch.nonzero(sel)
+            if _is_identity(group, op):
+                out = vec.clone()
+            else:
+                out.index_put_((rows[:, 0],), vec[group.src_unit[sel]], accumulate=True)
+            terms.append((out, scale))
+        return terms
+
+    def merge_back(self, g: int, m: int, vec: Tensor) -> Tensor:
+        """A vector over the units of merge ``m`` sent back to the units of its operand ``g`` (summed per unit)."""
+        group = self.groups[m]
+        if _is_identity(group, g):
+            return vec.clone()
+        sel = group.src_group == g
+        rows = torch.nonzero(sel)[:, 0]
+        return torch.zeros(self.groups[g].n, dtype=vec.dtype).index_add_(0, group.src_unit[sel], vec[rows])
+
+    def accepts(self, g: int) -> Tensor:
+        """``[n, n_consumers]``: whether each consumer of group ``g`` reads each of its units."""
+        group = self.groups[g]
+        cols = []
+        for kind, idx in group.consumers:
+            if kind == "link":
+                link = self.links[idx]
+                col = torch.zeros(group.n, dtype=torch.bool)
+                col[link.col_unit[link.col_unit >= 0]] = True
+            else:
+                col = self.merge_back(g, idx, torch.ones(self.groups[idx].n, dtype=torch.float64)) > 0
+            cols.append(col)
+        return torch.stack(cols, 1)
+
+    # -- masses ----------------------------------------------------------------------------------------------------
+    def path_masses(self, zero_links_as_structure: bool = False
+                    ) -> tuple[list[tuple[Tensor, float]], list[tuple[Tensor, float]]]:
+        """Forward and backward path masses of every group in the ``N``-weighted unit graph.
 
         ``F[g]`` sums, over all input-to-unit paths, the product of ``N`` along the path (``F = 1`` at the
         input); ``B[g]`` sums over all unit-to-output paths (``B = 1`` at the output). Each is returned as
         ``(vector scaled to max 1, natural log of the scale)`` so deep nets cannot overflow; an all-zero
-        vector has scale ``-inf``.
+        vector has scale ``-inf``. ``zero_links_as_structure``: a link whose ``|W0|`` is all 0 counts each of its
+        entries as 1 (PHEW's "uniform when the sum is 0", so a zero-initialized head does not block every path).
         """
+        self._structure = zero_links_as_structure
         fwd: list[tuple[Tensor, float]] = []
-        for group in self.groups:
+        for g, group in enumerate(self.groups):
             if group.kind == "input":
                 fwd.append((torch.ones(group.n, dtype=torch.float64), 0.0))
             elif group.kind == "layer":
                 link = self.links[group.link]
                 vec, scale = fwd[link.src]
-                fwd.append(_rescale(link.strength @ vec, scale))
+                fwd.append(_rescale(link.forward_mass(vec, self._uses_structure(link)), scale))
             else:
-                fwd.append(_log_sum([fwd[o] for o in group.operands]))
+                fwd.append(_log_sum(self.merge_terms(g, fwd)))
         bwd: list[tuple[Tensor, float]] = [(torch.zeros(0), -math.inf)] * len(self.groups)
         for g in reversed(range(len(self.groups))):
             if g == self.output:
@@ -131,32 +327,38 @@ class UnitGraph:
                 bwd[g] = _log_sum(self.branch_masses(g, bwd) or [_zero(self.groups[g].n)])
         return fwd, bwd
 
+    def _uses_structure(self, link: Link) -> bool:
+        return getattr(self, "_structure", False) and link.is_zero
+
     def branch_masses(self, g: int, bwd: Sequence[tuple[Tensor, float]]) -> list[tuple[Tensor, float]]:
         """Backward mass that reaches the output through each consumer of group ``g`` (per unit, log-scaled)."""
         out = []
         for kind, idx in self.groups[g].consumers:
             if kind == "link":
                 vec, scale = bwd[self.links[idx].dst]
-                out.append(_rescale(self.links[idx].strength.T @ vec, scale))
+                link = self.links[idx]
+                out.append(_rescale(link.backward_mass(vec, self._uses_structure(link)), scale))
             else:
-                out.append(bwd[idx])
+                vec, scale = bwd[idx]
+                out.append((self.merge_back(g, idx, vec), scale))
         return out
 
+    # -- reachability under masks ------------------------------------------------------------------------------------
     def live_units(self, masks: Mapping[str, Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """Per group, which units an enabled path reaches from the input (``fwd``) and which reach the output (``bwd``).
 
-        Exact boolean reachability under ``masks`` (a missing mask means a dense layer); identity paths of
-        merges always conduct.
+        Exact boolean reachability under ``masks`` (a missing mask means a dense layer); merges always conduct.
         """
-        conn = [self._connected(link, masks) for link in self.links]
         fwd: list[Tensor] = []
-        for group in self.groups:
+        for g, group in enumerate(self.groups):
             if group.kind == "input":
                 fwd.append(torch.ones(group.n, dtype=torch.bool))
             elif group.kind == "layer":
-                fwd.append((conn[group.link] & fwd[self.links[group.link].src][None, :]).any(1))
+                link = self.links[group.link]
+                fwd.append(link.reach_forward(masks, fwd[link.src]))
             else:
-                fwd.append(torch.stack([fwd[o] for o in group.operands]).any(0))
+                terms = self.merge_terms(g, [(f.double(), 0.0) for f in fwd] + [(torch.zeros(0), 0.0)])
+                fwd.append(torch.stack([t for t, _ in terms]).sum(0) > 0)
         bwd: list[Tensor] = [torch.zeros(0, dtype=torch.bool)] * len(self.groups)
         for g in reversed(range(len(self.groups))):
             alive = torch.zeros(self.groups[g].n, dtype=torch.bool)
@@ -164,9 +366,9 @@ class UnitGraph:
                 alive[:] = True
             for kind, idx in self.groups[g].consumers:
                 if kind == "link":
-                    alive |= (conn[idx] & bwd[self.links[idx].dst][:, None]).any(0)
+                    alive |= self.links[idx].reach_backward(masks, bwd[self.links[idx].dst])
                 else:
-                    alive |= bwd[idx]
+                    alive |= self.merge_back(g, idx, bwd[idx].double()) > 0
             bwd[g] = alive
         return fwd, bwd
 
@@ -175,17 +377,22 @@ class UnitGraph:
         fwd, bwd = self.live_units(masks)
         live: dict[str, Tensor] = {}
         for link in self.links:
-            ok = (bwd[link.dst][:, None, None] & fwd[link.src][None, :, None]).expand(link.weight.shape)
-            ok = link.uncells(ok)
-            live[link.param] = live[link.param] | ok if link.param in live else ok
-        return {name: int((masks[name].cpu().bool() & ~ok).sum()) for name, ok in live.items() if name in masks}
+            if link.param is None or link.param not in masks:
+                continue
+            ok = link.live_entries(fwd[link.src], bwd[link.dst]).reshape(-1)
+            flat = live.setdefault(link.param, torch.zeros(masks[link.param].numel(), dtype=torch.bool))
+            flat[link.flat_positions(torch.nonzero(ok).squeeze(1))] = True
+        return {name: int((masks[name].cpu().bool().reshape(-1) & ~ok).sum()) for name, ok in live.items()}
 
-    @staticmethod
-    def _connected(link: Link, masks: Mapping[str, Tensor]) -> Tensor:
-        """``[n_dst, n_src]``: whether any cell between the two units is enabled (a missing mask is dense)."""
-        if link.param not in masks:
-            return torch.ones(link.weight.shape[:2], dtype=torch.bool)
-        return link.cells(masks[link.param].cpu().bool()).any(-1)
+
+def _is_identity(group: Group, op: int) -> bool:
+    """True when operand ``op`` feeds merge unit ``u`` from its own unit ``u`` in one slot (a residual add)."""
+    sel = group.src_group == op
+    if int(sel.sum()) != group.n or group.n == 0:
+        return False
+    slot = sel.int().argmax(1)
+    return bool((sel.sum(1) == 1).all()) and torch.equal(
+        group.src_unit.gather(1, slot[:, None]).squeeze(1), torch.arange(group.n))
 
 
 def _zero(n: int) -> tuple[Tensor, float]:

@@ -67,13 +67,13 @@ class Attention(nn.Module):
         def heads(layer):
             return layer(x).reshape(b, t, h, d // h).transpose(1, 2)
 
-        v = heads(self.v)
+        q, k, v = heads(self.q), heads(self.k), heads(self.v)
         if self.core is not None:
-            out = self.core(heads(self.q), heads(self.k), v, self.scale)
+            out = self.core(q, k, v, self.scale)
         elif self.uniform:
             out = v.mean(dim=2, keepdim=True).expand(b, h, t, d // h)
         else:
-            attn = torch.softmax((heads(self.q) @ heads(self.k).transpose(-2, -1)) * self.scale, dim=-1)
+            attn = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
             out = attn @ v
         return self.proj(out.transpose(1, 2).reshape(b, t, d))
 
