@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 from toy import (
     Bypass,
     FlopNet,
@@ -208,3 +209,36 @@ def test_tau_core_rejects_bad_tau_and_input_shape():
             tau_core(net, None, (1,), tau=tau)
     with pytest.raises(PwmprError, match="input_shape"):
         tau_core(net, None, (4,))
+
+
+def test_flops_of_grouped_and_depthwise_convolutions_by_hand():
+    # 5x5 maps, padding 1. Grouped conv 8 -> 16 in 4 groups: each output reads 8 / 4 = 2 channels x 9 cells, so
+    # 16 * 25 * 18 = 7200 MACs. Depthwise 16 -> 16: 16 * 25 * 9 = 3600. The classifier: 16 * 3 = 48.
+    net = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1, groups=4), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1, groups=16),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3))
+    dense = training_flops(net, None, (8, 5, 5))
+    assert dense.layers["0.weight"].dense == 7200 and dense.layers["2.weight"].dense == 3600
+    assert dense.dense == dense.sparse == 7200 + 3600 + 48
+    keep = torch.zeros(16, 2, 3, 3, dtype=torch.bool)
+    keep.view(-1)[:10] = True  # 10 entries, each applied at 25 positions
+    sparse = training_flops(net, {"0.weight": keep}, (8, 5, 5))
+    assert sparse.layers["0.weight"].sparse == 10 * 25 and sparse.sparse == 250 + 3600 + 48
+
+
+def test_flops_of_packed_attention_projections_by_hand():
+    # 3 tokens of width 4: the packed q/k/v projection costs 12 * 4 per token, the output projection 4 * 4.
+    class Attention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
+
+        def forward(self, x):
+            return self.attn(x, x, x)[0].mean(1)
+
+    net = Attention()
+    flops = training_flops(net, None, (3, 4))
+    assert flops.layers["attn.in_proj_weight"].dense == 3 * 12 * 4
+    assert flops.layers["attn.out_proj.weight"].dense == 3 * 4 * 4
+    keep = torch.zeros(12, 4, dtype=torch.bool)
+    keep[8:] = True  # the value rows only
+    assert training_flops(net, {"attn.in_proj_weight": keep}, (3, 4)).layers["attn.in_proj_weight"].sparse == 3 * 16
