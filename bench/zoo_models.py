@@ -25,11 +25,10 @@ def _builder(name: str, **kwargs: Any) -> Callable[[int, tuple[int, ...]], nn.Mo
     return build
 
 
-def _maxvit(stem: int, channels: list[int], layers: list[int], head_dim: int, side: int):
+def _maxvit(stem: int, channels: list[int], layers: list[int], head_dim: int):
     def build(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+        import_torchvision()  # first: the CPU-torch shim
         from torchvision.models.maxvit import MaxVit
-
-        import_torchvision()
         return MaxVit(input_size=tuple(input_shape[-2:]), stem_channels=stem, partition_size=2,
                       block_channels=channels, block_layers=layers, head_dim=head_dim, stochastic_depth_prob=0.2,
                       num_classes=num_classes)
@@ -45,30 +44,27 @@ ZOO: dict[str, tuple[int, Callable[[int, tuple[int, ...]], nn.Module]]] = {
         "mnasnet0_5", "squeezenet1_1", "densenet121", "convnext_tiny", "vit_b_16", "swin_t")},
     "alexnet": (64, _builder("alexnet")),
     "googlenet": (32, _builder("googlenet", aux_logits=False, init_weights=True)),
-    "maxvit_t": (64, _maxvit(64, [64, 128, 256, 512], [2, 2, 5, 2], 32, 64)),
+    "maxvit_t": (64, _maxvit(64, [64, 128, 256, 512], [2, 2, 5, 2], 32)),
 }
 
 
 def _reduced_vit(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    import_torchvision()  # first: the CPU-torch shim
     from torchvision.models.vision_transformer import VisionTransformer
-
-    import_torchvision()
     return VisionTransformer(image_size=input_shape[-1], patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
                              mlp_dim=64, num_classes=num_classes)
 
 
 def _reduced_swin(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    import_torchvision()  # first: the CPU-torch shim
     from torchvision.models.swin_transformer import SwinTransformer
-
-    import_torchvision()
     return SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=[4, 4],
                            num_classes=num_classes)
 
 
 def _reduced_convnext(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    import_torchvision()  # first: the CPU-torch shim
     from torchvision.models.convnext import CNBlockConfig, ConvNeXt
-
-    import_torchvision()
     return ConvNeXt([CNBlockConfig(16, 32, 1), CNBlockConfig(32, None, 1)], num_classes=num_classes)
 
 
@@ -81,7 +77,7 @@ REDUCED: dict[str, tuple[int, Callable[[int, tuple[int, ...]], nn.Module]]] = {
     "convnext_reduced": (32, _reduced_convnext),  # channels-last blocks, functional layer norm, layer scale
     "vit_reduced": (32, _reduced_vit),  # nn.MultiheadAttention (packed in_proj_weight), class token
     "swin_reduced": (32, _reduced_swin),  # shifted-window attention: pad, roll, window partition, masks
-    "maxvit_reduced": (64, _maxvit(16, [16, 32], [1, 1], 8, 64)),  # einsum attention, grid partition, SE
+    "maxvit_reduced": (64, _maxvit(16, [16, 32], [1, 1], 8)),  # einsum attention, grid partition, SE
 }
 
 for _name, (_, _factory) in {**ZOO, **REDUCED}.items():

@@ -1,26 +1,26 @@
 """Scores for attention's query and key weights, where PWMP is blind (docs/method.md, "Attention: growing q and k").
 
-PWMP's scoring net replaces softmax attention by uniform attention (pwmpr.score), so the query and key weights
+PWMP's scoring net replaces softmax attention by uniform attention (pwmpr.surrogate), so the query and key weights
 carry no path mass and the ``pwmp`` rule never grows them. The functions here give them scores, each behind a
 growth rule of ``pwmpr.growth.GROWTH_RULES``:
 
-* :func:`attention_pwmp_scores` (``pwmp-attn``): PWMP through the real attention. The scoring net's attention is
-  the tangent of the real one at a real batch, in absolute values, so q and k edges get the path mass they move
+* :func:`attention_pwmp_scores` (``pwmp-attn``): PWMP through the real attention. Each attention of the scoring net
+  is the tangent of the real one at a real batch, in absolute values, so q and k edges get the path mass they move
   through the softmax's Jacobian; every edge of the model is scored in that one net.
 * :func:`qk_scores` (``pwmp-qk-gradient``, ``pwmp-qk-head``, ``pwmp-qk-random``): PWMP everywhere, and the q and
-  k weights of each attention module get ``|dL/dw|`` (RigL), the importance of their head (Michel et al. 2019),
-  or a constant, rescaled so that their mean equals the mean PWMP score of the module's other weights.
+  k weights of each attention get ``|dL/dw|`` (RigL), the importance of their head (Michel et al. 2019), or a
+  constant, rescaled so that their mean equals the mean PWMP score of the attention's value and output weights.
 
-The engine knows no zoo model; an attention module speaks to it through two hooks (docs/architecture.md, "Model
-hooks"): ``pwmp_qk`` (a class attribute naming the children that hold the query and key weights, whose output
-features are laid out head by head) and ``pwmp_attention(core)`` (a method: compute ``core(q, k, v, scale)``, with
-per-head tensors ``(batch, heads, tokens, head_dim)``, in place of ``softmax(q k^T * scale) v``; None restores it).
+The engine finds every attention itself (:attr:`pwmpr.graph.UnitGraph.attention`: ``softmax(q k^T) v`` however it is
+spelled, ``scaled_dot_product_attention``, ``nn.MultiheadAttention``), so q and k may be layers of their own or rows
+of a packed projection, and a model needs no hook.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,186 +28,292 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from pwmpr.errors import PwmprError
-from pwmpr.masks import MaskSet, prunable
-from pwmpr.probe import device_of, normalize_input_shape, sum_outputs
-from pwmpr.probe import run_forward
+from pwmpr.graph import UnitGraph, build_unit_graph
+from pwmpr.graph.mode import WatchMode, WeightView, tensors_in
+from pwmpr.graph.ops import Kind, Op
+from pwmpr.masks import MaskSet
+from pwmpr.probe import device_of, normalize_input_shape, run_forward, sum_outputs, training_mode
 from pwmpr.score import gradient_scores, pwmp_scores
 from pwmpr.surrogate import linear_surrogate
 
-#: Class attribute of an attention module: the names of its children holding the query and key weights.
-QK_HOOK = "pwmp_qk"
-#: Method of an attention module: ``pwmp_attention(core)`` routes its softmax attention through ``core``.
-ATTENTION_HOOK = "pwmp_attention"
-
-Core = Callable[[Tensor, Tensor, Tensor, float], Tensor]
 Batch = tuple[Tensor, Tensor] | Sequence[Tensor]
+#: Samples of a batch that the attention-aware rules read: each scores its attention per sample (a scoring net of
+#: this batch size for pwmp-attn), so the cost grows with it.
+ATTENTION_SAMPLES = 32
 
 
 @dataclass(frozen=True)
 class QKGroup:
-    """The masked weights of one attention module: query/key weights and the module's other prunable weights."""
+    """The masked weight entries of one attention: its query and key entries, and its value and output entries.
 
-    module: str  # the module's name in the model ("" for the model itself)
-    qk: tuple[str, ...]  # masked query and key weight names
-    others: tuple[str, ...]  # the module's other masked prunable weights (value, output projection)
+    Each maps a weight name to a bool mask of the weight's shape; ``heads`` gives the head of each q/k entry (-1
+    elsewhere).
+    """
 
-
-def _full(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
-def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``(name, module)`` of every module with the attention hook ``pwmp_attention(core)``, in model order."""
-    return [(n, m) for n, m in model.named_modules() if callable(getattr(m, ATTENTION_HOOK, None))]
+    site: int
+    name: str
+    qk: dict[str, Tensor]
+    others: dict[str, Tensor]
+    heads: dict[str, Tensor] = field(default_factory=dict)
 
 
-def qk_groups(model: nn.Module, masks: Mapping[str, Tensor]) -> list[QKGroup]:
-    """One :class:`QKGroup` per module declaring ``pwmp_qk`` that has a masked query or key weight."""
-    groups = []
-    for name, module in model.named_modules():
-        children = getattr(module, QK_HOOK, None)
-        if not children:
+def _entries(graph: UnitGraph, ids: Tensor, shapes: Mapping[str, torch.Size], heads: Tensor | None = None
+             ) -> dict[str, tuple[Tensor, Tensor]]:
+    """The weight entries that produce units ``ids``: ``{weight: (bool mask, head of each entry or -1)}``.
+
+    A unit made by a link is fed by that link's row; a unit of a gather (a concatenation or permutation of others)
+    is followed back to its source. Units of other merges are not attributed to a weight.
+    """
+    out: dict[str, tuple[Tensor, Tensor]] = {}
+    if ids.numel() == 0:
+        return out
+    head = heads if heads is not None else torch.full_like(ids, -1)
+    g, local = graph.owner(ids)
+    for gi, li, hi in zip(g.tolist(), local.tolist(), head.tolist(), strict=True):
+        group = graph.groups[gi]
+        while group.kind == "merge" and group.src_group.shape[1] == 1:
+            gi, li = int(group.src_group[li, 0]), int(group.src_unit[li, 0])
+            group = graph.groups[gi]
+        if group.kind != "layer":
             continue
-        local = prunable(module)
-        qk = tuple(_full(name, p) for p in local if p.split(".", 1)[0] in children and _full(name, p) in masks)
-        others = tuple(_full(name, p) for p in local
-                       if p.split(".", 1)[0] not in children and _full(name, p) in masks)
-        if qk:
-            groups.append(QKGroup(name, qk, others))
+        link = graph.links[group.link]
+        if link.param is None or link.param not in shapes:
+            continue
+        width = link.n_in * link.n_kernel
+        positions = link.flat_positions(li * width + torch.arange(width))
+        mask, entry_head = out.setdefault(link.param, (torch.zeros(shapes[link.param], dtype=torch.bool),
+                                                       torch.full(shapes[link.param], -1, dtype=torch.long)))
+        mask.view(-1)[positions] = True
+        entry_head.view(-1)[positions] = hi
+    return out
+
+
+def qk_groups(model: nn.Module, masks: Mapping[str, Tensor], input_shape: Sequence[int],
+              graph: UnitGraph | None = None) -> list[QKGroup]:
+    """One :class:`QKGroup` per attention of ``model`` whose query or key weights are masked."""
+    graph = graph or build_unit_graph(model, normalize_input_shape(input_shape))
+    shapes = {n: m.shape for n, m in masks.items()}
+    groups = []
+    for i, site in enumerate(graph.attention):
+        qk = {**_entries(graph, site.q, shapes, site.q_heads)}
+        for name, (mask, head) in _entries(graph, site.k, shapes, site.k_heads).items():
+            if name in qk:
+                qk[name] = (qk[name][0] | mask, torch.maximum(qk[name][1], head))
+            else:
+                qk[name] = (mask, head)
+        if not qk:
+            continue
+        others = {n: m for n, (m, _) in _entries(graph, site.v, shapes).items()}
+        out_groups = set(graph.owner(site.out_units)[0].tolist())
+        for link in graph.links:
+            if link.src in out_groups and link.param in shapes:
+                others[link.param] = others.get(link.param, torch.zeros(shapes[link.param], dtype=torch.bool)) | True
+        others = {n: m & ~qk[n][0] if n in qk else m for n, m in others.items()}
+        groups.append(QKGroup(i, site.name, {n: m for n, (m, _) in qk.items()}, {n: m for n, m in others.items()
+                                                                                   if m.any()},
+                              {n: h for n, (_, h) in qk.items()}))
     return groups
 
 
-def _checked_batch(batch: Batch | None, device: torch.device) -> tuple[Tensor, Tensor]:
+def _checked_batch(batch: Batch | None, device: torch.device, limit: int | None = None) -> tuple[Tensor, Tensor]:
     if batch is None:
         raise PwmprError("this growth rule scores attention on a real batch, but none was given")
     if not isinstance(batch, Sequence) or len(batch) != 2 or not all(isinstance(t, Tensor) for t in batch):
         raise PwmprError(f"batch must be a pair of tensors (x, y), got {type(batch).__name__}")
-    return batch[0].to(device), batch[1].to(device)
+    x, y = batch[0].to(device), batch[1].to(device)
+    return (x[:limit], y[:limit]) if limit else (x, y)
 
 
-def _with_cores(model: nn.Module, masks: MaskSet, x: Tensor, cores: Mapping[str, Core], *, train: bool,
-                dtype: torch.dtype | None = None) -> Tensor:
-    """The model's output on ``x`` with effective weights ``W * mask`` and each named module's attention routed
-    through its core; parameters, buffers (cloned: train-mode BN updates them) and modes are left as they were."""
-    modules = dict(model.named_modules())
+def _effective(model: nn.Module, masks: MaskSet, dtype: torch.dtype | None = None) -> dict[str, Tensor]:
+    """Parameters with ``W * mask`` in place of each masked weight, and cloned buffers (train-mode BN updates
+    them), for ``functional_call``."""
     params = {n: p.detach() for n, p in model.named_parameters()}
     for n in masks:
         params[n] = params[n] * masks[n].to(device=params[n].device, dtype=params[n].dtype)
     tensors = {**{n: b.clone() for n, b in model.named_buffers()}, **params}
     if dtype is not None:
         tensors = {n: t.to(dtype) if t.is_floating_point() else t for n, t in tensors.items()}
+    return tensors
+
+
+# -- the real attention of a batch, site by site ---------------------------------------------------------------------
+
+
+@dataclass
+class SiteRecord:
+    """What one attention saw on a real batch (absolute values, detached), and how its forward combined them.
+
+    ``logits(a, b)`` recomputes its q-k product (``a``, ``b``: the operands as the forward passed them), ``mix(w, v)``
+    its attention-times-values product; ``attention`` is the softmax output, ``dim`` the softmax's dim, and
+    ``output`` the site's output tensor (attached to the autograd graph when recorded with gradients).
+    """
+
+    a: Tensor | None = None
+    b: Tensor | None = None
+    logits: Callable[[Tensor, Tensor], Tensor] | None = None
+    attention: Tensor | None = None
+    dim: int = -1
+    v: Tensor | None = None
+    mix: Callable[[Tensor, Tensor], Tensor] | None = None
+    output: Tensor | None = None
+    scale: float = 1.0
+    visible: Tensor | None = None
+
+
+_ACT, _LOGITS, _ATTENTION = "activation", "logits", "attention"
+
+
+class _Recorder(WatchMode):
+    """Runs a model's real forward and records every attention site (in the order :mod:`pwmpr.graph` numbers
+    them): the q-k product's operands, the softmax output, the values and the output."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self.records: list[SiteRecord] = []
+        self._site: dict[int, int] = {}  # id(tensor) -> site, for logits and attention weights
+
+    def handle(self, op: Op, func, args: tuple, kwargs: dict) -> Any:
+        out = func(*args, **kwargs)
+        values = [(t, v) for t, v in self.tracked(args, kwargs) if not isinstance(v, WeightView)]
+        kinds = [v for _, v in values]
+        if not kinds:
+            if op.kind is not Kind.CONTRACT:
+                self.weight_result(op, func, args, kwargs, out, [v for _, v in self.tracked(args, kwargs)])
+            return out
+        if op.kind is Kind.ATTENTION:
+            self._sdpa(args, kwargs, out)
+        elif op.kind is Kind.CONTRACT and kinds.count(_ACT) >= 2:
+            self._logits(op, args, out)
+        elif op.kind is Kind.CONTRACT and _ATTENTION in kinds and _ACT in kinds:
+            self._mix(op, args, out)
+        elif op.kind is Kind.SOFTMAX and kinds == [_LOGITS]:
+            site = self._site[id(args[0])]
+            rec = self.records[site]
+            rec.attention, rec.dim = out.detach().abs(), _dim(args, kwargs)
+            self._mark(out, _ATTENTION, site)
+        elif op.kind is not Kind.CONST:
+            kind = _ACT if _ACT in kinds else kinds[0]
+            site = next((self._site[id(t)] for t, v in values if v != _ACT and id(t) in self._site), None)
+            self._mark(out, kind, site)
+        return out
+
+    def _mark(self, out: Any, kind: str, site: int | None = None) -> None:
+        for t in tensors_in(out):
+            self.put(t, kind)
+            if site is not None:
+                self._site[id(t)] = site
+
+    def _logits(self, op: Op, args: tuple, out: Tensor) -> None:
+        a, b, combine = _operands(op, args)
+        self.records.append(SiteRecord(a=a.detach().abs(), b=b.detach().abs(), logits=combine))
+        self._mark(out, _LOGITS, len(self.records) - 1)
+
+    def _mix(self, op: Op, args: tuple, out: Tensor) -> None:
+        w, v, combine = _operands(op, args)
+        if self.get(w) != _ATTENTION:
+            raise PwmprError("an attention multiplies values by attention weights from the right: not supported")
+        rec = self.records[self._site[id(w)]]
+        rec.v, rec.mix, rec.output = v.detach().abs(), combine, out
+        self._mark(out, _ACT)
+
+    def _sdpa(self, args: tuple, kwargs: dict, out: Tensor) -> None:
+        q, k, v = (_arg(args, kwargs, i, n) for i, n in enumerate(("query", "key", "value")))
+        scale = _arg(args, kwargs, 6, "scale") or q.shape[-1] ** -0.5
+        visible = _visible(q, k, _arg(args, kwargs, 3, "attn_mask"), _arg(args, kwargs, 5, "is_causal", False))
+        logits = (q @ k.transpose(-2, -1)) * scale
+        attention = torch.softmax(logits.masked_fill(~visible, float("-inf")), dim=-1)
+        self.records.append(SiteRecord(a=q.detach().abs(), b=k.detach().abs().transpose(-2, -1),
+                                       logits=torch.matmul, attention=attention.detach(), v=v.detach().abs(),
+                                       mix=torch.matmul, output=out, scale=scale, visible=visible))
+        self._mark(out, _ACT)
+
+
+def _arg(args: tuple, kwargs: dict, pos: int, name: str, default: Any = None) -> Any:
+    return kwargs.get(name, args[pos] if len(args) > pos else default)
+
+
+def _dim(args: tuple, kwargs: dict) -> int:
+    return int(_arg(args, kwargs, 1, "dim", -1))
+
+
+def _visible(q: Tensor, k: Tensor, mask: Tensor | None, causal: bool) -> Tensor:
+    visible = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device)
+    if causal:
+        visible = visible.tril()
+    if mask is not None:
+        visible = visible & (mask if mask.dtype == torch.bool else torch.isfinite(mask))
+    return visible
+
+
+def _operands(op: Op, args: tuple) -> tuple[Tensor, Tensor, Callable[[Tensor, Tensor], Tensor]]:
+    """The two operands of a contraction and a function recomputing it from new ones."""
+    if op.name == "einsum":
+        equation = args[0]
+        operands = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else list(args[1:])
+        return operands[0], operands[1], lambda a, b: torch.einsum(equation, a, b)
+    if op.name == "rmatmul":
+        return args[1], args[0], torch.matmul
+    return args[0], args[1], torch.matmul
+
+
+def record_attention(model: nn.Module, masks: MaskSet, x: Tensor, *, train: bool, dtype: torch.dtype | None,
+                     grad: bool) -> tuple[Tensor, list[SiteRecord]]:
+    """Run ``model`` on ``x`` with effective weights ``W * mask`` and record every attention site.
+
+    Parameters, buffers and modes are left as they were; the model's output is returned beside the records.
+    """
+    tensors = _effective(model, masks, dtype)
+    if dtype is not None:
         x = x.to(dtype)
-    modes = {m: m.training for m in model.modules()}
-    model.train(train)
-    try:
-        for name, core in cores.items():
-            getattr(modules[name], ATTENTION_HOOK)(core)
-        return functional_call(model, tensors, (x,))
-    finally:
-        for name in cores:
-            getattr(modules[name], ATTENTION_HOOK)(None)
-        for m, mode in modes.items():
-            m.training = mode
+    if grad:
+        x = x.detach().requires_grad_(True)  # so every site's output has a gradient to read
+    recorder = _Recorder(model)
+    recorder.put(x, _ACT)
+    with training_mode(model, train), torch.set_grad_enabled(grad), recorder.watching(model):
+        out = functional_call(model, tensors, (x,))
+    return out, recorder.records
 
 
 # -- pwmp-attn: PWMP through the tangent of the real attention --------------------------------------------------
 
 
-@dataclass
-class _Observed:
-    """What one attention module saw on the real batch, float64, per sample: attention map ``a`` (b, h, t, t),
-    |q|, |k|, |v| and ``a @ |v|`` (b, h, t, head_dim)."""
-
-    a: Tensor
-    q: Tensor
-    k: Tensor
-    v: Tensor
-    av: Tensor
-
-
-def _recorder(store: dict[str, _Observed], name: str) -> Core:
-    def core(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
-        a = torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1)
-        qd, kd, vd, ad = (t.detach().double() for t in (q, k, v, a))
-        store[name] = _Observed(ad, qd.abs(), kd.abs(), vd.abs(), ad @ vd.abs())
-        return a @ v
-
-    return core
-
-
-def tangent_core(obs: _Observed) -> Core:
-    """The attention core of the scoring net: the tangent of the real attention at the observed batch, in absolute
-    values, averaged over the batch's samples (docs/method.md, "Attention: growing q and k", ``pwmp-attn``).
-
-    For scoring-net activations q, k, v (linear in the input, non-negative) it returns, per head and token i,
-    ``mean_b [ A_b v + sum_j' |J_bi|(j', :) dS_bi |V_b,j'| ]`` with ``dS_bi,j = scale (q_i . |K_b,j| + |Q_b,i| . k_j)``:
-    the v path through the real attention map and the q and k paths through the absolute softmax Jacobian
-    ``|J_i| = |diag(a_i) - a_i a_i^T|``, whose product with dS has the closed form
-    ``a_ij' (a_i . dS_i) + a_ij' (1 - 2 a_ij') dS_ij'``. It is linear in q, k and v.
-    """
-
-    def core(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
-        if q.shape[1:] != obs.q.shape[1:]:
-            raise PwmprError(f"attention of shape {tuple(q.shape[1:])} (heads, tokens, head_dim) in the scoring net, "
-                             f"but {tuple(obs.q.shape[1:])} on the real batch")
-        a = obs.a
-        out = torch.einsum("hij,nhjd->nhid", a.mean(0), v)
-        ds = scale * (torch.einsum("nhir,bhjr->nbhij", q, obs.k) + torch.einsum("nhjr,bhir->nbhij", k, obs.q))
-        w = ds * a
-        jac = w.sum(-1, keepdim=True) * obs.av + torch.einsum("nbhij,bhjd->nbhid", w * (1 - 2 * a), obs.v)
-        return out + jac.mean(1)
-
-    return core
-
-
 @torch.enable_grad()
 def attention_pwmp_scores(model: nn.Module, masks: Mapping[str, Tensor], input_shape: Sequence[int],
                           batch: Batch | None) -> dict[str, Tensor]:
-    """PWMP scores with every attention module's softmax replaced by its tangent at a real batch (``pwmp-attn``).
+    """PWMP scores with every attention replaced by its tangent at a real batch, in absolute values (``pwmp-attn``).
 
-    The model runs once on ``batch``'s inputs (eval mode, float64, effective weights ``W * mask``) and each module
-    with the ``pwmp_attention`` hook records its attention maps, |q|, |k| and |v|. The scoring net is then PWMP's
-    (:func:`pwmpr.surrogate.linear_surrogate`: |W| * mask, zero shifts, norms as positive scales, identity
-    activations, all-ones input) with each attention replaced by :func:`tangent_core`, and the score of an edge is
-    ``dR/dW_eff``, R the sum of the outputs. Every score is a path sum in that one linear net, so scores of
-    different layers compare as PWMP's do. A model without attention modules gets exactly
-    :func:`pwmpr.score.pwmp_scores`.
-
-    Args:
-        model: the network; its parameters, buffers and modes are left unchanged.
-        masks: ``{weight name: bool mask}``; a score is returned for each of these names.
-        input_shape: one input without the batch dimension.
-        batch: ``(x, y)`` (y unused): the real batch the attention is linearized around.
-
-    Returns:
-        ``{weight name: float64 tensor of the weight's shape}`` on the model's device, all entries >= 0.
+    The model runs on the batch's first :data:`ATTENTION_SAMPLES` inputs (eval mode, float64, effective weights
+    ``W * mask``) and every attention records its q-k operands, its softmax output A and its values. The scoring net
+    is then PWMP's (:func:`pwmpr.surrogate.linear_surrogate`) on one all-ones input per sample, with each attention's
+    output ``A v + (|J| dS) |V|``, ``dS`` the q-k product's tangent ``q |K|^T + |Q| k^T`` (scaled as the forward
+    scales it) and ``|J| dS = A (A . dS) + A (1 - 2 A) dS`` the absolute softmax Jacobian's product: every path is
+    taken with its own sample's attention, and the scores are the mean over the samples. Every score is a path sum
+    in that one linear net, so scores of different layers compare as PWMP's do. A model without attention gets
+    exactly :func:`pwmpr.score.pwmp_scores`.
 
     Raises:
         PwmprError: bad masks, input shape or batch.
     """
-    modules = attention_modules(model)
-    if not modules:
-        return pwmp_scores(model, masks, input_shape)
+    shape = normalize_input_shape(input_shape)
+    graph = build_unit_graph(model, shape)
+    if not graph.attention:
+        return pwmp_scores(model, masks, shape)
     masks = MaskSet.checked(model, masks)
     device = device_of(model)
-    x, _ = _checked_batch(batch, device)
-    seen: dict[str, _Observed] = {}
+    x, _ = _checked_batch(batch, device, ATTENTION_SAMPLES)
     with torch.no_grad():
-        _with_cores(model, masks, x, {n: _recorder(seen, n) for n, _ in modules}, train=False, dtype=torch.float64)
-
+        _, records = record_attention(model, masks, x, train=False, dtype=torch.float64, grad=False)
     surrogate = linear_surrogate(model, masks)
-    for name, obs in seen.items():
-        getattr(surrogate.get_submodule(name), ATTENTION_HOOK)(tangent_core(obs))
-    shape = normalize_input_shape(input_shape)
+    surrogate.forward.records = records
     params = dict(surrogate.named_parameters())
     leaves = [params[n] for n in masks]
     for p in leaves:
         p.requires_grad_(True)
-    total = sum_outputs(run_forward(surrogate, torch.ones((1, *shape), dtype=torch.float64, device=device)))
+    total = sum_outputs(run_forward(surrogate, torch.ones((len(x), *shape), dtype=torch.float64, device=device)))
     if not total.requires_grad:
         return {n: torch.zeros_like(p) for n, p in zip(masks, leaves, strict=True)}
     grads = torch.autograd.grad(total, leaves, allow_unused=True)
-    return {n: (g.detach() if g is not None else torch.zeros_like(p))
+    return {n: (g.detach() / len(x) if g is not None else torch.zeros_like(p))
             for n, p, g in zip(masks, leaves, grads, strict=True)}
 
 
@@ -215,39 +321,48 @@ def attention_pwmp_scores(model: nn.Module, masks: Mapping[str, Tensor], input_s
 
 
 @torch.enable_grad()
-def head_importance(model: nn.Module, masks: Mapping[str, Tensor], batch: Batch,
-                    loss_fn: Callable[..., Tensor] = F.cross_entropy, *, train: bool = True) -> dict[str, Tensor]:
-    """Michel et al. (2019)'s head importance ``I_h = mean_x |dL(x)/dxi_h|`` of every attention module's heads.
+def head_importance(model: nn.Module, masks: Mapping[str, Tensor], input_shape: Sequence[int], batch: Batch,
+                    loss_fn: Callable[..., Tensor] = F.cross_entropy, *, train: bool = True,
+                    graph: UnitGraph | None = None) -> dict[int, Tensor]:
+    """Michel et al. (2019)'s head importance ``I_h = mean_x |dL(x)/dxi_h|`` of the heads of every attention.
 
-    ``xi_h`` is a gate multiplying head h's attention output (1 in the real network); the gradient is taken per
-    sample (one gate per sample and head, loss summed over the batch), so the mean is over per-sample magnitudes
-    as in the paper. Runs with the effective weights ``W * mask``, in train mode by default (as
-    :func:`pwmpr.score.gradient_scores`).
+    ``xi_h`` is a gate multiplying head h's attention output (1 in the real network), one per sample, so
+    ``dL/dxi_h`` is the sum of ``output * dL/doutput`` over the entries of that head and sample. Runs on the batch's
+    first :data:`ATTENTION_SAMPLES` samples with the effective weights ``W * mask``, in train mode by default (as
+    :func:`pwmpr.score.gradient_scores`), the loss summed over the batch.
 
     Returns:
-        ``{attention module name: float64 tensor (heads,)}``, all entries >= 0, on the model's device.
+        ``{attention site: float64 tensor (heads,)}``, all entries >= 0, on the model's device.
     """
     masks = MaskSet.checked(model, masks)
-    device = device_of(model)
-    x, y = _checked_batch(batch, device)
-    gates: dict[str, Tensor] = {}
-
-    def gated(name: str) -> Core:
-        def core(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
-            gate = torch.ones(q.shape[0], q.shape[1], 1, 1, dtype=q.dtype, device=q.device, requires_grad=True)
-            gates[name] = gate
-            return (torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1) @ v) * gate
-
-        return core
-
-    out = _with_cores(model, masks, x, {n: gated(n) for n, _ in attention_modules(model)}, train=train)
-    if not gates:
+    graph = graph or build_unit_graph(model, normalize_input_shape(input_shape))
+    x, y = _checked_batch(batch, device_of(model), ATTENTION_SAMPLES)
+    out, records = record_attention(model, masks, x, train=train, dtype=None, grad=True)
+    outputs = [r.output for r in records]
+    if not outputs or len(outputs) != len(graph.attention):
         return {}
     loss = loss_fn(out, y, reduction="sum")
-    grads = torch.autograd.grad(loss, list(gates.values()), allow_unused=True)
-    return {n: (torch.zeros(g.shape[1], dtype=torch.float64, device=device) if d is None
-                else d.detach().abs().double().mean(dim=0).reshape(-1))
-            for (n, g), d in zip(gates.items(), grads, strict=True)}
+    grads = torch.autograd.grad(loss, outputs, allow_unused=True)
+    result = {}
+    n = len(x)
+    for i, (site, o, g) in enumerate(zip(graph.attention, outputs, grads, strict=True)):
+        heads = int(site.output_heads.max()) + 1 if site.output_heads.numel() else 0
+        layout = site.output
+        if heads == 0 or g is None:
+            result[i] = torch.zeros(max(heads, 1), dtype=torch.float64, device=o.device)
+            continue
+        if tuple(o.shape[1:]) != tuple(layout.shape[1:]) or o.shape[0] != n * layout.shape[0]:
+            raise PwmprError(f"attention {site.name}: its output is laid out {tuple(o.shape)} for {n} samples but "
+                             f"{tuple(layout.shape)} for one; pwmpr cannot tell its samples apart")
+        head = site.output_heads.repeat(n, *([1] * (layout.dim() - 1))).to(o.device)
+        sample = (torch.arange(o.shape[0], device=o.device) // layout.shape[0]).view(-1, *([1] * (layout.dim() - 1)))
+        sample = sample.expand(o.shape)
+        contrib = (o.detach() * g).double()
+        keep = head >= 0
+        per = torch.zeros(n, heads, dtype=torch.float64, device=o.device)
+        per.index_put_((sample[keep], head[keep]), contrib[keep], accumulate=True)
+        result[i] = per.abs().mean(0)
+    return result
 
 
 QK_KINDS = ("gradient", "head", "random")
@@ -256,59 +371,62 @@ QK_KINDS = ("gradient", "head", "random")
 @torch.enable_grad()
 def qk_scores(model: nn.Module, masks: Mapping[str, Tensor], input_shape: Sequence[int], batch: Batch | None,
               kind: str) -> dict[str, Tensor]:
-    """PWMP scores, with the query and key weights of every attention module scored by ``kind`` instead.
+    """PWMP scores, with the query and key weights of every attention scored by ``kind`` instead.
 
     ``kind``: ``gradient`` (``|dL/dW_eff|`` on ``batch`` of the network at ``masks``, every layer's absent
     edges at zero whatever the model's weights hold, RigL's growth criterion), ``head`` (the importance of the
     entry's head, :func:`head_importance`, the same for every q/k entry of a head) or ``random`` (a constant: the
-    q/k entries are drawn uniformly). Within a module the raw q/k scores are then multiplied by one factor, so that
-    their mean over the module's q and k entries (present and absent) equals the mean PWMP score of the module's
-    other masked weights (value and output projection; all non-q/k weights if it has none): the module's q and k
-    weigh in the global draw like its value and projection, and the rule decides which q/k edges get that weight.
-    A model without ``pwmp_qk`` modules gets exactly :func:`pwmpr.score.pwmp_scores`.
-
-    Returns:
-        ``{weight name: float64 tensor of the weight's shape}``, all entries >= 0.
+    q/k entries are drawn uniformly). Within an attention the raw q/k scores are then multiplied by one factor, so
+    that their mean over its q and k entries (present and absent) equals the mean PWMP score of its value and output
+    entries (all other masked weights if it has none): q and k weigh in the global draw like the value and
+    projection, and the rule decides which q/k edges get that weight. A model without attention gets exactly
+    :func:`pwmpr.score.pwmp_scores`.
 
     Raises:
-        PwmprError: unknown ``kind``, bad masks, input shape or batch, or head importance asked of a module
-            without the ``pwmp_attention`` hook.
+        PwmprError: unknown ``kind``, bad masks, input shape or batch.
     """
     if kind not in QK_KINDS:
         raise PwmprError(f"q/k score kind must be one of {', '.join(QK_KINDS)}; got {kind!r}")
-    scores = pwmp_scores(model, masks, input_shape)
-    groups = qk_groups(model, masks)
+    shape = normalize_input_shape(input_shape)
+    scores = pwmp_scores(model, masks, shape)
+    graph = build_unit_graph(model, shape)
+    groups = qk_groups(model, masks, shape, graph)
     if not groups:
         return scores
     masks = MaskSet.checked(model, masks)
-    names = [n for g in groups for n in g.qk]
+    qk_names = list(dict.fromkeys(n for g in groups for n in g.qk))
     if kind == "gradient":
         # The gradient of the masked network (every layer at its mask: in a hybrid or shrink step the edges just
         # dropped no longer act), kept for q and k only.
         grads = gradient_scores(model, masks, _checked_batch(batch, device_of(model)))
-        raw = {n: grads[n] for n in names}
+        raw = {n: grads[n] for n in qk_names}
     elif kind == "head":
-        importance = head_importance(model, masks, _checked_batch(batch, device_of(model)))
-        raw = {}
+        importance = head_importance(model, masks, shape, _checked_batch(batch, device_of(model)), graph=graph)
+        raw = {n: torch.zeros_like(scores[n]) for n in qk_names}
         for g in groups:
-            if g.module not in importance:
-                raise PwmprError(f"module {g.module or type(model).__name__} declares {QK_HOOK} but has no "
-                                 f"{ATTENTION_HOOK}() hook (or did not run): its heads cannot be gated")
-            imp = importance[g.module]
-            for n in g.qk:
-                rows = scores[n].shape[0]
-                if rows % imp.numel():
-                    raise PwmprError(f"{n} has {rows} output features, not a multiple of its {imp.numel()} heads")
-                per_row = imp.repeat_interleave(rows // imp.numel()).to(scores[n].device)
-                raw[n] = per_row.view(-1, *([1] * (scores[n].dim() - 1))).expand_as(scores[n]).clone()
+            imp = importance.get(g.site)
+            if imp is None:
+                continue
+            for n, head in g.heads.items():
+                h = head.to(imp.device)
+                raw[n] = torch.where(h >= 0, imp[h.clamp(min=0, max=imp.numel() - 1)].to(raw[n]), raw[n])
     else:
-        raw = {n: torch.ones_like(scores[n]) for n in names}
-    non_qk = [n for n in scores if n not in set(names)]
+        raw = {n: torch.ones_like(scores[n]) for n in qk_names}
+    qk_all = {n for g in groups for n in g.qk}
+    non_qk = [n for n in scores if n not in qk_all]
     for g in groups:
-        ref = g.others or tuple(non_qk)
-        target = torch.cat([scores[n].reshape(-1) for n in ref]).mean() if ref else scores[g.qk[0]].new_zeros(())
-        mean = torch.cat([raw[n].reshape(-1).to(target) for n in g.qk]).mean()
+        ref = g.others or {n: torch.ones_like(masks[n], dtype=torch.bool) for n in non_qk}
+        parts = [scores[n][m.to(scores[n].device)] for n, m in ref.items()]
+        first = scores[next(iter(g.qk))]
+        target = torch.cat(parts).mean() if parts else first.new_zeros(())
+        mean = torch.cat([raw[n][m.to(raw[n].device)].to(target) for n, m in g.qk.items()]).mean()
         factor = target / mean if mean > 0 else target.new_zeros(())
-        for n in g.qk:
-            scores[n] = raw[n].to(target) * factor
+        for n, m in g.qk.items():
+            m = m.to(scores[n].device)
+            scores[n] = torch.where(m, raw[n].to(target) * factor, scores[n])
     return scores
+
+
+def has_attention(model: nn.Module, input_shape: Sequence[int]) -> bool:
+    """True when the model's forward holds an attention (so the attention-aware rules need a batch)."""
+    return bool(build_unit_graph(model, normalize_input_shape(input_shape)).attention)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from pwmpr.attention import ATTENTION_HOOK, QK_HOOK, attention_pwmp_scores, qk_scores
+from pwmpr.attention import attention_pwmp_scores, has_attention, qk_scores
 from pwmpr.errors import PwmprError
 from pwmpr.masks import MaskSet, split_positions
 from pwmpr.registry import Registry
@@ -123,14 +123,13 @@ def _score_gradient(model, masks, input_shape, sample_batch=None):
 
 def _score_attention(model, masks, input_shape, sample_batch=None):
     # A model without attention needs no batch: the scores are pwmp's.
-    batch = _batch(sample_batch, "pwmp-attn") if any(
-        callable(getattr(m, ATTENTION_HOOK, None)) for m in model.modules()) else None
+    batch = _batch(sample_batch, "pwmp-attn") if has_attention(model, input_shape) else None
     return attention_pwmp_scores(model, masks, input_shape, batch)
 
 
 def _score_qk(kind: str) -> ScoreFn:
     def score(model, masks, input_shape, sample_batch=None):
-        needs_batch = kind != "random" and any(getattr(m, QK_HOOK, None) for m in model.modules())
+        needs_batch = kind != "random" and has_attention(model, input_shape)
         batch = _batch(sample_batch, f"pwmp-qk-{kind}") if needs_batch else None
         return qk_scores(model, masks, input_shape, batch, kind)
 

@@ -19,9 +19,9 @@ from torch.func import functional_call
 from pwmpr.errors import PwmprError
 from pwmpr.masks import MaskSet
 from pwmpr.probe import device_of, normalize_input_shape, run_forward, sum_outputs, training_mode
-from pwmpr.surrogate import LINEARIZE_HOOK, linear_surrogate
+from pwmpr.surrogate import linear_surrogate
 
-__all__ = ["LINEARIZE_HOOK", "gradient_scores", "linear_surrogate", "pwmp_scores"]
+__all__ = ["gradient_scores", "linear_surrogate", "pwmp_scores"]
 
 
 @torch.enable_grad()  # a caller's no_grad() must not silently turn every score into 0

@@ -27,12 +27,10 @@ from pwmpr.graph.ops import MAX_LIKE, Kind, Op
 from pwmpr.masks import MaskSet, prunable
 from pwmpr.probe import device_of, run_forward
 
-#: The method a module type may define to linearize itself on the scoring copy (float64, eval mode, under no_grad)
-#: before the generic stand-ins apply; pwmpr's own ViT uses it for uniform attention.
-LINEARIZE_HOOK = "pwmp_linearize"
-
-# What a tracked tensor of the scoring net holds; DATA is computed from the input but carries no path (a mask).
+# What a tracked tensor of the scoring net holds; DATA is computed from the input but carries no path (a mask);
+# TANGENT_LOGITS and TANGENT_ATTENTION are an attention's q-k tangent and softmax tangent (pwmp-attn).
 ACT, LOGITS, ATTENTION, DATA = "activation", "logits", "attention", "data"
+TANGENT_LOGITS, TANGENT_ATTENTION = "tangent logits", "tangent attention"
 # Called after each use of a prunable weight: (weight name, positions of the entries used or None, output, the dim
 # of the output's units) -> the output to go on with.
 WeightHook = Callable[[str, "Tensor | None", Tensor, int], Tensor]
@@ -61,8 +59,6 @@ def linear_surrogate(model: nn.Module, masks: Mapping[str, Tensor] | None = None
             d = getattr(m, attr, None)
             if d is not None:
                 d.clear()
-        if callable(getattr(m, LINEARIZE_HOOK, None)):
-            getattr(m, LINEARIZE_HOOK)()
     params = dict(surrogate.named_parameters())
     for p in params.values():
         p.abs_()
@@ -83,9 +79,10 @@ class _LinearizedForward:
     def __init__(self, module: nn.Module) -> None:
         self.module = module
         self.on_weight_output: WeightHook | None = None
+        self.records: list | None = None  # pwmp-attn: each attention's real batch (pwmpr.attention.SiteRecord)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        mode = Linearizer(self.module, self.on_weight_output)
+        mode = Linearizer(self.module, self.on_weight_output, self.records)
         for t in tensors_in(args, kwargs):
             mode.put(t, ACT)
         with mode.watching(self.module, inside=True):
@@ -114,12 +111,18 @@ def surrogate_forward(surrogate: nn.Module, x: Tensor, on_weight_output: WeightH
 class Linearizer(WatchMode):
     """Runs a scoring copy's forward with every op on an activation replaced by its linear stand-in."""
 
-    def __init__(self, model: nn.Module, on_weight_output: WeightHook | None = None) -> None:
+    def __init__(self, model: nn.Module, on_weight_output: WeightHook | None = None, records: list | None = None
+                 ) -> None:
         super().__init__(model)
         self.on_weight_output = on_weight_output
+        self.records = records
+        self.sites = 0  # attention sites seen, numbered as pwmpr.graph numbers them
+        self._site: dict[int, int] = {}  # id(tensor) -> site, for tangent logits and attention
 
     def handle(self, op: Op, func, args: tuple, kwargs: dict) -> Any:
         values = self.tracked(args, kwargs)
+        if any(v in (TANGENT_LOGITS, TANGENT_ATTENTION) for _, v in values):
+            return self._tangent(op, func, args, kwargs, values)
         views = [v for _, v in values if isinstance(v, WeightView)]
         data = [t for t, v in values if v == DATA]
         acts = [(t, v) for t, v in values if not isinstance(v, WeightView) and v != DATA]
@@ -300,6 +303,14 @@ class Linearizer(WatchMode):
         q, k, v = (_arg(args, kwargs, i, n) for i, n in enumerate(("query", "key", "value")))
         if self.get(v) != ACT:
             raise self.refuse(op, "its values are not computed from the input")
+        site = self.sites
+        self.sites += 1
+        if self.records is not None:  # pwmp-attn: the tangent of the real attention
+            rec = self.records[site]
+            ds = rec.scale * (q @ rec.b + rec.a @ k.transpose(-2, -1))
+            ds = ds.masked_fill(~rec.visible, 0.0)
+            out = rec.attention @ v + _softmax_tangent(rec.attention, ds, -1) @ rec.v
+            return self._mark(out, ACT)
         mask = _arg(args, kwargs, 3, "attn_mask")
         causal = _arg(args, kwargs, 5, "is_causal", False)
         visible = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=v.device)
@@ -368,6 +379,40 @@ class Linearizer(WatchMode):
     def _composite(self, op, func, args, kwargs, acts) -> Any:
         raise self.refuse(op, "pwmpr has no decomposition for it")
 
+    # -- pwmp-attn: tangents of the real attention -----------------------------------------------------------------
+    def _tangent(self, op: Op, func, args: tuple, kwargs: dict, values: list) -> Any:
+        """An op on an attention's tangent logits or tangent weights (docs/method.md, "Attention: growing q and k")."""
+        kinds = [v for _, v in values]
+        tangent = next(t for t, v in values if v in (TANGENT_LOGITS, TANGENT_ATTENTION))
+        kind, site = self.get(tangent), self._site[id(tangent)]
+        rec = self.records[site]
+        if op.kind is Kind.CONTRACT and kind == TANGENT_ATTENTION and ACT in kinds:
+            operands = [a for a in (args[1:] if op.name == "einsum" else args) if isinstance(a, Tensor)]
+            if op.name == "rmatmul":
+                operands = operands[::-1]
+            if operands[0] is not tangent:
+                raise self.refuse(op, "it multiplies values by attention weights from the right")
+            v = operands[1]
+            return self._mark(rec.mix(rec.attention, v) + rec.mix(tangent, rec.v), ACT)
+        if len(values) > 1:
+            raise self.refuse(op, "it combines an attention's tangent with another activation")
+        if op.kind is Kind.SOFTMAX and kind == TANGENT_LOGITS:
+            out = _softmax_tangent(rec.attention, tangent, rec.dim)
+            kind = TANGENT_ATTENTION
+        elif op.kind is Kind.BINARY and op.name in ("add", "sub", "rsub"):
+            out = tangent.clone()  # an additive term (a bias, a mask) has no tangent
+        elif op.kind is Kind.MASKED_FILL:
+            out = tangent.masked_fill(_arg(args, kwargs, 1, "mask"), 0.0)
+        elif op.kind is Kind.SAME and op.name in _DROPOUTS:
+            out = tangent
+        elif op.kind in (Kind.MOVE, Kind.SAME, Kind.BINARY):
+            out = func(*args, **kwargs)  # views, casts, a scale
+        else:
+            raise self.refuse(op, "pwmpr has no tangent stand-in for this op on attention scores")
+        for t in tensors_in(out):
+            self._site[id(t)] = site
+        return self._mark(out, kind)
+
     # -- contractions ---------------------------------------------------------------------------------------------
     def _contract(self, op: Op, func, args: tuple, kwargs: dict) -> Any:
         if op.name == "linear" or op.name.startswith("conv"):
@@ -400,6 +445,13 @@ class Linearizer(WatchMode):
         kinds = [self.get(t) for t in operands]
         acts = [k for k in kinds if k == ACT]
         if len(acts) >= 2:
+            site = self.sites
+            self.sites += 1
+            if self.records is not None:  # pwmp-attn: the q-k product's tangent at the real batch
+                rec = self.records[site]
+                out = rec.logits(operands[0], rec.b) + rec.logits(rec.a, operands[1])
+                self._site[id(out)] = site
+                return self._mark(out, TANGENT_LOGITS)
             # q @ k^T: attention logits. Their value does not matter to the stand-in softmax (uniform over what a
             # mask leaves visible), so they are zeros here, and q and k carry no path mass (docs/method.md, Score).
             with torch.no_grad():
@@ -440,6 +492,12 @@ class Linearizer(WatchMode):
 
 
 # -- argument helpers ---------------------------------------------------------------------------------------------
+
+
+def _softmax_tangent(attention: Tensor, ds: Tensor, dim: int) -> Tensor:
+    """``|J| dS`` for the absolute softmax Jacobian ``|J| = |diag(a) - a a^T|`` at the attention map ``a``:
+    ``a (a . dS) + a (1 - 2 a) dS`` along ``dim`` (docs/method.md, "Attention: growing q and k")."""
+    return attention * (attention * ds).sum(dim, keepdim=True) + attention * (1 - 2 * attention) * ds
 
 
 def _arg(args: tuple, kwargs: dict, pos: int, name: str, default: Any = None) -> Any:

@@ -74,7 +74,7 @@ def test_attention_rule_gives_qk_edges_nonzero_scores_and_leaves_the_model_alone
     pwmp = pwmp_scores(vit, masks, (1, 8, 8))
     s = GROWTH_RULES.get(rule).scores(vit, masks, (1, 8, 8), lambda: batch)
     assert {k: torch.equal(v, vit.state_dict()[k]) for k, v in before.items()} == {k: True for k in before}
-    assert vit.training and all(m.core is None for m in vit.modules() if isinstance(m, Attention))
+    assert vit.training
     qk = [n for n in s if n.endswith(QK)]
     assert len(qk) == 4
     for name, t in s.items():
@@ -220,19 +220,16 @@ def test_qk_head_scores_are_finite_difference_head_importance_spread_over_the_he
     for b, hh in itertools.product(range(x.shape[0]), range(h)):
         losses = []
         for sign in (1, -1):
-            gate = torch.ones(1, h, 1, 1, dtype=torch.float64)
-            gate[0, hh] += sign * eps
+            gate = torch.ones(4, dtype=torch.float64)
+            gate[hh * 2 : (hh + 1) * 2] += sign * eps  # head hh's features of the attention output
 
-            def core(q, k, v, scale, gate=gate):
-                return (torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1) @ v) * gate
-
-            net.attn.pwmp_attention(core)
+            handle = net.attn.proj.register_forward_pre_hook(lambda _m, args, gate=gate: (args[0] * gate,))
             try:
                 losses.append(_loss(net, x[b : b + 1], y[b : b + 1]))  # L(x_b): one sample, its own gate
             finally:
-                net.attn.pwmp_attention(None)
+                handle.remove()
         importance[hh] += abs(losses[0] - losses[1]) / (2 * eps) / x.shape[0]  # Michel et al.: E_x |dL/dxi_h|
-    torch.testing.assert_close(head_importance(net, masks, (x, y))["attn"], importance, rtol=1e-6, atol=0.0)
+    torch.testing.assert_close(head_importance(net, masks, (3, 4), (x, y))[0], importance, rtol=1e-6, atol=0.0)
     raw = {n: importance.repeat_interleave(2)[:, None].expand(4, 4).clone() for n in ("attn.q.weight", "attn.k.weight")}
     for name, want in _calibrated(net, masks, raw).items():
         torch.testing.assert_close(s[name], want, rtol=1e-6, atol=0.0)
@@ -246,8 +243,10 @@ def test_qk_random_scores_are_the_mean_pwmp_score_of_v_and_proj():
     assert target > 0
     for name in ("attn.q.weight", "attn.k.weight"):
         torch.testing.assert_close(s[name], torch.full((4, 4), float(target), dtype=torch.float64))
-    [group] = qk_groups(net, masks)
-    assert group.qk == ("attn.q.weight", "attn.k.weight") and group.others == ("attn.v.weight", "attn.proj.weight")
+    [group] = qk_groups(net, masks, (3, 4))
+    assert list(group.qk) == ["attn.q.weight", "attn.k.weight"] and list(group.others) == ["attn.v.weight",
+                                                                                          "attn.proj.weight"]
+    assert all(m.all() for m in (*group.qk.values(), *group.others.values()))
 
 
 def test_data_rules_say_when_they_have_no_batch():

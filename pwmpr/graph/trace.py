@@ -13,6 +13,7 @@ module, the op and why.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 from pwmpr.errors import PwmprError
 from pwmpr.graph.mode import WatchMode, WeightView, move_args, tensors_in
 from pwmpr.graph.ops import Kind, Op
-from pwmpr.graph.units import Group, Link, UnitGraph
+from pwmpr.graph.units import AttentionSite, Group, Link, UnitGraph
 from pwmpr.probe import device_of, float_dtype_of, run_forward, training_mode
 
 
@@ -38,21 +39,28 @@ class Units:
 
 @dataclass(frozen=True)
 class Logits:
-    """Attention logits ``q @ k^T``: the unit ids of q and k along the contracted dim, laid out ``(..., 1, d)``."""
+    """Attention logits ``q @ k^T`` of attention site ``site``: the unit ids of q and k along the contracted dim,
+    laid out ``(..., 1, d)``."""
 
     q: Tensor
     k: Tensor
+    site: int
 
 
 @dataclass(frozen=True)
 class AttentionMap:
-    """The softmax of attention logits (q and k as in :class:`Logits`)."""
+    """The softmax of attention logits (as in :class:`Logits`)."""
 
     q: Tensor
     k: Tensor
+    site: int
 
 
 _MARKERS = (Logits, AttentionMap)
+
+
+class _LayoutError(PwmprError):
+    """An op reads units along another dim than the one they lie on: the input's units may lie elsewhere."""
 
 
 class Data:
@@ -68,12 +76,21 @@ def build_unit_graph(model: nn.Module, input_shape: Sequence[int]) -> UnitGraph:
     The model is not changed: it runs in eval mode under ``no_grad`` and every module's training flag is restored.
     Python control flow follows the branch the probe input (zeros) takes.
 
+    The input's units are its channels (dim 1 of the batched input: images, flat vectors) or, where the model reads
+    its input's last dim as features (a sequence of tokens), its features.
+
     Raises:
         PwmprError: the model uses an op the walks cannot follow (the message names the module, the op and why).
     """
-    tracer = UnitTracer(model)
-    with training_mode(model, False), torch.no_grad():
-        return tracer.trace(model, tuple(int(s) for s in input_shape))
+    shape = tuple(int(s) for s in input_shape)
+    first: PwmprError | None = None
+    for dim in dict.fromkeys((1, len(shape))):
+        try:
+            with training_mode(model, False), torch.no_grad():
+                return UnitTracer(model).trace(model, shape, dim)
+        except _LayoutError as exc:
+            first = first or exc
+    raise first
 
 
 class UnitTracer(WatchMode):
@@ -87,12 +104,13 @@ class UnitTracer(WatchMode):
         self.bases: list[int] = []
         self.total = 0
         self._gathers: dict[bytes, int] = {}
+        self.sites: list[AttentionSite | None] = []
 
     # -- the trace ----------------------------------------------------------------------------------------------
-    def trace(self, model: nn.Module, shape: tuple[int, ...]) -> UnitGraph:
+    def trace(self, model: nn.Module, shape: tuple[int, ...], input_dim: int = 1) -> UnitGraph:
         x = torch.zeros((1, *shape), device=device_of(model), dtype=float_dtype_of(model))
-        g = self._new_group(shape[0], "input", "input")
-        self.put(x, Units(_along(torch.arange(shape[0]), 1, x.shape)))
+        g = self._new_group(shape[input_dim - 1], "input", "input")
+        self.put(x, Units(_along(torch.arange(shape[input_dim - 1]), input_dim, x.shape)))
         with self.watching(model):
             out = run_forward(model, x)
         value = self.get(out) if isinstance(out, Tensor) else None
@@ -107,7 +125,8 @@ class UnitTracer(WatchMode):
             output, _ = self._gather(col, "output")
         assert g == 0
         self._drop_dead_ends(output)
-        return UnitGraph(self.groups, self.links, output)
+        return UnitGraph(self.groups, self.links, output, bases=list(self.bases),
+                         attention=[site for site in self.sites if site is not None])
 
     # -- groups -------------------------------------------------------------------------------------------------
     def _new_group(self, n: int, kind: str, name: str, **fields: Any) -> int:
@@ -356,7 +375,8 @@ class UnitTracer(WatchMode):
 
     def _spatial(self, op, func, args, kwargs, out, acts) -> None:
         ids = self._activation(op, acts)
-        unit = _unit_vector(ids, 1, lambda: self.refuse(op, "it needs the channels on dim 1 (channels first)"))
+        unit = _unit_vector(ids, 1, lambda: _LayoutError(str(self.refuse(op, "it needs the channels on dim 1 "
+                                                                                 "(channels first)"))))
         o = tensors_in(out)[0]
         self.put(o, Units(_along(unit, 1, o.shape)))
 
@@ -412,7 +432,7 @@ class UnitTracer(WatchMode):
     def _softmax(self, op, func, args, kwargs, out, acts) -> None:
         value = acts[0][1]
         if isinstance(value, Logits) and len(acts) == 1:
-            self.put(out, AttentionMap(value.q, value.k))
+            self.put(out, AttentionMap(value.q, value.k, value.site))
             return
         raise self.refuse(op, "a softmax of an activation that is not attention logits (q @ k) mixes the units it "
                               "normalizes over; pwmpr has no per-unit stand-in for it")
@@ -423,7 +443,8 @@ class UnitTracer(WatchMode):
         if ids[2] is None:
             raise self.refuse(op, "its values are not computed from the input")
         feats = [None if i is None else self._feature(op, i, -2) for i in ids]
-        self.put(out, Units(self._attention_output(op, feats, tuple(out.shape))))
+        self.sites.append(None)
+        self.put(out, Units(self._attention_output(op, feats, tuple(out.shape), len(self.sites) - 1)))
 
     def _pad(self, op, func, args, kwargs, out, acts) -> None:
         ids = self._activation(op, acts)
@@ -523,7 +544,8 @@ class UnitTracer(WatchMode):
         if isinstance(vw, WeightView):
             param, positions = vw.name, vw.positions
             weight = self._param_values(vw, tuple(w.shape))
-        col = _unit_vector(vx.ids, unit_dim, lambda: self.refuse(op, "its input's units vary along other dims"))
+        col = _unit_vector(vx.ids, unit_dim, lambda: _LayoutError(str(self.refuse(
+            op, "its input's units vary along other dims than the one it reads"))))
         w3 = weight.reshape(weight.shape[0], weight.shape[1], -1)
         pos3 = positions.reshape(w3.shape) if positions is not None else None
         made = self._link(param, pos3, w3, col, groups, self.where())
@@ -547,7 +569,8 @@ class UnitTracer(WatchMode):
             wt = b.matrix().T
             pos = b.positions_matrix()
             made = self._link(b.param, None if pos is None else pos.T.contiguous()[:, :, None],
-                              wt[:, :, None], _unit_vector(a.ids, -1, lambda: self.refuse(op, "units vary")), 1,
+                              wt[:, :, None], _unit_vector(a.ids, -1, lambda: _LayoutError(str(self.refuse(
+                                  op, "its input's units vary along other dims than the one it reads")))), 1,
                               self.where())
             if made is not None:
                 ids = _along(made[1] + torch.arange(shape[-1]), -1, shape)
@@ -558,7 +581,9 @@ class UnitTracer(WatchMode):
                 raise self.refuse(op, "it multiplies a batched constant by an activation")
             pos = a.positions_matrix()
             made = self._link(a.param, None if pos is None else pos[:, :, None], a.matrix()[:, :, None],
-                              _unit_vector(b.ids, -2, lambda: self.refuse(op, "units vary")), 1, self.where())
+                              _unit_vector(b.ids, -2, lambda: _LayoutError(str(self.refuse(
+                                  op, "its input's units vary along other dims than the one it reads")))), 1,
+                              self.where())
             if made is not None:
                 ids = _along(made[1] + torch.arange(shape[-2]), -2, shape)
                 self._put_out(out, ids, reshape_out)
@@ -569,11 +594,16 @@ class UnitTracer(WatchMode):
             if not bool((q >= 0).any()) or not bool((k >= 0).any()):
                 raise self.refuse(op, "it multiplies two activations along a dim without units; only attention "
                                       "logits (q @ k^T) and the attention output (softmax(...) @ v) are supported")
-            self.put(out, Logits(q, k))
+            self.sites.append(None)
+            self.put(out, Logits(q, k, len(self.sites) - 1))
             return
         if a.kind == "attention" and b.kind == "units":
             v = self._feature(op, b.ids, -2)
-            self._put_out(out, self._attention_output(op, [a.value.q, a.value.k, v], shape), reshape_out)
+            ids = self._attention_output(op, [a.value.q, a.value.k, v], shape, a.value.site)
+            self._put_out(out, ids, reshape_out)
+            site = self.sites[a.value.site]
+            self.sites[a.value.site] = dataclasses.replace(
+                site, output=self.get(out).ids, output_heads=_entry_heads(self.get(out).ids, site))
             return
         if a.kind == "const" and b.kind == "attention" or a.kind == "attention" and b.kind == "const":
             self.put(out, a.value if a.kind == "attention" else b.value)
@@ -631,8 +661,9 @@ class UnitTracer(WatchMode):
             raise self.refuse(op, "the units of an attention operand vary over its tokens")
         return ids.amax(dim=token_dim, keepdim=True)
 
-    def _attention_output(self, op: Op, feats: list[Tensor | None], shape: tuple[int, ...]) -> Tensor:
-        """Ids of ``attention @ v``: q, k and v units meet (like a 3-way residual add) where they line up."""
+    def _attention_output(self, op: Op, feats: list[Tensor | None], shape: tuple[int, ...], site: int) -> Tensor:
+        """Ids of ``attention @ v``: q, k and v units meet (like a 3-way residual add) where they line up; the site
+        is recorded for the attention-aware growth rules."""
         present = [f for f in feats if f is not None]
         try:
             common = torch.broadcast_shapes(*(f.shape for f in present))
@@ -640,9 +671,46 @@ class UnitTracer(WatchMode):
         except RuntimeError:  # q/k and v of different widths: only v's units carry on
             merged = feats[-1]
         try:
-            return merged.expand(shape).clone()
+            out = merged.expand(shape).clone()
         except RuntimeError:
             raise self.refuse(op, "its output does not line up with its values' units") from None
+        heads = [_heads(f) if f is not None else torch.zeros(0, dtype=torch.long) for f in feats]
+        record = AttentionSite(name=self.where(), q=_distinct(feats[0]), k=_distinct(feats[1]), v=_distinct(feats[2]),
+                               q_heads=heads[0], k_heads=heads[1], out_units=_distinct(merged),
+                               out_heads=_heads(merged), output=out, output_heads=torch.empty(0, dtype=torch.long))
+        self.sites[site] = dataclasses.replace(record, output_heads=_entry_heads(out, record))
+        return out
+
+
+def _entry_heads(output: Tensor, site: AttentionSite) -> Tensor:
+    """The head of each entry of an attention output (-1 where it carries no unit)."""
+    if not site.out_units.numel():
+        return torch.full_like(output, -1)
+    table = torch.full((int(site.out_units.max()) + 1,), -1, dtype=torch.long)
+    table[site.out_units] = site.out_heads
+    inside = (output >= 0) & (output < table.numel())
+    return torch.where(inside, table[output.clamp(min=0, max=table.numel() - 1)], -1)
+
+
+def _distinct(ids: Tensor | None) -> Tensor:
+    """The distinct unit ids of a feature tensor, in order of first appearance (none for a missing operand)."""
+    if ids is None:
+        return torch.zeros(0, dtype=torch.long)
+    return _first_appearance(ids[ids >= 0])
+
+
+def _heads(feat: Tensor) -> Tensor:
+    """The head of each q unit (in :func:`_distinct` order): its position over the dims before the feature dim,
+    numbered by first appearance (the units of a head repeat along window or batch dims)."""
+    flat = feat.reshape(-1)
+    d = feat.shape[-1]
+    units = _distinct(feat)
+    first = torch.full((int(units.max()) + 1 if units.numel() else 0,), flat.numel(), dtype=torch.long)
+    valid = flat >= 0
+    first.scatter_reduce_(0, flat[valid], torch.nonzero(valid).squeeze(1), "amin")
+    raw = first[units] // d
+    _, heads = torch.unique(raw, return_inverse=True)
+    return heads
 
 
 class _Operand:

@@ -227,13 +227,46 @@ class Group:
     consumers: list[tuple[str, int]] = field(default_factory=list)  # ("link", link id) or ("merge", group id)
 
 
+@dataclass(frozen=True)
+class AttentionSite:
+    """One attention in the forward (``softmax(q k^T) v`` in any spelling).
+
+    ``q``, ``k`` and ``v`` are the global unit ids of its query, key and value features and ``q_heads``,
+    ``k_heads`` the head of each; ``out_units``/``out_heads`` the units its output carries and their heads;
+    ``output``/``output_heads`` the unit id and head of every entry of its output as the forward lays it out
+    (batch 1).
+    """
+
+    name: str
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    q_heads: Tensor
+    k_heads: Tensor
+    out_units: Tensor
+    out_heads: Tensor
+    output: Tensor
+    output_heads: Tensor
+
+
 @dataclass
 class UnitGraph:
-    """Unit groups in topological order (group 0 is the input) and the links between them."""
+    """Unit groups in topological order (group 0 is the input), the links between them, and the attention sites.
+
+    ``bases[g]`` is the global id of group ``g``'s first unit (the ids the attention sites speak in).
+    """
 
     groups: list[Group]
     links: list[Link]
     output: int
+    bases: list[int] = field(default_factory=list)
+    attention: list[AttentionSite] = field(default_factory=list)
+
+    def owner(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """Group and local unit of global unit ids."""
+        bases = torch.tensor(self.bases, dtype=torch.long)
+        g = torch.searchsorted(bases, ids, right=True) - 1
+        return g, ids - bases[g]
 
     @property
     def n_inputs(self) -> int:

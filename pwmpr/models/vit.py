@@ -1,21 +1,8 @@
 """Small Vision Transformers: ViT-Tiny (dim 192, depth 12, 3 heads) for 32x32-class inputs, and ``vit-mini`` (dim 64,
 depth 4, 4 heads, about 7x7 patches) that two CPU cores train on 28x28 digits in seconds per epoch.
 
-Attention uses separate ``q``, ``k``, ``v`` and ``proj`` Linear layers so each is a prunable weight of
-its own. Everything the engine needs to know about attention is said here, by two hooks (docs/architecture.md,
-"Model hooks"), so the engine imports no zoo model and a new attention model touches one file:
-
-* ``pwmp_linearize()`` (PWMP scoring, docs/method.md, Score): softmax attention is replaced by its value on an
-  all-ones input, uniform attention (``Attention.uniform = True``); the ViT zeroes its class token and position
-  embedding, additive shifts like biases. In that linear surrogate ``q`` and ``k`` carry no path mass, so their
-  PWMP scores are zero: the paper's own open question 2 ("PWMP does not naturally extend to query-key matrices").
-* ``phew_stages`` (PHEW walks, docs/method.md, Seed): ``q``, ``k`` and ``v`` read the block's input and merge like
-  a 3-way residual add into the input of ``proj``. Heads are not modelled.
-* ``pwmp_qk`` and ``pwmp_attention(core)`` (the attention-aware growth rules, docs/method.md, "Attention: growing q
-  and k"; pwmpr.attention): ``pwmp_qk`` names the query and key layers, whose output features are laid out head by
-  head; ``pwmp_attention(core)`` makes the block compute ``core(q, k, v, scale)`` (per-head tensors
-  ``(batch, heads, tokens, head_dim)``) in place of ``softmax(q k^T * scale) v``, so the engine can record the
-  real attention of a batch, gate heads, or put the attention's tangent into the scoring net.
+Attention uses separate ``q``, ``k``, ``v`` and ``proj`` Linear layers so each is a prunable weight of its own. The
+engine reads this model's forward like any other (docs/method.md, Operations): no hook tells it what attention is.
 """
 
 from __future__ import annotations
@@ -27,14 +14,7 @@ from pwmpr.models import MODELS
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention; ``uniform=True`` swaps softmax(QK^T) for uniform weights."""
-
-    #: PHEW walks (pwmpr.graph) keep this module whole and see its Linear children in stages: each child of a stage
-    #: reads the previous stage's output, and a stage's outputs merge like a residual add.
-    phew_stages = (("q", "k", "v"), ("proj",))
-    #: The children holding the query and key weights (pwmpr.attention.QK_HOOK); output feature r of each belongs
-    #: to head r // head_dim.
-    pwmp_qk = ("q", "k")
+    """Multi-head self-attention."""
 
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
@@ -44,21 +24,6 @@ class Attention(nn.Module):
         self.k = nn.Linear(dim, dim)
         self.v = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
-        self.uniform = False
-        self.core = None
-
-    def pwmp_linearize(self) -> None:
-        """Make this block linear in its input for PWMP scoring: uniform attention instead of softmax(QK^T)."""
-        self.uniform = True
-
-    def pwmp_attention(self, core) -> None:
-        """Compute ``core(q, k, v, scale)`` instead of ``softmax(q k^T * scale) v`` from now on (None: softmax again).
-
-        q, k and v reach the core per head, ``(batch, heads, tokens, head_dim)``; it returns the same shape. The
-        engine uses it to record the real attention of a batch, to gate heads and to score through the
-        attention's tangent (pwmpr.attention); a core set on the scoring copy wins over uniform attention.
-        """
-        self.core = core
 
     def forward(self, x):
         b, t, d = x.shape
@@ -68,14 +33,8 @@ class Attention(nn.Module):
             return layer(x).reshape(b, t, h, d // h).transpose(1, 2)
 
         q, k, v = heads(self.q), heads(self.k), heads(self.v)
-        if self.core is not None:
-            out = self.core(q, k, v, self.scale)
-        elif self.uniform:
-            out = v.mean(dim=2, keepdim=True).expand(b, h, t, d // h)
-        else:
-            attn = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
-            out = attn @ v
-        return self.proj(out.transpose(1, 2).reshape(b, t, d))
+        attn = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, t, d))
 
 
 class Block(nn.Module):
@@ -115,12 +74,6 @@ class ViT(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
-
-    @torch.no_grad()
-    def pwmp_linearize(self) -> None:
-        """Zero the class token and position embedding for PWMP scoring: additive shifts carry no path mass."""
-        self.cls_token.zero_()
-        self.pos_embed.zero_()
 
     def forward(self, x):
         x = self.patch_embed(x).flatten(2).transpose(1, 2)
