@@ -82,3 +82,44 @@ REDUCED: dict[str, tuple[int, Callable[[int, tuple[int, ...]], nn.Module]]] = {
 
 for _name, (_, _factory) in {**ZOO, **REDUCED}.items():
     globals()[_name] = _factory
+
+
+# -- models with an operation pwmpr has no rule for: the refusals the README quotes --------------------------------
+class _Refused(nn.Module):
+    """Conv stem, then ``op`` on its 8 channels, then a linear head: ``op`` is the only thing pwmpr cannot follow."""
+
+    def __init__(self, num_classes: int, input_shape: tuple[int, ...], op: Callable, extra: nn.Module | None = None):
+        super().__init__()
+        self.stem = nn.Conv2d(input_shape[0], 8, 3, padding=1)
+        self.op, self.extra = op, extra
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        h = self.stem(x).mean((2, 3))  # (N, 8)
+        return self.head(self.op(self, h))
+
+
+def _recurrent(self: _Refused, h):
+    return self.extra(h.unsqueeze(1))[0][:, -1]
+
+
+def _conv_over_channels(self: _Refused, h):  # efficient channel attention: a 1-D conv sliding over the channels
+    return h * self.extra(h.unsqueeze(1)).squeeze(1).sigmoid()
+
+
+#: name -> (what it does, factory(num_classes, input_shape)): each uses one op that has no rule (docs/method.md).
+REFUSED: dict[str, tuple[str, Callable[[int, tuple[int, ...]], nn.Module]]] = {
+    "refused_softmax": ("a softmax over the features (not attention)",
+                        lambda n, s: _Refused(n, s, lambda self, h: h.softmax(dim=1))),
+    "refused_cumsum": ("a cumulative sum over the features",
+                       lambda n, s: _Refused(n, s, lambda self, h: h.cumsum(dim=1))),
+    "refused_index": ("indexing with positions computed from the input",
+                      lambda n, s: _Refused(n, s, lambda self, h: h[:, h.argsort(dim=1)[0]])),
+    "refused_lstm": ("a recurrent layer (nn.LSTM)", lambda n, s: _Refused(n, s, _recurrent, nn.LSTM(8, 8,
+                                                                                                     batch_first=True))),
+    "refused_conv_over_channels": ("a convolution sliding over the channels (ECA)",
+                                   lambda n, s: _Refused(n, s, _conv_over_channels, nn.Conv1d(1, 1, 3, padding=1))),
+}
+
+for _name, (_, _factory) in REFUSED.items():
+    globals()[_name] = _factory

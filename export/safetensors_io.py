@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 import pwmpr
 from pwmpr import rundir
+from pwmpr.checkpoint import load_state
 from pwmpr.errors import PwmprError
 from pwmpr.export import packing
 from pwmpr.masks import MaskSet
@@ -60,7 +61,7 @@ def build_model(name: str, num_classes: int, input_shape, state: dict[str, Tenso
     except TypeError as exc:
         raise PwmprError(f"{source}: model arguments do not suit {name!r}: {exc}") from None
     try:
-        model.load_state_dict(state, strict=True)
+        load_state(model, state)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise PwmprError(f"{source}: weights do not fit model {name!r}: {first}") from None

@@ -21,7 +21,7 @@ from pwmpr.graph.mode import WatchMode, WeightView
 from pwmpr.graph.ops import Kind, Op
 from pwmpr.masks import MaskSet, prunable
 from pwmpr.probe import device_of, float_dtype_of, normalize_input_shape, run_forward, sum_outputs, training_mode
-from pwmpr.surrogate import linear_surrogate, surrogate_forward
+from pwmpr.surrogate import linear_surrogate, scoring_input, surrogate_forward
 
 # Coverage is a ratio of float64 sums: a core that carries exactly tau of the mass must count as reaching tau.
 _TAU_SLACK = 1e-12
@@ -240,7 +240,7 @@ def tau_core(
     surrogate = linear_surrogate(model, masks)
     shape = normalize_input_shape(input_shape)
     device = device_of(model)
-    x = torch.ones((1, *shape), dtype=torch.float64, device=device)
+    x = scoring_input(surrogate, shape, device)
 
     # Hidden units: the rows (output channels, features) of every prunable weight but those producing the outputs.
     params = dict(surrogate.named_parameters())

@@ -32,9 +32,9 @@ from pwmpr.graph import UnitGraph, build_unit_graph
 from pwmpr.graph.mode import WatchMode, WeightView, tensors_in
 from pwmpr.graph.ops import Kind, Op
 from pwmpr.masks import MaskSet
-from pwmpr.probe import device_of, normalize_input_shape, run_forward, sum_outputs, training_mode
+from pwmpr.probe import device_of, normalize_input_shape, training_mode
 from pwmpr.score import gradient_scores, pwmp_scores
-from pwmpr.surrogate import linear_surrogate
+from pwmpr.surrogate import linear_surrogate, path_gradients
 
 Batch = tuple[Tensor, Tensor] | Sequence[Tensor]
 #: Samples of a batch that the attention-aware rules read: each scores its attention per sample (a scoring net of
@@ -309,10 +309,10 @@ def attention_pwmp_scores(model: nn.Module, masks: Mapping[str, Tensor], input_s
     leaves = [params[n] for n in masks]
     for p in leaves:
         p.requires_grad_(True)
-    total = sum_outputs(run_forward(surrogate, torch.ones((len(x), *shape), dtype=torch.float64, device=device)))
-    if not total.requires_grad:
+    found = path_gradients(surrogate, leaves, shape, batch=len(x))
+    if found is None:
         return {n: torch.zeros_like(p) for n, p in zip(masks, leaves, strict=True)}
-    grads = torch.autograd.grad(total, leaves, allow_unused=True)
+    _, grads = found
     return {n: (g.detach() / len(x) if g is not None else torch.zeros_like(p))
             for n, p, g in zip(masks, leaves, grads, strict=True)}
 

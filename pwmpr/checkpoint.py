@@ -92,3 +92,18 @@ def read(path: Path, model_shapes: dict[str, tuple[int, ...]]) -> Checkpoint:
 def rng_states(data_gen: torch.Generator, grow_gen: torch.Generator) -> dict[str, Tensor]:
     """The generator states a checkpoint keeps: torch's global one, the data order's and the growth's."""
     return {"torch": torch.get_rng_state(), "data": data_gen.get_state(), "grow": grow_gen.get_state()}
+
+
+def load_state(model: torch.nn.Module, state: dict[str, Tensor]) -> None:
+    """``model.load_state_dict(state, strict=True)`` for a state read from a file.
+
+    A state dict carries its modules' format versions (``_metadata``), which a file does not keep; some modules
+    refuse a state without theirs (torchvision's MNASNet). The model's own versions are attached first.
+    """
+    own = getattr(model.state_dict(), "_metadata", None)
+    if own is not None and getattr(state, "_metadata", None) is None:
+        from collections import OrderedDict
+
+        state = OrderedDict(state)
+        state._metadata = own
+    model.load_state_dict(state, strict=True)

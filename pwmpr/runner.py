@@ -117,7 +117,7 @@ class Run:
                 os.replace(bad, bad.with_name(bad.name + ".corrupt"))
             self.reporter.message(f"skipped unreadable checkpoint(s) {'; '.join(skipped)}, renamed to *.corrupt; "
                                   f"resuming from {ck.name}, the newest that verifies")
-        self.model.load_state_dict(saved.model_state, strict=True)
+        checkpoint.load_state(self.model, saved.model_state)
         self.trainer = Trainer(self.model, MaskSet(saved.masks), self.cfg.train, self.device,
                                hooks=[ProgressHook(self.reporter)])
         self.trainer.load_optimizer_tensors(saved.optimizer)
@@ -203,7 +203,7 @@ class Run:
     def _apply(self, decision: Decision) -> None:
         if decision.rewind is not None:
             with torch.no_grad():
-                self.model.load_state_dict({**self.model.state_dict(), **decision.rewind})
+                checkpoint.load_state(self.model, {**self.model.state_dict(), **decision.rewind})
         if decision.reset_optimizer:
             self.trainer.optimizer.state.clear()
         if decision.masks is not None:

@@ -19,7 +19,7 @@ from torch.func import functional_call
 from pwmpr.errors import PwmprError
 from pwmpr.masks import MaskSet
 from pwmpr.probe import device_of, normalize_input_shape, run_forward, sum_outputs, training_mode
-from pwmpr.surrogate import linear_surrogate
+from pwmpr.surrogate import linear_surrogate, path_gradients
 
 __all__ = ["gradient_scores", "linear_surrogate", "pwmp_scores"]
 
@@ -32,7 +32,8 @@ def pwmp_scores(model: nn.Module, masks: Mapping[str, Tensor], input_shape: Sequ
     the gradient is taken with respect to the effective weights ``|W| * mask`` themselves, so an absent edge
     gets the path sum it would carry with weight 1. For a Conv weight the score sums over the spatial positions
     where the kernel entry is used. Scores are exact also for edges into units with no incoming edge (the
-    scoring net is linear). For present edges SynFlow's score is ``|W| * PWMP``.
+    scoring net is linear). For present edges SynFlow's score is ``|W| * PWMP``. Where a deep net's path sums
+    would overflow float64, every score is scaled by one common power of two (``path_gradients``).
 
     Args:
         model: the network; its parameters, buffers and train/eval mode are left unchanged.
@@ -53,11 +54,10 @@ def pwmp_scores(model: nn.Module, masks: Mapping[str, Tensor], input_shape: Sequ
     leaves = [params[n] for n in masks]
     for p in leaves:
         p.requires_grad_(True)
-    x = torch.ones((1, *shape), dtype=torch.float64, device=device_of(model))
-    total = sum_outputs(run_forward(surrogate, x))
-    if not total.requires_grad:  # no masked weight reaches the output (e.g. empty masks)
+    found = path_gradients(surrogate, leaves, shape)
+    if found is None:  # no masked weight reaches the output (e.g. empty masks)
         return {n: torch.zeros_like(p) for n, p in zip(masks, leaves, strict=True)}
-    grads = torch.autograd.grad(total, leaves, allow_unused=True)
+    _, grads = found
     return {
         n: (g.detach() if g is not None else torch.zeros_like(p)) for n, p, g in zip(masks, leaves, grads, strict=True)
     }

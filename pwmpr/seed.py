@@ -26,7 +26,7 @@ from pwmpr.graph import Link, UnitGraph, build_unit_graph, mixing_weights
 from pwmpr.masks import MaskSet, flatten_layers, prunable, split_layers
 from pwmpr.probe import check_input_shape, normalize_input_shape, training_mode
 from pwmpr.registry import Registry
-from pwmpr.surrogate import linear_surrogate
+from pwmpr.surrogate import linear_surrogate, scoring_input
 
 SeedFactory = Callable[[nn.Module, float, Sequence[int], int], MaskSet]
 SEEDS: Registry[SeedFactory] = Registry("seed method")
@@ -142,7 +142,7 @@ def synflow_masks(model: nn.Module, density: float, input_shape: Sequence[int], 
     lin_params = dict(lin.named_parameters())
     weights = [lin_params[n].requires_grad_(True) for n in names]
     w0 = [w.detach().clone() for w in weights]
-    x = torch.ones((1, *shape), dtype=torch.float64, device=w0[0].device)
+    x = scoring_input(lin, shape, w0[0].device)
     total = sum(w.numel() for w in weights)
     keep = torch.ones(total, dtype=torch.bool)
     for k in range(1, 101):

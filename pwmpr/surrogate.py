@@ -25,7 +25,7 @@ from pwmpr.errors import PwmprError
 from pwmpr.graph.mode import WatchMode, WeightView, tensors_in
 from pwmpr.graph.ops import MAX_LIKE, Kind, Op
 from pwmpr.masks import MaskSet, prunable
-from pwmpr.probe import device_of, run_forward
+from pwmpr.probe import device_of, run_forward, sum_outputs
 
 # What a tracked tensor of the scoring net holds; DATA is computed from the input but carries no path (a mask);
 # TANGENT_LOGITS and TANGENT_ATTENTION are an attention's q-k tangent and softmax tangent (pwmp-attn).
@@ -106,6 +106,46 @@ def surrogate_forward(surrogate: nn.Module, x: Tensor, on_weight_output: WeightH
         return run_forward(surrogate, x)
     finally:
         forward.on_weight_output = None
+
+
+# (log2 of the all-ones input's value, log2 of a factor on R) tried in turn: a deep net's path sums can exceed
+# float64's range (a DenseNet's reach 1e280 within three blocks), and a smaller input scales every path alike.
+_SCALES = ((0, 0), (-600, 0), (-1000, 0), (-1000, -400))
+
+
+def path_gradients(surrogate: nn.Module, leaves: list[Tensor], shape: tuple[int, ...], batch: int = 1
+                   ) -> tuple[Tensor, list[Tensor | None]] | None:
+    """``(R, dR/dleaf)`` for R the sum of the scoring net's outputs on an all-ones input of ``batch`` samples.
+
+    Where float64 would overflow, the input and R are scaled by powers of two, which multiplies every path, so every
+    score, by one common factor (rankings and proportional draws are unchanged). None when no leaf reaches R.
+
+    Raises:
+        PwmprError: the path sums overflow float64 at every scale.
+    """
+    device = leaves[0].device if leaves else torch.device("cpu")
+    for a, b in _SCALES:
+        x = torch.full((batch, *shape), 2.0 ** a, dtype=torch.float64, device=device)
+        total = sum_outputs(run_forward(surrogate, x)) * 2.0 ** b
+        if not total.requires_grad:
+            return None
+        if not bool(torch.isfinite(total)):
+            continue
+        grads = list(torch.autograd.grad(total, leaves, allow_unused=True))
+        if all(g is None or bool(torch.isfinite(g).all()) for g in grads):
+            return total.detach(), grads
+    raise PwmprError("the scoring net's path sums overflow float64 even with the input scaled by 2^-1000: the "
+                     "network is too deep or its weights too large for path sums")
+
+
+def scoring_input(surrogate: nn.Module, shape: tuple[int, ...], device: torch.device) -> Tensor:
+    """The all-ones input scaled (by a power of two) so that the scoring net's outputs stay finite."""
+    with torch.no_grad():
+        for a, _ in _SCALES:
+            x = torch.full((1, *shape), 2.0 ** a, dtype=torch.float64, device=device)
+            if bool(torch.isfinite(sum_outputs(run_forward(surrogate, x)))):
+                return x
+    raise PwmprError("the scoring net's path sums overflow float64 even with the input scaled by 2^-1000")
 
 
 class Linearizer(WatchMode):
@@ -249,13 +289,13 @@ class Linearizer(WatchMode):
             return self._mark(func(*args, **kwargs), kind)
         x = args[0]
         with torch.no_grad():
-            ref = _first_tensor(func(*_detached(args), **_detached(kwargs)))
+            real = func(*_detached(args), **_detached(kwargs))
+        ref = _first_tensor(real)
         dims = _reduced(tuple(x.shape), tuple(ref.shape), args, kwargs, op)
         out = x.mean(dim=dims, keepdim=ref.dim() == x.dim()).reshape(ref.shape)  # max-like reductions: the mean
         out = self._mark(out, ACT)
-        if op.name in ("max", "min", "median") and dim is not None and isinstance(dim, int):
-            return getattr(torch.return_types, op.name)((out, torch.zeros(out.shape, dtype=torch.long,
-                                                                          device=out.device)))
+        if isinstance(real, tuple):  # (values, indices): the indices of the real reduction, the mean as values
+            return type(real)((out, *real[1:]))
         return out
 
     def _binary(self, op, func, args, kwargs, acts) -> Any:

@@ -544,8 +544,10 @@ class UnitTracer(WatchMode):
         if isinstance(vw, WeightView):
             param, positions = vw.name, vw.positions
             weight = self._param_values(vw, tuple(w.shape))
-        col = _unit_vector(vx.ids, unit_dim, lambda: _LayoutError(str(self.refuse(
-            op, "its input's units vary along other dims than the one it reads"))))
+        why = ("its input's units lie along a dim it slides over (a convolution over the units has no rule)"
+               if unit_dim == 1 and any(not _constant_along(vx.ids, d) for d in range(2, vx.ids.dim()))
+               else "its input's units vary along other dims than the one it reads")
+        col = _unit_vector(vx.ids, unit_dim, lambda: _LayoutError(str(self.refuse(op, why))))
         w3 = weight.reshape(weight.shape[0], weight.shape[1], -1)
         pos3 = positions.reshape(w3.shape) if positions is not None else None
         made = self._link(param, pos3, w3, col, groups, self.where())
