@@ -42,8 +42,8 @@ from pwmpr.score import pwmp_scores  # noqa: E402
 from pwmpr.seed import phew_masks  # noqa: E402
 
 DENSITY, GAMMA = 0.05, 0.25
-GROW = ["--max-phases", "2", "--val-fraction", "0.2", "--phase-epochs", "1", "--final-epochs", "1", "--reference-epochs", "1",
-        "--batch-size", "64", "--no-tau-core"]
+GROW = ["--max-phases", "2", "--val-fraction", "0.2", "--phase-epochs", "1", "--final-epochs", "1",
+        "--reference-epochs", "1", "--batch-size", "64", "--no-tau-core"]
 
 
 def _time(fn, repeats: int) -> tuple[list[float], object]:
@@ -81,7 +81,8 @@ def _run(cmd: list[str], env: dict) -> tuple[int, str, float]:
     return proc.returncode, (lines[-1] if lines else ""), time.perf_counter() - t0
 
 
-def measure(name: str, repeats: int, samples: int, out: Path) -> dict:
+def engine(name: str, repeats: int) -> dict:
+    """Timings of the PHEW seed, its PWMP scores and one growth step on ``name`` at its initial weights."""
     side, factory = zoo_models.ZOO[name]
     shape = (3, side, side)
     torch.manual_seed(0)
@@ -94,7 +95,12 @@ def measure(name: str, repeats: int, samples: int, out: Path) -> dict:
         row["grow_s"], _ = _time(lambda: grow(masks, scores, GAMMA, generator=gen), repeats)
     except PwmprError as exc:
         row["engine_error"] = str(exc)
-    del model
+    return row
+
+
+def measure(name: str, repeats: int, samples: int, out: Path) -> dict:
+    side = zoo_models.ZOO[name][0]
+    row = engine(name, repeats)
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH), os.environ.get("PYTHONPATH", "")])}
     run, exported = out / "runs" / name, out / "exports" / name

@@ -85,7 +85,7 @@ def grow_module(
 
     Raises:
         PwmprError: data in an unsupported form, inconsistent shapes or labels, a model that cannot take the
-            inputs, a layer the PWMP score cannot linearize (named), and every error ``pwmpr grow`` reports.
+            inputs, an operation without a rule (named), and every error ``pwmpr grow`` reports.
     """
     from pwmpr.progress import make_reporter
     from pwmpr.runner import run

@@ -18,7 +18,7 @@ from torch.func import functional_call
 
 from pwmpr.errors import PwmprError
 from pwmpr.masks import MaskSet
-from pwmpr.probe import device_of, normalize_input_shape, run_forward, sum_outputs, training_mode
+from pwmpr.probe import device_of, normalize_input_shape, training_mode
 from pwmpr.surrogate import linear_surrogate, path_gradients
 
 __all__ = ["gradient_scores", "linear_surrogate", "pwmp_scores"]
@@ -28,8 +28,8 @@ __all__ = ["gradient_scores", "linear_surrogate", "pwmp_scores"]
 def pwmp_scores(model: nn.Module, masks: Mapping[str, Tensor], input_shape: Sequence[int]) -> dict[str, Tensor]:
     """PWMP score ``F_i * B_j`` of every entry of every masked weight, present or absent (docs/method.md, Score).
 
-    One forward and one backward pass of :func:`pwmpr.surrogate.linear_surrogate` on ``ones(1, *input_shape)`` in float64;
-    the gradient is taken with respect to the effective weights ``|W| * mask`` themselves, so an absent edge
+    One forward and one backward pass of :func:`pwmpr.surrogate.linear_surrogate` on ``ones(1, *input_shape)`` in
+    float64; the gradient is taken with respect to the effective weights ``|W| * mask`` themselves, so an absent edge
     gets the path sum it would carry with weight 1. For a Conv weight the score sums over the spatial positions
     where the kernel entry is used. Scores are exact also for edges into units with no incoming edge (the
     scoring net is linear). For present edges SynFlow's score is ``|W| * PWMP``. Where a deep net's path sums

@@ -61,7 +61,8 @@ def phew_masks(model: nn.Module, density: float, input_shape: Sequence[int], see
     Other deviations from the reference, all documented in ``pwmpr.graph``: a Linear fed by a flattened map picks
     the position within the channel with probability ``|W0|`` (the reference: uniformly; identical after global
     pooling); the q, k and v of an attention merge feature by feature like a residual add into its output; a
-    grouped convolution links units of the same group only; and path masses ignore spatial factors. Because a residual branch's mass grows with the product of its kernel
+    grouped convolution links units of the same group only;
+    and path masses ignore spatial factors. Because a residual branch's mass grows with the product of its kernel
     norms, walks mostly take the conv branches, and 1x1 shortcut convs end up sparser than the reference's
     coin-flip gives them (0.1-5% of their weights at 5% overall on resnet20/resnet18).
 

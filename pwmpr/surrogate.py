@@ -129,10 +129,10 @@ def path_gradients(surrogate: nn.Module, leaves: list[Tensor], shape: tuple[int,
         total = sum_outputs(run_forward(surrogate, x)) * 2.0 ** b
         if not total.requires_grad:
             return None
-        if not bool(torch.isfinite(total)):
+        if not _finite(total):
             continue
         grads = list(torch.autograd.grad(total, leaves, allow_unused=True))
-        if all(g is None or bool(torch.isfinite(g).all()) for g in grads):
+        if all(g is None or _finite(g) for g in grads):
             return total.detach(), grads
     raise PwmprError("the scoring net's path sums overflow float64 even with the input scaled by 2^-1000: the "
                      "network is too deep or its weights too large for path sums")
@@ -143,9 +143,14 @@ def scoring_input(surrogate: nn.Module, shape: tuple[int, ...], device: torch.de
     with torch.no_grad():
         for a, _ in _SCALES:
             x = torch.full((1, *shape), 2.0 ** a, dtype=torch.float64, device=device)
-            if bool(torch.isfinite(sum_outputs(run_forward(surrogate, x)))):
+            if _finite(sum_outputs(run_forward(surrogate, x))):
                 return x
     raise PwmprError("the scoring net's path sums overflow float64 even with the input scaled by 2^-1000")
+
+
+def _finite(t: Tensor) -> bool:
+    """True when every entry is finite (a tensor without data, on the meta device, counts as finite)."""
+    return t.device.type == "meta" or bool(torch.isfinite(t).all())
 
 
 class Linearizer(WatchMode):
@@ -445,8 +450,10 @@ class Linearizer(WatchMode):
             out = tangent.masked_fill(_arg(args, kwargs, 1, "mask"), 0.0)
         elif op.kind is Kind.SAME and op.name in _DROPOUTS:
             out = tangent
-        elif op.kind in (Kind.MOVE, Kind.SAME, Kind.BINARY):
-            out = func(*args, **kwargs)  # views, casts, a scale
+        elif op.kind in (Kind.MOVE, Kind.SAME, Kind.BINARY, Kind.REDUCE):
+            out = func(*args, **kwargs)  # views, casts, a scale; an average of the weights (returned, not a path)
+        elif op.kind is Kind.CONST:
+            return func(*args, **kwargs)
         else:
             raise self.refuse(op, "pwmpr has no tangent stand-in for this op on attention scores")
         for t in tensors_in(out):

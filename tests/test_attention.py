@@ -303,3 +303,37 @@ def test_attention_rules_under_ddp_decide_on_rank_0(tmp_path, rule, scope):
     phases = [r for r in phases if r["stage"] == "phase"]
     qk = [n for n in phases[0]["layer_density"] if n.endswith(QK)]
     assert any(phases[1]["layer_density"][n] > phases[0]["layer_density"][n] for n in qk)
+
+
+# -- packed projections: nn.MultiheadAttention's in_proj_weight --------------------------------------------------
+class _Packed(nn.Module):
+    """nn.MultiheadAttention (q, k and v rows packed in one weight) over 3 tokens, mean-pooled into 3 classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(self.attn(x, x, x)[0].mean(dim=1))
+
+
+def test_rules_find_q_and_k_rows_inside_a_packed_projection():
+    torch.manual_seed(0)
+    net = _Packed()
+    masks = _random_masks(net, 0.5)
+    [group] = qk_groups(net, masks, (3, 4))
+    packed = "attn.in_proj_weight"
+    rows = group.qk[packed].all(1)
+    assert rows.tolist() == [True] * 8 + [False] * 4  # q rows 0-3, k rows 4-7; rows 8-11 are v
+    assert group.others[packed].all(1).tolist() == [False] * 8 + [True] * 4
+    assert group.others["attn.out_proj.weight"].all()
+    assert group.heads[packed][:8, 0].tolist() == [0, 0, 1, 1, 0, 0, 1, 1]  # head_dim 2
+    batch = (torch.randn(4, 3, 4), torch.tensor([0, 1, 2, 0]))
+    pwmp = pwmp_scores(net, masks, (3, 4))
+    assert not pwmp[packed][:8].any()  # uniform attention: q and k rows are blind
+    for rule in ATTENTION_RULES:
+        s = GROWTH_RULES.get(rule).scores(net, masks, (3, 4), lambda: batch)
+        assert (s[packed][:8][~masks[packed][:8]] > 0).any(), rule
+        if rule != "pwmp-attn":  # the q/k rules keep PWMP's scores on the value rows
+            assert torch.equal(s[packed][8:], pwmp[packed][8:]), rule

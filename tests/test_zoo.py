@@ -201,3 +201,27 @@ def test_a_state_read_from_a_file_loads_into_a_versioned_module():
         target.load_state_dict(state)
     load_state(target, state)
     assert torch.equal(target.fc.weight, source.fc.weight)
+
+
+# -- operations without a rule: one error naming the module, the op and why ------------------------------------------
+@pytest.mark.parametrize("name", list(zoo_models.REFUSED))
+def test_an_operation_without_a_rule_is_refused_at_the_seed(name):
+    from pwmpr import PwmprError
+
+    model = zoo_models.REFUSED[name][1](10, (3, 8, 8))
+    with pytest.raises(PwmprError, match=r"^module \S+ \(\w+\) calls \w+\(\) in its forward: .+"):
+        phew_masks(model, 0.2, (3, 8, 8))
+
+
+def test_the_cli_refuses_an_operation_without_a_rule_in_one_line(tmp_path):
+    import os
+    import subprocess
+
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(bench), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "pwmpr", "grow", "--model", "zoo_models:refused_lstm", "--data",
+                           "digits", "--out", str(tmp_path / "run"), "--phase-epochs", "1", "--final-epochs", "1"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: module extra (LSTM) calls lstm() in its forward: ")

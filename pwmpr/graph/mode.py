@@ -248,10 +248,7 @@ def _mha_forward(query, key, value, embed_dim_to_check, num_heads, in_proj_weigh
         attn_mask = torch.ones(tgt_len, src_len, dtype=torch.bool, device=query.device).triu(1)
     if attn_mask is not None:
         mask = attn_mask if attn_mask.dim() == 3 else attn_mask.unsqueeze(0)
-        if mask.dtype == torch.bool:
-            logits = logits.masked_fill(mask, float("-inf"))
-        else:
-            logits = logits + mask
+        logits = logits.masked_fill(mask, float("-inf")) if mask.dtype == torch.bool else logits + mask
     if key_padding_mask is not None:
         pad = key_padding_mask.view(bsz, 1, 1, src_len).expand(-1, num_heads, -1, -1).reshape(bsz * num_heads, 1,
                                                                                             src_len)

@@ -80,7 +80,8 @@ _CONST = {
     "__le__", "__ge__", "__and__", "__or__", "__invert__", "__xor__", "has_names", "is_nonzero", "equal", "allclose",
 }  # fmt: skip
 _OTHER = {
-    "softmax": Kind.SOFTMAX, "log_softmax": Kind.SOFTMAX, "softmin": Kind.SOFTMAX, "scaled_dot_product_attention": Kind.ATTENTION,
+    "softmax": Kind.SOFTMAX, "log_softmax": Kind.SOFTMAX, "softmin": Kind.SOFTMAX,
+    "scaled_dot_product_attention": Kind.ATTENTION,
     "pad": Kind.PAD, "constant_pad_nd": Kind.PAD, "where": Kind.WHERE, "masked_fill": Kind.MASKED_FILL,
     "__setitem__": Kind.SETITEM, "copy": Kind.COPY, "zero": Kind.FILL, "fill": Kind.FILL,
     "multi_head_attention_forward": Kind.COMPOSITE, "glu": Kind.COMPOSITE,

@@ -268,7 +268,8 @@ class UnitTracer(WatchMode):
     def _link(self, param: str | None, positions: Tensor | None, weight: Tensor, col: Tensor, groups: int,
               name: str) -> tuple[int, int] | None:
         """A link from the units ``col`` (global ids per input feature, per group of a grouped conv) through
-        ``weight`` (``|W0|``, ``[n_out, n_in, n_kernel]``); returns ``(group, base id)`` of its outputs, or None when no input
+        ``weight`` (``|W0|``, ``[n_out, n_in, n_kernel]``); returns ``(group, base id)`` of its outputs, or None when
+        no input
         feature carries a unit."""
         if not bool((col >= 0).any()):
             return None
@@ -422,7 +423,7 @@ class UnitTracer(WatchMode):
             return
         shape = tuple(out.shape)
         ids = []
-        for t, v in acts:
+        for _, v in acts:
             try:
                 ids.append(v.ids.expand(shape))
             except RuntimeError:

@@ -17,7 +17,6 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-
 _CHUNK = 1 << 22  # entries of a link's float64 strengths computed at once
 
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from torch import nn
 
+from pwmpr._tv_compat import import_torchvision
 from pwmpr.errors import PwmprError
 
 # Shape checks and forward errors live in pwmpr.probe (the engine uses them without the zoo); re-exported here.
@@ -139,7 +140,12 @@ def _create_from_code(spec: str, num_classes: int, shape: tuple[int, ...], kwarg
 
 
 def _import(module_name: str, spec: str):
-    """Import ``module_name``; the current directory is searched last (``python -m`` has it, console scripts don't)."""
+    """Import ``module_name``; the current directory is searched last (``python -m`` has it, console scripts don't).
+
+    torchvision is made importable first, where it is installed (a user's module may import it plainly).
+    """
+    with contextlib.suppress(PwmprError, ImportError):
+        import_torchvision()
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
