@@ -2,8 +2,9 @@
 
 Every PWMPR run is scored against the sweep of its data/model pair (``pwmpr.discovery.score``): a hit lands
 within 1 point of the sweep's best mean test accuracy, at a density at most 2x the sweep's knee, for a total
-training cost (FLOPs) below IMP's cost to the same density. The headline figure is the share of hits per stop
-rule. The file is then quoted between markers in bench/RESULTS.md and README.md, so no figure is typed by hand.
+training cost (FLOPs) of at most 1.5 dense runs and below IMP's cost to the same density. The headline figure is
+the share of hits per variant (``bench/discovery.sh``); the 2-thread reruns give the stability of the discovered
+density. The file is then quoted between markers in bench/RESULTS.md and README.md, so no figure is typed by hand.
 
     python bench/discovery.py --out bench/out/discovery --results bench/results/discovery.md
 """
@@ -21,11 +22,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import ROOT, header, quote_into  # noqa: E402
 
 RULE_NAMES = {
-    "gain": "gain alone (`--stop gain --plateau-tol 0`)",
-    "gain-plateau": "gain + plateau fallback (`--stop gain --plateau-tol 0.01`)",
-    "paper-fixed": "paper, fixed (`--stop paper --plateau-tol 0.01`)",
-    "paper-today": "paper as in pwmpr 0.1 (`--stop paper-unbounded --plateau-tol 0.01`)",
+    "continue": "final training from the grown weights (`--final-init continue`)",
+    "reinit": "grown mask from the initial weights (`--final-init reinit`)",
+    "rewind": "seed edges rewound, grown ones at zero (`--final-init rewind`)",
+    "explore": "recruiting growth (`--growth pwmp-explore`), continue",
+    "no-guard": "no cost guard (`--max-cost 0`)",
+    "gain": "gain alone (`--stop gain --plateau-tol 0 --max-cost 0`)",
+    "gain-plateau": "gain + plateau fallback, no guard (`--plateau-tol 0.01 --max-cost 0`)",
+    "paper-fixed": "paper, fixed (`--stop paper --plateau-tol 0.01 --max-cost 0`)",
+    "paper-today": "paper as in pwmpr 0.1 (`--stop paper-unbounded --plateau-tol 0.01 --max-cost 0`)",
 }
+THREADS = "continue-2threads"  # the seed-0 continue runs again with 2 threads: stability, not a variant
 RUN_RE = re.compile(r"pwmpr-(?P<rule>.+)-sd(?P<sd>[0-9.]+)-s(?P<seed>\d+)$")
 
 
@@ -55,13 +62,13 @@ def collect(out: Path) -> tuple[list[dict], dict[str, dict]]:
 
 
 def default_rule() -> str:
-    """The benchmark's name for pwmpr grow's default stop settings."""
-    from pwmpr.config import StopConfig
+    """The benchmark's variant that is pwmpr grow's default configuration."""
+    from pwmpr.config import GrowConfig
 
-    stop = StopConfig()
-    if stop.rule == "gain":
-        return "gain-plateau" if stop.plateau_tol > 0 else "gain"
-    return {"paper": "paper-fixed", "paper-unbounded": "paper-today"}.get(stop.rule, stop.rule)
+    cfg = GrowConfig()
+    if cfg.growth.rule == "pwmp-explore":
+        return "explore"
+    return cfg.final_init
 
 
 def unfinished(out: Path) -> list[str]:
@@ -77,13 +84,16 @@ def pct(x: float) -> str:
 def render(rows: list[dict], sweeps: dict[str, dict], command: str, elapsed: float | None,
            missing: list[str] = ()) -> str:
     """The markdown of bench/results/discovery.md; ``missing`` names runs that have not finished."""
+    threads = [x for x in rows if x["rule"] == THREADS]
+    rows = [x for x in rows if x["rule"] != THREADS]
     lines = [
         *header(command, f"{elapsed / 60:.0f} min of runs" if elapsed else ""),
         "A run is a **hit** when its final test accuracy is within 1 point of the sweep's best mean test accuracy, "
         "at a discovered density at most 2x the sweep's knee (the smallest density within 1 point of the best), "
-        "for a total training cost (FLOPs, x one dense run of the same epochs) below IMP's cost to the same density.",
+        "for a total training cost (FLOPs, x one dense run of the same epochs) of at most 1.5 dense runs and below "
+        "IMP's cost to the same density.",
         "",
-        "| stop rule | runs | hits | share of hits | median density / knee | mean gap to sweep best (points) "
+        "| variant | runs | hits | share of hits | median density / knee | mean gap to sweep best (points) "
         "| mean cost (x dense FLOPs) | stop reasons |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -113,8 +123,9 @@ def render(rows: list[dict], sweeps: dict[str, dict], command: str, elapsed: flo
     lines += ["", verdict + (" Runs not finished: " + ", ".join(missing) + "." if missing else "")]
     lines += ["", "Per data/model pair and seed density (hits / runs; mean ± std over seeds of the discovered "
               "density and final test accuracy):", "",
-              "| pair | sweep knee (best) | seed density | stop rule | hits | density | test accuracy | why missed |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| pair | sweep knee (best) | seed density | variant | hits | density | test accuracy | mean cost "
+              "| why missed |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for pair, sweep in sweeps.items():
         for sd in sorted({x["seed_density"] for x in rows if x["pair"] == pair}):
             for rule in RULE_NAMES:
@@ -124,19 +135,41 @@ def render(rows: list[dict], sweeps: dict[str, dict], command: str, elapsed: flo
                 dens = [x["discovered_density"] for x in rs]
                 accs = [100 * x["test_acc"] for x in rs]
                 why = []
-                for key, text in (("within_acc", "accuracy"), ("within_density", "density"), ("cheaper", "cost")):
+                for key, text in (("within_acc", "accuracy"), ("within_density", "density"),
+                                  ("within_cost", "cost > 1.5"), ("cheaper", "cost > IMP")):
                     n = sum(1 for x in rs if x[key] is False)
                     if n:
                         why.append(f"{text} {n}")
                 lines.append(
                     f"| {pair} | {sweep['knee']['density']:g} ({100 * sweep['best']['test_acc']:.2f}% at "
                     f"{sweep['best']['density']:g}) | {sd:g} | {rule} | {sum(1 for x in rs if x['hit'])}/{len(rs)} | "
-                    f"{_ms(dens, '.3f')} | {_ms(accs, '.2f')}% | {', '.join(why) or '-'} |")
+                    f"{_ms(dens, '.3f')} | {_ms(accs, '.2f')}% | "
+                    f"{statistics.fmean(x['cost_flops'] for x in rs):.2f} | {', '.join(why) or '-'} |")
+    lines += stability(rows, threads)
     lines += ["", "Sweeps (one-shot PHEW masks, the same trainer and epochs; mean test accuracy over seeds):", ""]
     for pair, sweep in sweeps.items():
         curve = ", ".join(f"{p['density']:g}: {100 * p['test_acc']:.2f}%" for p in sweep["curve"])
         lines.append(f"- {pair}: {curve}")
     return "\n".join(lines) + "\n"
+
+
+def stability(rows: list[dict], threads: list[dict]) -> list[str]:
+    """The discovered density's spread over seeds (default variant) and between 1 and 2 threads (same seed)."""
+    default = default_rule()
+    lines = ["", "Stability of the discovered density: its spread over the seeds (the default variant) and the "
+             "same run (seed 0) with 1 and with 2 threads:", "",
+             "| pair | seed density | density over seeds (min / median / max) | 1 thread | 2 threads |",
+             "|---|---|---|---|---|"]
+    for x in threads:
+        same = [r for r in rows if r["rule"] == default and r["pair"] == x["pair"]
+                and r["seed_density"] == x["seed_density"]]
+        one = next((r for r in same if r["seed"] == x["seed"]), None)
+        dens = sorted(r["discovered_density"] for r in same)
+        spread = f"{dens[0]:.3f} / {dens[len(dens) // 2]:.3f} / {dens[-1]:.3f}" if dens else "-"
+        lines.append(f"| {x['pair']} | {x['seed_density']:g} | {spread} | "
+                     f"{one['discovered_density']:.4f} | {x['discovered_density']:.4f} |" if one else
+                     f"| {x['pair']} | {x['seed_density']:g} | {spread} | - | {x['discovered_density']:.4f} |")
+    return lines if threads else []
 
 
 def _ms(values: list[float], fmt: str) -> str:

@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
-# bench/discovery.sh: how close density discovery lands to the true knee, rule by rule, on real offline data.
+# bench/discovery.sh: how close density discovery lands to the true knee, and at what cost, on data it was not
+# tuned on.
 #
 # For every data/model pair: a sweep (one-shot PHEW masks at 0.01 .. 1 by x2, 3 seeds: the ground-truth curve and
 # its knee), IMP (lr-rewind, seed 0: the cost of reaching a density by pruning), and PWMPR from seed densities 0.01
-# and 0.05 with 3 seeds under four stop rules:
-#   paper-today  --stop paper-unbounded --plateau-tol 0.01   (pwmpr 0.1's default)
-#   paper-fixed  --stop paper --plateau-tol 0.01             (the paper's fit, bounded and checked)
-#   gain         --stop gain --plateau-tol 0                 (the uncertainty-aware rule alone)
-#   gain-plateau --stop gain --plateau-tol 0.01              (the same with pwmpr 0.1's plateau fallback)
-# Everything else is pwmpr grow's defaults (10 epochs per phase, 30 final epochs). bench/discovery.py then scores
-# every PWMPR run against its sweep (pwmpr.discovery) and writes bench/results/discovery.md.
+# and 0.05 with 3 seeds in each VARIANT (everything else is pwmpr grow's defaults: the gain rule with its
+# noise-aware tolerance and the plateau fallback, the cost guard at 1.5 dense runs, 10 epochs per phase, 30 final):
+#   continue   --final-init continue --growth pwmp     final training from the grown weights
+#   reinit     --final-init reinit --growth pwmp       the grown mask from the model's initial weights
+#   rewind     --final-init rewind --growth pwmp       seed edges at their initial values, grown ones at zero
+#   explore    --final-init continue --growth pwmp-explore   growth that can recruit units the seed missed
+# Older stop settings stay available as variants: gain (--plateau-tol 0), gain-plateau, paper-fixed, paper-today
+# (each with --max-cost 0, as they ran before the guard), no-guard (--max-cost 0).
+# Stability: the "continue" runs of seed 0 run once more with 2 threads (variant continue-2threads), so the report
+# shows whether the discovered density moves with the summation order.
+# The pairs: mnist5k and digits (real digits; 400 and 144 validation samples) and teacher (labels from a fixed
+# random sparse teacher network, 3,200 validation samples). Every run trains on at most MAX_TRAIN samples.
+# bench/discovery.py then scores every PWMPR run against its sweep (pwmpr.discovery) and writes
+# bench/results/discovery.md.
 #
-#   bash bench/discovery.sh                                   # the benchmark (about 1-2 hours on 2 cores)
+#   bash bench/discovery.sh                                   # the benchmark (about 1.5 hours on 2 cores)
 #   PAIRS="digits:mlp" SEEDS=0 SEED_DENSITIES=0.05 PHASE_EPOCHS=1 EPOCHS=2 DENSITIES=0.05,1 IMP_LEVELS=2 \
-#     OUT=/tmp/disc RESULTS=/tmp/disc/discovery.md bash bench/discovery.sh   # smoke test, a few minutes
+#     VARIANTS=continue THREAD_RUNS=0 OUT=/tmp/disc RESULTS=/tmp/disc/discovery.md bash bench/discovery.sh  # smoke
 #
 # Finished runs (those with a summary.json) are kept and started ones resumed, so an interrupted benchmark
 # continues where it stopped.
@@ -22,29 +30,37 @@ cd "$(dirname "$0")/.."
 
 OUT=${OUT:-bench/out/discovery}
 RESULTS=${RESULTS:-bench/results/discovery.md}
-PAIRS=${PAIRS:-"mnist5k:mlp digits:mlp digits:cnn"}
+PAIRS=${PAIRS:-"mnist5k:mlp digits:mlp teacher:mlp"}
 SEEDS=${SEEDS:-"0 1 2"}
 SEED_DENSITIES=${SEED_DENSITIES:-"0.01 0.05"}
-RULES=${RULES:-"gain gain-plateau paper-fixed paper-today"}
+VARIANTS=${VARIANTS:-"continue reinit rewind explore"}
+THREAD_RUNS=${THREAD_RUNS:-1}        # 1: the seed-0 continue runs again with 2 threads
 JOBS=${JOBS:-2}
 PHASE_EPOCHS=${PHASE_EPOCHS:-10}
 EPOCHS=${EPOCHS:-30}                 # PWMPR's final training, each sweep point, each IMP level
 DENSITIES=${DENSITIES:-0.01,0.02,0.04,0.08,0.16,0.32,0.64,1}
 IMP_LEVELS=${IMP_LEVELS:-14}         # 0.8^14 = 0.044; below that IMP's cost is reported as a lower bound
+MAX_TRAIN=${MAX_TRAIN:-4000}         # teacher's 28,800 training samples cut to mnist5k's size: as fast on a CPU
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # JOBS single-threaded processes use the cores better than one wide one
 mkdir -p "$OUT"
 start=$(date +%s)
-command="OUT=$OUT PAIRS=\"$PAIRS\" SEEDS=\"$SEEDS\" SEED_DENSITIES=\"$SEED_DENSITIES\" RULES=\"$RULES\" JOBS=$JOBS \
-PHASE_EPOCHS=$PHASE_EPOCHS EPOCHS=$EPOCHS DENSITIES=$DENSITIES IMP_LEVELS=$IMP_LEVELS bash bench/discovery.sh"
+command="OUT=$OUT PAIRS=\"$PAIRS\" SEEDS=\"$SEEDS\" SEED_DENSITIES=\"$SEED_DENSITIES\" VARIANTS=\"$VARIANTS\" \
+THREAD_RUNS=$THREAD_RUNS JOBS=$JOBS PHASE_EPOCHS=$PHASE_EPOCHS EPOCHS=$EPOCHS DENSITIES=$DENSITIES \
+IMP_LEVELS=$IMP_LEVELS MAX_TRAIN=$MAX_TRAIN bash bench/discovery.sh"
 echo "bench/discovery.sh: $command"
 
-rule_flags() {
+variant_flags() {
   case "$1" in
-    gain) echo "--stop gain --plateau-tol 0" ;;
-    gain-plateau) echo "--stop gain --plateau-tol 0.01" ;;
-    paper-fixed) echo "--stop paper --plateau-tol 0.01" ;;
-    paper-today) echo "--stop paper-unbounded --plateau-tol 0.01" ;;
-    *) echo "bench/discovery.sh: unknown rule '$1'" >&2; exit 2 ;;
+    continue|continue-2threads) echo "--final-init continue --growth pwmp" ;;
+    reinit) echo "--final-init reinit --growth pwmp" ;;
+    rewind) echo "--final-init rewind --growth pwmp" ;;
+    explore) echo "--final-init continue --growth pwmp-explore" ;;
+    no-guard) echo "--max-cost 0" ;;
+    gain) echo "--stop gain --plateau-tol 0 --max-cost 0" ;;
+    gain-plateau) echo "--stop gain --plateau-tol 0.01 --max-cost 0" ;;
+    paper-fixed) echo "--stop paper --plateau-tol 0.01 --max-cost 0" ;;
+    paper-today) echo "--stop paper-unbounded --plateau-tol 0.01 --max-cost 0" ;;
+    *) echo "bench/discovery.sh: unknown variant '$1'" >&2; exit 2 ;;
   esac
 }
 
@@ -52,7 +68,7 @@ source bench/_jobs.sh
 seeds_csv=$(echo $SEEDS | tr ' ' ',')
 for pair in $PAIRS; do  # the longest jobs first, so the parallel queue drains evenly
   data=${pair%%:*}; model=${pair##*:}
-  common="--data $data --model $model --device cpu -q"
+  common="--data $data --model $model --device cpu -q --max-train $MAX_TRAIN"
   if [ ! -f "$OUT/$data-$model/sweep/summary.json" ] || ! python3 -c "import json,sys; sys.exit(not json.load(open('$OUT/$data-$model/sweep/summary.json'))['complete'])"; then
     if [ -f "$OUT/$data-$model/sweep/sweep.json" ]; then
       echo "$OUT/$data-$model/sweep sweep --resume $OUT/$data-$model/sweep -q" >> "$jobs_file"
@@ -64,19 +80,30 @@ for pair in $PAIRS; do  # the longest jobs first, so the parallel queue drains e
   add "$OUT/$data-$model/imp-s0" "baseline imp" baseline imp --variant lr-rewind --epochs "$EPOCHS" --levels "$IMP_LEVELS" \
       $common --no-tau-core --seed 0 --force --out "$OUT/$data-$model/imp-s0"
 done
+grow_run() {  # grow_run DIR VARIANT DATA MODEL SEED_DENSITY SEED
+  add "$1" grow grow --data "$3" --model "$4" --device cpu -q --no-tau-core --max-train "$MAX_TRAIN" \
+      --seed-density "$5" --phase-epochs "$PHASE_EPOCHS" --final-epochs "$EPOCHS" $(variant_flags "$2") --seed "$6" \
+      --force --out "$1"
+}
 for pair in $PAIRS; do
   data=${pair%%:*}; model=${pair##*:}
   for sd in $SEED_DENSITIES; do
     for s in $SEEDS; do
-      for rule in $RULES; do
-        dir="$OUT/$data-$model/pwmpr-$rule-sd$sd-s$s"
-        add "$dir" grow grow --data "$data" --model "$model" --device cpu -q --no-tau-core --seed-density "$sd" \
-            --phase-epochs "$PHASE_EPOCHS" --final-epochs "$EPOCHS" $(rule_flags "$rule") --seed "$s" --force \
-            --out "$dir"
+      for variant in $VARIANTS; do
+        grow_run "$OUT/$data-$model/pwmpr-$variant-sd$sd-s$s" "$variant" "$data" "$model" "$sd" "$s"
       done
     done
   done
 done
 run_jobs
+if [ "$THREAD_RUNS" = 1 ]; then  # one process at a time, each with both threads
+  for pair in $PAIRS; do
+    data=${pair%%:*}; model=${pair##*:}
+    for sd in $SEED_DENSITIES; do
+      grow_run "$OUT/$data-$model/pwmpr-continue-2threads-sd$sd-s0" continue-2threads "$data" "$model" "$sd" 0
+    done
+  done
+  OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 JOBS=1 run_jobs
+fi
 elapsed=$(( $(date +%s) - start ))
 python3 bench/discovery.py --out "$OUT" --results "$RESULTS" --command "$command" --elapsed "$elapsed"

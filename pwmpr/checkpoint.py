@@ -3,9 +3,10 @@
 A checkpoint is one safetensors file (``checkpoints/phase-NNN.safetensors``, written atomically by
 ``pwmpr.rundir``) whose tensors carry prefixes: ``model/`` (the state dict), ``mask/`` (the MaskSet), ``optim/``
 (the optimizer state), ``rng/`` (the torch, data and growth generators), ``method/`` (what a method keeps between
-phases) and ``rewind/`` (IMP's rewind point). Its JSON metadata holds the history so far, the next phase, the stage,
-the stop reason, the global step, the config and the input shape. Resume needs all of it, so :func:`read` refuses a
-file that lacks any part, or whose weights do not fit the model.
+phases), ``rewind/`` (IMP's rewind point) and ``start/`` (the initial weights and seed masks that
+``--final-init reinit|rewind`` reads, until final training starts). Its JSON metadata holds the history so far, the
+next phase, the stage, the stop reason, the global step, the config and the input shape. Resume needs all of it, so
+:func:`read` refuses a file that lacks any part, or whose weights do not fit the model.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ STAGES = ("phase", "final", "done")
 RNG_KEYS = ("torch", "data", "grow")
 METHOD_PREFIX = "method/"
 REWIND_PREFIX = "rewind/"
+START_PREFIX = "start/"
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Checkpoint:
     global_step: int = 0
     method_state: dict[str, Tensor] = field(default_factory=dict)
     rewind: dict[str, Tensor] | None = None
+    start: dict[str, Tensor] | None = None  # the run's start (initial weights, seed masks) that --final-init reads
     extra_meta: dict[str, Any] = field(default_factory=dict)  # config, input shape, classes: for a reader's eyes
 
 
@@ -55,6 +58,8 @@ def write(path: Path, ck: Checkpoint) -> None:
     tensors.update({METHOD_PREFIX + k: v for k, v in ck.method_state.items()})
     if ck.rewind is not None:
         tensors.update({REWIND_PREFIX + k: v for k, v in ck.rewind.items()})
+    if ck.start is not None:
+        tensors.update({START_PREFIX + k: v for k, v in ck.start.items()})
     meta = {"kind": KIND, "next_phase": ck.next_phase, "stage": ck.stage, "stop_reason": ck.stop_reason,
             "history": ck.history, "global_step": ck.global_step, **ck.extra_meta}
     rundir.save_tensors(path, tensors, meta)
@@ -79,6 +84,7 @@ def read(path: Path, model_shapes: dict[str, tuple[int, ...]]) -> Checkpoint:
     if {k: tuple(v.shape) for k, v in state.items()} != model_shapes:
         raise PwmprError("its weights do not fit the configured model")
     rewind = rundir.split_prefix(tensors, REWIND_PREFIX)
+    start = rundir.split_prefix(tensors, START_PREFIX)
     extra = {k: v for k, v in meta.items()
              if k not in ("kind", "next_phase", "stage", "stop_reason", "history", "global_step")}
     return Checkpoint(model_state=state, masks=rundir.split_prefix(tensors, rundir.MASK_PREFIX),
@@ -86,7 +92,7 @@ def read(path: Path, model_shapes: dict[str, tuple[int, ...]]) -> Checkpoint:
                       next_phase=int(meta["next_phase"]), stage=meta["stage"], history=meta["history"],
                       stop_reason=meta.get("stop_reason", ""), global_step=int(meta.get("global_step", 0)),
                       method_state=rundir.split_prefix(tensors, METHOD_PREFIX), rewind=rewind or None,
-                      extra_meta=extra)
+                      start=start or None, extra_meta=extra)
 
 
 def rng_states(data_gen: torch.Generator, grow_gen: torch.Generator) -> dict[str, Tensor]:

@@ -18,7 +18,8 @@ from typing import Any
 
 from pwmpr.errors import PwmprError
 
-CONFIG_VERSION = 2  # 2: train.optimizer, train.lr may be null, shrink.alpha (version 1 is migrated on load)
+# 2: train.optimizer, train.lr may be null, shrink.alpha; 3: stop.max_cost (older versions are migrated on load)
+CONFIG_VERSION = 3
 SEED_LIMIT = 2**63  # torch generators take 64-bit seeds; seed + a few offsets must still fit
 
 
@@ -120,6 +121,8 @@ class StopConfig:
                             "than this accuracy (+1 s.e., last 5 points); 0 disables.")
     max_density: float = _f(1.0, "Stop growing once the density reaches this value.")
     max_phases: int = _f(30, "Stop after this many growth phases at the most.")
+    max_cost: float = _f(1.5, "Cost guard: stop growing when the next phase plus the final training would take "
+                         "the run's training FLOPs past this many dense runs (1.5: the paper's budget); 0 disables it.")
 
     def __post_init__(self) -> None:
         _check(self.tol >= 0 and math.isfinite(self.tol), "stop tol", self.tol, ">= 0")
@@ -129,6 +132,7 @@ class StopConfig:
         _check(self.plateau_tol >= 0, "plateau_tol", self.plateau_tol, ">= 0")
         _check(0 < self.max_density <= 1, "max_density", self.max_density, "in (0, 1]")
         _check(self.max_phases >= 1, "max_phases", self.max_phases, ">= 1")
+        _check(self.max_cost >= 0 and math.isfinite(self.max_cost), "max_cost", self.max_cost, ">= 0 (0: no guard)")
 
 
 @dataclass
@@ -158,6 +162,16 @@ class ShrinkConfig:
         _check(0 <= self.regrow < self.fraction, "shrink regrow", self.regrow, "in [0, shrink fraction)")
         _check(self.max_steps >= 1, "shrink max_steps", self.max_steps, ">= 1")
         _check(0 < self.alpha < 1, "shrink alpha", self.alpha, "in (0, 1)")
+
+
+def _migrate_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """A version-2 config (written before the cost guard) in today's terms: its run had no guard."""
+    stop = data.get("stop")
+    if isinstance(stop, dict) and "max_cost" not in stop:
+        return {**data, "stop": {**stop, "max_cost": 0.0}}
+    if stop is None:
+        return {**data, "stop": {"max_cost": 0.0}}
+    return data
 
 
 def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
@@ -197,6 +211,10 @@ class GrowConfig:
     device: str = _f("auto", "auto (CUDA when available), cpu or cuda.")
     phase_epochs: int = _f(10, "Epochs of rough training per growth phase.")
     final_epochs: int = _f(30, "Epochs of the final training at the discovered density.")
+    final_init: str = _f("continue", "The weights final training starts from, under the grown mask: {names} "
+                         "(continue: as growth left them; reinit: the model's initial weights; rewind: the seed's "
+                         "edges at their initial values, grown ones at zero).",
+                         registry="pwmpr.methods.final_init:FINAL_INITS")
     reference_epochs: int | None = _f(None, "Epochs of the dense run that costs are compared with (default: final).")
     tau_core: bool = _f(True, "Measure the tau-core (bottleneck metric) after every phase.")
     workers: int | None = _f(None, "DataLoader worker processes per rank for image folders (default: the CPUs "
@@ -248,10 +266,12 @@ class GrowConfig:
         """Rebuild from ``to_dict`` output; unknown keys or versions raise PwmprError."""
         data = dict(data)
         version = data.pop("version", CONFIG_VERSION)  # a config a user writes by hand is read as today's
-        if version not in (1, CONFIG_VERSION):
+        if version not in (1, 2, CONFIG_VERSION):
             raise PwmprError(f"config version {version!r} is not readable by this pwmpr (expects {CONFIG_VERSION})")
         if version == 1:
             data = _migrate_v1(data)
+        if version in (1, 2):
+            data = _migrate_v2(data)
         return _from_dict(cls, data, "config")
 
     def save(self, path: Path) -> None:

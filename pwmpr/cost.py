@@ -29,3 +29,11 @@ def phase_cost(previous: dict[str, Any] | None, *, sparse_fwd: float, dense_fwd:
     return {"fwd_flops_sparse": float(sparse_fwd), "fwd_flops_dense": float(dense_fwd), "train_flops": phase_flops,
             "train_flops_total": total_flops, "epochs_total": total_epochs, "cost_flops": total_flops / dense_run,
             "cost_epochs": total_epochs / reference_epochs}
+
+
+def projected_cost(row: dict[str, Any], *, sparse_fwd: float, epochs: int) -> float:
+    """The run's ``cost_flops`` after ``epochs`` more epochs at forward FLOPs ``sparse_fwd`` per sample, following
+    the history row ``row`` (the same training set and dense reference the row was costed with)."""
+    per_fwd_epoch = row["train_flops"] / (row["fwd_flops_sparse"] * row["epochs"])  # TRAIN_FACTOR x training samples
+    dense_run = row["train_flops_total"] / row["cost_flops"]
+    return row["cost_flops"] + per_fwd_epoch * float(sparse_fwd) * epochs / dense_run

@@ -8,8 +8,8 @@ setting, ``score`` reports:
   point (negative: worse);
 - the run's cost, and IMP's cost to reach the same density (the cumulative cost of IMP's levels down to the
   first level at or below that density; when IMP stopped above it, its last level's cost is a lower bound);
-- ``hit``: within ``acc_tol`` of the sweep's best, at most ``density_factor`` x the knee, and cheaper than IMP
-  to the same density (None where IMP's cost is unknown).
+- ``hit``: within ``acc_tol`` of the sweep's best, at most ``density_factor`` x the knee, at most ``max_cost`` dense
+  runs (the paper's 1.5) and cheaper than IMP to the same density (None where IMP's cost is unknown).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 ACC_TOL = 0.01  # one accuracy point
 DENSITY_FACTOR = 2.0
+MAX_COST = 1.5  # dense runs of training FLOPs: the paper's budget
 
 
 def imp_cost_to(history: list[dict[str, Any]], density: float) -> tuple[float | None, bool]:
@@ -30,7 +31,8 @@ def imp_cost_to(history: list[dict[str, Any]], density: float) -> tuple[float | 
 
 
 def score(summary: dict[str, Any], sweep: dict[str, Any], imp_history: list[dict[str, Any]] | None = None, *,
-          acc_tol: float = ACC_TOL, density_factor: float = DENSITY_FACTOR) -> dict[str, Any]:
+          acc_tol: float = ACC_TOL, density_factor: float = DENSITY_FACTOR, max_cost: float = MAX_COST
+          ) -> dict[str, Any]:
     """Score one PWMPR run (its summary.json) against a sweep summary and, optionally, an IMP run's history."""
     density, acc, cost = summary["discovered_density"], summary["test_acc"], summary["cost_flops"]
     knee, best, dense = sweep["knee"], sweep["best"], sweep.get("dense")
@@ -43,13 +45,15 @@ def score(summary: dict[str, Any], sweep: dict[str, Any], imp_history: list[dict
         cheaper = True  # also when imp_cost is a lower bound: IMP's true cost is larger still
     else:
         cheaper = False if exact else None
-    hit = False if not (within_acc and within_density) else cheaper
+    within_cost = cost <= max_cost + 1e-12
+    hit = False if not (within_acc and within_density and within_cost) else cheaper
     return {
         "discovered_density": density, "knee_density": knee["density"],
         "density_over_knee": density / knee["density"], "test_acc": acc, "sweep_best": best["test_acc"],
         "gap_to_best": acc - best["test_acc"], "gap_to_dense": acc - dense["test_acc"] if dense else None,
         "cost_flops": cost, "cost_epochs": summary["cost_epochs"], "imp_cost_flops": imp_cost,
-        "imp_cost_exact": exact, "within_acc": within_acc, "within_density": within_density, "cheaper": cheaper,
+        "imp_cost_exact": exact, "within_acc": within_acc, "within_density": within_density,
+        "within_cost": within_cost, "cheaper": cheaper,
         "hit": hit, "stop_reason": summary.get("stop_reason"),
     }
 

@@ -68,7 +68,7 @@ def broadcast_decision(decision):
         return decision
     if is_primary():  # tensors travel on the CPU, so unpickling does not land them all on cuda:0
         cpu = {k: {n: t.cpu() for n, t in v.items()} if isinstance(v, dict) else v
-               for k, v in (("added", decision.added), ("rewind", decision.rewind))}
+               for k, v in (("added", decision.added), ("rewind", decision.rewind), ("values", decision.values))}
         masks = decision.masks.to("cpu") if decision.masks is not None else None
         decision = dataclasses.replace(decision, masks=masks, **cpu)
     obj = [decision if is_primary() else None]

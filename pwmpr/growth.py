@@ -11,6 +11,9 @@ growth rule from ``GROWTH_RULES``:
 - ``gradient``: the ``n_add`` highest ``|dL/dw|`` scores, i.e. RigL's growth criterion (an ablation; docs/method.md,
   Grow). It is the same selection as ``pwmp-topk``; only the scores handed in differ.
 - ``random``: uniform over the absent edges; scores are ignored and may be None.
+- ``pwmp-explore``: ``pwmp`` that can recruit units (docs/method.md, "Recruiting units"): ``EXPLORE_SHARE`` of the
+  budget is drawn uniformly among the absent edges PWMP scores 0 (those into or out of a unit no seeded path
+  reaches), the rest by ``pwmp``'s draw; either part takes the other's slack when its pool runs short.
 - ``pwmp-attn``, ``pwmp-qk-gradient``, ``pwmp-qk-head``, ``pwmp-qk-random``: the ``pwmp`` draw on scores that also
   reach the query and key weights of attention, where PWMP is blind (pwmpr.attention; docs/method.md, "Attention:
   growing q and k"): PWMP through the tangent of the real attention, or PWMP with the q/k weights scored by
@@ -65,12 +68,14 @@ class GrowthRule:
             when fewer candidates are eligible.
         uses_scores: False for rules that ignore the scores (``grow`` then accepts ``scores=None``).
         score: how the scores this rule selects by are computed (see ``ScoreFn`` above); None when unused.
+        recruits: the rule grows zero-score edges, which start at ``recruit_values`` instead of zero.
     """
 
     name: str
     select: SelectFn
     uses_scores: bool = True
     score: ScoreFn | None = None
+    recruits: bool = False
 
     def __call__(self, candidates: Tensor, scores: Tensor | None, n_add: int, generator=None) -> Tensor:
         return self.select(candidates, scores, n_add, generator)
@@ -92,12 +97,12 @@ class GrowthRule:
 GROWTH_RULES: Registry[GrowthRule] = Registry("growth rule")
 
 
-def _growth_rule(name: str, *, uses_scores: bool = True, score: ScoreFn | None = None
+def _growth_rule(name: str, *, uses_scores: bool = True, score: ScoreFn | None = None, recruits: bool = False
                  ) -> Callable[[SelectFn], GrowthRule]:
     """Decorator registering a selection function as the growth rule ``name``: the one place a rule is added."""
 
     def deco(fn: SelectFn) -> GrowthRule:
-        rule = GrowthRule(name=name, select=fn, uses_scores=uses_scores, score=score)
+        rule = GrowthRule(name=name, select=fn, uses_scores=uses_scores, score=score, recruits=recruits)
         GROWTH_RULES.register(name)(rule)
         return rule
 
@@ -241,6 +246,50 @@ def _select_random(candidates: Tensor, scores: Tensor | None, n_add: int, genera
     return pool[top_n(_noise_like(pool.numel(), candidates, generator, "uniform"), n_add)]
 
 
+#: Share of a ``pwmp-explore`` step drawn uniformly among the zero-score edges (docs/method.md, "Recruiting units").
+EXPLORE_SHARE = 0.1
+
+
+@_growth_rule("pwmp-explore", score=_score_pwmp, recruits=True)
+def _select_explore(candidates: Tensor, scores: Tensor | None, n_add: int, generator=None) -> Tensor:
+    """``pwmp``'s draw for most of the budget; ``EXPLORE_SHARE`` of it uniform over the absent zero-score edges."""
+    eligible = _eligible_by_score(candidates, scores)
+    unreached = candidates & (scores == 0)
+    n_pos, n_zero = int(eligible.sum()), int(unreached.sum())
+    n_explore = min(n_zero, max(n_add - n_pos, int(math.floor(EXPLORE_SHARE * n_add + 0.5))))
+    exploit = _select_pwmp(candidates, scores, n_add - n_explore, generator)
+    pool = torch.nonzero(unreached).squeeze(1)
+    explore = pool[top_n(_noise_like(pool.numel(), candidates, generator, "uniform"), n_explore)]
+    return torch.cat([exploit, explore])
+
+
+@torch.no_grad()
+def recruit_values(model: nn.Module, masks: MaskSet, scores: Mapping[str, Tensor], added: Mapping[str, Tensor],
+                   generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """Start values of the grown edges that scored 0 (``pwmp-explore``'s recruits): the layer's mean |w| over its
+    kept edges, with a random sign; every other entry 0. One tensor of the weight's shape per layer that has any.
+
+    A recruit at zero would stay dead: an edge into a unit with no outgoing edge gets no gradient, and PWMP weighs
+    paths by |w|, so only a non-zero start gives the unit a path the next scores see (docs/method.md).
+    """
+    out = {}
+    for name, idx in added.items():
+        if idx.numel() == 0:
+            continue
+        flat_scores = scores[name].reshape(-1).to(idx.device)
+        recruits = idx[flat_scores[idx] == 0].cpu()
+        if recruits.numel() == 0:
+            continue
+        weight = model.get_parameter(name).detach()
+        kept = masks[name].to(weight.device)
+        size = float(weight.abs()[kept].mean()) if kept.any() else 1.0 / math.sqrt(weight[0].numel())
+        signs = torch.randint(0, 2, (recruits.numel(),), generator=generator).to(weight.dtype) * 2 - 1
+        values = torch.zeros(weight.numel(), dtype=weight.dtype)
+        values[recruits] = size * signs
+        out[name] = values.view(weight.shape)
+    return out
+
+
 # The attention-aware rules (docs/method.md, "Attention: growing q and k"): pwmp's draw on other scores.
 for _name, _score in (("pwmp-attn", _score_attention), ("pwmp-qk-gradient", _score_qk("gradient")),
                       ("pwmp-qk-head", _score_qk("head")), ("pwmp-qk-random", _score_qk("random"))):
@@ -290,7 +339,8 @@ def grow(
 
     Only absent edges are candidates and no kept edge is ever removed. For the score-based rules (``pwmp``,
     ``pwmp-topk``, ``gradient``) an absent edge is eligible only if its score is finite and > 0: zero, negative,
-    NaN and infinite scores are never picked. When fewer edges are eligible than the budget, all eligible ones
+    NaN and infinite scores are never picked (``pwmp-explore`` alone draws part of its budget among the zero-score
+    edges). When fewer edges are eligible than the budget, all eligible ones
     are added (logged at INFO), so a step may add fewer than ``round(gamma * nnz)``; compare ``added`` with
     the budget to detect it.
 

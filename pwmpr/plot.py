@@ -63,6 +63,14 @@ def plot_curve(history: list[dict[str, Any]], path: Path, title: str = "") -> No
                 ax.axvline(rho_star, color="gray", ls=":", label=f"ρ* = {rho_star:.3f}")
         elif phases:
             note = "no fit: " + (last.get("fit_status") or "too few points")
+        tol = last.get("stop_tol_used")
+        if tol is not None and phases:  # the gain the stop rule decided at (docs/method.md, "gain")
+            ax.axhline(last["val_acc"] + tol, color="C2", ls="--", lw=0.8,
+                       label=f"last + tolerance used ({tol:.3g})")
+        guard = last.get("cost_guard")
+        if guard and guard.get("over"):
+            ax.plot([last["density"]], [last["val_acc"]], "X", ms=11, color="C3", zorder=4,
+                    label=f"cost guard: {guard['projected']:.2f} > {guard['limit']:g} dense runs")
         if note:
             ax.text(0.02, 0.02, note, transform=ax.transAxes, fontsize=7, va="bottom", wrap=True)
         if xs and max(xs) / max(min(xs), 1e-12) > 4 or post:

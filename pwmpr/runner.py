@@ -29,6 +29,7 @@ from pwmpr.errors import PwmprError
 from pwmpr.lock import FolderLock, lock_run_dir
 from pwmpr.masks import MaskSet
 from pwmpr.methods import METHODS, Decision, Method, RunContext
+from pwmpr.methods.final_init import FINAL_INITS, needs_start
 from pwmpr.models import check_input_shape, create_model
 from pwmpr.progress import Reporter
 from pwmpr.train import ProgressHook, Trainer, TrainingDiverged
@@ -75,6 +76,8 @@ class Run:
         self.stage = "phase"  # phase -> final -> done
         self.stop_reason = ""
         self.initial_state: dict[str, torch.Tensor] | None = None
+        # The run's start (initial weights before the seed mask, seed masks), kept for --final-init until it is used.
+        self.start: tuple[dict[str, torch.Tensor], MaskSet] | None = None
         self.aside: Path | None = None  # --force: the replaced run's files, deleted after the first checkpoint
         dense_flops = training_flops(self.model, MaskSet.dense(self.model), self.input_shape)
         self.dense_fwd = float(dense_flops.dense)
@@ -91,6 +94,8 @@ class Run:
         if dist.is_primary():
             self.cfg.save(self.out / rundir.CONFIG)
         masks = dist.broadcast_masks(self.method.initial_masks(self.model, self.input_shape))
+        if self.method.has_final and needs_start(self.cfg.final_init):
+            self.start = ({k: v.detach().clone() for k, v in self.model.state_dict().items()}, masks.clone())
         masks.apply(self.model)
         self.initial_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         hooks: list[Hook] = [ProgressHook(self.reporter)]
@@ -125,6 +130,7 @@ class Run:
         self.data_gen.set_state(saved.rng["data"])
         self.grow_gen.set_state(saved.rng["grow"])
         self.initial_state = saved.rewind
+        self.start = _unpack_start(saved.start)
         self.history = saved.history
         self.method.restore(saved.method_state, self.history)  # what a method keeps between phases
         self.phase = saved.next_phase
@@ -166,11 +172,19 @@ class Run:
         decision = self.method.after_phase(ctx) if dist.is_primary() else Decision()
         decision = dist.broadcast_decision(decision)
         row.update(decision.info)
+        self._note_tolerance()
+        if decision.reason == "max-cost":
+            guard = row["cost_guard"]
+            self.reporter.message(
+                f"the cost guard stopped growth: one more phase and the final training would cost "
+                f"{guard['projected']:.2f} dense runs, over --max-cost {guard['limit']:g} (--max-cost 0 turns it off)")
         row["decision"] = decision.reason if decision.stop or decision.reason else (
             "grow" if decision.added else "continue")
         if decision.stop:
             self.stop_reason = decision.reason
             self.stage = "final" if self.method.has_final and self.cfg.final_epochs > 0 else "done"
+            if self.stage == "final":
+                self._start_final()
         else:
             self._apply(decision)
         self.phase += 1
@@ -208,6 +222,37 @@ class Run:
             self.trainer.optimizer.state.clear()
         if decision.masks is not None:
             self.trainer.set_masks(decision.masks, decision.added)
+        with torch.no_grad():
+            for name, values in (decision.values or {}).items():  # grown entries are 0 here: add their start
+                param = self.model.get_parameter(name)
+                param.add_(values.to(param.device, param.dtype))
+
+    def _note_tolerance(self) -> None:
+        """Say once when the stop rule decides at a larger gain than ``--stop-tol``: the validation set cannot
+        resolve the one asked for (docs/method.md, "gain")."""
+        asked = self.cfg.stop.tol
+        used = [r.get("stop_tol_used") for r in self.history]
+        wider = [u for u in used if u is not None and u > asked + 1e-12]
+        if len(wider) == 1 and used[-1] is not None and used[-1] > asked + 1e-12:
+            n = self.history[-1].get("val_n")
+            self.reporter.message(
+                f"--stop-tol {asked:g} is below what {n or 'the'} validation samples can resolve: the stop rule "
+                f"decides at a gain of {used[-1]:.3g} instead (recorded as stop_tol_used in history.jsonl)")
+
+    def _start_final(self) -> None:
+        """Set the weights final training starts from (``--final-init``), keeping the discovered mask."""
+        if self.start is None and needs_start(self.cfg.final_init):
+            raise PwmprError(f"--final-init {self.cfg.final_init} needs the run's initial weights and seed masks, but "
+                             f"the checkpoint this run resumed from does not hold them (start/ tensors); rerun it "
+                             f"from the start")
+        state = FINAL_INITS.get(self.cfg.final_init)(*self.start) if self.start is not None else None
+        self.start = None  # used once: later checkpoints need not carry it
+        if state is None:
+            return
+        with torch.no_grad():
+            checkpoint.load_state(self.model, state)
+            self.trainer.masks.apply(self.model)
+        self.trainer.optimizer.state.clear()
 
     def _final(self, train_loader, val_loader) -> None:
         masks = self.trainer.masks
@@ -217,6 +262,7 @@ class Run:
         val_acc, val_loss = self.trainer.evaluate(val_loader)
         row = self._row("final", epochs, masks, stats, val_acc, val_loss)
         row["decision"] = "done"
+        row["final_init"] = self.cfg.final_init
         self.history.append(row)
         self.stage = "done"
         self.phase += 1
@@ -261,6 +307,7 @@ class Run:
             optimizer=self.trainer.optimizer_tensors(), rng=checkpoint.rng_states(self.data_gen, self.grow_gen),
             next_phase=self.phase, stage=self.stage, history=self.history, stop_reason=self.stop_reason,
             global_step=self.trainer.global_step, method_state=self.method.state_tensors(), rewind=rewind,
+            start=_pack_start(self.start),
             extra_meta={"config": self.cfg.to_dict(), "input_shape": list(self.input_shape),
                         "num_classes": self.bundle.num_classes}))
         if self.aside is not None:  # the new run has started properly: the replaced run's files can go
@@ -400,6 +447,23 @@ def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = Fa
             r.reporter.close()
         for lock in held:
             lock.release()
+
+
+def _pack_start(start: tuple[dict[str, torch.Tensor], MaskSet] | None) -> dict[str, torch.Tensor] | None:
+    """The run's start as checkpoint tensors (``state/`` the initial weights, ``mask/`` the seed masks)."""
+    if start is None:
+        return None
+    state, seed = start
+    return {**{"state/" + k: v for k, v in state.items()}, **{"mask/" + k: v for k, v in seed.to_dict().items()}}
+
+
+def _unpack_start(tensors: dict[str, torch.Tensor] | None) -> tuple[dict[str, torch.Tensor], MaskSet] | None:
+    """The run's start back from ``_pack_start``'s tensors (None when the checkpoint kept none)."""
+    if not tensors:
+        return None
+    state = {k[len("state/"):]: v for k, v in tensors.items() if k.startswith("state/")}
+    seed = {k[len("mask/"):]: v for k, v in tensors.items() if k.startswith("mask/")}
+    return state, MaskSet(seed)
 
 
 class _SnapshotHook(Hook):

@@ -14,6 +14,8 @@ from pwmpr.masks import MaskSet
 
 ALL_RULES = GROWTH_RULES.names()
 SCORED_RULES = [r for r in ALL_RULES if GROWTH_RULES.get(r).uses_scores]
+# Rules that draw only among positive scores (pwmp-explore also draws among zero-score edges).
+POSITIVE_RULES = [r for r in SCORED_RULES if r != "pwmp-explore"]
 
 
 def two_layers(device: str = "cpu", kept_b: int = 4) -> tuple[MaskSet, dict[str, torch.Tensor]]:
@@ -113,7 +115,7 @@ def test_grow_accepts_a_plain_dict_and_empty_masks(generator):
 # -- eligibility ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("rule", SCORED_RULES)
+@pytest.mark.parametrize("rule", POSITIVE_RULES)
 def test_grow_never_picks_zero_score_edge(rule, device):
     # Every 5th edge kept: 40 kept of 200, 160 absent of which exactly 10 have a score > 0.
     mask = torch.zeros(200, dtype=torch.bool)
@@ -139,7 +141,8 @@ def test_grow_treats_negative_and_non_finite_scores_as_ineligible(rule, generato
     mask = torch.tensor([True, True, False, False, False, False, False, False])
     scores = torch.tensor([1.0, 1.0, float("nan"), float("inf"), -3.0, 0.5, -0.0, 2.0], dtype=torch.float64)
     _, added = grow({"w": mask}, {"w": scores}, 2.0, rule=rule, generator=generator)  # asks for 4, 2 are eligible
-    assert added["w"].tolist() == [5, 7]
+    # pwmp-explore's exploration pool is the zero-score edges (-0.0 among them), never NaN, inf or negative ones.
+    assert added["w"].tolist() == ([5, 6, 7] if rule == "pwmp-explore" else [5, 7])
 
 
 def test_random_ignores_scores_and_may_take_zero_score_edges(generator):
@@ -216,7 +219,7 @@ def test_grow_rejects_unknown_rule_and_scope():
 
 def test_registry_holds_the_rules():
     attention = {"pwmp-attn", "pwmp-qk-gradient", "pwmp-qk-head", "pwmp-qk-random"}  # tests/test_attention.py
-    assert set(ALL_RULES) == {"pwmp", "pwmp-topk", "random", "gradient"} | attention
+    assert set(ALL_RULES) == {"pwmp", "pwmp-explore", "pwmp-topk", "random", "gradient"} | attention
     assert not GROWTH_RULES.get("random").uses_scores
     assert GROWTH_RULES.get("random").scores(None, {}, (1,)) is None
     # The attention-aware rules draw like pwmp: the same edges from the same scores and generator.

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from pwmpr.stop import STOP_RULES, Observation, StopContext, curve_posterior, fit_saturation, should_stop
+from pwmpr.stop.rules import resolvable_gain
 
 N_VAL = 400
 KNEE = 0.03 * math.log(50.0)  # gain to density 1 below one point from here on
@@ -73,7 +74,13 @@ def test_gain_rule_respects_tolerance_and_confidence():
     p_tenth = post.prob_gain_below(points[-1].density, 0.001)
     assert p_tenth < p_one  # a stricter tolerance is never more certain
     strict = StopContext(chance=0.1, tol=0.001, alpha=0.1)
-    assert not STOP_RULES.get("gain")(points, strict).stop
+    # 400 samples cannot resolve 0.1 point: the rule decides at the gain they resolve (docs/method.md, "gain").
+    floor = resolvable_gain(points, 0.1, 4)
+    assert floor > 0.001 and STOP_RULES.get("gain")(points, strict).tol == pytest.approx(floor)
+    # A million samples resolve it: the rule keeps 0.1 point and, half a point below the plateau, grows on.
+    precise = noisy_points(DENSITIES[:14], 3, n=10**6)
+    decision = STOP_RULES.get("gain")(precise, strict)
+    assert decision.tol == 0.001 and not decision.stop
 
 
 def test_posterior_band_covers_the_true_curve():

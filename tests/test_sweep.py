@@ -104,6 +104,9 @@ def test_discovery_score_by_hand():
     miss = discovery.score(run_summary(0.7, 0.94, 2.5), {**SWEEP, "knee": {"density": 0.5, "test_acc": 0.94}}, IMP)
     assert miss["imp_cost_flops"] == pytest.approx(2.44) and miss["imp_cost_exact"] and miss["hit"] is False
     assert discovery.score(run_summary(0.12, 0.935, 0.5), SWEEP, None)["hit"] is None  # IMP's cost unknown
+    # Cheaper than IMP's 3.36+ but over the paper's budget of 1.5 dense runs: a miss.
+    over = discovery.score(run_summary(0.12, 0.935, 1.6), SWEEP, IMP)
+    assert over["within_cost"] is False and over["cheaper"] is True and over["hit"] is False
 
 
 def test_compare_scores_runs_against_a_sweep(tmp_path):

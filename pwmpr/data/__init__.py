@@ -205,4 +205,4 @@ def normalise(train: TensorSplit, *others: TensorSplit) -> None:
 
 
 # Importing the loaders fills DATASETS.
-from pwmpr.data import folder, npz, offline, torchvision_sets  # noqa: E402,F401
+from pwmpr.data import folder, npz, offline, teacher, torchvision_sets  # noqa: E402,F401

@@ -26,6 +26,7 @@ class Decision:
     reason: str = ""
     masks: MaskSet | None = None  # masks for the next phase (None: unchanged)
     added: dict[str, Tensor] | None = None  # grown entries: zero-initialised, zero optimizer state
+    values: dict[str, Tensor] | None = None  # start values of grown entries that do not start at zero (recruits)
     rewind: dict[str, Tensor] | None = None  # state_dict entries to load before the next phase
     reset_optimizer: bool = False  # drop optimizer state (momentum) before the next phase
     info: dict[str, Any] = field(default_factory=dict)  # recorded in the phase's history row

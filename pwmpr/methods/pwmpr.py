@@ -33,10 +33,13 @@ from typing import Any
 
 from torch import Tensor
 
+from pwmpr.accounting import training_flops
+from pwmpr.cost import projected_cost
 from pwmpr.errors import PwmprError
-from pwmpr.growth import GROWTH_RULES, grow, growth_count
+from pwmpr.growth import GROWTH_RULES, grow, growth_count, recruit_values
 from pwmpr.masks import MaskSet
 from pwmpr.methods import METHODS, Decision, Method, RunContext
+from pwmpr.methods.final_init import FINAL_INITS
 from pwmpr.methods.rewire import Rewired, cosine_decay, rewire, round_half_up
 from pwmpr.seed import SEEDS
 from pwmpr.stop import STOP_RULES, Observation, StopContext, growth_rows, plateau_reached
@@ -71,6 +74,23 @@ def shrink_verdict(reference: Observation, candidate: Observation, tol: float, a
     return {"kept": bool(loss <= bound + 1e-12), "loss": loss, "se": se, "bound": bound}
 
 
+def cost_guard(ctx: RunContext, grown: MaskSet, next_epochs: int) -> dict[str, Any] | None:
+    """What the next phase and the final training would cost at the grown density, against ``--max-cost``.
+
+    Costs are in dense runs (docs/method.md, Cost): the run's training FLOPs so far, then a phase of ``next_epochs``
+    and the final training at the grown network's forward FLOPs. ``over`` says the projection passes the limit.
+    None without a guard (``--max-cost 0``), or when the last row has no cost record.
+    """
+    limit, row = ctx.cfg.stop.max_cost, ctx.history[-1]
+    if not limit or not row.get("cost_flops") or not row.get("fwd_flops_sparse") or not row.get("epochs"):
+        return None
+    fwd = float(training_flops(ctx.model, grown, ctx.input_shape).sparse)
+    after_phase = projected_cost(row, sparse_fwd=fwd, epochs=next_epochs)
+    total = projected_cost(row, sparse_fwd=fwd, epochs=next_epochs + ctx.cfg.final_epochs)
+    return {"limit": limit, "so_far": row["cost_flops"], "after_next_phase": after_phase, "projected": total,
+            "over": bool(total > limit)}
+
+
 def _observed(row: dict) -> Observation:
     return Observation(row["density"], row["val_acc"], row.get("val_n"))
 
@@ -94,6 +114,7 @@ class GrowMethod(Method):
         # Unknown names fail here, before any training, not after the first phase.
         GROWTH_RULES.get(cfg.growth.rule)
         SEEDS.get(cfg.growth.seed_method)
+        FINAL_INITS.get(cfg.final_init)
         self.stop_rule = STOP_RULES.get(cfg.stop.rule)
 
     def initial_masks(self, model, input_shape):
@@ -122,6 +143,8 @@ class GrowMethod(Method):
         verdict = self.stop_rule(points, stop_context(cfg, ctx.num_classes))
         info = {"stop_rule": cfg.stop.rule, "fit": verdict.fit.to_dict() if verdict.fit is not None else None,
                 "posterior": verdict.posterior, "fit_status": verdict.reason}
+        if verdict.tol is not None:
+            info["stop_tol_used"] = verdict.tol
         density = ctx.masks.density()
         if verdict.stop:
             return self._growth_stops(ctx, "saturated", info)
@@ -140,6 +163,7 @@ class GrowMethod(Method):
             return self._growth_stops(ctx, "max-density", info)
         rule = GROWTH_RULES.get(g.rule)
         zeta = self.zeta_at(len(points) - 1)
+        values = None  # start values of recruited edges (pwmp-explore), which do not start at zero
         if zeta > 0:
             # Hybrid: drop zeta of the edges by |w|, regrow them plus the gamma growth, scored on the pruned net.
             step = rewire(ctx.model, ctx.masks, lambda n: _hybrid_counts(n, zeta, gamma), rule=g.rule,
@@ -153,10 +177,20 @@ class GrowMethod(Method):
             scores = rule.scores(ctx.model, ctx.masks, ctx.input_shape, ctx.sample_batch)
             masks, added = grow(ctx.masks, scores, gamma, rule=g.rule, generator=ctx.generator, scope=g.scope)
             grown = sum(int(v.numel()) for v in added.values())
+            if rule.recruits:
+                values = recruit_values(ctx.model, ctx.masks, scores, added, ctx.generator)
+                info["n_recruits"] = sum(int((v != 0).sum()) for v in values.values())
         info["n_added"] = sum(int(v.numel()) for v in added.values())
         if grown <= 0:
             return self._growth_stops(ctx, "no-growth-candidates", info)
-        return Decision(masks=masks, added=added, info=info)
+        guard = cost_guard(ctx, masks, self.phase_epochs(len(ctx.history)))
+        if guard is not None:
+            info["cost_guard"] = guard
+            if guard["over"]:
+                for key in ("n_added", "n_recruits", "prune_regrow"):  # the step is not taken
+                    info.pop(key, None)
+                return self._growth_stops(ctx, "max-cost", info)
+        return Decision(masks=masks, added=added, values=values, info=info)
 
     def _growth_stops(self, ctx: RunContext, reason: str, info: dict[str, Any]) -> Decision:
         """Growth has stopped for ``reason``: stop the run, or start the shrink stage from this network."""

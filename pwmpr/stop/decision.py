@@ -75,6 +75,8 @@ class StopDecision:
         fit: the saturation fit on the whole history (paper rules; None otherwise or when none could be made).
         n_points: number of usable points in the history.
         posterior: the gain rule's posterior summary (``CurvePosterior.summary()``), None for other rules.
+        tol: the gain tolerance the rule decided at (the gain rule's: ``--stop-tol`` or, where the validation set
+            cannot resolve it, the smallest gain it can); None for other rules.
     """
 
     stop: bool
@@ -82,6 +84,7 @@ class StopDecision:
     fit: Any = None
     n_points: int = 0
     posterior: dict[str, Any] | None = field(default=None, compare=False)
+    tol: float | None = None
 
     @property
     def rho_star(self) -> float | None:
@@ -97,4 +100,5 @@ class StopDecision:
             "rho_star": json_float(self.rho_star),
             "fit": self.fit.to_dict() if self.fit is not None else None,
             "posterior": self.posterior,
+            "tol": json_float(self.tol),
         }

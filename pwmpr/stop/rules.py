@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from statistics import NormalDist
 
 from pwmpr.registry import Registry
 from pwmpr.stop.decision import Observation, StopDecision
@@ -62,7 +63,25 @@ def gain_rule(points: Sequence[Observation], ctx: StopContext) -> StopDecision:
         return StopDecision(stop=False, reason=f"gain rule failed ({type(exc).__name__}: {exc}); keep growing")
 
 
+def resolvable_gain(points: Sequence[Observation], alpha: float, n_points: int = 4) -> float:
+    """The smallest gain ``n_points`` accuracies measured on the validation set resolve at level ``alpha``:
+    ``z_(1-alpha) * se / sqrt(n_points)``, ``se`` the binomial standard error of the latest point (0 when the
+    validation size is unknown). A gain to be had is a difference between the level the curve reaches and the
+    level of the points it is measured against; with ``n_points`` points on that level, it is known to
+    ``se / sqrt(n_points)`` at best."""
+    se = points[-1].stderr if points else None
+    return NormalDist().inv_cdf(1.0 - alpha) * se / math.sqrt(max(n_points, 1)) if se else 0.0
+
+
 def _gain_rule(points: list[Observation], ctx: StopContext) -> StopDecision:
+    # A tolerance below what the points can resolve would wait forever for a confidence the data cannot give: the
+    # rule decides at the smallest gain they resolve instead (docs/method.md, "gain").
+    tol = max(ctx.tol, resolvable_gain(points, ctx.alpha, ctx.min_points))
+    decision = _gain_decision(points, replace(ctx, tol=tol))
+    return replace(decision, tol=tol)
+
+
+def _gain_decision(points: list[Observation], ctx: StopContext) -> StopDecision:
     n = len(points)
     if not all(math.isfinite(p.density) and math.isfinite(p.accuracy) for p in points):
         return StopDecision(stop=False, reason="history holds a non-finite density or accuracy; keep growing",

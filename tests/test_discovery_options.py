@@ -1,0 +1,272 @@
+"""Density discovery's options: the noise-aware gain tolerance, the cost guard, recruiting growth (``pwmp-explore``)
+and ``--final-init`` (docs/method.md, "gain", "Cost guard", "Recruiting units", "Final training").
+
+Each test checks a decision: when the rule stopped and at which tolerance, when the guard stopped and what the run
+then cost, which edges growth could reach, which weights final training started from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from pwmpr import checkpoint, rundir
+from pwmpr.cli.app import app
+from pwmpr.config import GrowConfig
+from pwmpr.cost import projected_cost
+from pwmpr.errors import PwmprError
+from pwmpr.growth import grow, recruit_values
+from pwmpr.masks import MaskSet
+from pwmpr.models import create_model
+from pwmpr.runner import Run, _unpack_start
+from pwmpr.score import pwmp_scores
+from pwmpr.stop.decision import Observation
+from pwmpr.stop.rules import StopContext, gain_rule, resolvable_gain
+
+runner = CliRunner()
+BASE = ["--data", "digits", "--model", "mlp", "--batch-size", "64", "--no-tau-core", "-q"]
+
+
+def _grow(out: Path, *args: str) -> tuple[dict, list[dict]]:
+    result = runner.invoke(app, ["grow", *BASE, *args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    return json.loads((out / "summary.json").read_text()), rows
+
+
+# -- the gain rule decides at what the validation set can resolve -------------------------------------------------
+def test_resolvable_gain_by_hand():
+    # 400 samples at 70%: se = sqrt(0.7 * 0.3 / 400) = 0.022913; z_0.9 = 1.281552; over sqrt(4 points) -> 0.014682.
+    points = [Observation(0.1, 0.5, 400), Observation(0.2, 0.7, 400)]
+    assert resolvable_gain(points, 0.1, 4) == pytest.approx(1.281552 * math.sqrt(0.21 / 400) / 2, rel=1e-5)
+    assert resolvable_gain([Observation(0.1, 0.7, None)], 0.1) == 0.0  # unknown size: the tolerance stays
+
+
+def _accuracy(density: float) -> float:
+    """A saturating accuracy curve: 95% at the top, within a point of it from density 0.18 on (its knee)."""
+    return 0.95 - 0.85 * math.exp(-density / 0.04)
+
+
+def _steps_past_knee(seed: int, tol: float, n_val: int = 144, alpha: float = 0.1) -> tuple[int, float]:
+    """Grow x1.25 from density 0.01 with binomial validation noise until the gain rule stops; return how many growth
+    steps past the knee it stopped (99 when it never did) and the tolerance it decided at."""
+    rng = np.random.default_rng(seed)
+    ctx = StopContext(chance=0.1, cap=1.0, min_points=4, consecutive=2, tol=tol, alpha=alpha)
+    densities = [0.01 * 1.25 ** k for k in range(20)]
+    knee = next(k for k, d in enumerate(densities) if _accuracy(d) >= _accuracy(1.0) - 0.01)
+    points = []
+    for k, d in enumerate(densities):
+        points.append(Observation(d, rng.binomial(n_val, _accuracy(d)) / n_val, n_val))
+        decision = gain_rule(points, ctx)
+        if decision.stop:
+            return k - knee, decision.tol
+    return 99, decision.tol
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_tolerance_below_the_noise_still_stops_soon_after_the_knee(seed):
+    # 144 validation samples (digits) cannot resolve a gain of 0.1 point; the rule decides at the gain 4 points on
+    # them resolve (about 1 point here) and stops at most 3 growth steps past the knee. Waiting for 90% confidence
+    # in a 0.1-point gain instead carries every one of these draws on to density 0.44, 4 steps past.
+    steps, tol = _steps_past_knee(seed, tol=0.001)
+    assert tol > 0.005
+    assert steps <= 3
+
+
+def test_a_resolvable_tolerance_is_kept():
+    # With 100,000 validation samples the data resolve far less than 0.5 points: the rule decides at --stop-tol.
+    _, tol = _steps_past_knee(0, tol=0.005, n_val=100_000)
+    assert tol == 0.005
+
+
+def test_tolerance_used_is_recorded_and_said_once(tmp_path):
+    summary, rows = _grow(tmp_path / "r", "--seed-density", "0.3", "--phase-epochs", "2", "--final-epochs", "1",
+                          "--stop", "gain", "--stop-tol", "0.001", "--plateau-tol", "0", "--max-phases", "6")
+    phases = [r for r in rows if r["stage"] == "phase"]
+    n = phases[0]["val_n"]
+    for row in phases:
+        expected = resolvable_gain([Observation(row["density"], row["val_acc"], n)], 0.1, 4)
+        assert row["stop_tol_used"] == pytest.approx(expected)
+        if row.get("posterior"):
+            assert row["posterior"]["tol"] == pytest.approx(expected)
+    loud = [a for a in BASE if a != "-q"]
+    result = runner.invoke(app, ["grow", *loud, "--seed-density", "0.3", "--phase-epochs", "1", "--final-epochs",
+                                 "0", "--stop-tol", "0.001", "--max-phases", "3", "--out", str(tmp_path / "s")],
+                           env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert result.output.count("below what") == 1 and "stop_tol_used" in result.output
+
+
+# -- the cost guard ---------------------------------------------------------------------------------------------
+def test_projected_cost_by_hand():
+    # 1,000 training samples, a phase of 2 epochs at 100 forward FLOPs: 3 x 100 x 1,000 x 2 = 600,000 FLOPs; the
+    # dense run (1,000 FLOPs, 10 epochs) is 3 x 1,000 x 1,000 x 10 = 3e7, so the run so far cost 0.02. Five more
+    # epochs at 200 FLOPs: 3 x 200 x 1,000 x 5 = 3e6, 0.1 dense runs more.
+    row = {"train_flops": 6e5, "fwd_flops_sparse": 100.0, "epochs": 2, "train_flops_total": 6e5, "cost_flops": 0.02}
+    assert projected_cost(row, sparse_fwd=200.0, epochs=5) == pytest.approx(0.12)
+
+
+def test_cost_guard_stops_exactly_when_the_next_phase_would_break_the_budget(tmp_path):
+    limit = 0.6
+    summary, rows = _grow(tmp_path / "r", "--seed-density", "0.05", "--phase-epochs", "1", "--final-epochs", "2",
+                          "--stop", "none", "--plateau-tol", "0", "--max-phases", "30", "--max-cost", str(limit))
+    phases = [r for r in rows if r["stage"] == "phase"]
+    assert summary["stop_reason"] == "max-cost"
+    assert phases[-1]["decision"] == "max-cost" and phases[-1]["cost_guard"]["over"]
+    assert phases[-1]["cost_guard"]["projected"] > limit
+    # Every step before it was within the budget, and grew.
+    assert all(not r["cost_guard"]["over"] and r["cost_guard"]["projected"] <= limit for r in phases[:-1])
+    assert all(r["decision"] == "grow" for r in phases[:-1]) and len(phases) >= 3
+    # What the run then cost is the projection made one step earlier: the last phase it allowed, plus the final
+    # training at that density. It is within the budget.
+    final = rows[-1]
+    assert final["stage"] == "final"
+    assert final["cost_flops"] == pytest.approx(phases[-2]["cost_guard"]["projected"], rel=1e-9)
+    assert summary["cost_flops"] <= limit
+
+
+# -- recruiting growth -------------------------------------------------------------------------------------------
+def _half_seeded_mlp() -> tuple[nn.Module, MaskSet]:
+    """8 -> 6 -> 3; the seed reaches hidden units 0-3 from inputs 0-3 only, and hidden units 4 and 5 not at all."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3))
+    first = torch.zeros(6, 8, dtype=torch.bool)
+    first[:4, :4] = True
+    second = torch.zeros(3, 6, dtype=torch.bool)
+    second[:, :4] = True
+    return model, MaskSet({"0.weight": first, "2.weight": second})
+
+
+def _touches_unseeded(added: dict[str, torch.Tensor]) -> int:
+    rows_in = (added["0.weight"] // 8 >= 4).sum()  # an edge into hidden unit 4 or 5
+    cols_out = (added["2.weight"] % 6 >= 4).sum()  # an edge out of hidden unit 4 or 5
+    return int(rows_in + cols_out)
+
+
+def test_pwmp_never_grows_into_a_unit_the_seed_missed_and_pwmp_explore_does():
+    model, masks = _half_seeded_mlp()
+    scores = pwmp_scores(model, masks, (8,))
+    assert float(scores["0.weight"][4:].abs().sum() + scores["2.weight"][:, 4:].abs().sum()) == 0.0
+    budget = round(0.25 * masks.n_nonzero())  # 28 edges: 7 grown, round(0.1 x 7) = 1 of them explored
+    for seed in range(20):
+        _, plain = grow(masks, scores, 0.25, rule="pwmp", generator=torch.Generator().manual_seed(seed))
+        _, explore = grow(masks, scores, 0.25, rule="pwmp-explore", generator=torch.Generator().manual_seed(seed))
+        assert _touches_unseeded(plain) == 0
+        assert _touches_unseeded(explore) == 1
+        assert sum(v.numel() for v in explore.values()) == budget
+
+
+def test_pwmp_explore_grows_where_pwmp_has_no_candidate_left():
+    # The seed's sub-network full (the issue's no-growth-candidates wall): pwmp adds nothing, pwmp-explore the whole
+    # budget, all of it into or out of the units the seed missed.
+    model, masks = _half_seeded_mlp()
+    first = masks["0.weight"].clone()
+    first[:4, :] = True
+    masks = MaskSet({"0.weight": first, "2.weight": masks["2.weight"]})
+    scores = pwmp_scores(model, masks, (8,))
+    _, plain = grow(masks, scores, 0.25, rule="pwmp", generator=torch.Generator().manual_seed(0))
+    _, explore = grow(masks, scores, 0.25, rule="pwmp-explore", generator=torch.Generator().manual_seed(0))
+    assert sum(v.numel() for v in plain.values()) == 0
+    assert sum(v.numel() for v in explore.values()) == round(0.25 * masks.n_nonzero()) == _touches_unseeded(explore)
+
+
+def test_recruits_start_non_zero_so_the_next_scores_reach_the_unit():
+    model, masks = _half_seeded_mlp()
+    scores = pwmp_scores(model, masks, (8,))
+    new, added = grow(masks, scores, 0.25, rule="pwmp-explore", generator=torch.Generator().manual_seed(3))
+    values = recruit_values(model, masks, scores, added, torch.Generator().manual_seed(0))
+    recruited = {n: idx[scores[n].reshape(-1)[idx] == 0] for n, idx in added.items()}
+    for name, weight in ((n, model.get_parameter(n).detach()) for n in masks):
+        flat = values[name].reshape(-1) if name in values else torch.zeros(weight.numel())
+        size = weight.abs()[masks[name]].mean()
+        assert torch.equal(torch.nonzero(flat).squeeze(1), recruited[name].sort().values)  # recruits only
+        assert torch.allclose(flat[recruited[name]].abs(), size.expand(len(recruited[name])))  # the layer's mean |w|
+    # With the recruit's start in the model, the edges that complete its unit's paths score above 0: pwmp's own
+    # draw can now recruit the unit. Had it started at zero, they would still score 0.
+    with torch.no_grad():
+        for name, v in values.items():
+            model.get_parameter(name).mul_(new[name]).add_(v)
+    [(layer, index)] = [(n, int(i)) for n, idx in recruited.items() for i in idx]
+    after = pwmp_scores(model, new, (8,))
+    if layer == "0.weight":  # an edge into hidden unit h: h's outgoing edges now have paths
+        h = index // 8
+        assert (after["2.weight"][:, h] > 0).all()
+    else:  # an edge out of hidden unit h: h's incoming edges now have paths
+        h = index % 6
+        assert (after["0.weight"][h, :] > 0).all()
+
+
+def test_pwmp_explore_run_starts_its_recruits_non_zero(tmp_path):
+    _, rows = _grow(tmp_path / "r", "--seed-density", "0.01", "--growth", "pwmp-explore", "--phase-epochs", "1",
+                    "--final-epochs", "1", "--max-phases", "2", "--stop", "none", "--max-cost", "0",
+                    "--final-init", "rewind")
+    n_recruits = rows[0]["n_recruits"]
+    assert n_recruits > 0 and n_recruits < rows[0]["n_added"]
+    tensors, _ = rundir.load_tensors(rundir.checkpoints(tmp_path / "r")[0])  # written right after the growth step
+    state = rundir.split_prefix(tensors, rundir.MODEL_PREFIX)
+    grown = rundir.split_prefix(tensors, rundir.MASK_PREFIX)
+    seed = rundir.split_prefix(tensors, "start/mask/")
+    new_edges = sum(int((grown[k] & ~seed[k]).sum()) for k in seed)
+    started = sum(int((state[k][grown[k] & ~seed[k]] != 0).sum()) for k in seed)
+    assert new_edges == rows[0]["n_added"] and started == n_recruits  # every other grown edge starts at zero
+
+
+def test_configs_written_before_the_cost_guard_keep_their_meaning():
+    old = GrowConfig().to_dict()
+    del old["stop"]["max_cost"]
+    assert GrowConfig.from_dict({**old, "version": 2}).stop.max_cost == 0.0  # its run had no guard
+    assert GrowConfig.from_dict(old).stop.max_cost == 1.5  # today's format: the default
+
+
+# -- final training starts from the weights each --final-init promises -------------------------------------------
+def _final_start(run: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
+    """The model state and masks final training started from (the checkpoint of the phase growth stopped after)."""
+    ck = next(c for c in reversed(rundir.checkpoints(run)) if rundir.load_tensors(c)[1]["stage"] == "final")
+    tensors, meta = rundir.load_tensors(ck)
+    return (rundir.split_prefix(tensors, rundir.MODEL_PREFIX), rundir.split_prefix(tensors, rundir.MASK_PREFIX),
+            tensors)
+
+
+def test_each_final_init_starts_final_training_from_the_weights_it_promises(tmp_path):
+    args = ["--seed-density", "0.1", "--phase-epochs", "1", "--final-epochs", "1", "--stop", "none",
+            "--plateau-tol", "0", "--max-phases", "3"]
+    starts = {}
+    for mode in ("continue", "reinit", "rewind"):
+        _grow(tmp_path / mode, *args, "--final-init", mode)
+        starts[mode] = _final_start(tmp_path / mode)
+    # The model's initial weights, as the run drew them (seeded by --seed before the model is built).
+    torch.manual_seed(0)
+    initial = create_model("mlp", 10, (1, 8, 8)).state_dict()
+    seed_masks = rundir.split_prefix(rundir.load_tensors(rundir.checkpoints(tmp_path / "rewind")[0])[0], "start/mask/")
+    grown = starts["continue"][1]
+    assert all(torch.equal(starts[m][1][k], grown[k]) for m in starts for k in grown)  # one mask, three starts
+    assert any((grown[k] & ~seed_masks[k]).any() for k in grown)  # growth did add edges
+    continued, reinit, rewound = starts["continue"][0], starts["reinit"][0], starts["rewind"][0]
+    for name, value in initial.items():
+        mask = grown.get(name)
+        assert torch.equal(reinit[name], value * mask if mask is not None else value), name
+        seed = seed_masks.get(name)
+        assert torch.equal(rewound[name], value * seed if seed is not None else value), name
+        assert not torch.equal(continued[name], reinit[name]), name  # trained for 3 phases
+    # A resumed run gets the start back from any checkpoint written while growing.
+    first = rundir.checkpoints(tmp_path / "rewind")[0]
+    shapes = {k: tuple(v.shape) for k, v in initial.items()}
+    state, seed = _unpack_start(checkpoint.read(first, shapes).start)
+    assert all(torch.equal(state[k], initial[k]) for k in initial)
+    assert all(torch.equal(seed[k], seed_masks[k]) for k in seed_masks)
+    # A run resumed from a checkpoint without the start cannot keep rewind's promise: an error, not a silent
+    # "continue".
+    with pytest.raises(PwmprError, match="final-init rewind needs the run's initial weights"):
+        Run._start_final(SimpleNamespace(start=None, cfg=GrowConfig(final_init="rewind")))
+    # The start is kept only until it is used: the final checkpoints carry no start/ tensors.
+    assert not any(k.startswith("start/") for k in starts["rewind"][2])
+    assert not any(k.startswith("start/") for c in rundir.checkpoints(tmp_path / "continue")
+                   for k in rundir.load_tensors(c)[0])
