@@ -1,6 +1,7 @@
 """Every torchvision classifier seeded, scored, grown and exported on the CPU, and the operations pwmpr refuses.
 
 Run:  python bench/zoo.py [--models NAME ...] [--repeats 3] [--samples 600] [--out bench/out/zoo] [--dry-run]
+      (with --models, the models not named keep their rows from the last zoo.json)
       python bench/zoo.py --rerender   # the files again from zoo.json and the export reports, measuring nothing
 
 Models are ``bench/zoo_models.py``'s ``ZOO``, built as a user would hand them to ``pwmpr grow --model
@@ -167,9 +168,11 @@ def render(rows: list[dict], refused: list[dict], args: argparse.Namespace) -> t
         f"`pwmpr grow {' '.join(GROW)}` on {args.samples} mnist5k digits upsampled to the model's side and replicated "
         "to 3 channels (exit status and stop reason). Export: `pwmpr export --all-encodings`, each encoding's size "
         "in MB and whether onnxruntime matches PyTorch on the validation inputs (its largest difference over the "
-        "export's tolerance, which scales with the outputs' size: `pwmpr export` passes at most 1). This is a reach "
-        "check: one epoch on "
-        f"{args.samples} images says nothing about accuracy, so none is reported (zoo.json keeps each run's figures).",
+        "export's tolerance, which scales with the outputs' size and, where larger, with the model's own float32 "
+        "spread: `pwmpr export` passes at most 1). This is a reach check: one epoch on "
+        f"{args.samples} images says nothing about accuracy, so none is reported (zoo.json keeps each run's figures)."
+        + ("" if set(args.models) == set(zoo_models.ZOO) else
+           f" Measured last: {', '.join(args.models)}; the other rows are from the run before."),
         "", noise_rule(args.repeats, marked=True), "",
         "| model | px | prunable weights | seed (s) | score (s) | growth step (s) | grow | stop | dense MB | sparse MB "
         "| packed MB | onnxruntime |",
@@ -234,13 +237,19 @@ def main() -> None:
     if args.rerender:  # the figures measured last time, with the export reports read again
         saved = json.loads((RESULTS / "zoo.json").read_text())
         rows, refused = saved["rows"], saved["refused"]
+        args.models = saved.get("measured", list(zoo_models.ZOO))
         for row in rows:
             read_export(row, args.out / "exports" / row["model"])
         args.repeats = len(rows[0]["seed_s"])
+    elif set(args.models) != set(zoo_models.ZOO) and (RESULTS / "zoo.json").is_file():
+        # a subset is measured again: the other models keep the rows measured last time
+        rows = [r for r in json.loads((RESULTS / "zoo.json").read_text())["rows"] if r["model"] not in args.models]
     for name in [] if args.rerender else args.models:
         print(f"zoo: {name}", file=sys.stderr, flush=True)
         rows.append(measure(name, args.repeats, args.samples, args.out))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "encodings"}), file=sys.stderr, flush=True)
+    order = list(zoo_models.ZOO)
+    rows.sort(key=lambda r: order.index(r["model"]) if r["model"] in order else len(order))
     if not args.rerender:
         refused = refusals()
     table, support = render(rows, refused, args)
@@ -249,7 +258,8 @@ def main() -> None:
         print(support)
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "zoo.json").write_text(json.dumps({"rows": rows, "refused": refused}, indent=1))
+    (RESULTS / "zoo.json").write_text(json.dumps({"rows": rows, "refused": refused, "measured": args.models},
+                                                         indent=1))
     publish("zoo", table, docs=("bench/RESULTS.md",))
     publish("zoo-support", support, docs=("README.md",))
 

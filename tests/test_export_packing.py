@@ -208,6 +208,43 @@ def test_compare_requires_the_same_top1_only_where_the_margin_is_clear():
     assert validate.compare(ref, flipped).n_top1_mismatch == 1
 
 
+def _cancelling_model() -> torch.nn.Module:
+    """Two rows of 1e6-sized weights whose difference is the output: float32 rounding alone moves it by ~0.1."""
+    first = torch.nn.Linear(2, 2, bias=False)
+    second = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        first.weight.copy_(torch.tensor([[1e6, 1e6], [1e6 + 1.0, 1e6 - 1.0]]))
+        second.weight.copy_(torch.tensor([[1.0, -1.0]]))
+    return torch.nn.Sequential(first, second).eval()
+
+
+def test_float32_sensitivity_is_tiny_for_a_well_conditioned_model_and_large_for_cancellation():
+    x = np.random.default_rng(0).standard_normal((16, 2)).astype(np.float32)
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2))
+    assert validate.float32_sensitivity(plain, x) < 0.1 * validate.RTOL
+    # 1e6 * |x| * 2**-24 per rounding, about 0.06 * |x|: thousands of times the plain tolerance.
+    assert validate.float32_sensitivity(_cancelling_model(), x) > 100 * validate.RTOL
+
+
+def test_export_agreement_widens_to_the_models_own_float32_spread_and_no_further():
+    from pwmpr.export.pipeline import _Agreement
+
+    x = np.random.default_rng(0).standard_normal((16, 2)).astype(np.float32)
+    model = _cancelling_model()
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    agreement = _Agreement(model, x, ref)
+    assert validate.compare(ref, ref + 0.01).ok is False  # the plain tolerance refuses rounding-sized noise
+    assert agreement(ref + 0.01).ok and agreement.sensitivity > 0.01
+    assert not agreement(ref + 10 * agreement.sensitivity).ok  # a real difference still fails
+    torch.manual_seed(0)
+    well = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        well_ref = well(torch.from_numpy(x)).numpy()
+    assert not _Agreement(well, x, well_ref)(well_ref + 0.01).ok
+
+
 def test_provider_cuda_is_an_error_unless_cuda_was_used(monkeypatch):
     validate.check_provider("auto", [validate.CPU_EP])
     validate.check_provider("cuda", [validate.CUDA_EP, validate.CPU_EP])
