@@ -24,17 +24,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-OUT=${OUT:-bench/out/attention}
-RESULTS=${RESULTS:-bench/results/attention.md}
-DATA=${DATA:-mnist5k}
-MODEL=${MODEL:-vit-mini}
-SEEDS=${SEEDS:-"0 1 2"}
-SEED_DENSITY=${SEED_DENSITY:-0.05}
-RULES=${RULES:-"pwmp pwmp-attn pwmp-qk-gradient pwmp-qk-head pwmp-qk-random"}
-JOBS=${JOBS:-2}
-PHASE_EPOCHS=${PHASE_EPOCHS:-3}
-EPOCHS=${EPOCHS:-15}                 # final training
-MAX_PHASES=${MAX_PHASES:-12}
+settings=$(python3 bench/settings.py attention)  # the published settings: bench/settings/attention.json
+eval "$settings"
 TRAIN=${TRAIN-"--optimizer adamw --batch-size 32 --weight-decay 0.05"}  # training flags, published with these
 EXTRA=${EXTRA-}                      # more pwmpr grow flags for every run, after TRAIN
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # JOBS single-threaded processes use the cores better than one wide one

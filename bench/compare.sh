@@ -15,14 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-OUT=${OUT:-bench/compare}
-SEEDS=${SEEDS:-"0 1 2"}
-JOBS=${JOBS:-2}
-EPOCHS=${EPOCHS:-15}               # dense, one-shot, PWMPR's final training, each IMP level; also the dense reference
-PHASE_EPOCHS=${PHASE_EPOCHS:-5}    # PWMPR rough-training epochs per growth phase
-SEED_DENSITY=${SEED_DENSITY:-0.01} # PHEW seed: low enough that the accuracy-density curve still rises
-LEVELS=${LEVELS:-17}               # IMP levels: 0.8^17 = 0.023, about PWMPR's discovered density here
-REWIND_STEP=${REWIND_STEP:-25}     # IMP weight rewinding to step 25 = 1 epoch of 3,200 samples at batch 128
+settings=$(python3 bench/settings.py compare)  # the published settings: bench/settings/compare.json
+eval "$settings"
 COMMON="--data mnist5k --model mlp --batch-size 128 --val-fraction 0.2 --device cpu --force -q"
 RUNS="$OUT/runs"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # JOBS single-threaded processes use the cores better than one wide one

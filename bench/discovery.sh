@@ -4,14 +4,14 @@
 #
 # For every data/model pair: a sweep (one-shot PHEW masks at 0.01 .. 1 by x2, 3 seeds: the ground-truth curve and
 # its knee), IMP (lr-rewind, seed 0: the cost of reaching a density by pruning), and PWMPR from seed densities 0.01
-# and 0.05 with 3 seeds in each VARIANT (everything else is pwmpr grow's defaults: the gain rule with its
-# noise-aware tolerance and the plateau fallback, the cost guard at 1.5 dense runs, 10 epochs per phase, 30 final):
-#   continue   --final-init continue --growth pwmp     final training from the grown weights
-#   reinit     --final-init reinit --growth pwmp       the grown mask from the model's initial weights
-#   rewind     --final-init rewind --growth pwmp       seed edges at their initial values, grown ones at zero
-#   explore    --final-init continue --growth pwmp-explore   growth that can recruit units the seed missed
-# Older stop settings stay available as variants: gain (--plateau-tol 0), gain-plateau, paper-fixed, paper-today
-# (each with --max-cost 0, as they ran before the guard), no-guard (--max-cost 0).
+# and 0.05 with 3 seeds in each VARIANT. The settings and each variant's flags are bench/settings/discovery.json;
+# everything else is pwmpr grow's defaults (the gain rule with its noise-aware tolerance and the plateau fallback,
+# the cost guard at 1.5 dense runs):
+#   continue   final training from the grown weights
+#   reinit     the grown mask from the model's initial weights
+#   rewind     seed edges at their initial values, grown ones at zero
+#   explore    growth that can recruit units the seed missed (pwmp-explore)
+# Older stop settings stay available as variants: no-guard, gain, gain-plateau, paper-fixed, paper-today.
 # Stability: the "continue" runs of seed 0 run once more with 2 threads (variant continue-2threads), so the report
 # shows whether the discovered density moves with the summation order.
 # The pairs: mnist5k and digits (real digits; 400 and 144 validation samples) and teacher (labels from a fixed
@@ -28,19 +28,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-OUT=${OUT:-bench/out/discovery}
-RESULTS=${RESULTS:-bench/results/discovery.md}
-PAIRS=${PAIRS:-"mnist5k:mlp digits:mlp teacher:mlp"}
-SEEDS=${SEEDS:-"0 1 2"}
-SEED_DENSITIES=${SEED_DENSITIES:-"0.01 0.05"}
-VARIANTS=${VARIANTS:-"continue reinit rewind explore"}
-THREAD_RUNS=${THREAD_RUNS:-1}        # 1: the seed-0 continue runs again with 2 threads
-JOBS=${JOBS:-2}
-PHASE_EPOCHS=${PHASE_EPOCHS:-10}
-EPOCHS=${EPOCHS:-30}                 # PWMPR's final training, each sweep point, each IMP level
-DENSITIES=${DENSITIES:-0.01,0.02,0.04,0.08,0.16,0.32,0.64,1}
-IMP_LEVELS=${IMP_LEVELS:-14}         # 0.8^14 = 0.044; below that IMP's cost is reported as a lower bound
-MAX_TRAIN=${MAX_TRAIN:-4000}         # teacher's 28,800 training samples cut to mnist5k's size: as fast on a CPU
+settings=$(python3 bench/settings.py discovery)  # the published settings: bench/settings/discovery.json
+eval "$settings"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # JOBS single-threaded processes use the cores better than one wide one
 mkdir -p "$OUT"
 start=$(date +%s)
@@ -49,19 +38,10 @@ THREAD_RUNS=$THREAD_RUNS JOBS=$JOBS PHASE_EPOCHS=$PHASE_EPOCHS EPOCHS=$EPOCHS DE
 IMP_LEVELS=$IMP_LEVELS MAX_TRAIN=$MAX_TRAIN bash bench/discovery.sh"
 echo "bench/discovery.sh: $command"
 
-variant_flags() {
-  case "$1" in
-    continue|continue-2threads) echo "--final-init continue --growth pwmp" ;;
-    reinit) echo "--final-init reinit --growth pwmp" ;;
-    rewind) echo "--final-init rewind --growth pwmp" ;;
-    explore) echo "--final-init continue --growth pwmp-explore" ;;
-    no-guard) echo "--max-cost 0" ;;
-    gain) echo "--stop gain --plateau-tol 0 --max-cost 0" ;;
-    gain-plateau) echo "--stop gain --plateau-tol 0.01 --max-cost 0" ;;
-    paper-fixed) echo "--stop paper --plateau-tol 0.01 --max-cost 0" ;;
-    paper-today) echo "--stop paper-unbounded --plateau-tol 0.01 --max-cost 0" ;;
-    *) echo "bench/discovery.sh: unknown variant '$1'" >&2; exit 2 ;;
-  esac
+variant_flags() {  # the flags of a variant, from bench/settings/discovery.json
+  local var="VARIANT_${1//-/_}"
+  [ -n "${!var+x}" ] || { echo "bench/discovery.sh: unknown variant '$1'" >&2; exit 2; }
+  echo "${!var}"
 }
 
 source bench/_jobs.sh

@@ -17,17 +17,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-OUT=${OUT:-bench/out/hybrid}
-RESULTS=${RESULTS:-bench/results/hybrid.md}
-PAIRS=${PAIRS:-"mnist5k:mlp mnist5k:cnn"}
-SEEDS=${SEEDS:-"0 1 2"}
-JOBS=${JOBS:-2}
-PHASE_EPOCHS=${PHASE_EPOCHS:-10}
-EPOCHS=${EPOCHS:-30}                 # PWMPR's final training and each IMP level
-MAX_PHASES=${MAX_PHASES:-30}
-ZETA=${ZETA:-0.3}
-SHRINK_STEPS=${SHRINK_STEPS:-30}
-UPDATE_EPOCHS=${UPDATE_EPOCHS:-3}    # RigL's 100 steps: 3 epochs of mnist5k at batch 128
+settings=$(python3 bench/settings.py hybrid)  # the published settings: bench/settings/hybrid.json
+eval "$settings"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$OUT"
 start=$(date +%s)

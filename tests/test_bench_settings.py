@@ -1,0 +1,50 @@
+"""The benchmarks' published settings are checked-in files (bench/settings/*.json) that the scripts read."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pwmpr.cli.options import flag_name, leaf_fields
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = sorted((ROOT / "bench" / "settings").glob("*.json"))
+
+
+def _shell(script: str, env: dict[str, str] | None = None) -> str:
+    return subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, check=True,
+                          env={**os.environ, **(env or {})}).stdout
+
+
+@pytest.mark.parametrize("path", SETTINGS, ids=lambda p: p.stem)
+def test_each_script_takes_its_settings_from_its_file_and_from_nowhere_else(path):
+    spec = json.loads(path.read_text())
+    script = (ROOT / "bench" / f"{path.stem}.sh").read_text()
+    assert f"python3 bench/settings.py {path.stem}" in script
+    defaults_in_script = set(re.findall(r"^([A-Z_]+)=\$\{\1:-", script, flags=re.M))
+    assert not defaults_in_script & set(spec["settings"]), "a setting with a second default in the script"
+    keys = list(spec["settings"])
+    echo = "; ".join(f'echo "${key}"' for key in keys)
+    got = _shell(f'eval "$(python3 bench/settings.py {path.stem})"; {echo}').splitlines()
+    assert got == [str(spec["settings"][k]["value"]) for k in keys]
+
+
+def test_the_environment_overrides_a_setting_for_smoke_runs():
+    got = _shell('eval "$(python3 bench/settings.py discovery)"; echo "$PHASE_EPOCHS|$EPOCHS"', {"PHASE_EPOCHS": "1"})
+    assert got.strip() == "1|30"
+
+
+def test_every_discovery_variant_has_flags_the_cli_knows():
+    spec = json.loads((ROOT / "bench" / "settings" / "discovery.json").read_text())
+    known = {"--" + flag_name(fld) for _path, fld, _hint in leaf_fields()}
+    for variant in spec["settings"]["VARIANTS"]["value"].split():
+        assert variant in spec["variants"]
+    for variant, flags in spec["variants"].items():
+        assert {f for f in flags.split() if f.startswith("--")} <= known, variant
+    got = _shell('eval "$(python3 bench/settings.py discovery)"; echo "$VARIANT_paper_fixed"')
+    assert got.strip() == spec["variants"]["paper-fixed"]
