@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from pwmpr.attention import attention_pwmp_scores, has_attention, qk_scores
+from pwmpr.counting import round_half_up
 from pwmpr.errors import PwmprError
 from pwmpr.masks import MaskSet, split_positions
 from pwmpr.registry import Registry
@@ -150,7 +151,7 @@ def growth_count(n_nonzero: int, gamma: float) -> int:
     Python's ``round`` rounds halves to even (``round(2.5) == 2``); rounding halves up makes the count the
     one a person computes by hand. The cap by the number of eligible absent edges is applied by ``grow``.
     """
-    return int(math.floor(gamma * n_nonzero + 0.5))
+    return round_half_up(gamma * n_nonzero)
 
 
 def _eligible_by_score(candidates: Tensor, scores: Tensor | None) -> Tensor:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from pwmpr.counting import round_half_up
 from pwmpr.errors import PwmprError
 from pwmpr.graph import Link, UnitGraph, build_unit_graph, mixing_weights
 from pwmpr.masks import MaskSet, flatten_layers, prunable, split_layers
@@ -459,8 +460,8 @@ def _check_args(
 
 
 def _n_target(density: float, total: int) -> int:
-    """Number of weights a density keeps: ``round(density * total)``, at least 1."""
-    return min(total, max(1, round(density * total)))
+    """Number of weights a density keeps: ``density * total`` rounded halves up, at least 1."""
+    return min(total, max(1, round_half_up(density * total)))
 
 
 def _top(scores: Tensor, k: int) -> Tensor:

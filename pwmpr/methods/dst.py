@@ -29,11 +29,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from pwmpr.counting import floor_count, round_half_up, schedule_factor
 from pwmpr.errors import PwmprError
 from pwmpr.growth import GROWTH_RULES
 from pwmpr.masks import MaskSet, prunable
 from pwmpr.methods import METHODS, Decision, Method, RunContext, options_from_dict
-from pwmpr.methods.rewire import cosine_decay, floor_count, rewire, round_half_up
+from pwmpr.methods.rewire import cosine_decay, rewire
 
 DISTRIBUTIONS = ("erk", "uniform")
 DECAYS = ("cosine", "constant")
@@ -149,12 +150,7 @@ def random_masks(model: nn.Module, density: float, distribution: str, generator:
 def schedule_lr(schedule: str, base_lr: float, t: float, total: float) -> float:
     """The learning rate at epoch ``t`` of ``total`` under the trainer's ``schedule`` (cosine to 0, step x0.1 at
     50% and 75%, constant), as one schedule over the whole run."""
-    frac = t / total if total > 0 else 0.0
-    if schedule == "cosine":
-        return base_lr * 0.5 * (1.0 + math.cos(math.pi * frac))
-    if schedule == "step":
-        return base_lr * (0.1 ** ((frac >= 0.5) + (frac >= 0.75)))
-    return base_lr
+    return base_lr * schedule_factor(schedule, t / total if total > 0 else 0.0)
 
 
 # -- the methods -------------------------------------------------------------------------------------------------

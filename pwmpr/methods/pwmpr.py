@@ -35,12 +35,13 @@ from torch import Tensor
 
 from pwmpr.accounting import training_flops
 from pwmpr.cost import projected_cost
+from pwmpr.counting import round_half_up
 from pwmpr.errors import PwmprError
 from pwmpr.growth import GROWTH_RULES, grow, growth_count, recruit_values
 from pwmpr.masks import MaskSet
 from pwmpr.methods import METHODS, Decision, Method, RunContext
 from pwmpr.methods.final_init import FINAL_INITS
-from pwmpr.methods.rewire import Rewired, cosine_decay, rewire, round_half_up
+from pwmpr.methods.rewire import Rewired, cosine_decay, rewire
 from pwmpr.seed import SEEDS
 from pwmpr.stop import STOP_RULES, Observation, StopContext, growth_rows, plateau_reached
 

@@ -20,21 +20,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from pwmpr.counting import schedule_factor
 from pwmpr.errors import PwmprError
-from pwmpr.growth import GROWTH_RULES, top_n
+from pwmpr.growth import GROWTH_RULES, SCOPES, top_n
 from pwmpr.masks import MaskSet
-
-SCOPES = ("global", "layer")
-
-
-def round_half_up(x: float) -> int:
-    """``x`` rounded to the nearest whole number, halves up (``growth_count``'s rounding)."""
-    return int(math.floor(x + 0.5))
-
-
-def floor_count(x: float) -> int:
-    """``floor(x)``, robust to float error just below a whole number (``0.29 * 100`` is 28.999...96)."""
-    return int(math.floor(x + 1e-9))
 
 
 def cosine_decay(value: float, t: float, horizon: float) -> float:
@@ -42,11 +31,7 @@ def cosine_decay(value: float, t: float, horizon: float) -> float:
 
     ``horizon <= 0`` means no decay: ``value`` at every ``t``.
     """
-    if horizon <= 0:
-        return value
-    if t >= horizon:
-        return 0.0
-    return value * 0.5 * (1.0 + math.cos(math.pi * t / horizon))
+    return value if horizon <= 0 else value * schedule_factor("cosine", t / horizon)
 
 
 @torch.no_grad()

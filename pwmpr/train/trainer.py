@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from pwmpr import dist
 from pwmpr.config import TrainConfig
+from pwmpr.counting import schedule_factor
 from pwmpr.errors import PwmprError
 from pwmpr.masks import MaskSet
 from pwmpr.train.hooks import Hook
@@ -47,12 +48,7 @@ def lr_at(schedule: str, base_lr: float, step: int, total: int) -> float:
     """
     if schedule == "constant" or total <= 1:
         return base_lr
-    frac = step / total
-    if schedule == "cosine":
-        return base_lr * 0.5 * (1.0 + math.cos(math.pi * frac))
-    if schedule == "step":
-        return base_lr * (0.1 ** ((frac >= 0.5) + (frac >= 0.75)))
-    raise PwmprError(f"unknown learning-rate schedule {schedule!r}")
+    return base_lr * schedule_factor(schedule, step / total)
 
 
 class Trainer:
