@@ -3,6 +3,7 @@ learns of its failure; masks are checked after every decision; --device is honou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -22,7 +23,7 @@ TINY = ["--data", "digits", "--model", "mlp", "--phase-epochs", "1", "--final-ep
 # Faults put into the torchrun workers by this sitecustomize (first on PYTHONPATH), picked by PWMPR_FAULT:
 #   diverge:K    rank 1 flips one mask entry of the K-th (0-based) growth decision it receives;
 #   slow-repair  rank 0 starts 3 s late into the run folder, so rank 1 would reach it first if it did not wait;
-#   enospc       rank 0's disk is full when it writes a checkpoint.
+#   enospc       rank 0's disk is full when it writes a checkpoint (where no tmpfs can be mounted).
 SITECUSTOMIZE = '''
 import os
 
@@ -107,8 +108,23 @@ def test_two_ranks_check_masks_after_each_decision_and_resume_from_the_checkpoin
     assert (summary["device"], summary["world_size"]) == ("cpu", 2)
 
 
+@contextlib.contextmanager
+def _small_disk(path: Path):
+    """A 600 kB tmpfs at ``path`` (a checkpoint is about 0.5 MB: the second does not fit); None where none can be
+    mounted."""
+    path.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(path)], capture_output=True)
+    try:
+        yield path if done.returncode == 0 else None
+    finally:
+        if done.returncode == 0:
+            subprocess.run(["umount", str(path)], check=False)
+
+
 def test_a_failure_on_rank_0_between_phases_ends_every_rank_with_it(tmp_path):
-    proc = _torchrun(tmp_path, 29619, "enospc", *TINY, "--no-tau-core", "--out", str(tmp_path / "run"))
+    with _small_disk(tmp_path / "disk") as disk:  # rank 0 alone writes: its disk fills up, the others' never do
+        run = (disk or tmp_path) / "run"
+        proc = _torchrun(tmp_path, 29619, "" if disk else "enospc", *TINY, "--no-tau-core", "--out", str(run))
     assert proc.returncode != 0
     assert "error: cannot write" in proc.stderr and "No space left on device" in proc.stderr  # rank 0
     assert "error: rank 0 failed while writing the checkpoint: No space left on device" in proc.stderr, proc.stderr
