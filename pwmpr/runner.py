@@ -506,7 +506,8 @@ def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = Fa
             summary = r.run()
         except TrainingDiverged as exc:
             cks = rundir.checkpoints(out) if r.aside is None else []
-            kept = (f"{out} keeps its last good checkpoint, {cks[-1].name}" if cks else
+            kept = (f"{out} keeps its last good checkpoint, {cks[-1].name} (`pwmpr grow --resume {out} --lr X` "
+                    f"carries on from it at learning rate X)" if cks else
                     "no checkpoint of this run was written" + (
                         f"; {out} holds the previous run again" if r.aside is not None else ""))
             raise PwmprError(f"{exc}; {kept}") from None
