@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -127,7 +128,8 @@ def test_a_failure_on_rank_0_between_phases_ends_every_rank_with_it(tmp_path):
         proc = _torchrun(tmp_path, 29619, "" if disk else "enospc", *TINY, "--no-tau-core", "--out", str(run))
     assert proc.returncode != 0
     assert "error: cannot write" in proc.stderr and "No space left on device" in proc.stderr  # rank 0
-    assert "error: rank 0 failed while writing the checkpoint: No space left on device" in proc.stderr, proc.stderr
+    assert re.search(r"error: rank 0 failed while writing the checkpoint: .*No space left on device", proc.stderr), \
+        proc.stderr  # rank 1, which was not writing: it ends with rank 0's error instead of waiting
 
 
 # -- the rank discipline without a process group (rank 0 and rank 1 played in turn) ------------------------------
