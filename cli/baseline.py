@@ -61,9 +61,9 @@ def _baseline(method: str, fields: dict, options: dict, epochs: int | None, *, e
     """
     if resume is not None:
         refuse_with_resume([*(["--config"] if config is not None else []), *(["--out"] if out is not None else []),
-                            *given])
-        return _run({}, out=None, resume=resume, config=None, force=False, quiet=quiet, method=method,
-                    trust_code=trust_code)
+                            *(g for g in given if g != "--lr")])
+        return _run({"train.lr": fields.get("train.lr")}, out=None, resume=resume, config=None, force=False,
+                    quiet=quiet, method=method, trust_code=trust_code)
     overrides = dict(fields)
     reference_epochs = overrides.pop("reference_epochs", None)
     if config is None:

@@ -50,10 +50,11 @@ def _run_trusted(overrides: dict, *, out: Path | None, resume: Path | None, conf
     from pwmpr.progress import make_reporter
     from pwmpr.runner import run
 
-    if resume is not None:
+    if resume is not None:  # --lr may change: the advice when training diverged
         refuse_with_resume([*(["--config"] if config is not None else []), *(["--out"] if out is not None else []),
-                            *given])
-        summary = run(GrowConfig(), resume, resume=True, reporter=make_reporter(quiet))
+                            *(g for g in given if g != "--lr")])
+        with make_reporter(quiet) as reporter:
+            summary = run(GrowConfig(), resume, resume=True, reporter=reporter, lr=overrides.get("train.lr"))
         _print_result(summary, quiet)
         return summary
     base = GrowConfig.load(config) if config is not None else GrowConfig(method=method)
@@ -62,7 +63,8 @@ def _run_trusted(overrides: dict, *, out: Path | None, resume: Path | None, conf
     if options:
         overrides = {**overrides, "options": {**base.options, **options}}
     cfg = apply_overrides(base, overrides)
-    summary = run(cfg, out, force=force, reporter=make_reporter(quiet))
+    with make_reporter(quiet) as reporter:
+        summary = run(cfg, out, force=force, reporter=reporter)
     _print_result(summary, quiet)
     return summary
 
@@ -70,7 +72,8 @@ def _run_trusted(overrides: dict, *, out: Path | None, resume: Path | None, conf
 def refuse_with_resume(flags: list[str]) -> None:
     """A ``--resume`` run takes its folder's config: refuse the configuring ``flags`` given with it, by name."""
     if flags:
-        raise PwmprError(f"--resume takes the run folder's own config.json; drop the other flags ({', '.join(flags)})")
+        raise PwmprError(f"--resume takes the run folder's own config.json (and --lr); drop the other flags "
+                         f"({', '.join(flags)})")
 
 
 def _print_result(summary: dict, quiet: bool) -> None:

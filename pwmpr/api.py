@@ -128,7 +128,8 @@ def grow_module(
     else:
         cfg.model = f"{OBJECT_PREFIX}{type(model).__name__}"
         module = model
-    summary = run(cfg, out, resume=resume, force=force, reporter=make_reporter(quiet), model=module, bundle=bundle)
+    with make_reporter(quiet) as reporter:
+        summary = run(cfg, out, resume=resume, force=force, reporter=reporter, model=module, bundle=bundle)
     run_dir = Path(summary["run_dir"])
     tensors, _ = rundir.load_tensors(run_dir / rundir.FINAL)
     masks = MaskSet(rundir.split_prefix(tensors, rundir.MASK_PREFIX))

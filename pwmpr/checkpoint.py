@@ -2,10 +2,12 @@
 
 A checkpoint is one safetensors file (``checkpoints/phase-NNN.safetensors``, written atomically by
 ``pwmpr.rundir``) whose tensors carry prefixes: ``model/`` (the state dict), ``mask/`` (the MaskSet), ``optim/``
-(the optimizer state), ``rng/`` (the torch, data and growth generators), ``method/`` (what a method keeps between
+(the optimizer state), ``rng/`` (the torch, data and growth generators, and CUDA's when the run trains on
+CUDA), ``method/`` (what a method keeps between
 phases), ``rewind/`` (IMP's rewind point) and ``start/`` (the initial weights and seed masks that
 ``--final-init reinit|rewind`` reads, until final training starts). Its JSON metadata holds the history so far, the
-next phase, the stage, the stop reason, the global step, the config and the input shape. Resume needs all of it, so
+next phase, the stage, the stop reason, the global step, the config and the input shape, and for a checkpoint
+written during final training its ``progress`` (the epochs done and their summed loss). Resume needs all of it, so
 :func:`read` refuses a file that lacks any part, or whose weights do not fit the model.
 """
 
@@ -24,9 +26,11 @@ from pwmpr.errors import PwmprError
 KIND = "checkpoint"
 STAGES = ("phase", "final", "done")
 RNG_KEYS = ("torch", "data", "grow")
+CUDA_RNG = "cuda"  # the CUDA generator of the training device, kept when the run trains on CUDA
 METHOD_PREFIX = "method/"
 REWIND_PREFIX = "rewind/"
 START_PREFIX = "start/"
+PROGRESS_KEYS = ("epochs_done", "loss_sum", "samples", "seconds")  # a checkpoint written during final training
 
 
 @dataclass
@@ -36,7 +40,7 @@ class Checkpoint:
     model_state: dict[str, Tensor]
     masks: dict[str, Tensor]
     optimizer: dict[str, Tensor]
-    rng: dict[str, Tensor]  # RNG_KEYS -> generator states
+    rng: dict[str, Tensor]  # RNG_KEYS (and CUDA_RNG on CUDA) -> generator states
     next_phase: int
     stage: str
     history: list[dict[str, Any]]
@@ -46,6 +50,7 @@ class Checkpoint:
     rewind: dict[str, Tensor] | None = None
     start: dict[str, Tensor] | None = None  # the run's start (initial weights, seed masks) that --final-init reads
     extra_meta: dict[str, Any] = field(default_factory=dict)  # config, input shape, classes: for a reader's eyes
+    progress: dict[str, Any] | None = None  # written during final training: epochs done, their loss sum, samples
 
 
 def write(path: Path, ck: Checkpoint) -> None:
@@ -62,6 +67,8 @@ def write(path: Path, ck: Checkpoint) -> None:
         tensors.update({START_PREFIX + k: v for k, v in ck.start.items()})
     meta = {"kind": KIND, "next_phase": ck.next_phase, "stage": ck.stage, "stop_reason": ck.stop_reason,
             "history": ck.history, "global_step": ck.global_step, **ck.extra_meta}
+    if ck.progress is not None:
+        meta["progress"] = ck.progress
     rundir.save_tensors(path, tensors, meta)
 
 
@@ -78,26 +85,44 @@ def read(path: Path, model_shapes: dict[str, tuple[int, ...]]) -> Checkpoint:
             meta.get("stage") not in STAGES:
         raise PwmprError("its metadata lacks the history, the next phase or the stage")
     rng = rundir.split_prefix(tensors, rundir.RNG_PREFIX)
-    if set(rng) != set(RNG_KEYS):
+    if not set(RNG_KEYS) <= set(rng) or set(rng) - {*RNG_KEYS, CUDA_RNG}:
         raise PwmprError("it lacks the random generator states")
     state = rundir.split_prefix(tensors, rundir.MODEL_PREFIX)
     if {k: tuple(v.shape) for k, v in state.items()} != model_shapes:
         raise PwmprError("its weights do not fit the configured model")
+    progress = meta.get("progress")
+    if progress is not None and not (isinstance(progress, dict) and set(progress) == set(PROGRESS_KEYS)):
+        raise PwmprError("its training progress is incomplete")
     rewind = rundir.split_prefix(tensors, REWIND_PREFIX)
     start = rundir.split_prefix(tensors, START_PREFIX)
     extra = {k: v for k, v in meta.items()
-             if k not in ("kind", "next_phase", "stage", "stop_reason", "history", "global_step")}
+             if k not in ("kind", "next_phase", "stage", "stop_reason", "history", "global_step", "progress")}
     return Checkpoint(model_state=state, masks=rundir.split_prefix(tensors, rundir.MASK_PREFIX),
                       optimizer=rundir.split_prefix(tensors, rundir.OPTIM_PREFIX), rng=rng,
                       next_phase=int(meta["next_phase"]), stage=meta["stage"], history=meta["history"],
                       stop_reason=meta.get("stop_reason", ""), global_step=int(meta.get("global_step", 0)),
                       method_state=rundir.split_prefix(tensors, METHOD_PREFIX), rewind=rewind or None,
-                      start=start or None, extra_meta=extra)
+                      start=start or None, extra_meta=extra, progress=progress)
 
 
-def rng_states(data_gen: torch.Generator, grow_gen: torch.Generator) -> dict[str, Tensor]:
-    """The generator states a checkpoint keeps: torch's global one, the data order's and the growth's."""
-    return {"torch": torch.get_rng_state(), "data": data_gen.get_state(), "grow": grow_gen.get_state()}
+def rng_states(data_gen: torch.Generator, grow_gen: torch.Generator,
+               device: torch.device | str | None = None) -> dict[str, Tensor]:
+    """The generator states a checkpoint keeps: torch's global one, the data order's and the growth's, and the
+    CUDA generator of ``device`` when it is a CUDA device."""
+    states = {"torch": torch.get_rng_state(), "data": data_gen.get_state(), "grow": grow_gen.get_state()}
+    if device is not None and torch.device(device).type == "cuda":
+        states[CUDA_RNG] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def set_rng_states(rng: dict[str, Tensor], data_gen: torch.Generator, grow_gen: torch.Generator,
+                   device: torch.device | str | None = None) -> None:
+    """Restore the states :func:`rng_states` kept (CUDA's only when the run trains on CUDA again)."""
+    torch.set_rng_state(rng["torch"])
+    data_gen.set_state(rng["data"])
+    grow_gen.set_state(rng["grow"])
+    if CUDA_RNG in rng and device is not None and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(rng[CUDA_RNG], device)
 
 
 def load_state(model: torch.nn.Module, state: dict[str, Tensor]) -> None:

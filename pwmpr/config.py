@@ -217,6 +217,10 @@ class GrowConfig:
                          registry="pwmpr.methods.final_init:FINAL_INITS")
     reference_epochs: int | None = _f(None, "Epochs of the dense run that costs are compared with (default: final).")
     tau_core: bool = _f(True, "Measure the tau-core (bottleneck metric) after every phase.")
+    checkpoint_minutes: float = _f(10.0, "During final training, also checkpoint at the end of an epoch once this "
+                                   "many minutes passed since the last checkpoint (0: after every epoch).")
+    keep_checkpoints: int = _f(2, "Checkpoints kept in the run folder: the newest this many (the one before the "
+                               "newest is resume's fallback); 0 keeps every phase's.")
     workers: int | None = _f(None, "DataLoader worker processes per rank for image folders (default: the CPUs "
                              "per rank minus one, at most 8; 0 loads in the main process).")
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -240,6 +244,8 @@ class GrowConfig:
                self.workers, "a whole number >= 0")
         _check(self.phase_epochs >= 1, "phase_epochs", self.phase_epochs, ">= 1")
         _check(self.final_epochs >= 0, "final_epochs", self.final_epochs, ">= 0")
+        _check(self.checkpoint_minutes >= 0, "checkpoint_minutes", self.checkpoint_minutes, ">= 0")
+        _check(self.keep_checkpoints >= 0, "keep_checkpoints", self.keep_checkpoints, ">= 0")
         _check(self.reference_epochs is None or self.reference_epochs >= 1, "reference_epochs",
                self.reference_epochs, ">= 1")
 
@@ -253,10 +259,12 @@ class GrowConfig:
         return {"version": CONFIG_VERSION, **dataclasses.asdict(self)}
 
     def canonical(self) -> dict[str, Any]:
-        """``to_dict`` with the learning rate in effect and no shrink settings when there is no shrink stage, so
-        that two configs that train alike are equal."""
+        """``to_dict`` with the learning rate in effect, no shrink settings when there is no shrink stage and no
+        checkpoint settings, so that two configs that train alike are equal."""
         data = self.to_dict()
         data["train"]["lr"] = self.train.base_lr
+        for key in ("checkpoint_minutes", "keep_checkpoints"):  # which files are kept, not how it trains
+            data.pop(key)
         if not self.shrink.enabled:
             data["shrink"] = {"enabled": False}
         return data

@@ -3,14 +3,19 @@
 Launch: ``torchrun --nproc-per-node N -m pwmpr grow ...`` (or ``torchrun --no-python pwmpr grow ...``). Every rank
 trains its shard of each batch through DistributedDataParallel; rank 0 alone evaluates the stop rule, scores and
 grows, then broadcasts its decision, so all ranks hold the same masks; only rank 0 writes files or prints.
+Work rank 0 does alone goes through :func:`on_primary`, which passes its result or its error to every rank, so a
+failure there ends every rank with that error instead of leaving them waiting in a collective.
 Everything here is a no-op in a single process, so the runner calls it unconditionally.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as tdist
@@ -18,19 +23,36 @@ import torch.distributed as tdist
 from pwmpr.errors import PwmprError
 from pwmpr.masks import MaskSet
 
+T = TypeVar("T")
 
-def init_from_env() -> torch.device | None:
-    """Join the torchrun process group if WORLD_SIZE > 1; return this rank's device (None outside torchrun)."""
+#: How long a rank waits in a collective before it gives up: rank 0's work between phases (scoring, growth, the
+#: tau-core, the checkpoint) must fit in it. Its failures reach the other ranks at once (:func:`on_primary`).
+TIMEOUT = datetime.timedelta(minutes=30)
+
+
+def init_from_env() -> None:
+    """Join the torchrun process group if WORLD_SIZE > 1 (gloo for CPU tensors, NCCL as well where CUDA is)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or tdist.is_initialized():
+        return
+    backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+    tdist.init_process_group(backend, timeout=TIMEOUT)
+
+
+def rank_device(name: str) -> torch.device | None:
+    """The device of this rank for ``--device name`` under torchrun (None outside it): ``cpu`` is honoured,
+    ``auto`` and ``cuda`` take GPU LOCAL_RANK; one fixed GPU (``cuda:N``) is refused, every rank would share it."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
-    cuda = torch.cuda.is_available()
-    if not tdist.is_initialized():
-        tdist.init_process_group("nccl" if cuda else "gloo")
-    if cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
-    return torch.device("cpu")
+    if name.startswith("cuda:"):
+        raise PwmprError(f"--device {name} names one GPU for every rank; under torchrun use --device cuda "
+                         f"(rank i takes GPU LOCAL_RANK) or cpu")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise PwmprError("device 'cuda' was asked for but CUDA is not available here; use --device cpu or auto")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    torch.cuda.set_device(local)
+    return torch.device("cuda", local)
 
 
 def is_distributed() -> bool:
@@ -53,6 +75,39 @@ def is_primary() -> bool:
     return rank() == 0
 
 
+def on_primary(fn: Callable[[], T], what: str, *, share: bool = True) -> T:
+    """``fn()`` run on rank 0 alone; its result on every rank (``share``; otherwise None elsewhere).
+
+    An exception on rank 0 is passed on: rank 0 raises it, every other rank raises a PwmprError naming ``what``.
+    """
+    if not is_distributed():
+        return fn()
+    result: Any = None
+    error: BaseException | None = None
+    if is_primary():
+        try:
+            result = fn()
+        except BaseException as exc:  # noqa: BLE001 - passed on below, to every rank
+            error = exc
+    failed = None if error is None else _describe(error)
+    box = [(failed, result if share else None) if is_primary() else None]
+    tdist.broadcast_object_list(box, src=0)
+    failed, shared = box[0]
+    if error is not None:
+        raise error
+    if failed is not None:
+        raise PwmprError(f"rank 0 failed while {what}: {failed}")
+    return result if is_primary() else shared
+
+
+def _describe(exc: BaseException) -> str:
+    """One line saying what went wrong on rank 0 (an OSError: its reason and file)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror + (f" ({exc.filename})" if exc.filename else "")
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text or type(exc).__name__
+
+
 def broadcast_masks(masks: MaskSet) -> MaskSet:
     """Rank 0's masks on every rank (masks change values, never shapes, so DDP needs no re-wrap)."""
     if not is_distributed():
@@ -62,21 +117,23 @@ def broadcast_masks(masks: MaskSet) -> MaskSet:
     return MaskSet(obj[0])
 
 
-def broadcast_decision(decision):
-    """Rank 0's between-phase decision (stop, new masks, grown indices) on every rank."""
+def broadcast_decision(decide: Callable[[], Any]):
+    """Rank 0's between-phase decision (stop, new masks, grown indices), made by ``decide()``, on every rank;
+    an exception in ``decide`` ends every rank with it (:func:`on_primary`)."""
     if not is_distributed():
-        return decision
-    if is_primary():  # tensors travel on the CPU, so unpickling does not land them all on cuda:0
+        return decide()
+
+    def on_cpu():  # tensors travel on the CPU, so unpickling does not land them all on cuda:0
+        decision = decide()
         cpu = {k: {n: t.cpu() for n, t in v.items()} if isinstance(v, dict) else v
                for k, v in (("added", decision.added), ("rewind", decision.rewind), ("values", decision.values))}
         masks = decision.masks.to("cpu") if decision.masks is not None else None
-        decision = dataclasses.replace(decision, masks=masks, **cpu)
-    obj = [decision if is_primary() else None]
-    tdist.broadcast_object_list(obj, src=0)
-    return obj[0]
+        return dataclasses.replace(decision, masks=masks, **cpu)
+
+    return on_primary(on_cpu, "deciding growth")
 
 
-def check_masks_agree(masks: MaskSet) -> None:
+def check_masks_agree(masks: MaskSet, when: str = "") -> None:
     """Raise unless every rank holds exactly the same masks (guards against silently diverging ranks)."""
     if not is_distributed():
         return
@@ -87,7 +144,14 @@ def check_masks_agree(masks: MaskSet) -> None:
     digests = [None] * world_size()
     tdist.all_gather_object(digests, h.hexdigest())
     if len(set(digests)) != 1:
-        raise PwmprError(f"masks differ across ranks: {digests}")
+        short = ", ".join(f"rank {i}: {d[:12]}" for i, d in enumerate(digests))
+        raise PwmprError(f"masks differ across ranks{' ' + when if when else ''} ({short})")
+
+
+def barrier() -> None:
+    """Wait until every rank got here (nothing in a single process)."""
+    if is_distributed():
+        tdist.barrier()
 
 
 def shutdown() -> None:

@@ -36,7 +36,13 @@ class Reporter:
         """A one-line notice."""
 
     def close(self) -> None:
-        """At the end of the run."""
+        """When its owner is done with it (a sweep: after its last point)."""
+
+    def __enter__(self) -> Reporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class PlainReporter(Reporter):
@@ -122,8 +128,10 @@ class RichReporter(Reporter):
 
 
 def make_reporter(quiet: bool = False) -> Reporter:
-    """Rich on a terminal, plain lines otherwise, silent when ``quiet``."""
-    if quiet:
+    """Rich on a terminal, plain lines otherwise, silent when ``quiet`` and on every torchrun rank but rank 0."""
+    from pwmpr import dist
+
+    if quiet or not dist.is_primary():
         return Reporter()
     if sys.stdout.isatty():
         return RichReporter()

@@ -7,12 +7,15 @@ checkpoint. Then the final training where the method has one, the test accuracy,
 a run killed and resumed ends with the same masks and history as an uninterrupted one (on CPU).
 
 Distributed (torchrun) runs: only rank 0 writes files (``pwmpr.dist``); growth decisions are made on rank 0
-and broadcast, so every rank trains the same masks.
+and broadcast, so every rank trains the same masks, which every rank checks after each decision. Whatever rank 0
+does alone (repairing the folder, choosing the checkpoint to resume from, the tau-core, growth, writing files)
+passes its result or its error to every rank (``dist.on_primary``).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -53,7 +56,7 @@ class Run:
         self.cfg = cfg
         self.out = Path(out_dir) if out_dir is not None else None
         self.reporter = reporter if reporter is not None and dist.is_primary() else Reporter()
-        self.device = dist.init_from_env() or resolve_device(cfg.device)
+        self.device = dist.rank_device(cfg.device) or resolve_device(cfg.device)
         # `bundle` / `model`: the user's own data and network (pwmpr.grow_module) instead of registered names.
         self.bundle: DataBundle = bundle if bundle is not None else load_data(
             cfg.data, cfg.data_dir, val_fraction=cfg.val_fraction, max_train=cfg.max_train, min_val=MIN_VAL_SAMPLES)
@@ -79,6 +82,8 @@ class Run:
         # The run's start (initial weights before the seed mask, seed masks), kept for --final-init until it is used.
         self.start: tuple[dict[str, torch.Tensor], MaskSet] | None = None
         self.aside: Path | None = None  # --force: the replaced run's files, deleted after the first checkpoint
+        self.lr_change: dict[str, float] | None = None  # --lr given with --resume: recorded in the next history row
+        self.progress: dict[str, Any] | None = None  # resumed from a checkpoint written during final training
         dense_flops = training_flops(self.model, MaskSet.dense(self.model), self.input_shape)
         self.dense_fwd = float(dense_flops.dense)
 
@@ -91,8 +96,7 @@ class Run:
             if step > self.method.phase_epochs(0) * n_batches:
                 raise PwmprError(f"--rewind-step {step} is past the end of level 0 "
                                  f"({self.method.phase_epochs(0) * n_batches} steps); pick a smaller one")
-        if dist.is_primary():
-            self.cfg.save(self.out / rundir.CONFIG)
+        dist.on_primary(lambda: self.cfg.save(self.out / rundir.CONFIG), "writing config.json", share=False)
         masks = dist.broadcast_masks(self.method.initial_masks(self.model, self.input_shape))
         if self.method.has_final and needs_start(self.cfg.final_init):
             self.start = ({k: v.detach().clone() for k, v in self.model.state_dict().items()}, masks.clone())
@@ -103,15 +107,15 @@ class Run:
             hooks.append(_SnapshotHook(self.method.rewind_step, self))
         self.trainer = Trainer(self.model, masks, self.cfg.train, self.device, hooks=hooks)
 
-    def resume(self) -> None:
-        """Restore the newest checkpoint of the run folder that verifies; say which ones were skipped."""
+    def _pick_checkpoint(self, shapes: dict[str, tuple[int, ...]]) -> tuple[Path, checkpoint.Checkpoint]:
+        """The newest checkpoint that verifies, read; newer unreadable ones are renamed ``*.corrupt`` (rank 0)."""
         cks = rundir.checkpoints(self.out)
         if not cks:
             raise PwmprError(f"nothing to resume in {self.out}: it has no checkpoint yet; start it again with --force")
         skipped: list[str] = []
         for ck in reversed(cks):
             try:
-                saved = checkpoint.read(ck, {k: tuple(v.shape) for k, v in self.model.state_dict().items()})
+                saved = checkpoint.read(ck, shapes)
                 break
             except PwmprError as exc:
                 skipped.append(f"{ck.name} ({str(exc).replace(str(ck), 'file')})")
@@ -122,13 +126,28 @@ class Run:
                 os.replace(bad, bad.with_name(bad.name + ".corrupt"))
             self.reporter.message(f"skipped unreadable checkpoint(s) {'; '.join(skipped)}, renamed to *.corrupt; "
                                   f"resuming from {ck.name}, the newest that verifies")
+        return ck, saved
+
+    def resume(self) -> None:
+        """Restore the newest checkpoint of the run folder that verifies; say which ones were skipped.
+
+        Under torchrun rank 0 alone chooses it (and renames the unreadable ones); the others then read that file."""
+        shapes = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
+        picked: list[checkpoint.Checkpoint] = []
+
+        def pick() -> str:
+            ck, saved = self._pick_checkpoint(shapes)
+            picked.append(saved)
+            return ck.name
+
+        name = dist.on_primary(pick, "choosing the checkpoint to resume from")
+        saved = picked[0] if picked else checkpoint.read(Path(self.out) / rundir.CHECKPOINTS / name, shapes)
+        ck_name = name
         checkpoint.load_state(self.model, saved.model_state)
         self.trainer = Trainer(self.model, MaskSet(saved.masks), self.cfg.train, self.device,
                                hooks=[ProgressHook(self.reporter)])
         self.trainer.load_optimizer_tensors(saved.optimizer)
-        torch.set_rng_state(saved.rng["torch"])
-        self.data_gen.set_state(saved.rng["data"])
-        self.grow_gen.set_state(saved.rng["grow"])
+        checkpoint.set_rng_states(saved.rng, self.data_gen, self.grow_gen, self.device)
         self.initial_state = saved.rewind
         self.start = _unpack_start(saved.start)
         self.history = saved.history
@@ -137,10 +156,16 @@ class Run:
         self.stage = saved.stage
         self.stop_reason = saved.stop_reason
         self.trainer.global_step = saved.global_step
-        if dist.is_primary():  # a kill between the checkpoint and history.jsonl left the latter one row short
-            rundir.write_history(self.out, self.history)
-            self._plot()
-        self.reporter.message(f"resuming {self.out} at {self.stage} {self.phase} (from {ck.name})")
+        self.progress = saved.progress
+        if self.lr_change is not None:
+            dist.on_primary(lambda: self.cfg.save(self.out / rundir.CONFIG), "writing config.json", share=False)
+        # A kill between the checkpoint and history.jsonl left the latter one row short.
+        dist.on_primary(self._write_history, "writing history.jsonl", share=False)
+        self.reporter.message(f"resuming {self.out} at {self.stage} {self.phase} (from {ck_name})")
+
+    def _write_history(self) -> None:
+        rundir.write_history(self.out, self.history)
+        self._plot()
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -169,8 +194,7 @@ class Run:
         ctx = RunContext(self.cfg, self.model, masks, self.input_shape, self.history, self.grow_gen,
                          sample_batch=self._scoring_batch, initial_state=self.initial_state,
                          num_classes=self.bundle.num_classes)
-        decision = self.method.after_phase(ctx) if dist.is_primary() else Decision()
-        decision = dist.broadcast_decision(decision)
+        decision = dist.broadcast_decision(lambda: self.method.after_phase(ctx))
         row.update(decision.info)
         self._note_tolerance()
         if decision.reason == "max-cost":
@@ -187,6 +211,7 @@ class Run:
                 self._start_final()
         else:
             self._apply(decision)
+        dist.check_masks_agree(self.trainer.masks, f"after the decision of phase {self.phase}")
         self.phase += 1
         self._checkpoint()
         self.reporter.phase_done(row)
@@ -258,7 +283,16 @@ class Run:
         masks = self.trainer.masks
         epochs = self.cfg.final_epochs
         self.reporter.phase_start(self.phase, masks.density(), "final")
-        stats = self.trainer.train(train_loader, epochs, schedule=self.cfg.train.final_schedule, stage="final")
+        done, self.progress = self.progress, None  # resumed during final training: carry on after its epochs
+        hook = _FinalCheckpointHook(self, epochs)
+        self.trainer.hooks.append(hook)
+        try:
+            stats = self.trainer.train(
+                train_loader, epochs, schedule=self.cfg.train.final_schedule, stage="final",
+                first_epoch=done["epochs_done"] if done else 0,
+                carry=(done["loss_sum"], done["samples"], done["seconds"]) if done else None)
+        finally:
+            self.trainer.hooks.remove(hook)
         val_acc, val_loss = self.trainer.evaluate(val_loader)
         row = self._row("final", epochs, masks, stats, val_acc, val_loss)
         row["decision"] = "done"
@@ -288,33 +322,58 @@ class Run:
             "wall_time": stats.seconds,
             "wall_total": (prev["wall_total"] if prev else 0.0) + stats.seconds,
         }
-        if self.cfg.tau_core and dist.is_primary():  # a metric for the record: rank 0 alone writes it
-            t0 = time.perf_counter()
-            tc = tau_core(self.model, masks, self.input_shape)
-            seconds = time.perf_counter() - t0
-            # Its cost per phase next to the phase's training time (the tau-core is not counted in the cost).
-            row["tau_core"] = {"size": tc.size, "n_hidden": tc.n_hidden, "ratio": tc.ratio, "seconds": seconds,
-                               "share_of_training": seconds / stats.seconds if stats.seconds > 0 else None}
+        if self.cfg.tau_core:  # a metric for the record: rank 0 alone measures and writes it
+            entry = dist.on_primary(lambda: self._tau_core(masks, stats.seconds), "measuring the tau-core",
+                                    share=False)
+            if entry is not None:
+                row["tau_core"] = entry
+        if self.lr_change is not None:  # the first row trained at a learning rate given with --resume
+            row["lr_change"] = self.lr_change
+            self.lr_change = None
         return row
+
+    def _tau_core(self, masks: MaskSet, train_seconds: float) -> dict[str, Any]:
+        """The tau-core's history entry: its size, and its cost next to the phase's training time."""
+        t0 = time.perf_counter()
+        tc = tau_core(self.model, masks, self.input_shape)
+        seconds = time.perf_counter() - t0
+        # Its cost per phase next to the phase's training time (the tau-core is not counted in the cost).
+        return {"size": tc.size, "n_hidden": tc.n_hidden, "ratio": tc.ratio, "seconds": seconds,
+                "share_of_training": seconds / train_seconds if train_seconds > 0 else None}
 
     # -- files --------------------------------------------------------------------------------
     def _checkpoint(self) -> None:
-        if not dist.is_primary():
-            return
+        """Write the checkpoint, history.jsonl and curve.png on rank 0; its failure ends every rank."""
+        dist.on_primary(self._write_checkpoint, "writing the checkpoint", share=False)
+
+    def _write_checkpoint(self, progress: dict[str, Any] | None = None) -> None:
+        """The checkpoint after phase ``self.phase - 1``, or with ``progress`` the one during final training
+        (under the name the final training's own checkpoint takes when it ends)."""
         rewind = self.initial_state if self.method.rewind_step is not None else None
-        checkpoint.write(rundir.checkpoint_path(self.out, self.phase - 1), checkpoint.Checkpoint(
+        index = self.phase - 1 if progress is None else self.phase
+        checkpoint.write(rundir.checkpoint_path(self.out, index), checkpoint.Checkpoint(
             model_state=self.model.state_dict(), masks=self.trainer.masks.to_dict(),
-            optimizer=self.trainer.optimizer_tensors(), rng=checkpoint.rng_states(self.data_gen, self.grow_gen),
+            optimizer=self.trainer.optimizer_tensors(),
+            rng=checkpoint.rng_states(self.data_gen, self.grow_gen, self.device),
             next_phase=self.phase, stage=self.stage, history=self.history, stop_reason=self.stop_reason,
             global_step=self.trainer.global_step, method_state=self.method.state_tensors(), rewind=rewind,
-            start=_pack_start(self.start),
+            start=_pack_start(self.start), progress=progress,
             extra_meta={"config": self.cfg.to_dict(), "input_shape": list(self.input_shape),
                         "num_classes": self.bundle.num_classes}))
         if self.aside is not None:  # the new run has started properly: the replaced run's files can go
             rundir.drop_set_aside(self.aside)
             self.aside = None
-        rundir.write_history(self.out, self.history)
-        self._plot()
+        self._prune_checkpoints()
+        if progress is None:
+            rundir.write_history(self.out, self.history)
+            self._plot()
+
+    def _prune_checkpoints(self) -> None:
+        """Delete all but the newest ``--keep-checkpoints`` checkpoints (the history is in each of them)."""
+        keep = self.cfg.keep_checkpoints
+        if keep:
+            for old in rundir.checkpoints(self.out)[:-keep]:
+                old.unlink(missing_ok=True)
 
     def _plot(self) -> None:
         from pwmpr.plot import plot_curve
@@ -356,24 +415,30 @@ class Run:
             "wall_time": last["wall_total"],
             "tau_core": last.get("tau_core"),
             "layer_density": last["layer_density"],
+            "device": self.device.type,  # the device trained on (torchrun: each rank's, for world_size ranks)
+            "world_size": dist.world_size(),
             **self.method.summary(self.history),  # a method's own entries (PWMPR's shrink: both ends)
         }
-        if dist.is_primary():
-            tensors = {rundir.MODEL_PREFIX + k: v for k, v in self.model.state_dict().items()}
-            tensors.update({rundir.MASK_PREFIX + k: v for k, v in self.trainer.masks.to_dict().items()})
-            meta = {"kind": "final", "config": self.cfg.to_dict(), "summary": summary,
-                    "input_shape": list(self.input_shape), "num_classes": self.bundle.num_classes}
-            rundir.save_tensors(self.out / rundir.FINAL, tensors, meta)
-            rundir.atomic_write_json(self.out / rundir.SUMMARY, summary)
+        dist.on_primary(lambda: self._write_final(summary), "writing final.safetensors", share=False)
         return summary
+
+    def _write_final(self, summary: dict[str, Any]) -> None:
+        tensors = {rundir.MODEL_PREFIX + k: v for k, v in self.model.state_dict().items()}
+        tensors.update({rundir.MASK_PREFIX + k: v for k, v in self.trainer.masks.to_dict().items()})
+        meta = {"kind": "final", "config": self.cfg.to_dict(), "summary": summary,
+                "input_shape": list(self.input_shape), "num_classes": self.bundle.num_classes}
+        rundir.save_tensors(self.out / rundir.FINAL, tensors, meta)
+        rundir.atomic_write_json(self.out / rundir.SUMMARY, summary)
 
 
 def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = False, force: bool = False,
         reporter: Reporter | None = None, model: torch.nn.Module | None = None,
-        bundle: DataBundle | None = None) -> dict[str, Any]:
+        bundle: DataBundle | None = None, lr: float | None = None) -> dict[str, Any]:
     """Produce (or continue, with ``resume``) the run folder ``out_dir`` for ``cfg``; return the summary.
 
     ``model`` and ``bundle`` replace the config's registered model and data set (``pwmpr.grow_module``).
+    ``lr`` (with ``resume`` only): train on at this learning rate, recorded in config.json and the history.
+    ``reporter`` stays open: its owner closes it (a sweep keeps one display across its points).
 
     Without ``out_dir`` the folder is ``rundir.default_run_dir`` of the config (model resolved). The returned
     summary also holds ``run_dir``, the folder used.
@@ -394,19 +459,28 @@ def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = Fa
             rundir.clean_leftovers(out)
 
     def prepare(out: Path) -> None:
-        if primary:
+        """Rank 0 makes, locks, repairs and checks the folder; the other ranks wait for it (or for its error)."""
+        def on_rank_0() -> None:
             rundir.make_out_dir(out)
             take(out)
             rundir.check_out_dir(out, force=force)
 
+        dist.on_primary(on_rank_0, "preparing the run folder", share=False)
+
+    if lr is not None and not resume:
+        raise PwmprError("lr= is for resume; a new run takes its learning rate from the config")
+    lr_change = None
     try:
         if resume:
             if out is None or not out.is_dir():
                 raise PwmprError(f"cannot resume {out}: no such run folder")
-            take(out)
+            dist.on_primary(lambda: take(out), "repairing the run folder", share=False)  # then every rank reads it
             if not (out / rundir.CONFIG).is_file():
                 raise PwmprError(f"cannot resume {out}: it holds no {rundir.CONFIG}")
             cfg = GrowConfig.load(out / rundir.CONFIG)
+            if lr is not None and lr != cfg.train.base_lr:
+                lr_change = {"from": cfg.train.base_lr, "to": float(lr)}
+                cfg.train = dataclasses.replace(cfg.train, lr=float(lr))  # checked like a flag
         elif out is not None:
             prepare(out)  # a bad --out fails before any data is loaded; nothing in it is touched yet
         cfg = copy.deepcopy(cfg)
@@ -416,11 +490,12 @@ def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = Fa
             out = r.out = rundir.default_run_dir(cfg)
             prepare(out)
         if resume:
+            r.lr_change = lr_change
             r.resume()
         else:
-            if force and primary:
-                moved = rundir.set_aside(out)
-                if moved is not None:
+            if force:
+                moved = dist.on_primary(lambda: rundir.set_aside(out), "setting the old run aside")
+                if moved is not None and primary:
                     aside.append(moved)
                     r.aside = moved
             r.start_fresh()
@@ -431,7 +506,8 @@ def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = Fa
             summary = r.run()
         except TrainingDiverged as exc:
             cks = rundir.checkpoints(out) if r.aside is None else []
-            kept = (f"{out} keeps its last good checkpoint, {cks[-1].name}" if cks else
+            kept = (f"{out} keeps its last good checkpoint, {cks[-1].name} (`pwmpr grow --resume {out} --lr X` "
+                    f"carries on from it at learning rate X)" if cks else
                     "no checkpoint of this run was written" + (
                         f"; {out} holds the previous run again" if r.aside is not None else ""))
             raise PwmprError(f"{exc}; {kept}") from None
@@ -443,8 +519,6 @@ def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = Fa
             r.aside = None
         raise
     finally:
-        if r is not None:
-            r.reporter.close()
         for lock in held:
             lock.release()
 
@@ -464,6 +538,29 @@ def _unpack_start(tensors: dict[str, torch.Tensor] | None) -> tuple[dict[str, to
     state = {k[len("state/"):]: v for k, v in tensors.items() if k.startswith("state/")}
     seed = {k[len("mask/"):]: v for k, v in tensors.items() if k.startswith("mask/")}
     return state, MaskSet(seed)
+
+
+class _FinalCheckpointHook(Hook):
+    """Checkpoints final training at the end of an epoch once ``--checkpoint-minutes`` passed since the last
+    checkpoint (not after its last epoch, which the final checkpoint follows). Rank 0 decides and writes; the
+    others learn of its failure (``dist.on_primary``)."""
+
+    def __init__(self, run: Run, epochs: int) -> None:
+        self.run = run
+        self.epochs = epochs
+        self.last = time.monotonic()  # the phase before final training just wrote one
+
+    def on_epoch_end(self, trainer, *, epoch, loss):
+        if epoch + 1 < self.epochs:
+            dist.on_primary(lambda: self._write_if_due(trainer, epoch + 1), "writing the checkpoint", share=False)
+
+    def _write_if_due(self, trainer, epochs_done: int) -> None:
+        if time.monotonic() - self.last < 60.0 * self.run.cfg.checkpoint_minutes:
+            return
+        loss_sum, samples, seconds = trainer.totals
+        self.run._write_checkpoint(progress={"epochs_done": epochs_done, "loss_sum": float(loss_sum),
+                                             "samples": samples, "seconds": seconds})
+        self.last = time.monotonic()
 
 
 class _SnapshotHook(Hook):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -287,11 +287,11 @@ def test_attention_rules_grow_vit_mini_through_the_runner(tmp_path, rule, scope)
         assert (tmp_path / "export" / "model.onnx").is_file()
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not on PATH")
 @pytest.mark.parametrize(("rule", "scope"), [("pwmp-attn", "global"), ("pwmp-qk-head", "layer")])
 def test_attention_rules_under_ddp_decide_on_rank_0(tmp_path, rule, scope):
     out = tmp_path / "run"
-    cmd = ["torchrun", "--nproc-per-node", "2", "--master-port", "29527", "-m", "pwmpr", "grow", "--data", "digits",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29527", "-m",
+           "pwmpr", "grow", "--data", "digits",
            "--model", "vit-mini", "--phase-epochs", "1", "--final-epochs", "1", "--max-phases", "2", "--no-tau-core",
            "--growth", rule, "--scope", scope, "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -48,7 +48,8 @@ def test_dense_is_one_run_at_density_one_costing_one_dense_run(tmp_path):
 
 def test_imp_records_every_level_as_a_point_of_its_curve(tmp_path):
     run = tmp_path / "imp"
-    result = _baseline("imp", *TINY, "--levels", "2", "--variant", "rewind", "--rewind-step", "2", "--out", str(run))
+    result = _baseline("imp", *TINY, "--levels", "2", "--variant", "rewind", "--rewind-step", "2",
+                       "--keep-checkpoints", "0", "--out", str(run))
     assert result.exit_code == 0, result.output
     summary = _check_run_folder(run, 3)
     rows = _history(run)

@@ -52,7 +52,9 @@ def test_grow_writes_a_complete_run_folder(tmp_path):
     assert set(masks) == {"net.1.weight", "net.3.weight", "net.5.weight"}
     weights = {k[6:]: v for k, v in final.items() if k.startswith("model/")}
     assert all(torch.all(weights[n][~m] == 0) for n, m in masks.items())
-    assert len(list((run / "checkpoints").glob("phase-*.safetensors"))) == 4
+    # Only what resume needs: the newest checkpoint and the one before it (--keep-checkpoints 2).
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["phase-0002.safetensors",
+                                                                       "phase-0003.safetensors"]
     assert (run / "curve.png").read_bytes()[:4] == b"\x89PNG"
     assert not list(run.rglob("*.tmp"))
 
@@ -101,7 +103,8 @@ def test_an_adamw_run_resumed_from_its_first_checkpoint_matches_an_uninterrupted
     import shutil
 
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    args = [*TINY, "--phase-epochs", "2", "--final-epochs", "2", "--optimizer", "adamw", "--no-tau-core"]
+    args = [*TINY, "--phase-epochs", "2", "--final-epochs", "2", "--optimizer", "adamw", "--no-tau-core",
+            "--keep-checkpoints", "0"]
     assert _grow(*args, "--out", str(whole)).exit_code == 0
     first = load_file(whole / "checkpoints" / "phase-0000.safetensors")
     steps = {k: v for k, v in first.items() if k.endswith("/step")}
@@ -191,7 +194,7 @@ def test_checkpoints_load_as_models(tmp_path):
     import pwmpr
 
     run = tmp_path / "run"
-    assert _grow(*TINY, "--out", str(run)).exit_code == 0
+    assert _grow(*TINY, "--out", str(run), "--keep-checkpoints", "0").exit_code == 0
     model, masks = pwmpr.load(run / "checkpoints" / "phase-0000.safetensors")
     # The checkpoint after phase 0 holds the state phase 1 starts from: the grown masks.
     assert masks.density() == pytest.approx(history(run)[1]["density"])

@@ -207,7 +207,7 @@ def test_recruits_start_non_zero_so_the_next_scores_reach_the_unit():
 def test_pwmp_explore_run_starts_its_recruits_non_zero(tmp_path):
     _, rows = _grow(tmp_path / "r", "--seed-density", "0.01", "--growth", "pwmp-explore", "--phase-epochs", "1",
                     "--final-epochs", "1", "--max-phases", "2", "--stop", "none", "--max-cost", "0",
-                    "--final-init", "rewind")
+                    "--final-init", "rewind", "--keep-checkpoints", "0")
     n_recruits = rows[0]["n_recruits"]
     assert n_recruits > 0 and n_recruits < rows[0]["n_added"]
     tensors, _ = rundir.load_tensors(rundir.checkpoints(tmp_path / "r")[0])  # written right after the growth step
@@ -237,7 +237,7 @@ def _final_start(run: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Te
 
 def test_each_final_init_starts_final_training_from_the_weights_it_promises(tmp_path):
     args = ["--seed-density", "0.1", "--phase-epochs", "1", "--final-epochs", "1", "--stop", "none",
-            "--plateau-tol", "0", "--max-phases", "3"]
+            "--plateau-tol", "0", "--max-phases", "3", "--keep-checkpoints", "0"]
     starts = {}
     for mode in ("continue", "reinit", "rewind"):
         _grow(tmp_path / mode, *args, "--final-init", mode)

@@ -213,7 +213,8 @@ def test_baseline_trains_at_a_fixed_density_for_its_budget(tmp_path, method):
 
 def test_rigl_resume_continues_where_it_stopped(tmp_path):
     run = tmp_path / "rigl"
-    assert runner.invoke(app, ["baseline", "rigl", *TINY, "--epochs", "3", "--out", str(run)]).exit_code == 0
+    args = ["baseline", "rigl", *TINY, "--epochs", "3", "--keep-checkpoints", "0", "--out", str(run)]
+    assert runner.invoke(app, args).exit_code == 0
     before = history(run)
     (run / "summary.json").unlink()
     (run / "checkpoints" / "phase-0002.safetensors").unlink()

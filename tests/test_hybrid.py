@@ -244,7 +244,7 @@ def test_shrink_keeps_exact_counts_and_reports_both_ends(tmp_path):
 
 SHRINK_FAILS = ["--data", "digits", "--model", "mlp", "--phase-epochs", "1", "--final-epochs", "1", "--max-phases", "2",
                 "--batch-size", "64", "--seed-density", "0.1", "--max-train", "400", "--no-tau-core", "--shrink",
-                "--shrink-fraction", "0.97", "--shrink-regrow", "0", "--shrink-tol", "0.01"]
+                "--shrink-fraction", "0.97", "--shrink-regrow", "0", "--shrink-tol", "0.01", "--keep-checkpoints", "0"]
 
 
 def test_shrink_stops_on_its_tolerance_and_goes_back_to_the_last_network_that_kept_it(tmp_path):

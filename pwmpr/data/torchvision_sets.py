@@ -1,4 +1,6 @@
-"""MNIST, CIFAR-10 and CIFAR-100 through torchvision, held as tensors on the training device."""
+"""MNIST, CIFAR-10 and CIFAR-100 through torchvision, held as tensors on the training device.
+
+Under torchrun rank 0 alone downloads into ``--data-dir``; the other ranks read the files once it is done."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pwmpr import dist
 from pwmpr._tv_compat import import_torchvision
 from pwmpr.data import DATASETS, DataBundle, TensorSplit
 from pwmpr.errors import PwmprError
@@ -24,16 +27,22 @@ _STATS = {
 
 
 def _load(cls_name: str, data_dir: str | None) -> tuple[object, object]:
+    """The train and test sets; under torchrun rank 0 downloads them (if need be) before the others read them."""
     tv = import_torchvision()
     root = Path(data_dir or "data")
     cls = getattr(tv.datasets, cls_name)
-    try:
-        return cls(str(root), train=True, download=True), cls(str(root), train=False, download=True)
-    except (RuntimeError, OSError) as exc:
-        raise PwmprError(
-            f"cannot load {cls_name} from {root} and cannot download it ({str(exc).splitlines()[0]}); "
-            f"put {_FILES[cls_name]} under {root} (--data-dir)"
-        ) from None
+
+    def fetch(download: bool) -> tuple[object, object]:
+        try:
+            return cls(str(root), train=True, download=download), cls(str(root), train=False, download=download)
+        except (RuntimeError, OSError) as exc:
+            raise PwmprError(
+                f"cannot load {cls_name} from {root} and cannot download it ({str(exc).splitlines()[0]}); "
+                f"put {_FILES[cls_name]} under {root} (--data-dir)"
+            ) from None
+
+    first = dist.on_primary(lambda: fetch(True), f"downloading {cls_name}", share=False)
+    return first if dist.is_primary() else fetch(False)
 
 
 def _to_split(ds, cls_name: str) -> TensorSplit:

@@ -136,8 +136,13 @@ class Trainer:
 
     # -- training -----------------------------------------------------------------------------
     def train(self, loader: Iterable, epochs: int, *, schedule: str = "constant", lr: float | None = None,
-              stage: str = "phase") -> PhaseStats:
+              stage: str = "phase", first_epoch: int = 0,
+              carry: tuple[float, int, float] | None = None) -> PhaseStats:
         """Train for ``epochs`` epochs over ``loader`` with the learning rate following ``schedule``.
+
+        ``first_epoch`` and ``carry`` continue a call cut short after ``first_epoch`` epochs (a checkpoint written
+        during training), on the same schedule: ``carry`` is what ``totals`` held then (summed loss, samples,
+        seconds). After every epoch ``totals`` holds them for the hooks.
 
         Raises:
             TrainingDiverged: when the loss turns NaN or infinite (the weights of that step are not kept).
@@ -148,11 +153,11 @@ class Trainer:
         self.model.train()
         for h in self.hooks:
             h.on_phase_start(self, stage=stage, epochs=epochs, n_batches=n_batches)
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=self.device)
-        samples, step = 0, 0
+        t0 = time.perf_counter() - (carry[2] if carry else 0.0)
+        loss_sum = torch.full((), carry[0] if carry else 0.0, device=self.device)
+        samples, step = (carry[1] if carry else 0), first_epoch * n_batches
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
-        for epoch in range(epochs):
+        for epoch in range(first_epoch, epochs):
             epoch_loss = torch.zeros((), device=self.device)
             epoch_n = 0
             for x, y in loader:
@@ -180,6 +185,7 @@ class Trainer:
                 )
             loss_sum += epoch_loss
             samples += epoch_n
+            self.totals = (loss_sum, samples, time.perf_counter() - t0)
             for h in self.hooks:
                 h.on_epoch_end(self, epoch=epoch, loss=mean)
         stats = PhaseStats(float(loss_sum) / max(1, samples), step, epochs, samples, time.perf_counter() - t0)
