@@ -384,6 +384,8 @@ def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = Fa
     held: list[FolderLock] = []
     aside: list[Path] = []  # --force: where the old run's files wait (restored if the new run fails early)
     r: Run | None = None
+    created: list[Path] = []  # the folder this call made: a failure leaves no empty folder behind
+    failed = True
 
     def take(out: Path) -> None:
         """Lock the folder (one writer), then finish what a dead writer left there."""
@@ -395,6 +397,8 @@ def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = Fa
 
     def prepare(out: Path) -> None:
         if primary:
+            if not out.exists():
+                created.append(out)
             rundir.make_out_dir(out)
             take(out)
             rundir.check_out_dir(out, force=force)
@@ -407,6 +411,12 @@ def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = Fa
             if not (out / rundir.CONFIG).is_file():
                 raise PwmprError(f"cannot resume {out}: it holds no {rundir.CONFIG}")
             cfg = GrowConfig.load(out / rundir.CONFIG)
+            finished = rundir.finished_summary(out)
+            if finished is not None:  # nothing to do: a finished run is not trained or rewritten again
+                (reporter or Reporter()).message(
+                    f"{out} is finished ({rundir.SUMMARY}); nothing was done (start it again with --force)")
+                dist.shutdown()
+                return {**finished, "run_dir": str(out)}
         elif out is not None:
             prepare(out)  # a bad --out fails before any data is loaded; nothing in it is touched yet
         cfg = copy.deepcopy(cfg)
@@ -436,6 +446,7 @@ def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = Fa
                         f"; {out} holds the previous run again" if r.aside is not None else ""))
             raise PwmprError(f"{exc}; {kept}") from None
         dist.shutdown()
+        failed = False
         return {**summary, "run_dir": str(out)}
     except BaseException:
         if r is not None and r.aside is not None and out is not None:
@@ -447,6 +458,8 @@ def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = Fa
             r.reporter.close()
         for lock in held:
             lock.release()
+        for folder in created if failed else []:
+            rundir.remove_if_empty(folder)
 
 
 def _pack_start(start: tuple[dict[str, torch.Tensor], MaskSet] | None) -> dict[str, torch.Tensor] | None:
