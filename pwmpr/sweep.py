@@ -290,9 +290,9 @@ def check_points(out: Path | str, cfg: SweepConfig) -> None:
                                       {k: v for k, v in got.items() if k not in _NOT_TRAINED})
             if where is not None:
                 key, said, trained = where
-                raise PwmprError(f"{folder} was trained with {key} {json.dumps(trained)}, but {Path(out) / SWEEP_CONFIG} "
-                                 f"says {json.dumps(said)}: restore {SWEEP_CONFIG}, or start a new sweep in another "
-                                 f"folder")
+                raise PwmprError(f"{folder} was trained with {key} {json.dumps(trained)}, but "
+                                 f"{Path(out) / SWEEP_CONFIG} says {json.dumps(said)}: restore {SWEEP_CONFIG}, or "
+                                 "start a new sweep in another folder")
 
 
 def _first_difference(a: Any, b: Any, key: str = "") -> tuple[str, Any, Any] | None:
