@@ -152,7 +152,7 @@ def read_history(run_dir: Path) -> list[dict]:
 
 
 #: summary.json entries that must be finite numbers (``test_acc`` too, unless the run had no test split: None).
-SUMMARY_NUMBERS = ("discovered_density", "val_acc", "cost_flops", "cost_epochs")
+SUMMARY_NUMBERS = ("discovered_density", "cost_flops", "cost_epochs")
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
@@ -175,7 +175,7 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
 
     for key in SUMMARY_NUMBERS:
         number(key, data.get(key))
-    for key in ("test_acc", "dense_reference_epochs", "wall_time"):  # optional, but a number when present
+    for key in ("test_acc", "val_acc", "dense_reference_epochs", "wall_time"):  # optional, but a number when present
         if data.get(key) is not None:
             number(key, data[key])
     return data

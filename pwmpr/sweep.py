@@ -319,7 +319,7 @@ def read_points(out: Path | str, cfg: SweepConfig | None = None) -> list[dict[st
                 continue
             rows.append({"density": density, "seed": seed, "model": str(s.get("model")), "data": str(s.get("data")),
                          "measured_density": s["discovered_density"],
-                         "test_acc": s["test_acc"], "val_acc": s["val_acc"], "cost_flops": s["cost_flops"],
+                         "test_acc": s["test_acc"], "val_acc": s.get("val_acc") or 0.0, "cost_flops": s["cost_flops"],
                          "cost_epochs": s["cost_epochs"], "wall_time": s.get("wall_time") or 0.0})
     return rows
 
