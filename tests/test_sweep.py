@@ -182,3 +182,65 @@ def test_the_same_sweep_rerun_on_a_folder_from_an_older_pwmpr_continues_it(tmp_p
     (out / "sweep.json").write_text(json.dumps(config))
     result = runner.invoke(app, command)
     assert result.exit_code == 2 and "is not empty" in result.output
+
+
+def test_a_sweep_loads_its_data_once_and_ctrl_c_is_one_line(tmp_path, monkeypatch):
+    """Every point trains on the data loaded once; a Ctrl-C in the second point exits 130 with one line."""
+    import pwmpr.data
+    import pwmpr.runner
+    from pwmpr.train import Trainer
+
+    loads = []
+    real = pwmpr.data.load_data
+
+    def counting(*args, **kwargs):
+        loads.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pwmpr.data, "load_data", counting)
+    monkeypatch.setattr(pwmpr.runner, "load_data", counting)
+    out = tmp_path / "sweep"
+    result = runner.invoke(app, ["sweep", *TINY, "--densities", "0.5,1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert loads == ["digits"]
+    calls = []
+    train = Trainer.train
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return train(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train", interrupted)
+    result = runner.invoke(app, ["sweep", *TINY, "--densities", "0.5,1", "--out", str(tmp_path / "other")])
+    assert result.exit_code == 130
+    assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("interrupted"), result.output
+    assert (tmp_path / "other" / "runs" / "d0.5-s0" / "summary.json").is_file()
+
+
+def test_compare_and_resume_survive_a_damaged_sweep_summary(tmp_path):
+    """A sweep's curve and knee are computed from its points: a summary.json without knee or model, or with a knee
+    density of 0, changes nothing; a truncated point summary.json is rewritten by --resume from its checkpoint."""
+    from pwmpr.compare import discovery_rows
+    from pwmpr.compare.records import read_run
+
+    sweep = tmp_path / "sweep"
+    assert runner.invoke(app, ["sweep", *TINY, "--densities", "0.5,1", "--out", str(sweep)]).exit_code == 0
+    run = tmp_path / "run"
+    grow = ["grow", "--data", "digits", "--model", "mlp", "--phase-epochs", "1", "--final-epochs", "1",
+            "--max-phases", "1", "--no-tau-core", "--batch-size", "64", "-q", "--out", str(run)]
+    assert runner.invoke(app, grow).exit_code == 0
+    (want,) = discovery_rows([read_run(run)], [sweep])
+    good = json.loads((sweep / "summary.json").read_text())
+    for damage in ({"knee": None}, {"model": None}, {"knee": {"density": 0, "test_acc": 0.5}}):
+        (sweep / "summary.json").write_text(json.dumps({k: v for k, v in {**good, **damage}.items()
+                                                        if v is not None}))
+        assert discovery_rows([read_run(run)], [sweep]) == [want]
+    point = sweep / "runs" / "d1-s0" / "summary.json"
+    text = point.read_text()
+    point.write_text(text[: len(text) // 2])
+    result = runner.invoke(app, ["sweep", "--resume", str(sweep), "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(point.read_text()) == json.loads(text)
+    assert json.loads((sweep / "summary.json").read_text())["curve"] == good["curve"]
