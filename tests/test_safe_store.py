@@ -290,6 +290,7 @@ def test_resume_falls_back_to_a_good_checkpoint(run_copy, finished):
     cks = sorted((run_copy / "checkpoints").glob("phase-*.safetensors"))
     newest = cks[-1]
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # truncated
+    (run_copy / "summary.json").unlink()  # killed while writing its last checkpoint: the run never finished
     result = _grow("--resume", str(run_copy))
     assert result.exit_code == 0, result.output
     assert f"skipped unreadable checkpoint(s) {newest.name}" in result.output
