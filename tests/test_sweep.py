@@ -146,11 +146,14 @@ def test_a_run_is_scored_against_the_sweep_trained_as_it_was(tmp_path):
         folder.mkdir()
         base = GrowConfig(model="mlp")
         base.train.optimizer = optimizer
-        (folder / "sweep.json").write_text(json.dumps(SweepConfig(densities=[0.1], base=base).to_dict()))
-        point = {"density": 0.1, "test_acc": acc, "test_acc_std": None, "n_seeds": 1}
-        (folder / "summary.json").write_text(json.dumps(
-            {"model": "mlp", "data": "mnist5k", "complete": True, "curve": [point], "best": point, "knee": point,
-             "dense": None, "tol": 0.01}))
+        cfg = SweepConfig(densities=[0.1], base=base)
+        (folder / "sweep.json").write_text(json.dumps(cfg.to_dict()))
+        point = folder / "runs" / "d0.1-s0"  # the curve is computed from the points' own folders
+        point.mkdir(parents=True)
+        (point / "config.json").write_text(json.dumps(cfg.point_config(0.1, 0).to_dict()))
+        (point / "summary.json").write_text(json.dumps(
+            {"model": "mlp", "data": "mnist5k", "discovered_density": 0.1, "test_acc": acc, "val_acc": acc,
+             "cost_flops": 0.1, "cost_epochs": 1.0}))
         sweeps.append(folder)
     run = RunRecord(tmp_path / "run", GrowConfig(model="mlp").to_dict(),
                     {"model": "mlp", "discovered_density": 0.1, "test_acc": 0.9, "cost_flops": 0.5, "cost_epochs": 3},
