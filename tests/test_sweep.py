@@ -247,3 +247,29 @@ def test_compare_and_resume_survive_a_damaged_sweep_summary(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(point.read_text()) == json.loads(text)
     assert json.loads((sweep / "summary.json").read_text())["curve"] == good["curve"]
+
+
+def test_ctrl_c_while_the_digits_csv_is_parsed_arrives_after_the_parse(monkeypatch):
+    """pandas turns a KeyboardInterrupt inside its parser into a ParserError: the read holds SIGINT back, so the
+    parse finishes and the Ctrl-C is then raised as itself."""
+    import os
+    import signal
+    import time
+
+    import numpy as np
+    import pandas as pd
+
+    from pwmpr.data import offline
+
+    finished = []
+
+    def read_csv(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # Python would raise here, inside the parse, if the signal were not held
+        finished.append(True)
+        return pd.DataFrame(np.zeros((2, 785)))
+
+    monkeypatch.setattr(pd, "read_csv", read_csv)
+    with pytest.raises(KeyboardInterrupt):
+        offline._read_mnist5k()
+    assert finished == [True]
