@@ -69,11 +69,10 @@ def _run_trusted(overrides: dict, *, out: Path | None, resume: Path | None, conf
     return summary
 
 
-def refuse_with_resume(flags: list[str]) -> None:
-    """A ``--resume`` run takes its folder's config: refuse the configuring ``flags`` given with it, by name."""
+def refuse_with_resume(flags: list[str], what: str = "run folder's own config.json (and --lr)") -> None:
+    """A ``--resume`` run takes its folder's config (``what``): refuse the configuring ``flags`` given with it."""
     if flags:
-        raise PwmprError(f"--resume takes the run folder's own config.json (and --lr); drop the other flags "
-                         f"({', '.join(flags)})")
+        raise PwmprError(f"--resume takes the {what}; drop the other flags ({', '.join(flags)})")
 
 
 def _print_result(summary: dict, quiet: bool) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from pwmpr.cli.errors import boundary
-from pwmpr.cli.options import apply_overrides, command, config_flags, option, switch
+from pwmpr.cli.options import apply_overrides, command, config_flags, given_flags, option, switch
 from pwmpr.config import GrowConfig
 from pwmpr.errors import PwmprError
 
@@ -42,14 +42,17 @@ def _own_flags() -> list:
     return [
         option("densities", str | None, None, help="Comma-separated densities in (0, 1] (default: --min-density to "
                "--max-density by --factor)."),
-        option("min_density", float, 0.01, help="Smallest density of the geometric grid."),
-        option("max_density", float, 1.0, help="Largest density of the geometric grid."),
-        option("factor", float, 2.0, help="Ratio of neighbouring densities of the geometric grid."),
-        option("seeds", str, "0", help="Comma-separated seeds; every density is trained once per seed."),
-        option("pruner", str, default["pruner"],
-               help=f"How each mask is drawn: a one-shot seed method ({', '.join(SEEDS.names())})."),
-        option("tol", float, default["tol"],
-               help="Knee: the smallest density within this accuracy (0.01 = one point) of the best."),
+        option("min_density", float | None, None, help="Smallest density of the geometric grid (default 0.01)."),
+        option("max_density", float | None, None, help="Largest density of the geometric grid (default 1)."),
+        option("factor", float | None, None, help="Ratio of neighbouring densities of the geometric grid (default 2)."),
+        option("seeds", str | None, None, help="Comma-separated seeds; every density is trained once per seed "
+               "(default 0)."),
+        option("pruner", str | None, None,
+               help=f"How each mask is drawn: a one-shot seed method ({', '.join(SEEDS.names())}; default "
+               f"{default['pruner']})."),
+        option("tol", float | None, None,
+               help=f"Knee: the smallest density within this accuracy (0.01 = one point) of the best (default "
+               f"{default['tol']:g})."),
         option("out", Path | None, None, "--out", "-o", help="Sweep folder (default: runs/sweep-<model>-<data>)."),
         option("resume", Path | None, None, help="Continue the sweep in this folder."),
         switch("force", "Replace a non-empty --out that holds another sweep."),
@@ -58,40 +61,41 @@ def _own_flags() -> list:
     ]
 
 
+#: The sweep's own flags that configure it (refused with --resume, which takes the folder's sweep.json).
+GRID_FLAGS = ("densities", "min_density", "max_density", "factor", "seeds", "pruner", "tol")
+
+
 @boundary
-def _sweep(fields: dict, *, densities: str | None, min_density: float, max_density: float, factor: float, seeds: str,
-           pruner: str, tol: float, out: Path | None, resume: Path | None, force: bool, quiet: bool,
-           trust_code: bool = False) -> None:
+def _sweep(fields: dict, *, out: Path | None, resume: Path | None, force: bool, quiet: bool, trust_code: bool = False,
+           **grid) -> None:
     from pwmpr.models import trusted_code
 
     # A --model typed here may be imported; one read from a --resume folder only with --trust-code.
     with trusted_code(True if trust_code else fields.get("model") or False):
-        _sweep_trusted(fields, densities=densities, min_density=min_density, max_density=max_density,
-                       factor=factor, seeds=seeds, pruner=pruner, tol=tol, out=out, resume=resume, force=force,
-                       quiet=quiet)
+        _sweep_trusted(fields, grid, out=out, resume=resume, force=force, quiet=quiet)
 
 
-def _sweep_trusted(fields: dict, *, densities: str | None, min_density: float, max_density: float, factor: float,
-                   seeds: str, pruner: str, tol: float, out: Path | None, resume: Path | None, force: bool,
+def _sweep_trusted(fields: dict, grid: dict, *, out: Path | None, resume: Path | None, force: bool,
                    quiet: bool) -> None:
+    from pwmpr.cli.grow import refuse_with_resume
     from pwmpr.progress import make_reporter
     from pwmpr.sweep import SweepConfig, run_sweep
 
-    reporter = make_reporter(quiet)
     if resume is not None:
+        refuse_with_resume([*(["--out"] if out is not None else []), *(["--force"] if force else []),
+                            *given_flags(SWEEP_FLAGS, fields),
+                            *("--" + k.replace("_", "-") for k in GRID_FLAGS if grid.get(k) is not None)],
+                           what="sweep folder's own sweep.json")
+        reporter = make_reporter(quiet)
         summary = run_sweep(SweepConfig(), resume, resume=True, reporter=reporter)
         out = resume
     else:
-        if tol < 0:
-            raise PwmprError(f"--tol must be >= 0, got {tol}")
-        grid = (_floats(densities, "--densities") if densities is not None
-                else SweepConfig.geometric(min_density, max_density, factor))
-        base = apply_overrides(GrowConfig(), {**fields, "tau_core": False})
-        cfg = SweepConfig(densities=grid, seeds=_ints(seeds, "--seeds"), pruner=pruner, tol=tol, base=base)
+        cfg = _config(fields, **grid)
         if out is None:
             from pwmpr.rundir import folder_name
 
-            out = Path("runs") / f"sweep-{folder_name(base.model)}-{folder_name(base.data)}"
+            out = Path("runs") / f"sweep-{folder_name(cfg.base.model)}-{folder_name(cfg.base.data)}"
+        reporter = make_reporter(quiet)
         summary = run_sweep(cfg, out, force=force, reporter=reporter)
     reporter.close()
     if not quiet:
@@ -100,6 +104,23 @@ def _sweep_trusted(fields: dict, *, densities: str | None, min_density: float, m
         typer.echo(curve_markdown(summary), nl=False)
         typer.echo(f"knee: density {summary['knee']['density']:g} ({100 * summary['knee']['test_acc']:.2f}%), best "
                    f"{100 * summary['best']['test_acc']:.2f}% at {summary['best']['density']:g} · sweep folder {out}")
+
+
+def _config(fields: dict, *, densities: str | None, min_density: float | None, max_density: float | None,
+            factor: float | None, seeds: str | None, pruner: str | None, tol: float | None):
+    """The SweepConfig of the flags (the defaults where a flag was not given)."""
+    from pwmpr.sweep import SweepConfig
+
+    default = SweepConfig()
+    tol = default.tol if tol is None else tol
+    if tol < 0:
+        raise PwmprError(f"--tol must be >= 0, got {tol}")
+    grid = (_floats(densities, "--densities") if densities is not None
+            else SweepConfig.geometric(0.01 if min_density is None else min_density,
+                                       1.0 if max_density is None else max_density, 2.0 if factor is None else factor))
+    base = apply_overrides(GrowConfig(), {**fields, "tau_core": False})
+    return SweepConfig(densities=grid, seeds=_ints(seeds or "0", "--seeds"), pruner=pruner or default.pruner, tol=tol,
+                       base=base)
 
 
 SWEEP_DOC = """Train the same model at a geometric grid of densities (one-shot PHEW masks by default) and report the

@@ -151,6 +151,44 @@ def read_history(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+#: summary.json entries that must be finite numbers (``test_acc`` too, unless the run had no test split: None).
+SUMMARY_NUMBERS = ("discovered_density", "cost_flops", "cost_epochs")
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """The run's ``summary.json``, checked: a JSON object whose result entries are finite numbers; else PwmprError."""
+    import math
+
+    path = Path(run_dir) / SUMMARY
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PwmprError(f"{run_dir} has no {SUMMARY}: the run has not finished (continue it with --resume)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise PwmprError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise PwmprError(f"{path} must hold a JSON object")
+
+    def number(key: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise PwmprError(f"{path}: {key} must be a finite number, got {json.dumps(value)}")
+
+    for key in SUMMARY_NUMBERS:
+        number(key, data.get(key))
+    for key in ("test_acc", "val_acc", "dense_reference_epochs", "wall_time"):  # optional, but a number when present
+        if data.get(key) is not None:
+            number(key, data[key])
+    return data
+
+
+def finished_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The summary of a finished run folder; None when it has none or it is unreadable (the run is not finished)."""
+    try:
+        return read_summary(run_dir)
+    except PwmprError:
+        return None
+
+
 def save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
     """Save ``tensors`` plus JSON metadata to a safetensors file, atomically.
 
@@ -222,6 +260,21 @@ def make_out_dir(run_dir: Path) -> None:
             pass
     except OSError as exc:
         raise PwmprError(f"output directory {run_dir} is not writable: {exc.strerror or exc}") from None
+
+
+def remove_if_empty(folder: Path) -> bool:
+    """Remove ``folder`` when it holds nothing but pwmpr's leftovers (a failed command's own empty ``--out``)."""
+    folder = Path(folder)
+    try:
+        entries = list(folder.iterdir())
+        if not all(_is_leftover(p) and p.is_file() for p in entries):
+            return False
+        for p in entries:
+            p.unlink(missing_ok=True)
+        folder.rmdir()
+    except OSError:  # someone else is writing there now, or it went already: leave it
+        return False
+    return True
 
 
 def check_out_dir(run_dir: Path, *, force: bool) -> None:

@@ -449,6 +449,8 @@ def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = Fa
     held: list[FolderLock] = []
     aside: list[Path] = []  # --force: where the old run's files wait (restored if the new run fails early)
     r: Run | None = None
+    created: list[Path] = []  # the folder this call made: a failure leaves no empty folder behind
+    failed = True
 
     def take(out: Path) -> None:
         """Lock the folder (one writer), then finish what a dead writer left there."""
@@ -461,6 +463,8 @@ def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = Fa
     def prepare(out: Path) -> None:
         """Rank 0 makes, locks, repairs and checks the folder; the other ranks wait for it (or for its error)."""
         def on_rank_0() -> None:
+            if not out.exists():
+                created.append(out)
             rundir.make_out_dir(out)
             take(out)
             rundir.check_out_dir(out, force=force)
@@ -478,6 +482,12 @@ def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = Fa
             if not (out / rundir.CONFIG).is_file():
                 raise PwmprError(f"cannot resume {out}: it holds no {rundir.CONFIG}")
             cfg = GrowConfig.load(out / rundir.CONFIG)
+            finished = rundir.finished_summary(out)
+            if finished is not None:  # nothing to do: a finished run is not trained or rewritten again
+                (reporter or Reporter()).message(
+                    f"{out} is finished ({rundir.SUMMARY}); nothing was done (start it again with --force)")
+                dist.shutdown()
+                return {**finished, "run_dir": str(out)}
             if lr is not None and lr != cfg.train.base_lr:
                 lr_change = {"from": cfg.train.base_lr, "to": float(lr)}
                 cfg.train = dataclasses.replace(cfg.train, lr=float(lr))  # checked like a flag
@@ -512,6 +522,7 @@ def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = Fa
                         f"; {out} holds the previous run again" if r.aside is not None else ""))
             raise PwmprError(f"{exc}; {kept}") from None
         dist.shutdown()
+        failed = False
         return {**summary, "run_dir": str(out)}
     except BaseException:
         if r is not None and r.aside is not None and out is not None:
@@ -521,6 +532,8 @@ def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = Fa
     finally:
         for lock in held:
             lock.release()
+        for folder in created if failed else []:
+            rundir.remove_if_empty(folder)
 
 
 def _pack_start(start: tuple[dict[str, torch.Tensor], MaskSet] | None) -> dict[str, torch.Tensor] | None:

@@ -31,6 +31,9 @@ SWEEP_CONFIG = "sweep.json"
 SWEEP_SUMMARY = "summary.json"
 RUNS = "runs"
 DEFAULT_DENSITIES = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.0)  # 0.01 to 1 by factors of 2
+MAX_DENSITIES = 100  # a grid of more points is a typo (a --factor of 1.0001), not a sweep anyone waits for
+# Config keys that do not change what a point trains: a point folder may differ from sweep.json there.
+_NOT_TRAINED = ("device", "data_dir", "workers")
 
 
 @dataclass
@@ -58,6 +61,15 @@ class SweepConfig:
         if len(set(self.densities)) != len(self.densities):
             raise PwmprError(f"the density grid repeats a density: {self.densities}")
         self.densities = sorted(float(d) for d in self.densities)
+        if len(self.densities) > MAX_DENSITIES:
+            raise PwmprError(f"the density grid has {len(self.densities)} densities; a sweep takes at most "
+                             f"{MAX_DENSITIES}")
+        folders: dict[str, float] = {}
+        for d in self.densities:
+            other = folders.setdefault(point_name(d, 0), d)
+            if other != d:
+                raise PwmprError(f"densities {other!r} and {d!r} share the point folders d{d:g}-s* "
+                                 "(densities are told apart by 6 significant digits): give densities that differ there")
         if not isinstance(self.densities, list) or not isinstance(self.seeds, list):
             raise PwmprError("densities and seeds must be lists")
         if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < SEED_LIMIT
@@ -81,6 +93,10 @@ class SweepConfig:
             raise PwmprError(f"need 0 < min density <= max density <= 1, got {lo} and {hi}")
         if not factor > 1:
             raise PwmprError(f"the grid factor must be > 1, got {factor}")
+        n = max(0, math.ceil(math.log(hi * (1 - 1e-9) / lo) / math.log(factor))) + 1
+        if n > MAX_DENSITIES:
+            raise PwmprError(f"--factor {factor:g} from {lo:g} to {hi:g} gives {n:,} densities; a sweep takes at most "
+                             f"{MAX_DENSITIES}: pick a larger --factor (or list --densities)")
         out, d = [], lo
         while d < hi * (1 - 1e-9):
             out.append(round(d, 10))
@@ -117,9 +133,14 @@ class SweepConfig:
             raise PwmprError(f"bad value in the sweep configuration: {exc}") from None
 
 
+def point_name(density: float, seed: int) -> str:
+    """The folder name of one point of the sweep: ``d0.01-s0``."""
+    return f"d{density:g}-s{seed}"
+
+
 def point_dir(out: Path, density: float, seed: int) -> Path:
     """The run folder of one point of the sweep."""
-    return Path(out) / RUNS / f"d{density:g}-s{seed}"
+    return Path(out) / RUNS / point_name(density, seed)
 
 
 def is_sweep(path: Path | str) -> bool:
@@ -140,16 +161,23 @@ def run_sweep(cfg: SweepConfig, out: Path | str, *, resume: bool = False, force:
 
     Finished points are kept, unfinished ones resumed (``resume``), so a killed sweep carries on where it
     stopped. Without ``resume`` a non-empty ``out`` needs ``force`` unless it is a sweep of the same config.
+    The model, data and device are checked, and the data loaded (once for every point), before anything is
+    written. ``force`` sets the old sweep aside until the new one has finished a point, and puts it back if the
+    new sweep fails before that.
     """
     from pwmpr.lock import lock_beside
 
     out = Path(out)
     if resume:
+        if not out.is_dir():
+            raise PwmprError(f"cannot resume {out}: no such sweep folder")
         cfg = load_config(out)
+    bundle = prepare(cfg)
+    created = not out.exists()
     if not out.parent.is_dir():
         rundir.make_out_dir(out.parent)
     with lock_beside(out, "sweep folder"):  # one writer per sweep folder
-        return _run_locked(cfg, out, resume=resume, force=force, reporter=reporter)
+        return _run_locked(cfg, out, bundle, resume=resume, force=force, created=created, reporter=reporter)
 
 
 def _same_sweep(a: SweepConfig, b: SweepConfig) -> bool:
@@ -157,58 +185,142 @@ def _same_sweep(a: SweepConfig, b: SweepConfig) -> bool:
     return {**a.to_dict(), "base": a.base.canonical()} == {**b.to_dict(), "base": b.base.canonical()}
 
 
-def _run_locked(cfg: SweepConfig, out: Path, *, resume: bool, force: bool, reporter) -> dict[str, Any]:
-    from pwmpr.runner import run
-
+def _run_locked(cfg: SweepConfig, out: Path, bundle, *, resume: bool, force: bool, created: bool,
+                reporter) -> dict[str, Any]:
+    recover_set_aside(out)
     keep = resume or (is_sweep(out) and _same_sweep(load_config(out), cfg))
+    aside = None
     if not keep and rundir.check_replaceable(out, force=force, kind="sweep folder", is_kind=is_sweep,
                                              marker=SWEEP_CONFIG, resume=f"--resume {out} to continue its sweep"):
-        validate(cfg)  # the new sweep can start: only now does the old one go
-        import shutil
+        aside = set_aside(out)  # the new sweep can start: the old one waits until the new one has a point
+    try:
+        if keep:
+            check_points(out, cfg)
+        out.mkdir(parents=True, exist_ok=True)
+        rundir.atomic_write_json(out / SWEEP_CONFIG, cfg.to_dict())
+        for i, (density, seed) in enumerate(points := [(d, s) for s in cfg.seeds for d in cfg.densities]):
+            if _train_point(cfg, out, density, seed, bundle, reporter, f"{i + 1}/{len(points)}") and aside:
+                rundir.drop_set_aside(aside)  # the new sweep has a finished point: the old one can go
+                aside = None
+        return write_summary(out, cfg)
+    except BaseException:
+        if aside is not None:
+            rundir.restore_set_aside(out, aside)  # no point of the new sweep finished: the old one comes back
+        elif created and out.is_dir() and not any(rundir.checkpoints(p) for p in (out / RUNS).glob("*")):
+            import shutil
 
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rundir.atomic_write_json(out / SWEEP_CONFIG, cfg.to_dict())
-    points = [(d, s) for s in cfg.seeds for d in cfg.densities]
-    for i, (density, seed) in enumerate(points):
-        folder = point_dir(out, density, seed)
-        if (folder / rundir.SUMMARY).is_file():
+            shutil.rmtree(out)  # a new sweep that trained nothing leaves no folder behind
+        raise
+
+
+def _train_point(cfg: SweepConfig, out: Path, density: float, seed: int, bundle, reporter, which: str) -> bool:
+    """Train (or resume) one point unless it has finished; True when it was trained here."""
+    from pwmpr.runner import run
+
+    folder = point_dir(out, density, seed)
+    if rundir.finished_summary(folder) is not None:
+        return False
+    if reporter is not None:
+        reporter.message(f"sweep point {which}: density {density:g}, seed {seed}")
+    if rundir.checkpoints(folder):  # a point with a damaged summary resumes from its last checkpoint too
+        run(cfg.point_config(density, seed), folder, resume=True, reporter=reporter, bundle=bundle)
+    else:
+        run(cfg.point_config(density, seed), folder, force=True, reporter=reporter, bundle=bundle)
+    return True
+
+
+def set_aside(out: Path) -> Path:
+    """--force: move the old sweep's files into ``OUT/.replaced-PID/`` (deleted once the new sweep finished a
+    point, restored when it fails before that)."""
+    import os
+
+    aside = out / f"{rundir.SET_ASIDE}{os.getpid()}"
+    aside.mkdir()
+    # runs/ first: a --force killed part-way then leaves no finished point behind, so recover_set_aside
+    # restores the old files instead of taking them for a finished replacement.
+    for p in sorted((p for p in out.iterdir() if p != aside and not p.name.startswith(rundir.SET_ASIDE)),
+                    key=lambda p: p.name != RUNS):
+        os.replace(p, aside / p.name)
+    return aside
+
+
+def recover_set_aside(out: Path) -> None:
+    """Under the lock: finish what a sweep --force killed by SIGKILL left: the old sweep comes back when the new
+    one finished no point; otherwise it goes."""
+    import shutil
+
+    for aside in sorted(out.glob(f"{rundir.SET_ASIDE}*")) if out.is_dir() else []:
+        if not aside.is_dir():
             continue
-        if reporter is not None:
-            reporter.message(f"sweep point {i + 1}/{len(points)}: density {density:g}, seed {seed}")
-        if rundir.checkpoints(folder):
-            run(cfg.point_config(density, seed), folder, resume=True, reporter=reporter)
-        else:
-            run(cfg.point_config(density, seed), folder, force=True, reporter=reporter)
-    return write_summary(out, cfg)
+        done = any(rundir.finished_summary(p) is not None for p in (out / RUNS).glob("*"))
+        shutil.rmtree(aside) if done else rundir.restore_set_aside(out, aside)
 
 
-def validate(cfg: SweepConfig) -> None:
-    """Raise PwmprError when the sweep's first point could not start: its data set or model do not load."""
-    from pwmpr.data import load_data
+def prepare(cfg: SweepConfig):
+    """Check that the sweep's points can start (device, data set, model) and return the loaded data, which every
+    point trains on; raise PwmprError before anything is written otherwise."""
+    from pwmpr.data import MIN_VAL_SAMPLES, load_data
     from pwmpr.models import create_model
+    from pwmpr.runner import resolve_device
 
     base = cfg.base
-    bundle = load_data(base.data, base.data_dir, val_fraction=base.val_fraction, max_train=base.max_train)
+    resolve_device(base.device)
+    bundle = load_data(base.data, base.data_dir, val_fraction=base.val_fraction, max_train=base.max_train,
+                       min_val=MIN_VAL_SAMPLES)
     model = base.model if base.model != "auto" else bundle.default_model
     create_model(model, bundle.num_classes, tuple(bundle.input_shape))
+    return bundle
+
+
+def check_points(out: Path | str, cfg: SweepConfig) -> None:
+    """Refuse a sweep folder whose point folders were trained otherwise than its sweep.json says (a hand-edited
+    sweep.json must not relabel finished points); each point's config.json is read strictly."""
+    from pwmpr.config import GrowConfig
+
+    for seed in cfg.seeds:
+        for density in cfg.densities:
+            folder = point_dir(out, density, seed)
+            if not (folder / rundir.CONFIG).is_file():
+                continue
+            want = cfg.point_config(density, seed).canonical()
+            got = GrowConfig.load(folder / rundir.CONFIG).canonical()
+            if want["model"] == "auto":
+                want["model"] = got["model"]
+            where = _first_difference({k: v for k, v in want.items() if k not in _NOT_TRAINED},
+                                      {k: v for k, v in got.items() if k not in _NOT_TRAINED})
+            if where is not None:
+                key, said, trained = where
+                raise PwmprError(f"{folder} was trained with {key} {json.dumps(trained)}, but "
+                                 f"{Path(out) / SWEEP_CONFIG} says {json.dumps(said)}: restore {SWEEP_CONFIG}, or "
+                                 "start a new sweep in another folder")
+
+
+def _first_difference(a: Any, b: Any, key: str = "") -> tuple[str, Any, Any] | None:
+    """The first dotted key where two JSON values differ, with both values; None when they are equal."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            found = _first_difference(a.get(k), b.get(k), f"{key}.{k}" if key else k)
+            if found is not None:
+                return found
+        return None
+    return None if a == b else (key, a, b)
 
 
 def read_points(out: Path | str, cfg: SweepConfig | None = None) -> list[dict[str, Any]]:
-    """One dict per finished point: density, seed, test accuracy, costs (from each run's summary.json)."""
+    """One dict per finished point: density, seed, test accuracy, costs (from each run's summary.json, read
+    strictly; a point whose summary.json is damaged is not finished)."""
     out = Path(out)
     cfg = cfg or load_config(out)
     rows = []
     for seed in cfg.seeds:
         for density in cfg.densities:
-            path = point_dir(out, density, seed) / rundir.SUMMARY
-            if not path.is_file():
+            s = rundir.finished_summary(point_dir(out, density, seed))
+            if s is None or s.get("test_acc") is None:
                 continue
-            s = json.loads(path.read_text())
-            rows.append({"density": density, "seed": seed, "model": s["model"], "data": s["data"],
+            rows.append({"density": density, "seed": seed, "model": str(s.get("model")), "data": str(s.get("data")),
                          "measured_density": s["discovered_density"],
-                         "test_acc": s["test_acc"], "val_acc": s["val_acc"], "cost_flops": s["cost_flops"],
-                         "cost_epochs": s["cost_epochs"], "wall_time": s["wall_time"]})
+                         "test_acc": s["test_acc"], "val_acc": s.get("val_acc") or 0.0, "cost_flops": s["cost_flops"],
+                         "cost_epochs": s["cost_epochs"], "wall_time": s.get("wall_time") or 0.0})
     return rows
 
 
@@ -231,11 +343,16 @@ def knee(points: list[dict[str, Any]], tol: float) -> tuple[dict[str, Any], dict
     return best, min(within, key=lambda p: p["density"])
 
 
-def write_summary(out: Path | str, cfg: SweepConfig | None = None) -> dict[str, Any]:
-    """Write curve.csv, curve.md, curve.png and summary.json of a sweep folder from its finished points."""
+def summarise(out: Path | str, cfg: SweepConfig | None = None) -> dict[str, Any]:
+    """The sweep summary (curve, best, knee, dense point, costs) computed from the sweep folder's finished points,
+    which must have been trained as its sweep.json says; its summary.json is not read."""
     out = Path(out)
     cfg = cfg or load_config(out)
-    rows = read_points(out, cfg)
+    check_points(out, cfg)
+    return _summary(out, cfg, read_points(out, cfg))
+
+
+def _summary(out: Path, cfg: SweepConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
     if not rows:
         raise PwmprError(f"sweep {out} has no finished point yet")
     pts = curve(rows)
@@ -249,6 +366,15 @@ def write_summary(out: Path | str, cfg: SweepConfig | None = None) -> dict[str, 
         "cost_flops_total": sum(r["cost_flops"] for r in rows) / len(cfg.seeds),
         "cost_epochs_total": sum(r["cost_epochs"] for r in rows) / len(cfg.seeds),
     }
+    return summary
+
+
+def write_summary(out: Path | str, cfg: SweepConfig | None = None) -> dict[str, Any]:
+    """Write curve.csv, curve.md, curve.png and summary.json of a sweep folder from its finished points."""
+    out = Path(out)
+    cfg = cfg or load_config(out)
+    rows = read_points(out, cfg)
+    summary = _summary(out, cfg, rows)
     lines = ["density,seed,test_acc,val_acc,cost_flops,cost_epochs,wall_time"]
     lines += [f"{r['density']:g},{r['seed']},{r['test_acc']:.6f},{r['val_acc']:.6f},{r['cost_flops']:.6f},"
               f"{r['cost_epochs']:.6f},{r['wall_time']:.3f}" for r in rows]

@@ -105,6 +105,42 @@ def _under_a_file(tmp: Path) -> str:
     return str(tmp / "plainfile" / "compare")
 
 
+def _damaged_run(tmp: Path, run: Path, *, config: dict | None = None, summary: dict | None = None,
+                 history_row=None) -> str:
+    """A copy of the finished ``run`` with entries of config.json or summary.json replaced, or a history row added."""
+    import shutil
+
+    copy = tmp / "damaged"
+    shutil.copytree(run, copy)
+    for name, edit in (("config.json", config), ("summary.json", summary)):
+        if edit:
+            data = json.loads((copy / name).read_text())
+            (copy / name).write_text(json.dumps({**data, **edit}))
+    if history_row is not None:
+        with open(copy / "history.jsonl", "a") as fh:
+            fh.write(json.dumps(history_row) + "\n")
+    return str(copy)
+
+
+def _sweep_of_run(tmp: Path, run: Path, **base_edit) -> str:
+    """A sweep folder whose one point (density 0.5, seed 0) is ``run`` relabelled as that point; its sweep.json's
+    base config then gets ``base_edit`` (a hand edit)."""
+    import shutil
+
+    from pwmpr.config import GrowConfig
+    from pwmpr.sweep import SweepConfig, point_dir
+
+    cfg = SweepConfig(densities=[0.5], base=GrowConfig.load(run / "config.json"))
+    sweep = tmp / "sweep"
+    point = point_dir(sweep, 0.5, 0)
+    shutil.copytree(run, point)
+    (point / "config.json").write_text(json.dumps(cfg.point_config(0.5, 0).to_dict()))
+    data = cfg.to_dict()
+    data["base"].update(base_edit)
+    (sweep / "sweep.json").write_text(json.dumps(data))
+    return str(sweep)
+
+
 CASES = [
     Case("unknown-model", "grow", "`--model` that is not registered", lambda t, r: ["--model", "resnet21"],
          "unknown model 'resnet21'"),
@@ -181,6 +217,42 @@ CASES = [
          lambda t, r: [str(r), "--out", _under_a_file(t)], "cannot be created"),
     Case("compare-duplicate-seed", "compare", "two run folders of the same configuration and seed",
          lambda t, r: [*_two_seed0_runs(t, r), "--out", str(t / "cmp")], "same configuration with the same seed 0"),
+    Case("sweep-density-folders-collide", "sweep", "`--densities 0.1,0.1000001` (one point folder for both)",
+         lambda t, r: ["--densities", "0.1,0.1000001"], "share the point folders d0.1-s*"),
+    Case("sweep-factor-huge-grid", "sweep", "`--factor 1.0001` (a grid of 46,056 densities)",
+         lambda t, r: ["--factor", "1.0001"], "gives 46,056 densities; a sweep takes at most 100"),
+    Case("sweep-missing-npz", "sweep", "`--data npz:` of a missing file (checked before anything is written)",
+         lambda t, r: ["--data", f"npz:{t / 'missing.npz'}"], "npz file not found"),
+    Case("sweep-missing-module", "sweep", "`--model` of a module that is not installed (checked before anything is "
+         "written)", lambda t, r: ["--model", "no_such_pkg_xyz:make"], "no module named 'no_such_pkg_xyz'"),
+    Case("sweep-resume-with-flags", "sweep --resume", "`--resume SWEEP --densities 0.1 --epochs 3`",
+         lambda t, r: ["--resume", _sweep_of_run(t, r), "--densities", "0.1", "--epochs", "3"],
+         "--resume takes the sweep folder's own sweep.json; drop the other flags (--epochs, --densities)"),
+    Case("sweep-resume-edited-sweep-json", "sweep --resume", "`--resume` of a sweep whose sweep.json was edited to "
+         "3 epochs after its points trained 1", lambda t, r: ["--resume", _sweep_of_run(t, r, final_epochs=3)],
+         "was trained with final_epochs 1, but"),
+    Case("compare-edited-sweep-json", "compare", "a sweep folder whose sweep.json no longer matches its points",
+         lambda t, r: [str(r), _sweep_of_run(t, r, final_epochs=3), "--out", str(t / "cmp")],
+         "was trained with final_epochs 1, but"),
+    Case("compare-nan-test-acc", "compare", "a run whose summary.json has `\"test_acc\": NaN`",
+         lambda t, r: [_damaged_run(t, r, summary={"test_acc": float("nan")}), "--out", str(t / "cmp")],
+         "test_acc must be a finite number, got NaN"),
+    Case("compare-config-seed-text", "compare", "a run whose config.json has `\"seed\": \"x\"`",
+         lambda t, r: [_damaged_run(t, r, config={"seed": "x"}), "--out", str(t / "cmp")],
+         'seed must be a whole number, got "x"'),
+    Case("compare-config-growth-number", "compare", "a run whose config.json has `\"growth\": 5`",
+         lambda t, r: [_damaged_run(t, r, config={"growth": 5}), "--out", str(t / "cmp")],
+         "growth must be an object"),
+    Case("compare-config-options-list", "compare", "a run whose config.json has `\"options\": [1]`",
+         lambda t, r: [_damaged_run(t, r, config={"options": [1]}), "--out", str(t / "cmp")],
+         "options must be an object"),
+    Case("compare-history-row-list", "compare", "a run whose history.jsonl has a row that is a list",
+         lambda t, r: [_damaged_run(t, r, history_row=[1, 2]), "--out", str(t / "cmp")],
+         "must be a JSON object with a stage"),
+    Case("compare-reference-epochs-text", "compare", "a run whose summary.json has a non-numeric "
+         "`dense_reference_epochs`",
+         lambda t, r: [_damaged_run(t, r, summary={"dense_reference_epochs": "ten"}), "--out", str(t / "cmp")],
+         'dense_reference_epochs must be a finite number, got "ten"'),
 ]
 
 
@@ -199,6 +271,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tmp_path, finish
     full = {"grow": ["grow", *TINY, *args, "--out", str(out)],
             "grow --config": ["grow", *args, "--out", str(out), "-q"],
             "grow --resume": ["grow", *args, "-q"], "compare": ["compare", *args],
+            "sweep --resume": ["sweep", *args, "-q"],
             "sweep": ["sweep", *SWEEP_TINY, *args, "--out", str(out)],
             **{f"baseline {m}": ["baseline", m, *BASELINE_TINY, *args, "--out", str(out)] for m in ("rigl", "set")},
             }[case.command]
@@ -209,8 +282,10 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tmp_path, finish
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert case.message in lines[0], lines[0]
     assert not (out / "checkpoints").exists() and not (tmp_path / "cmp").exists()
-    if case.command == "sweep" or case.command.startswith("baseline"):
-        assert not out.exists()
+    if case.command in ("sweep", "grow") or case.command.startswith("baseline"):
+        assert not out.exists()  # checked before anything is written; a failed command leaves no empty --out
+    if case.command == "sweep --resume":  # a refused resume trains nothing
+        assert not (Path(args[1]) / "summary.json").exists()
     assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob(".*.lock"))
 
 

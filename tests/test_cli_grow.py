@@ -185,6 +185,7 @@ def test_resume_of_a_finished_run_restores_a_history_cut_short(tmp_path):
     rows = history(run)
     # A kill between the last checkpoint and history.jsonl leaves the file one row short.
     (run / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:-1]))
+    (run / "summary.json").unlink()  # such a run was killed before it finished
     result = _grow("--resume", str(run), "-q")
     assert result.exit_code == 0, result.output
     assert history(run) == rows

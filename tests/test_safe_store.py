@@ -71,6 +71,11 @@ FAULTS = [
           "no traceback", "test_ctrl_c_inside_the_plot_code"),
     Fault("loss NaN in phase 0", "one line that says no checkpoint was written (none is promised)",
           "test_nan_in_phase_0_promises_no_checkpoint"),
+    Fault("`sweep --force` over a finished sweep whose new sweep fails before a point finishes (loss NaN), or "
+          "names a missing model", "one-line error; every file of the old sweep is back, byte for byte",
+          "test_sweep_force_restores_the_old_sweep_when_the_new_one_fails"),
+    Fault("`grow --resume` of a finished run", "says the run is finished and does nothing: no file is rewritten",
+          "test_resuming_a_finished_run_does_nothing"),
     Fault("an 80-column terminal", "the result line and the export table fit 80 columns",
           "test_output_fits_80_columns"),
 ]
@@ -285,6 +290,7 @@ def test_resume_falls_back_to_a_good_checkpoint(run_copy, finished):
     cks = sorted((run_copy / "checkpoints").glob("phase-*.safetensors"))
     newest = cks[-1]
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # truncated
+    (run_copy / "summary.json").unlink()  # killed while writing its last checkpoint: the run never finished
     result = _grow("--resume", str(run_copy))
     assert result.exit_code == 0, result.output
     assert f"skipped unreadable checkpoint(s) {newest.name}" in result.output
@@ -378,3 +384,24 @@ def test_packed_graph_has_no_unused_initializer():
         nodes, inits = packing.decode_group(0, ["w"], weights, 18)
         used = {i for node in nodes for i in node.input}
         assert {t.name for t in inits} <= used, {t.name for t in inits} - used
+
+
+def test_sweep_force_restores_the_old_sweep_when_the_new_one_fails(tmp_path):
+    out = tmp_path / "sweep"
+    command = ["sweep", "--data", "digits", "--model", "mlp", "--epochs", "1", "--batch-size", "64", "-q",
+               "--densities", "1", "--out", str(out)]
+    assert runner.invoke(app, command).exit_code == 0
+    before = _files(out)
+    for extra in (["--lr", "1e30"], ["--model", "nonexistent"]):
+        result = runner.invoke(app, [*command, *extra, "--force"])
+        assert result.exit_code == 2 and result.output.startswith("error: "), result.output
+        assert _files(out) == before, extra
+        assert not list(out.glob(".replaced-*"))
+
+
+def test_resuming_a_finished_run_does_nothing(run_copy):
+    before = {name: (run_copy / name).stat().st_mtime_ns for name in _files(run_copy)}
+    result = _grow("--resume", str(run_copy))
+    assert result.exit_code == 0, result.output
+    assert "is finished" in result.output and "nothing was done" in result.output
+    assert {name: (run_copy / name).stat().st_mtime_ns for name in _files(run_copy)} == before

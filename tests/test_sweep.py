@@ -146,11 +146,14 @@ def test_a_run_is_scored_against_the_sweep_trained_as_it_was(tmp_path):
         folder.mkdir()
         base = GrowConfig(model="mlp")
         base.train.optimizer = optimizer
-        (folder / "sweep.json").write_text(json.dumps(SweepConfig(densities=[0.1], base=base).to_dict()))
-        point = {"density": 0.1, "test_acc": acc, "test_acc_std": None, "n_seeds": 1}
-        (folder / "summary.json").write_text(json.dumps(
-            {"model": "mlp", "data": "mnist5k", "complete": True, "curve": [point], "best": point, "knee": point,
-             "dense": None, "tol": 0.01}))
+        cfg = SweepConfig(densities=[0.1], base=base)
+        (folder / "sweep.json").write_text(json.dumps(cfg.to_dict()))
+        point = folder / "runs" / "d0.1-s0"  # the curve is computed from the points' own folders
+        point.mkdir(parents=True)
+        (point / "config.json").write_text(json.dumps(cfg.point_config(0.1, 0).to_dict()))
+        (point / "summary.json").write_text(json.dumps(
+            {"model": "mlp", "data": "mnist5k", "discovered_density": 0.1, "test_acc": acc, "val_acc": acc,
+             "cost_flops": 0.1, "cost_epochs": 1.0}))
         sweeps.append(folder)
     run = RunRecord(tmp_path / "run", GrowConfig(model="mlp").to_dict(),
                     {"model": "mlp", "discovered_density": 0.1, "test_acc": 0.9, "cost_flops": 0.5, "cost_epochs": 3},
@@ -182,3 +185,91 @@ def test_the_same_sweep_rerun_on_a_folder_from_an_older_pwmpr_continues_it(tmp_p
     (out / "sweep.json").write_text(json.dumps(config))
     result = runner.invoke(app, command)
     assert result.exit_code == 2 and "is not empty" in result.output
+
+
+def test_a_sweep_loads_its_data_once_and_ctrl_c_is_one_line(tmp_path, monkeypatch):
+    """Every point trains on the data loaded once; a Ctrl-C in the second point exits 130 with one line."""
+    import pwmpr.data
+    import pwmpr.runner
+    from pwmpr.train import Trainer
+
+    loads = []
+    real = pwmpr.data.load_data
+
+    def counting(*args, **kwargs):
+        loads.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pwmpr.data, "load_data", counting)
+    monkeypatch.setattr(pwmpr.runner, "load_data", counting)
+    out = tmp_path / "sweep"
+    result = runner.invoke(app, ["sweep", *TINY, "--densities", "0.5,1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert loads == ["digits"]
+    calls = []
+    train = Trainer.train
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return train(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train", interrupted)
+    result = runner.invoke(app, ["sweep", *TINY, "--densities", "0.5,1", "--out", str(tmp_path / "other")])
+    assert result.exit_code == 130
+    assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("interrupted"), result.output
+    assert (tmp_path / "other" / "runs" / "d0.5-s0" / "summary.json").is_file()
+
+
+def test_compare_and_resume_survive_a_damaged_sweep_summary(tmp_path):
+    """A sweep's curve and knee are computed from its points: a summary.json without knee or model, or with a knee
+    density of 0, changes nothing; a truncated point summary.json is rewritten by --resume from its checkpoint."""
+    from pwmpr.compare import discovery_rows
+    from pwmpr.compare.records import read_run
+
+    sweep = tmp_path / "sweep"
+    assert runner.invoke(app, ["sweep", *TINY, "--densities", "0.5,1", "--out", str(sweep)]).exit_code == 0
+    run = tmp_path / "run"
+    grow = ["grow", "--data", "digits", "--model", "mlp", "--phase-epochs", "1", "--final-epochs", "1",
+            "--max-phases", "1", "--no-tau-core", "--batch-size", "64", "-q", "--out", str(run)]
+    assert runner.invoke(app, grow).exit_code == 0
+    (want,) = discovery_rows([read_run(run)], [sweep])
+    good = json.loads((sweep / "summary.json").read_text())
+    for damage in ({"knee": None}, {"model": None}, {"knee": {"density": 0, "test_acc": 0.5}}):
+        (sweep / "summary.json").write_text(json.dumps({k: v for k, v in {**good, **damage}.items()
+                                                        if v is not None}))
+        assert discovery_rows([read_run(run)], [sweep]) == [want]
+    point = sweep / "runs" / "d1-s0" / "summary.json"
+    text = point.read_text()
+    point.write_text(text[: len(text) // 2])
+    result = runner.invoke(app, ["sweep", "--resume", str(sweep), "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(point.read_text()) == json.loads(text)
+    assert json.loads((sweep / "summary.json").read_text())["curve"] == good["curve"]
+
+
+def test_ctrl_c_while_the_digits_csv_is_parsed_arrives_after_the_parse(monkeypatch):
+    """pandas turns a KeyboardInterrupt inside its parser into a ParserError: the read holds SIGINT back, so the
+    parse finishes and the Ctrl-C is then raised as itself."""
+    import os
+    import signal
+    import time
+
+    import numpy as np
+    import pandas as pd
+
+    from pwmpr.data import offline
+
+    finished = []
+
+    def read_csv(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # Python would raise here, inside the parse, if the signal were not held
+        finished.append(True)
+        return pd.DataFrame(np.zeros((2, 785)))
+
+    monkeypatch.setattr(pd, "read_csv", read_csv)
+    with pytest.raises(KeyboardInterrupt):
+        offline._read_mnist5k()
+    assert finished == [True]

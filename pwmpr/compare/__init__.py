@@ -16,7 +16,7 @@ from typing import Any
 
 from pwmpr import rundir
 from pwmpr.compare.claims import Claim, check_claims, matched_differences
-from pwmpr.compare.records import Group, RunRecord, Stat, group_runs, normalised_config, read_json, read_run
+from pwmpr.compare.records import Group, RunRecord, Stat, group_runs, normalised_config, read_run
 from pwmpr.compare.report import (
     claims_markdown,
     csv_text,
@@ -140,10 +140,10 @@ def discovery_rows(runs: Sequence[RunRecord], sweeps: Sequence[Path]) -> list[di
                 config.get("final_epochs"), *(train.get(k) for k in TRAINED_ON))
 
     by_setting = {}
-    for path in sweeps:
-        summary = read_json(path / sweeps_mod.SWEEP_SUMMARY, "sweep summary")
-        base = sweeps_mod.load_config(path).base.to_dict()
-        by_setting.setdefault(setting(summary["model"], base), summary)
+    for path in sweeps:  # the curve and knee are computed from the points, not taken from summary.json
+        cfg = sweeps_mod.load_config(path)
+        summary = sweeps_mod.summarise(path, cfg)
+        by_setting.setdefault(setting(summary["model"], cfg.base.to_dict()), summary)
     imps = sorted((r for r in runs if r.method == "imp"), key=lambda r: r.seed)
     out = []
     for r in runs:

@@ -90,35 +90,54 @@ class RunRecord:
 
 
 
-def read_json(path: Path, what: str) -> Any:
-    """The JSON in ``path``; an unreadable file raises PwmprError naming ``what`` it should have been."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PwmprError(f"cannot read {what} {path}: {exc}") from None
-
-
 def read_run(path: Path | str) -> RunRecord:
-    """Read a finished run folder; anything else raises PwmprError naming the folder and what it lacks."""
+    """Read a finished run folder through the strict readers a run uses (its config as ``grow --config`` reads it,
+    its summary and history checked); anything else raises PwmprError naming the folder and what is wrong."""
     path = Path(path)
     if not path.is_dir():
         raise PwmprError(f"{path} is not a run folder (not a directory)")
     if not (path / rundir.CONFIG).is_file():
         raise PwmprError(f"{path} is not a run folder: it has no {rundir.CONFIG}")
-    if not (path / rundir.SUMMARY).is_file():
-        raise PwmprError(f"{path} has no {rundir.SUMMARY}: the run has not finished (continue it with --resume)")
-    config = read_json(path / rundir.CONFIG, "config")
-    summary = read_json(path / rundir.SUMMARY, "summary")
-    if not isinstance(config, dict) or not isinstance(summary, dict):
-        raise PwmprError(f"{path}: {rundir.CONFIG} and {rundir.SUMMARY} must hold JSON objects")
+    summary = rundir.read_summary(path)
+    if summary.get("test_acc") is None:
+        raise PwmprError(f"{path / rundir.SUMMARY} has no test accuracy (the run had no test split): nothing to "
+                         "compare")
     try:
-        history = rundir.read_history(path)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PwmprError(f"cannot read {path / rundir.HISTORY}: {exc}") from None
-    for key in ("discovered_density", "test_acc", "cost_flops", "cost_epochs"):
-        if not isinstance(summary.get(key), (int, float)):
-            raise PwmprError(f"{path / rundir.SUMMARY} lacks a number for {key!r}")
-    return RunRecord(path, config, summary, history)
+        config = GrowConfig.load(path / rundir.CONFIG).to_dict()
+    except PwmprError as exc:
+        raise PwmprError(f"{path / rundir.CONFIG}: {exc}") from None
+    return RunRecord(path, config, summary, read_history(path))
+
+
+#: History entries that must be finite numbers when present (``density`` always).
+_ROW_NUMBERS = ("val_acc", "test_acc", "cost_flops", "cost_epochs")
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    """The rows of a run folder's history.jsonl, each checked: a JSON object with a ``stage`` and a finite
+    ``density`` (and finite accuracies and costs where it has them); else PwmprError naming the line."""
+    file = Path(path) / rundir.HISTORY
+    try:
+        lines = file.read_text().splitlines() if file.exists() else []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PwmprError(f"cannot read {file}: {exc}") from None
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise PwmprError(f"{file} line {n} is not JSON: {exc}") from None
+        if not isinstance(row, dict) or not isinstance(row.get("stage"), str):
+            raise PwmprError(f"{file} line {n} must be a JSON object with a stage, got {line[:60]}")
+        for key in ("density", *_ROW_NUMBERS):
+            v = row.get(key)
+            if (key == "density" or v is not None) and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                                         or not math.isfinite(v)):
+                raise PwmprError(f"{file} line {n}: {key} must be a finite number, got {json.dumps(v)}")
+        rows.append(row)
+    return rows
 
 
 

@@ -7,6 +7,9 @@ Both hold out 20% as the test split with a fixed seed.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+
 import numpy as np
 import torch
 
@@ -38,10 +41,28 @@ def _read_mnist5k() -> tuple[np.ndarray, np.ndarray]:
     try:
         import pandas as pd
 
-        table = pd.read_csv(DATA_PATH, header=None).to_numpy(dtype=np.float64)
+        with _sigint_held():  # pandas turns a Ctrl-C inside its parser into a ParserError: raise it after
+            table = pd.read_csv(DATA_PATH, header=None).to_numpy(dtype=np.float64)
     except ImportError:
         table = np.loadtxt(DATA_PATH, delimiter=",")
     return table[:, :-1], table[:, -1].astype(np.int64)
+
+
+@contextlib.contextmanager
+def _sigint_held():
+    """Hold a Ctrl-C (SIGINT) back until the block ends, then raise KeyboardInterrupt (main thread only)."""
+    caught: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    except ValueError:  # not the main thread: signals cannot be handled here anyway
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 @DATASETS.register("digits")
