@@ -21,13 +21,13 @@ from typing import Any
 import torch
 
 from pwmpr import checkpoint, dist, rundir
-from pwmpr.accounting import tau_core, training_flops
+from pwmpr.accounting import check_tau_core, tau_core, training_flops
 from pwmpr.config import GrowConfig
 from pwmpr.cost import phase_cost
 from pwmpr.data import MIN_VAL_SAMPLES, DataBundle, load_data
 from pwmpr.errors import PwmprError
 from pwmpr.lock import FolderLock, lock_run_dir
-from pwmpr.masks import MaskSet
+from pwmpr.masks import MaskSet, prunable
 from pwmpr.methods import METHODS, Decision, Method, RunContext
 from pwmpr.methods.final_init import FINAL_INITS, needs_start
 from pwmpr.models import check_input_shape, create_model
@@ -68,6 +68,8 @@ class Run:
             self.model = model
         else:
             self.model = create_model(cfg.model, self.bundle.num_classes, self.input_shape)
+        if not prunable(self.model):
+            raise PwmprError(f"model {cfg.model} has no Conv or Linear layer: pwmpr has no weight to grow or prune")
         self._test_loader = None  # built once: IMP evaluates the test split after every level
         self.data_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.grow_gen = torch.Generator().manual_seed(cfg.seed + 2)
@@ -91,9 +93,11 @@ class Run:
             if step > self.method.phase_epochs(0) * n_batches:
                 raise PwmprError(f"--rewind-step {step} is past the end of level 0 "
                                  f"({self.method.phase_epochs(0) * n_batches} steps); pick a smaller one")
-        if dist.is_primary():
-            self.cfg.save(self.out / rundir.CONFIG)
         masks = dist.broadcast_masks(self.method.initial_masks(self.model, self.input_shape))
+        if self.cfg.tau_core and dist.is_primary():
+            check_tau_core(self.model, masks, self.input_shape)
+        if dist.is_primary():  # after the seed and the checks above: a model they refuse leaves no config.json
+            self.cfg.save(self.out / rundir.CONFIG)
         if self.method.has_final and needs_start(self.cfg.final_init):
             self.start = ({k: v.detach().clone() for k, v in self.model.state_dict().items()}, masks.clone())
         masks.apply(self.model)
