@@ -31,6 +31,7 @@ from pwmpr.masks import MaskSet, prunable
 from pwmpr.methods import METHODS, Decision, Method, RunContext
 from pwmpr.methods.final_init import FINAL_INITS, needs_start
 from pwmpr.models import check_input_shape, create_model
+from pwmpr.probe import check_float32, check_output_width
 from pwmpr.progress import Reporter
 from pwmpr.train import ProgressHook, Trainer, TrainingDiverged
 from pwmpr.train.hooks import Hook
@@ -70,6 +71,8 @@ class Run:
             self.model = create_model(cfg.model, self.bundle.num_classes, self.input_shape)
         if not prunable(self.model):
             raise PwmprError(f"model {cfg.model} has no Conv or Linear layer: pwmpr has no weight to grow or prune")
+        check_float32(self.model, cfg.model)
+        check_output_width(self.model, self.input_shape, self.bundle.num_classes, cfg.model)
         self._test_loader = None  # built once: IMP evaluates the test split after every level
         self.data_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.grow_gen = torch.Generator().manual_seed(cfg.seed + 2)

@@ -115,6 +115,10 @@ def no_layer(num_classes, input_shape):
 
 def exits(num_classes, input_shape):
     sys.exit(3)
+
+
+def wide(num_classes, input_shape):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes + 3))
 """
 
 
@@ -217,6 +221,10 @@ CASES = [
     Case("model-missing-dependency", "grow", "own model module importing a package that is not installed",
          lambda t, r: ["--model", _user_model(t, "f", "import not_installed_xyz\n")],
          "it imports 'not_installed_xyz', which is not installed"),
+    Case("model-more-logits-than-classes", "grow", "own model with 13 logits for the 10 classes of the data",
+         lambda t, r: ["--model", _user_model(t, "wide")], "returns 13 logits per sample but the data have 10 classes"),
+    Case("weight-decay-inf", "grow", "`--weight-decay inf`", lambda t, r: ["--weight-decay", "inf"],
+         "weight_decay must be a finite number >= 0"),
     Case("compare-out-under-file", "compare", "`--out` below a regular file (cannot be created)",
          lambda t, r: [str(r), "--out", _under_a_file(t)], "cannot be created"),
     Case("compare-duplicate-seed", "compare", "two run folders of the same configuration and seed",

@@ -59,8 +59,9 @@ def create_model(name: str, num_classes: int, input_shape: Sequence[int], **kwar
         return model
     if name.startswith(OBJECT_PREFIX):
         raise PwmprError(f"model {name!r} was handed to pwmpr.grow_module as a Python object and cannot be rebuilt "
-                         "from its name: hand the object over again (pwmpr.grow_module(model, ..., resume=True)), or "
-                         "grow a package.module:function model, which pwmpr can rebuild")
+                         "from its name: hand the object over again: pwmpr.export_grown(result, out) exports what "
+                         "pwmpr.grow_module returned (pwmpr.export_grown(run_dir, out, model=model) a run folder), "
+                         "pwmpr.grow_module(model, ..., resume=True) continues the run")
     factory = MODELS.get(name)
     try:
         model = factory(num_classes=int(num_classes), input_shape=shape, **kwargs)
