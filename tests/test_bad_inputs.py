@@ -291,3 +291,21 @@ def test_compare_and_export_defaults_are_ignored_by_git():
                          env={**os.environ, "GIT_DIR": str(root / ".git")})
     assert out.stdout.split() == ["compare/x", "exports/x"]
 
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["grow", "--bogus"], "No such option: --bogus"),
+    (["grow", "--seed-density", "abc"], "Invalid value for '--seed-density'"),
+    (["export"], "Missing argument 'run_dir'"),
+])
+def test_usage_errors_are_one_line_exit_2(argv, message, monkeypatch, capsys):
+    """Typer's usage errors through the console script: one ``error:`` line, no box, exit code 2."""
+    from pwmpr.cli.app import main
+
+    monkeypatch.setattr("sys.argv", ["pwmpr", *argv])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == 2
+    captured = capsys.readouterr()
+    lines = (captured.out + captured.err).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
