@@ -309,3 +309,12 @@ def test_usage_errors_are_one_line_exit_2(argv, message, monkeypatch, capsys):
     captured = capsys.readouterr()
     lines = (captured.out + captured.err).strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_out_name_over_255_bytes_is_one_line(tmp_path):
+    out = tmp_path / ("a" * 300)
+    result = runner.invoke(app, ["grow", *TINY, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot write"), result.output
+    assert "File name too long" in lines[0]
