@@ -97,6 +97,7 @@ class Run:
                 raise PwmprError(f"--rewind-step {step} is past the end of level 0 "
                                  f"({self.method.phase_epochs(0) * n_batches} steps); pick a smaller one")
         masks = dist.broadcast_masks(self.method.initial_masks(self.model, self.input_shape))
+        _check_every_layer_kept(masks)
         if self.cfg.tau_core and dist.is_primary():
             check_tau_core(self.model, masks, self.input_shape)
         if dist.is_primary():  # after the seed and the checks above: a model they refuse leaves no config.json
@@ -454,6 +455,15 @@ def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = Fa
             r.reporter.close()
         for lock in held:
             lock.release()
+
+
+def _check_every_layer_kept(masks: MaskSet) -> None:
+    """Refuse a starting density that leaves a layer with no edge: no input reaches the outputs then."""
+    empty = [name for name, mask in masks.items() if not bool(mask.any())]
+    if empty:
+        raise PwmprError(f"the starting density {masks.density():.3g} leaves {len(empty)} layer(s) with no edge "
+                         f"({', '.join(empty[:3])}{', ...' if len(empty) > 3 else ''}): no input reaches the outputs; "
+                         "raise the density")
 
 
 def _pack_start(start: tuple[dict[str, torch.Tensor], MaskSet] | None) -> dict[str, torch.Tensor] | None:

@@ -318,3 +318,13 @@ def test_out_name_over_255_bytes_is_one_line(tmp_path):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot write"), result.output
     assert "File name too long" in lines[0]
+
+
+@pytest.mark.parametrize("method", ["rigl", "set"])
+def test_a_density_that_leaves_a_layer_with_no_edge_is_refused(method, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["baseline", method, *BASELINE_TINY, "--density", "1e-9", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "leaves 3 layer(s) with no edge" in lines[0], result.output
+    assert not (out / "config.json").exists()
