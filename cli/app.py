@@ -56,5 +56,19 @@ def models_cmd() -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: a usage error (unknown flag, bad value, missing argument) is one ``error:`` line
+    and exit code 2, like every other bad input."""
+    import sys
+
+    usage_error = typer.BadParameter.__mro__[1]  # click's UsageError, as the click that typer runs on defines it
+    try:
+        code = app(standalone_mode=False)
+    except usage_error as exc:
+        command = exc.ctx.command_path if exc.ctx is not None else "pwmpr"
+        message = " ".join(exc.format_message().split())
+        print(f"error: {message} (see {command} --help)", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except typer.Abort:
+        print("interrupted", file=sys.stderr, flush=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -160,15 +160,17 @@ def _check_encoding(name: str, proto: onnx.ModelProto, providers: list[str], pro
     return row, blob, failures
 
 
-def export_run(run_dir: Path | str, out: Path | str | None = None, **options: Any) -> dict[str, Any]:
+def export_run(run_dir: Path | str, out: Path | str | None = None, *, model: torch.nn.Module | None = None,
+               **options: Any) -> dict[str, Any]:
     """Export the final model of the run folder ``run_dir`` into ``out`` (default ``RUN_DIR/export``).
 
-    Takes the options of :func:`export_artifact`; returns the export report.
+    ``model``: the object a ``pwmpr.grow_module`` run grew (its class is rebuilt by copying it). Takes the options
+    of :func:`export_artifact`; returns the export report.
     """
     out = Path(out) if out is not None else Path(run_dir) / "export"
     held = lock_run_dir_for_reading(run_dir) if Path(run_dir).is_dir() else None  # no grow writes it meanwhile
     try:
-        report = export_artifact(read_run(run_dir), out, **options)
+        report = export_artifact(read_run(run_dir, model), out, **options)
     finally:
         if held is not None:
             held.release()
@@ -261,7 +263,7 @@ def _export_into(folder: Path, art: Artifact, meta: dict[str, Any], x: np.ndarra
     # safetensors: written, then reloaded into the bare model (strict) and run.
     say("writing and reloading model.safetensors and masks.safetensors")
     write_export_files(folder, art, meta)
-    model, masks = load_export(folder / MODEL_FILE, folder / MASKS_FILE)
+    model, masks = load_export(folder / MODEL_FILE, folder / MASKS_FILE, art.template)
     with torch.inference_mode():
         st_agree = validate.compare(ref, model(torch.from_numpy(x)).numpy())
     if not st_agree.ok:

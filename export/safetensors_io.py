@@ -14,6 +14,7 @@ Reading never runs code from a file: safetensors only, no pickle, no ``torch.loa
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -49,15 +50,18 @@ class Artifact:
     summary: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     history_sha256: str | None = None
+    template: nn.Module | None = None  # the model object a python:<class> run was grown from (pwmpr.export_grown)
 
 
 def build_model(name: str, num_classes: int, input_shape, state: dict[str, Tensor], masks: MaskSet | None,
-                source: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
-    """``create_model(...)`` with ``state`` loaded strictly and ``masks`` applied, in eval mode."""
+                source: str, kwargs: dict[str, Any] | None = None, like: nn.Module | None = None) -> nn.Module:
+    """``create_model(...)`` (a CPU copy of ``like`` when given) with ``state`` loaded strictly and ``masks``
+    applied, in eval mode."""
     if not isinstance(name, str):
         raise PwmprError(f"{source}: model name must be a string, got {name!r}")
     try:
-        model = create_model(name, num_classes, input_shape, **(kwargs or {}))
+        model = copy.deepcopy(like).cpu() if like is not None else create_model(name, num_classes, input_shape,
+                                                                                  **(kwargs or {}))
     except TypeError as exc:
         raise PwmprError(f"{source}: model arguments do not suit {name!r}: {exc}") from None
     try:
@@ -81,8 +85,9 @@ def _meta_fields(meta: dict[str, Any], source: str) -> tuple[str, int, tuple[int
 
 
 # -- run folders ------------------------------------------------------------------------------
-def read_run(run_dir: Path | str) -> Artifact:
-    """The final model of a run folder (``final.safetensors``) with its config, summary and history."""
+def read_run(run_dir: Path | str, like: nn.Module | None = None) -> Artifact:
+    """The final model of a run folder (``final.safetensors``) with its config, summary and history; ``like``: the
+    model object a ``python:<class>`` run was grown from (its weights are replaced by the run's)."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise PwmprError(f"run folder not found: {run_dir}")
@@ -92,7 +97,7 @@ def read_run(run_dir: Path | str) -> Artifact:
     if not final.is_file():
         raise PwmprError(f"{run_dir} has no {rundir.FINAL}: the run has not finished (continue it with "
                          f"pwmpr grow --resume {run_dir})")
-    art = read_final(final)
+    art = read_final(final, like)
     history_file = run_dir / rundir.HISTORY
     if history_file.is_file():
         raw = history_file.read_bytes()
@@ -104,8 +109,9 @@ def read_run(run_dir: Path | str) -> Artifact:
     return art
 
 
-def read_final(path: Path | str) -> Artifact:
-    """A run's ``final.safetensors`` (tensors ``model/<key>`` and ``mask/<name>``) as an Artifact."""
+def read_final(path: Path | str, like: nn.Module | None = None) -> Artifact:
+    """A run's ``final.safetensors`` (tensors ``model/<key>`` and ``mask/<name>``) as an Artifact (the model built
+    as a copy of ``like`` when given)."""
     path = Path(path)
     tensors, meta = rundir.load_tensors(path)
     if meta.get("kind") not in ("final", "checkpoint"):
@@ -115,8 +121,9 @@ def read_final(path: Path | str) -> Artifact:
     name, num_classes, input_shape = _meta_fields(meta, str(path))
     masks = MaskSet(rundir.split_prefix(tensors, rundir.MASK_PREFIX))
     state = rundir.split_prefix(tensors, rundir.MODEL_PREFIX)
-    model = build_model(name, num_classes, input_shape, state, masks, str(path))
-    return Artifact(model, masks, name, num_classes, input_shape, config=config, summary=meta.get("summary") or {})
+    model = build_model(name, num_classes, input_shape, state, masks, str(path), like=like)
+    return Artifact(model, masks, name, num_classes, input_shape, config=config, summary=meta.get("summary") or {},
+                    template=like)
 
 
 # -- export files -----------------------------------------------------------------------------
@@ -190,13 +197,14 @@ def read_model_file(path: Path | str) -> tuple[dict[str, Tensor], dict[str, Any]
     return tensors, meta
 
 
-def load_export(model_path: Path, masks_path: Path | None) -> tuple[nn.Module, MaskSet]:
-    """Model and masks from ``model.safetensors`` (+ ``masks.safetensors``; without it, masks = the nonzeros)."""
+def load_export(model_path: Path, masks_path: Path | None, like: nn.Module | None = None) -> tuple[nn.Module, MaskSet]:
+    """Model and masks from ``model.safetensors`` (+ ``masks.safetensors``; without it, masks = the nonzeros); the
+    model is a copy of ``like`` when given."""
     state, meta = read_model_file(model_path)
     name, num_classes, input_shape = _meta_fields(meta, str(model_path))
     kwargs = meta["model"].get("kwargs") if isinstance(meta["model"], dict) else None
     masks, masks_meta = read_masks_file(masks_path) if masks_path is not None else (None, {})
-    model = build_model(name, num_classes, input_shape, state, masks, str(model_path), kwargs)
+    model = build_model(name, num_classes, input_shape, state, masks, str(model_path), kwargs, like)
     if masks is not None and meta.get("masks_sha256") and masks_meta.get("masks_sha256") != meta["masks_sha256"]:
         raise PwmprError(f"{masks_path} belongs to another export than {model_path} (masks sha256 differs)")
     return model, masks if masks is not None else MaskSet.from_weights(model)

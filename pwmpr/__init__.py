@@ -45,10 +45,27 @@ def grow_module(model, train, **kwargs):
     return _grow_module(model, train, **kwargs)
 
 
+def export_grown(grown, out=None, *, model=None, **options):
+    """Export a :func:`grow_module` result (or a run folder, with ``model=`` the object it grew) like ``pwmpr export``:
+    safetensors + ONNX validated in onnxruntime, into ``out`` (default ``RUN_DIR/export``); returns the report.
+
+    Options are those of ``pwmpr.export.pipeline.export_artifact`` (``onnx_weights``, ``provider``, ...).
+    """
+    from pathlib import Path
+
+    from pwmpr.export.pipeline import export_run
+
+    if hasattr(grown, "run_dir") and hasattr(grown, "model"):
+        run_dir, model = grown.run_dir, grown.model if model is None else model
+    else:
+        run_dir = Path(grown)
+    return export_run(run_dir, out, model=model, **options)
+
+
 __all__ = [
     "GROWTH_RULES", "MODELS", "SEEDS", "FlopCount", "MaskSet", "PwmprError", "SaturationFit", "StopDecision", "TauCore",
-    "__version__", "create_model", "fit_saturation", "gradient_scores", "grow", "grow_module", "list_models", "load",
-    "phew_masks",
+    "__version__", "create_model", "export_grown", "fit_saturation", "gradient_scores", "grow", "grow_module",
+    "list_models", "load", "phew_masks",
     "plateau_reached", "prunable", "pwmp_scores", "should_stop", "tau_core", "training_flops",
 ]
 

@@ -203,6 +203,25 @@ def _output_weights(surrogate: nn.Module, x: Tensor) -> set[str]:
     return found
 
 
+def check_tau_core(model: nn.Module, masks: Mapping[str, Tensor] | None, input_shape: Sequence[int]) -> None:
+    """Refuse a model the tau-core cannot measure: one forward of the linear scoring net it runs on.
+
+    A method that never scores by PWMP (RigL, SET, IMP, dense) still needs that net for the tau-core, so an op
+    without a stand-in is reported as the tau-core's, with the switch that turns it off.
+
+    Raises:
+        PwmprError: the scoring net has no stand-in for an op of ``model``.
+    """
+    surrogate = linear_surrogate(model, masks)
+    try:
+        with torch.no_grad():
+            surrogate_forward(surrogate, scoring_input(surrogate, normalize_input_shape(input_shape),
+                                                       device_of(model)))
+    except PwmprError as exc:
+        raise PwmprError(f"the tau-core (a metric of every phase) runs on the linear scoring net, which cannot stand "
+                         f"in for this model: {exc}; --no-tau-core turns the tau-core off") from None
+
+
 def tau_core(
     model: nn.Module, masks: Mapping[str, Tensor] | None, input_shape: Sequence[int], tau: float = 0.9
 ) -> TauCore:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from pwmpr import rundir
-from pwmpr.config import GrowConfig
+from pwmpr.config import GrowConfig, section_field
 from pwmpr.data import MIN_VAL_SAMPLES, DataBundle, TensorSplit, _split_validation
 from pwmpr.data.folder import stream_loader
 from pwmpr.errors import PwmprError
@@ -87,6 +88,19 @@ def grow_module(
         PwmprError: data in an unsupported form, inconsistent shapes or labels, a model that cannot take the
             inputs, an operation without a rule (named), and every error ``pwmpr grow`` reports.
     """
+    try:
+        return _grow_module(model, train, val=val, test=test, num_classes=num_classes, input_shape=input_shape,
+                            out=out, config=config, resume=resume, force=force, quiet=quiet, overrides=overrides)
+    except PwmprError as exc:
+        worded = api_words(str(exc))
+        if worded == str(exc):
+            raise
+        raise PwmprError(worded) from exc.__cause__
+
+
+def _grow_module(model, train, *, val, test, num_classes, input_shape, out, config, resume, force, quiet,
+                 overrides) -> GrownModel:
+    """:func:`grow_module`'s work, with the errors still in the CLI's words."""
     from pwmpr.progress import make_reporter
     from pwmpr.runner import run
 
@@ -105,6 +119,15 @@ def grow_module(
         raise PwmprError("method 'imp' records the test accuracy of every level: pass test=")
 
     shape = tuple(int(s) for s in input_shape) if input_shape is not None else _first_shape(train_split)
+    for name, split in (("val", val_split), ("test", test_split)):
+        if split is not None and _first_shape(split) != shape:
+            raise PwmprError(f"{name}: its inputs have shape {_first_shape(split)}, the training inputs {shape}")
+    if val_split is not None and len(val_split) < MIN_VAL_SAMPLES:
+        raise PwmprError(f"val has {len(val_split)} samples; the stop rule needs at least {MIN_VAL_SAMPLES}, since "
+                         "with fewer one sample moves the validation accuracy by more than the 1-point steps it "
+                         "decides on")
+    if num_classes is None and isinstance(model, nn.Module):  # the model's logits say how many classes there are
+        num_classes = _model_width(model, shape)
     classes = int(num_classes) if num_classes is not None else _num_classes(train_split, val_split, test_split)
     if classes < 2:
         raise PwmprError(f"num_classes must be >= 2 (a classifier), got {classes}")
@@ -136,8 +159,38 @@ def grow_module(
     return GrownModel(module, masks, summary, run_dir)
 
 
+def _model_width(model: nn.Module, shape: tuple[int, ...]) -> int | None:
+    """The model's logits per sample, where one probe forward shows them (a bad shape is reported later)."""
+    from pwmpr.probe import output_width
+
+    try:
+        return output_width(model, shape)
+    except PwmprError:
+        return None
+
+
+_FLAG = re.compile(r"--(no-)?([a-z][a-z0-9-]*)(?: (-?[0-9][0-9.e+-]*)(?![\w.]))?")
+
+
+def api_words(message: str) -> str:
+    """An error message with the CLI's flags in keyword-argument form: ``--stop-tol 0.01`` -> ``stop_tol=0.01``,
+    ``--no-tau-core`` -> ``tau_core=False``, ``--resume`` -> ``resume=True``, ``--device`` -> ``device``."""
+
+    def word(m: re.Match) -> str:
+        name = m.group(2).replace("-", "_")
+        if m.group(1):
+            return f"{name}=False"
+        if m.group(3):
+            return f"{name}={m.group(3)}"
+        return f"{name}=True" if name in ("resume", "force", "shrink", "bf16", "tau_core") else name
+
+    return _FLAG.sub(word, message)
+
+
 def _config(config: GrowConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> GrowConfig:
-    """``config`` (or the defaults) with ``overrides``; nested sections merge key by key."""
+    """``config`` (or the defaults) with ``overrides``; nested sections merge key by key, and a section's field
+    may be named alone (``max_phases=3``) or by its flag (``stop_tol=0.01``, ``stop="paper"``, ``shrink=True``)
+    where that names one field."""
     if isinstance(config, GrowConfig):
         base = config.to_dict()
     elif isinstance(config, Mapping):
@@ -150,8 +203,11 @@ def _config(config: GrowConfig | Mapping[str, Any] | None, overrides: Mapping[st
     for key, value in overrides.items():
         if key in _SECTIONS and isinstance(value, Mapping):
             data[key] = {**data[key], **value}
-        else:
+        elif key in data and key not in _SECTIONS:
             data[key] = value
+        else:
+            section, field = section_field(key)
+            data[section] = {**data[section], field: value}
     return GrowConfig.from_dict(data)
 
 
@@ -174,6 +230,8 @@ def _split(data: Any, what: str) -> tuple[TensorSplit | Dataset, dict[str, Any]]
         return data, {}
     if isinstance(data, Sequence) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
         x, y = data
+        if len(y) == 0:
+            raise PwmprError(f"{what}: the tensors hold no sample")
         if len(x) != len(y):
             raise PwmprError(f"{what}: x has {len(x)} samples but y has {len(y)}")
         if y.dim() != 1 or y.is_floating_point() or y.is_complex():
@@ -202,6 +260,7 @@ def _stream(data, batch_size: int, device: torch.device, *, train: bool = False,
 
 
 def _first_shape(split: TensorSplit | Dataset) -> tuple[int, ...]:
+    """The shape of one input of ``split``, batch excluded."""
     if isinstance(split, TensorSplit):
         return tuple(split.x.shape[1:])
     item = split[0]
@@ -220,6 +279,8 @@ def _labels(split: TensorSplit | Dataset | None) -> Tensor | None:
     if isinstance(split, torch.utils.data.Subset):
         base, idx = split.dataset, list(split.indices)
     targets = getattr(base, "targets", None)
+    if targets is None and isinstance(base, torch.utils.data.TensorDataset) and len(base.tensors) >= 2:
+        targets = base.tensors[1]
     if targets is None:
         return None
     t = torch.as_tensor(targets)

@@ -61,7 +61,7 @@ class TrainConfig:
         _check(self.optimizer in DEFAULT_LR, "optimizer", self.optimizer, " or ".join(DEFAULT_LR))
         _check(self.lr is None or (self.lr > 0 and math.isfinite(self.lr)), "lr", self.lr, "a positive number")
         _check(0 <= self.momentum < 1, "momentum", self.momentum, "in [0, 1)")
-        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
+        _check(0 <= self.weight_decay < math.inf, "weight_decay", self.weight_decay, "a finite number >= 0")
         _check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
         _check(self.phase_schedule in ("constant", "cosine"), "phase_schedule", self.phase_schedule,
                "constant or cosine")
@@ -129,7 +129,7 @@ class StopConfig:
         _check(0 < self.alpha < 1, "alpha", self.alpha, "in (0, 1)")
         _check(self.min_points >= 3, "min_points", self.min_points, ">= 3 (the fit has 3 parameters)")
         _check(self.consecutive >= 1, "consecutive", self.consecutive, ">= 1")
-        _check(self.plateau_tol >= 0, "plateau_tol", self.plateau_tol, ">= 0")
+        _check(0 <= self.plateau_tol < math.inf, "plateau_tol", self.plateau_tol, "a finite number >= 0")
         _check(0 < self.max_density <= 1, "max_density", self.max_density, "in (0, 1]")
         _check(self.max_phases >= 1, "max_phases", self.max_phases, ">= 1")
         _check(self.max_cost >= 0 and math.isfinite(self.max_cost), "max_cost", self.max_cost, ">= 0 (0: no guard)")
@@ -295,6 +295,27 @@ class GrowConfig:
         if path.is_dir():
             path = path / "config.json"
         return cls.from_dict(read_json_object(path, "config file", missing=f"config file not found: {path}"))
+
+
+_SECTION_CLASSES = {"train": TrainConfig, "growth": GrowthConfig, "stop": StopConfig, "shrink": ShrinkConfig}
+
+
+def section_field(key: str) -> tuple[str, str]:
+    """``(section, field)`` of a section's field named alone (``max_phases``) or by its flag with underscores
+    (``stop_tol``, ``shrink``); PwmprError for a name that is no field, or the field of more than one section."""
+    found: set[tuple[str, str]] = set()
+    for section, cls in _SECTION_CLASSES.items():
+        for f in dataclasses.fields(cls):
+            if key in (f.name, f.metadata.get("flag", "").replace("-", "_")):
+                found.add((section, f.name))
+    if len(found) == 1:
+        return found.pop()
+    top = sorted(f.name for f in dataclasses.fields(GrowConfig))
+    if not found:
+        raise PwmprError(f"unknown config field {key!r}; known: {', '.join(top)}, or a field of "
+                         f"{', '.join(_SECTION_CLASSES)}")
+    where = " or ".join(f"{s}={{{f!r}: ...}}" for s, f in sorted(found))
+    raise PwmprError(f"config field {key!r} is in more than one section: pass {where}")
 
 
 def read_json_object(path: Path, what: str, *, missing: str) -> dict[str, Any]:

@@ -84,6 +84,33 @@ def check_input_shape(model: nn.Module, input_shape: Sequence[int]) -> None:
             m.training = mode
 
 
+def check_float32(model: nn.Module, name: str) -> None:
+    """Refuse a model whose floating-point weights or buffers are not float32 (pwmpr trains in float32)."""
+    other = {t.dtype for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()} - {torch.float32}
+    if other:
+        kinds = ", ".join(sorted(str(d).removeprefix("torch.") for d in other))
+        raise PwmprError(f"model {name} holds {kinds} weights; pwmpr trains float32 models (convert it with "
+                         "model.float(); --bf16 trains in bf16 autocast)")
+
+
+@torch.no_grad()
+def output_width(model: nn.Module, input_shape: Sequence[int]) -> int | None:
+    """The number of logits ``model`` returns per sample (None when it returns no 2-D tensor)."""
+    shape = normalize_input_shape(input_shape)
+    with training_mode(model, False):
+        out = run_forward(model, torch.zeros((1, *shape), device=device_of(model), dtype=float_dtype_of(model)))
+    return int(out.shape[1]) if isinstance(out, Tensor) and out.dim() == 2 else None
+
+
+def check_output_width(model: nn.Module, input_shape: Sequence[int], num_classes: int, name: str) -> None:
+    """Refuse a classifier whose logits do not number ``num_classes`` (fewer fail at a label; more are never
+    trained as targets and hide a mistake)."""
+    width = output_width(model, input_shape)
+    if width is not None and width != num_classes:
+        raise PwmprError(f"model {name} returns {width} logits per sample but the data have {num_classes} classes; "
+                         f"its last layer must have {num_classes} outputs")
+
+
 def run_forward(model: nn.Module, x: Tensor) -> Any:
     """``model(x)``; an input the model cannot take raises PwmprError naming input_shape.
 

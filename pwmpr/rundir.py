@@ -72,7 +72,8 @@ def checkpoints(run_dir: Path) -> list[Path]:
 
 # OSErrors that mean "this output path cannot take the file": the user's to fix (free space, another folder),
 # reported in one line. Any other OSError is a bug and keeps its traceback.
-USER_OS_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+USER_OS_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
+                  errno.ENAMETOOLONG)
 TMP_SUFFIX = ".tmp"
 SET_ASIDE = ".replaced-"  # --force: the old run's files wait here until the new run's first checkpoint
 

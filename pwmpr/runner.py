@@ -24,16 +24,17 @@ from typing import Any
 import torch
 
 from pwmpr import checkpoint, dist, rundir
-from pwmpr.accounting import tau_core, training_flops
+from pwmpr.accounting import check_tau_core, tau_core, training_flops
 from pwmpr.config import GrowConfig
 from pwmpr.cost import phase_cost
 from pwmpr.data import MIN_VAL_SAMPLES, DataBundle, load_data
 from pwmpr.errors import PwmprError
 from pwmpr.lock import FolderLock, lock_run_dir
-from pwmpr.masks import MaskSet
+from pwmpr.masks import MaskSet, prunable
 from pwmpr.methods import METHODS, Decision, Method, RunContext
 from pwmpr.methods.final_init import FINAL_INITS, needs_start
 from pwmpr.models import check_input_shape, create_model
+from pwmpr.probe import check_float32, check_output_width
 from pwmpr.progress import Reporter
 from pwmpr.train import ProgressHook, Trainer, TrainingDiverged
 from pwmpr.train.hooks import Hook
@@ -71,6 +72,10 @@ class Run:
             self.model = model
         else:
             self.model = create_model(cfg.model, self.bundle.num_classes, self.input_shape)
+        if not prunable(self.model):
+            raise PwmprError(f"model {cfg.model} has no Conv or Linear layer: pwmpr has no weight to grow or prune")
+        check_float32(self.model, cfg.model)
+        check_output_width(self.model, self.input_shape, self.bundle.num_classes, cfg.model)
         self._test_loader = None  # built once: IMP evaluates the test split after every level
         self.data_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.grow_gen = torch.Generator().manual_seed(cfg.seed + 2)
@@ -96,8 +101,12 @@ class Run:
             if step > self.method.phase_epochs(0) * n_batches:
                 raise PwmprError(f"--rewind-step {step} is past the end of level 0 "
                                  f"({self.method.phase_epochs(0) * n_batches} steps); pick a smaller one")
-        dist.on_primary(lambda: self.cfg.save(self.out / rundir.CONFIG), "writing config.json", share=False)
         masks = dist.broadcast_masks(self.method.initial_masks(self.model, self.input_shape))
+        _check_every_layer_kept(masks)
+        if self.cfg.tau_core:  # every rank: the same model is refused on each, so none waits for rank 0
+            check_tau_core(self.model, masks, self.input_shape)
+        # After the seed and the checks above: a model they refuse leaves no config.json.
+        dist.on_primary(lambda: self.cfg.save(self.out / rundir.CONFIG), "writing config.json", share=False)
         if self.method.has_final and needs_start(self.cfg.final_init):
             self.start = ({k: v.detach().clone() for k, v in self.model.state_dict().items()}, masks.clone())
         masks.apply(self.model)
@@ -534,6 +543,15 @@ def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = Fa
             lock.release()
         for folder in created if failed else []:
             rundir.remove_if_empty(folder)
+
+
+def _check_every_layer_kept(masks: MaskSet) -> None:
+    """Refuse a starting density that leaves a layer with no edge: no input reaches the outputs then."""
+    empty = [name for name, mask in masks.items() if not bool(mask.any())]
+    if empty:
+        raise PwmprError(f"the starting density {masks.density():.3g} leaves {len(empty)} layer(s) with no edge "
+                         f"({', '.join(empty[:3])}{', ...' if len(empty) > 3 else ''}): no input reaches the outputs; "
+                         "raise the density")
 
 
 def _pack_start(start: tuple[dict[str, torch.Tensor], MaskSet] | None) -> dict[str, torch.Tensor] | None:

@@ -74,8 +74,9 @@ def test_grow_module_takes_a_dataset_and_a_dataloader(tmp_path, digits):
     cfg = json.loads((tmp_path / "ds" / "config.json").read_text())
     assert cfg["data"] == "python:TensorDataset" and cfg["train"]["batch_size"] == 64 and cfg["workers"] == 0
     assert res.summary["test_acc"] is None  # no test split given: nothing is reported as one
-    with pytest.raises(PwmprError, match="num_classes"):
-        pwmpr.grow_module(TinyNet(), ds, out=tmp_path / "nc", **QUICK)
+    # Without num_classes the model's logits give it: 7 here, and a label of 9 is refused before any training.
+    with pytest.raises(PwmprError, match="label 9 is out of range for num_classes=7"):
+        pwmpr.grow_module(TinyNet(7), ds, out=tmp_path / "nc", **QUICK)
 
 
 def test_grow_module_resumes_with_the_same_objects(tmp_path, digits):
@@ -108,3 +109,83 @@ def test_grow_module_rejects_bad_data_and_unsupported_layers(tmp_path, digits):
 class _Stream(torch.utils.data.IterableDataset):
     def __iter__(self):
         yield torch.zeros(1, 8, 8), 0
+
+
+def _first(split, n):
+    return split[0][:n], split[1][:n]
+
+
+@pytest.mark.parametrize(("case", "match"), [
+    ("empty-val", "val: the tensors hold no sample"),
+    ("empty-test", "test: the tensors hold no sample"),
+    ("empty-train", "train: the tensors hold no sample"),
+    ("val-50", "val has 50 samples; the stop rule needs at least 100"),
+    ("val-other-shape", r"val: its inputs have shape \(64,\), the training inputs \(1, 8, 8\)"),
+    ("float64-model", "holds float64 weights; pwmpr trains float32 models"),
+    ("test-label-above-width", "test: label 12 is out of range for num_classes=10"),
+    ("num-classes-not-width", "returns 10 logits per sample but the data have 13 classes"),
+    ("leaf-in-two-sections", r"'tol' is in more than one section: pass shrink=\{'tol': ...\} or stop="),
+    ("no-cuda", "use device cpu or auto"),
+])
+def test_grow_module_is_as_strict_as_the_cli(tmp_path, digits, case, match):
+    """Each is refused before any training, with no CLI flag in the message and no config.json left."""
+    train, val, test = digits
+    model, kwargs = TinyNet(), {"val": val}
+    if case == "empty-val":
+        kwargs["val"] = _first(val, 0)
+    elif case == "empty-test":
+        kwargs["test"] = _first(test, 0)
+    elif case == "empty-train":
+        train = _first(train, 0)
+    elif case == "val-50":
+        kwargs["val"] = _first(val, 50)
+    elif case == "val-other-shape":
+        kwargs["val"] = (val[0].flatten(1), val[1])
+    elif case == "float64-model":
+        model = model.double()
+    elif case == "test-label-above-width":
+        kwargs["test"] = (test[0], torch.where(test[1] == 9, 12, test[1]))
+    elif case == "num-classes-not-width":
+        kwargs["num_classes"] = 13
+    elif case == "leaf-in-two-sections":
+        kwargs["tol"] = 0.01
+    elif case == "no-cuda":
+        if torch.cuda.is_available():
+            pytest.skip("CUDA is available here")
+        kwargs["device"] = "cuda"
+    out = tmp_path / "run"
+    with pytest.raises(PwmprError, match=match) as err:
+        pwmpr.grow_module(model, train, out=out, **{**QUICK, **kwargs})
+    assert "--" not in str(err.value), err.value
+    assert not (out / "config.json").exists()
+
+
+def test_leaf_and_flag_names_reach_their_section():
+    from pwmpr.api import _config, api_words
+
+    cfg = _config(None, {"max_phases": 3, "stop_tol": 0.02, "gamma": 0.5, "shrink_tol": 0.03, "lr": 0.05,
+                         "shrink": True, "stop": "paper"})
+    assert (cfg.stop.max_phases, cfg.stop.tol, cfg.growth.gamma, cfg.shrink.tol, cfg.train.lr) == (3, 0.02, 0.5,
+                                                                                                   0.03, 0.05)
+    assert cfg.shrink.enabled is True and cfg.stop.rule == "paper"
+    assert _config(None, {"stop": {"max_phases": 4}}).stop.max_phases == 4  # the nested form still works
+    with pytest.raises(PwmprError, match="unknown config field 'max_phase'"):
+        _config(None, {"max_phase": 3})
+    assert api_words("use --device cpu; --stop-tol 0.005 is below; pass --resume or --no-tau-core") == \
+        "use device cpu; stop_tol=0.005 is below; pass resume=True or tau_core=False"
+
+
+def test_export_grown_exports_a_python_object_run(tmp_path, digits):
+    train, val, _ = digits
+    torch.manual_seed(0)
+    res = pwmpr.grow_module(TinyNet(), train, val=val, out=tmp_path / "run", **{**QUICK, "stop": {"max_phases": 1}})
+    report = pwmpr.export_grown(res, tmp_path / "exp", timing_runs=1)
+    assert report["model"] == "python:TinyNet" and report["out"] == str(tmp_path / "exp")
+    from safetensors.torch import load_file
+
+    fresh = TinyNet().eval()  # the exported state dict loads into the user's own class, strictly
+    fresh.load_state_dict(load_file(tmp_path / "exp" / "model.safetensors"))
+    x = val[0][:16]
+    with torch.no_grad():
+        assert torch.allclose(fresh(x), res.model.eval()(x), atol=1e-6)
+    assert (tmp_path / "exp" / "model.onnx").is_file() and (tmp_path / "exp" / "masks.safetensors").is_file()

@@ -100,6 +100,39 @@ def _two_seed0_runs(tmp: Path, run: Path) -> list[str]:
     return [str(run), str(twin)]
 
 
+USER_MODELS = """
+import sys
+from torch import nn
+
+
+def softmax(num_classes, input_shape):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Softmax(dim=1), nn.Linear(16, num_classes))
+
+
+def no_layer(num_classes, input_shape):
+    return nn.Sequential(nn.Flatten(), nn.ReLU())
+
+
+def exits(num_classes, input_shape):
+    sys.exit(3)
+
+
+def wide(num_classes, input_shape):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes + 3))
+"""
+
+
+def _user_model(tmp: Path, function: str, source: str = USER_MODELS) -> str:
+    """``module:function`` of a module written to ``tmp`` (put on sys.path) holding ``source``."""
+    import sys
+
+    name = f"user_{function}_{abs(hash(str(tmp)))}"
+    (tmp / f"{name}.py").write_text(source)
+    if str(tmp) not in sys.path:
+        sys.path.insert(0, str(tmp))
+    return f"{name}:{function}"
+
+
 def _under_a_file(tmp: Path) -> str:
     (tmp / "plainfile").write_text("x")
     return str(tmp / "plainfile" / "compare")
@@ -213,6 +246,21 @@ CASES = [
          lambda t, r: ["--min-density", "0.5", "--max-density", "0.1"], "min density <= max density"),
     Case("sweep-factor-1", "sweep", "`--factor 1` (a grid that never grows)", lambda t, r: ["--factor", "1"],
          "factor must be > 1"),
+    Case("model-unsupported-op", "grow", "own model with an op pwmpr has no rule for (`nn.Softmax` over features)",
+         lambda t, r: ["--model", _user_model(t, "softmax")], "calls softmax() in its forward"),
+    Case("model-no-layer", "grow", "own model with no Conv or Linear layer",
+         lambda t, r: ["--model", _user_model(t, "no_layer")], "has no Conv or Linear layer"),
+    Case("model-factory-exits", "grow", "own model factory calling `sys.exit(3)`",
+         lambda t, r: ["--model", _user_model(t, "exits")], "failed: it called sys.exit(3)"),
+    Case("model-module-exits", "grow", "own model module calling `sys.exit(3)` when imported",
+         lambda t, r: ["--model", _user_model(t, "f", "import sys\nsys.exit(3)\n")], "failed: it called sys.exit(3)"),
+    Case("model-missing-dependency", "grow", "own model module importing a package that is not installed",
+         lambda t, r: ["--model", _user_model(t, "f", "import not_installed_xyz\n")],
+         "it imports 'not_installed_xyz', which is not installed"),
+    Case("model-more-logits-than-classes", "grow", "own model with 13 logits for the 10 classes of the data",
+         lambda t, r: ["--model", _user_model(t, "wide")], "returns 13 logits per sample but the data have 10 classes"),
+    Case("weight-decay-inf", "grow", "`--weight-decay inf`", lambda t, r: ["--weight-decay", "inf"],
+         "weight_decay must be a finite number >= 0"),
     Case("compare-out-under-file", "compare", "`--out` below a regular file (cannot be created)",
          lambda t, r: [str(r), "--out", _under_a_file(t)], "cannot be created"),
     Case("compare-duplicate-seed", "compare", "two run folders of the same configuration and seed",
@@ -282,6 +330,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tmp_path, finish
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert case.message in lines[0], lines[0]
     assert not (out / "checkpoints").exists() and not (tmp_path / "cmp").exists()
+    assert not (out / "config.json").exists()  # nothing that would refuse the corrected command
     if case.command in ("sweep", "grow") or case.command.startswith("baseline"):
         assert not out.exists()  # checked before anything is written; a failed command leaves no empty --out
     if case.command == "sweep --resume":  # a refused resume trains nothing
@@ -317,3 +366,40 @@ def test_compare_and_export_defaults_are_ignored_by_git():
                          env={**os.environ, "GIT_DIR": str(root / ".git")})
     assert out.stdout.split() == ["compare/x", "exports/x"]
 
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["grow", "--bogus"], "No such option: --bogus"),
+    (["grow", "--seed-density", "abc"], "Invalid value for '--seed-density'"),
+    (["export"], "Missing argument 'run_dir'"),
+])
+def test_usage_errors_are_one_line_exit_2(argv, message, monkeypatch, capsys):
+    """Typer's usage errors through the console script: one ``error:`` line, no box, exit code 2."""
+    from pwmpr.cli.app import main
+
+    monkeypatch.setattr("sys.argv", ["pwmpr", *argv])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == 2
+    captured = capsys.readouterr()
+    lines = (captured.out + captured.err).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_out_name_over_255_bytes_is_one_line(tmp_path):
+    out = tmp_path / ("a" * 300)
+    result = runner.invoke(app, ["grow", *TINY, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot write"), result.output
+    assert "File name too long" in lines[0]
+
+
+@pytest.mark.parametrize("method", ["rigl", "set"])
+def test_a_density_that_leaves_a_layer_with_no_edge_is_refused(method, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["baseline", method, *BASELINE_TINY, "--density", "1e-9", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "leaves 3 layer(s) with no edge" in lines[0], result.output
+    assert not (out / "config.json").exists()

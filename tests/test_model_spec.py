@@ -106,3 +106,44 @@ def test_code_spec_runs_a_baseline(tmp_path, user_module):
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "dense" / "summary.json").read_text())
     assert summary["model"] == f"{user_module}:make" and summary["discovered_density"] == 1.0
+
+
+SOFTMAX_MODULE = '''
+from torch import nn
+
+
+def softmax(num_classes, input_shape):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Softmax(dim=1), nn.Linear(16, num_classes))
+
+
+def fixed(num_classes, input_shape):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, num_classes))
+'''
+
+
+def test_refused_model_leaves_nothing_that_blocks_the_corrected_command(tmp_path, monkeypatch):
+    name = f"softmax_models_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(SOFTMAX_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "run"
+    # RigL never scores by PWMP; only its tau-core needs the scoring net, and the error says so before any training.
+    result = runner.invoke(app, ["baseline", "rigl", "--data", "digits", "--model", f"{name}:softmax", "--epochs",
+                                 "1", "-q", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "the tau-core" in result.output and "--no-tau-core" in result.output, result.output
+    assert not out.exists() or not any(out.iterdir())
+    result = runner.invoke(app, ["grow", *TINY, "--model", f"{name}:softmax", "--out", str(out)])
+    assert result.exit_code == 2 and "softmax()" in result.output, result.output
+    assert not out.exists() or not any(out.iterdir())
+    result = runner.invoke(app, ["grow", *TINY, "--model", f"{name}:fixed", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "summary.json").is_file()
+
+
+def test_missing_dependency_of_a_module_in_the_current_directory_is_named(tmp_path, monkeypatch):
+    """A console script does not have the current directory on sys.path: pwmpr looks there last."""
+    name = f"needs_dep_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text("import not_installed_dep_xyz\n")
+    monkeypatch.chdir(tmp_path)
+    with trusted_code(), pytest.raises(PwmprError, match="it imports 'not_installed_dep_xyz', which is not installed"):
+        create_model(f"{name}:make", 10, (1, 8, 8))

@@ -59,8 +59,9 @@ def create_model(name: str, num_classes: int, input_shape: Sequence[int], **kwar
         return model
     if name.startswith(OBJECT_PREFIX):
         raise PwmprError(f"model {name!r} was handed to pwmpr.grow_module as a Python object and cannot be rebuilt "
-                         "from its name: hand the object over again (pwmpr.grow_module(model, ..., resume=True)), or "
-                         "grow a package.module:function model, which pwmpr can rebuild")
+                         "from its name: hand the object over again: pwmpr.export_grown(result, out) exports what "
+                         "pwmpr.grow_module returned (pwmpr.export_grown(run_dir, out, model=model) a run folder), "
+                         "pwmpr.grow_module(model, ..., resume=True) continues the run")
     factory = MODELS.get(name)
     try:
         model = factory(num_classes=int(num_classes), input_shape=shape, **kwargs)
@@ -122,19 +123,19 @@ def _create_from_code(spec: str, num_classes: int, shape: tuple[int, ...], kwarg
     factory: object = module
     for part in attr.split("."):
         if not hasattr(factory, part):
-            raise PwmprError(f"--model {spec}: module {module_name!r} has no attribute {attr!r}")
+            raise PwmprError(f"model {spec}: module {module_name!r} has no attribute {attr!r}")
         factory = getattr(factory, part)
     if not callable(factory):
-        raise PwmprError(f"--model {spec}: {attr!r} is not callable; it must be function(num_classes, input_shape)")
+        raise PwmprError(f"model {spec}: {attr!r} is not callable; it must be function(num_classes, input_shape)")
     try:
         model = factory(num_classes, shape, **kwargs)
     except PwmprError:
         raise
-    except Exception as exc:  # the user's factory failed: say where, keep its traceback chained for debugging
-        raise PwmprError(f"--model {spec}: {attr}(num_classes={num_classes}, input_shape={shape}) failed: "
-                         f"{type(exc).__name__}: {first_line(exc)}") from exc
+    except (Exception, SystemExit) as exc:  # the user's factory failed: say where, keep its traceback chained
+        raise PwmprError(f"model {spec}: {attr}(num_classes={num_classes}, input_shape={shape}) failed: "
+                         f"{_describe(exc)}") from exc
     if not isinstance(model, nn.Module):
-        raise PwmprError(f"--model {spec}: {attr}(num_classes, input_shape) must return a torch.nn.Module, "
+        raise PwmprError(f"model {spec}: {attr}(num_classes, input_shape) must return a torch.nn.Module, "
                          f"got {type(model).__name__}")
     return model
 
@@ -142,34 +143,54 @@ def _create_from_code(spec: str, num_classes: int, shape: tuple[int, ...], kwarg
 def _import(module_name: str, spec: str):
     """Import ``module_name``; the current directory is searched last (``python -m`` has it, console scripts don't).
 
-    torchvision is made importable first, where it is installed (a user's module may import it plainly).
+    torchvision is made importable first, where it is installed (a user's module may import it plainly). A module
+    that is found but fails to import (a missing dependency, an exception, ``sys.exit``) is reported as such.
     """
     with contextlib.suppress(PwmprError, ImportError):
         import_torchvision()
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name is None or not module_name.startswith(exc.name):  # the module exists; one of its imports is missing
-            raise PwmprError(f"--model {spec}: importing {module_name!r} failed: {type(exc).__name__}: "
-                             f"{first_line(exc)}") from exc
-    except Exception as exc:  # the user's module raised while being imported
-        raise PwmprError(f"--model {spec}: importing {module_name!r} failed: {type(exc).__name__}: "
-                         f"{first_line(exc)}") from exc
+        if not _is_missing(exc, module_name):  # the module exists; one of its imports is missing
+            raise _import_failed(spec, module_name, exc) from exc
+    except (Exception, SystemExit) as exc:  # the user's module raised (or exited) while being imported
+        raise _import_failed(spec, module_name, exc) from exc
     cwd = os.getcwd()
     if cwd in sys.path:
-        raise PwmprError(f"--model {spec}: no module named {module_name!r} (not installed, not on PYTHONPATH and not "
+        raise PwmprError(f"model {spec}: no module named {module_name!r} (not installed, not on PYTHONPATH and not "
                          f"in {cwd})")
     sys.path.append(cwd)
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        raise PwmprError(f"--model {spec}: no module named {module_name!r} (not installed, not on PYTHONPATH and not "
-                         f"in {cwd}): {first_line(exc)}") from None
-    except Exception as exc:
-        raise PwmprError(f"--model {spec}: importing {module_name!r} failed: {type(exc).__name__}: "
-                         f"{first_line(exc)}") from exc
+        if not _is_missing(exc, module_name):
+            raise _import_failed(spec, module_name, exc) from exc
+        raise PwmprError(f"model {spec}: no module named {module_name!r} (not installed, not on PYTHONPATH and not "
+                         f"in {cwd})") from None
+    except (Exception, SystemExit) as exc:
+        raise _import_failed(spec, module_name, exc) from exc
     finally:
         sys.path.remove(cwd)
+
+
+def _is_missing(exc: ModuleNotFoundError, module_name: str) -> bool:
+    """True when ``exc`` says ``module_name`` itself (or a package above it) is missing, not one of its imports."""
+    return exc.name is None or module_name == exc.name or module_name.startswith(exc.name + ".")
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception in a few words: ``sys.exit(3)`` for a SystemExit, ``Type: first line`` otherwise."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {first_line(exc)}"
+
+
+def _import_failed(spec: str, module_name: str, exc: BaseException) -> PwmprError:
+    """The error for a module that was found but did not import; a missing dependency is named as such."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        return PwmprError(f"model {spec}: importing {module_name!r} failed: it imports {exc.name!r}, which is not "
+                          "installed")
+    return PwmprError(f"model {spec}: importing {module_name!r} failed: {_describe(exc)}")
 
 
 def list_models() -> list[str]:
