@@ -244,8 +244,7 @@ def _stale_staging(out: Path) -> list[Path]:
 
 def _publish(staging: Path, out: Path) -> None:
     """Give the staged files ordinary permissions (umask) and rename the folder to ``out``."""
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = rundir.umask()
     for f in staging.iterdir():
         f.chmod(0o666 & ~umask)
     staging.chmod(0o777 & ~umask)

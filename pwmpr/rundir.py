@@ -78,11 +78,22 @@ TMP_SUFFIX = ".tmp"
 SET_ASIDE = ".replaced-"  # --force: the old run's files wait here until the new run's first checkpoint
 
 
+PROC_STATUS = Path("/proc/self/status")  # Linux 4.7+: a "Umask:" line
+
+
 def umask() -> int:
-    """The process umask (read without changing it for longer than a moment)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """The process umask, read without changing it: from ``/proc/self/status``, else from the mode of a folder
+    made for the purpose (setting the umask to read it would let another thread create a file world-writable)."""
+    try:
+        for line in PROC_STATUS.read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with tempfile.TemporaryDirectory() as tmp:  # owner-only, so the probe is no one else's to see or change
+        probe = Path(tmp) / "probe"
+        probe.mkdir(mode=0o777)  # the kernel applies the umask to the mode asked for
+        return 0o777 & ~probe.stat().st_mode
 
 
 def write_error(path: Path, exc: OSError) -> PwmprError:

@@ -181,7 +181,7 @@ class Run:
         """Train every phase, then the final training; return the summary."""
         train_loader = self.bundle.loader("train", self.cfg.train.batch_size, self.device, train=True,
                                           generator=self.data_gen, channels_last=self.trainer.channels_last)
-        val_loader = self.bundle.loader("val", 1024, self.device)
+        val_loader = self.bundle.loader("val", self.bundle.eval_batch(self.cfg.train.batch_size), self.device)
         while self.stage == "phase":
             self._phase(train_loader, val_loader)
         if self.stage == "final":
@@ -228,7 +228,8 @@ class Run:
     def _test(self):
         """The test split's loader, built once (a tensor split is copied to the device once, not every level)."""
         if self._test_loader is None:
-            self._test_loader = self.bundle.loader("test", 1024, self.device)
+            self._test_loader = self.bundle.loader("test", self.bundle.eval_batch(self.cfg.train.batch_size),
+                                                   self.device)
         return self._test_loader
 
     def _scoring_batch(self):

@@ -222,6 +222,36 @@ def test_files_follow_the_umask(tmp_path):
     assert set(modes.values()) == {"0o644"}, modes
 
 
+@pytest.mark.parametrize("source", ["proc", "probe folder"])
+def test_the_umask_is_read_without_setting_it(tmp_path, monkeypatch, source):
+    # Setting the umask to 0 to read it would let another thread create a file world-writable meanwhile.
+    from pwmpr import rundir
+    from pwmpr.export import pipeline
+
+    old = os.umask(0o027)
+    try:
+        if source != "proc":
+            monkeypatch.setattr(rundir, "PROC_STATUS", tmp_path / "no-proc-here")
+        elif not rundir.PROC_STATUS.is_file():
+            pytest.skip("no /proc/self/status here")
+
+        def refuse(mask):
+            raise AssertionError(f"os.umask({mask:o}) called")
+
+        monkeypatch.setattr(os, "umask", refuse)
+        assert rundir.umask() == 0o027
+        staging, out = tmp_path / ".exp.tmp-1", tmp_path / "exp"  # the export publishes with the same reader
+        staging.mkdir(mode=0o700)
+        (staging / "model.onnx").write_bytes(b"x")
+        (staging / "model.onnx").chmod(0o600)
+        pipeline._publish(staging, out)
+    finally:
+        monkeypatch.undo()
+        os.umask(old)
+    assert oct((out / "model.onnx").stat().st_mode & 0o777) == "0o640"
+    assert oct(out.stat().st_mode & 0o777) == "0o750"
+
+
 @contextlib.contextmanager
 def _tmpfs(path: Path, size: str):
     path.mkdir(parents=True, exist_ok=True)

@@ -206,7 +206,6 @@ class _Explodes:
         [*history(11), (float("nan"), 0.9)],
         [*history(11), (0.3, float("nan"))],
         [*history(11), (0.3, float("inf"))],
-        [*history(11), (_Explodes(), 0.9)],
         [(0.1, 0.5)] * 8,  # no spread in density: no fit
         [(d, 0.9) for d in DENSITIES],  # flat: no rise
     ],
@@ -226,16 +225,37 @@ def test_should_stop_keeps_growing_when_the_fit_fails(monkeypatch):
     assert not decision.stop and "no fit" in decision.reason
 
 
-def test_should_stop_survives_an_unexpected_error(monkeypatch, caplog):
+def test_should_stop_records_a_numerical_failure_of_the_fit(monkeypatch, caplog):
+    import numpy as np
+
     import pwmpr.stop.saturation as stop
 
     def broken(*a, **k):
-        raise ZeroDivisionError("bug")
+        raise np.linalg.LinAlgError("SVD did not converge")
 
     monkeypatch.setattr(stop, "fit_saturation", broken)
     decision = should_stop(history(12))
-    assert not decision.stop and "ZeroDivisionError" in decision.reason
-    assert "should_stop failed" in caplog.text  # logged with its traceback, not hidden
+    assert not decision.stop and decision.failed == "LinAlgError: SVD did not converge"
+    assert decision.to_dict()["failed"] == decision.failed
+    assert "saturation fit failed (LinAlgError: SVD did not converge)" in caplog.text  # logged, not hidden
+
+
+@pytest.mark.parametrize("bug", [TypeError("unsupported operand"), AttributeError("no attribute"),
+                                 KeyError("beta"), RuntimeError("boom")])
+def test_should_stop_lets_a_bug_in_the_fit_propagate(monkeypatch, bug):
+    import pwmpr.stop.saturation as stop
+
+    def broken(*a, **k):
+        raise bug
+
+    monkeypatch.setattr(stop, "fit_saturation", broken)
+    with pytest.raises(type(bug)):
+        should_stop(history(12))
+
+
+def test_should_stop_lets_a_bug_in_reading_the_history_propagate():
+    with pytest.raises(RuntimeError, match="boom"):
+        should_stop([*history(11), (_Explodes(), 0.9)])
 
 
 def test_decision_to_dict():

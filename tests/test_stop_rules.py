@@ -177,3 +177,54 @@ def test_bounded_fit_still_recovers_a_clean_curve():
 
 def test_none_rule_never_stops():
     assert not STOP_RULES.get("none")(noisy_points(DENSITIES, 0), CTX).stop
+
+
+# --- failures of the fit: numerical ones are recorded, bugs propagate -------------------------------------------
+
+
+def _raising(exc):
+    def fit(*args, **kwargs):
+        raise exc
+    return fit
+
+
+def test_gain_rule_records_a_numerical_failure_and_keeps_growing(monkeypatch):
+    import pwmpr.stop.rules as rules
+
+    monkeypatch.setattr(rules, "curve_posterior", _raising(np.linalg.LinAlgError("Matrix is not positive definite")))
+    decision = STOP_RULES.get("gain")(noisy_points(DENSITIES, 0), CTX)
+    assert not decision.stop and decision.failed == "LinAlgError: Matrix is not positive definite"
+    assert decision.failed in decision.reason and json.loads(json.dumps(decision.to_dict()))["failed"]
+
+
+@pytest.mark.parametrize("rule", ["gain", "paper"])
+def test_a_bug_in_the_fit_propagates(monkeypatch, rule):
+    import pwmpr.stop.rules as rules
+    import pwmpr.stop.saturation as saturation
+
+    monkeypatch.setattr(rules, "curve_posterior", _raising(TypeError("unsupported operand type(s)")))
+    monkeypatch.setattr(saturation, "fit_saturation", _raising(TypeError("unsupported operand type(s)")))
+    with pytest.raises(TypeError, match="unsupported operand"):
+        STOP_RULES.get(rule)(noisy_points(DENSITIES, 0), CTX)
+
+
+def test_repeated_fit_failures_end_the_run_with_an_error(monkeypatch, tmp_path):
+    # The fit fails from the third phase on (the gain rule fits from 3 points): phases 3 and 4 record it in
+    # their history rows and keep growing; phase 5 is the third failure in a row, and the run stops with an error.
+    from typer.testing import CliRunner
+
+    import pwmpr.stop.rules as rules
+    from pwmpr.cli.app import app
+
+    monkeypatch.setattr(rules, "curve_posterior", _raising(FloatingPointError("overflow in exp")))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["grow", "--data", "digits", "--model", "mlp", "--max-train", "300",
+                                      "--phase-epochs", "1", "--final-epochs", "1", "--no-tau-core", "--stop", "gain",
+                                      "--plateau-tol", "0", "--max-cost", "0", "--max-phases", "8", "-q",
+                                      "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "failed to fit in 3 phases in a row (last: FloatingPointError: overflow in exp)" in result.output
+    rows = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [r.get("stop_fit_failed") for r in rows] == [None, None, "FloatingPointError: overflow in exp",
+                                                        "FloatingPointError: overflow in exp"]
+    assert [r["decision"] for r in rows] == ["grow"] * 4

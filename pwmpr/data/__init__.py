@@ -114,7 +114,10 @@ class DataBundle:
         """Batches of ``split`` ("train", "val" or "test") on ``device``; ``train`` shuffles and augments."""
         data = getattr(self, split)
         if self.make_loader is not None:
-            return self.make_loader(data, batch_size, device, train=train, generator=generator, workers=self.workers,
+            from pwmpr.data.folder import fit_workers
+
+            workers = fit_workers(self.workers, self.input_shape, batch_size)  # within /dev/shm
+            return self.make_loader(data, batch_size, device, train=train, generator=generator, workers=workers,
                                     channels_last=channels_last)
         from pwmpr import dist
 
@@ -122,6 +125,11 @@ class DataBundle:
         return TensorLoader(data, batch_size, device, shuffle=train, augment=self.augment if train else "none",
                             generator=generator, channels_last=channels_last,
                             rank=dist.rank() if shard else 0, world_size=dist.world_size() if shard else 1)
+
+    def eval_batch(self, train_batch: int) -> int:
+        """The evaluation batch: the training batch for streamed data (its host memory is bounded by that batch,
+        ``pwmpr.data.folder.loader_budget``), 1024 for tensor splits, which are on the device already."""
+        return train_batch if self.make_loader is not None else 1024
 
     def sample_inputs(self, n: int, split: str = "test") -> Tensor:
         """The first ``n`` inputs of ``split`` (for export validation)."""

@@ -6,16 +6,24 @@ is the test split; the validation split is carved from ``train``.
 
 :func:`stream_loader` is the DataLoader path for any map-style Dataset (these folders, and the Datasets handed to
 ``pwmpr.grow_module``): a DistributedSampler shards the epoch over torchrun ranks (``set_epoch`` every epoch),
-``--workers`` worker processes stay alive between epochs and phases, batches are prefetched and pinned for an
-asynchronous copy to the GPU. Random augmentations are seeded per sample from (epoch seed, index), so the batches
-do not depend on the number of workers and a resumed run sees the same ones as an uninterrupted run.
+``--workers`` worker processes stay alive between epochs and phases for training (evaluation starts its own for
+the pass and ends them), batches are prefetched and pinned for an asynchronous copy to the GPU. Random augmentations
+are seeded per sample from (epoch seed, index), so the batches do not depend on the number of workers and a resumed
+run sees the same ones as an uninterrupted run.
+
+Host memory: one worker budget per rank, shared by the loaders. Evaluation runs at the training batch and only
+between epochs, when the training workers hold no batch, so one loader's batches are in flight at a time:
+:func:`loader_budget` gives the bound, and :func:`fit_workers` keeps the workers' batches within ``/dev/shm``.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,7 +33,11 @@ from pwmpr._tv_compat import import_torchvision
 from pwmpr.data import DATASETS, DataBundle
 from pwmpr.errors import PwmprError
 
+log = logging.getLogger(__name__)
+
 _MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+PREFETCH = 2  # batches each worker process prepares ahead (the DataLoader's default)
+SHM_PATH = "/dev/shm"  # where worker processes hand their batches over (Docker's default size: 64 MB)
 
 
 def _folder_bundle(name: str, data_dir: str | None, size: int, model: str) -> DataBundle:
@@ -72,6 +84,72 @@ def default_workers() -> int:
     return max(0, min(8, per_rank - 1))
 
 
+@dataclass(frozen=True)
+class LoaderBudget:
+    """The host memory one rank's streamed loaders hold at most, in bytes.
+
+    Attributes:
+        batch_bytes: one batch: samples x (float32 inputs + an int64 label).
+        shm_bytes: the batches the workers have made and the main process has not yet taken, all in ``/dev/shm``:
+            ``workers x PREFETCH`` batches (0 without workers: nothing goes through shared memory).
+        host_bytes: ``shm_bytes`` plus two batches: the one being pinned and the one the training loop holds.
+    """
+
+    batch_bytes: int
+    shm_bytes: int
+    host_bytes: int
+
+
+def loader_budget(input_shape: Sequence[int], batch_size: int, workers: int, prefetch: int = PREFETCH) -> LoaderBudget:
+    """The bound on host memory of one rank's loaders at ``batch_size`` (training and evaluation alike) with
+    ``workers`` worker processes: one loader's batches are in flight at a time (module docstring)."""
+    batch = batch_size * (4 * math.prod(input_shape) + 8)
+    if workers <= 0:
+        return LoaderBudget(batch, 0, batch)  # built and used in the main process, one at a time
+    in_flight = workers * prefetch
+    return LoaderBudget(batch, in_flight * batch, (in_flight + 2) * batch)
+
+
+def shm_size(path: str = SHM_PATH) -> int | None:
+    """The size of the shared-memory file system in bytes, None where there is none (not Linux)."""
+    try:
+        st = os.statvfs(path)
+    except (OSError, AttributeError):
+        return None
+    return st.f_blocks * st.f_frsize
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def fit_workers(requested: int | None, input_shape: Sequence[int], batch_size: int) -> int:
+    """The worker processes a rank's loaders use: ``requested`` (None: :func:`default_workers`) when their batches fit
+    in this rank's share of ``/dev/shm``. Where they do not, the default falls back to as many as fit (0: load in
+    the main process) with a warning, and an explicit ``--workers`` is a PwmprError; both say what to pass."""
+    workers = default_workers() if requested is None else int(requested)
+    size = shm_size()
+    if workers <= 0 or size is None:
+        return workers
+    ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # every rank of this node shares /dev/shm
+    need = loader_budget(input_shape, batch_size, workers).shm_bytes
+    if need * ranks <= size:
+        return workers
+    fits = min(workers, size // ranks // loader_budget(input_shape, batch_size, 1).shm_bytes)
+    advice = (f"{SHM_PATH} holds {_gib(size)}, less than the {_gib(need * ranks)} that {workers} loader workers "
+              f"per rank x {ranks} rank(s) need at batch {batch_size} ({PREFETCH} batches each in flight); in Docker "
+              f"pass --shm-size {math.ceil(1.25 * need * ranks / 2**30)}g or --ipc=host")
+    if requested is not None:
+        raise PwmprError(f"{advice}, or lower --workers (at most {fits} fit) or --batch-size")
+    if advice not in _WARNED:
+        _WARNED.add(advice)
+        log.warning("%s; using %d worker(s) meanwhile", advice, fits)
+    return fits
+
+
+_WARNED: set[str] = set()
+
+
 def _mix(epoch_seed: int, index: int) -> int:
     """A 63-bit seed for sample ``index`` in the epoch with seed ``epoch_seed`` (splitmix64 finaliser)."""
     z = (epoch_seed * 0x9E3779B97F4A7C15 + index + 1) & 0xFFFFFFFFFFFFFFFF
@@ -116,7 +194,7 @@ class StreamLoader:
         train: shuffle, drop the last partial batch, and shard over torchrun ranks.
         generator: the run's data-order generator: one draw per epoch seeds its order and augmentations, so the
             checkpointed generator state fixes every later epoch.
-        workers: worker processes (None: :func:`default_workers`); they persist between epochs.
+        workers: worker processes (None: :func:`default_workers`); they persist between epochs when ``train``.
         channels_last: hand conv inputs over in channels_last memory format.
         collate_fn: the DataLoader's collate function (None: the default).
     """
@@ -138,7 +216,8 @@ class StreamLoader:
         self.loader = torch.utils.data.DataLoader(
             _SeededDataset(data), batch_size=batch_size, sampler=self.sampler, num_workers=self.workers,
             collate_fn=collate_fn, pin_memory=self.device.type == "cuda", drop_last=train,
-            persistent_workers=self.workers > 0, prefetch_factor=4 if self.workers > 0 else None,
+            # Evaluation's workers end with its pass, so they never hold memory beside training's (module docstring).
+            persistent_workers=train and self.workers > 0, prefetch_factor=PREFETCH if self.workers > 0 else None,
             # Worker base seeds come from this private generator, never from torch's global RNG (checkpointed).
             generator=torch.Generator().manual_seed(0),
         )

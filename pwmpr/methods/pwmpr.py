@@ -44,6 +44,7 @@ from pwmpr.methods.final_init import FINAL_INITS
 from pwmpr.methods.rewire import Rewired, cosine_decay, rewire
 from pwmpr.seed import SEEDS
 from pwmpr.stop import STOP_RULES, Observation, StopContext, growth_rows, plateau_reached
+from pwmpr.stop.rules import check_fit_failures
 
 #: ``Decision.reason`` of a shrink step and of the step back to the last network that kept its accuracy.
 SHRINK, REVERT = "shrink", "shrink-revert"
@@ -146,6 +147,9 @@ class GrowMethod(Method):
                 "posterior": verdict.posterior, "fit_status": verdict.reason}
         if verdict.tol is not None:
             info["stop_tol_used"] = verdict.tol
+        if verdict.failed is not None:  # recorded in the history row; repeated failures end the run
+            info["stop_fit_failed"] = verdict.failed
+            check_fit_failures(growth_rows(ctx.history)[:-1], verdict, cfg.stop.rule)
         density = ctx.masks.density()
         if verdict.stop:
             return self._growth_stops(ctx, "saturated", info)

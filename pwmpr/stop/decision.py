@@ -7,6 +7,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# The numerical errors a fit may raise on points it cannot use (ArithmeticError: division by zero, overflow,
+# floating-point errors; ValueError: a math domain error, numpy.linalg.LinAlgError, statistics.StatisticsError).
+# A stop rule turns these into "keep growing" with the failure recorded; anything else is a bug and propagates.
+FIT_ERRORS: tuple[type[Exception], ...] = (ArithmeticError, ValueError)
+
+
+def fit_failure(exc: Exception) -> str:
+    """The one-line record of a fit's numerical failure: ``"LinAlgError: ..."``."""
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
 
 def json_float(x: float | None) -> float | None:
     """``x``, or None where JSON has no number (None, NaN, inf)."""
@@ -77,6 +87,7 @@ class StopDecision:
         posterior: the gain rule's posterior summary (``CurvePosterior.summary()``), None for other rules.
         tol: the gain tolerance the rule decided at (the gain rule's: ``--stop-tol`` or, where the validation set
             cannot resolve it, the smallest gain it can); None for other rules.
+        failed: the fit's numerical failure (``fit_failure``) when it raised one of ``FIT_ERRORS``; None otherwise.
     """
 
     stop: bool
@@ -85,6 +96,7 @@ class StopDecision:
     n_points: int = 0
     posterior: dict[str, Any] | None = field(default=None, compare=False)
     tol: float | None = None
+    failed: str | None = None
 
     @property
     def rho_star(self) -> float | None:
@@ -101,4 +113,5 @@ class StopDecision:
             "fit": self.fit.to_dict() if self.fit is not None else None,
             "posterior": self.posterior,
             "tol": json_float(self.tol),
+            "failed": self.failed,
         }

@@ -1,7 +1,9 @@
 """STOP_RULES: name -> rule deciding, after each growth phase, whether growth stops.
 
 A rule reads the (density, validation accuracy, validation size) points of the phases so far and a
-``StopContext``; it returns a ``StopDecision`` and never raises (anything it cannot use means "keep growing").
+``StopContext``; it returns a ``StopDecision``. Points it cannot use, and the numerical errors of its fit
+(``FIT_ERRORS``), mean "keep growing", the latter recorded in ``StopDecision.failed``; any other exception is a bug
+and propagates.
 
 - ``gain`` (default): stop when, under a posterior over the accuracy-density curve, growing on to the largest
   allowed density would gain less than ``tol`` with probability at least ``1 - alpha`` (``pwmpr.stop.posterior``).
@@ -16,12 +18,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from statistics import NormalDist
+from typing import Any
 
+from pwmpr.errors import PwmprError
 from pwmpr.registry import Registry
-from pwmpr.stop.decision import Observation, StopDecision
+from pwmpr.stop.decision import FIT_ERRORS, Observation, StopDecision, fit_failure
 from pwmpr.stop.posterior import curve_posterior
 from pwmpr.stop.saturation import should_stop
 
@@ -49,6 +53,25 @@ class StopContext:
     alpha: float = 0.1
 
 
+MAX_FIT_FAILURES = 3  # growth phases in a row whose stop-rule fit failed before the run stops with an error
+
+
+def check_fit_failures(earlier: Sequence[Mapping[str, Any]], decision: StopDecision, rule: str,
+                       limit: int = MAX_FIT_FAILURES) -> None:
+    """Raise a PwmprError when ``decision``'s fit failed and so did those of the last ``limit - 1`` growth rows
+    before it (``earlier``, oldest first; a failed fit is recorded there as ``stop_fit_failed``)."""
+    if decision.failed is None:
+        return
+    run = 1
+    for row in reversed(earlier):
+        if not row.get("stop_fit_failed"):
+            break
+        run += 1
+    if run >= limit:
+        raise PwmprError(f"the stop rule {rule!r} failed to fit in {run} phases in a row (last: {decision.failed}); "
+                         f"the run stops here: history.jsonl holds the points; rerun with another --stop rule")
+
+
 StopRule = Callable[[Sequence[Observation], StopContext], StopDecision]
 STOP_RULES: Registry[StopRule] = Registry("stop rule")
 
@@ -58,9 +81,14 @@ def gain_rule(points: Sequence[Observation], ctx: StopContext) -> StopDecision:
     """Stop when Pr(gain from growing on < tol) >= 1 - alpha on each of the last ``consecutive`` refits."""
     try:
         return _gain_rule(list(points), ctx)
-    except Exception as exc:  # noqa: BLE001 - the growth loop must never die in the stop rule; logged, not hidden
-        log.exception("gain rule failed; growth continues")
-        return StopDecision(stop=False, reason=f"gain rule failed ({type(exc).__name__}: {exc}); keep growing")
+    except FIT_ERRORS as exc:
+        if isinstance(exc, PwmprError):  # the user's to fix (a ValueError too): one line, not "keep growing"
+            raise
+        failed = fit_failure(exc)
+        log.warning("gain rule's fit failed (%s); growth continues", failed)
+        log.debug("the failed fit's traceback", exc_info=True)
+        return StopDecision(stop=False, reason=f"gain rule's fit failed ({failed}); keep growing", failed=failed,
+                            n_points=len(points))
 
 
 def resolvable_gain(points: Sequence[Observation], alpha: float, n_points: int = 4) -> float:

@@ -24,8 +24,9 @@ rho* lies below every observed density (it claims the curve was flat before the 
 the fit as the paper's summary gives it (the ``paper-unbounded`` rule), which measured fits such as P0 = -19.9,
 rho* = 0.006 below the seed density on real data.
 
-``should_stop`` never raises: anything it cannot use (bad entries, non-finite values, failed or unidentifiable
-fits) means "keep growing", with the reason in the returned ``StopDecision``.
+``should_stop`` raises only on a bug: anything it cannot use (bad entries, non-finite values, failed or
+unidentifiable fits, a fit's numerical error of ``FIT_ERRORS``) means "keep growing", with the reason in the
+returned ``StopDecision`` (and a numerical error in its ``failed``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from pwmpr.errors import PwmprError
-from pwmpr.stop.decision import Observation, StopDecision, json_float, observation
+from pwmpr.stop.decision import FIT_ERRORS, Observation, StopDecision, fit_failure, json_float, observation
 
 log = logging.getLogger(__name__)
 
@@ -361,14 +362,19 @@ def should_stop(
         bounds: passed to ``fit_saturation`` with the binomial noise of each point (where ``n`` is known).
 
     Returns:
-        A ``StopDecision``. Never raises: unusable history entries, non-finite values, failed fits and fits
-        that are not identifiable all give ``stop=False`` with the reason.
+        A ``StopDecision``. Unusable history entries, non-finite values, failed fits and fits that are not
+        identifiable all give ``stop=False`` with the reason; a numerical error of the fit (``FIT_ERRORS``) too,
+        recorded in ``failed``. Any other exception is a bug and propagates.
     """
     try:
         return _should_stop(history, min_points, consecutive, max_rel_stderr, bounds)
-    except Exception as exc:  # noqa: BLE001 - the growth loop must never die in the stopping rule; logged, not hidden
-        log.exception("should_stop failed; growth continues")
-        return StopDecision(stop=False, reason=f"stopping rule failed ({type(exc).__name__}: {exc}); keep growing")
+    except FIT_ERRORS as exc:
+        if isinstance(exc, PwmprError):  # the user's to fix (a ValueError too): one line, not "keep growing"
+            raise
+        failed = fit_failure(exc)
+        log.warning("the saturation fit failed (%s); growth continues", failed)
+        log.debug("the failed fit's traceback", exc_info=True)
+        return StopDecision(stop=False, reason=f"stopping rule's fit failed ({failed}); keep growing", failed=failed)
 
 
 def _should_stop(history: Any, min_points: int, consecutive: int, max_rel_stderr: float,
