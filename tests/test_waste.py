@@ -1,16 +1,21 @@
-"""No per-phase waste that grows with the data set (issue 12, part 4): tau-core syncs, scoring batch, test split."""
+"""No waste that grows with the data set: tau-core syncs, scoring batch, test split, and no host-device copy or host
+sync per training step (the ``meta`` device stands in for a GPU: every copy to or from it is counted)."""
 
 from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from pwmpr import MaskSet, tau_core
-from pwmpr.config import GrowConfig
+from pwmpr.config import GrowConfig, TrainConfig
+from pwmpr.data import TensorLoader, TensorSplit
 from pwmpr.runner import Run
+from pwmpr.train import Trainer
 
 _SYNCS = {"__float__", "__int__", "__bool__", "item", "tolist", "cpu"}
 
@@ -79,3 +84,46 @@ def test_history_row_reports_tau_core_time_against_training_time(tmp_path):
     row = r.history[0]
     assert row["tau_core"]["seconds"] > 0
     assert row["tau_core"]["share_of_training"] == row["tau_core"]["seconds"] / row["wall_time"]
+
+
+class _DeviceTraffic(TorchDispatchMode):
+    """Counts copies between the host and the ``meta`` device, both ways; a read back to the host (a sync on a GPU)
+    is answered with zeros, since a meta tensor holds no data."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.to_device = 0
+        self.to_host = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.aten._local_scalar_dense.default and args[0].device.type == "meta":
+            self.to_host += 1
+            return 0
+        if func is torch.ops.aten._to_copy.default:
+            src, dst = args[0].device, torch.device(kwargs.get("device") or args[0].device)
+            if src.type == "meta" and dst.type == "cpu":
+                self.to_host += 1
+                return torch.zeros(args[0].shape, dtype=kwargs.get("dtype") or args[0].dtype)
+            self.to_device += src.type == "cpu" and dst.type == "meta"
+        if func is torch.ops.aten.copy_.default and args[0].device != args[1].device:
+            self.to_device += args[0].device.type == "meta"
+            self.to_host += args[0].device.type == "cpu"
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_training_steps_copy_nothing_to_or_from_the_device(optimizer):
+    """4 crop-flip steps per epoch: one copy to the device and one read back per epoch, none per step."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
+    masks = MaskSet({"0.weight": torch.rand(4, 3, 3, 3) < 0.5, "3.weight": torch.rand(3, 256) < 0.5})
+    split = TensorSplit(torch.randn(64, 3, 8, 8), torch.randint(0, 3, (64,)))
+    meta = torch.device("meta")
+    loader = TensorLoader(split, 16, meta, shuffle=True, augment="crop-flip", generator=torch.Generator())
+    trainer = Trainer(net, masks, TrainConfig(optimizer=optimizer), meta)
+    for epochs in (1, 2):
+        with _DeviceTraffic() as traffic:
+            stats = trainer.train(loader, epochs=epochs)
+        assert stats.steps == 4 * epochs
+        assert (traffic.to_device, traffic.to_host) == (epochs, epochs)

@@ -40,7 +40,9 @@ class TensorLoader:
 
     Augmentation ``crop-flip`` is the standard CIFAR recipe: random crop after 4-pixel zero padding,
     then a horizontal flip with probability 1/2. The random draws come from the CPU ``generator``,
-    so a run is reproducible and resumable on any device.
+    so a run is reproducible and resumable on any device. An epoch's order, crop offsets and flips are drawn
+    when its iteration starts and reach the device in one copy (pinned and non-blocking on CUDA), so no batch
+    waits for a host-to-device copy.
     """
 
     def __init__(self, split: TensorSplit, batch_size: int, device: torch.device, *, shuffle: bool = False,
@@ -62,31 +64,52 @@ class TensorLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        n = len(self.y)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        if self.world_size > 1:  # every rank draws the same permutation and keeps its own equal-sized shard
-            order = order[: n - n % self.world_size][self.rank::self.world_size]
-        order = order.to(self.device)
+        plan = self._epoch_plan()
         for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            rows = plan[i * self.batch_size:(i + 1) * self.batch_size]
+            idx = rows[:, 0]
             x, y = self.x[idx], self.y[idx]
-            if self.augment == "crop-flip" and x.dim() == 4:
-                x = self._crop_flip(x)
+            if rows.shape[1] > 1:
+                x = _crop_flip(x, rows[:, 1:3], rows[:, 3].bool())
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y
 
-    def _crop_flip(self, x: Tensor, pad: int = 4) -> Tensor:
-        b, c, h, w = x.shape
-        offsets = torch.randint(0, 2 * pad + 1, (b, 2), generator=self.generator).to(x.device)
-        flips = (torch.rand(b, generator=self.generator) < 0.5).to(x.device)
-        padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-        rows = offsets[:, 0:1] + torch.arange(h, device=x.device)  # (b, h)
-        cols = offsets[:, 1:2] + torch.arange(w, device=x.device)  # (b, w)
-        bidx = torch.arange(b, device=x.device)[:, None, None]
-        out = padded.permute(0, 2, 3, 1)[bidx, rows[:, :, None], cols[:, None, :]]  # (b, h, w, c)
-        out = out.permute(0, 3, 1, 2)
-        return torch.where(flips[:, None, None, None], out.flip(3), out)
+    def _epoch_plan(self) -> Tensor:
+        """One epoch on the device in one copy: per sample its index and, with crop-flip, its two crop offsets and
+        flip bit (int64 columns), drawn batch by batch from ``generator`` in the order of earlier versions."""
+        n = len(self.y)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        if self.world_size > 1:  # every rank draws the same permutation and keeps its own equal-sized shard
+            order = order[: n - n % self.world_size][self.rank::self.world_size]
+        order = order[: len(self) * self.batch_size]
+        columns = [order[:, None]]
+        if self.augment == "crop-flip" and self.x.dim() == 4:
+            offsets, flips = [], []
+            for i in range(len(self)):
+                b = len(order[i * self.batch_size:(i + 1) * self.batch_size])
+                offsets.append(torch.randint(0, 2 * CROP_PAD + 1, (b, 2), generator=self.generator))
+                flips.append(torch.rand(b, generator=self.generator) < 0.5)
+            columns += [torch.cat(offsets), torch.cat(flips).long()[:, None]]
+        plan = torch.cat(columns, dim=1)
+        if self.device.type == "cuda":
+            return plan.pin_memory().to(self.device, non_blocking=True)
+        return plan.to(self.device)
+
+
+CROP_PAD = 4  # crop-flip's zero padding (pixels per side)
+
+
+def _crop_flip(x: Tensor, offsets: Tensor, flips: Tensor, pad: int = CROP_PAD) -> Tensor:
+    """Random crops of ``x`` (b, c, h, w) at ``offsets`` (b, 2) in its zero-padded copy, flipped where ``flips``."""
+    b, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    rows = offsets[:, 0:1] + torch.arange(h, device=x.device)  # (b, h)
+    cols = offsets[:, 1:2] + torch.arange(w, device=x.device)  # (b, w)
+    bidx = torch.arange(b, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[bidx, rows[:, :, None], cols[:, None, :]]  # (b, h, w, c)
+    out = out.permute(0, 3, 1, 2)
+    return torch.where(flips[:, None, None, None], out.flip(3), out)
 
 
 @dataclass

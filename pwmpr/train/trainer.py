@@ -2,13 +2,19 @@
 
 It knows about masks, learning-rate schedules and hooks, never about PWMPR, IMP or any other method:
 methods only act between phases (``pwmpr.methods``). SGD with Nesterov momentum or AdamW
-(``TrainConfig.optimizer``), masks enforced on every step: gradients of masked weights are zeroed before the
-optimizer step and the masks are re-applied after it to the weights and to every per-weight optimizer
-buffer (momentum; Adam's first and second moments), so a masked weight is zero with zero optimizer state.
+(``TrainConfig.optimizer``), masks enforced on every step by zeroing the gradients of masked weights before the
+optimizer step. ``set_masks`` zeroes masked weights and every per-weight optimizer buffer (momentum; Adam's
+first and second moments); from such a state a zero gradient keeps all of them exactly zero under SGD (momentum,
+weight decay) and AdamW (its moments stay 0, so its update is 0 / (0 + eps) = 0, and decoupled decay scales 0),
+so masking the gradients is all the step needs.
+
+The hot loop reads nothing back to the host: the loss is summed on the device and read once per epoch, together
+with a finiteness flag of the weights, so the CPU queues work ahead of the GPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -26,7 +32,11 @@ from pwmpr.train.hooks import Hook
 
 
 class TrainingDiverged(PwmprError):
-    """The loss became NaN or infinite."""
+    """The loss or the weights became NaN or infinite."""
+
+
+# torch.cuda.OutOfMemoryError is the same class (torch >= 2.5 names it torch.OutOfMemoryError).
+_OOM = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
 
 
 @dataclass
@@ -144,8 +154,14 @@ class Trainer:
         during training), on the same schedule: ``carry`` is what ``totals`` held then (summed loss, samples,
         seconds). After every epoch ``totals`` holds them for the hooks.
 
+        Each epoch starts from a copy of the weights, buffers and optimizer state (on the device); the epoch's loss
+        and the finiteness of its final weights are read once, at its end (agreed over torchrun ranks).
+
         Raises:
-            TrainingDiverged: when the loss turns NaN or infinite (the weights of that step are not kept).
+            TrainingDiverged: when a loss or a weight turned NaN or infinite during an epoch; the model and the
+                optimizer are back at their state at the start of that epoch, the last one known finite.
+            PwmprError: out of memory on the device (what to lower is in the message); the state is restored the same
+                way.
         """
         base_lr = self.cfg.base_lr if lr is None else lr
         n_batches = len(loader)  # type: ignore[arg-type]
@@ -154,44 +170,95 @@ class Trainer:
         for h in self.hooks:
             h.on_phase_start(self, stage=stage, epochs=epochs, n_batches=n_batches)
         t0 = time.perf_counter() - (carry[2] if carry else 0.0)
-        loss_sum = torch.full((), carry[0] if carry else 0.0, device=self.device)
+        loss_sum = float(carry[0]) if carry else 0.0
         samples, step = (carry[1] if carry else 0), first_epoch * n_batches
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
         for epoch in range(first_epoch, epochs):
+            snapshot = self._snapshot()
             epoch_loss = torch.zeros((), device=self.device)
             epoch_n = 0
-            for x, y in loader:
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr_at(schedule, base_lr, step, total)
-                with autocast:
-                    loss = self.loss_fn(self.forward_model(x), y)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self._mask_grads()
-                self.optimizer.step()
-                self.enforce_masks()
-                detached = loss.detach().float()
-                epoch_loss += detached * len(y)
-                epoch_n += len(y)
-                step += 1
-                self.global_step += 1
-                for h in self.hooks:
-                    h.after_optimizer_step(self, loss=detached)
-            mean = float(epoch_loss) / max(1, epoch_n)
-            if not math.isfinite(mean):
+            try:
+                for x, y in loader:
+                    lr_now = lr_at(schedule, base_lr, step, total)
+                    detached = self._step(x, y, lr_now)
+                    epoch_loss += detached * len(y)
+                    epoch_n += len(y)
+                    step += 1
+                    self.global_step += 1
+                    for h in self.hooks:
+                        h.after_optimizer_step(self, loss=detached)
+                total_loss, finite = self._epoch_result(epoch_loss)
+            except _OOM as exc:
+                self._restore(snapshot)
+                raise self._out_of_memory(exc, stage) from None
+            if not finite:
+                self._restore(snapshot)
                 raise TrainingDiverged(
-                    f"the training loss became {mean} in epoch {epoch + 1} of {stage}; the run stops here "
-                    "(try a lower --lr)"
+                    f"the training {'loss' if not math.isfinite(total_loss) else 'weights'} became non-finite in "
+                    f"epoch {epoch + 1} of {stage} (loss {total_loss / max(1, epoch_n):g}); the weights are back at "
+                    "the start of that epoch and the run stops here (try a lower --lr)"
                 )
-            loss_sum += epoch_loss
+            loss_sum += total_loss
             samples += epoch_n
             self.totals = (loss_sum, samples, time.perf_counter() - t0)
             for h in self.hooks:
-                h.on_epoch_end(self, epoch=epoch, loss=mean)
-        stats = PhaseStats(float(loss_sum) / max(1, samples), step, epochs, samples, time.perf_counter() - t0)
+                h.on_epoch_end(self, epoch=epoch, loss=total_loss / max(1, epoch_n))
+        stats = PhaseStats(loss_sum / max(1, samples), step, epochs, samples, time.perf_counter() - t0)
         for h in self.hooks:
             h.on_phase_end(self, stats=stats)
         return stats
+
+    def _step(self, x: Tensor, y: Tensor, lr: float) -> Tensor:
+        """One optimizer step on the batch ``(x, y)`` at learning rate ``lr``; the detached float32 loss."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with self._autocast():
+            loss = self.loss_fn(self.forward_model(x), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._mask_grads()
+        self.optimizer.step()
+        return loss.detach().float()
+
+    @torch.no_grad()
+    def _epoch_result(self, epoch_loss: Tensor) -> tuple[float, bool]:
+        """(summed loss, every rank's loss and weights finite) of an epoch, read to the host in one transfer."""
+        state = [t for t in self._state_tensors() if t.is_floating_point() and t.numel()]
+        worst = torch.stack(torch._foreach_norm(state, float("inf"))).max() if state else epoch_loss.new_zeros(())
+        bad = (~torch.isfinite(epoch_loss) | ~torch.isfinite(worst)).float()
+        if dist.is_distributed():
+            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+        total, flag = torch.stack([epoch_loss.float(), bad]).tolist()
+        return total, flag == 0.0
+
+    def _state_tensors(self) -> list[Tensor]:
+        """The model's parameters and buffers, the tensors a snapshot keeps."""
+        return [*self._params.values(), *(b for _, b in self.model.named_buffers())]
+
+    @torch.no_grad()
+    def _snapshot(self) -> tuple[list[Tensor], dict]:
+        """Copies, on the device, of the weights, buffers and optimizer state (what ``_restore`` puts back)."""
+        tensors = [t.detach().clone() for t in self._state_tensors()]
+        optim = {p: {k: v.clone() if isinstance(v, Tensor) else v for k, v in st.items()}
+                 for p, st in self.optimizer.state.items()}
+        return tensors, optim
+
+    @torch.no_grad()
+    def _restore(self, snapshot: tuple[list[Tensor], dict]) -> None:
+        """Put a ``_snapshot`` back in place (so a module handed in by the caller holds it too)."""
+        tensors, optim = snapshot
+        self.optimizer.zero_grad(set_to_none=True)
+        for live, saved in zip(self._state_tensors(), tensors, strict=True):
+            live.copy_(saved)
+        self.optimizer.state.clear()
+        for p, st in optim.items():
+            self.optimizer.state[p] = st
+
+    def _out_of_memory(self, exc: BaseException, what: str) -> PwmprError:
+        """The one-line error for running out of device memory during ``what``, saying what to lower."""
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return PwmprError(f"out of memory on {self.device} during {what} (batch size {self.cfg.batch_size} per "
+                          f"device): {first}; lower --batch-size, or use --bf16, a smaller model or a device with "
+                          "more memory")
 
     @torch.no_grad()
     def evaluate(self, loader: Iterable) -> tuple[float, float]:
@@ -201,14 +268,24 @@ class Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         loss = torch.zeros((), device=self.device)
         n = 0
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
-            for x, y in loader:
-                out = self.model(x)
-                correct += (out.argmax(dim=1) == y).sum()
-                loss += nn.functional.cross_entropy(out.float(), y, reduction="sum")
-                n += len(y)
-        self.model.train(was)
+        try:
+            with self._autocast():
+                for x, y in loader:
+                    out = self.model(x)
+                    correct += (out.argmax(dim=1) == y).sum()
+                    loss += nn.functional.cross_entropy(out.float(), y, reduction="sum")
+                    n += len(y)
+        except _OOM as exc:
+            raise self._out_of_memory(exc, "evaluation") from None
+        finally:
+            self.model.train(was)
         return (float(correct) / n if n else 0.0), (float(loss) / n if n else 0.0)
+
+    def _autocast(self):
+        """bfloat16 autocast when ``cfg.bf16``, else no context (autocast knows no ``meta`` device, even disabled)."""
+        if not self.cfg.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     # -- state for checkpoints ------------------------------------------------------------------
     def optimizer_tensors(self) -> dict[str, Tensor]:
