@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/attention.sh: growth rules for attention's query and key weights, where PWMP is blind (issue 14).
+# bench/attention.sh: growth rules for attention's query and key weights, where PWMP is blind.
 #
 # On the small ViT (vit-mini: dim 64, depth 4, 4 heads, 4x4 patches on 28x28) and mnist5k, 3 seeds, one seed
 # density, PWMPR grows with each growth rule:

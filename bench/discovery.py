@@ -30,7 +30,7 @@ RULE_NAMES = {
     "gain": "gain alone (`--stop gain --plateau-tol 0 --max-cost 0`)",
     "gain-plateau": "gain + plateau fallback, no guard (`--plateau-tol 0.01 --max-cost 0`)",
     "paper-fixed": "paper, fixed (`--stop paper --plateau-tol 0.01 --max-cost 0`)",
-    "paper-today": "paper as in pwmpr 0.1 (`--stop paper-unbounded --plateau-tol 0.01 --max-cost 0`)",
+    "paper-today": "paper as pwmpr first had it (`--stop paper-unbounded --plateau-tol 0.01 --max-cost 0`)",
 }
 THREADS = "continue-2threads"  # the seed-0 continue runs again with 2 threads: stability, not a variant
 RUN_RE = re.compile(r"pwmpr-(?P<rule>.+)-sd(?P<sd>[0-9.]+)-s(?P<seed>\d+)$")

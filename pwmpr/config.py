@@ -42,7 +42,7 @@ DEFAULT_LR = {"sgd": 0.1, "adamw": 1e-3}  # the learning rate each optimizer tak
 
 @dataclass
 class TrainConfig:
-    """How each phase is trained (spec section 4; PHEW/OpenLTH defaults)."""
+    """How each phase is trained (docs/method.md, "Rough training"; PHEW/OpenLTH defaults)."""
 
     optimizer: str = _f("sgd", "Optimizer: sgd (Nesterov momentum; the paper's and PHEW's) or adamw (Adam with "
                         "decoupled weight decay, Loshchilov & Hutter 2019; what ViTs train with).")
@@ -78,7 +78,7 @@ class TrainConfig:
 
 @dataclass
 class GrowthConfig:
-    """How the network is seeded and grown (spec sections 1-3)."""
+    """How the network is seeded and grown (docs/method.md, "Seed", "Score" and "Grow")."""
 
     seed_method: str = _f("phew", "How the seed mask is drawn.", registry="pwmpr:SEEDS")
     seed_density: float = _f(0.05, "Density of the seed network, in (0, 1].")
@@ -105,7 +105,7 @@ class GrowthConfig:
 
 @dataclass
 class StopConfig:
-    """When growth stops (spec section 5)."""
+    """When growth stops (docs/method.md, "Stop")."""
 
     rule: str = _f("gain", "Stop rule: gain stops when growing on would gain less than "
                    "--stop-tol with probability >= 1 - alpha under a posterior over the accuracy-density curve; "

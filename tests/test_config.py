@@ -84,7 +84,7 @@ def test_a_version_1_config_keeps_its_meaning():
     del old["shrink"]
     assert GrowConfig.from_dict(old).shrink.alpha == 0.5  # nothing said about shrinking: today's default
     assert GrowConfig.from_dict(old).stop.rule == "gain"  # a version-1 folder that names its rule keeps it
-    for key in ("rule", "tol", "alpha"):  # written before the stop rules had names: pwmpr 0.1's unbounded fit
+    for key in ("rule", "tol", "alpha"):  # written before the stop rules had names: the first, unbounded fit
         old["stop"].pop(key, None)
     assert GrowConfig.from_dict(old).stop.rule == "paper-unbounded"
     assert GrowConfig.from_dict({"stop": {"max_phases": 3}}).stop.rule == "gain"  # a hand-written config: today's

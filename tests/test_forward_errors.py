@@ -1,4 +1,4 @@
-"""Truthful errors from the forward wrappers and a device audit of the scoring engine (issue 12, part 1 and 2).
+"""Truthful errors from the forward wrappers and a device audit of the scoring engine.
 
 Only a true shape mismatch is the user's ``input_shape``; out of memory has its own message; device mix-ups,
 cuDNN failures and other bugs keep their own exception and traceback. The ``meta`` device stands in for a GPU:

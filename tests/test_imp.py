@@ -198,7 +198,7 @@ def test_imp_stops_at_levels_or_target_density_and_costs_sum_over_levels(tmp_pat
     assert [r["n_nonzero"] for r in rows] == [50200, 40160, 32128, 25702]
     assert summary["stop_reason"] == "target-density"
     assert all("test_acc" in r for r in rows) and rows[-1]["test_acc"] == summary["test_acc"]
-    # Spec section 8: costs are sums over levels of epochs x density-weighted FLOPs, relative to one 2-epoch
+    # docs/method.md, "Cost": costs are sums over levels of epochs x density-weighted FLOPs, relative to one 2-epoch
     # dense run (for an MLP the FLOPs ratio is the density exactly).
     epochs = [2, 1, 1, 1]
     assert [r["epochs"] for r in rows] == epochs

@@ -100,7 +100,7 @@ def test_pwmp_equals_brute_force_paths_on_cnn_over_positions_and_padding():
 
 def test_edge_into_unit_without_input_gets_its_exact_nonzero_score():
     # mlp_3432: hidden unit 1 of layer 0 has no incoming edge, so F = 0 there and its ReLU sits at 0, where
-    # torch's derivative is 0. The scoring net is linear (spec section 2), so edges into it still score their
+    # torch's derivative is 0. The scoring net is linear (docs/method.md, "Score"), so edges into it still score their
     # path sum, and edges out of it score 0 (no path reaches it).
     net, masks = mlp_3432()
     assert not masks["0.weight"][1].any()

@@ -2,7 +2,7 @@
 
 The enumerator knows nothing of autograd: a network is written out as layers of explicit edges between
 nodes, every input->output path is listed, and each edge's PWMP score is the sum, over the paths through
-it, of the product of the *other* edges' values (spec section 2). Absent edges are listed with value 0,
+it, of the product of the *other* edges' values (docs/method.md, "Score"). Absent edges are listed with value 0,
 so paths through them are enumerated and their scores are exact.
 """
 

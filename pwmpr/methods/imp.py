@@ -1,9 +1,9 @@
-"""IMP: iterative magnitude pruning, the lottery-ticket baseline (spec section 7, OpenLTH conventions).
+"""IMP: iterative magnitude pruning, the lottery-ticket baseline (OpenLTH conventions).
 
 Level 0 trains the dense network. After each level, ``prune_fraction`` (20%) of the *remaining* prunable
 weights are removed by global magnitude (OpenLTH ``pruning/sparse_global.py``: ``ceil(0.2 * remaining)``
 over the unpruned |w| of every Conv/Linear layer at once), and the next level trains the pruned network.
-Three variants decide what the next level starts from (spec section 7 (a)-(c)):
+Three variants decide what the next level starts from:
 
 - ``rewind``: weights rewound to their values at global step ``rewind_step`` of level 0 (captured by the
   runner), optimizer state cleared, the full schedule replayed (Frankle et al., OpenLTH ``lottery/runner.py``);

@@ -9,7 +9,7 @@ and propagates.
   allowed density would gain less than ``tol`` with probability at least ``1 - alpha`` (``pwmpr.stop.posterior``).
 - ``paper``: the paper's saturation rule (rho* = ln 20 / beta reached in consecutive refits) with a fit bounded
   by what accuracy can be and checked against the points (``pwmpr.stop.saturation``).
-- ``paper-unbounded``: the same rule with the fit exactly as docs/method.md, "Stop", quotes it (what pwmpr 0.1
+- ``paper-unbounded``: the same rule with the fit exactly as docs/method.md, "Stop", quotes it (what pwmpr first
   did); kept to measure the difference.
 - ``none``: never stops; growth runs to ``max_density`` or ``max_phases`` (to trace a whole trajectory).
 """
@@ -144,7 +144,7 @@ def paper_rule(points: Sequence[Observation], ctx: StopContext) -> StopDecision:
 
 @STOP_RULES.register("paper-unbounded")
 def paper_unbounded_rule(points: Sequence[Observation], ctx: StopContext) -> StopDecision:
-    """The paper's rule with the unbounded fit (pwmpr 0.1's default)."""
+    """The paper's rule with the unbounded fit (pwmpr's first default)."""
     return should_stop([(p.density, p.accuracy) for p in points], min_points=ctx.min_points,
                        consecutive=ctx.consecutive)
 

@@ -180,7 +180,7 @@ def _fit_scaled(u: np.ndarray, v: np.ndarray, box: tuple[float, float, float, fl
                 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Least-squares fit on data scaled so that max(u) = 1 and v spans 1: (params, covariance) or None.
 
-    curve_fit starts from the profile optimum; only if that fails does it try the machine-notes start
+    curve_fit starts from the profile optimum; only if that fails does it try a fixed start
     ``[v0, 1.5 (v_last - v0), 1/median]`` and the summary's start ``[v0, max - min, 3/max]``, keeping the best. A
     profile optimum in the linear regime (beta -> 0, a straight line) or with A = 0 (no rise) is returned as is,
     with an infinite covariance, without calling curve_fit: from there it would only crawl towards beta = 0.
@@ -293,7 +293,7 @@ def fit_saturation(
     total = float(np.sum((y - y.mean()) ** 2))
     r2 = 1.0 - residual / total if total > 0 else float("nan")
 
-    # Identifiability (machine-notes: with only the linear regime the plateau is not determined).
+    # Identifiability (with only the linear regime the plateau is not determined).
     jac = np.stack([np.ones_like(u), -np.expm1(-b_s * u), a_s * u * np.exp(-b_s * u)], axis=1)
     sv = np.linalg.svd(jac, compute_uv=False)
     reason = ""
