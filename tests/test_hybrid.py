@@ -20,12 +20,13 @@ from torch import nn
 
 from pwmpr import rundir
 from pwmpr.config import GrowConfig, ShrinkConfig
+from pwmpr.counting import round_half_up
 from pwmpr.errors import PwmprError
 from pwmpr.growth import growth_count
 from pwmpr.masks import MaskSet
 from pwmpr.methods import RunContext
 from pwmpr.methods.pwmpr import shrink_verdict
-from pwmpr.methods.rewire import cosine_decay, drop_lowest, rewire, round_half_up
+from pwmpr.methods.rewire import cosine_decay, drop_lowest, rewire
 from pwmpr.runner import Run
 from pwmpr.runner import run as run_folder
 from pwmpr.stop import Observation
