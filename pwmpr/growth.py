@@ -163,18 +163,25 @@ def _eligible_by_score(candidates: Tensor, scores: Tensor | None) -> Tensor:
 
 
 def _noise_like(n: int, like: Tensor, generator: torch.Generator | None, kind: str) -> Tensor:
-    """``n`` float64 draws (``"gumbel"`` or ``"uniform"``) on ``like.device``.
+    """``n`` float64 draws (``"gumbel"`` or ``"uniform"``) on ``like.device``, drawn there.
 
-    The noise is drawn on the generator's device (CPU for a default ``torch.Generator()``) and then moved, so
-    the same seeded CPU generator gives the same edges whether the scores live on the CPU or a GPU.
+    On the generator's own device the draws come from it directly. Elsewhere (a CPU generator, scores on a GPU) a
+    generator on ``like.device`` is seeded from one draw of ``generator``, so a growth step copies no noise between
+    host and device and stays reproducible from the run seed.
     """
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    noise = torch.rand(n, dtype=torch.float64, device=gen_device, generator=generator)
+    if generator is not None and generator.device.type != like.device.type:
+        generator = _generator_on(like.device, int(torch.randint(0, 2**62, (1,), generator=generator)))
+    noise = torch.rand(n, dtype=torch.float64, device=like.device, generator=generator)
     if kind == "gumbel":
         # Gumbel(0, 1) = -log(-log(U)), U uniform on [0, 1) (three times faster than exponential_ on the CPU); U = 0
         # gives -inf, a key that is never picked while a finite one is left.
         noise = noise.log_().neg_().log_().neg_()
-    return noise.to(like.device)
+    return noise
+
+
+def _generator_on(device: torch.device, seed: int) -> torch.Generator:
+    """A generator on ``device`` seeded with ``seed``."""
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 _SAMPLE = 1 << 20  # keys read to bound the n-th largest from below before the exact search

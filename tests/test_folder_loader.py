@@ -155,3 +155,26 @@ def test_a_bundle_loader_keeps_its_workers_within_dev_shm(folder, monkeypatch):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     monkeypatch.setattr(folder_mod, "default_workers", lambda: 3)
     assert bundle.loader("train", 4, torch.device("cpu"), train=True).workers == 1
+
+
+def test_loading_in_the_main_process_leaves_the_global_rngs_as_they_were():
+    import random
+
+    seen = []
+
+    class Draws(torch.utils.data.Dataset):  # a random transform: draws from the global RNGs, as torchvision's do
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            seen.append((float(torch.rand(())), random.random()))
+            return torch.zeros(1), 0
+
+    item = folder_mod._SeededDataset(Draws())
+    torch.manual_seed(123)
+    random.seed(123)
+    before = (torch.get_rng_state(), random.getstate())
+    item[(1, 7)]
+    item[(1, 7)]
+    assert seen[0] == seen[1]  # the item's draws are seeded from (index, epoch seed)
+    assert torch.equal(torch.get_rng_state(), before[0]) and random.getstate() == before[1]

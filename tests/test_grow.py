@@ -320,3 +320,22 @@ def test_grow_on_cuda_matches_cpu_with_the_same_seed(rule):
     gpu_new, gpu_added = grow(masks.to("cuda"), gpu_scores, 0.5, rule=rule, generator=torch.Generator().manual_seed(3))
     assert gpu_new["a"].is_cuda and gpu_added["a"].is_cuda
     assert torch.equal(gpu_added["a"].cpu(), cpu_added["a"])
+
+
+def test_growth_noise_is_drawn_on_the_scores_device(monkeypatch):
+    from pwmpr import growth as growth_mod
+
+    devices = []
+    real_rand, real_generator = torch.rand, torch.Generator
+
+    def recording_rand(*args, **kwargs):
+        devices.append(torch.device(kwargs.get("device") or "cpu"))
+        return real_rand(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "rand", recording_rand)
+    monkeypatch.setattr(growth_mod, "_generator_on", lambda device, seed: real_generator().manual_seed(seed))
+    like = torch.empty(6, device="meta")
+    noise = growth_mod._noise_like(6, like, torch.Generator().manual_seed(0), "gumbel")
+    assert noise.device.type == "meta" and devices == [torch.device("meta")]
+    again = growth_mod._noise_like(6, torch.empty(6), real_generator().manual_seed(0), "uniform")
+    assert torch.equal(again, real_rand(6, dtype=torch.float64, generator=real_generator().manual_seed(0)))

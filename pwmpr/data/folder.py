@@ -178,10 +178,22 @@ class _SeededDataset(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int]):
         index, epoch_seed = key
         seed = _mix(epoch_seed, index)
-        # The CPU generator only: torch.manual_seed also reseeds every accelerator backend, ~300 us a call here.
-        torch.default_generator.manual_seed(seed)
-        random.seed(seed)
-        return self.dataset[index]
+        if torch.utils.data.get_worker_info() is not None:  # a worker's RNGs are its own
+            return _seeded_item(self.dataset, index, seed)
+        torch_state, python_state = torch.get_rng_state(), random.getstate()
+        try:  # in the main process: the caller's global RNGs are left as they were
+            return _seeded_item(self.dataset, index, seed)
+        finally:
+            torch.set_rng_state(torch_state)
+            random.setstate(python_state)
+
+
+def _seeded_item(dataset, index: int, seed: int):
+    """``dataset[index]`` after seeding torch's CPU and Python's global RNG with ``seed`` (random transforms)."""
+    # The CPU generator only: torch.manual_seed also reseeds every accelerator backend, ~300 us a call here.
+    torch.default_generator.manual_seed(seed)
+    random.seed(seed)
+    return dataset[index]
 
 
 class StreamLoader:
