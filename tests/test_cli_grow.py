@@ -217,6 +217,34 @@ def test_diverging_loss_stops_cleanly(tmp_path):
     assert (run / "config.json").exists() and not (run / "summary.json").exists()
 
 
+def test_out_of_memory_in_training_is_one_line_and_keeps_the_weights(tmp_path, monkeypatch):
+    from pwmpr.train import trainer as trainer_mod
+
+    real_step, calls = trainer_mod.Trainer._step, []
+
+    def step_then_oom(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # after two real steps: the epoch's start must come back
+            raise trainer_mod._OOM("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_step(self, *args, **kwargs)
+
+    seen = {}
+    real_restore = trainer_mod.Trainer._restore
+
+    def recording_restore(self, snapshot):
+        real_restore(self, snapshot)
+        pairs = zip(self._state_tensors(), snapshot[0], strict=True)
+        seen["restored"] = all(torch.equal(live, saved) for live, saved in pairs)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_step", step_then_oom)
+    monkeypatch.setattr(trainer_mod.Trainer, "_restore", recording_restore)
+    result = _grow(*TINY, "--out", str(tmp_path / "run"))
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert lines[-1].startswith("error: out of memory") and "lower --batch-size" in lines[-1]
+    assert seen["restored"]  # the weights went back to the epoch's start before the error
+
+
 def test_cuda_request_without_cuda_is_an_error(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
