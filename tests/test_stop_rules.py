@@ -169,6 +169,18 @@ def test_bounded_fit_rejects_rho_star_below_the_observed_densities():
     assert fit is None or not fit.identifiable
 
 
+def test_each_plausibility_guard_names_its_own_contradiction():
+    from pwmpr.stop.saturation import _implausible
+
+    x, y = np.array([0.05, 0.1, 0.2]), np.array([0.80, 0.86, 0.90])
+    sigma = np.full(3, 0.01)
+    assert _implausible(x, y, sigma, p_inf=0.93, rho_star=0.15, high=1.0) == ""
+    assert "above the highest possible accuracy" in _implausible(x, y, sigma, p_inf=1.03, rho_star=0.15, high=1.0)
+    assert _implausible(x, y, sigma, p_inf=1.015, rho_star=0.15, high=1.0) == ""  # within 2 s.e. of the bound
+    assert "below the best observed" in _implausible(x, y, sigma, p_inf=0.87, rho_star=0.15, high=1.0)
+    assert "below every observed density" in _implausible(x, y, sigma, p_inf=0.93, rho_star=0.04, high=1.0)
+
+
 def test_bounded_fit_still_recovers_a_clean_curve():
     fit = fit_saturation(DENSITIES[:16], true_curve(DENSITIES[:16]), bounds=(0.1, 1.0), noise=0.001)
     assert fit.identifiable

@@ -12,6 +12,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from pwmpr import MaskSet, tau_core
+from pwmpr import runner as runner_mod
 from pwmpr.config import GrowConfig, TrainConfig
 from pwmpr.data import TensorLoader, TensorSplit
 from pwmpr.runner import Run
@@ -78,12 +79,16 @@ def test_test_split_loader_is_built_once(tmp_path):
     assert r._test() is r._test()
 
 
-def test_history_row_reports_tau_core_time_against_training_time(tmp_path):
+def test_history_row_reports_tau_core_time_against_training_time(tmp_path, monkeypatch):
     r = _run(tmp_path)
     r.run()
     row = r.history[0]
-    assert row["tau_core"]["seconds"] > 0
-    assert row["tau_core"]["share_of_training"] == row["tau_core"]["seconds"] / row["wall_time"]
+    assert row["tau_core"]["seconds"] > 0 and 0 < row["tau_core"]["share_of_training"] < 10
+    # By hand: a tau-core that takes 0.5 s next to 2 s of training is a quarter of it.
+    clock = iter([10.0, 10.5])
+    monkeypatch.setattr(runner_mod.time, "perf_counter", lambda: next(clock))
+    entry = r._tau_core(r.trainer.masks, train_seconds=2.0)
+    assert entry["seconds"] == 0.5 and entry["share_of_training"] == 0.25
 
 
 class _DeviceTraffic(TorchDispatchMode):
