@@ -7,6 +7,7 @@ Loading never runs code: a run or export folder naming such a model imports it o
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 
 import pytest
@@ -81,8 +82,11 @@ def test_code_spec_grows_exports_and_loads_only_when_trusted(tmp_path, user_modu
     # A folder naming code is not imported silently: load, export, inspect and resume all say how to allow it.
     with pytest.raises(PwmprError, match="trust_remote_code=True"):
         pwmpr.load(run)
+    unfinished = tmp_path / "unfinished"  # a finished run resumes to "nothing to do" without importing anything
+    shutil.copytree(run, unfinished)
+    (unfinished / "summary.json").unlink()
     for args in (["export", str(run), "--out", str(tmp_path / "e")], ["inspect", str(run)],
-                 ["grow", "--resume", str(run)], ["grow", "--config", str(run / "config.json"), "--out",
+                 ["grow", "--resume", str(unfinished)], ["grow", "--config", str(run / "config.json"), "--out",
                                                   str(tmp_path / "again")]):
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
