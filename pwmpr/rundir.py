@@ -15,15 +15,12 @@ never leaves a half-written file. Checkpoints are safetensors only: loading one 
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import json
 import os
 import shutil
-import signal
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -405,30 +402,6 @@ def clear_run_dir(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
     for ck in checkpoints(run_dir):
         ck.unlink()
-
-
-@contextlib.contextmanager
-def deferred_interrupt():
-    """Hold a Ctrl-C (SIGINT) back until the block ends, then raise KeyboardInterrupt.
-
-    For code a KeyboardInterrupt must not land inside (matplotlib's renderer turns one into "Invalid bounding
-    box" errors); the block takes well under a second. Outside the main thread it does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    try:
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    except ValueError:
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
 
 
 def _json_default(obj: Any) -> Any:

@@ -29,6 +29,7 @@ from pwmpr.config import GrowConfig
 from pwmpr.cost import phase_cost
 from pwmpr.data import MIN_VAL_SAMPLES, DataBundle, load_data
 from pwmpr.errors import PwmprError
+from pwmpr.interrupts import deferred_interrupt
 from pwmpr.lock import FolderLock, lock_run_dir
 from pwmpr.masks import MaskSet, prunable
 from pwmpr.methods import METHODS, Decision, Method, RunContext
@@ -389,7 +390,7 @@ class Run:
         from pwmpr.plot import plot_curve
 
         try:
-            with rundir.deferred_interrupt():  # a Ctrl-C here is raised once the plot is done, not inside it
+            with deferred_interrupt():  # a Ctrl-C here is raised once the plot is done, not inside it
                 plot_curve(self.history, self.out / rundir.CURVE, title=f"{self.cfg.method} · {self.cfg.model} · "
                            f"{self.cfg.data}")
         except ImportError:

@@ -180,7 +180,7 @@ def plot_comparison(groups: Sequence[Group], out_dir: Path) -> list[Path]:
     axes[0].set_ylabel("test accuracy (%)")
     axes[0].legend(fontsize=7, loc="lower right")
     fig2.suptitle("test accuracy vs training cost (dotted line: one dense run)", fontsize=10)
-    from pwmpr.rundir import deferred_interrupt
+    from pwmpr.interrupts import deferred_interrupt
 
     for fig, path in ((fig1, paths[0]), (fig2, paths[1])):
         with deferred_interrupt():  # a Ctrl-C is raised after the figure is written, never inside matplotlib

@@ -7,14 +7,12 @@ Both hold out 20% as the test split with a fixed seed.
 
 from __future__ import annotations
 
-import contextlib
-import signal
-
 import numpy as np
 import torch
 
 from pwmpr.data import DATASETS, DataBundle, holdout, normalise
 from pwmpr.errors import PwmprError
+from pwmpr.interrupts import deferred_interrupt
 
 
 def _bundle(name: str, x: np.ndarray, y: np.ndarray, shape: tuple[int, ...]) -> DataBundle:
@@ -41,28 +39,11 @@ def _read_mnist5k() -> tuple[np.ndarray, np.ndarray]:
     try:
         import pandas as pd
 
-        with _sigint_held():  # pandas turns a Ctrl-C inside its parser into a ParserError: raise it after
+        with deferred_interrupt():  # pandas turns a Ctrl-C inside its parser into a ParserError: raise it after
             table = pd.read_csv(DATA_PATH, header=None).to_numpy(dtype=np.float64)
     except ImportError:
         table = np.loadtxt(DATA_PATH, delimiter=",")
     return table[:, :-1], table[:, -1].astype(np.int64)
-
-
-@contextlib.contextmanager
-def _sigint_held():
-    """Hold a Ctrl-C (SIGINT) back until the block ends, then raise KeyboardInterrupt (main thread only)."""
-    caught: list[int] = []
-    try:
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    except ValueError:  # not the main thread: signals cannot be handled here anyway
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
 
 
 @DATASETS.register("digits")

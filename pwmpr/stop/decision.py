@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from pwmpr.errors import PwmprError
+
+log = logging.getLogger(__name__)
 
 # The numerical errors a fit may raise on points it cannot use (ArithmeticError: division by zero, overflow,
 # floating-point errors; ValueError: a math domain error, numpy.linalg.LinAlgError, statistics.StatisticsError).
@@ -115,3 +120,19 @@ class StopDecision:
             "tol": json_float(self.tol),
             "failed": self.failed,
         }
+
+
+def decide_or_keep_growing(decide: Callable[[], StopDecision], what: str, **extra: Any) -> StopDecision:
+    """``decide()``, or "keep growing" with the failure recorded when ``what`` (the fit) raised a numerical error.
+
+    Only ``FIT_ERRORS`` are caught; a ``PwmprError`` (the user's to fix) and any other exception propagate.
+    """
+    try:
+        return decide()
+    except FIT_ERRORS as exc:
+        if isinstance(exc, PwmprError):
+            raise
+        failed = fit_failure(exc)
+        log.warning("%s failed (%s); growth continues", what, failed)
+        log.debug("the failed fit's traceback", exc_info=True)
+        return StopDecision(stop=False, reason=f"{what} failed ({failed}); keep growing", failed=failed, **extra)

@@ -25,7 +25,7 @@ from typing import Any
 
 from pwmpr.errors import PwmprError
 from pwmpr.registry import Registry
-from pwmpr.stop.decision import FIT_ERRORS, Observation, StopDecision, fit_failure
+from pwmpr.stop.decision import Observation, StopDecision, decide_or_keep_growing
 from pwmpr.stop.posterior import curve_posterior
 from pwmpr.stop.saturation import should_stop
 
@@ -79,16 +79,7 @@ STOP_RULES: Registry[StopRule] = Registry("stop rule")
 @STOP_RULES.register("gain")
 def gain_rule(points: Sequence[Observation], ctx: StopContext) -> StopDecision:
     """Stop when Pr(gain from growing on < tol) >= 1 - alpha on each of the last ``consecutive`` refits."""
-    try:
-        return _gain_rule(list(points), ctx)
-    except FIT_ERRORS as exc:
-        if isinstance(exc, PwmprError):  # the user's to fix (a ValueError too): one line, not "keep growing"
-            raise
-        failed = fit_failure(exc)
-        log.warning("gain rule's fit failed (%s); growth continues", failed)
-        log.debug("the failed fit's traceback", exc_info=True)
-        return StopDecision(stop=False, reason=f"gain rule's fit failed ({failed}); keep growing", failed=failed,
-                            n_points=len(points))
+    return decide_or_keep_growing(lambda: _gain_rule(list(points), ctx), "gain rule's fit", n_points=len(points))
 
 
 def resolvable_gain(points: Sequence[Observation], alpha: float, n_points: int = 4) -> float:

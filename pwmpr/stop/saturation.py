@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from pwmpr.errors import PwmprError
-from pwmpr.stop.decision import FIT_ERRORS, Observation, StopDecision, fit_failure, json_float, observation
+from pwmpr.stop.decision import Observation, StopDecision, decide_or_keep_growing, json_float, observation
 
 log = logging.getLogger(__name__)
 
@@ -366,15 +366,8 @@ def should_stop(
         identifiable all give ``stop=False`` with the reason; a numerical error of the fit (``FIT_ERRORS``) too,
         recorded in ``failed``. Any other exception is a bug and propagates.
     """
-    try:
-        return _should_stop(history, min_points, consecutive, max_rel_stderr, bounds)
-    except FIT_ERRORS as exc:
-        if isinstance(exc, PwmprError):  # the user's to fix (a ValueError too): one line, not "keep growing"
-            raise
-        failed = fit_failure(exc)
-        log.warning("the saturation fit failed (%s); growth continues", failed)
-        log.debug("the failed fit's traceback", exc_info=True)
-        return StopDecision(stop=False, reason=f"stopping rule's fit failed ({failed}); keep growing", failed=failed)
+    return decide_or_keep_growing(lambda: _should_stop(history, min_points, consecutive, max_rel_stderr, bounds),
+                                  "the saturation fit")
 
 
 def _should_stop(history: Any, min_points: int, consecutive: int, max_rel_stderr: float,
