@@ -22,6 +22,7 @@ set -euo pipefail
 
 TORCH_VERSION=2.13.0
 TORCHVISION_VERSION=0.28.0
+ORT_GPU_VERSION=1.31.1  # onnxruntime-gpu built for the same CUDA major as torch: docker/cuda-stacks.json
 CPU_TORCH_INDEX=https://download.pytorch.org/whl/cpu
 
 mode=install
@@ -52,6 +53,8 @@ PYTHON=${PYTHON:-python3}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 extras=$flavour${PWMPR_EXTRAS:+,$PWMPR_EXTRAS}
 if [ "$flavour" = gpu ]; then ort=onnxruntime-gpu; other=onnxruntime; else ort=onnxruntime; other=onnxruntime-gpu; fi
+ort_pin=()  # the GPU flavour pins onnxruntime-gpu to the CUDA major of its torch
+[ "$flavour" = gpu ] && ort_pin=("onnxruntime-gpu==$ORT_GPU_VERSION")
 if [ "$flavour" = cpu ]; then default_index=$CPU_TORCH_INDEX; else default_index=""; fi
 torch_index=${TORCH_INDEX-$default_index}
 
@@ -84,7 +87,7 @@ PY
   run "$PYTHON" -m pip wheel -q --no-cache-dir "${torch_args[@]}" -w "$wheel_dir" \
     "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
   run "$PYTHON" -m pip wheel -q --no-cache-dir --find-links "$wheel_dir" -w "$wheel_dir" \
-    "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" "$repo[$extras]" "${build_reqs[@]}"
+    "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" "$repo[$extras]" "${ort_pin[@]}" "${build_reqs[@]}"
   exit 0
 fi
 
@@ -93,7 +96,7 @@ fi
 run "$PYTHON" -m pip install --no-cache-dir "${source_args[@]}" "${torch_args[@]}" \
   "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 # 2. pwmpr with exactly one onnxruntime flavour (torch and torchvision are already satisfied).
-run "$PYTHON" -m pip install --no-cache-dir "${source_args[@]}" "$repo[$extras]"
+run "$PYTHON" -m pip install --no-cache-dir "${source_args[@]}" "$repo[$extras]" "${ort_pin[@]}"
 
 [ "$mode" = dry-run ] && exit 0
 
