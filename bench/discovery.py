@@ -26,6 +26,7 @@ RULE_NAMES = {
     "reinit": "grown mask from the initial weights (`--final-init reinit`)",
     "rewind": "seed edges rewound, grown ones at zero (`--final-init rewind`)",
     "explore": "recruiting growth (`--growth pwmp-explore`), continue",
+    "gain-guarded": "the previous default: gain rule + 1-point plateau fallback (`--stop gain --plateau-tol 0.01`)",
     "no-guard": "no cost guard (`--max-cost 0`)",
     "gain": "gain alone (`--stop gain --plateau-tol 0 --max-cost 0`)",
     "gain-plateau": "gain + plateau fallback, no guard (`--plateau-tol 0.01 --max-cost 0`)",

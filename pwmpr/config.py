@@ -18,8 +18,9 @@ from typing import Any
 
 from pwmpr.errors import PwmprError
 
-# 2: train.optimizer, train.lr may be null, shrink.alpha; 3: stop.max_cost (older versions are migrated on load)
-CONFIG_VERSION = 3
+# 2: train.optimizer, train.lr may be null, shrink.alpha; 3: stop.max_cost; 4: the plateau rule as the default stop
+# (older versions are migrated on load)
+CONFIG_VERSION = 4
 SEED_LIMIT = 2**63  # torch generators take 64-bit seeds; seed + a few offsets must still fit
 
 
@@ -107,18 +108,19 @@ class GrowthConfig:
 class StopConfig:
     """When growth stops (docs/method.md, "Stop")."""
 
-    rule: str = _f("gain", "Stop rule: gain stops when growing on would gain less than "
-                   "--stop-tol with probability >= 1 - alpha under a posterior over the accuracy-density curve; "
-                   "paper is the paper's saturation fit, bounded and checked against the noise.",
-                   registry="pwmpr.stop:STOP_RULES", flag="stop")
+    rule: str = _f("plateau", "Stop rule: plateau stops when doubling the density buys less than --plateau-tol; "
+                   "gain when growing on would gain less than --stop-tol with probability >= 1 - alpha under a "
+                   "posterior over the accuracy-density curve; paper is the paper's saturation fit, bounded and "
+                   "checked against the noise.", registry="pwmpr.stop:STOP_RULES", flag="stop")
     tol: float = _f(0.005, "gain rule: accuracy gain (0.01 = one point) below which growing on is not worth it.",
                     flag="stop-tol")
     alpha: float = _f(0.1, "gain rule: stop when the gain is below tol with probability at least 1 - alpha.",
                       flag="stop-alpha")
     min_points: int = _f(4, "Accuracy-density points a stop decision needs.", flag="stop-min-points")
     consecutive: int = _f(2, "Consecutive refits that must agree before stopping.", flag="stop-consecutive")
-    plateau_tol: float = _f(0.01, "Fallback stop (not in the paper): stop when doubling the density gains less "
-                            "than this accuracy (+1 s.e., last 5 points); 0 disables.")
+    plateau_tol: float = _f(0.005, "Plateau rule (not in the paper): stop when doubling the density gains less than "
+                            "this accuracy (+1 s.e., last --stop-min-points + 1 points); beside another --stop "
+                            "rule it is a fallback, which 0 disables.")
     max_density: float = _f(1.0, "Stop growing once the density reaches this value.")
     max_phases: int = _f(30, "Stop after this many growth phases at the most.")
     max_cost: float = _f(1.5, "Cost guard: stop growing when the next phase plus the final training would take "
@@ -130,6 +132,8 @@ class StopConfig:
         _check(self.min_points >= 3, "min_points", self.min_points, ">= 3 (the fit has 3 parameters)")
         _check(self.consecutive >= 1, "consecutive", self.consecutive, ">= 1")
         _check(0 <= self.plateau_tol < math.inf, "plateau_tol", self.plateau_tol, "a finite number >= 0")
+        _check(self.rule != "plateau" or self.plateau_tol > 0, "plateau_tol", self.plateau_tol,
+               "> 0 under --stop plateau (0 would never stop)")
         _check(0 < self.max_density <= 1, "max_density", self.max_density, "in (0, 1]")
         _check(self.max_phases >= 1, "max_phases", self.max_phases, ">= 1")
         _check(self.max_cost >= 0 and math.isfinite(self.max_cost), "max_cost", self.max_cost, ">= 0 (0: no guard)")
@@ -162,6 +166,17 @@ class ShrinkConfig:
         _check(0 <= self.regrow < self.fraction, "shrink regrow", self.regrow, "in [0, shrink fraction)")
         _check(self.max_steps >= 1, "shrink max_steps", self.max_steps, ">= 1")
         _check(0 < self.alpha < 1, "shrink alpha", self.alpha, "in (0, 1)")
+
+
+def _migrate_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """A config of version 3 or older in today's terms: its defaults were the gain rule and a 1-point plateau."""
+    stop = data.get("stop")
+    stop = dict(stop) if isinstance(stop, dict) else {} if stop is None else stop
+    if isinstance(stop, dict):
+        stop.setdefault("rule", "gain")
+        stop.setdefault("plateau_tol", 0.01)
+        return {**data, "stop": stop}
+    return data
 
 
 def _migrate_v2(data: dict[str, Any]) -> dict[str, Any]:
@@ -274,12 +289,14 @@ class GrowConfig:
         """Rebuild from ``to_dict`` output; unknown keys or versions raise PwmprError."""
         data = dict(data)
         version = data.pop("version", CONFIG_VERSION)  # a config a user writes by hand is read as today's
-        if version not in (1, 2, CONFIG_VERSION):
+        if version not in (1, 2, 3, CONFIG_VERSION):
             raise PwmprError(f"config version {version!r} is not readable by this pwmpr (expects {CONFIG_VERSION})")
         if version == 1:
             data = _migrate_v1(data)
         if version in (1, 2):
             data = _migrate_v2(data)
+        if version in (1, 2, 3):
+            data = _migrate_v3(data)
         return _from_dict(cls, data, "config")
 
     def save(self, path: Path) -> None:

@@ -70,6 +70,7 @@ def test_a_version_1_config_keeps_its_meaning():
     still do. Their always-written SGD default lr becomes "not given", so --optimizer adamw on them takes 1e-3."""
     old = GrowConfig().to_dict()
     old["version"] = 1
+    old["stop"]["rule"] = "gain"
     del old["shrink"]["alpha"], old["train"]["optimizer"]
     old["train"]["lr"] = 0.1
     old["stop"]["alpha"] = 0.2
@@ -87,7 +88,31 @@ def test_a_version_1_config_keeps_its_meaning():
     for key in ("rule", "tol", "alpha"):  # written before the stop rules had names: the first, unbounded fit
         old["stop"].pop(key, None)
     assert GrowConfig.from_dict(old).stop.rule == "paper-unbounded"
-    assert GrowConfig.from_dict({"stop": {"max_phases": 3}}).stop.rule == "gain"  # a hand-written config: today's
+    assert GrowConfig.from_dict({"stop": {"max_phases": 3}}).stop.rule == "plateau"  # a hand-written config: today's
+
+
+def test_a_version_3_config_keeps_the_gain_rule_and_the_one_point_plateau_it_ran_with():
+    """Before version 4 the default stop was the gain rule with a plateau fallback at one point per doubling: a
+    folder of that time that does not name them still means them, and one that names them keeps what it names."""
+    old = GrowConfig().to_dict()
+    old["version"] = 3
+    del old["stop"]["rule"], old["stop"]["plateau_tol"]
+    stop = GrowConfig.from_dict(old).stop
+    assert (stop.rule, stop.plateau_tol) == ("gain", 0.01)
+    del old["stop"]
+    assert GrowConfig.from_dict(old).stop.rule == "gain"
+    old["stop"] = {"rule": "paper", "plateau_tol": 0.02}
+    stop = GrowConfig.from_dict(old).stop
+    assert (stop.rule, stop.plateau_tol) == ("paper", 0.02)
+    old["version"] = 4
+    del old["stop"]
+    assert (GrowConfig.from_dict(old).stop.rule, GrowConfig.from_dict(old).stop.plateau_tol) == ("plateau", 0.005)
+
+
+def test_the_plateau_rule_with_no_tolerance_is_refused():
+    with pytest.raises(PwmprError, match="plateau_tol"):
+        GrowConfig.from_dict({"stop": {"rule": "plateau", "plateau_tol": 0}})
+    assert GrowConfig.from_dict({"stop": {"rule": "gain", "plateau_tol": 0}}).stop.plateau_tol == 0
 
 
 def test_a_config_written_today_is_not_migrated():

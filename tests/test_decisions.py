@@ -76,6 +76,16 @@ def test_plateau_fallback_stops_flat_runs(tmp_path):
     assert "plateau" in phases[-1]["plateau_status"]
 
 
+def test_the_default_stop_rule_is_the_plateau_rule(tmp_path):
+    # No --stop: the plateau rule decides (here at 5 points per doubling, so that a flat digits run stops surely).
+    summary, phases = grow(tmp_path / "r", "--seed-density", "0.3", "--phase-epochs", "3", "--plateau-tol", "0.05",
+                           "--max-phases", "12", "--max-cost", "0")
+    last = phases[-1]
+    assert summary["stop_reason"] == "plateau" and last["stop_rule"] == "plateau"
+    assert len(phases) == 6 and "gain per doubling of density" in last["fit_status"]
+    assert "stop_tol_used" not in last and last["posterior"] is None  # no gain-rule posterior is computed
+
+
 def test_max_density_clamps_the_last_step(tmp_path):
     summary, phases = grow(tmp_path / "r", "--seed-density", "0.05", "--gamma", "1.5", "--max-density", "0.1",
                            "--phase-epochs", "1", "--stop", "none")

@@ -1,8 +1,8 @@
 """PWMPR: grow from a PHEW seed by sampled PWMP scores until the stop rule says the accuracy has saturated.
 
-After each rough-training phase the configured stop rule (``pwmpr.stop.STOP_RULES``: by default the gain rule)
-reads the (density, validation accuracy) points; growth also stops when doubling the density no longer buys
-``plateau_tol`` accuracy (a fallback, 0 disables it), at max density, at max phases, or when no edge can be grown.
+After each rough-training phase the stop sequence (``pwmpr.stop.sequence``: the configured rule, by default the
+plateau rule, then the plateau fallback, max density and max phases) reads the (density, validation accuracy)
+points; growth also stops when no edge can be grown or the cost guard says the next phase would pass ``max_cost``.
 Otherwise the missing edges are scored (``pwmpr.score``) and ``gamma`` of the present edge count is grown
 (``pwmpr.growth``). The growth rule is a registry entry that also says how it scores, so the ``random``,
 ``gradient`` and ``pwmp-topk`` ablations and the attention-aware rules run through this same method.
@@ -43,18 +43,12 @@ from pwmpr.methods import METHODS, Decision, Method, RunContext
 from pwmpr.methods.final_init import FINAL_INITS
 from pwmpr.methods.rewire import Rewired, cosine_decay, rewire
 from pwmpr.seed import SEEDS
-from pwmpr.stop import STOP_RULES, Observation, StopContext, growth_rows, plateau_reached
-from pwmpr.stop.rules import check_fit_failures
+from pwmpr.stop import STOP_RULES, Observation
+from pwmpr.stop.sequence import growth_stop, observed, stop_points
 
 #: ``Decision.reason`` of a shrink step and of the step back to the last network that kept its accuracy.
 SHRINK, REVERT = "shrink", "shrink-revert"
 _MASK, _STATE = "accepted_mask/", "accepted_state/"
-
-
-def stop_points(history: list[dict]) -> list[Observation]:
-    """The (density, validation accuracy, validation size) points of the growth phases of a run's history
-    (the phases of the shrink stage, which carry a ``shrink`` entry, are not growth points)."""
-    return [Observation(r["density"], r["val_acc"], r.get("val_n")) for r in growth_rows(history)]
 
 
 def shrink_verdict(reference: Observation, candidate: Observation, tol: float, alpha: float) -> dict[str, Any]:
@@ -91,17 +85,6 @@ def cost_guard(ctx: RunContext, grown: MaskSet, next_epochs: int) -> dict[str, A
     total = projected_cost(row, sparse_fwd=fwd, epochs=next_epochs + ctx.cfg.final_epochs)
     return {"limit": limit, "so_far": row["cost_flops"], "after_next_phase": after_phase, "projected": total,
             "over": bool(total > limit)}
-
-
-def _observed(row: dict) -> Observation:
-    return Observation(row["density"], row["val_acc"], row.get("val_n"))
-
-
-def stop_context(cfg, num_classes: int | None) -> StopContext:
-    """The StopContext of a run's config."""
-    s = cfg.stop
-    return StopContext(chance=1.0 / num_classes if num_classes else 0.0, cap=s.max_density, min_points=s.min_points,
-                       consecutive=s.consecutive, tol=s.tol, alpha=s.alpha)
 
 
 @METHODS.register("pwmpr")
@@ -141,27 +124,12 @@ class GrowMethod(Method):
 
     def _after_growth_phase(self, ctx: RunContext) -> Decision:
         cfg, g = self.cfg, self.cfg.growth
-        points = stop_points(ctx.history)
-        verdict = self.stop_rule(points, stop_context(cfg, ctx.num_classes))
-        info = {"stop_rule": cfg.stop.rule, "fit": verdict.fit.to_dict() if verdict.fit is not None else None,
-                "posterior": verdict.posterior, "fit_status": verdict.reason}
-        if verdict.tol is not None:
-            info["stop_tol_used"] = verdict.tol
-        if verdict.failed is not None:  # recorded in the history row; repeated failures end the run
-            info["stop_fit_failed"] = verdict.failed
-            check_fit_failures(growth_rows(ctx.history)[:-1], verdict, cfg.stop.rule)
         density = ctx.masks.density()
-        if verdict.stop:
-            return self._growth_stops(ctx, "saturated", info)
-        flat = plateau_reached(points, tol=cfg.stop.plateau_tol, window=cfg.stop.min_points + 1,
-                               consecutive=cfg.stop.consecutive)
-        info["plateau_status"] = flat.reason
-        if flat.stop:
-            return self._growth_stops(ctx, "plateau", info)
-        if density >= cfg.stop.max_density - 1e-12:
-            return self._growth_stops(ctx, "max-density", info)
-        if len(points) >= cfg.stop.max_phases:
-            return self._growth_stops(ctx, "max-phases", info)
+        verdict = growth_stop(ctx.history, cfg.stop, ctx.num_classes, density)
+        info = verdict.info
+        if verdict.reason is not None:
+            return self._growth_stops(ctx, verdict.reason, info)
+        points = stop_points(ctx.history)
         # Never grow past max_density: shrink the last step's gamma to land on it.
         gamma = min(g.gamma, (cfg.stop.max_density - density) / max(density, 1e-12))
         if growth_count(ctx.masks.n_nonzero(), gamma) == 0:  # within one edge of max_density
@@ -247,7 +215,7 @@ class GrowMethod(Method):
         knee = self._knee(ctx.history)
         row = ctx.history[-1]
         step = len(_shrink_steps(ctx.history)) + 1  # this row gets its entry below
-        verdict = shrink_verdict(_observed(knee), _observed(row), self.cfg.shrink.tol, self.cfg.shrink.alpha)
+        verdict = shrink_verdict(observed(knee), observed(row), self.cfg.shrink.tol, self.cfg.shrink.alpha)
         info: dict[str, Any] = {"shrink": {"step": step, **verdict}}
         if verdict["kept"]:
             self._accept(ctx)

@@ -93,6 +93,7 @@ class StopDecision:
         tol: the gain tolerance the rule decided at (the gain rule's: ``--stop-tol`` or, where the validation set
             cannot resolve it, the smallest gain it can); None for other rules.
         failed: the fit's numerical failure (``fit_failure``) when it raised one of ``FIT_ERRORS``; None otherwise.
+        kind: the run's stop reason when ``stop`` is True: ``saturated`` (a curve rule) or ``plateau``.
     """
 
     stop: bool
@@ -102,6 +103,7 @@ class StopDecision:
     posterior: dict[str, Any] | None = field(default=None, compare=False)
     tol: float | None = None
     failed: str | None = None
+    kind: str = "saturated"
 
     @property
     def rho_star(self) -> float | None:

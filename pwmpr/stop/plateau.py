@@ -58,4 +58,4 @@ def plateau_reached(
         bounds.append(bound)
     why = (f"plateau: gain per doubling of density (+1 s.e.) {bounds[0]:.4g} < {tol:g} over the last {window} "
            f"points in {consecutive} consecutive refits")
-    return StopDecision(stop=True, reason=why, n_points=n)
+    return StopDecision(stop=True, reason=why, n_points=n, kind="plateau")

@@ -11,6 +11,8 @@ and propagates.
   by what accuracy can be and checked against the points (``pwmpr.stop.saturation``).
 - ``paper-unbounded``: the same rule with the fit exactly as docs/method.md, "Stop", quotes it (what pwmpr first
   did); kept to measure the difference.
+- ``plateau``: stop when doubling the density buys less than ``plateau_tol`` (+1 s.e.) over the last points
+  (``pwmpr.stop.plateau``).
 - ``none``: never stops; growth runs to ``max_density`` or ``max_phases`` (to trace a whole trajectory).
 """
 
@@ -26,6 +28,7 @@ from typing import Any
 from pwmpr.errors import PwmprError
 from pwmpr.registry import Registry
 from pwmpr.stop.decision import Observation, StopDecision, decide_or_keep_growing
+from pwmpr.stop.plateau import plateau_reached
 from pwmpr.stop.posterior import curve_posterior
 from pwmpr.stop.saturation import should_stop
 
@@ -43,6 +46,7 @@ class StopContext:
         consecutive: refits in a row that must agree before stopping.
         tol: ``gain``: the accuracy gain (fraction: 0.01 is one point) below which growing on is not worth it.
         alpha: ``gain``: stop when that holds with probability at least ``1 - alpha``.
+        plateau_tol: ``plateau``: the accuracy a doubling of density must still buy.
     """
 
     chance: float = 0.0
@@ -51,6 +55,7 @@ class StopContext:
     consecutive: int = 2
     tol: float = 0.01
     alpha: float = 0.1
+    plateau_tol: float = 0.005
 
 
 MAX_FIT_FAILURES = 3  # growth phases in a row whose stop-rule fit failed before the run stops with an error
@@ -138,6 +143,13 @@ def paper_unbounded_rule(points: Sequence[Observation], ctx: StopContext) -> Sto
     """The paper's rule with the unbounded fit (pwmpr's first default)."""
     return should_stop([(p.density, p.accuracy) for p in points], min_points=ctx.min_points,
                        consecutive=ctx.consecutive)
+
+
+@STOP_RULES.register("plateau")
+def plateau_rule(points: Sequence[Observation], ctx: StopContext) -> StopDecision:
+    """Stop when the gain per doubling of density (+1 s.e.) over the last ``min_points + 1`` points is below
+    ``plateau_tol`` in ``consecutive`` refits."""
+    return plateau_reached(points, tol=ctx.plateau_tol, window=ctx.min_points + 1, consecutive=ctx.consecutive)
 
 
 @STOP_RULES.register("none")

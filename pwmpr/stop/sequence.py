@@ -1,0 +1,64 @@
+"""The stop sequence after a growth phase: the chosen rule, the plateau fallback, then the density and phase caps.
+
+What growth itself can still stop on (no edge left to grow, the cost guard) is decided by the method after it has
+tried the step; docs/method.md, "Stop", lists the whole order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pwmpr.stop.decision import Observation, growth_rows
+from pwmpr.stop.plateau import plateau_reached
+from pwmpr.stop.rules import STOP_RULES, StopContext, check_fit_failures
+
+
+def observed(row: Mapping[str, Any]) -> Observation:
+    """The curve point of one history row: its density, validation accuracy and validation size."""
+    return Observation(row["density"], row["val_acc"], row.get("val_n"))
+
+
+def stop_points(history: list[dict]) -> list[Observation]:
+    """The points of the growth phases of a run's history (shrink-stage phases are not growth points)."""
+    return [observed(r) for r in growth_rows(history)]
+
+
+def stop_context(stop: Any, num_classes: int | None) -> StopContext:
+    """The StopContext of a run's stop settings (``GrowConfig.stop``)."""
+    return StopContext(chance=1.0 / num_classes if num_classes else 0.0, cap=stop.max_density,
+                       min_points=stop.min_points, consecutive=stop.consecutive, tol=stop.tol, alpha=stop.alpha,
+                       plateau_tol=stop.plateau_tol)
+
+
+@dataclass(frozen=True)
+class GrowthStop:
+    """What the stop sequence decided: ``reason`` (None: keep growing) and the entries for the phase's row."""
+
+    reason: str | None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def growth_stop(history: list[dict], stop: Any, num_classes: int | None, density: float) -> GrowthStop:
+    """Run the stop sequence on a run's history after a growth phase at ``density``."""
+    points = stop_points(history)
+    verdict = STOP_RULES.get(stop.rule)(points, stop_context(stop, num_classes))
+    info: dict[str, Any] = {"stop_rule": stop.rule, "fit": verdict.fit.to_dict() if verdict.fit is not None else None,
+                            "posterior": verdict.posterior, "fit_status": verdict.reason}
+    if verdict.tol is not None:
+        info["stop_tol_used"] = verdict.tol
+    if verdict.failed is not None:  # recorded in the history row; repeated failures end the run
+        info["stop_fit_failed"] = verdict.failed
+        check_fit_failures(growth_rows(history)[:-1], verdict, stop.rule)
+    if verdict.stop:
+        return GrowthStop(verdict.kind, info)
+    flat = plateau_reached(points, tol=stop.plateau_tol, window=stop.min_points + 1, consecutive=stop.consecutive)
+    info["plateau_status"] = flat.reason
+    if flat.stop:
+        return GrowthStop("plateau", info)
+    if density >= stop.max_density - 1e-12:
+        return GrowthStop("max-density", info)
+    if len(points) >= stop.max_phases:
+        return GrowthStop("max-phases", info)
+    return GrowthStop(None, info)

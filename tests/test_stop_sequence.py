@@ -1,0 +1,97 @@
+"""The stop sequence (pwmpr.stop.sequence) and the plateau rule it runs by default (docs/method.md, "Stop")."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pwmpr.config import StopConfig
+from pwmpr.stop import STOP_RULES, Observation, StopContext
+from pwmpr.stop.sequence import growth_stop
+
+
+def rows(densities, accuracies, n=None):
+    return [{"stage": "phase", "density": d, "val_acc": a, "val_n": n} for d, a in zip(densities, accuracies,
+                                                                                       strict=True)]
+
+
+def doubling_curve(slope, k):
+    """k points, each at twice the density of the one before, gaining exactly ``slope`` per doubling."""
+    return [0.01 * 2 ** i for i in range(k)], [0.8 + slope * i for i in range(k)]
+
+
+def test_the_default_stop_is_the_plateau_rule_at_half_a_point_per_doubling():
+    stop = StopConfig()
+    assert (stop.rule, stop.plateau_tol) == ("plateau", 0.005)
+
+
+@pytest.mark.parametrize(("slope", "stops"), [(0.004, True), (0.006, False)])
+def test_plateau_rule_stops_exactly_when_a_doubling_buys_less_than_the_tolerance(slope, stops):
+    # Exactly linear in log2(density): the fitted gain per doubling is the slope, with standard error 0.
+    d, a = doubling_curve(slope, 6)
+    stop = StopConfig()
+    early = growth_stop(rows(d[:5], a[:5]), stop, 10, d[4])  # 5 points: one refit of the 5-point window only
+    assert early.reason is None and "needs 6 points" in early.info["fit_status"]
+    verdict = growth_stop(rows(d, a), stop, 10, d[-1])
+    assert verdict.reason == ("plateau" if stops else None)
+    assert verdict.info["stop_rule"] == "plateau"
+    if stops:
+        assert f"{slope:.4g} < 0.005" in verdict.info["fit_status"]
+
+
+def test_the_plateau_bound_adds_one_standard_error():
+    # No gain per doubling, but points that scatter by 3 points: the bound slope + s.e. decides, not the slope.
+    d = [0.01 * 2 ** i for i in range(6)]
+    a = [0.80, 0.83, 0.80, 0.83, 0.80, 0.83]
+    x = np.log2(d[1:])
+    slope, intercept = np.polyfit(x, a[1:], 1)
+    resid = np.asarray(a[1:]) - (slope * x + intercept)
+    se = math.sqrt(float(np.sum(resid ** 2)) / 3 / float(np.sum((x - x.mean()) ** 2)))
+    assert slope < 0.005 < slope + se
+    assert growth_stop(rows(d, a), StopConfig(), 10, d[-1]).reason is None
+
+
+def test_the_sequence_order_rule_fallback_density_phases():
+    d, a = doubling_curve(0.0, 6)  # flat: every rule that reads it would stop
+    flat = rows(d, a, n=100_000)
+    assert growth_stop(flat, StopConfig(rule="gain", tol=0.01), 10, d[-1]).reason == "saturated"
+    fallback = growth_stop(flat, StopConfig(rule="none"), 10, d[-1])
+    assert fallback.reason == "plateau" and "plateau" in fallback.info["plateau_status"]
+    off = StopConfig(rule="none", plateau_tol=0)
+    assert growth_stop(flat, off, 10, d[-1]).reason is None
+    assert growth_stop(flat, off, 10, 1.0).reason == "max-density"
+    assert growth_stop(flat, StopConfig(rule="none", plateau_tol=0, max_phases=6), 10, d[-1]).reason == "max-phases"
+    assert growth_stop(flat, StopConfig(rule="none", plateau_tol=0, max_phases=7), 10, d[-1]).reason is None
+
+
+def test_shrink_rows_are_not_growth_points():
+    d, a = doubling_curve(0.0, 6)
+    history = rows(d[:5], a[:5]) + [{"stage": "phase", "density": 0.2, "val_acc": 0.8, "shrink": {"step": 1}}]
+    assert growth_stop(history, StopConfig(), 10, 0.2).reason is None  # 5 growth points: too few to stop
+
+
+def test_plateau_rule_on_noisy_saturating_curves_stops_past_the_knee_and_within_a_bounded_number_of_steps():
+    """acc(d) = 0.9 - 0.3 exp(-d / 0.04) with a scatter of 0.2 points between phases, growth x1.25 a step from
+    density 0.01. The true gain per doubling, 0.3 (d / 0.04) exp(-d / 0.04) ln 2, falls below half a point at step
+    14 (d = 0.227). The 5-point window must first pass it, so the rule stops 4 to 6 steps later in every draw, and
+    never before."""
+    dens = [0.01 * 1.25 ** i for i in range(30)]
+    true = [0.9 - 0.3 * math.exp(-d / 0.04) for d in dens]
+    per_doubling = [0.3 * (d / 0.04) * math.exp(-d / 0.04) * math.log(2) for d in dens]
+    knee = next(i for i, g in enumerate(per_doubling) if g < 0.005 and dens[i] > 0.04)
+    assert knee == 14
+    ctx = StopContext(min_points=4, consecutive=2, plateau_tol=0.005)
+    rule = STOP_RULES.get("plateau")
+    for draw in range(16):
+        rng = np.random.default_rng(draw)
+        acc = [p + rng.normal(0.0, 0.002) for p in true]
+        stop_at = next((k for k in range(1, len(dens) + 1)
+                        if rule([Observation(dens[i], acc[i], 3200) for i in range(k)], ctx).stop), None)
+        assert stop_at is not None and knee + 4 <= stop_at - 1 <= knee + 6, (draw, stop_at)
+
+
+def test_plateau_rule_needs_a_tolerance():
+    assert not STOP_RULES.get("plateau")([Observation(0.01 * 2 ** i, 0.8) for i in range(8)],
+                                         StopContext(plateau_tol=0)).stop
