@@ -11,6 +11,10 @@ Sections:
    time (the measured step time x the steps of a 1,281,167-image epoch at the same batch).
 3. ``pwmpr grow --device cuda`` on the offline digits, then ``pwmpr export --provider cuda``: onnxruntime against
    PyTorch eager latency at batch 1 and 64 (from export_report.json).
+4. Memory and copies: host-device copies per training step and per epoch, counted (``pwmpr.transfers``) over the
+   section 1 model and batch fed by the tensor loader, on the GPU (dry run: the ``meta`` device stands in for it);
+   the host memory of one rank's streamed loaders at section 2's settings (``loader_budget``); the bytes of the
+   copy the trainer takes at the start of every epoch (``Trainer.snapshot_memory``, on the CPU).
 Every timing is min / median / max over repeats.
 """
 
@@ -116,6 +120,51 @@ def scoring_share(device, *, shape, batch: int, steps: int, repeats: int, model_
     return {"step_s": step, "score_s": score, "grow_s": growth, "epoch_s": epoch, "share": share}
 
 
+def copies_per_step(device, *, batch: int, steps: int, shape, model_name: str) -> dict:
+    """Host-device copies of training, per step and per epoch: one epoch of ``steps`` and one of ``2 x steps``
+    batches counted (``pwmpr.transfers.count_copies``); per step = the difference / ``steps``, per epoch = the rest."""
+    from pwmpr.config import TrainConfig
+    from pwmpr.data import TensorLoader, TensorSplit
+    from pwmpr.models import create_model
+    from pwmpr.seed import phew_masks
+    from pwmpr.train import Trainer
+    from pwmpr.transfers import count_copies
+
+    target = device if device.type == "cuda" else torch.device("meta")  # meta: every copy to it is counted
+    torch.manual_seed(0)
+    model = create_model(model_name, 10, shape)
+    masks = phew_masks(model, 0.1, shape, seed=0)
+    trainer = Trainer(model, masks, TrainConfig(), target)
+    counts = {}
+    for n in (steps, 2 * steps):
+        split = TensorSplit(torch.randn(n * batch, *shape), torch.randint(0, 10, (n * batch,)))
+        loader = TensorLoader(split, batch, target, shuffle=True, augment="crop-flip",
+                              generator=torch.Generator().manual_seed(0), channels_last=trainer.channels_last)
+        _, counts[n] = count_copies(lambda loader=loader: trainer.train(loader, 1), target)
+    out = {"device": str(target)}
+    for way in ("to_device", "to_host"):
+        short, long = getattr(counts[steps], way), getattr(counts[2 * steps], way)
+        out[way] = {"per_step": (long - short) / steps, "per_epoch": short - (long - short)}
+    return out
+
+
+def snapshot_memory(*, shape, model_name: str) -> dict:
+    """Bytes of the trainer's epoch snapshot after one step on the CPU, for SGD (momentum) and AdamW."""
+    from pwmpr.config import TrainConfig
+    from pwmpr.masks import MaskSet
+    from pwmpr.models import create_model
+    from pwmpr.train import Trainer
+
+    out = {}
+    for optimizer in ("sgd", "adamw"):
+        torch.manual_seed(0)
+        trainer = Trainer(create_model(model_name, 10, shape), MaskSet({}), TrainConfig(optimizer=optimizer),
+                          torch.device("cpu"))
+        trainer.train([(torch.randn(2, *shape), torch.randint(0, 10, (2,)))], 1)  # the optimizer's state exists
+        out[optimizer] = trainer.snapshot_memory()
+    return out
+
+
 def grow_and_export(device: str, provider: str, tmp: Path, *, smoke: bool) -> dict:
     """A short `pwmpr grow` on the digits, then `pwmpr export`; the export report's latencies."""
     run, exp = tmp / "run", tmp / "export"
@@ -131,6 +180,15 @@ def grow_and_export(device: str, provider: str, tmp: Path, *, smoke: bool) -> di
                     "--timing-runs", "3" if smoke else "50", "-q"], check=True)
     report = json.loads((exp / "export_report.json").read_text())
     return {"grow_s": grow_s, "report": report, "summary": json.loads((run / "summary.json").read_text())}
+
+
+def budget_workers(workers: int) -> str:
+    """The loader workers of the budget, in words."""
+    from pwmpr.data.folder import PREFETCH
+
+    if workers <= 0:
+        return "no worker process (batches made in the main process)"
+    return f"{workers} worker process(es) x {PREFETCH} prefetched batches"
 
 
 def main() -> int:
@@ -157,6 +215,14 @@ def main() -> int:
     r50_shape = (3, 8, 8) if smoke else (3, 224, 224)
     r50 = scoring_share(device, shape=r50_shape, batch=2 if smoke else 64, steps=1 if smoke else 20,
                         repeats=1 if smoke else 3, model_name="resnet20" if smoke else "resnet50")
+    from pwmpr.data.folder import fit_workers, loader_budget
+
+    s1_model, s1_shape, s1_batch = ("resnet20", (3, 8, 8), 4) if smoke else ("resnet32", (3, 32, 32), 128)
+    copies = copies_per_step(device, batch=s1_batch, steps=2 if smoke else 4, shape=s1_shape, model_name=s1_model)
+    snap = snapshot_memory(shape=s1_shape, model_name=s1_model)
+    r50_batch = 2 if smoke else 64
+    workers = fit_workers(None, r50_shape, r50_batch)
+    budget = loader_budget(r50_shape, r50_batch, workers)
     provider = "cuda" if device.type == "cuda" else "cpu"
     with tempfile.TemporaryDirectory() as tmp:
         ge = grow_and_export(args.device, provider, Path(tmp), smoke=smoke)
@@ -205,6 +271,30 @@ def main() -> int:
         f"| onnxruntime ({rep['onnx_weights']}) | {enc['latency_ms']['1']:.3f} | {enc['latency_ms']['64']:.3f} |",
         f"| PyTorch eager ({rep['torch']['device']}) | {rep['torch']['latency_ms']['1']:.3f} | "
         f"{rep['torch']['latency_ms']['64']:.3f} |",
+        "",
+        "## 4. Host-device copies, loader host memory, epoch snapshot memory",
+        "",
+        f"Copies counted on `{copies['device']}`{' (standing in for a GPU)' if copies['device'] == 'meta' else ''} "
+        f"while the section 1 model ({s1_model}, PHEW masks at density 0.1) trains one epoch of the tensor loader "
+        "(crop-flip), at two epoch lengths: per step = the difference / the extra steps. Loader memory: "
+        f"`loader_budget` for section 2's settings, {budget_workers(workers)}. Snapshot: measured on the CPU after "
+        "one step (`Trainer.snapshot_memory`: parameters + buffers + optimizer state).",
+        "",
+        "| quantity | value | unit |",
+        "|---|---|---|",
+        f"| copies host->device per training step (measured) | {copies['to_device']['per_step']:g} | copies |",
+        f"| copies device->host per training step (measured) | {copies['to_host']['per_step']:g} | copies |",
+        f"| copies host->device per epoch, outside the steps (measured) | {copies['to_device']['per_epoch']:g} | "
+        "copies |",
+        f"| copies device->host per epoch, outside the steps (measured) | {copies['to_host']['per_epoch']:g} | "
+        "copies |",
+        f"| loader host memory per rank (loader_budget, batch {r50_batch} of {r50_shape}) | "
+        f"{budget.host_bytes} | bytes |",
+        f"| of which in /dev/shm | {budget.shm_bytes} | bytes |",
+        *(f"| epoch snapshot memory ({s1_model}, {opt}) | {m.snapshot} | bytes |" for opt, m in snap.items()),
+        *(f"| epoch snapshot memory / parameter bytes ({opt}; params {m.params / 2**20:.4g} MiB, buffers "
+          f"{m.buffers / 2**20:.4g} MiB, optimizer state {m.optimizer / 2**20:.4g} MiB) | "
+          f"{m.snapshot / m.params:.3f} | x |" for opt, m in snap.items()),
         "",
     ]
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,8 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help, **kw})
 
 
-def _check(cond: bool, name: str, value: Any, want: str) -> None:
+def check(cond: bool, name: str, value: Any, want: str) -> None:
+    """Raise PwmprError ``<name> must be <want>, got <value>`` unless ``cond``: the one range check of every option."""
     if not cond:
         raise PwmprError(f"{name} must be {want}, got {value!r}")
 
@@ -59,14 +60,14 @@ class TrainConfig:
     channels_last: bool = _f(True, "channels_last memory format for conv nets on CUDA.")
 
     def __post_init__(self) -> None:
-        _check(self.optimizer in DEFAULT_LR, "optimizer", self.optimizer, " or ".join(DEFAULT_LR))
-        _check(self.lr is None or (self.lr > 0 and math.isfinite(self.lr)), "lr", self.lr, "a positive number")
-        _check(0 <= self.momentum < 1, "momentum", self.momentum, "in [0, 1)")
-        _check(0 <= self.weight_decay < math.inf, "weight_decay", self.weight_decay, "a finite number >= 0")
-        _check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
-        _check(self.phase_schedule in ("constant", "cosine"), "phase_schedule", self.phase_schedule,
+        check(self.optimizer in DEFAULT_LR, "optimizer", self.optimizer, " or ".join(DEFAULT_LR))
+        check(self.lr is None or (self.lr > 0 and math.isfinite(self.lr)), "lr", self.lr, "a positive number")
+        check(0 <= self.momentum < 1, "momentum", self.momentum, "in [0, 1)")
+        check(0 <= self.weight_decay < math.inf, "weight_decay", self.weight_decay, "a finite number >= 0")
+        check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        check(self.phase_schedule in ("constant", "cosine"), "phase_schedule", self.phase_schedule,
                "constant or cosine")
-        _check(
+        check(
             self.final_schedule in ("cosine", "step", "constant"),
             "final_schedule", self.final_schedule, "cosine, step or constant",
         )
@@ -96,12 +97,12 @@ class GrowthConfig:
                          "drop fraction); 0 keeps zeta constant.")
 
     def __post_init__(self) -> None:
-        _check(0 < self.seed_density <= 1, "seed_density", self.seed_density, "in (0, 1]")
-        _check(self.gamma > 0 and math.isfinite(self.gamma), "gamma", self.gamma, "a positive number")
-        _check(self.scope in ("global", "layer"), "scope", self.scope, "global or layer")
-        _check(0 <= self.zeta < 1, "zeta", self.zeta, "in [0, 1)")
-        _check(self.zeta_start >= 0, "zeta_start", self.zeta_start, ">= 0")
-        _check(self.zeta_steps >= 0, "zeta_steps", self.zeta_steps, ">= 0")
+        check(0 < self.seed_density <= 1, "seed_density", self.seed_density, "in (0, 1]")
+        check(self.gamma > 0 and math.isfinite(self.gamma), "gamma", self.gamma, "a positive number")
+        check(self.scope in ("global", "layer"), "scope", self.scope, "global or layer")
+        check(0 <= self.zeta < 1, "zeta", self.zeta, "in [0, 1)")
+        check(self.zeta_start >= 0, "zeta_start", self.zeta_start, ">= 0")
+        check(self.zeta_steps >= 0, "zeta_steps", self.zeta_steps, ">= 0")
 
 
 @dataclass
@@ -127,16 +128,16 @@ class StopConfig:
                          "the run's training FLOPs past this many dense runs (1.5: the paper's budget); 0 disables it.")
 
     def __post_init__(self) -> None:
-        _check(self.tol >= 0 and math.isfinite(self.tol), "stop tol", self.tol, ">= 0")
-        _check(0 < self.alpha < 1, "alpha", self.alpha, "in (0, 1)")
-        _check(self.min_points >= 3, "min_points", self.min_points, ">= 3 (the fit has 3 parameters)")
-        _check(self.consecutive >= 1, "consecutive", self.consecutive, ">= 1")
-        _check(0 <= self.plateau_tol < math.inf, "plateau_tol", self.plateau_tol, "a finite number >= 0")
-        _check(self.rule != "plateau" or self.plateau_tol > 0, "plateau_tol", self.plateau_tol,
+        check(self.tol >= 0 and math.isfinite(self.tol), "stop tol", self.tol, ">= 0")
+        check(0 < self.alpha < 1, "alpha", self.alpha, "in (0, 1)")
+        check(self.min_points >= 3, "min_points", self.min_points, ">= 3 (the fit has 3 parameters)")
+        check(self.consecutive >= 1, "consecutive", self.consecutive, ">= 1")
+        check(0 <= self.plateau_tol < math.inf, "plateau_tol", self.plateau_tol, "a finite number >= 0")
+        check(self.rule != "plateau" or self.plateau_tol > 0, "plateau_tol", self.plateau_tol,
                "> 0 under --stop plateau (0 would never stop)")
-        _check(0 < self.max_density <= 1, "max_density", self.max_density, "in (0, 1]")
-        _check(self.max_phases >= 1, "max_phases", self.max_phases, ">= 1")
-        _check(self.max_cost >= 0 and math.isfinite(self.max_cost), "max_cost", self.max_cost, ">= 0 (0: no guard)")
+        check(0 < self.max_density <= 1, "max_density", self.max_density, "in (0, 1]")
+        check(self.max_phases >= 1, "max_phases", self.max_phases, ">= 1")
+        check(self.max_cost >= 0 and math.isfinite(self.max_cost), "max_cost", self.max_cost, ">= 0 (0: no guard)")
 
 
 @dataclass
@@ -161,11 +162,11 @@ class ShrinkConfig:
                       flag="shrink-alpha")
 
     def __post_init__(self) -> None:
-        _check(self.tol >= 0 and math.isfinite(self.tol), "shrink tol", self.tol, ">= 0")
-        _check(0 < self.fraction < 1, "shrink fraction", self.fraction, "in (0, 1)")
-        _check(0 <= self.regrow < self.fraction, "shrink regrow", self.regrow, "in [0, shrink fraction)")
-        _check(self.max_steps >= 1, "shrink max_steps", self.max_steps, ">= 1")
-        _check(0 < self.alpha < 1, "shrink alpha", self.alpha, "in (0, 1)")
+        check(self.tol >= 0 and math.isfinite(self.tol), "shrink tol", self.tol, ">= 0")
+        check(0 < self.fraction < 1, "shrink fraction", self.fraction, "in (0, 1)")
+        check(0 <= self.regrow < self.fraction, "shrink regrow", self.regrow, "in [0, shrink fraction)")
+        check(self.max_steps >= 1, "shrink max_steps", self.max_steps, ">= 1")
+        check(0 < self.alpha < 1, "shrink alpha", self.alpha, "in (0, 1)")
 
 
 def _migrate_v3(data: dict[str, Any]) -> dict[str, Any]:
@@ -249,19 +250,19 @@ class GrowConfig:
                           ("shrink", ShrinkConfig)):
             if isinstance(getattr(self, name), dict):
                 setattr(self, name, _from_dict(cls, getattr(self, name), name))
-        _check(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "in (0, 1)")
-        _check(isinstance(self.seed, int) and 0 <= self.seed < SEED_LIMIT, "seed", self.seed,
+        check(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "in (0, 1)")
+        check(isinstance(self.seed, int) and 0 <= self.seed < SEED_LIMIT, "seed", self.seed,
                "a whole number in [0, 2**63) (the random generators take 64-bit seeds)")
-        _check(self.max_train is None or self.max_train >= 10, "max_train", self.max_train, ">= 10")
-        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device", self.device,
+        check(self.max_train is None or self.max_train >= 10, "max_train", self.max_train, ">= 10")
+        check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device", self.device,
                "auto, cpu or cuda")
-        _check(self.workers is None or (isinstance(self.workers, int) and self.workers >= 0), "workers",
+        check(self.workers is None or (isinstance(self.workers, int) and self.workers >= 0), "workers",
                self.workers, "a whole number >= 0")
-        _check(self.phase_epochs >= 1, "phase_epochs", self.phase_epochs, ">= 1")
-        _check(self.final_epochs >= 0, "final_epochs", self.final_epochs, ">= 0")
-        _check(self.checkpoint_minutes >= 0, "checkpoint_minutes", self.checkpoint_minutes, ">= 0")
-        _check(self.keep_checkpoints >= 0, "keep_checkpoints", self.keep_checkpoints, ">= 0")
-        _check(self.reference_epochs is None or self.reference_epochs >= 1, "reference_epochs",
+        check(self.phase_epochs >= 1, "phase_epochs", self.phase_epochs, ">= 1")
+        check(self.final_epochs >= 0, "final_epochs", self.final_epochs, ">= 0")
+        check(self.checkpoint_minutes >= 0, "checkpoint_minutes", self.checkpoint_minutes, ">= 0")
+        check(self.keep_checkpoints >= 0, "keep_checkpoints", self.keep_checkpoints, ">= 0")
+        check(self.reference_epochs is None or self.reference_epochs >= 1, "reference_epochs",
                self.reference_epochs, ">= 1")
 
     @property

@@ -38,18 +38,15 @@ def init_from_env() -> None:
     tdist.init_process_group(backend, timeout=TIMEOUT)
 
 
-def rank_device(name: str) -> torch.device | None:
-    """The device of this rank for ``--device name`` under torchrun (None outside it): ``cpu`` is honoured,
-    ``auto`` and ``cuda`` take GPU LOCAL_RANK; one fixed GPU (``cuda:N``) is refused, every rank would share it."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    if name.startswith("cuda:"):
-        raise PwmprError(f"--device {name} names one GPU for every rank; under torchrun use --device cuda "
+def rank_device(device: torch.device) -> torch.device:
+    """This rank's device for ``device`` (what ``runner.resolve_device`` gave, so CUDA is there if asked for): under
+    torchrun ``cuda`` takes GPU LOCAL_RANK, and one fixed GPU (``cuda:N``) is refused, every rank would share it;
+    ``device`` itself outside torchrun or when it is not a GPU."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or device.type != "cuda":
+        return device
+    if device.index is not None:
+        raise PwmprError(f"--device {device} names one GPU for every rank; under torchrun use --device cuda "
                          f"(rank i takes GPU LOCAL_RANK) or cpu")
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise PwmprError("device 'cuda' was asked for but CUDA is not available here; use --device cpu or auto")
     local = int(os.environ.get("LOCAL_RANK", "0"))
     torch.cuda.set_device(local)
     return torch.device("cuda", local)

@@ -58,7 +58,7 @@ class Run:
         self.cfg = cfg
         self.out = Path(out_dir) if out_dir is not None else None
         self.reporter = reporter if reporter is not None and dist.is_primary() else Reporter()
-        self.device = dist.rank_device(cfg.device) or resolve_device(cfg.device)
+        self.device = dist.rank_device(resolve_device(cfg.device))
         # `bundle` / `model`: the user's own data and network (pwmpr.grow_module) instead of registered names.
         self.bundle: DataBundle = bundle if bundle is not None else load_data(
             cfg.data, cfg.data_dir, val_fraction=cfg.val_fraction, max_train=cfg.max_train, min_val=MIN_VAL_SAMPLES)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pwmpr import rundir
-from pwmpr.config import SEED_LIMIT, GrowConfig, read_json_object
+from pwmpr.config import SEED_LIMIT, GrowConfig, check, read_json_object
 from pwmpr.errors import PwmprError
 
 SWEEP_CONFIG = "sweep.json"
@@ -56,8 +56,8 @@ class SweepConfig:
         if not isinstance(self.densities, list) or not self.densities:
             raise PwmprError("the density grid is empty: give at least one density in (0, 1]")
         for d in self.densities:
-            if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d <= 1:
-                raise PwmprError(f"every density must be in (0, 1], got {d!r}")
+            check(not isinstance(d, bool) and isinstance(d, (int, float)) and 0 < d <= 1, "every density", d,
+                  "in (0, 1]")
         if len(set(self.densities)) != len(self.densities):
             raise PwmprError(f"the density grid repeats a density: {self.densities}")
         self.densities = sorted(float(d) for d in self.densities)
@@ -72,14 +72,13 @@ class SweepConfig:
                                  "(densities are told apart by 6 significant digits): give densities that differ there")
         if not isinstance(self.densities, list) or not isinstance(self.seeds, list):
             raise PwmprError("densities and seeds must be lists")
-        if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < SEED_LIMIT
-                                 for s in self.seeds):
-            raise PwmprError(f"seeds must be a non-empty list of whole numbers in [0, 2**63), got {self.seeds!r}")
+        check(bool(self.seeds) and all(not isinstance(s, bool) and isinstance(s, int) and 0 <= s < SEED_LIMIT
+                                       for s in self.seeds),
+              "seeds", self.seeds, "a non-empty list of whole numbers in [0, 2**63)")
         if len(set(self.seeds)) != len(self.seeds):
             raise PwmprError(f"the seed list repeats a seed: {self.seeds}")
-        if isinstance(self.tol, bool) or not (isinstance(self.tol, (int, float)) and math.isfinite(self.tol)
-                                              and self.tol >= 0):
-            raise PwmprError(f"tol must be >= 0, got {self.tol!r}")
+        check(not isinstance(self.tol, bool) and isinstance(self.tol, (int, float)) and math.isfinite(self.tol)
+              and self.tol >= 0, "tol", self.tol, ">= 0")
         if self.base.final_epochs < 1:
             raise PwmprError("a sweep trains every point for final_epochs: it must be >= 1")
         from pwmpr.seed import SEEDS
@@ -91,8 +90,7 @@ class SweepConfig:
         """``lo, lo*factor, ...`` up to ``hi`` (``hi`` included, the last step shortened to land on it)."""
         if not (0 < lo <= hi <= 1):
             raise PwmprError(f"need 0 < min density <= max density <= 1, got {lo} and {hi}")
-        if not factor > 1:
-            raise PwmprError(f"the grid factor must be > 1, got {factor}")
+        check(factor > 1, "the grid factor", factor, "> 1")
         n = max(0, math.ceil(math.log(hi * (1 - 1e-9) / lo) / math.log(factor))) + 1
         if n > MAX_DENSITIES:
             raise PwmprError(f"--factor {factor:g} from {lo:g} to {hi:g} gives {n:,} densities; a sweep takes at most "

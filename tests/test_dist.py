@@ -184,22 +184,29 @@ def test_rank_0_downloads_the_data_set_before_the_other_ranks_read_it(monkeypatc
 
 
 def test_torchrun_honours_device_cpu_and_refuses_one_gpu_for_every_rank(monkeypatch):
+    from pwmpr.runner import resolve_device
+
+    def device(name: str) -> torch.device:  # what the runner does: resolve (CUDA checked there), then pick the GPU
+        return dist.rank_device(resolve_device(name))
+
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     chosen = []
     monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
-    assert dist.rank_device("cpu") == torch.device("cpu") and not chosen
-    assert dist.rank_device("auto") == torch.device("cuda", 1) == dist.rank_device("cuda")
+    assert device("cpu") == torch.device("cpu") and not chosen
+    assert device("auto") == torch.device("cuda", 1) == device("cuda")
     assert chosen == [1, 1]
     with pytest.raises(PwmprError, match="--device cuda:0 names one GPU for every rank"):
-        dist.rank_device("cuda:0")
+        device("cuda:0")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert dist.rank_device("auto") == torch.device("cpu")
+    assert device("auto") == torch.device("cpu")
     with pytest.raises(PwmprError, match="CUDA is not available"):
-        dist.rank_device("cuda")
-    monkeypatch.setenv("WORLD_SIZE", "1")
-    assert dist.rank_device("cpu") is None  # outside torchrun the runner resolves --device itself
+        device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("WORLD_SIZE", "1")  # outside torchrun: the resolved device as it is, no GPU chosen
+    assert device("cuda:0") == torch.device("cuda", 0) and device("cuda") == torch.device("cuda")
+    assert chosen == [1, 1]
 
 
 def test_only_rank_0_shows_progress(monkeypatch):

@@ -9,7 +9,7 @@ from torch import nn
 from pwmpr.config import TrainConfig
 from pwmpr.data import TensorLoader, TensorSplit
 from pwmpr.masks import MaskSet
-from pwmpr.train import Trainer, TrainingDiverged, lr_at
+from pwmpr.train import SnapshotMemory, Trainer, TrainingDiverged, lr_at
 
 
 def _setup(lr=0.5, wd=0.1, momentum=0.9):
@@ -178,3 +178,17 @@ def test_adamw_learns():
     trainer.train(loader, epochs=15)
     after, _ = trainer.evaluate(loader)
     assert before < 0.5 and after > 0.85, (before, after)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_epoch_snapshot_memory_by_hand(optimizer):
+    """Linear(4, 3) + BatchNorm1d(3): 21 float32 params (84 B); buffers: running mean and var (24 B) and the
+    int64 batch count (8 B). SGD's momentum is one more copy of the params (84 B); AdamW's two moments are two
+    (168 B) plus a float32 step count per parameter tensor (4 x 4 B). Before the first step there is no state."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    trainer = Trainer(net, MaskSet({}), TrainConfig(optimizer=optimizer), torch.device("cpu"))
+    assert trainer.snapshot_memory() == SnapshotMemory(snapshot=116, params=84, buffers=32, optimizer=0)
+    trainer.train([(torch.randn(5, 4), torch.randint(0, 3, (5,)))], epochs=1)
+    state = {"sgd": 84, "adamw": 168 + 16}[optimizer]
+    assert trainer.snapshot_memory() == SnapshotMemory(snapshot=116 + state, params=84, buffers=32, optimizer=state)

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from pwmpr import MaskSet, tau_core
 from pwmpr import runner as runner_mod
@@ -17,6 +16,7 @@ from pwmpr.config import GrowConfig, TrainConfig
 from pwmpr.data import TensorLoader, TensorSplit
 from pwmpr.runner import Run
 from pwmpr.train import Trainer
+from pwmpr.transfers import Copies, count_copies
 
 _SYNCS = {"__float__", "__int__", "__bool__", "item", "tolist", "cpu"}
 
@@ -91,30 +91,23 @@ def test_history_row_reports_tau_core_time_against_training_time(tmp_path, monke
     assert entry["seconds"] == 0.5 and entry["share_of_training"] == 0.25
 
 
-class _DeviceTraffic(TorchDispatchMode):
-    """Counts copies between the host and the ``meta`` device, both ways; a read back to the host (a sync on a GPU)
-    is answered with zeros, since a meta tensor holds no data."""
+def test_copies_between_host_and_device_are_counted_both_ways():
+    meta = torch.device("meta")
+    host = torch.ones(3)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.to_device = 0
-        self.to_host = 0
+    def moves():
+        on = host.to(meta)  # 1 to the device
+        torch.empty(3, device=meta).copy_(host)  # 2
+        back = on.cpu()  # 1 to the host
+        torch.empty(3).copy_(on)  # 2
+        value = on.sum().item()  # 3: a read of one value is a sync
+        flag = bool(on[0] > 0)  # 4
+        on + on  # on the device: no copy
+        return back, value, flag
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is torch.ops.aten._local_scalar_dense.default and args[0].device.type == "meta":
-            self.to_host += 1
-            return 0
-        if func is torch.ops.aten._to_copy.default:
-            src, dst = args[0].device, torch.device(kwargs.get("device") or args[0].device)
-            if src.type == "meta" and dst.type == "cpu":
-                self.to_host += 1
-                return torch.zeros(args[0].shape, dtype=kwargs.get("dtype") or args[0].dtype)
-            self.to_device += src.type == "cpu" and dst.type == "meta"
-        if func is torch.ops.aten.copy_.default and args[0].device != args[1].device:
-            self.to_device += args[0].device.type == "meta"
-            self.to_host += args[0].device.type == "cpu"
-        return func(*args, **kwargs)
+    (back, value, flag), copies = count_copies(moves)
+    assert copies == Copies(to_device=2, to_host=4)
+    assert torch.equal(back, torch.zeros(3)) and value == 0 and flag is False  # meta holds no data: zeros
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
@@ -128,7 +121,6 @@ def test_training_steps_copy_nothing_to_or_from_the_device(optimizer):
     loader = TensorLoader(split, 16, meta, shuffle=True, augment="crop-flip", generator=torch.Generator())
     trainer = Trainer(net, masks, TrainConfig(optimizer=optimizer), meta)
     for epochs in (1, 2):
-        with _DeviceTraffic() as traffic:
-            stats = trainer.train(loader, epochs=epochs)
+        stats, copies = count_copies(lambda e=epochs: trainer.train(loader, epochs=e), meta)
         assert stats.steps == 4 * epochs
-        assert (traffic.to_device, traffic.to_host) == (epochs, epochs)
+        assert copies == Copies(to_device=epochs, to_host=epochs)

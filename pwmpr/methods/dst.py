@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from pwmpr.config import check
 from pwmpr.counting import floor_count, round_half_up, schedule_factor
 from pwmpr.errors import PwmprError
 from pwmpr.growth import GROWTH_RULES
@@ -61,18 +62,13 @@ class RiglOptions:
 
     def __post_init__(self) -> None:
         w = self.what
-        if not 0 < self.density <= 1:
-            raise PwmprError(f"{w} density must be in (0, 1], got {self.density}")
-        if self.distribution not in DISTRIBUTIONS:
-            raise PwmprError(f"{w} distribution must be one of {', '.join(DISTRIBUTIONS)}, got {self.distribution!r}")
-        if not 0 <= self.drop_fraction < 1:
-            raise PwmprError(f"{w} drop fraction must be in [0, 1), got {self.drop_fraction}")
-        if self.decay not in DECAYS:
-            raise PwmprError(f"{w} decay must be one of {', '.join(DECAYS)}, got {self.decay!r}")
-        if self.update_epochs < 1:
-            raise PwmprError(f"{w} update epochs must be >= 1, got {self.update_epochs}")
-        if not 0 < self.end_fraction <= 1:
-            raise PwmprError(f"{w} end fraction must be in (0, 1], got {self.end_fraction}")
+        check(0 < self.density <= 1, f"{w} density", self.density, "in (0, 1]")
+        check(self.distribution in DISTRIBUTIONS, f"{w} distribution", self.distribution,
+              f"one of {', '.join(DISTRIBUTIONS)}")
+        check(0 <= self.drop_fraction < 1, f"{w} drop fraction", self.drop_fraction, "in [0, 1)")
+        check(self.decay in DECAYS, f"{w} decay", self.decay, f"one of {', '.join(DECAYS)}")
+        check(self.update_epochs >= 1, f"{w} update epochs", self.update_epochs, ">= 1")
+        check(0 < self.end_fraction <= 1, f"{w} end fraction", self.end_fraction, "in (0, 1]")
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> RiglOptions:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pwmpr.config import check
 from pwmpr.errors import PwmprError
 from pwmpr.masks import MaskSet, flatten_layers, split_layers
 from pwmpr.methods import METHODS, Decision, Method, RunContext, options_from_dict
@@ -54,20 +55,13 @@ class ImpOptions:
                                                             "fraction of --lr."})
 
     def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise PwmprError(f"IMP variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
-        if self.levels < 0:
-            raise PwmprError(f"IMP levels must be >= 0, got {self.levels}")
-        if not 0 <= self.target_density < 1:
-            raise PwmprError(f"IMP target_density must be in [0, 1), got {self.target_density}")
-        if not 0 < self.prune_fraction < 1:
-            raise PwmprError(f"IMP prune_fraction must be in (0, 1), got {self.prune_fraction}")
-        if self.rewind_step < 0:
-            raise PwmprError(f"IMP rewind_step must be >= 0, got {self.rewind_step}")
-        if not 0 < self.continue_fraction <= 1:
-            raise PwmprError(f"IMP continue_fraction must be in (0, 1], got {self.continue_fraction}")
-        if not 0 < self.finetune_lr_scale <= 1:
-            raise PwmprError(f"IMP finetune_lr_scale must be in (0, 1], got {self.finetune_lr_scale}")
+        check(self.variant in VARIANTS, "IMP variant", self.variant, f"one of {', '.join(VARIANTS)}")
+        check(self.levels >= 0, "IMP levels", self.levels, ">= 0")
+        check(0 <= self.target_density < 1, "IMP target_density", self.target_density, "in [0, 1)")
+        check(0 < self.prune_fraction < 1, "IMP prune_fraction", self.prune_fraction, "in (0, 1)")
+        check(self.rewind_step >= 0, "IMP rewind_step", self.rewind_step, ">= 0")
+        check(0 < self.continue_fraction <= 1, "IMP continue_fraction", self.continue_fraction, "in (0, 1]")
+        check(0 < self.finetune_lr_scale <= 1, "IMP finetune_lr_scale", self.finetune_lr_scale, "in (0, 1]")
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> ImpOptions:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pwmpr.config import check
 from pwmpr.errors import PwmprError
 from pwmpr.methods import METHODS, Method, options_from_dict
 from pwmpr.seed import SEEDS
@@ -29,8 +30,7 @@ class OneShotOptions:
     def __post_init__(self) -> None:
         if self.pruner not in SEEDS:
             raise PwmprError(f"unknown one-shot method {self.pruner!r}; known: {', '.join(SEEDS.names())}")
-        if not 0 < self.density <= 1:
-            raise PwmprError(f"one-shot density must be in (0, 1], got {self.density}")
+        check(0 < self.density <= 1, "one-shot density", self.density, "in (0, 1]")
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> OneShotOptions:

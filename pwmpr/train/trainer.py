@@ -50,6 +50,20 @@ class PhaseStats:
     seconds: float
 
 
+@dataclass(frozen=True)
+class SnapshotMemory:
+    """Bytes of the copy ``Trainer.train`` takes at the start of every epoch, next to what it copies."""
+
+    snapshot: int  # measured on a snapshot taken for the purpose
+    params: int
+    buffers: int
+    optimizer: int  # the optimizer's state tensors (momentum; Adam's moments and step counts)
+
+
+def _nbytes(tensors: Iterable) -> int:
+    return sum(t.nbytes for t in tensors if isinstance(t, Tensor))
+
+
 def lr_at(schedule: str, base_lr: float, step: int, total: int) -> float:
     """Learning rate at ``step`` of ``total`` under ``schedule`` (constant, cosine or step).
 
@@ -241,6 +255,14 @@ class Trainer:
         optim = {p: {k: v.clone() if isinstance(v, Tensor) else v for k, v in st.items()}
                  for p, st in self.optimizer.state.items()}
         return tensors, optim
+
+    def snapshot_memory(self) -> SnapshotMemory:
+        """The bytes an epoch's snapshot takes now (params + buffers + optimizer state, so SGD with momentum holds
+        about 2x the parameters' bytes, AdamW 3x), measured on a snapshot, beside the bytes of what it copies."""
+        tensors, optim = self._snapshot()
+        taken = _nbytes(tensors) + sum(_nbytes(st.values()) for st in optim.values())
+        return SnapshotMemory(taken, _nbytes(self._params.values()), _nbytes(b for _, b in self.model.named_buffers()),
+                              sum(_nbytes(st.values()) for st in self.optimizer.state.values()))
 
     @torch.no_grad()
     def _restore(self, snapshot: tuple[list[Tensor], dict]) -> None:
