@@ -10,6 +10,7 @@ from typing import Any
 
 from pwmpr.compare.claims import Claim
 from pwmpr.compare.records import Group
+from pwmpr.plot import plain_ticks
 
 # -- the table --------------------------------------------------------------------------------------------------
 COLUMNS = ("group", "method", "variant", "model", "data", "n_seeds", "seeds", "density", "density_std", "test_acc",
@@ -115,20 +116,6 @@ def _save(fig, path: Path) -> None:
     from pwmpr.rundir import atomic_save_figure
 
     atomic_save_figure(fig, path)
-
-
-def plain_ticks(ax) -> None:
-    """Log axes labelled 0.05, 0.1, 2 rather than 5x10^-2, with labels on the minor ticks (2, 3, 5 x 10^k)
-    where the axis spans less than about two decades: there a single decade mark such as 1 may be all the
-    major ticks there are."""
-    from matplotlib.ticker import LogFormatter
-
-    class Plain(LogFormatter):
-        def _num_to_string(self, x, vmin, vmax):
-            return f"{x:g}"
-
-    ax.xaxis.set_major_formatter(Plain(labelOnlyBase=False))
-    ax.xaxis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
 
 
 def plot_comparison(groups: Sequence[Group], out_dir: Path) -> list[Path]:
