@@ -284,7 +284,8 @@ def _draw_shrink(ax, history: list[dict[str, Any]], summary: dict[str, Any] | No
     path = [knee, *shrinks]
     px, py = [r["density"] for r in path], [r["val_acc"] for r in path]
     ax.plot(px, py, "v--", color="C3", lw=0.9, ms=5, zorder=3,
-            label=f"shrink stage: {len(shrinks)} steps in order from the knee (each trains one more phase)")
+            label=f"shrink stage: {sum('kept' in r['shrink'] for r in shrinks)} steps in order from the knee "
+                  f"(each trains one more phase)")
     for i in range(1, len(path)):
         ax.annotate("", xy=(px[i], py[i]), xytext=(px[i - 1], py[i - 1]),
                     arrowprops={"arrowstyle": "->", "color": "C3", "lw": 0.8, "shrinkA": 3, "shrinkB": 3})

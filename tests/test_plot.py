@@ -167,7 +167,7 @@ def test_shrink_stage_is_a_path_in_step_order_with_the_knee_and_the_kept_density
                "smallest_density": 0.085, "growth_stop_reason": "plateau"}
     fig = curve_figure(_shrink_rows(), summary)
     figs.append(fig)
-    path = _line(fig, "shrink stage: 4 steps in order from the knee")
+    path = _line(fig, "shrink stage: 3 steps in order from the knee")
     # From the knee, through every candidate in order, to the network gone back to: one connected line.
     assert list(path.get_xdata()) == [0.122, 0.10, 0.085, 0.07, 0.085]
     assert list(path.get_ydata()) == [0.85, 0.86, 0.87, 0.80, 0.88]
