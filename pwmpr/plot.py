@@ -125,7 +125,7 @@ def curve_figure(history: list[dict[str, Any]], summary: dict[str, Any] | None =
     fig, ax = plt.subplots(figsize=(9.5, 5), dpi=110)
     notes: list[str] = []
     if _fixed_density(history):
-        _draw_epochs(ax, history, summary)
+        notes += _draw_epochs(ax, history, summary)
     else:
         notes += _draw_density(ax, history, summary)
     reason = stop_reason(history, summary)
@@ -151,8 +151,9 @@ def curve_figure(history: list[dict[str, Any]], summary: dict[str, Any] | None =
     return fig
 
 
-def _draw_epochs(ax, history: list[dict[str, Any]], summary: dict[str, Any] | None) -> None:
-    """A run at one density: validation accuracy after each phase against the epochs trained so far."""
+def _draw_epochs(ax, history: list[dict[str, Any]], summary: dict[str, Any] | None) -> list[str]:
+    """A run at one density: validation accuracy after each phase against the epochs trained so far; returns
+    the notes."""
     phases = [r for r in history if r.get("stage") == "phase"]
     finals = [r for r in history if r.get("stage") == "final"]
     density = history[0]["density"]
@@ -167,7 +168,14 @@ def _draw_epochs(ax, history: list[dict[str, Any]], summary: dict[str, Any] | No
         last = (finals or phases or history)[-1]
         ax.plot([last["epochs_total"]], [test], "D", color="C3", ms=8, zorder=4,
                 label=f"test acc at the end ({100 * test:.2f}%)")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlim(0, 1.06 * max(r["epochs_total"] for r in history))  # from the start, also for a single phase
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epochs trained")
+    return ([] if len(phases) > 1 else
+            [f"one phase of {phases[0]['epochs_total']} epochs: the history holds its accuracy at the end only"]
+            if phases else [])
 
 
 def _draw_density(ax, history: list[dict[str, Any]], summary: dict[str, Any] | None) -> list[str]:
@@ -204,6 +212,8 @@ def _draw_density(ax, history: list[dict[str, Any]], summary: dict[str, Any] | N
     elif phases and last.get("stop_rule"):
         notes.append(f"{last['stop_rule']} rule drew no curve at the last phase: "
                      + (last.get("fit_status") or "too few points"))
+        if any(r.get("fit") for r in phases):  # a fitting rule: each refit's verdict all the same
+            _draw_refits(ax, phases, None)
     tol = last.get("stop_tol_used")
     if tol is not None and phases:  # the gain the stop rule decided at (docs/method.md, "gain")
         ax.axhline(last["val_acc"] + tol, color="C2", ls="--", lw=0.8,
@@ -265,6 +275,8 @@ def _draw_refits(ax, phases: list[dict[str, Any]], rho_star: float | None) -> li
                     mfc=color, mec="C2" if color == "none" else color, clip_on=False, zorder=4,
                     label=f"{phases[-1].get('stop_rule', 'paper')} rule, {label}")
     rule = phases[-1].get("stop_rule", "paper")
+    if rho_star is None:
+        return []
     notes = [f"ρ* is the last fit's; the {rule} rule stops once the density is ≥ the ρ* of the refit made then, in "
              f"consecutive refits (the markers along the bottom: each phase's refit)"]
     past = next((r for r in phases if rho_star is not None and r["density"] >= rho_star), None)

@@ -233,3 +233,12 @@ def test_the_finished_run_draws_its_test_accuracy(tmp_path, monkeypatch):
 def test_plot_curve_writes_a_png(tmp_path):
     plot_curve(_shrink_rows(), tmp_path / "curve.png", title="t")
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_single_phase_at_one_density_says_only_its_end_is_known(figs):
+    rows = [_row(1.0, 0.96, epochs_total=3, decision="done")]
+    fig = curve_figure(rows, {"stop_reason": "done", "discovered_density": 1.0, "test_acc": 0.94})
+    figs.append(fig)
+    assert fig.axes[0].get_xlim()[0] == 0  # the axis starts where training did
+    assert "one phase of 3 epochs: the history holds its accuracy at the end only" in _notes(fig)
+    assert "stopped: done (trained its --epochs)" in _notes(fig)
