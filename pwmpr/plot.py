@@ -186,8 +186,8 @@ def _draw_density(ax, history: list[dict[str, Any]], summary: dict[str, Any] | N
     phases = growth_rows(history)
     finals = [r for r in history if r.get("stage") == "final"]
     xs = [r["density"] for r in phases]
+    grew = any("stop_rule" in r for r in phases)  # growth phases, or another method's (IMP's levels)
     if phases:
-        grew = any("stop_rule" in r for r in phases)  # growth phases, or another method's (IMP's levels)
         ax.plot(xs, [r["val_acc"] for r in phases], "o-", zorder=3,
                 label="growth phases (val acc)" if grew else "phases in order (val acc)")
     last = phases[-1] if phases else {}
@@ -232,7 +232,7 @@ def _draw_density(ax, history: list[dict[str, Any]], summary: dict[str, Any] | N
     if found is not None:
         reason = stop_reason(history, summary)
         label = (f"kept: smallest density {found:.4g} that kept the accuracy" if knee is not None
-                 else f"discovered density {found:.4g} (stop: {reason})")
+                 else f"{'discovered' if grew else 'final'} density {found:.4g} (stop: {reason})")
         ax.axvline(found, color="C1", ls="-", lw=1.2, alpha=0.8, label=label)
         if test is not None:
             ax.plot([found], [test], "D", color="C3", ms=8, zorder=5, label=f"final test acc ({100 * test:.2f}%)")
