@@ -28,6 +28,7 @@ def compare(
 
     from pwmpr.compare import compare as run_compare
     from pwmpr.compare import display_row
+    from pwmpr.discovery import LOWER_BOUND_NOTE
 
     result = run_compare(runs, out, plots=plots)
     console = Console()
@@ -48,12 +49,20 @@ def compare(
     if result.discovery:
         console.print("[bold]Density discovery (against the sweep of the same model and data)[/bold]")
         for d in result.discovery:
-            hit = {True: "hit", False: "miss", None: "?"}[d["hit"]]
-            imp = "" if d["imp_cost_flops"] is None else f", IMP to that density {d['imp_cost_flops']:.2f}x"
-            console.print(escape(f"  {hit:>4}  {d['run']}: density {d['discovered_density']:.4f} = "
-                                 f"{d['density_over_knee']:.2f}x knee, test {100 * d['test_acc']:.2f}% "
-                                 f"({100 * d['gap_to_best']:+.2f} vs sweep best), cost {d['cost_flops']:.2f}x dense "
-                                 f"FLOPs{imp}"), highlight=False)
+            console.print(escape(discovery_line(d)), highlight=False)
+        if any(d["imp_cost_flops"] is not None and not d["imp_cost_exact"] for d in result.discovery):
+            console.print(escape("  " + LOWER_BOUND_NOTE.replace("`", "")), highlight=False)
     for note in result.notes:
         console.print(f"note: {escape(note)}", highlight=False)
     console.print(escape(f"wrote {', '.join(str(f) for f in result.files)}"), highlight=False)
+
+
+def discovery_line(d: dict) -> str:
+    """One run's density-discovery score as the console prints it (IMP's cost written as compare.md writes it)."""
+    from pwmpr.discovery import imp_cost_text
+
+    hit = {True: "hit", False: "miss", None: "?"}[d["hit"]]
+    imp = "" if d["imp_cost_flops"] is None else f", IMP to that density {imp_cost_text(d)} (x dense FLOPs)"
+    return (f"  {hit:>4}  {d['run']}: density {d['discovered_density']:.4f} = {d['density_over_knee']:.2f}x knee, "
+            f"test {100 * d['test_acc']:.2f}% ({100 * d['gap_to_best']:+.2f} vs sweep best), cost "
+            f"{d['cost_flops']:.2f}x dense FLOPs{imp}")

@@ -58,14 +58,25 @@ def score(summary: dict[str, Any], sweep: dict[str, Any], imp_history: list[dict
     }
 
 
+def imp_cost_text(row: dict[str, Any]) -> str:
+    """IMP's cost to a run's density as the report writes it: ``2.44``, ``2.95+`` when IMP stopped above that
+    density (its last level's cost, a lower bound), ``-`` when there is no IMP run."""
+    if row["imp_cost_flops"] is None:
+        return "-"
+    return f"{row['imp_cost_flops']:.2f}" + ("" if row["imp_cost_exact"] else "+")
+
+
+#: What ``+`` after IMP's cost means, for every report that writes one.
+LOWER_BOUND_NOTE = "`+`: IMP stopped above that density, its cost is a lower bound"
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The scores as a markdown table (one row per run)."""
     head = ("| run | stop | density | knee | density / knee | test acc | gap to sweep best | gap to dense | "
             "cost FLOPs (x dense) | IMP to same density | hit |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
     body = []
     for r in rows:
-        imp = "-" if r["imp_cost_flops"] is None else (f"{r['imp_cost_flops']:.2f}"
-                                                       + ("" if r["imp_cost_exact"] else "+"))
+        imp = imp_cost_text(r)
         dense = "-" if r["gap_to_dense"] is None else f"{100 * r['gap_to_dense']:+.2f}"
         hit = {True: "yes", False: "no", None: "?"}[r["hit"]]
         body.append(f"| {r['run']} | {r['stop_reason']} | {r['discovered_density']:.4f} | {r['knee_density']:g} | "

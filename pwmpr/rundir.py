@@ -4,7 +4,7 @@ A run folder holds::
 
     config.json          the complete GrowConfig (written first; reproduces the run)
     history.jsonl        one JSON line per phase
-    curve.png            validation accuracy vs density, fitted curve, rho*
+    curve.png            accuracy vs density (vs epochs at one density), the stop rule's view, why it stopped
     checkpoints/phase-NNNN.safetensors   state after phase NNNN (weights, masks, optimizer, RNG, history)
     final.safetensors    final weights and masks
     summary.json         discovered density, test accuracy, cost vs dense, stop reason

@@ -386,13 +386,14 @@ class Run:
             for old in rundir.checkpoints(self.out)[:-keep]:
                 old.unlink(missing_ok=True)
 
-    def _plot(self) -> None:
+    def _plot(self, summary: dict[str, Any] | None = None) -> None:
+        """Draw curve.png; with the summary, once more at the end, so that it shows the test accuracy."""
         from pwmpr.plot import plot_curve
 
         try:
             with deferred_interrupt():  # a Ctrl-C here is raised once the plot is done, not inside it
                 plot_curve(self.history, self.out / rundir.CURVE, title=f"{self.cfg.method} · {self.cfg.model} · "
-                           f"{self.cfg.data}")
+                           f"{self.cfg.data}", summary=summary)
         except ImportError:
             self.reporter.message("matplotlib is not installed: curve.png is not drawn")
 
@@ -440,6 +441,7 @@ class Run:
                 "input_shape": list(self.input_shape), "num_classes": self.bundle.num_classes}
         rundir.save_tensors(self.out / rundir.FINAL, tensors, meta)
         rundir.atomic_write_json(self.out / rundir.SUMMARY, summary)
+        self._plot(summary)
 
 
 def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = False, force: bool = False,

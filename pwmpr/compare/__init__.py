@@ -105,11 +105,12 @@ def compare(paths: Sequence[Path | str], out_dir: Path | str | None = None, *, p
         md = ["# pwmpr compare\n", markdown_table(rows), "\nClaims of the paper, measured:\n", claims_markdown(claims)]
         md += [f"\nNote: {n}\n" for n in notes]
         if discovery:
+            from pwmpr.discovery import LOWER_BOUND_NOTE
             from pwmpr.discovery import markdown as discovery_markdown
 
             md += ["\nDensity discovery against the sweep of the same model and data (hit: within 1 point of the "
                    "sweep's best test accuracy, at most 2x its knee density, cheaper than IMP to the same "
-                   "density; `+`: IMP stopped above that density, its cost is a lower bound):\n",
+                   f"density; {LOWER_BOUND_NOTE}):\n",
                    discovery_markdown(discovery)]
         if any(g.method == "imp" for g in groups):
             md += ["\nIMP accuracy-density curves (every level is a trained ticket):\n", levels_markdown(groups)]
@@ -122,7 +123,7 @@ def compare(paths: Sequence[Path | str], out_dir: Path | str | None = None, *, p
         rundir.atomic_write_json(out / "compare.json", payload)
         files = [out / "compare.md", out / "compare.csv", out / "compare.json"]
         if plots:
-            files += plot_comparison(groups, out)
+            files += plot_comparison(groups, out, [sweeps_mod.summarise(p, sweeps_mod.load_config(p)) for p in sweeps])
     return Comparison(groups, rows, claims, notes, files, discovery)
 
 

@@ -7,7 +7,6 @@ deviation and standard error over those seeds. Every number comes from ``summary
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import statistics
@@ -233,8 +232,47 @@ def _label(run: RunRecord) -> str:
     return f"{run.method}/{run.variant}" if run.variant else run.method
 
 
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+#: The longest option list a label carries; beyond it the label names the first run folder instead.
+MAX_LABEL_OPTIONS = 3
+
+
+def distinguishing(configs: Sequence[dict[str, Any]]) -> list[str] | None:
+    """For configs whose groups share a label, what tells each apart: the options whose values differ
+    (``stop.rule=paper, stop.max_cost=0``); None when more than :data:`MAX_LABEL_OPTIONS` differ."""
+    flat = [_flat(c) for c in configs]
+    keys = sorted({k for f in flat for k in f})
+    differ = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
+    if len(differ) > MAX_LABEL_OPTIONS:
+        return None
+    return [", ".join(f"{k}={_short(f.get(k))}" for k in differ) for f in flat]
+
+
+def _folders(groups: Sequence[Group]) -> list[str]:
+    """Each group's first run folder (its name, or its path where two names are alike), for a label."""
+    names = [g.runs[0].path.name for g in groups]
+    if len(set(names)) < len(names):
+        names = [str(g.runs[0].path) for g in groups]
+    return [f"run {n}" + (f" and {len(g.runs) - 1} more" if len(g.runs) > 1 else "")
+            for n, g in zip(names, groups, strict=True)]
+
+
+def _short(v: Any) -> str:
+    return "-" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+
 def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
-    """Group runs by config minus seed; labels are ``method/variant``, made unique with a config hash."""
+    """Group runs by config minus seed; labels are ``method/variant``, made unique with the options that differ
+    between groups of one label (:func:`distinguishing`)."""
     by_key: dict[str, list[RunRecord]] = {}
     for r in runs:
         by_key.setdefault(r.group_key(), []).append(r)
@@ -244,12 +282,15 @@ def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
     for g in groups:
         if len(settings) > 1:
             g.label = f"{g.label} [{g.setting[0]}·{g.setting[1]}]"
-    counts: dict[str, int] = {}
-    for g in groups:
-        counts[g.label] = counts.get(g.label, 0) + 1
+    same: dict[str, list[tuple[str, Group]]] = {}
     for key, g in zip(by_key, groups, strict=True):
-        if counts[g.label] > 1:
-            g.label = f"{g.label}#{hashlib.md5(key.encode()).hexdigest()[:6]}"
+        same.setdefault(g.label, []).append((key, g))
+    for twins in same.values():
+        if len(twins) > 1:
+            gs = [g for _, g in twins]
+            extras = distinguishing([json.loads(k) for k, _ in twins]) or _folders(gs)
+            for g, extra in zip(gs, extras, strict=True):
+                g.label = f"{g.label} ({extra})"
     order = {"pwmpr": 0, "imp": 1, "rigl": 2, "set": 3, "oneshot": 4, "dense": 5}
     return sorted(groups, key=lambda g: (g.setting, order.get(g.method, 9), g.label))
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from pwmpr.compare.claims import Claim
 from pwmpr.compare.records import Group
+from pwmpr.plot import plain_ticks
 
 # -- the table --------------------------------------------------------------------------------------------------
 COLUMNS = ("group", "method", "variant", "model", "data", "n_seeds", "seeds", "density", "density_std", "test_acc",
@@ -117,36 +118,32 @@ def _save(fig, path: Path) -> None:
     atomic_save_figure(fig, path)
 
 
-def plain_ticks(ax) -> None:
-    """Log axes labelled 0.05, 0.1, 2 rather than 5x10^-2, with labels on the minor ticks (2, 3, 5 x 10^k)
-    where the axis spans less than about two decades: there a single decade mark such as 1 may be all the
-    major ticks there are."""
-    from matplotlib.ticker import LogFormatter
-
-    class Plain(LogFormatter):
-        def _num_to_string(self, x, vmin, vmax):
-            return f"{x:g}"
-
-    ax.xaxis.set_major_formatter(Plain(labelOnlyBase=False))
-    ax.xaxis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+MARKERS = {"pwmpr": "o", "imp": "s", "rigl": "D", "set": "P", "oneshot": "^", "dense": "*"}
 
 
-def plot_comparison(groups: Sequence[Group], out_dir: Path) -> list[Path]:
-    """Write ``acc_vs_density.png`` and ``acc_vs_cost.png`` (test accuracy, mean ± std over seeds)."""
+def comparison_figures(groups: Sequence[Group], sweeps: Sequence[dict[str, Any]] = ()):
+    """The Figures of ``acc_vs_density.png`` and ``acc_vs_cost.png``: test accuracy (mean ± std over seeds) of every
+    group, IMP's levels as a curve, and on the first the sweeps given (curve and knee: what runs are scored
+    against). Legends sit outside the axes, so that they cover no point."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    markers = {"pwmpr": "o", "imp": "s", "rigl": "D", "set": "P", "oneshot": "^", "dense": "*"}
-    paths = [out_dir / "acc_vs_density.png", out_dir / "acc_vs_cost.png"]
-    fig1, ax1 = plt.subplots(figsize=(7, 4.5), dpi=110)
-    fig2, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=110, sharey=True)
+    fig1, ax1 = plt.subplots(figsize=(9.5, 4.8), dpi=110)
+    fig2, axes = plt.subplots(1, 2, figsize=(13, 4.8), dpi=110, sharey=True)
+    settings = {g.setting for g in groups}
+    for s in sweeps:
+        from pwmpr.sweep import draw_sweep
+
+        where = f" {s['model']} on {s['data']}" if len(settings) > 1 or len(sweeps) > 1 else ""
+        draw_sweep(ax1, s, scale=100.0, name=f"sweep{where} (the reference): {s['pruner']} masks trained "
+                   f"{s['epochs']} epochs at fixed densities")
     for i, g in enumerate(groups):
         color = f"C{i % 10}"
         d, acc = g.stat("discovered_density"), g.stat("test_acc")
         cf, ce = g.stat("cost_flops"), g.stat("cost_epochs")
-        mk, ms = markers.get(g.method, "o"), 12 if g.method == "dense" else 7
+        mk, ms = MARKERS.get(g.method, "o"), 12 if g.method == "dense" else 7
         curve = g.levels() if g.method == "imp" else []
         if curve:
             # IMP: every level is a trained ticket, so the whole curve is drawn.
@@ -160,7 +157,7 @@ def plot_comparison(groups: Sequence[Group], out_dir: Path) -> list[Path]:
                             label=f"{g.label} (levels)")
             continue
         ax1.errorbar([d.mean], [acc.mean * 100], xerr=[d.std or 0.0], yerr=[(acc.std or 0.0) * 100], color=color,
-                     marker=mk, ms=ms, capsize=3, ls="none", label=g.label)
+                     marker=mk, ms=ms, capsize=3, ls="none", label=g.label, zorder=3)
         for ax, s in zip(axes, (cf, ce), strict=True):
             ax.errorbar([s.mean], [acc.mean * 100], xerr=[s.std or 0.0], yerr=[(acc.std or 0.0) * 100], color=color,
                         marker=mk, ms=ms, capsize=3, ls="none", label=g.label)
@@ -170,22 +167,42 @@ def plot_comparison(groups: Sequence[Group], out_dir: Path) -> list[Path]:
     ax1.set_ylabel("test accuracy (%)")
     ax1.set_title("test accuracy vs density (mean ± std over seeds)", fontsize=10)
     ax1.grid(alpha=0.3, which="both")
-    ax1.legend(fontsize=7, loc="lower right")
+    _legend_outside(ax1)
+    fig1.subplots_adjust(left=0.07, right=0.62, top=0.92, bottom=0.12)
     for ax, conv in zip(axes, ("density-weighted training FLOPs", "epoch-equivalents"), strict=True):
         ax.axvline(1.0, color="gray", ls=":", lw=1)
         ax.set_xscale("log")
         plain_ticks(ax)
-        ax.set_xlabel(f"training cost relative to dense ({conv}, log scale)")
+        ax.set_xlabel(f"training cost / dense\n({conv}, log scale)")
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("test accuracy (%)")
-    axes[0].legend(fontsize=7, loc="lower right")
+    _legend_outside(axes[1])
     fig2.suptitle("test accuracy vs training cost (dotted line: one dense run)", fontsize=10)
+    fig2.subplots_adjust(left=0.05, right=0.75, top=0.9, bottom=0.15, wspace=0.1)
+    return fig1, fig2
+
+
+def _legend_outside(ax) -> None:
+    import textwrap
+
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles, [textwrap.fill(t, 44) for t in labels], fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+
+
+def plot_comparison(groups: Sequence[Group], out_dir: Path, sweeps: Sequence[dict[str, Any]] = ()) -> list[Path]:
+    """Write ``acc_vs_density.png`` and ``acc_vs_cost.png`` (:func:`comparison_figures`)."""
+    import matplotlib.pyplot as plt
+
     from pwmpr.interrupts import deferred_interrupt
 
-    for fig, path in ((fig1, paths[0]), (fig2, paths[1])):
-        with deferred_interrupt():  # a Ctrl-C is raised after the figure is written, never inside matplotlib
-            fig.tight_layout()
-            _save(fig, path)
-        plt.close(fig)
+    paths = [out_dir / "acc_vs_density.png", out_dir / "acc_vs_cost.png"]
+    figs = comparison_figures(groups, sweeps)
+    try:
+        for fig, path in zip(figs, paths, strict=True):
+            with deferred_interrupt():  # a Ctrl-C is raised after the figure is written, never inside matplotlib
+                _save(fig, path)
+    finally:
+        for fig in figs:
+            plt.close(fig)
     return paths
-
