@@ -1,4 +1,4 @@
-"""Replay every stop rule of bench/settings/stop-replay.json on whole growth trajectories (bench/stop_replay.sh).
+"""Replay every stop rule of bench/settings/stop_replay.json on whole growth trajectories (bench/stop_replay.sh).
 
 For each trajectory (a run grown with ``--stop none`` to density 1) and each rule, the phases are fed one at a time
 to pwmpr's own stop sequence (``pwmpr.stop.sequence.growth_stop``) and cost guard (``pwmpr.cost.projected_cost``,
@@ -62,7 +62,7 @@ def main() -> None:
 
     classes = cache(lambda data: load_data(data).num_classes)  # the chance level the curve rules bound by
 
-    rules = json.loads((ROOT / "bench/settings/stop-replay.json").read_text())["rules"]
+    rules = json.loads((ROOT / "bench/settings/stop_replay.json").read_text())["rules"]
     table: dict[tuple[str, str, float], list[dict]] = {}
     for run in sorted(p for p in args.out.iterdir() if (p / "history.jsonl").is_file()):
         m = RUN_RE.match(run.name)

@@ -4,14 +4,14 @@
 # A stop rule reads only the points of the phases so far, and growth up to a phase does not depend on the rule, so
 # one run grown with --stop none to density 1 holds every rule's decision. This script grows those trajectories
 # (the pairs, seeds and seed densities of bench/discovery.sh) and bench/stop_replay.py replays every rule of
-# bench/settings/stop-replay.json on them through pwmpr's own stop sequence and cost guard, scoring where each
+# bench/settings/stop_replay.json on them through pwmpr's own stop sequence and cost guard, scoring where each
 # stops against the knee of bench/discovery.sh's sweeps (run that first). Final training is not replayed, so the
 # report gives densities and costs, not test accuracies: bench/discovery.sh measures those for the default.
 #
 #   bash bench/stop_replay.sh      # about 15 minutes on 2 cores, after bench/discovery.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-eval "$(python3 bench/settings.py stop-replay)"
+eval "$(python3 bench/settings.py stop_replay)"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$OUT"
 command="OUT=$OUT SWEEPS=$SWEEPS PAIRS=\"$PAIRS\" SEEDS=\"$SEEDS\" SEED_DENSITIES=\"$SEED_DENSITIES\" JOBS=$JOBS \

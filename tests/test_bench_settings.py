@@ -48,3 +48,16 @@ def test_every_discovery_variant_has_flags_the_cli_knows():
         assert {f for f in flags.split() if f.startswith("--")} <= known, variant
     got = _shell('eval "$(python3 bench/settings.py discovery)"; echo "$VARIANT_paper_fixed"')
     assert got.strip() == spec["variants"]["paper-fixed"]
+
+
+def test_every_replayed_stop_rule_is_a_valid_stop_config():
+    from pwmpr.config import StopConfig
+    from pwmpr.stop import STOP_RULES
+
+    rules = json.loads((ROOT / "bench" / "settings" / "stop_replay.json").read_text())["rules"]
+    assert sum("(default)" in name for name in rules) == 1
+    for name, fields in rules.items():
+        stop = StopConfig(**fields)
+        assert stop.rule in STOP_RULES, name
+        if "(default)" in name:  # the row the report calls the default is pwmpr's default
+            assert (stop.rule, stop.plateau_tol) == (StopConfig().rule, StopConfig().plateau_tol)
