@@ -22,8 +22,10 @@ _EXPORTS = {
     "MODELS": "pwmpr.models", "create_model": "pwmpr.models", "list_models": "pwmpr.models",
     "gradient_scores": "pwmpr.score", "pwmp_scores": "pwmpr.score",  # 3 score
     "SEEDS": "pwmpr.seed", "phew_masks": "pwmpr.seed",  # 1 seed
-    "SaturationFit": "pwmpr.stop", "StopDecision": "pwmpr.stop", "fit_saturation": "pwmpr.stop",
-    "plateau_reached": "pwmpr.stop", "should_stop": "pwmpr.stop",  # 5 stop
+    "STOP_RULES": "pwmpr.stop", "Observation": "pwmpr.stop", "StopContext": "pwmpr.stop",
+    "StopDecision": "pwmpr.stop", "growth_stop": "pwmpr.stop", "plateau_reached": "pwmpr.stop",  # 5 stop
+    "curve_posterior": "pwmpr.stop", "SaturationFit": "pwmpr.stop", "fit_saturation": "pwmpr.stop",
+    "should_stop": "pwmpr.stop",  # the paper's rule
 }  # fmt: skip
 
 
@@ -63,10 +65,10 @@ def export_grown(grown, out=None, *, model=None, **options):
 
 
 __all__ = [
-    "GROWTH_RULES", "MODELS", "SEEDS", "FlopCount", "MaskSet", "PwmprError", "SaturationFit", "StopDecision", "TauCore",
-    "__version__", "create_model", "export_grown", "fit_saturation", "gradient_scores", "grow", "grow_module",
-    "list_models", "load", "phew_masks",
-    "plateau_reached", "prunable", "pwmp_scores", "should_stop", "tau_core", "training_flops",
+    "GROWTH_RULES", "MODELS", "SEEDS", "STOP_RULES", "FlopCount", "MaskSet", "Observation", "PwmprError",
+    "SaturationFit", "StopContext", "StopDecision", "TauCore", "__version__", "create_model", "curve_posterior",
+    "export_grown", "fit_saturation", "gradient_scores", "grow", "grow_module", "growth_stop", "list_models", "load",
+    "phew_masks", "plateau_reached", "prunable", "pwmp_scores", "should_stop", "tau_core", "training_flops",
 ]
 
 
