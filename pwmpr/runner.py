@@ -29,6 +29,7 @@ from pwmpr.config import GrowConfig
 from pwmpr.cost import phase_cost
 from pwmpr.data import MIN_VAL_SAMPLES, DataBundle, load_data
 from pwmpr.errors import PwmprError
+from pwmpr.graph.reach import check_input_reaches_output
 from pwmpr.interrupts import deferred_interrupt
 from pwmpr.lock import FolderLock, lock_run_dir
 from pwmpr.masks import MaskSet, prunable
@@ -103,7 +104,7 @@ class Run:
                 raise PwmprError(f"--rewind-step {step} is past the end of level 0 "
                                  f"({self.method.phase_epochs(0) * n_batches} steps); pick a smaller one")
         masks = dist.broadcast_masks(self.method.initial_masks(self.model, self.input_shape))
-        _check_every_layer_kept(masks)
+        check_start_masks(self.model, masks, self.input_shape)
         if self.cfg.tau_core:  # every rank: the same model is refused on each, so none waits for rank 0
             check_tau_core(self.model, masks, self.input_shape)
         # After the seed and the checks above: a model they refuse leaves no config.json.
@@ -549,13 +550,15 @@ def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = Fa
             rundir.remove_if_empty(folder)
 
 
-def _check_every_layer_kept(masks: MaskSet) -> None:
-    """Refuse a starting density that leaves a layer with no edge: no input reaches the outputs then."""
+def check_start_masks(model: torch.nn.Module, masks: MaskSet, input_shape: tuple[int, ...]) -> None:
+    """Refuse starting masks that leave a layer with no edge, or no input-to-output path through their edges."""
     empty = [name for name, mask in masks.items() if not bool(mask.any())]
     if empty:
         raise PwmprError(f"the starting density {masks.density():.3g} leaves {len(empty)} layer(s) with no edge "
                          f"({', '.join(empty[:3])}{', ...' if len(empty) > 3 else ''}): no input reaches the outputs; "
                          "raise the density")
+    check_input_reaches_output(model, masks.to_dict(), input_shape,
+                               what=f"the starting masks (density {masks.density():.3g})")
 
 
 def _pack_start(start: tuple[dict[str, torch.Tensor], MaskSet] | None) -> dict[str, torch.Tensor] | None:

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from pwmpr.counting import round_half_up
 from pwmpr.errors import PwmprError
 from pwmpr.graph import Link, UnitGraph, build_unit_graph, mixing_weights
+from pwmpr.graph.reach import check_density_keeps_every_layer
 from pwmpr.masks import MaskSet, flatten_layers, prunable, split_layers
 from pwmpr.probe import check_input_shape, normalize_input_shape, training_mode
 from pwmpr.registry import Registry
@@ -443,7 +444,8 @@ class _PhewWalks:
 def _check_args(
     model: nn.Module, density: float, input_shape: Sequence[int], seed: int, probe: bool = True
 ) -> tuple[float, tuple[int, ...], torch.Generator]:
-    """Validate the common arguments; return the density as a float, the shape as a tuple and a seeded generator.
+    """Validate the common arguments (a density too low to keep an edge per layer too); return the density as a
+    float, the shape as a tuple and a seeded generator.
 
     ``probe``: run the model once on the shape (False where the caller's own forward pass checks it).
     """
@@ -451,6 +453,7 @@ def _check_args(
         raise PwmprError(f"density must be a number in (0, 1], got {density!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < 2**63:
         raise PwmprError(f"seed must be a non-negative integer, got {seed!r}")
+    check_density_keeps_every_layer(model, float(density))
     shape = normalize_input_shape(input_shape)
     if probe:
         # check_input_shape restores only the top-level flag; keep mixed train/eval states as they were.

@@ -266,8 +266,33 @@ def prepare(cfg: SweepConfig):
     bundle = load_data(base.data, base.data_dir, val_fraction=base.val_fraction, max_train=base.max_train,
                        min_val=MIN_VAL_SAMPLES)
     model = base.model if base.model != "auto" else bundle.default_model
-    create_model(model, bundle.num_classes, tuple(bundle.input_shape))
+    shape = tuple(bundle.input_shape)
+    create_model(model, bundle.num_classes, shape)
+    check_lowest_density(cfg, lambda: create_model(model, bundle.num_classes, shape), shape)
     return bundle
+
+
+def check_lowest_density(cfg: SweepConfig, make_model, input_shape: tuple[int, ...]) -> None:
+    """Draw the masks of the grid's lowest density for every seed, as its points will, and refuse the grid when one
+    leaves a layer with no edge or no input-to-output path (``make_model``: the points' model, freshly built)."""
+    import torch
+
+    from pwmpr.graph.reach import check_density_keeps_every_layer
+    from pwmpr.masks import MaskSet
+    from pwmpr.runner import check_start_masks
+    from pwmpr.seed import SEEDS
+
+    density = cfg.densities[0]
+    with torch.random.fork_rng(devices=[]):
+        for seed in cfg.seeds:
+            torch.manual_seed(seed)  # the point's model initialisation (pwmpr.runner.Run)
+            model = make_model()
+            check_density_keeps_every_layer(model, density, what="the sweep's lowest density")
+            masks = SEEDS.get(cfg.pruner)(model, density, input_shape, seed)
+            try:
+                check_start_masks(model, MaskSet(masks.to_dict()), input_shape)
+            except PwmprError as exc:
+                raise PwmprError(f"the sweep's lowest density {density:g} (seed {seed}): {exc}") from None
 
 
 def check_points(out: Path | str, cfg: SweepConfig) -> None:

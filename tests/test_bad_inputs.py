@@ -229,6 +229,23 @@ CASES = [
          "SET density must be in (0, 1]"),
     Case("set-density-negative", "baseline set", "`--density -0.1`", lambda t, r: ["--density", "-0.1"],
          "SET density must be in (0, 1]"),
+    Case("seed-density-tiny", "grow", "`--seed-density 1e-9` (keeps 0 of the 50,200 weights: no layer keeps an edge)",
+         lambda t, r: ["--seed-density", "1e-9"], "density 1e-09 keeps 0 of the 50,200 prunable weights"),
+    Case("seed-density-below-one-per-layer", "grow", "`--seed-density 4e-5` (2 weights for 3 layers)",
+         lambda t, r: ["--seed-density", "4e-5"], "keeps 2 of the 50,200 prunable weights, fewer than the model's 3"),
+    Case("oneshot-density-tiny", "baseline oneshot", "`--density 1e-9`", lambda t, r: ["--density", "1e-9"],
+         "use a density of at least 4.99e-05"),
+    Case("oneshot-random-no-path", "baseline oneshot", "`--method random --density 0.001 --seed 1` (every layer "
+         "keeps an edge, but no path crosses the network)",
+         lambda t, r: ["--method", "random", "--density", "0.001", "--seed", "1"],
+         "no path from an input to an output"),
+    Case("sweep-density-tiny", "sweep", "`--densities 1e-9,0.5` (checked before sweep.json is written)",
+         lambda t, r: ["--densities", "1e-9,0.5"], "the sweep's lowest density 1e-09 keeps 0 of the 50,200"),
+    Case("sweep-random-no-path", "sweep", "`--pruner random --densities 0.002,0.5 --seeds 0,1` (seed 1's masks at "
+         "0.002 connect no input to an output; checked before sweep.json is written)",
+         lambda t, r: ["--pruner", "random", "--densities", "0.002,0.5", "--seeds", "0,1"],
+         "the sweep's lowest density 0.002 (seed 1): the starting masks (density 0.00199) keep 100 weight(s) but no "
+         "path"),
     Case("sweep-empty-grid", "sweep", "`--densities ''` (an empty grid)", lambda t, r: ["--densities", ""],
          "the density grid is empty"),
     Case("sweep-density-above-1", "sweep", "`--densities 0.1,1.5`", lambda t, r: ["--densities", "0.1,1.5"],
@@ -321,7 +338,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tmp_path, finish
             "grow --resume": ["grow", *args, "-q"], "compare": ["compare", *args],
             "sweep --resume": ["sweep", *args, "-q"],
             "sweep": ["sweep", *SWEEP_TINY, *args, "--out", str(out)],
-            **{f"baseline {m}": ["baseline", m, *BASELINE_TINY, *args, "--out", str(out)] for m in ("rigl", "set")},
+            **{f"baseline {m}": ["baseline", m, *BASELINE_TINY, *args, "--out", str(out)]
+               for m in ("rigl", "set", "oneshot")},
             }[case.command]
     result = runner.invoke(app, full)
     assert result.exit_code == 2, result.output

@@ -1,0 +1,78 @@
+"""The start checks of pwmpr.graph.reach: an edge in every layer (by count) and an input-to-output path (by mask)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from pwmpr.errors import PwmprError
+from pwmpr.graph import build_unit_graph
+from pwmpr.graph.reach import check_density_keeps_every_layer, check_input_reaches_output, has_path, min_density
+
+
+def _two_by_two() -> nn.Module:
+    """2 inputs -> 2 hidden -> 2 outputs; a ReLU between (units: in0, in1, h0, h1, out0, out1)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
+
+
+def _masks(first: list[list[int]], second: list[list[int]]) -> dict[str, torch.Tensor]:
+    # A Linear weight is [out, in]: entry [o, i] connects input unit i to output unit o.
+    return {"0.weight": torch.tensor(first, dtype=torch.bool), "2.weight": torch.tensor(second, dtype=torch.bool)}
+
+
+def test_every_layer_with_an_edge_but_no_path_is_found():
+    graph = build_unit_graph(_two_by_two(), (2,))
+    # in0 -> h0 in the first layer; h1 -> out0 in the second: each layer keeps an edge, nothing crosses.
+    assert not has_path(graph, _masks([[1, 0], [0, 0]], [[0, 1], [0, 0]]))
+    # in0 -> h0 -> out1: one path.
+    assert has_path(graph, _masks([[1, 0], [0, 0]], [[0, 0], [1, 0]]))
+    # in1 -> h1 -> out0 and in1 -> h0, h0 feeding nothing: still a path.
+    assert has_path(graph, _masks([[0, 1], [0, 1]], [[0, 1], [0, 0]]))
+    # An empty second layer: no path.
+    assert not has_path(graph, _masks([[1, 1], [1, 1]], [[0, 0], [0, 0]]))
+
+
+def test_no_path_is_refused_and_a_path_is_not():
+    model = _two_by_two()
+    with pytest.raises(PwmprError, match="keep 2 weight.s. but no path from an input to an output"):
+        check_input_reaches_output(model, _masks([[1, 0], [0, 0]], [[0, 1], [0, 0]]), (2,))
+    check_input_reaches_output(model, _masks([[1, 0], [0, 0]], [[0, 0], [1, 0]]), (2,))
+
+
+def test_a_residual_shortcut_is_a_path_even_when_the_branch_is_cut():
+    class Skip(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = nn.Linear(2, 2)
+            self.head = nn.Linear(2, 2)
+
+        def forward(self, x):
+            return self.head(x + self.inner(x))
+
+    model = Skip()
+    graph = build_unit_graph(model, (2,))
+    head = torch.tensor([[1, 0], [0, 0]], dtype=torch.bool)
+    # inner keeps only in1 -> unit 1, unused by the head; the identity carries in0 to the head's edge.
+    assert has_path(graph, {"inner.weight": torch.tensor([[0, 0], [0, 1]], dtype=torch.bool), "head.weight": head})
+    assert not has_path(graph, {"inner.weight": torch.ones(2, 2, dtype=torch.bool),
+                                "head.weight": torch.zeros(2, 2, dtype=torch.bool)})
+
+
+def test_the_density_count_check_by_hand():
+    model = _two_by_two()  # 8 prunable weights in 2 layers
+    check_density_keeps_every_layer(model, 0.1875)  # 1.5 weights round (halves up) to 2: one per layer
+    with pytest.raises(PwmprError, match=r"density 0.1 keeps 1 of the 8 prunable weights, fewer than the model's 2"):
+        check_density_keeps_every_layer(model, 0.1)  # 0.8 rounds to 1
+    with pytest.raises(PwmprError, match="use a density of at least 0.188"):
+        check_density_keeps_every_layer(model, 1e-9)
+
+
+@pytest.mark.parametrize(("layers", "total", "expected"), [(2, 8, 0.188), (3, 50_200, 4.99e-05), (1, 3, 0.167)])
+def test_min_density_rounds_up_to_three_digits_and_suffices(layers, total, expected):
+    from pwmpr.counting import round_half_up
+
+    found = min_density(layers, total)
+    assert found == pytest.approx(expected)
+    assert round_half_up(found * total) >= layers  # rounded up: the suggested density passes the check
