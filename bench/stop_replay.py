@@ -26,8 +26,9 @@ MAX_COST = 1.5
 
 
 def replay(rows: list[dict], stop, *, num_classes: int, phase_epochs: int, final_epochs: int,
-           reference_epochs: int) -> tuple[int, str, float]:
-    """(index of the phase where the run stops, the reason, the run's total cost in dense runs) for one rule."""
+           reference_epochs: int, end: str) -> tuple[int, str, float]:
+    """(index of the phase where the run stops, the reason, the run's total cost in dense runs) for one rule;
+    ``end`` is the reason the trajectory itself ended (no growth candidates, max density)."""
     from pwmpr.cost import projected_cost
     from pwmpr.stop.sequence import growth_stop
 
@@ -42,7 +43,7 @@ def replay(rows: list[dict], stop, *, num_classes: int, phase_epochs: int, final
             ahead = projected_cost(row, sparse_fwd=rows[k]["fwd_flops_sparse"], epochs=phase_epochs + final_epochs)
             if ahead * scale > stop.max_cost:
                 return k - 1, "max-cost", final
-    return len(rows) - 1, "end of trajectory", final
+    return len(rows) - 1, end, final
 
 
 def main() -> None:
@@ -80,18 +81,22 @@ def main() -> None:
             stop = StopConfig(**{**fields, "max_cost": MAX_COST})
             i, reason, cost = replay(rows, stop, num_classes=classes(config["data"]),
                                      phase_epochs=args.phase_epochs, final_epochs=args.final_epochs,
-                                     reference_epochs=summary.get("dense_reference_epochs") or config["final_epochs"])
+                                     reference_epochs=summary.get("dense_reference_epochs") or config["final_epochs"],
+                                     end=summary.get("stop_reason", "end of trajectory"))
             density = rows[i]["density"]
             table.setdefault((name, m["pair"], float(m["sd"])), []).append({
                 "density": density, "knee": knee, "reason": reason, "cost": cost, "val": rows[i]["val_acc"],
+                "below": density < knee - 1e-9, "above": density > 2 * knee + 1e-9,
                 "window": knee - 1e-9 <= density <= 2 * knee + 1e-9 and cost <= MAX_COST + 1e-9})
     lines = header(args.command) + [
         "Each trajectory is a run grown with `--stop none` to density 1; every rule is replayed on it through pwmpr's "
         "own stop sequence and cost guard (1.5 dense runs, final training of "
         f"{args.final_epochs} epochs). **In window**: stopped at a density from the sweep's knee to 2x the knee, at "
-        "a cost of at most 1.5 dense runs. Final training is not replayed: test accuracy is bench/discovery.sh's.", "",
-        "| rule | runs in window | share | median density / knee | mean cost (x dense) | stop reasons |",
-        "|---|---|---|---|---|---|"]
+        "a cost of at most 1.5 dense runs. Final training is not replayed: test accuracy is bench/discovery.sh's "
+        "(where growth can reach the sweep's best below its knee, as on teacher from a 1% seed).", "",
+        "| rule | runs in window | share | below the knee | above 2x the knee | median density / knee | mean cost "
+        "(x dense) | stop reasons |",
+        "|---|---|---|---|---|---|---|---|"]
     for name in rules:
         runs = [r for (n, _, _), rs in table.items() if n == name for r in rs]
         if not runs:
@@ -100,7 +105,8 @@ def main() -> None:
         reasons: dict[str, int] = {}
         for r in runs:
             reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
-        lines.append(f"| {name} | {inside}/{len(runs)} | {inside / len(runs):.0%} | "
+        lines.append(f"| {name} | {inside}/{len(runs)} | {inside / len(runs):.0%} | {sum(r['below'] for r in runs)} | "
+                     f"{sum(r['above'] for r in runs)} | "
                      f"{statistics.median(r['density'] / r['knee'] for r in runs):.2f} | "
                      f"{statistics.mean(r['cost'] for r in runs):.2f} | "
                      + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) + " |")
