@@ -44,7 +44,7 @@ def _failed_candidate(history: list[dict[str, Any]]) -> dict[str, Any]:
 
 STOP_REASONS: dict[str, Callable[[dict[str, Any], list[dict[str, Any]]], str]] = {
     "saturated": lambda r, h: f"the {r.get('stop_rule', '')} stop rule: {r.get('fit_status', '')}",
-    "plateau": lambda r, h: f"the plateau fallback: {r.get('plateau_status', '')}",
+    "plateau": lambda r, h: f"the plateau test: {r.get('plateau_status', '')}",
     "max-cost": lambda r, h: _guard_text(r),
     "max-density": lambda r, h: "growth reached --max-density",
     "max-phases": lambda r, h: "growth reached --max-phases",
@@ -214,6 +214,12 @@ def _draw_density(ax, history: list[dict[str, Any]], summary: dict[str, Any] | N
                      + (last.get("fit_status") or "too few points"))
         if any(r.get("fit") for r in phases):  # a fitting rule: each refit's verdict all the same
             _draw_refits(ax, phases, None)
+    line = last.get("plateau_fit")
+    if line and line.get("slope") is not None:  # the plateau test's line over its window (docs/method.md, "plateau")
+        grid = np.geomspace(line["from"], line["to"], 20)
+        ax.plot(grid, line["y0"] + line["slope"] * (np.log2(grid) - line["x0"]), "-", color="C4", lw=2.5, alpha=0.7,
+                label=f"plateau test: {100 * line['slope']:.2f} ± {100 * line['se']:.2f} pt per doubling over the "
+                      f"last {_window(phases, line)} points (stops below {100 * line['tol']:.2g} pt)")
     tol = last.get("stop_tol_used")
     if tol is not None and phases:  # the gain the stop rule decided at (docs/method.md, "gain")
         ax.axhline(last["val_acc"] + tol, color="C2", ls="--", lw=0.8,
@@ -242,6 +248,10 @@ def _draw_density(ax, history: list[dict[str, Any]], summary: dict[str, Any] | N
         plain_ticks(ax)
     ax.set_xlabel("density")
     return notes
+
+
+def _window(phases: list[dict[str, Any]], line: dict[str, Any]) -> int:
+    return sum(1 for r in phases if line["from"] - 1e-12 <= r["density"] <= line["to"] + 1e-12)
 
 
 #: What a paper-rule refit said at a phase, and how the strip along the bottom of the axes draws it.

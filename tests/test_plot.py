@@ -67,7 +67,7 @@ def test_plateau_stop_marks_the_density_the_reason_and_the_test_accuracy(figs):
     assert "stop: plateau" in found.get_label()
     notes = _notes(fig)
     # The plateau fallback stopped the run, not the gain rule: the note says which, with its own reason.
-    assert notes.startswith("stopped: plateau (the plateau fallback: gain per doubling 0.004")
+    assert notes.startswith("stopped: plateau (the plateau test: gain per doubling 0.004")
     assert "final test accuracy 87.31% at density 0.122" in notes
     test = _line(fig, "final test acc (87.31%)")
     assert list(test.get_xdata()) == [0.122] and list(test.get_ydata()) == [0.8731]
@@ -179,7 +179,7 @@ def test_shrink_stage_is_a_path_in_step_order_with_the_knee_and_the_kept_density
     assert list(_line(fig, "shrink candidate that lost the accuracy").get_xdata()) == [0.07]
     notes = _notes(fig)
     assert "stopped: shrink-tol (the shrink candidate of step 3 lost 5.0 pt, over the bound 1.0 pt" in notes
-    assert "growth stopped: plateau (the plateau fallback: flat)" in notes
+    assert "growth stopped: plateau (the plateau test: flat)" in notes
 
 
 @pytest.mark.parametrize("reason", ["budget", "done"])
@@ -242,3 +242,29 @@ def test_a_single_phase_at_one_density_says_only_its_end_is_known(figs):
     assert fig.axes[0].get_xlim()[0] == 0  # the axis starts where training did
     assert "one phase of 3 epochs: the history holds its accuracy at the end only" in _notes(fig)
     assert "stopped: done (trained its --epochs)" in _notes(fig)
+
+
+def test_the_plateau_rule_draws_its_line_over_the_window_it_judged(figs):
+    from pwmpr.stop import Observation
+    from pwmpr.stop.sequence import plateau_line
+
+    points = [(0.1, 0.90), (0.125, 0.905), (0.156, 0.91), (0.195, 0.912), (0.244, 0.913), (0.305, 0.913)]
+    line = plateau_line([Observation(d, a) for d, a in points[1:]], 0.005)
+    history = [_row(d, a, epochs_total=i + 1, stop_rule="plateau", decision="grow") for i, (d, a) in enumerate(points)]
+    history[-1].update(decision="plateau", plateau_fit=line, plateau_status="plateau: ...")
+    fig = curve_figure(history, {"discovered_density": 0.305, "test_acc": 0.91})
+    figs.append(fig)
+    drawn = _line(fig, "plateau test:")
+    label = " ".join(drawn.get_label().split())
+    assert f"{100 * line['slope']:.2f} ± {100 * line['se']:.2f} pt per doubling over the last 5 points" in label
+    assert "stops below 0.5 pt" in label
+    xs, ys = drawn.get_xdata(), drawn.get_ydata()
+    assert xs[0] == pytest.approx(0.125) and xs[-1] == pytest.approx(0.305)  # the window, not the first point
+    # The line passes through the window's centre (mean log2 density, mean accuracy) with the fitted slope.
+    import math
+
+    mid = 2 ** line["x0"]
+    k = min(range(len(xs)), key=lambda i: abs(math.log2(xs[i]) - line["x0"]))
+    assert ys[k] == pytest.approx(line["y0"] + line["slope"] * (math.log2(xs[k]) - line["x0"]))
+    assert ys[-1] - ys[0] == pytest.approx(line["slope"] * math.log2(0.305 / 0.125))
+    assert 0.125 < mid < 0.305

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pwmpr.stop.decision import Observation, growth_rows
-from pwmpr.stop.plateau import plateau_reached
+from pwmpr.stop.plateau import plateau_gain, plateau_reached
 from pwmpr.stop.rules import STOP_RULES, StopContext, check_fit_failures
 
 
@@ -30,6 +30,19 @@ def stop_context(stop: Any, num_classes: int | None) -> StopContext:
     return StopContext(chance=1.0 / num_classes if num_classes else 0.0, cap=stop.max_density,
                        min_points=stop.min_points, consecutive=stop.consecutive, tol=stop.tol, alpha=stop.alpha,
                        plateau_tol=stop.plateau_tol)
+
+
+def plateau_line(points: list[Observation], tol: float) -> dict[str, Any]:
+    """The plateau test's line over ``points`` (for the history and curve.png): its gain per doubling, standard
+    error and tolerance, the densities it spans and its centre (mean log2 density, mean accuracy)."""
+    import math
+
+    slope, se = plateau_gain([p.density for p in points], [p.accuracy for p in points])
+    x0 = sum(math.log2(p.density) for p in points) / len(points)
+    y0 = sum(p.accuracy for p in points) / len(points)
+    finite = math.isfinite(slope) and math.isfinite(se)
+    return {"slope": slope if finite else None, "se": se if finite else None, "tol": tol,
+            "from": points[0].density, "to": points[-1].density, "x0": x0, "y0": y0}
 
 
 @dataclass(frozen=True)
@@ -53,8 +66,11 @@ def growth_stop(history: list[dict], stop: Any, num_classes: int | None, density
         check_fit_failures(growth_rows(history)[:-1], verdict, stop.rule)
     if verdict.stop:
         return GrowthStop(verdict.kind, info)
-    flat = plateau_reached(points, tol=stop.plateau_tol, window=stop.min_points + 1, consecutive=stop.consecutive)
+    window = stop.min_points + 1
+    flat = plateau_reached(points, tol=stop.plateau_tol, window=window, consecutive=stop.consecutive)
     info["plateau_status"] = flat.reason
+    if stop.plateau_tol > 0 and len(points) >= window:
+        info["plateau_fit"] = plateau_line(points[-window:], stop.plateau_tol)
     if flat.stop:
         return GrowthStop("plateau", info)
     if density >= stop.max_density - 1e-12:
