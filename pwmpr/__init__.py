@@ -20,7 +20,7 @@ _EXPORTS = {
     "GROWTH_RULES": "pwmpr.growth", "grow": "pwmpr.growth",  # 4 grow
     "MaskSet": "pwmpr.masks", "prunable": "pwmpr.masks",
     "MODELS": "pwmpr.models", "create_model": "pwmpr.models", "list_models": "pwmpr.models",
-    "gradient_scores": "pwmpr.score", "pwmp_scores": "pwmpr.score",  # 3 score
+    "gradient_scores": "pwmpr.gradient_score", "pwmp_scores": "pwmpr.score",  # 3 score
     "SEEDS": "pwmpr.seed", "phew_masks": "pwmpr.seed",  # 1 seed
     "SaturationFit": "pwmpr.stop", "StopDecision": "pwmpr.stop", "fit_saturation": "pwmpr.stop",
     "plateau_reached": "pwmpr.stop", "should_stop": "pwmpr.stop",  # 5 stop
