@@ -14,8 +14,8 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
 _EXPORTS = {
-    "FlopCount": "pwmpr.accounting", "TauCore": "pwmpr.accounting", "tau_core": "pwmpr.accounting",
-    "training_flops": "pwmpr.accounting",  # metrics
+    "FlopCount": "pwmpr.cost", "training_flops": "pwmpr.cost",  # metrics
+    "TauCore": "pwmpr.taucore", "tau_core": "pwmpr.taucore",
     "PwmprError": "pwmpr.errors",
     "GROWTH_RULES": "pwmpr.growth", "grow": "pwmpr.growth",  # 4 grow
     "MaskSet": "pwmpr.masks", "prunable": "pwmpr.masks",
