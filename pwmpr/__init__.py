@@ -17,6 +17,8 @@ _EXPORTS = {
     "FlopCount": "pwmpr.cost", "training_flops": "pwmpr.cost",  # metrics
     "TauCore": "pwmpr.taucore", "tau_core": "pwmpr.taucore",
     "PwmprError": "pwmpr.errors",
+    "load": "pwmpr.export.safetensors_io",  # (model, masks) back from a run or export folder
+    "grow_module": "pwmpr.api",  # any nn.Module on the user's own data
     "GROWTH_RULES": "pwmpr.growth", "grow": "pwmpr.growth",  # 4 grow
     "MaskSet": "pwmpr.masks", "prunable": "pwmpr.masks",
     "MODELS": "pwmpr.models", "create_model": "pwmpr.models", "list_models": "pwmpr.models",
@@ -25,24 +27,6 @@ _EXPORTS = {
     "SaturationFit": "pwmpr.stop", "StopDecision": "pwmpr.stop", "fit_saturation": "pwmpr.stop",
     "plateau_reached": "pwmpr.stop", "should_stop": "pwmpr.stop",  # 5 stop
 }  # fmt: skip
-
-
-def load(path, *, trust_remote_code: bool = False):
-    """Rebuild ``(model, masks)`` from a run folder, an export folder or one of their safetensors files.
-
-    A ``package.module:function`` model is imported only with ``trust_remote_code=True`` (importing runs code).
-    See ``pwmpr.export.safetensors_io.load``; imported on first use so ``import pwmpr`` stays light.
-    """
-    from pwmpr.export.safetensors_io import load as _load
-
-    return _load(path, trust_remote_code=trust_remote_code)
-
-
-def grow_module(model, train, **kwargs):
-    """Grow ``model`` (any nn.Module) on your own data through the pwmpr runner; see :func:`pwmpr.api.grow_module`."""
-    from pwmpr.api import grow_module as _grow_module
-
-    return _grow_module(model, train, **kwargs)
 
 
 def export_grown(grown, out=None, *, model=None, **options):

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from pwmpr.errors import PwmprError
 from pwmpr.graph.mode import WatchMode, WeightView, move_args, tensors_in
 from pwmpr.graph.ops import Kind, Op
-from pwmpr.graph.units import AttentionSite, Group, Link, UnitGraph
+from pwmpr.graph.units import AttentionSite, Link, UnitGraph, UnitGroup
 from pwmpr.probe import device_of, float_dtype_of, run_forward, training_mode
 
 
@@ -99,7 +99,7 @@ class UnitTracer(WatchMode):
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
         self.params = dict(model.named_parameters())
-        self.groups: list[Group] = []
+        self.groups: list[UnitGroup] = []
         self.links: list[Link] = []
         self.bases: list[int] = []
         self.total = 0
@@ -130,7 +130,7 @@ class UnitTracer(WatchMode):
 
     # -- groups -------------------------------------------------------------------------------------------------
     def _new_group(self, n: int, kind: str, name: str, **fields: Any) -> int:
-        self.groups.append(Group(n=n, kind=kind, name=name, **fields))
+        self.groups.append(UnitGroup(n=n, kind=kind, name=name, **fields))
         self.bases.append(self.total)
         self.total += n
         return len(self.groups) - 1
