@@ -158,7 +158,7 @@ def tau_core(
         if name not in offset:
             return out
         rows = _unit_rows(name, positions, out.shape[unit_dim], params[name].shape).to(device)
-        out = out * _along(keep_all[offset[name] + rows], out, unit_dim)
+        out = out * _along_dim(keep_all[offset[name] + rows], out, unit_dim)
         captured.append((offset[name], rows, out, unit_dim))
         # Hand on a copy: an in-place op downstream must not change `out`.
         return out.clone()
@@ -229,7 +229,7 @@ def tau_core(
     )
 
 
-def _along(vec: Tensor, output: Tensor, dim: int) -> Tensor:
+def _along_dim(vec: Tensor, output: Tensor, dim: int) -> Tensor:
     """``vec`` shaped to multiply ``output`` along ``dim``."""
     shape = [1] * output.dim()
     shape[dim] = -1

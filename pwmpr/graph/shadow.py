@@ -15,7 +15,6 @@ import torch
 from torch import Tensor
 
 from pwmpr.errors import PwmprError
-from pwmpr.graph.ops import Op
 
 
 @dataclass(frozen=True)
@@ -98,18 +97,3 @@ def first_appearance(ids: Tensor) -> Tensor:
     first = torch.full((uniq.numel(),), ids.numel(), dtype=torch.long).scatter_reduce_(
         0, inverse, torch.arange(ids.numel()), "amin")
     return uniq[torch.argsort(first)]
-
-
-def reduced_dims(op: Op, args: tuple, kwargs: dict, ndim: int) -> list[int]:
-    """The dims a reduction runs over (all of them when none is given)."""
-    dims = kwargs.get("dim", kwargs.get("axis"))
-    if dims is None:
-        for a in args[1:3]:
-            if isinstance(a, int) and not isinstance(a, bool) or isinstance(a, (tuple, list)) and a and all(
-                    isinstance(d, int) for d in a):
-                dims = a
-                break
-    if dims is None:
-        return list(range(ndim))
-    dims = [dims] if isinstance(dims, int) else list(dims)
-    return sorted({d % ndim for d in dims})

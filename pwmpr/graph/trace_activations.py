@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pwmpr.graph.mode import move_args, tensors_in
-from pwmpr.graph.ops import Op
+from pwmpr.graph.ops import Op, reduced_dims
 from pwmpr.graph.shadow import (
     DATA,
     MARKERS,
@@ -22,7 +22,6 @@ from pwmpr.graph.shadow import (
     along,
     constant_along,
     cpu_index,
-    reduced_dims,
     unit_vector,
 )
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pwmpr.graph.ops import MAX_LIKE, Kind, Op
+from pwmpr.graph.ops import MAX_LIKE, Kind, Op, reduced_dims
 from pwmpr.surrogate.values import (
     ACT,
     ATTENTION,
@@ -27,7 +27,6 @@ from pwmpr.surrogate.values import (
     first_tensor,
     inplace,
     positive,
-    reduced,
 )
 
 
@@ -110,7 +109,7 @@ class ActivationStandIns:
         with torch.no_grad():
             real = func(*detached(args), **detached(kwargs))
         ref = first_tensor(real)
-        dims = reduced(tuple(x.shape), tuple(ref.shape), args, kwargs, op)
+        dims = reduced_dims(op, args, kwargs, x.dim())
         out = x.mean(dim=dims, keepdim=ref.dim() == x.dim()).reshape(ref.shape)  # max-like reductions: the mean
         out = self._mark(out, ACT)
         if isinstance(real, tuple):  # (values, indices): the indices of the real reduction, the mean as values

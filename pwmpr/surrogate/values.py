@@ -44,21 +44,6 @@ def inplace(op: Op, args: tuple, kwargs: dict) -> bool:
     return op.name not in DROPOUTS and len(args) > 1 and args[-1] is True
 
 
-def reduced(shape: tuple[int, ...], out: tuple[int, ...], args: tuple, kwargs: dict, op: Op) -> list[int]:
-    """The dims a reduction ran over, from its ``dim`` argument (all dims when it has none)."""
-    dim = kwargs.get("dim", kwargs.get("axis"))
-    if dim is None:
-        for a in args[1:3]:
-            if isinstance(a, int) and not isinstance(a, bool) or isinstance(a, (tuple, list)) and a and all(
-                    isinstance(d, int) for d in a):
-                dim = a
-                break
-    if dim is None:
-        return list(range(len(shape)))
-    dims = [dim] if isinstance(dim, int) else list(dim)
-    return sorted({d % len(shape) for d in dims})
-
-
 def first_tensor(out: Any) -> Tensor:
     """The first tensor of an op's result."""
     return tensors_in(out)[0]
