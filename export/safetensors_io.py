@@ -243,10 +243,10 @@ def load(path: Path | str, *, trust_remote_code: bool = False) -> tuple[nn.Modul
     from pwmpr.models import trusted_code
 
     with trusted_code(bool(trust_remote_code)):
-        return _load(Path(path))
+        return _load_file(Path(path))
 
 
-def _load(path: Path) -> tuple[nn.Module, MaskSet]:
+def _load_file(path: Path) -> tuple[nn.Module, MaskSet]:
     if not path.exists():
         raise PwmprError(f"not found: {path}")
     if path.is_dir():

@@ -107,7 +107,7 @@ def _grow_module(model, train, *, val, test, num_classes, input_shape, out, conf
     if not isinstance(model, (nn.Module, str)):
         raise PwmprError(f"model must be an nn.Module, a registered name or 'package.module:function', got "
                          f"{type(model).__name__}")
-    cfg = _config(config, overrides)
+    cfg = _grow_config(config, overrides)
     train_split, train_opts = _as_dataset(train, "train")
     val_split, _ = _as_dataset(val, "val") if val is not None else (None, {})
     test_split, _ = _as_dataset(test, "test") if test is not None else (None, {})
@@ -187,7 +187,7 @@ def api_words(message: str) -> str:
     return _FLAG.sub(word, message)
 
 
-def _config(config: GrowConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> GrowConfig:
+def _grow_config(config: GrowConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> GrowConfig:
     """``config`` (or the defaults) with ``overrides``; nested sections merge key by key, and a section's field
     may be named alone (``max_phases=3``) or by its flag (``stop_tol=0.01``, ``stop="paper"``, ``shrink=True``)
     where that names one field."""
