@@ -38,7 +38,7 @@ from _results import NOISE_LIMIT, command, header, mmm, noise_rule, noisy, publi
 import pwmpr  # noqa: E402
 from pwmpr import create_model  # noqa: E402
 from pwmpr.export.pipeline import export_artifact  # noqa: E402
-from pwmpr.export.safetensors_io import Artifact, read_run  # noqa: E402
+from pwmpr.export.safetensors_io import Artifact, read_run_artifact  # noqa: E402
 from pwmpr.seed import SEEDS  # noqa: E402
 
 SHAPES = {"mlp": (1, 28, 28)}
@@ -213,7 +213,7 @@ def main() -> None:
     for rep in range(args.repeats):
         for i, (name, density) in enumerate(jobs):
             if density is None:
-                art, label = read_run(name), f"discovered ({Path(name).name})"
+                art, label = read_run_artifact(name), f"discovered ({Path(name).name})"
             else:
                 art, label = seeded(name, density, args.seed_method), args.seed_method
             reps[i].append(measure(art, label, args))

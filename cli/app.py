@@ -43,7 +43,7 @@ def root(
 app.command("grow")(grow_cmd.grow)
 app.add_typer(baseline_cmd.app, name="baseline")
 app.command("sweep")(sweep_cmd.sweep)
-app.command("compare")(compare_cmd.compare)
+app.command("compare")(compare_cmd.compare_command)
 app.command("export")(export_cmd.export)
 app.command("inspect")(inspect_cmd.inspect)
 

@@ -11,7 +11,7 @@ from pwmpr.cli.errors import boundary
 
 
 @boundary
-def compare(
+def compare_command(
     runs: Annotated[list[Path], typer.Argument(help="Finished run folders (of pwmpr grow and pwmpr baseline) and "
                                                "sweep folders (pwmpr sweep: the reference for density discovery); "
                                                "seeds of one configuration are grouped.", show_default=False)],
@@ -26,11 +26,10 @@ def compare(
     from rich.markup import escape
     from rich.table import Table
 
-    from pwmpr.compare import compare as run_compare
-    from pwmpr.compare import display_row
+    from pwmpr.compare import compare, display_row
     from pwmpr.discovery import LOWER_BOUND_NOTE
 
-    result = run_compare(runs, out, plots=plots)
+    result = compare(runs, out, plots=plots)
     console = Console()
     if not console.is_terminal:  # logs and pipes: a wide table rather than one wrapped into 80 columns
         console.width = max(console.width, 160)

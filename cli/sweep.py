@@ -90,7 +90,7 @@ def _sweep_trusted(fields: dict, grid: dict, *, out: Path | None, resume: Path |
         summary = run_sweep(SweepConfig(), resume, resume=True, reporter=reporter)
         out = resume
     else:
-        cfg = _config(fields, **grid)
+        cfg = _sweep_config(fields, **grid)
         if out is None:
             from pwmpr.rundir import folder_name
 
@@ -106,7 +106,7 @@ def _sweep_trusted(fields: dict, grid: dict, *, out: Path | None, resume: Path |
                    f"{100 * summary['best']['test_acc']:.2f}% at {summary['best']['density']:g} · sweep folder {out}")
 
 
-def _config(fields: dict, *, densities: str | None, min_density: float | None, max_density: float | None,
+def _sweep_config(fields: dict, *, densities: str | None, min_density: float | None, max_density: float | None,
             factor: float | None, seeds: str | None, pruner: str | None, tol: float | None):
     """The SweepConfig of the flags (the defaults where a flag was not given)."""
     from pwmpr.sweep import SweepConfig

@@ -94,7 +94,7 @@ def inspect_path(path: Path | str) -> Inspection:
         raise PwmprError(f"not found: {path}")
     if path.is_dir():
         if sio.folder_kind(path) == "run":
-            art = sio.read_run(path)
+            art = sio.read_run_artifact(path)
             return Inspection(str(path), "run folder", _layers(art.masks, art.model), sio.export_metadata(art))
         return _inspect_safetensors(path / sio.MODEL_FILE, kind="export folder", shown=path)
     if path.suffix.lower() == ".onnx":

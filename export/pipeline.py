@@ -31,7 +31,7 @@ from pwmpr.export.safetensors_io import (
     Artifact,
     export_metadata,
     load_export,
-    read_run,
+    read_run_artifact,
     write_export_files,
 )
 from pwmpr.lock import lock_beside, lock_run_dir_for_reading
@@ -131,12 +131,12 @@ class _Agreement:
         self.sensitivity: float | None = None  # measured once, on the first disagreement
 
     def __call__(self, got: np.ndarray) -> validate.Agreement:
-        agree = validate.compare(self.ref, got)
+        agree = validate.measure_agreement(self.ref, got)
         if agree.ok or not np.isfinite(agree.max_diff):
             return agree
         if self.sensitivity is None:
             self.sensitivity = validate.float32_sensitivity(self.model, self.x)
-        return validate.compare(self.ref, got, floor=self.sensitivity)
+        return validate.measure_agreement(self.ref, got, floor=self.sensitivity)
 
 
 def _check_encoding(name: str, proto: onnx.ModelProto, providers: list[str], provider: str, x: np.ndarray,
@@ -170,7 +170,7 @@ def export_run(run_dir: Path | str, out: Path | str | None = None, *, model: tor
     out = Path(out) if out is not None else Path(run_dir) / "export"
     held = lock_run_dir_for_reading(run_dir) if Path(run_dir).is_dir() else None  # no grow writes it meanwhile
     try:
-        report = export_artifact(read_run(run_dir, model), out, **options)
+        report = export_artifact(read_run_artifact(run_dir, model), out, **options)
     finally:
         if held is not None:
             held.release()
@@ -264,7 +264,7 @@ def _export_into(folder: Path, art: Artifact, meta: dict[str, Any], x: np.ndarra
     write_export_files(folder, art, meta)
     model, masks = load_export(folder / MODEL_FILE, folder / MASKS_FILE, art.template)
     with torch.inference_mode():
-        st_agree = validate.compare(ref, model(torch.from_numpy(x)).numpy())
+        st_agree = validate.measure_agreement(ref, model(torch.from_numpy(x)).numpy())
     if not st_agree.ok:
         failures.append(f"model.safetensors reloads to different outputs (max |diff| {st_agree.max_diff:.3g})")
     if not masks.equal(art.masks):

@@ -85,7 +85,7 @@ def _meta_fields(meta: dict[str, Any], source: str) -> tuple[str, int, tuple[int
 
 
 # -- run folders ------------------------------------------------------------------------------
-def read_run(run_dir: Path | str, like: nn.Module | None = None) -> Artifact:
+def read_run_artifact(run_dir: Path | str, like: nn.Module | None = None) -> Artifact:
     """The final model of a run folder (``final.safetensors``) with its config, summary and history; ``like``: the
     model object a ``python:<class>`` run was grown from (its weights are replaced by the run's)."""
     run_dir = Path(run_dir)
@@ -243,15 +243,15 @@ def load(path: Path | str, *, trust_remote_code: bool = False) -> tuple[nn.Modul
     from pwmpr.models import trusted_code
 
     with trusted_code(bool(trust_remote_code)):
-        return _load(Path(path))
+        return _load_file(Path(path))
 
 
-def _load(path: Path) -> tuple[nn.Module, MaskSet]:
+def _load_file(path: Path) -> tuple[nn.Module, MaskSet]:
     if not path.exists():
         raise PwmprError(f"not found: {path}")
     if path.is_dir():
         if folder_kind(path) == "run":
-            art = read_run(path)
+            art = read_run_artifact(path)
             return art.model, art.masks
         masks = path / MASKS_FILE
         return load_export(path / MODEL_FILE, masks if masks.is_file() else None)

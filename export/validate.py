@@ -147,7 +147,7 @@ class Agreement:
                 "top1_checked": self.n_top1_checked, "top1_mismatch": self.n_top1_mismatch, "ok": self.ok}
 
 
-def compare(reference: np.ndarray, got: np.ndarray, floor: float = 0.0) -> Agreement:
+def measure_agreement(reference: np.ndarray, got: np.ndarray, floor: float = 0.0) -> Agreement:
     """Compare outputs (N, classes) with the PyTorch reference.
 
     The tolerance is ``RTOL * max(1, max|ref|)``, or ``floor`` where that is larger (see :func:`float32_sensitivity`).

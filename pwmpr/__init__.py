@@ -14,37 +14,21 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
 _EXPORTS = {
-    "FlopCount": "pwmpr.accounting", "TauCore": "pwmpr.accounting", "tau_core": "pwmpr.accounting",
-    "training_flops": "pwmpr.accounting",  # metrics
+    "FlopCount": "pwmpr.cost", "training_flops": "pwmpr.cost",  # metrics
+    "TauCore": "pwmpr.taucore", "tau_core": "pwmpr.taucore",
     "PwmprError": "pwmpr.errors",
+    "load": "pwmpr.export.safetensors_io",  # (model, masks) back from a run or export folder
+    "grow_module": "pwmpr.api",  # any nn.Module on the user's own data
     "GROWTH_RULES": "pwmpr.growth", "grow": "pwmpr.growth",  # 4 grow
     "MaskSet": "pwmpr.masks", "prunable": "pwmpr.masks",
     "MODELS": "pwmpr.models", "create_model": "pwmpr.models", "list_models": "pwmpr.models",
-    "gradient_scores": "pwmpr.score", "pwmp_scores": "pwmpr.score",  # 3 score
+    "gradient_scores": "pwmpr.gradient_score", "pwmp_scores": "pwmpr.score",  # 3 score
     "SEEDS": "pwmpr.seed", "phew_masks": "pwmpr.seed",  # 1 seed
     "STOP_RULES": "pwmpr.stop", "Observation": "pwmpr.stop", "StopContext": "pwmpr.stop",
     "StopDecision": "pwmpr.stop", "growth_stop": "pwmpr.stop", "plateau_reached": "pwmpr.stop",  # 5 stop
     "curve_posterior": "pwmpr.stop", "SaturationFit": "pwmpr.stop", "fit_saturation": "pwmpr.stop",
     "should_stop": "pwmpr.stop",  # the paper's rule
 }  # fmt: skip
-
-
-def load(path, *, trust_remote_code: bool = False):
-    """Rebuild ``(model, masks)`` from a run folder, an export folder or one of their safetensors files.
-
-    A ``package.module:function`` model is imported only with ``trust_remote_code=True`` (importing runs code).
-    See ``pwmpr.export.safetensors_io.load``; imported on first use so ``import pwmpr`` stays light.
-    """
-    from pwmpr.export.safetensors_io import load as _load
-
-    return _load(path, trust_remote_code=trust_remote_code)
-
-
-def grow_module(model, train, **kwargs):
-    """Grow ``model`` (any nn.Module) on your own data through the pwmpr runner; see :func:`pwmpr.api.grow_module`."""
-    from pwmpr.api import grow_module as _grow_module
-
-    return _grow_module(model, train, **kwargs)
 
 
 def export_grown(grown, out=None, *, model=None, **options):

@@ -107,10 +107,10 @@ def _grow_module(model, train, *, val, test, num_classes, input_shape, out, conf
     if not isinstance(model, (nn.Module, str)):
         raise PwmprError(f"model must be an nn.Module, a registered name or 'package.module:function', got "
                          f"{type(model).__name__}")
-    cfg = _config(config, overrides)
-    train_split, train_opts = _split(train, "train")
-    val_split, _ = _split(val, "val") if val is not None else (None, {})
-    test_split, _ = _split(test, "test") if test is not None else (None, {})
+    cfg = _grow_config(config, overrides)
+    train_split, train_opts = _as_dataset(train, "train")
+    val_split, _ = _as_dataset(val, "val") if val is not None else (None, {})
+    test_split, _ = _as_dataset(test, "test") if test is not None else (None, {})
     if "batch_size" in train_opts and "batch_size" not in dict(overrides.get("train") or {}):
         cfg.train.batch_size = train_opts["batch_size"]
     if "workers" in train_opts and "workers" not in overrides:
@@ -187,7 +187,7 @@ def api_words(message: str) -> str:
     return _FLAG.sub(word, message)
 
 
-def _config(config: GrowConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> GrowConfig:
+def _grow_config(config: GrowConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> GrowConfig:
     """``config`` (or the defaults) with ``overrides``; nested sections merge key by key, and a section's field
     may be named alone (``max_phases=3``) or by its flag (``stop_tol=0.01``, ``stop="paper"``, ``shrink=True``)
     where that names one field."""
@@ -211,7 +211,7 @@ def _config(config: GrowConfig | Mapping[str, Any] | None, overrides: Mapping[st
     return GrowConfig.from_dict(data)
 
 
-def _split(data: Any, what: str) -> tuple[TensorSplit | Dataset, dict[str, Any]]:
+def _as_dataset(data: Any, what: str) -> tuple[TensorSplit | Dataset, dict[str, Any]]:
     """``data`` as a TensorSplit (tensors) or a map-style Dataset, plus what a DataLoader says about batching."""
     if isinstance(data, DataLoader):
         opts: dict[str, Any] = {"batch_size": data.batch_size, "workers": data.num_workers}
@@ -220,7 +220,7 @@ def _split(data: Any, what: str) -> tuple[TensorSplit | Dataset, dict[str, Any]]
         if data.batch_size is None:
             raise PwmprError(f"{what}: a DataLoader with batch_size=None (a batch sampler) is not supported; pass "
                              "its dataset and set train={'batch_size': ...}")
-        return _split(data.dataset, what)[0], opts
+        return _as_dataset(data.dataset, what)[0], opts
     if isinstance(data, IterableDataset):
         raise PwmprError(f"{what}: an IterableDataset cannot be split, shuffled or sharded by pwmpr; pass a "
                          "map-style Dataset (with __getitem__ and __len__) or tensors")

@@ -28,12 +28,13 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from pwmpr.errors import PwmprError
+from pwmpr.gradient_score import gradient_scores
 from pwmpr.graph import UnitGraph, build_unit_graph
 from pwmpr.graph.mode import WatchMode, WeightView, tensors_in
 from pwmpr.graph.ops import Kind, Op
 from pwmpr.masks import MaskSet
 from pwmpr.probe import device_of, normalize_input_shape, training_mode
-from pwmpr.score import gradient_scores, pwmp_scores
+from pwmpr.score import pwmp_scores
 from pwmpr.surrogate import linear_surrogate, path_gradients
 
 Batch = tuple[Tensor, Tensor] | Sequence[Tensor]
@@ -329,7 +330,7 @@ def head_importance(model: nn.Module, masks: Mapping[str, Tensor], input_shape: 
     ``xi_h`` is a gate multiplying head h's attention output (1 in the real network), one per sample, so
     ``dL/dxi_h`` is the sum of ``output * dL/doutput`` over the entries of that head and sample. Runs on the batch's
     first :data:`ATTENTION_SAMPLES` samples with the effective weights ``W * mask``, in train mode by default (as
-    :func:`pwmpr.score.gradient_scores`), the loss summed over the batch.
+    :func:`pwmpr.gradient_score.gradient_scores`), the loss summed over the batch.
 
     Returns:
         ``{attention site: float64 tensor (heads,)}``, all entries >= 0, on the model's device.

@@ -1,14 +1,145 @@
-"""The training cost of a run so far, relative to one dense run, in both conventions (docs/method.md, Cost).
+"""What training costs (docs/method.md, Cost): the forward FLOPs of a masked network, and a run's cost so far
+relative to one dense run.
 
-(i) density-weighted training FLOPs: 3 x the forward FLOPs of the present weights per sample per epoch, summed over
-the phases; (ii) epoch-equivalents: epochs trained, whatever the density. Both are divided by one dense run of
-``reference_epochs`` epochs.
+FLOPs count the multiply-accumulates of every use of a prunable weight for one example, dense and with only the
+present weights; they change no model and no mask. A run's cost is given in both conventions: (i) density-weighted
+training FLOPs: 3 x the forward FLOPs of the present weights per sample per epoch, summed over the phases; (ii)
+epoch-equivalents: epochs trained, whatever the density. Both are divided by one dense run of ``reference_epochs``
+epochs.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+from torch import Tensor, nn
+
+from pwmpr.graph.mode import WatchMode, WeightView
+from pwmpr.graph.ops import Kind, Op
+from pwmpr.masks import MaskSet, prunable
+from pwmpr.probe import device_of, float_dtype_of, normalize_input_shape, run_forward, training_mode
+
+
+# -- forward FLOPs ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LayerFlops:
+    """Forward multiply-accumulates of one prunable weight for one example."""
+
+    sparse: int  # present weights x output positions
+    dense: int  # all weights x output positions
+    positions: int  # times each entry is used (output positions of a conv, tokens of a linear), summed over uses
+
+
+@dataclass(frozen=True)
+class FlopCount:
+    """Forward cost of the prunable weights' uses for one example, sparse (present weights only) and dense.
+
+    Convention: one multiply-accumulate counts as 1 (``nnz(W) * H_out * W_out``; docs/method.md, Cost); double
+    every figure for the "2 FLOPs per MAC" convention. The ratio, which is what cost accounting normalises by,
+    is the same under both. Norms, activations, pooling, residual additions and the products of two activations
+    (attention's ``q @ k^T`` and ``@ v``) are not counted: they are not prunable.
+    """
+
+    sparse: int
+    dense: int
+    layers: dict[str, LayerFlops] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        """sparse / dense: the fraction of dense forward cost this mask needs (0 for a model with no weights)."""
+        return self.sparse / self.dense if self.dense else 0.0
+
+    @property
+    def training_step(self) -> int:
+        """Sparse training cost of one example: forward + backward ~ 3x forward (docs/method.md, Cost; RigL)."""
+        return 3 * self.sparse
+
+    @property
+    def dense_training_step(self) -> int:
+        """Dense training cost of one example (3x the dense forward)."""
+        return 3 * self.dense
+
+
+class _WeightUses(WatchMode):
+    """Records every use of a prunable weight in a contraction: ``(name, entries used, MACs per entry)``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self.uses: list[tuple[str, Tensor | None, int, float]] = []
+
+    def handle(self, op: Op, func, args: tuple, kwargs: dict):
+        out = func(*args, **kwargs)
+        views = [(t, v) for t, v in self.tracked(args, kwargs) if isinstance(v, WeightView)]
+        if not views:
+            return out
+        if op.kind is Kind.CONTRACT and isinstance(out, Tensor):
+            t, view = views[0]
+            self.uses.append((view.name, view.positions, t.numel(), _macs(op, args, t, out) / max(1, t.numel())))
+        else:
+            self.weight_result(op, func, args, kwargs, out, [v for _, v in views])
+        return out
+
+
+def _macs(op: Op, args: tuple, weight: Tensor, out: Tensor) -> float:
+    """Dense multiply-accumulates of a contraction with ``weight`` (one example)."""
+    if op.name == "linear" or op.name.startswith("conv"):
+        return out.numel() * weight.numel() / max(1, weight.shape[0])
+    if op.name == "einsum":
+        lhs = args[0].replace(" ", "").split("->")[0].split(",")
+        operands = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else list(args[1:])
+        sizes = {c: n for labels, t in zip(lhs, operands, strict=False) for c, n in zip(labels, t.shape, strict=False)}
+        return float(math.prod(sizes.values()))
+    a, b = (args[1], args[0]) if op.name == "rmatmul" else (args[0], args[1])
+    return out.numel() * a.shape[-1]
+
+
+@torch.no_grad()
+def training_flops(model: nn.Module, masks: Mapping[str, Tensor] | None, input_shape: Sequence[int]) -> FlopCount:
+    """Forward multiply-accumulates of the uses of prunable weights in ``model``, dense and present weights only.
+
+    A use of a weight costs ``present entries used * times each is used``: ``nnz(mask) * output positions`` for a
+    Conv (any groups), ``nnz(mask) * tokens`` for a Linear, the same for a ``matmul`` or ``einsum`` with a weight.
+    Uses are read from one forward pass on an all-zeros example (eval mode); a weight used twice is counted twice.
+
+    Args:
+        model: the network (parameters, buffers and mode left unchanged; run once in eval mode).
+        masks: ``{weight name: bool mask}``; weights without a mask count as dense. None: all dense.
+        input_shape: one input without the batch dimension.
+
+    Returns:
+        A :class:`FlopCount` for one example; ``training_step`` gives the 3x-forward training estimate.
+
+    Raises:
+        PwmprError: unknown mask names or wrong mask shapes, or an ``input_shape`` the model cannot take.
+    """
+    masks = MaskSet.checked(model, masks)
+    shape = normalize_input_shape(input_shape)
+    mode = _WeightUses(model)
+    with training_mode(model, False), mode.watching(model):
+        run_forward(model, torch.zeros((1, *shape), device=device_of(model), dtype=float_dtype_of(model)))
+    sparse = dict.fromkeys(prunable(model), 0.0)
+    dense = dict.fromkeys(sparse, 0.0)
+    positions = dict.fromkeys(sparse, 0.0)
+    for name, entries, n_used, per_entry in mode.uses:
+        mask = masks[name].reshape(-1) if name in masks else None
+        if mask is None:
+            present = n_used
+        elif entries is None:
+            present = int(mask.sum())
+        else:
+            present = int(mask[entries.reshape(-1).to(mask.device)].sum())
+        sparse[name] += present * per_entry
+        dense[name] += n_used * per_entry
+        positions[name] += per_entry
+    layers = {n: LayerFlops(round(sparse[n]), round(dense[n]), round(positions[n])) for n in sparse}
+    return FlopCount(sum(f.sparse for f in layers.values()), sum(f.dense for f in layers.values()), layers)
+
+
+# -- a run's cost against a dense run ------------------------------------------------------------------
 #: Training FLOPs per sample: forward, plus backward at about twice the forward.
 TRAIN_FACTOR = 3.0
 START = {"train_flops_total": 0.0, "epochs_total": 0}

@@ -40,9 +40,10 @@ from torch import Tensor, nn
 from pwmpr.attention import attention_pwmp_scores, has_attention, qk_scores
 from pwmpr.counting import round_half_up
 from pwmpr.errors import PwmprError
+from pwmpr.gradient_score import gradient_scores
 from pwmpr.masks import MaskSet, split_positions
 from pwmpr.registry import Registry
-from pwmpr.score import gradient_scores, pwmp_scores
+from pwmpr.score import pwmp_scores
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,8 @@ from typing import Any
 import torch
 
 from pwmpr import checkpoint, dist, rundir
-from pwmpr.accounting import check_tau_core, tau_core, training_flops
 from pwmpr.config import GrowConfig
-from pwmpr.cost import phase_cost
+from pwmpr.cost import phase_cost, training_flops
 from pwmpr.data import MIN_VAL_SAMPLES, DataBundle, load_data
 from pwmpr.errors import PwmprError
 from pwmpr.graph.reach import check_input_reaches_output
@@ -38,6 +37,7 @@ from pwmpr.methods.final_init import FINAL_INITS, needs_start
 from pwmpr.models import check_input_shape, create_model
 from pwmpr.probe import check_float32, check_output_width
 from pwmpr.progress import Reporter
+from pwmpr.taucore import check_tau_core, tau_core
 from pwmpr.train import ProgressHook, Trainer, TrainingDiverged
 from pwmpr.train.hooks import Hook
 

@@ -100,11 +100,11 @@ def phew_masks(model: nn.Module, density: float, input_shape: Sequence[int], see
     per_walk = torch.bincount(first[first != _NEVER].long())
     n_walks = int(torch.searchsorted(per_walk.cumsum(0), target)) + 1
     keep = first < n_walks
-    return _split(keep, names, params)
+    return _per_layer_masks(keep, names, params)
 
 
 @SEEDS.register("random")
-def random_masks(model: nn.Module, density: float, input_shape: Sequence[int], seed: int = 0) -> MaskSet:
+def uniform_masks(model: nn.Module, density: float, input_shape: Sequence[int], seed: int = 0) -> MaskSet:
     """Uniformly random masks keeping exactly ``round(density * n_total)`` weights over all layers together."""
     density, _, gen = _check_args(model, density, input_shape, seed)
     params = dict(model.named_parameters())
@@ -112,7 +112,7 @@ def random_masks(model: nn.Module, density: float, input_shape: Sequence[int], s
     total = sum(params[n].numel() for n in names)
     keep = torch.zeros(total, dtype=torch.bool)
     keep[torch.randperm(total, generator=gen)[: _n_target(density, total)]] = True
-    return _split(keep, names, params)
+    return _per_layer_masks(keep, names, params)
 
 
 @SEEDS.register("magnitude")
@@ -124,7 +124,7 @@ def magnitude_masks(model: nn.Module, density: float, input_shape: Sequence[int]
     if not names:
         return MaskSet({})
     scores = flatten_layers({n: params[n].detach().abs().double().cpu() for n in names}, names)
-    return _split(_top(scores, _n_target(density, scores.numel())), names, params)
+    return _per_layer_masks(_top(scores, _n_target(density, scores.numel())), names, params)
 
 
 @SEEDS.register("synflow")
@@ -162,7 +162,7 @@ def synflow_masks(model: nn.Module, density: float, input_shape: Sequence[int], 
         )
         scores[~keep] = -1.0  # pruned weights stay pruned, even next to zero-score kept ones
         keep = _top(scores, _n_target(density ** (k / 100), total))
-    return _split(keep, names, params)
+    return _per_layer_masks(keep, names, params)
 
 
 # -- PHEW walks ---------------------------------------------------------------------------------------------------
@@ -474,6 +474,6 @@ def _top(scores: Tensor, k: int) -> Tensor:
     return keep
 
 
-def _split(keep: Tensor, names: list[str], params: dict[str, Tensor]) -> MaskSet:
+def _per_layer_masks(keep: Tensor, names: list[str], params: dict[str, Tensor]) -> MaskSet:
     """Cut a flat bool vector over the prunable weights (in ``names`` order) into per-layer masks."""
     return MaskSet({n: m.to(params[n].device) for n, m in split_layers(keep, params, names).items()})

@@ -1,4 +1,4 @@
-"""Training FLOPs and the tau-core (pwmpr.accounting) against hand counts and brute-force path enumeration."""
+"""Training FLOPs (pwmpr.cost) and the tau-core (pwmpr.taucore) against hand counts and brute-force path enumeration."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from toy import (
 )
 
 from pwmpr import MaskSet, PwmprError, create_model, prunable
-from pwmpr.accounting import FlopCount, LayerFlops, tau_core, training_flops
+from pwmpr.cost import FlopCount, LayerFlops, training_flops
+from pwmpr.taucore import tau_core
 
 
 # -- FLOPs --------------------------------------------------------------------------------------------------------

@@ -161,16 +161,16 @@ def test_grow_module_is_as_strict_as_the_cli(tmp_path, digits, case, match):
 
 
 def test_leaf_and_flag_names_reach_their_section():
-    from pwmpr.api import _config, api_words
+    from pwmpr.api import _grow_config, api_words
 
-    cfg = _config(None, {"max_phases": 3, "stop_tol": 0.02, "gamma": 0.5, "shrink_tol": 0.03, "lr": 0.05,
+    cfg = _grow_config(None, {"max_phases": 3, "stop_tol": 0.02, "gamma": 0.5, "shrink_tol": 0.03, "lr": 0.05,
                          "shrink": True, "stop": "paper"})
     assert (cfg.stop.max_phases, cfg.stop.tol, cfg.growth.gamma, cfg.shrink.tol, cfg.train.lr) == (3, 0.02, 0.5,
                                                                                                    0.03, 0.05)
     assert cfg.shrink.enabled is True and cfg.stop.rule == "paper"
-    assert _config(None, {"stop": {"max_phases": 4}}).stop.max_phases == 4  # the nested form still works
+    assert _grow_config(None, {"stop": {"max_phases": 4}}).stop.max_phases == 4  # the nested form still works
     with pytest.raises(PwmprError, match="unknown config field 'max_phase'"):
-        _config(None, {"max_phase": 3})
+        _grow_config(None, {"max_phase": 3})
     assert api_words("use --device cpu; --stop-tol 0.005 is below; pass --resume or --no-tau-core") == \
         "use device cpu; stop_tol=0.005 is below; pass resume=True or tau_core=False"
 

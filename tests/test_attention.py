@@ -17,10 +17,11 @@ from toy import mlp_3432
 
 from pwmpr import MaskSet, prunable
 from pwmpr.attention import attention_pwmp_scores, head_importance, qk_groups, qk_scores
+from pwmpr.gradient_score import gradient_scores
 from pwmpr.growth import GROWTH_RULES, grow
 from pwmpr.models import create_model
 from pwmpr.models.vit import Attention, ViT
-from pwmpr.score import gradient_scores, pwmp_scores
+from pwmpr.score import pwmp_scores
 
 ATTENTION_RULES = ["pwmp-attn", "pwmp-qk-gradient", "pwmp-qk-head", "pwmp-qk-random"]
 QK = (".q.weight", ".k.weight")

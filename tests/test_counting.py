@@ -12,7 +12,7 @@ from pwmpr.errors import PwmprError
 from pwmpr.growth import growth_count
 from pwmpr.methods.dst import schedule_lr
 from pwmpr.methods.rewire import cosine_decay
-from pwmpr.seed import random_masks
+from pwmpr.seed import uniform_masks
 from pwmpr.train.trainer import lr_at
 
 
@@ -21,7 +21,7 @@ def test_counts_round_halves_up_everywhere():
     assert growth_count(10, 0.25) == 3  # 2.5 -> 3 (Python's round gives 2)
     assert growth_count(18, 0.25) == 5  # 4.5 -> 5 (round gives 4)
     model = torch.nn.Sequential(torch.nn.Linear(5, 2, bias=False))  # 10 weights
-    assert random_masks(model, 0.25, (5,)).n_nonzero() == 3  # the seed keeps 2.5 -> 3 weights as well
+    assert uniform_masks(model, 0.25, (5,)).n_nonzero() == 3  # the seed keeps 2.5 -> 3 weights as well
     assert floor_count(0.29 * 100) == 29 and floor_count(2.999) == 2
 
 

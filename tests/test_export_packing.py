@@ -193,19 +193,19 @@ def test_encode_refuses_unknown_encoding():
 def test_compare_tolerance_scales_with_the_largest_output():
     ref = np.array([[100.0, 1.0], [0.5, 0.2]], np.float32)
     tol = 1e-5 * 100.0
-    assert validate.compare(ref, ref + tol * 0.9).ok
-    assert not validate.compare(ref, ref + np.array([[tol * 1.5, 0], [0, 0]], np.float32)).ok
+    assert validate.measure_agreement(ref, ref + tol * 0.9).ok
+    assert not validate.measure_agreement(ref, ref + np.array([[tol * 1.5, 0], [0, 0]], np.float32)).ok
     small = np.array([[0.5, 0.2]], np.float32)
-    assert validate.compare(small, small + 0.9e-5).tolerance == pytest.approx(1e-5)
+    assert validate.measure_agreement(small, small + 0.9e-5).tolerance == pytest.approx(1e-5)
 
 
 def test_compare_requires_the_same_top1_only_where_the_margin_is_clear():
     ref = np.array([[1.0, 1.0 + 1e-6], [0.0, 1.0]], np.float32)  # row 0: a tie within tolerance
     swapped = np.array([[1.0 + 1e-6, 1.0], [0.0, 1.0]], np.float32)
-    agreement = validate.compare(ref, swapped)
+    agreement = validate.measure_agreement(ref, swapped)
     assert agreement.ok and agreement.n_top1_checked == 1
     flipped = np.array([[1.0, 1.0 + 1e-6], [1.0, 0.0]], np.float32)
-    assert validate.compare(ref, flipped).n_top1_mismatch == 1
+    assert validate.measure_agreement(ref, flipped).n_top1_mismatch == 1
 
 
 def _cancelling_model() -> torch.nn.Module:
@@ -235,7 +235,7 @@ def test_export_agreement_widens_to_the_models_own_float32_spread_and_no_further
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     agreement = _Agreement(model, x, ref)
-    assert validate.compare(ref, ref + 0.01).ok is False  # the plain tolerance refuses rounding-sized noise
+    assert validate.measure_agreement(ref, ref + 0.01).ok is False  # the plain tolerance refuses rounding-sized noise
     assert agreement(ref + 0.01).ok and agreement.sensitivity > 0.01
     assert not agreement(ref + 10 * agreement.sensitivity).ok  # a real difference still fails
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ from torch import nn
 
 from pwmpr import MaskSet, PwmprError, pwmp_scores, training_flops
 from pwmpr.models import check_input_shape, forward_error
-from pwmpr.score import linear_surrogate
+from pwmpr.surrogate import linear_surrogate
 
 
 class _Raises(nn.Module):

@@ -225,21 +225,21 @@ def test_files_follow_the_umask(tmp_path):
 @pytest.mark.parametrize("source", ["proc", "probe folder"])
 def test_the_umask_is_read_without_setting_it(tmp_path, monkeypatch, source):
     # Setting the umask to 0 to read it would let another thread create a file world-writable meanwhile.
-    from pwmpr import rundir
     from pwmpr.export import pipeline
+    from pwmpr.rundir import atomic
 
     old = os.umask(0o027)
     try:
         if source != "proc":
-            monkeypatch.setattr(rundir, "PROC_STATUS", tmp_path / "no-proc-here")
-        elif not rundir.PROC_STATUS.is_file():
+            monkeypatch.setattr(atomic, "PROC_STATUS", tmp_path / "no-proc-here")
+        elif not atomic.PROC_STATUS.is_file():
             pytest.skip("no /proc/self/status here")
 
         def refuse(mask):
             raise AssertionError(f"os.umask({mask:o}) called")
 
         monkeypatch.setattr(os, "umask", refuse)
-        assert rundir.umask() == 0o027
+        assert atomic.umask() == 0o027
         staging, out = tmp_path / ".exp.tmp-1", tmp_path / "exp"  # the export publishes with the same reader
         staging.mkdir(mode=0o700)
         (staging / "model.onnx").write_bytes(b"x")

@@ -12,8 +12,10 @@ from torch import nn
 from toy import Bypass, mlp_232, mlp_3432, mlp_3432_paths, tiny_cnn, tiny_cnn_paths
 
 from pwmpr import MaskSet, PwmprError, prunable
+from pwmpr.gradient_score import gradient_scores
 from pwmpr.models.vit import ViT
-from pwmpr.score import gradient_scores, linear_surrogate, pwmp_scores
+from pwmpr.score import pwmp_scores
+from pwmpr.surrogate import linear_surrogate
 
 
 def _brute_tensor(scores: dict, name: str, like: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,6 @@ Choices, and where they follow or leave PHEW:
 """
 
 from pwmpr.graph.trace import build_unit_graph
-from pwmpr.graph.units import Group, Link, UnitGraph, mixing_weights
+from pwmpr.graph.units import Link, UnitGraph, UnitGroup, mixing_weights
 
-__all__ = ["Group", "Link", "UnitGraph", "build_unit_graph", "mixing_weights"]
+__all__ = ["Link", "UnitGraph", "UnitGroup", "build_unit_graph", "mixing_weights"]

@@ -141,3 +141,18 @@ MAX_LIKE = {"max_pool1d", "max_pool2d", "max_pool3d", "max_pool1d_with_indices",
 #: Data movement that joins a list of tensors (the first argument).
 CONCATS = {"cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack"}
 NORMS = {"batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"}
+
+
+def reduced_dims(op: Op, args: tuple, kwargs: dict, ndim: int) -> list[int]:
+    """The dims a reduction runs over (all of them when none is given)."""
+    dims = kwargs.get("dim", kwargs.get("axis"))
+    if dims is None:
+        for a in args[1:3]:
+            if isinstance(a, int) and not isinstance(a, bool) or isinstance(a, (tuple, list)) and a and all(
+                    isinstance(d, int) for d in a):
+                dims = a
+                break
+    if dims is None:
+        return list(range(ndim))
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    return sorted({d % ndim for d in dims})

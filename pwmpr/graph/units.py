@@ -209,7 +209,7 @@ class Link:
 
 
 @dataclass
-class Group:
+class UnitGroup:
     """A set of ``n`` units; ``kind`` is ``input``, ``layer`` (made by link ``link``) or ``merge``.
 
     A merge unit ``u`` is fed by ``sources[u, s]`` (group, unit) pairs for ``s < arity`` (``-1``: none); its
@@ -255,7 +255,7 @@ class UnitGraph:
     ``bases[g]`` is the global id of group ``g``'s first unit (the ids the attention sites speak in).
     """
 
-    groups: list[Group]
+    groups: list[UnitGroup]
     links: list[Link]
     output: int
     bases: list[int] = field(default_factory=list)
@@ -417,7 +417,7 @@ class UnitGraph:
         return {name: int((masks[name].cpu().bool().reshape(-1) & ~ok).sum()) for name, ok in live.items()}
 
 
-def _is_identity(group: Group, op: int) -> bool:
+def _is_identity(group: UnitGroup, op: int) -> bool:
     """True when operand ``op`` feeds merge unit ``u`` from its own unit ``u`` in one slot (a residual add)."""
     sel = group.src_group == op
     if int(sel.sum()) != group.n or group.n == 0:

@@ -33,8 +33,7 @@ from typing import Any
 
 from torch import Tensor
 
-from pwmpr.accounting import training_flops
-from pwmpr.cost import projected_cost
+from pwmpr.cost import projected_cost, training_flops
 from pwmpr.counting import round_half_up
 from pwmpr.errors import PwmprError
 from pwmpr.growth import GROWTH_RULES, grow, growth_count, recruit_values
