@@ -212,7 +212,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self._autocast():
-            loss = self.loss_fn(self.forward_model(x), y)
+            loss = self.loss_fn(*per_target(self.forward_model(x), y))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._mask_grads()
@@ -262,7 +262,8 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, loader: Iterable) -> tuple[float, float]:
-        """(accuracy, mean loss) of the model over ``loader``, in eval mode."""
+        """(accuracy, mean loss) of the model over ``loader``, in eval mode: per sample for a label per sample, per
+        position for a target per position (next-token accuracy and cross-entropy)."""
         was = self.model.training
         self.model.eval()
         correct = torch.zeros((), device=self.device, dtype=torch.long)
@@ -271,10 +272,10 @@ class Trainer:
         try:
             with self._autocast():
                 for x, y in loader:
-                    out = self.model(x)
-                    correct += (out.argmax(dim=1) == y).sum()
-                    loss += nn.functional.cross_entropy(out.float(), y, reduction="sum")
-                    n += len(y)
+                    out, target = per_target(self.model(x), y)
+                    correct += (out.argmax(dim=1) == target).sum()
+                    loss += nn.functional.cross_entropy(out.float(), target, reduction="sum")
+                    n += target.numel()
         except _OOM as exc:
             raise self._out_of_memory(exc, "evaluation") from None
         finally:
@@ -312,6 +313,17 @@ class Trainer:
             if v.shape == p.shape and self.channels_last and p.dim() == 4:
                 v = v.contiguous(memory_format=torch.channels_last)
             self.optimizer.state[p][sub] = v
+
+
+def per_target(out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Logits (n, classes) and targets (n,) with one row per target: a label per sample as it is, a target per
+    position (``y`` (batch, seq) against logits (batch, seq, classes), next-token prediction) flattened."""
+    if y.dim() > 1:
+        if out.dim() != y.dim() + 1 or out.shape[:-1] != y.shape:
+            raise PwmprError(f"the model returns logits of shape {tuple(out.shape)} for targets of shape "
+                             f"{tuple(y.shape)}; a target per position needs logits (batch, seq, classes)")
+        return out.reshape(-1, out.shape[-1]), y.reshape(-1)
+    return out, y
 
 
 def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
