@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from pwmpr.attention import attention_pwmp_scores, has_attention, qk_scores
 from pwmpr.counting import round_half_up
 from pwmpr.errors import PwmprError
+from pwmpr.losses import cross_entropy
 from pwmpr.masks import MaskSet, split_positions
 from pwmpr.registry import Registry
 from pwmpr.score import gradient_scores, pwmp_scores
@@ -124,7 +125,7 @@ def _score_pwmp(model, masks, input_shape, sample_batch=None):
 
 
 def _score_gradient(model, masks, input_shape, sample_batch=None):
-    return gradient_scores(model, masks, _batch(sample_batch, "gradient"))
+    return gradient_scores(model, masks, _batch(sample_batch, "gradient"), cross_entropy)
 
 
 def _score_attention(model, masks, input_shape, sample_batch=None):

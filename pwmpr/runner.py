@@ -338,7 +338,7 @@ class Run:
             "val_acc": val_acc,
             "val_loss": val_loss,
             **self._perplexity("val_ppl", val_loss),
-            "val_n": len(self.bundle.val),
+            "val_n": self.bundle.n_targets("val"),  # the accuracy's denominator (positions, for a language model)
             **phase_cost(prev, sparse_fwd=flops.sparse, dense_fwd=self.dense_fwd, n_train=self.bundle.n_train,
                          epochs=epochs, reference_epochs=self.cfg.dense_reference_epochs),
             "wall_time": stats.seconds,

@@ -17,7 +17,7 @@ from pwmpr.models import create_model
 from pwmpr.models.gpt import GPT
 from pwmpr.probe import input_dtype_of, output_width
 from pwmpr.train import Trainer
-from pwmpr.train.trainer import per_target
+from pwmpr.losses import per_target
 
 
 def _bytes(split) -> bytes:

@@ -130,6 +130,13 @@ class DataBundle:
     input_dtype: torch.dtype = torch.float32  # int64 for token ids (text): what a made-up probe input must be
     val_fixed: bool = False  # the data set brings its own validation split (text, split by document)
 
+    def n_targets(self, split: str) -> int:
+        """Number of labels in ``split``: one per sample, or one per position for next-token targets."""
+        data = getattr(self, split)
+        if isinstance(data, TensorSplit) and data.y.dim() > 1:
+            return data.y.numel()
+        return len(data)
+
     @property
     def n_train(self) -> int:
         """Number of training samples (per epoch)."""

@@ -27,6 +27,7 @@ from pwmpr import dist
 from pwmpr.config import TrainConfig
 from pwmpr.counting import schedule_factor
 from pwmpr.errors import PwmprError
+from pwmpr.losses import per_target
 from pwmpr.masks import MaskSet
 from pwmpr.train.hooks import Hook
 
@@ -313,17 +314,6 @@ class Trainer:
             if v.shape == p.shape and self.channels_last and p.dim() == 4:
                 v = v.contiguous(memory_format=torch.channels_last)
             self.optimizer.state[p][sub] = v
-
-
-def per_target(out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Logits (n, classes) and targets (n,) with one row per target: a label per sample as it is, a target per
-    position (``y`` (batch, seq) against logits (batch, seq, classes), next-token prediction) flattened."""
-    if y.dim() > 1:
-        if out.dim() != y.dim() + 1 or out.shape[:-1] != y.shape:
-            raise PwmprError(f"the model returns logits of shape {tuple(out.shape)} for targets of shape "
-                             f"{tuple(y.shape)}; a target per position needs logits (batch, seq, classes)")
-        return out.reshape(-1, out.shape[-1]), y.reshape(-1)
-    return out, y
 
 
 def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
