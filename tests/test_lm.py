@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pydoc_data.topics import topics
 
@@ -12,12 +13,15 @@ from pwmpr import PwmprError
 from pwmpr.config import TrainConfig
 from pwmpr.data import MIN_VAL_SAMPLES, load_data
 from pwmpr.data.text import paragraphs, split_documents, split_of, text_bundle, windows
+from pwmpr.graph.trace import build_unit_graph
+from pwmpr.losses import per_target
 from pwmpr.masks import MaskSet
 from pwmpr.models import create_model
 from pwmpr.models.gpt import GPT
-from pwmpr.probe import input_dtype_of, output_width
+from pwmpr.probe import declare_input_dtype, input_dtype_of, output_width
+from pwmpr.score import pwmp_scores
+from pwmpr.seed import phew_masks
 from pwmpr.train import Trainer
-from pwmpr.losses import per_target
 
 
 def _bytes(split) -> bytes:
@@ -92,6 +96,9 @@ def test_gpt_mini_takes_token_ids_and_returns_logits_per_position():
     assert input_dtype_of(m) == torch.int64 and output_width(m, (128,)) == 256
     blocks = [n for n in dict(m.named_parameters()) if n.endswith(".weight") and ".attn." in n]
     assert len(blocks) == 16  # 4 layers of q, k, v, proj
+    params = dict(m.named_parameters())  # the counts docs/method.md gives
+    assert sum(p.numel() for p in params.values()) == 875_520
+    assert sum(params[n].numel() for n in MaskSet.dense(m)) == 819_200 and len(MaskSet.dense(m)) == 25
     assert "tok_embed.weight" not in MaskSet.dense(m) and "head.weight" in MaskSet.dense(m)
     ids = torch.randint(0, 256, (2, 10))
     with torch.no_grad():
@@ -167,3 +174,80 @@ def test_gpt_mini_learns_pydoc_text():
     unigram = _unigram_perplexity(b.train.y, b.test.y)
     ppl = _train_lm(create_model("gpt-mini", 256, (128,)), b, steps_per_epoch=100, epochs=3)
     assert 2 < ppl < 0.6 * unigram
+
+
+# -- the engine on a language model ------------------------------------------------------------------------------
+
+
+class _TinyLM(torch.nn.Module):
+    """Token and position tables (V=3, T=4, d=2) and one Linear: small enough to work PWMP out by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok = torch.nn.Embedding(3, 2)
+        self.pos = torch.nn.Embedding(4, 2)
+        self.fc = torch.nn.Linear(2, 2)
+        declare_input_dtype(self, torch.int64)
+
+    def forward(self, ids):
+        return self.fc(self.tok(ids) + self.pos(torch.arange(ids.shape[1])))
+
+
+def test_embedding_in_the_scoring_net_is_a_uniform_token_worked_by_hand():
+    """R = sum over 4 positions and 2 outputs of sum_j |W_ij| m_j, m_j = mean_v |E[v, j]| (the position table is an
+    additive constant: 0), so dR/dW_ij = 4 m_j."""
+    torch.manual_seed(0)
+    m = _TinyLM()
+    scores = pwmp_scores(m, MaskSet.dense(m), (4,))
+    mean = m.tok.weight.detach().abs().mean(0).double()
+    torch.testing.assert_close(scores["fc.weight"], 4 * mean.expand(2, 2))
+
+
+def test_embedding_in_the_unit_graph_is_a_fixed_link_weighted_by_mean_table_magnitude():
+    torch.manual_seed(0)
+    m = _TinyLM()
+    graph = build_unit_graph(m, (4,))
+    fixed = [link for link in graph.links if link.param is None]
+    assert len(fixed) == 1 and fixed[0].src == 0  # from the input's units, enabling nothing
+    mean = m.tok.weight.detach().abs().mean(0)
+    torch.testing.assert_close(fixed[0].weight[:, :, 0], mean[:, None].expand(2, 4))
+    assert [link.param for link in graph.links if link.param] == ["fc.weight"]
+
+
+def test_phew_seeds_every_layer_of_a_small_gpt():
+    torch.manual_seed(0)
+    m = GPT(256, 16, dim=32, depth=1, heads=2, mlp_ratio=2)
+    declare_input_dtype(m, torch.int64)
+    masks = phew_masks(m, 0.1, (16,), seed=0)
+    assert masks.density() == pytest.approx(0.1, abs=0.01)
+    assert all(masks[n].any() for n in masks), {n: masks[n].float().mean().item() for n in masks}
+
+
+def test_float_data_for_a_model_of_token_ids_is_refused():
+    with pytest.raises(PwmprError, match="token ids but the data are float32"):
+        declare_input_dtype(_TinyLM(), torch.float32)
+
+
+@pytest.mark.slow
+def test_grow_gpt_mini_on_pydoc_text_end_to_end(tmp_path):
+    """A short `pwmpr grow` on the language model: density grows, perplexity is recorded as exp(loss), the
+    stop rule counts every validation position, and the run exports to ONNX that matches PyTorch."""
+    from typer.testing import CliRunner
+
+    from pwmpr.cli.app import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["grow", "--data", "pydoc-text", "--model", "gpt-mini", "--phase-epochs", "1",
+                                      "--final-epochs", "1", "--max-phases", "2", "--max-train", "64",
+                                      "--batch-size", "32", "--optimizer", "adamw", "--no-tau-core", "--out",
+                                      str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["test_ppl"] == pytest.approx(math.exp(summary["test_loss"]))
+    rows = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert rows[1]["density"] > rows[0]["density"]
+    assert all(r["val_ppl"] == pytest.approx(math.exp(r["val_loss"])) for r in rows)
+    assert rows[0]["val_n"] == len(load_data("pydoc-text").val) * 128  # validation positions, not windows
+    exported = CliRunner().invoke(app, ["export", str(out), "--out", str(tmp_path / "export")])
+    assert exported.exit_code == 0, exported.output
+    assert (tmp_path / "export" / "model.onnx").is_file()
