@@ -69,6 +69,8 @@ def test_text_path_paragraphs_and_folders_are_documents(tmp_path):
     for split in ("train", "val", "test"):
         assert streams[split].startswith(_bytes(getattr(b, split)))
     assert b.name == f"text:{f}" and b.default_model == "gpt-mini"
+    with pytest.raises(PwmprError, match=rf"{len(b.val)} validation sample\(s\).*give it more text"):
+        load_data(f"text:{f}", min_val=MIN_VAL_SAMPLES)  # a run's stop rule needs more than this corpus has
     folder = tmp_path / "docs"
     folder.mkdir()
     for i, p in enumerate(paras):
@@ -251,3 +253,22 @@ def test_grow_gpt_mini_on_pydoc_text_end_to_end(tmp_path):
     exported = CliRunner().invoke(app, ["export", str(out), "--out", str(tmp_path / "export")])
     assert exported.exit_code == 0, exported.output
     assert (tmp_path / "export" / "model.onnx").is_file()
+
+
+def test_every_growth_rule_scores_a_small_gpt_on_token_batches():
+    """The rules that score on a real batch take token ids and per-position targets; the q/k rules reach q and k."""
+    from pwmpr.growth import GROWTH_RULES
+    from pwmpr.seed import random_masks
+
+    torch.manual_seed(0)
+    m = GPT(256, 16, dim=32, depth=1, heads=2, mlp_ratio=2)
+    declare_input_dtype(m, torch.int64)
+    masks = random_masks(m, 0.2, (16,), seed=0)
+    ids = torch.randint(0, 256, (4, 17))
+    for rule in GROWTH_RULES.names():
+        scores = GROWTH_RULES.get(rule).scores(m, masks, (16,), lambda: (ids[:, :-1], ids[:, 1:]))
+        if rule == "random":
+            continue
+        assert set(scores) == set(masks), rule
+        if rule.startswith("pwmp-qk") or rule in ("gradient", "pwmp-attn"):
+            assert scores["blocks.0.attn.q.weight"].sum() > 0 and scores["blocks.0.attn.k.weight"].sum() > 0, rule
