@@ -6,6 +6,7 @@ import json
 import math
 from pydoc_data.topics import topics
 
+import numpy as np
 import pytest
 import torch
 
@@ -272,3 +273,14 @@ def test_every_growth_rule_scores_a_small_gpt_on_token_batches():
         assert set(scores) == set(masks), rule
         if rule.startswith("pwmp-qk") or rule in ("gradient", "pwmp-attn"):
             assert scores["blocks.0.attn.q.weight"].sum() > 0 and scores["blocks.0.attn.k.weight"].sum() > 0, rule
+
+
+def test_export_checks_top1_per_position_of_a_language_model():
+    from pwmpr.export import validate
+
+    ref = np.zeros((1, 2, 3))
+    ref[0, 0, 0] = ref[0, 1, 2] = 1.0  # position 0 predicts class 0, position 1 class 2
+    got = ref.copy()
+    got[0, 1] = [0.0, 1.0, 0.0]  # position 1 now predicts class 1: a per-sample argmax (still class 0) misses it
+    agreement = validate.compare(ref, got)
+    assert agreement.n_top1_checked == 2 and agreement.n_top1_mismatch == 1
