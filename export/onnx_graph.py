@@ -28,6 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from pwmpr.errors import PwmprError
 from pwmpr.export import packing
+from pwmpr.probe import input_dtype_of
 
 ENCODINGS = ("dense", "sparse", "packed")
 MIN_OPSET = 18
@@ -56,7 +57,8 @@ def export_dense(model: torch.nn.Module, input_shape: tuple[int, ...], opset: in
     the graph as a second initializer the size of the weight.
     """
     model = model.eval()
-    example = torch.zeros((2, *input_shape))  # batch 2: torch.export specialises a batch of 1
+    # batch 2: torch.export specialises a batch of 1; token ids for a model that takes them
+    example = torch.zeros((2, *input_shape), dtype=input_dtype_of(model))
     # The exporter's deprecation warnings and onnxscript's note on converting to opsets above 18 say nothing
     # the user can act on; the result is checked in onnxruntime anyway.
     quiet = logging.getLogger("onnxscript")

@@ -35,6 +35,7 @@ from pwmpr.export.safetensors_io import (
     write_export_files,
 )
 from pwmpr.lock import lock_beside, lock_run_dir_for_reading
+from pwmpr.probe import input_dtype_of
 
 ONNX_FILE = "model.onnx"
 REPORT_FILE = "export_report.json"
@@ -48,10 +49,11 @@ def encoding_file(encoding: str) -> str:
 
 
 def validation_inputs(art: Artifact, n: int = N_INPUTS, seed: int = 0) -> tuple[np.ndarray, str]:
-    """``n`` inputs from the run's data set (test split, then validation, then training), else seeded random normal.
+    """``n`` inputs from the run's data set (test split, then validation, then training), else seeded random normal
+    (for a model of token ids: seeded random ids below its output width, a language model's vocabulary).
 
     Returns:
-        ``(float32 array of shape (n, *input_shape), a note saying where they came from)``.
+        ``(float32 array of shape (n, *input_shape), or int64 for token ids, a note saying where they came from)``.
     """
     from pwmpr.data import load_data
 
@@ -66,7 +68,8 @@ def validation_inputs(art: Artifact, n: int = N_INPUTS, seed: int = 0) -> tuple[
             have = sum(len(p) for p in parts)
             if have >= n:
                 break
-            sample = bundle.sample_inputs(n - have, split).float()
+            sample = bundle.sample_inputs(n - have, split)
+            sample = sample.float() if sample.is_floating_point() else sample.long()
             if tuple(sample.shape[1:]) != art.input_shape:
                 raise PwmprError(f"its inputs have shape {tuple(sample.shape[1:])}, the model takes {art.input_shape}")
             if len(sample):
@@ -76,10 +79,15 @@ def validation_inputs(art: Artifact, n: int = N_INPUTS, seed: int = 0) -> tuple[
     except (PwmprError, OSError) as exc:
         parts, notes = [], [f"data set {data!r} unavailable ({str(exc).splitlines()[0]})"]
     have = sum(len(p) for p in parts)
+    tokens = not input_dtype_of(art.model).is_floating_point
     if have < n:
-        parts.append(torch.randn((n - have, *art.input_shape), generator=torch.Generator().manual_seed(seed)))
-        notes.insert(0 if not have else len(notes), f"{n - have} random normal")
-    return torch.cat(parts).numpy().astype(np.float32), "; ".join(notes)
+        gen = torch.Generator().manual_seed(seed)
+        shape = (n - have, *art.input_shape)
+        parts.append(torch.randint(0, art.num_classes, shape, generator=gen) if tokens else torch.randn(shape,
+                                                                                                     generator=gen))
+        notes.insert(0 if not have else len(notes), f"{n - have} random {'token ids' if tokens else 'normal'}")
+    x = torch.cat(parts).numpy()
+    return (x.astype(np.int64) if tokens else x.astype(np.float32)), "; ".join(notes)
 
 
 def _check_options(onnx_weights: str, provider: str, opset: int, n_inputs: int, timing_runs: int) -> list[str]:

@@ -148,9 +148,10 @@ class Agreement:
 
 
 def measure_agreement(reference: np.ndarray, got: np.ndarray, floor: float = 0.0) -> Agreement:
-    """Compare outputs (N, classes) with the PyTorch reference.
+    """Compare outputs (N, classes), or (N, seq, classes) of a language model, with the PyTorch reference.
 
     The tolerance is ``RTOL * max(1, max|ref|)``, or ``floor`` where that is larger (see :func:`float32_sensitivity`).
+    The top-1 check is per sample, or per position for logits (N, seq, classes).
     """
     reference = np.asarray(reference, dtype=np.float64)
     got = np.asarray(got, dtype=np.float64)
@@ -158,8 +159,9 @@ def measure_agreement(reference: np.ndarray, got: np.ndarray, floor: float = 0.0
     if got.shape != reference.shape:
         return Agreement(float("inf"), tol, len(reference), 0, len(reference))
     diff = float(np.abs(got - reference).max()) if reference.size else 0.0
-    ref2 = reference.reshape(len(reference), -1)
-    got2 = got.reshape(len(got), -1)
+    rows = -1 if reference.ndim == 3 else len(reference)  # per position: the classes are the last dim
+    ref2 = reference.reshape(rows, reference.shape[-1] if rows == -1 else -1)
+    got2 = got.reshape(ref2.shape)
     if ref2.shape[1] < 2:
         return Agreement(diff, tol, len(reference), 0, 0)
     top2 = np.sort(ref2, axis=1)[:, -2:]

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
@@ -32,6 +31,7 @@ from pwmpr.gradient_score import gradient_scores
 from pwmpr.graph import UnitGraph, build_unit_graph
 from pwmpr.graph.mode import WatchMode, WeightView, tensors_in
 from pwmpr.graph.ops import Kind, Op
+from pwmpr.losses import cross_entropy
 from pwmpr.masks import MaskSet
 from pwmpr.probe import device_of, normalize_input_shape, training_mode
 from pwmpr.score import pwmp_scores
@@ -264,10 +264,15 @@ def record_attention(model: nn.Module, masks: MaskSet, x: Tensor, *, train: bool
     Parameters, buffers and modes are left as they were; the model's output is returned beside the records.
     """
     tensors = _effective(model, masks, dtype)
-    if dtype is not None:
+    tokens = not x.is_floating_point()  # token ids stay ids (an embedding reads them)
+    if dtype is not None and not tokens:
         x = x.to(dtype)
-    if grad:
+    if grad and not tokens:
         x = x.detach().requires_grad_(True)  # so every site's output has a gradient to read
+    elif grad:  # ids carry no gradient: the weights do, so that every site's output has one to read
+        names = dict(model.named_parameters())
+        tensors = {n: t.detach().requires_grad_(True) if n in names and t.is_floating_point() else t
+                   for n, t in tensors.items()}
     recorder = _Recorder(model)
     recorder.put(x, _ACT)
     with training_mode(model, train), torch.set_grad_enabled(grad), recorder.watching(model):
@@ -323,7 +328,7 @@ def attention_pwmp_scores(model: nn.Module, masks: Mapping[str, Tensor], input_s
 
 @torch.enable_grad()
 def head_importance(model: nn.Module, masks: Mapping[str, Tensor], input_shape: Sequence[int], batch: Batch,
-                    loss_fn: Callable[..., Tensor] = F.cross_entropy, *, train: bool = True,
+                    loss_fn: Callable[..., Tensor] = cross_entropy, *, train: bool = True,
                     graph: UnitGraph | None = None) -> dict[int, Tensor]:
     """Michel et al. (2019)'s head importance ``I_h = mean_x |dL(x)/dxi_h|`` of the heads of every attention.
 
@@ -399,7 +404,7 @@ def qk_scores(model: nn.Module, masks: Mapping[str, Tensor], input_shape: Sequen
     if kind == "gradient":
         # The gradient of the masked network (every layer at its mask: in a hybrid or shrink step the edges just
         # dropped no longer act), kept for q and k only.
-        grads = gradient_scores(model, masks, _checked_batch(batch, device_of(model)))
+        grads = gradient_scores(model, masks, _checked_batch(batch, device_of(model)), cross_entropy)
         raw = {n: grads[n] for n in qk_names}
     elif kind == "head":
         importance = head_importance(model, masks, shape, _checked_batch(batch, device_of(model)), graph=graph)

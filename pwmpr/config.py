@@ -218,10 +218,12 @@ class GrowConfig:
     method: str = _f("pwmpr", "What the run does: pwmpr (grow), dense, imp, oneshot, rigl, set.")
     model: str = _f("auto", "Model: auto (the data set's default), one of {names}, or package.module:function for "
                     "your own factory function(num_classes, input_shape) -> nn.Module.", registry="pwmpr:MODELS")
-    data: str = _f("mnist5k", "Data set: one of {names} (npz as npz:PATH, an array file; mnist5k and digits need "
-                   "no download).", registry="pwmpr.data:DATASETS")
+    data: str = _f("mnist5k", "Data set: one of {names} (npz as npz:PATH, an array file; text as text:PATH, a UTF-8 "
+                   "file or folder of byte tokens; mnist5k, digits and pydoc-text need no download).",
+                   registry="pwmpr.data:DATASETS")
     data_dir: str | None = _f(None, "Directory holding the data set files (downloads go here when allowed).")
-    val_fraction: float = _f(0.1, "Fraction of the training set held out as the validation split.")
+    val_fraction: float = _f(0.1, "Fraction of the training set held out as the validation split (text data sets "
+                             "bring their own, split by document).")
     max_train: int | None = _f(None, "Use at most this many training samples (quick trials).")
     seed: int = _f(0, "Random seed for the model, the seed mask, the data order and growth.")
     device: str = _f("auto", "auto (CUDA when available), cpu or cuda.")

@@ -41,6 +41,7 @@ from pwmpr.attention import attention_pwmp_scores, has_attention, qk_scores
 from pwmpr.counting import round_half_up
 from pwmpr.errors import PwmprError
 from pwmpr.gradient_score import gradient_scores
+from pwmpr.losses import cross_entropy
 from pwmpr.masks import MaskSet, split_positions
 from pwmpr.registry import Registry
 from pwmpr.score import pwmp_scores
@@ -125,7 +126,7 @@ def _score_pwmp(model, masks, input_shape, sample_batch=None):
 
 
 def _score_gradient(model, masks, input_shape, sample_batch=None):
-    return gradient_scores(model, masks, _batch(sample_batch, "gradient"))
+    return gradient_scores(model, masks, _batch(sample_batch, "gradient"), cross_entropy)
 
 
 def _score_attention(model, masks, input_shape, sample_batch=None):

@@ -42,10 +42,36 @@ def device_of(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-def float_dtype_of(model: nn.Module) -> torch.dtype:
-    """The dtype of ``model``'s first parameter when it is a float, else float32: the dtype a probe input needs."""
+_INPUT_DTYPE = "_pwmpr_input_dtype"  # the attribute that holds a declared input dtype (it survives deepcopy)
+
+
+def declare_input_dtype(model: nn.Module, dtype: torch.dtype) -> None:
+    """Record that ``model`` takes inputs of ``dtype`` (int64: token ids), so probe inputs are made of it; float
+    dtypes record nothing (a float model's probe input follows its weights). PwmprError when ``model`` declared
+    another dtype (float data for a model of token ids, say)."""
+    if dtype.is_floating_point:
+        held = getattr(model, _INPUT_DTYPE, None)
+        if held is not None:
+            raise PwmprError(f"the model takes {str(held).removeprefix('torch.')} token ids but the data are "
+                             f"{str(dtype).removeprefix('torch.')} values: pick a text data set for it")
+        return
+    held = getattr(model, _INPUT_DTYPE, None)
+    if held is not None and held != dtype:
+        raise PwmprError(f"the model takes {held} inputs, not {dtype}")
+    setattr(model, _INPUT_DTYPE, dtype)
+
+
+def input_dtype_of(model: nn.Module) -> torch.dtype:
+    """The dtype a probe input of ``model`` needs: its declared input dtype (token ids), else the dtype of its first
+    parameter when that is a float, else float32."""
+    declared = getattr(model, _INPUT_DTYPE, None)
+    if declared is not None:
+        return declared
     param = next(model.parameters(), None)
     return param.dtype if param is not None and param.is_floating_point() else torch.float32
+
+
+float_dtype_of = input_dtype_of  # the older name, kept for callers that build probe inputs with it
 
 
 @contextmanager
@@ -66,12 +92,10 @@ def check_input_shape(model: nn.Module, input_shape: Sequence[int]) -> None:
     """Raise PwmprError naming ``input_shape`` unless ``model`` runs on a batch of that shape."""
     shape = normalize_input_shape(input_shape)
     modes = [(m, m.training) for m in model.modules()]
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    device = device_of(model)
     model.eval()
     try:
-        model(torch.zeros((1, *shape), device=device, dtype=dtype))
+        model(torch.zeros((1, *shape), device=device, dtype=input_dtype_of(model)))
     except PwmprError:
         raise
     except (RuntimeError, ValueError, IndexError) as exc:
@@ -95,10 +119,13 @@ def check_float32(model: nn.Module, name: str) -> None:
 
 @torch.no_grad()
 def output_width(model: nn.Module, input_shape: Sequence[int]) -> int | None:
-    """The number of logits ``model`` returns per sample (None when it returns no 2-D tensor)."""
+    """The number of logits ``model`` returns per sample, or per position for a model of token ids (None when it
+    returns no such tensor)."""
     shape = normalize_input_shape(input_shape)
     with training_mode(model, False):
-        out = run_forward(model, torch.zeros((1, *shape), device=device_of(model), dtype=float_dtype_of(model)))
+        out = run_forward(model, torch.zeros((1, *shape), device=device_of(model), dtype=input_dtype_of(model)))
+    if isinstance(out, Tensor) and out.dim() == 3 and not input_dtype_of(model).is_floating_point:
+        return int(out.shape[-1])  # a language model: logits per position (batch, seq, vocabulary)
     return int(out.shape[1]) if isinstance(out, Tensor) and out.dim() == 2 else None
 
 

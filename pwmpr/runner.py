@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import time
 from pathlib import Path
@@ -35,7 +36,7 @@ from pwmpr.masks import MaskSet, prunable
 from pwmpr.methods import METHODS, Decision, Method, RunContext
 from pwmpr.methods.final_init import FINAL_INITS, needs_start
 from pwmpr.models import check_input_shape, create_model
-from pwmpr.probe import check_float32, check_output_width
+from pwmpr.probe import check_float32, check_output_width, declare_input_dtype
 from pwmpr.progress import Reporter
 from pwmpr.taucore import check_tau_core, tau_core
 from pwmpr.train import ProgressHook, Trainer, TrainingDiverged
@@ -70,10 +71,12 @@ class Run:
         self.method: Method = METHODS.get(cfg.method)(cfg)
         torch.manual_seed(cfg.seed)  # model initialisation
         if model is not None:
+            declare_input_dtype(model, self.bundle.input_dtype)
             check_input_shape(model, self.input_shape)
             self.model = model
         else:
-            self.model = create_model(cfg.model, self.bundle.num_classes, self.input_shape)
+            self.model = create_model(cfg.model, self.bundle.num_classes, self.input_shape,
+                                      input_dtype=self.bundle.input_dtype)
         if not prunable(self.model):
             raise PwmprError(f"model {cfg.model} has no Conv or Linear layer: pwmpr has no weight to grow or prune")
         check_float32(self.model, cfg.model)
@@ -201,6 +204,7 @@ class Run:
         row = self._row("phase", epochs, masks, stats, val_acc, val_loss)
         if self.method.records_test:
             row["test_acc"], row["test_loss"] = self.trainer.evaluate(self._test())
+            row.update(self._perplexity("test_ppl", row["test_loss"]))
         self.history.append(row)
         ctx = RunContext(self.cfg, self.model, masks, self.input_shape, self.history, self.grow_gen,
                          sample_batch=self._scoring_batch, initial_state=self.initial_state,
@@ -315,6 +319,12 @@ class Run:
         self._checkpoint()
         self.reporter.phase_done(row)
 
+    def _perplexity(self, key: str, loss: float | None) -> dict[str, float]:
+        """``{key: exp(loss)}`` for a language model (token inputs: loss per token, in nats), else nothing."""
+        if loss is None or self.bundle.input_dtype.is_floating_point:
+            return {}
+        return {key: math.exp(min(loss, 700.0))}
+
     def _row(self, stage: str, epochs: int, masks: MaskSet, stats, val_acc: float, val_loss: float) -> dict:
         flops = training_flops(self.model, masks, self.input_shape)
         prev = self.history[-1] if self.history else None
@@ -328,7 +338,8 @@ class Run:
             "train_loss": stats.train_loss,
             "val_acc": val_acc,
             "val_loss": val_loss,
-            "val_n": len(self.bundle.val),
+            **self._perplexity("val_ppl", val_loss),
+            "val_n": self.bundle.n_targets("val"),  # the accuracy's denominator (positions, for a language model)
             **phase_cost(prev, sparse_fwd=flops.sparse, dense_fwd=self.dense_fwd, n_train=self.bundle.n_train,
                          epochs=epochs, reference_epochs=self.cfg.dense_reference_epochs),
             "wall_time": stats.seconds,
@@ -421,6 +432,7 @@ class Run:
             "val_acc": last["val_acc"],
             "test_acc": test_acc,
             "test_loss": test_loss,
+            **self._perplexity("test_ppl", test_loss),
             "cost_flops": last["cost_flops"],
             "cost_epochs": last["cost_epochs"],
             "dense_reference_epochs": self.cfg.dense_reference_epochs,

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from pwmpr import MODELS, PwmprError, create_model, prunable
+from pwmpr.probe import input_dtype_of
 
-SHAPES = {"mlp": (1, 28, 28), "cnn": (1, 28, 28)}
+SHAPES = {"mlp": (1, 28, 28), "cnn": (1, 28, 28), "gpt-mini": (16,)}
 PRUNABLE_COUNTS = {"resnet20": 270_896, "resnet32": 464_432, "resnet56": 851_504, "mlp": 266_200}
 
 
@@ -14,9 +15,10 @@ def test_every_model_builds_and_runs(name):
     shape = SHAPES.get(name, (3, 32, 32))
     model = create_model(name, 10, shape)
     model.eval()
+    tokens = not input_dtype_of(model).is_floating_point  # a language model: ids in, logits per position out
     with torch.no_grad():
-        out = model(torch.randn(2, *shape))
-    assert out.shape == (2, 10)
+        out = model(torch.randint(0, 10, (2, *shape)) if tokens else torch.randn(2, *shape))
+    assert out.shape == ((2, *shape, 10) if tokens else (2, 10))
     assert prunable(model)
 
 

@@ -26,7 +26,8 @@ SPLIT_SEED = 0  # the train/val/test split does not depend on the run seed, so s
 
 @dataclass
 class TensorSplit:
-    """One split held as tensors: ``x`` float32 (already normalised), ``y`` int64."""
+    """One split held as tensors: ``x`` float32 (already normalised) or int64 token ids, ``y`` int64 (a label per
+    sample, or per position for next-token targets)."""
 
     x: Tensor
     y: Tensor
@@ -126,6 +127,15 @@ class DataBundle:
     augment: str = "none"
     make_loader: Callable[..., Iterable] | None = field(default=None, repr=False)
     workers: int | None = None  # DataLoader worker processes for make_loader bundles (None: from the CPU count)
+    input_dtype: torch.dtype = torch.float32  # int64 for token ids (text): what a made-up probe input must be
+    val_fixed: bool = False  # the data set brings its own validation split (text, split by document)
+
+    def n_targets(self, split: str) -> int:
+        """Number of labels in ``split``: one per sample, or one per position for next-token targets."""
+        data = getattr(self, split)
+        if isinstance(data, TensorSplit) and data.y.dim() > 1:
+            return data.y.numel()
+        return len(data)
 
     @property
     def n_train(self) -> int:
@@ -175,18 +185,36 @@ MIN_VAL_SAMPLES = 100
 
 def load_data(name: str, data_dir: str | None = None, *, val_fraction: float = 0.1,
               max_train: int | None = None, min_val: int = 1) -> DataBundle:
-    """Load data set ``name`` (``npz:PATH`` for an array file) and split off the validation set.
+    """Load data set ``name`` (``npz:PATH`` for an array file, ``text:PATH`` for a text) and split off the validation
+    set (unless the data set brings its own, split by document).
 
     ``min_val``: the fewest validation samples accepted (runs ask for :data:`MIN_VAL_SAMPLES`).
     """
-    if name.startswith("npz:"):
-        factory, arg = DATASETS.get("npz"), name[4:]
+    prefix, colon, rest = name.partition(":")
+    if colon and prefix in PATH_DATASETS:
+        factory, arg = DATASETS.get(prefix), rest
     else:
         factory, arg = DATASETS.get(name), None
     bundle = factory(data_dir=data_dir, path=arg) if arg is not None else factory(data_dir=data_dir)
     if bundle.num_classes < 2:
         raise PwmprError(f"data set {bundle.name!r} has {bundle.num_classes} class; a classifier needs at least 2")
+    if bundle.val_fixed:
+        return _keep_validation(bundle, max_train, min_val)
     return _split_validation(bundle, val_fraction, max_train, min_val)
+
+
+#: Data sets named ``prefix:PATH`` (their loader takes ``path``).
+PATH_DATASETS = ("npz", "text")
+
+
+def _keep_validation(bundle: DataBundle, max_train: int | None, min_val: int) -> DataBundle:
+    """A bundle with its own validation split: check its size and cut the training split to ``max_train``."""
+    if len(bundle.val) < min_val:
+        raise PwmprError(f"data set {bundle.name!r} has {len(bundle.val)} validation sample(s) (its own split, "
+                         f"by document); the stop rule needs at least {min_val}: give it more text")
+    if max_train is not None and isinstance(bundle.train, TensorSplit):
+        bundle.train = TensorSplit(bundle.train.x[:max_train], bundle.train.y[:max_train])
+    return bundle
 
 
 def _split_validation(bundle: DataBundle, val_fraction: float, max_train: int | None,
@@ -236,4 +264,4 @@ def normalise(train: TensorSplit, *others: TensorSplit) -> None:
 
 
 # Importing the loaders fills DATASETS.
-from pwmpr.data import folder, npz, offline, teacher, torchvision_sets  # noqa: E402,F401
+from pwmpr.data import folder, npz, offline, teacher, text, torchvision_sets  # noqa: E402,F401

@@ -31,6 +31,7 @@ class Kind(Enum):
     FILL = "fill"  # x.zero_(), x.fill_(v): no units left
     CONST = "const"  # results that carry no units: shapes, comparisons, new tensors, Python numbers
     COMPOSITE = "composite"  # a function run as its decomposition (nn.MultiheadAttention's, glu)
+    EMBED = "embed"  # a table lookup of ids computed from the input (token embeddings)
 
 
 _MOVE = {
@@ -85,6 +86,7 @@ _OTHER = {
     "pad": Kind.PAD, "constant_pad_nd": Kind.PAD, "where": Kind.WHERE, "masked_fill": Kind.MASKED_FILL,
     "__setitem__": Kind.SETITEM, "copy": Kind.COPY, "zero": Kind.FILL, "fill": Kind.FILL,
     "multi_head_attention_forward": Kind.COMPOSITE, "glu": Kind.COMPOSITE,
+    "embedding": Kind.EMBED,
 }  # fmt: skip
 
 _DUNDER = {

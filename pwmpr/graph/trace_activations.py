@@ -182,3 +182,19 @@ class ActivationRules:
 
     def _composite(self, op, func, args, kwargs, out, acts) -> None:
         raise self.refuse(op, "pwmpr has no decomposition for it")
+
+    def _embed(self, op, func, args, kwargs, out, acts) -> None:
+        """A lookup of input ids in a dense table ``E`` (vocabulary, features): a fixed link from every unit the ids
+        carry to each feature, weighted by the feature's mean ``|E|`` over the vocabulary (docs/method.md,
+        Language models)."""
+        ids = self._activation(op, acts)
+        table = args[1] if len(args) > 1 else kwargs["weight"]
+        units = torch.unique(ids[ids >= 0])
+        o = tensors_in(out)[0]
+        if units.numel() == 0:
+            self.put(o, DATA)
+            return
+        mean = table.detach().abs().float().mean(0).cpu()  # (features,)
+        weight = mean[:, None, None].expand(-1, units.numel(), 1)
+        made = self.builder.link(None, None, weight, units, 1, self.where())
+        self.put(o, Units(along(made[1] + torch.arange(mean.numel()), -1, o.shape)))

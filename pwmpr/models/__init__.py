@@ -21,6 +21,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 
+import torch
 from torch import nn
 
 from pwmpr._tv_compat import import_torchvision
@@ -29,6 +30,7 @@ from pwmpr.errors import PwmprError
 # Shape checks and forward errors live in pwmpr.probe (the engine uses them without the zoo); re-exported here.
 from pwmpr.probe import (  # noqa: F401
     check_input_shape,
+    declare_input_dtype,
     first_line,
     forward_error,
     is_out_of_memory,
@@ -41,20 +43,24 @@ ModelFactory = Callable[..., nn.Module]
 MODELS: Registry[ModelFactory] = Registry("model")
 
 # Importing the families fills MODELS (timm style).
-from pwmpr.models import cifar_resnet, cnn, mlp, tv_resnet, vit  # noqa: E402,F401
+from pwmpr.models import cifar_resnet, cnn, gpt, mlp, tv_resnet, vit  # noqa: E402,F401
 
 
-def create_model(name: str, num_classes: int, input_shape: Sequence[int], **kwargs) -> nn.Module:
-    """Build the registered model ``name`` for ``num_classes`` outputs and inputs of ``input_shape``.
+def create_model(name: str, num_classes: int, input_shape: Sequence[int], *, input_dtype: torch.dtype | None = None,
+                 **kwargs) -> nn.Module:
+    """Build the registered model ``name`` for ``num_classes`` outputs and inputs of ``input_shape`` (of
+    ``input_dtype``: int64 for token ids; None keeps what the model declares, float otherwise).
 
     Raises:
-        PwmprError: unknown name, a non-positive class count, or an input shape the model cannot take.
+        PwmprError: unknown name, a non-positive class count, or an input shape (or dtype) the model cannot take.
     """
     if int(num_classes) < 1:
         raise PwmprError(f"num_classes must be >= 1, got {num_classes}")
     shape = normalize_input_shape(input_shape)
     if is_code_spec(name):
         model = _create_from_code(name, int(num_classes), shape, kwargs)
+        if input_dtype is not None:
+            declare_input_dtype(model, input_dtype)
         check_input_shape(model, shape)
         return model
     if name.startswith(OBJECT_PREFIX):
@@ -69,6 +75,8 @@ def create_model(name: str, num_classes: int, input_shape: Sequence[int], **kwar
         raise
     except ValueError as exc:
         raise PwmprError(f"input_shape {shape} does not suit model {name!r}: {exc}") from None
+    if input_dtype is not None:
+        declare_input_dtype(model, input_dtype)
     check_input_shape(model, shape)
     return model
 

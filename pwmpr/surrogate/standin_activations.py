@@ -201,3 +201,12 @@ class ActivationStandIns:
 
     def _composite(self, op, func, args, kwargs, acts) -> Any:
         raise self.refuse(op, "pwmpr has no decomposition for it")
+
+    def _embed(self, op, func, args, kwargs, acts) -> Any:
+        """A lookup of input ids in a dense table ``E`` (vocabulary, features): the input's value times each
+        feature's mean ``|E|`` over the vocabulary, a token drawn uniformly (docs/method.md, Language models)."""
+        x = args[0]
+        if self._kind(acts) != ACT or self.get(x) != ACT:
+            raise self.refuse(op, "it looks up ids that are not the model's input")
+        table = args[1] if len(args) > 1 else kwargs["weight"]
+        return self._mark(x.unsqueeze(-1) * table.detach().abs().to(x.dtype).mean(0), ACT)

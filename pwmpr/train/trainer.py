@@ -27,6 +27,7 @@ from pwmpr import dist
 from pwmpr.config import TrainConfig
 from pwmpr.counting import schedule_factor
 from pwmpr.errors import PwmprError
+from pwmpr.losses import per_target
 from pwmpr.masks import MaskSet
 from pwmpr.train.hooks import Hook
 
@@ -226,7 +227,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self._autocast():
-            loss = self.loss_fn(self.forward_model(x), y)
+            loss = self.loss_fn(*per_target(self.forward_model(x), y))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._mask_grads()
@@ -284,7 +285,8 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, loader: Iterable) -> tuple[float, float]:
-        """(accuracy, mean loss) of the model over ``loader``, in eval mode."""
+        """(accuracy, mean loss) of the model over ``loader``, in eval mode: per sample for a label per sample, per
+        position for a target per position (next-token accuracy and cross-entropy)."""
         was = self.model.training
         self.model.eval()
         correct = torch.zeros((), device=self.device, dtype=torch.long)
@@ -293,10 +295,10 @@ class Trainer:
         try:
             with self._autocast():
                 for x, y in loader:
-                    out = self.model(x)
-                    correct += (out.argmax(dim=1) == y).sum()
-                    loss += nn.functional.cross_entropy(out.float(), y, reduction="sum")
-                    n += len(y)
+                    out, target = per_target(self.model(x), y)
+                    correct += (out.argmax(dim=1) == target).sum()
+                    loss += nn.functional.cross_entropy(out.float(), target, reduction="sum")
+                    n += target.numel()
         except _OOM as exc:
             raise self._out_of_memory(exc, "evaluation") from None
         finally:

@@ -1,0 +1,97 @@
+"""``gpt-mini``: a small causal transformer language model over byte tokens (docs/method.md, Language models).
+
+4 pre-norm blocks of width 128 with 4 heads, a context of 128 tokens, learned token and position embeddings, a GELU
+MLP (ratio 4), a final LayerNorm and a linear head to one logit per vocabulary entry at every position. Attention
+uses separate ``q``, ``k``, ``v`` and ``proj`` Linear layers (each a prunable weight of its own) and
+``scaled_dot_product_attention`` with ``is_causal=True``. The embeddings are ``nn.Embedding`` tables, which stay
+dense like every non-Linear parameter (docs/method.md, Language models, says why).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pwmpr.models import MODELS
+from pwmpr.probe import declare_input_dtype
+
+
+class CausalAttention(nn.Module):
+    """Multi-head causal self-attention."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        h = self.heads
+
+        def heads(layer):
+            return layer(x).reshape(b, t, h, d // h).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(heads(self.q), heads(self.k), heads(self.v), is_causal=True)
+        return self.proj(out.transpose(1, 2).reshape(b, t, d))
+
+
+class Block(nn.Module):
+    """Pre-norm block: x + attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = CausalAttention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, dim * mlp_ratio)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(dim * mlp_ratio, dim)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.fc2(self.act(self.fc1(self.norm2(x))))
+
+
+class GPT(nn.Module):
+    """Token and position embeddings, causal blocks, LN, a linear head: logits (batch, seq, vocab) from int64 ids
+    (batch, seq) of up to ``context`` tokens."""
+
+    def __init__(self, vocab: int, context: int, dim: int = 128, depth: int = 4, heads: int = 4,
+                 mlp_ratio: int = 4) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"width {dim} is not a multiple of {heads} heads")
+        self.context = context
+        self.tok_embed = nn.Embedding(vocab, dim)
+        self.pos_embed = nn.Embedding(context, dim)
+        self.blocks = nn.Sequential(*[Block(dim, heads, mlp_ratio) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, vocab)
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+            if isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    def forward(self, ids):
+        t = ids.shape[1]
+        if t > self.context:
+            raise ValueError(f"a sequence of {t} tokens is longer than the context of {self.context}")
+        pos = torch.arange(t, device=ids.device)
+        x = self.tok_embed(ids) + self.pos_embed(pos)
+        return self.head(self.norm(self.blocks(x)))
+
+
+@MODELS.register("gpt-mini")
+def gpt_mini(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    """Causal transformer over token ids: 4 layers, width 128, 4 heads; vocabulary ``num_classes``, context
+    ``input_shape[0]`` (128 for the text data sets)."""
+    if len(input_shape) != 1:
+        raise ValueError(f"gpt-mini needs input_shape (context,) of token ids, got {input_shape}")
+    model = GPT(num_classes, input_shape[0])
+    declare_input_dtype(model, torch.int64)
+    return model
