@@ -259,12 +259,12 @@ def test_grow_gpt_mini_on_pydoc_text_end_to_end(tmp_path):
 def test_every_growth_rule_scores_a_small_gpt_on_token_batches():
     """The rules that score on a real batch take token ids and per-position targets; the q/k rules reach q and k."""
     from pwmpr.growth import GROWTH_RULES
-    from pwmpr.seed import random_masks
+    from pwmpr.seed import uniform_masks
 
     torch.manual_seed(0)
     m = GPT(256, 16, dim=32, depth=1, heads=2, mlp_ratio=2)
     declare_input_dtype(m, torch.int64)
-    masks = random_masks(m, 0.2, (16,), seed=0)
+    masks = uniform_masks(m, 0.2, (16,), seed=0)
     ids = torch.randint(0, 256, (4, 17))
     for rule in GROWTH_RULES.names():
         scores = GROWTH_RULES.get(rule).scores(m, masks, (16,), lambda: (ids[:, :-1], ids[:, 1:]))
@@ -282,5 +282,5 @@ def test_export_checks_top1_per_position_of_a_language_model():
     ref[0, 0, 0] = ref[0, 1, 2] = 1.0  # position 0 predicts class 0, position 1 class 2
     got = ref.copy()
     got[0, 1] = [0.0, 1.0, 0.0]  # position 1 now predicts class 1: a per-sample argmax (still class 0) misses it
-    agreement = validate.compare(ref, got)
+    agreement = validate.measure_agreement(ref, got)
     assert agreement.n_top1_checked == 2 and agreement.n_top1_mismatch == 1
