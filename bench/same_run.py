@@ -24,17 +24,18 @@ from _results import header  # noqa: E402
 TIMING = {"wall_time", "wall_total", "process_wall", "seconds", "share_of_training", "train_seconds"}
 
 
-def _strip(value):
-    """``value`` without its timing fields, at any depth."""
+def _strip(value, ignore: frozenset[str] = frozenset()):
+    """``value`` without its timing fields and the ``ignore`` fields, at any depth."""
     if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if k not in TIMING}
+        return {k: _strip(v, ignore) for k, v in value.items() if k not in TIMING and k not in ignore}
     if isinstance(value, list):
-        return [_strip(v) for v in value]
+        return [_strip(v, ignore) for v in value]
     return value
 
 
-def differences(before: Path, after: Path) -> tuple[list[str], dict[str, int]]:
-    """What differs between two run folders (empty: the same run), and what was compared."""
+def differences(before: Path, after: Path, ignore: frozenset[str] = frozenset()) -> tuple[list[str], dict[str, int]]:
+    """What differs between two run folders (empty: the same run), and what was compared; ``ignore`` names history
+    fields one of the two commits does not write (a record added in between)."""
     import torch
     from safetensors.torch import load_file
 
@@ -50,7 +51,7 @@ def differences(before: Path, after: Path) -> tuple[list[str], dict[str, int]]:
     if len(rows_a) != len(rows_b):
         diffs.append(f"history: {len(rows_a)} rows against {len(rows_b)}")
     for i, (a, b) in enumerate(zip(rows_a, rows_b, strict=False)):
-        a, b = _strip(a), _strip(b)
+        a, b = _strip(a, ignore), _strip(b, ignore)
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):
                 diffs.append(f"history row {i}: {key}: {a.get(key)!r} against {b.get(key)!r}")
@@ -75,15 +76,18 @@ def main() -> None:
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
     parser.add_argument("--results", type=Path, default=None, help="also write the report here")
+    parser.add_argument("--ignore", action="append", default=[],
+                        help="a history field only one of the commits writes (repeatable); reported as left out")
     parser.add_argument("--before-commit", default="", help="the commit the first run was made at")
     parser.add_argument("--after-commit", default="", help="the commit the second run was made at")
     args = parser.parse_args()
-    diffs, counts = differences(args.before, args.after)
+    diffs, counts = differences(args.before, args.after, frozenset(args.ignore))
     command = " ".join(["python bench/same_run.py", *sys.argv[1:]])
     lines = header(command) + [
         f"Before: `{args.before}`" + (f" (pwmpr commit {args.before_commit})" if args.before_commit else "") + "  ",
         f"After: `{args.after}`" + (f" (pwmpr commit {args.after_commit})" if args.after_commit else ""), "",
-        "Compared: " + ", ".join(f"{v:,} {k}" for k, v in counts.items()) + " (timings left out).", "",
+        "Compared: " + ", ".join(f"{v:,} {k}" for k, v in counts.items()) + " (timings left out"
+        + "".join(f"; `{f}`, written by one commit only" for f in args.ignore) + ").", "",
         ("**The same run, bit for bit.**" if not diffs else f"**{len(diffs)} difference(s):**"), ""]
     lines += [f"- {d}" for d in diffs[:50]]
     text = "\n".join(lines) + "\n"

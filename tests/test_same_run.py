@@ -41,3 +41,17 @@ def test_timings_do_not_count_and_one_changed_bit_does(tmp_path):
     rows[0]["tau_core"]["tau"] = 4
     (b / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert "history row 0: tau_core: {'tau': 3} against {'tau': 4}" in differences(a, b)[0]
+
+
+def test_a_field_one_commit_does_not_write_can_be_named_and_only_that_one(tmp_path):
+    a = _run(tmp_path / "a")
+    b = tmp_path / "b"
+    shutil.copytree(a, b)
+    rows = [json.loads(line) for line in (b / "history.jsonl").read_text().splitlines()]
+    rows[0]["plateau_fit"] = {"slope": 0.001}
+    (b / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert differences(a, b)[0] == ["history row 0: plateau_fit: None against {'slope': 0.001}"]
+    assert differences(a, b, frozenset({"plateau_fit"}))[0] == []
+    rows[0]["val_acc"] = 0.91
+    (b / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert differences(a, b, frozenset({"plateau_fit"}))[0] == ["history row 0: val_acc: 0.9 against 0.91"]

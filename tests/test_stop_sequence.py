@@ -37,6 +37,7 @@ def test_plateau_rule_stops_exactly_when_a_doubling_buys_less_than_the_tolerance
     verdict = growth_stop(rows(d, a), stop, 10, d[-1])
     assert verdict.reason == ("plateau" if stops else None)
     assert verdict.info["stop_rule"] == "plateau"
+    assert verdict.info["plateau_fit"]["slope"] == pytest.approx(slope)  # recorded on the row that stops too
     if stops:
         assert f"{slope:.4g} < 0.005" in verdict.info["fit_status"]
 

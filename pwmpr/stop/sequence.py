@@ -64,13 +64,13 @@ def growth_stop(history: list[dict], stop: Any, num_classes: int | None, density
     if verdict.failed is not None:  # recorded in the history row; repeated failures end the run
         info["stop_fit_failed"] = verdict.failed
         check_fit_failures(growth_rows(history)[:-1], verdict, stop.rule)
+    window = stop.min_points + 1
+    if stop.plateau_tol > 0 and len(points) >= window:  # the plateau test's line, whichever rule decides
+        info["plateau_fit"] = plateau_line(points[-window:], stop.plateau_tol)
     if verdict.stop:
         return GrowthStop(verdict.kind, info)
-    window = stop.min_points + 1
     flat = plateau_reached(points, tol=stop.plateau_tol, window=window, consecutive=stop.consecutive)
     info["plateau_status"] = flat.reason
-    if stop.plateau_tol > 0 and len(points) >= window:
-        info["plateau_fit"] = plateau_line(points[-window:], stop.plateau_tol)
     if flat.stop:
         return GrowthStop("plateau", info)
     if density >= stop.max_density - 1e-12:
