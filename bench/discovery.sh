@@ -5,13 +5,16 @@
 # For every data/model pair: a sweep (one-shot PHEW masks at 0.01 .. 1 by x2, 3 seeds: the ground-truth curve and
 # its knee), IMP (lr-rewind, seed 0: the cost of reaching a density by pruning), and PWMPR from seed densities 0.01
 # and 0.05 with 3 seeds in each VARIANT. The settings and each variant's flags are bench/settings/discovery.json;
-# everything else is pwmpr grow's defaults (the gain rule with its noise-aware tolerance and the plateau fallback,
-# the cost guard at 1.5 dense runs):
+# everything else is pwmpr grow's defaults (the plateau rule at half a point per doubling, the cost guard at 1.5
+# dense runs):
 #   continue   final training from the grown weights
 #   reinit     the grown mask from the model's initial weights
 #   rewind     seed edges at their initial values, grown ones at zero
 #   explore    growth that can recruit units the seed missed (pwmp-explore)
+#   gain-guarded  the previous default stop: the gain rule with the one-point plateau fallback
 # Older stop settings stay available as variants: no-guard, gain, gain-plateau, paper-fixed, paper-today.
+# The published run (bench/results/discovery.md) has the default variant only; the final-init modes, pwmp-explore
+# and the previous default were measured with the previous default stop rule (bench/results/discovery-gain-rule.md).
 # Stability: the "continue" runs of seed 0 run once more with 2 threads (variant continue-2threads), so the report
 # shows whether the discovered density moves with the summation order.
 # The pairs: mnist5k and digits (real digits; 400 and 144 validation samples) and teacher (labels from a fixed
