@@ -99,7 +99,8 @@ def test_tolerance_used_is_recorded_and_said_once(tmp_path):
             assert row["posterior"]["tol"] == pytest.approx(expected)
     loud = [a for a in BASE if a != "-q"]
     result = runner.invoke(app, ["grow", *loud, "--seed-density", "0.3", "--phase-epochs", "1", "--final-epochs",
-                                 "0", "--stop-tol", "0.001", "--max-phases", "3", "--out", str(tmp_path / "s")],
+                                 "0", "--stop", "gain", "--stop-tol", "0.001", "--max-phases", "3",
+                                 "--out", str(tmp_path / "s")],
                            env={"COLUMNS": "300"})
     assert result.exit_code == 0, result.output
     assert result.output.count("below what") == 1 and "stop_tol_used" in result.output
