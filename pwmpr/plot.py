@@ -209,6 +209,8 @@ def _draw_density(ax, history: list[dict[str, Any]], summary: dict[str, Any] | N
         if finite:
             ax.axvline(rho_star, color="C2", ls=":", label=f"ρ* = {rho_star:.3g}: 95% of the last fit's rise")
         notes += _draw_refits(ax, phases, rho_star if finite else None)
+    elif phases and last.get("stop_rule") == "plateau" and last.get("plateau_fit"):
+        notes.append(f"plateau rule at the last phase: {last.get('fit_status') or ''}")
     elif phases and last.get("stop_rule"):
         notes.append(f"{last['stop_rule']} rule drew no curve at the last phase: "
                      + (last.get("fit_status") or "too few points"))

@@ -268,3 +268,4 @@ def test_the_plateau_rule_draws_its_line_over_the_window_it_judged(figs):
     assert ys[k] == pytest.approx(line["y0"] + line["slope"] * (math.log2(xs[k]) - line["x0"]))
     assert ys[-1] - ys[0] == pytest.approx(line["slope"] * math.log2(0.305 / 0.125))
     assert 0.125 < mid < 0.305
+    assert "plateau rule at the last phase" in _notes(fig) and "drew no curve" not in _notes(fig)
