@@ -41,3 +41,14 @@ def device() -> str:
 def generator() -> torch.Generator:
     """A seeded CPU generator."""
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture
+def figs():
+    """A list to put matplotlib figures in; they are closed after the test."""
+    import matplotlib.pyplot as plt
+
+    made = []
+    yield made
+    for f in made:
+        plt.close(f)

@@ -46,16 +46,6 @@ def groups(tmp_path):
     return compare(runs, None).groups
 
 
-@pytest.fixture
-def figs():
-    import matplotlib.pyplot as plt
-
-    made = []
-    yield made
-    for f in made:
-        plt.close(f)
-
-
 def test_labels_name_the_options_that_differ_not_a_hash(groups):
     assert sorted(g.label for g in groups) == ["pwmpr/pwmp (stop.rule=gain)", "pwmpr/pwmp (stop.rule=paper)"]
     assert not any("#" in g.label for g in groups)

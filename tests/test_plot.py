@@ -40,16 +40,6 @@ def _line(fig, label_start: str):
     return found[0]
 
 
-@pytest.fixture
-def figs():
-    import matplotlib.pyplot as plt
-
-    made = []
-    yield made
-    for f in made:
-        plt.close(f)
-
-
 POINTS = [(0.05, 0.30), (0.0625, 0.50), (0.078, 0.75), (0.098, 0.80), (0.122, 0.85)]
 
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pwmpr.models import MODELS
+from pwmpr.models.vit import Block
 from pwmpr.probe import declare_input_dtype
 
 
@@ -39,23 +40,6 @@ class CausalAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, t, d))
 
 
-class Block(nn.Module):
-    """Pre-norm block: x + attn(LN(x)), then x + MLP(LN(x))."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: int) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = CausalAttention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim)
-        self.fc1 = nn.Linear(dim, dim * mlp_ratio)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(dim * mlp_ratio, dim)
-
-    def forward(self, x):
-        x = x + self.attn(self.norm1(x))
-        return x + self.fc2(self.act(self.fc1(self.norm2(x))))
-
-
 class GPT(nn.Module):
     """Token and position embeddings, causal blocks, LN, a linear head: logits (batch, seq, vocab) from int64 ids
     (batch, seq) of up to ``context`` tokens."""
@@ -68,7 +52,7 @@ class GPT(nn.Module):
         self.context = context
         self.tok_embed = nn.Embedding(vocab, dim)
         self.pos_embed = nn.Embedding(context, dim)
-        self.blocks = nn.Sequential(*[Block(dim, heads, mlp_ratio) for _ in range(depth)])
+        self.blocks = nn.Sequential(*[Block(dim, heads, mlp_ratio, CausalAttention) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab)
         for m in self.modules():

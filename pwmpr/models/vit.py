@@ -38,12 +38,13 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(LN(x)), then x + MLP(LN(x))."""
+    """Pre-norm transformer block: x + attn(LN(x)), then x + MLP(LN(x)); ``attention`` makes the attention layer
+    from (dim, heads)."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: int) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, attention: type[nn.Module] | None = None) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads)
+        self.attn = (attention or Attention)(dim, heads)
         self.norm2 = nn.LayerNorm(dim)
         self.fc1 = nn.Linear(dim, dim * mlp_ratio)
         self.act = nn.GELU()
