@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import header  # noqa: E402
+from _results import ROOT, header, quote_into  # noqa: E402
 
 #: Fields that measure the machine, not the run.
 TIMING = {"wall_time", "wall_total", "process_wall", "seconds", "share_of_training", "train_seconds"}
@@ -93,6 +93,8 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     if args.results:
         args.results.write_text(text)
+        if args.results.resolve() == (ROOT / "bench/results/same-run.md").resolve():
+            quote_into(ROOT / "bench/RESULTS.md", "same-run", text)
     print(text)
     sys.exit(1 if diffs else 0)
 
