@@ -66,6 +66,12 @@ def _foreign_zip(tmp: Path) -> str:
     return f"npz:{path}"
 
 
+def _text(tmp: Path, name: str, content: bytes) -> str:
+    path = tmp / name
+    path.write_bytes(content)
+    return f"text:{path}"
+
+
 def _junk(tmp: Path) -> str:
     path = tmp / "junk.npz"
     path.write_bytes(b"this is not numpy data at all\n" * 10)
@@ -194,6 +200,14 @@ CASES = [
          "is a zip file but not an npz archive"),
     Case("npz-junk", "grow", "a file that is neither a zip nor numpy data", lambda t, r: ["--data", _junk(t)],
          "it is not an npz file"),
+    Case("text-empty", "grow", "`--data text:FILE` of an empty file (a language model's corpus)",
+         lambda t, r: ["--data", _text(t, "empty.txt", b""), "--model", "gpt-mini"], "no documents found"),
+    Case("text-binary", "grow", "`--data text:FILE` of a file that is not UTF-8 text",
+         lambda t, r: ["--data", _text(t, "bin.txt", b"\xff\xfe\x00\x01binary"), "--model", "gpt-mini"],
+         "is not UTF-8 text"),
+    Case("text-shorter-than-context", "grow", "`--data text:FILE` shorter than the model's context of 128 bytes",
+         lambda t, r: ["--data", _text(t, "short.txt", b"A short paragraph.\n\nAnother one.\n"),
+                       "--model", "gpt-mini"], "less than one window of 129 bytes"),
     Case("config-bool-as-string", "grow --config", 'config file with `"tau_core": "no"`',
          lambda t, r: ["--config", _config(t, tau_core="no")], 'tau_core must be true or false, got "no"'),
     Case("config-float-as-bool", "grow --config", 'config file with `"train": {"lr": true}`',
