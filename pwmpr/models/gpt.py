@@ -14,30 +14,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from pwmpr.models import MODELS
-from pwmpr.models.vit import Block
+from pwmpr.models.vit import Attention, Block
 from pwmpr.probe import declare_input_dtype
 
 
-class CausalAttention(nn.Module):
-    """Multi-head causal self-attention."""
-
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.proj = nn.Linear(dim, dim)
+class CausalAttention(Attention):
+    """Multi-head causal self-attention: the ViT's projections, each position attending to itself and the ones
+    before it."""
 
     def forward(self, x):
-        b, t, d = x.shape
-        h = self.heads
-
-        def heads(layer):
-            return layer(x).reshape(b, t, h, d // h).transpose(1, 2)
-
-        out = F.scaled_dot_product_attention(heads(self.q), heads(self.k), heads(self.v), is_causal=True)
-        return self.proj(out.transpose(1, 2).reshape(b, t, d))
+        q, k, v = self.qkv(x)
+        return self.merge(F.scaled_dot_product_attention(q, k, v, is_causal=True))
 
 
 class GPT(nn.Module):

@@ -25,16 +25,21 @@ class Attention(nn.Module):
         self.v = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x):
+    def qkv(self, x):
+        """Queries, keys and values of ``x`` (batch, tokens, dim), each (batch, heads, tokens, dim / heads)."""
         b, t, d = x.shape
-        h = self.heads
+        return tuple(layer(x).reshape(b, t, self.heads, d // self.heads).transpose(1, 2)
+                     for layer in (self.q, self.k, self.v))
 
-        def heads(layer):
-            return layer(x).reshape(b, t, h, d // h).transpose(1, 2)
+    def merge(self, out):
+        """The heads' outputs (batch, heads, tokens, dim / heads) joined and projected back to (batch, tokens, dim)."""
+        b, h, t, dh = out.shape
+        return self.proj(out.transpose(1, 2).reshape(b, t, h * dh))
 
-        q, k, v = heads(self.q), heads(self.k), heads(self.v)
+    def forward(self, x):
+        q, k, v = self.qkv(x)
         attn = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
-        return self.proj((attn @ v).transpose(1, 2).reshape(b, t, d))
+        return self.merge(attn @ v)
 
 
 class Block(nn.Module):
