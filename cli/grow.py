@@ -1,4 +1,4 @@
-"""``pwmpr grow``: flags -> GrowConfig -> ``pwmpr.runner.run``."""
+"""``pwmpr grow``: flags -> GrowConfig -> ``pwmpr.run_folder.run``."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def _run(overrides: dict, *, out: Path | None, resume: Path | None, config: Path
 def _run_trusted(overrides: dict, *, out: Path | None, resume: Path | None, config: Path | None, force: bool,
                  quiet: bool, method: str, options: dict | None = None, given: list[str] | tuple = ()) -> dict:
     from pwmpr.progress import make_reporter
-    from pwmpr.runner import run
+    from pwmpr.run_folder import run
 
     if resume is not None:  # --lr may change: the advice when training diverged
         refuse_with_resume([*(["--config"] if config is not None else []), *(["--out"] if out is not None else []),

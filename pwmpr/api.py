@@ -1,7 +1,7 @@
 """The Python API beside ``pwmpr grow``: grow any ``nn.Module`` on your own data through the same runner.
 
 :func:`grow_module` turns the model and the data (tensors, a Dataset or a DataLoader) into what the runner
-(``pwmpr.runner.run``) takes in place of a registered model and data set, so the run is the same as a CLI run:
+(``pwmpr.run_folder.run``) takes in place of a registered model and data set, so the run is the same as a CLI run:
 PHEW seed, phases, PWMP growth, stop rule, final training, and a run folder with config.json, history.jsonl,
 checkpoints, final.safetensors and summary.json. ``config.json`` records the model as ``python:<class name>``
 and the data as ``python:<kind>``: such a run resumes only from Python (``resume=True`` with the same objects).
@@ -102,7 +102,7 @@ def _grow_module(model, train, *, val, test, num_classes, input_shape, out, conf
                  overrides) -> GrownModel:
     """:func:`grow_module`'s work, with the errors still in the CLI's words."""
     from pwmpr.progress import make_reporter
-    from pwmpr.runner import run
+    from pwmpr.run_folder import run
 
     if not isinstance(model, (nn.Module, str)):
         raise PwmprError(f"model must be an nn.Module, a registered name or 'package.module:function', got "

@@ -1,21 +1,20 @@
-"""The runner: drives any method through phases, records history, checkpoints, resumes, finishes the run.
+"""The phase loop: drives any method through phases, records history, checkpoints, resumes, finishes the run.
 
 For every phase: train (``pwmpr.train``), evaluate on the validation split, count the cost, measure the
 tau-core, record a history row, ask the method what next (``pwmpr.methods``), apply its decision, write a
-checkpoint. Then the final training where the method has one, the test accuracy, ``final.safetensors``,
-``summary.json`` and ``curve.png``. Resume loads the newest checkpoint and carries on from the next phase;
-a run killed and resumed ends with the same masks and history as an uninterrupted one (on CPU).
+checkpoint. Then the final training where the method has one (``pwmpr.final_training``), the test accuracy,
+``final.safetensors``, ``summary.json`` and ``curve.png``. Resume loads the newest checkpoint and carries on from
+the next phase; a run killed and resumed ends with the same masks and history as an uninterrupted one (on CPU).
+The run folder around a ``Run`` (lock, set-aside, default folder, resume or start) is ``pwmpr.run_folder``.
 
 Distributed (torchrun) runs: only rank 0 writes files (``pwmpr.dist``); growth decisions are made on rank 0
 and broadcast, so every rank trains the same masks, which every rank checks after each decision. Whatever rank 0
-does alone (repairing the folder, choosing the checkpoint to resume from, the tau-core, growth, writing files)
-passes its result or its error to every rank (``dist.on_primary``).
+does alone (choosing the checkpoint to resume from, the tau-core, growth, writing files) passes its result or its
+error to every rank (``dist.on_primary``).
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import math
 import os
 import time
@@ -29,17 +28,17 @@ from pwmpr.config import GrowConfig
 from pwmpr.cost import phase_cost, training_flops
 from pwmpr.data import MIN_VAL_SAMPLES, DataBundle, load_data
 from pwmpr.errors import PwmprError
+from pwmpr.final_training import pack_start, start_final_training, train_final, unpack_start
 from pwmpr.graph.reach import check_input_reaches_output
 from pwmpr.interrupts import deferred_interrupt
-from pwmpr.lock import FolderLock, lock_run_dir
 from pwmpr.masks import MaskSet, prunable
 from pwmpr.methods import METHODS, Decision, Method, RunContext
-from pwmpr.methods.final_init import FINAL_INITS, needs_start
+from pwmpr.methods.final_init import needs_start
 from pwmpr.models import check_input_shape, create_model
 from pwmpr.probe import check_float32, check_output_width, declare_input_dtype
 from pwmpr.progress import Reporter
 from pwmpr.taucore import check_tau_core, tau_core
-from pwmpr.train import ProgressHook, Trainer, TrainingDiverged
+from pwmpr.train import ProgressHook, Trainer
 from pwmpr.train.hooks import Hook
 
 
@@ -163,7 +162,7 @@ class Run:
         self.trainer.load_optimizer_tensors(saved.optimizer)
         checkpoint.set_rng_states(saved.rng, self.data_gen, self.grow_gen, self.device)
         self.initial_state = saved.rewind
-        self.start = _unpack_start(saved.start)
+        self.start = unpack_start(saved.start)
         self.history = saved.history
         self.method.restore(saved.method_state, self.history)  # what a method keeps between phases
         self.phase = saved.next_phase
@@ -190,7 +189,7 @@ class Run:
         while self.stage == "phase":
             self._phase(train_loader, val_loader)
         if self.stage == "final":
-            self._final(train_loader, val_loader)
+            train_final(self, train_loader, val_loader)
         dist.check_masks_agree(self.trainer.masks)
         return self._finish()
 
@@ -201,7 +200,7 @@ class Run:
         stats = self.trainer.train(train_loader, epochs, schedule=self.method.phase_schedule(self.phase),
                                    lr=self.method.phase_lr(self.phase), stage=f"phase {self.phase}")
         val_acc, val_loss = self.trainer.evaluate(val_loader)
-        row = self._row("phase", epochs, masks, stats, val_acc, val_loss)
+        row = self.history_row("phase", epochs, masks, stats, val_acc, val_loss)
         if self.method.records_test:
             row["test_acc"], row["test_loss"] = self.trainer.evaluate(self._test())
             row.update(self._perplexity("test_ppl", row["test_loss"]))
@@ -223,12 +222,12 @@ class Run:
             self.stop_reason = decision.reason
             self.stage = "final" if self.method.has_final and self.cfg.final_epochs > 0 else "done"
             if self.stage == "final":
-                self._start_final()
+                start_final_training(self)
         else:
             self._apply(decision)
         dist.check_masks_agree(self.trainer.masks, f"after the decision of phase {self.phase}")
         self.phase += 1
-        self._checkpoint()
+        self.save_checkpoint()
         self.reporter.phase_done(row)
 
     def _test(self):
@@ -280,52 +279,14 @@ class Run:
                 f"--stop-tol {asked:g} is below what {n or 'the'} validation samples can resolve: the stop rule "
                 f"decides at a gain of {used[-1]:.3g} instead (recorded as stop_tol_used in history.jsonl)")
 
-    def _start_final(self) -> None:
-        """Set the weights final training starts from (``--final-init``), keeping the discovered mask."""
-        if self.start is None and needs_start(self.cfg.final_init):
-            raise PwmprError(f"--final-init {self.cfg.final_init} needs the run's initial weights and seed masks, but "
-                             f"the checkpoint this run resumed from does not hold them (start/ tensors); rerun it "
-                             f"from the start")
-        state = FINAL_INITS.get(self.cfg.final_init)(*self.start) if self.start is not None else None
-        self.start = None  # used once: later checkpoints need not carry it
-        if state is None:
-            return
-        with torch.no_grad():
-            checkpoint.load_state(self.model, state)
-            self.trainer.masks.apply(self.model)
-        self.trainer.optimizer.state.clear()
-
-    def _final(self, train_loader, val_loader) -> None:
-        masks = self.trainer.masks
-        epochs = self.cfg.final_epochs
-        self.reporter.phase_start(self.phase, masks.density(), "final")
-        done, self.progress = self.progress, None  # resumed during final training: carry on after its epochs
-        hook = _FinalCheckpointHook(self, epochs)
-        self.trainer.hooks.append(hook)
-        try:
-            stats = self.trainer.train(
-                train_loader, epochs, schedule=self.cfg.train.final_schedule, stage="final",
-                first_epoch=done["epochs_done"] if done else 0,
-                carry=(done["loss_sum"], done["samples"], done["seconds"]) if done else None)
-        finally:
-            self.trainer.hooks.remove(hook)
-        val_acc, val_loss = self.trainer.evaluate(val_loader)
-        row = self._row("final", epochs, masks, stats, val_acc, val_loss)
-        row["decision"] = "done"
-        row["final_init"] = self.cfg.final_init
-        self.history.append(row)
-        self.stage = "done"
-        self.phase += 1
-        self._checkpoint()
-        self.reporter.phase_done(row)
-
     def _perplexity(self, key: str, loss: float | None) -> dict[str, float]:
         """``{key: exp(loss)}`` for a language model (token inputs: loss per token, in nats), else nothing."""
         if loss is None or self.bundle.input_dtype.is_floating_point:
             return {}
         return {key: math.exp(min(loss, 700.0))}
 
-    def _row(self, stage: str, epochs: int, masks: MaskSet, stats, val_acc: float, val_loss: float) -> dict:
+    def history_row(self, stage: str, epochs: int, masks: MaskSet, stats, val_acc: float, val_loss: float) -> dict:
+        """The history row of a phase or of final training: its density, accuracy, loss, cost and tau-core."""
         flops = training_flops(self.model, masks, self.input_shape)
         prev = self.history[-1] if self.history else None
         row: dict[str, Any] = {
@@ -365,11 +326,12 @@ class Run:
                 "share_of_training": seconds / train_seconds if train_seconds > 0 else None}
 
     # -- files --------------------------------------------------------------------------------
-    def _checkpoint(self) -> None:
-        """Write the checkpoint, history.jsonl and curve.png on rank 0; its failure ends every rank."""
-        dist.on_primary(self._write_checkpoint, "writing the checkpoint", share=False)
+    def save_checkpoint(self) -> None:
+        """Write the checkpoint, history.jsonl and curve.png on rank 0 (``write_checkpoint``); its failure ends every
+        rank."""
+        dist.on_primary(self.write_checkpoint, "writing the checkpoint", share=False)
 
-    def _write_checkpoint(self, progress: dict[str, Any] | None = None) -> None:
+    def write_checkpoint(self, progress: dict[str, Any] | None = None) -> None:
         """The checkpoint after phase ``self.phase - 1``, or with ``progress`` the one during final training
         (under the name the final training's own checkpoint takes when it ends)."""
         rewind = self.initial_state if self.method.rewind_step is not None else None
@@ -380,7 +342,7 @@ class Run:
             rng=checkpoint.rng_states(self.data_gen, self.grow_gen, self.device),
             next_phase=self.phase, stage=self.stage, history=self.history, stop_reason=self.stop_reason,
             global_step=self.trainer.global_step, method_state=self.method.state_tensors(), rewind=rewind,
-            start=_pack_start(self.start), progress=progress,
+            start=pack_start(self.start), progress=progress,
             extra_meta={"config": self.cfg.to_dict(), "input_shape": list(self.input_shape),
                         "num_classes": self.bundle.num_classes}))
         if self.aside is not None:  # the new run has started properly: the replaced run's files can go
@@ -457,111 +419,6 @@ class Run:
         self._plot(summary)
 
 
-def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = False, force: bool = False,
-        reporter: Reporter | None = None, model: torch.nn.Module | None = None,
-        bundle: DataBundle | None = None, lr: float | None = None) -> dict[str, Any]:
-    """Produce (or continue, with ``resume``) the run folder ``out_dir`` for ``cfg``; return the summary.
-
-    ``model`` and ``bundle`` replace the config's registered model and data set (``pwmpr.grow_module``).
-    ``lr`` (with ``resume`` only): train on at this learning rate, recorded in config.json and the history.
-    ``reporter`` stays open: its owner closes it (a sweep keeps one display across its points).
-
-    Without ``out_dir`` the folder is ``rundir.default_run_dir`` of the config (model resolved). The returned
-    summary also holds ``run_dir``, the folder used.
-    """
-    dist.init_from_env()
-    primary = dist.is_primary()
-    out = Path(out_dir) if out_dir is not None else None
-    held: list[FolderLock] = []
-    aside: list[Path] = []  # --force: where the old run's files wait (restored if the new run fails early)
-    r: Run | None = None
-    created: list[Path] = []  # the folder this call made: a failure leaves no empty folder behind
-    failed = True
-
-    def take(out: Path) -> None:
-        """Lock the folder (one writer), then finish what a dead writer left there."""
-        if primary:
-            held.append(lock_run_dir(out))
-            for note in rundir.recover_set_aside(out):
-                (reporter or Reporter()).message(note)
-            rundir.clean_leftovers(out)
-
-    def prepare(out: Path) -> None:
-        """Rank 0 makes, locks, repairs and checks the folder; the other ranks wait for it (or for its error)."""
-        def on_rank_0() -> None:
-            if not out.exists():
-                created.append(out)
-            rundir.make_out_dir(out)
-            take(out)
-            rundir.check_out_dir(out, force=force)
-
-        dist.on_primary(on_rank_0, "preparing the run folder", share=False)
-
-    if lr is not None and not resume:
-        raise PwmprError("lr= is for resume; a new run takes its learning rate from the config")
-    lr_change = None
-    try:
-        if resume:
-            if out is None or not out.is_dir():
-                raise PwmprError(f"cannot resume {out}: no such run folder")
-            dist.on_primary(lambda: take(out), "repairing the run folder", share=False)  # then every rank reads it
-            if not (out / rundir.CONFIG).is_file():
-                raise PwmprError(f"cannot resume {out}: it holds no {rundir.CONFIG}")
-            cfg = GrowConfig.load(out / rundir.CONFIG)
-            finished = rundir.finished_summary(out)
-            if finished is not None:  # nothing to do: a finished run is not trained or rewritten again
-                (reporter or Reporter()).message(
-                    f"{out} is finished ({rundir.SUMMARY}); nothing was done (start it again with --force)")
-                dist.shutdown()
-                return {**finished, "run_dir": str(out)}
-            if lr is not None and lr != cfg.train.base_lr:
-                lr_change = {"from": cfg.train.base_lr, "to": float(lr)}
-                cfg.train = dataclasses.replace(cfg.train, lr=float(lr))  # checked like a flag
-        elif out is not None:
-            prepare(out)  # a bad --out fails before any data is loaded; nothing in it is touched yet
-        cfg = copy.deepcopy(cfg)
-        # Checks config, device, data and model before any file is replaced.
-        r = Run(cfg, out, reporter, model=model, bundle=bundle)
-        if out is None:
-            out = r.out = rundir.default_run_dir(cfg)
-            prepare(out)
-        if resume:
-            r.lr_change = lr_change
-            r.resume()
-        else:
-            if force:
-                moved = dist.on_primary(lambda: rundir.set_aside(out), "setting the old run aside")
-                if moved is not None and primary:
-                    aside.append(moved)
-                    r.aside = moved
-            r.start_fresh()
-        if r.reporter is not None:
-            r.reporter.run_start(f"{cfg.method}: {cfg.model} on {cfg.data} ({r.bundle.n_train} training samples), "
-                                 f"device {r.device}, run folder {out}")
-        try:
-            summary = r.run()
-        except TrainingDiverged as exc:
-            cks = rundir.checkpoints(out) if r.aside is None else []
-            kept = (f"{out} keeps its last good checkpoint, {cks[-1].name} (`pwmpr grow --resume {out} --lr X` "
-                    f"carries on from it at learning rate X)" if cks else
-                    "no checkpoint of this run was written" + (
-                        f"; {out} holds the previous run again" if r.aside is not None else ""))
-            raise PwmprError(f"{exc}; {kept}") from None
-        dist.shutdown()
-        failed = False
-        return {**summary, "run_dir": str(out)}
-    except BaseException:
-        if r is not None and r.aside is not None and out is not None:
-            rundir.restore_set_aside(out, r.aside)  # the new run never wrote a checkpoint: the old one comes back
-            r.aside = None
-        raise
-    finally:
-        for lock in held:
-            lock.release()
-        for folder in created if failed else []:
-            rundir.remove_if_empty(folder)
-
-
 def check_start_masks(model: torch.nn.Module, masks: MaskSet, input_shape: tuple[int, ...]) -> None:
     """Refuse starting masks that leave a layer with no edge, or no input-to-output path through their edges."""
     empty = [name for name, mask in masks.items() if not bool(mask.any())]
@@ -571,46 +428,6 @@ def check_start_masks(model: torch.nn.Module, masks: MaskSet, input_shape: tuple
                          "raise the density")
     check_input_reaches_output(model, masks.to_dict(), input_shape,
                                what=f"the starting masks (density {masks.density():.3g})")
-
-
-def _pack_start(start: tuple[dict[str, torch.Tensor], MaskSet] | None) -> dict[str, torch.Tensor] | None:
-    """The run's start as checkpoint tensors (``state/`` the initial weights, ``mask/`` the seed masks)."""
-    if start is None:
-        return None
-    state, seed = start
-    return {**{"state/" + k: v for k, v in state.items()}, **{"mask/" + k: v for k, v in seed.to_dict().items()}}
-
-
-def _unpack_start(tensors: dict[str, torch.Tensor] | None) -> tuple[dict[str, torch.Tensor], MaskSet] | None:
-    """The run's start back from ``_pack_start``'s tensors (None when the checkpoint kept none)."""
-    if not tensors:
-        return None
-    state = {k[len("state/"):]: v for k, v in tensors.items() if k.startswith("state/")}
-    seed = {k[len("mask/"):]: v for k, v in tensors.items() if k.startswith("mask/")}
-    return state, MaskSet(seed)
-
-
-class _FinalCheckpointHook(Hook):
-    """Checkpoints final training at the end of an epoch once ``--checkpoint-minutes`` passed since the last
-    checkpoint (not after its last epoch, which the final checkpoint follows). Rank 0 decides and writes; the
-    others learn of its failure (``dist.on_primary``)."""
-
-    def __init__(self, run: Run, epochs: int) -> None:
-        self.run = run
-        self.epochs = epochs
-        self.last = time.monotonic()  # the phase before final training just wrote one
-
-    def on_epoch_end(self, trainer, *, epoch, loss):
-        if epoch + 1 < self.epochs:
-            dist.on_primary(lambda: self._write_if_due(trainer, epoch + 1), "writing the checkpoint", share=False)
-
-    def _write_if_due(self, trainer, epochs_done: int) -> None:
-        if time.monotonic() - self.last < 60.0 * self.run.cfg.checkpoint_minutes:
-            return
-        loss_sum, samples, seconds = trainer.totals
-        self.run._write_checkpoint(progress={"epochs_done": epochs_done, "loss_sum": float(loss_sum),
-                                             "samples": samples, "seconds": seconds})
-        self.last = time.monotonic()
 
 
 class _SnapshotHook(Hook):

@@ -213,7 +213,7 @@ def _run_locked(cfg: SweepConfig, out: Path, bundle, *, resume: bool, force: boo
 
 def _train_point(cfg: SweepConfig, out: Path, density: float, seed: int, bundle, reporter, which: str) -> bool:
     """Train (or resume) one point unless it has finished; True when it was trained here."""
-    from pwmpr.runner import run
+    from pwmpr.run_folder import run
 
     folder = point_dir(out, density, seed)
     if rundir.finished_summary(folder) is not None:

@@ -205,10 +205,10 @@ def _other(path: str, fld: dataclasses.Field, kind: type):
 
 def _captured(monkeypatch) -> list:
     """Replace the runner: record the GrowConfig a command would run (nothing is trained)."""
-    import pwmpr.runner
+    import pwmpr.run_folder
 
     seen = []
-    monkeypatch.setattr(pwmpr.runner, "run", lambda cfg, out, **kw: seen.append(cfg) or {})
+    monkeypatch.setattr(pwmpr.run_folder, "run", lambda cfg, out, **kw: seen.append(cfg) or {})
     return seen
 
 

@@ -23,10 +23,10 @@ from pwmpr.cli.app import app
 from pwmpr.config import GrowConfig
 from pwmpr.cost import projected_cost
 from pwmpr.errors import PwmprError
+from pwmpr.final_training import start_final_training, unpack_start
 from pwmpr.growth import grow, recruit_values
 from pwmpr.masks import MaskSet
 from pwmpr.models import create_model
-from pwmpr.runner import Run, _unpack_start
 from pwmpr.score import pwmp_scores
 from pwmpr.stop.decision import Observation
 from pwmpr.stop.rules import StopContext, gain_rule, resolvable_gain
@@ -260,13 +260,13 @@ def test_each_final_init_starts_final_training_from_the_weights_it_promises(tmp_
     # A resumed run gets the start back from any checkpoint written while growing.
     first = rundir.checkpoints(tmp_path / "rewind")[0]
     shapes = {k: tuple(v.shape) for k, v in initial.items()}
-    state, seed = _unpack_start(checkpoint.read(first, shapes).start)
+    state, seed = unpack_start(checkpoint.read(first, shapes).start)
     assert all(torch.equal(state[k], initial[k]) for k in initial)
     assert all(torch.equal(seed[k], seed_masks[k]) for k in seed_masks)
     # A run resumed from a checkpoint without the start cannot keep rewind's promise: an error, not a silent
     # "continue".
     with pytest.raises(PwmprError, match="final-init rewind needs the run's initial weights"):
-        Run._start_final(SimpleNamespace(start=None, cfg=GrowConfig(final_init="rewind")))
+        start_final_training(SimpleNamespace(start=None, cfg=GrowConfig(final_init="rewind")))
     # The start is kept only until it is used: the final checkpoints carry no start/ tensors.
     assert not any(k.startswith("start/") for k in starts["rewind"][2])
     assert not any(k.startswith("start/") for c in rundir.checkpoints(tmp_path / "continue")

@@ -27,8 +27,8 @@ from pwmpr.masks import MaskSet
 from pwmpr.methods import RunContext
 from pwmpr.methods.pwmpr import shrink_verdict
 from pwmpr.methods.rewire import cosine_decay, drop_lowest, rewire
+from pwmpr.run_folder import run as run_folder
 from pwmpr.runner import Run
-from pwmpr.runner import run as run_folder
 from pwmpr.stop import Observation
 from pwmpr.train.hooks import Hook
 

@@ -189,7 +189,7 @@ def test_continue_keeps_weights_and_momentum_and_fine_tunes_briefly(tmp_path):
 
 
 def test_imp_stops_at_levels_or_target_density_and_costs_sum_over_levels(tmp_path):
-    from pwmpr.runner import run as run_folder
+    from pwmpr.run_folder import run as run_folder
 
     cfg = _cfg(tmp_path, "continue", levels=5, target_density=0.6)
     summary = run_folder(cfg, tmp_path / "imp")

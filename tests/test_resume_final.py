@@ -9,7 +9,7 @@ from runfiles import history, without_timing
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from pwmpr import checkpoint, rundir, runner
+from pwmpr import checkpoint, run_folder, rundir
 from pwmpr.config import GrowConfig, StopConfig, TrainConfig
 from pwmpr.progress import Reporter
 
@@ -36,14 +36,14 @@ def test_a_run_killed_in_final_training_resumes_at_its_last_epoch_checkpoint(tmp
     cfg = GrowConfig(data="digits", model="mlp", device="cpu", phase_epochs=1, final_epochs=4, tau_core=False,
                      checkpoint_minutes=0.0, stop=StopConfig(max_phases=2), train=TrainConfig(batch_size=64))
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    runner.run(cfg, whole, reporter=Reporter())
+    run_folder.run(cfg, whole, reporter=Reporter())
     with pytest.raises(KeyboardInterrupt):  # in final epoch 3, after the checkpoint of epoch 2
-        runner.run(cfg, cut, reporter=_Epochs(stop_after=3))
+        run_folder.run(cfg, cut, reporter=_Epochs(stop_after=3))
     [*_, newest] = rundir.checkpoints(cut)
     _, meta = rundir.load_tensors(newest)
     assert (meta["stage"], meta["progress"]["epochs_done"]) == ("final", 2)
     resumed = _Epochs()
-    runner.run(GrowConfig(), cut, resume=True, reporter=resumed)
+    run_folder.run(GrowConfig(), cut, resume=True, reporter=resumed)
     assert resumed.final_epochs == [2, 3]  # only what the kill lost is trained again
     assert without_timing(history(whole)) == without_timing(history(cut))
     a, b = load_file(whole / "final.safetensors"), load_file(cut / "final.safetensors")

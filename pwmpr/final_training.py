@@ -1,0 +1,106 @@
+"""The final training: once the phases stop, the discovered masks are trained once more, from ``--final-init``.
+
+``start_final_training`` sets the weights it starts from (right after the decision that stopped the phases);
+``train_final`` trains ``--final-epochs`` epochs, records the ``final`` history row and writes the final checkpoint.
+During final training a checkpoint is written every ``--checkpoint-minutes`` (``_FinalCheckpointHook``), so a run
+killed there resumes partway. ``pack_start`` / ``unpack_start`` keep the run's start (initial weights and seed
+masks, which ``--final-init`` may need) in the checkpoints until final training has used it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import torch
+
+from pwmpr import checkpoint, dist
+from pwmpr.errors import PwmprError
+from pwmpr.masks import MaskSet
+from pwmpr.methods.final_init import FINAL_INITS, needs_start
+from pwmpr.train.hooks import Hook
+
+if TYPE_CHECKING:
+    from pwmpr.runner import Run
+
+
+def start_final_training(run: Run) -> None:
+    """Set the weights final training starts from (``--final-init``), keeping the discovered mask."""
+    if run.start is None and needs_start(run.cfg.final_init):
+        raise PwmprError(f"--final-init {run.cfg.final_init} needs the run's initial weights and seed masks, but "
+                         f"the checkpoint this run resumed from does not hold them (start/ tensors); rerun it "
+                         f"from the start")
+    state = FINAL_INITS.get(run.cfg.final_init)(*run.start) if run.start is not None else None
+    run.start = None  # used once: later checkpoints need not carry it
+    if state is None:
+        return
+    with torch.no_grad():
+        checkpoint.load_state(run.model, state)
+        run.trainer.masks.apply(run.model)
+    run.trainer.optimizer.state.clear()
+
+
+def train_final(run: Run, train_loader, val_loader) -> None:
+    """Train the final epochs (carrying on after those a resumed checkpoint holds), record its row, checkpoint."""
+    masks = run.trainer.masks
+    epochs = run.cfg.final_epochs
+    run.reporter.phase_start(run.phase, masks.density(), "final")
+    done, run.progress = run.progress, None  # resumed during final training: carry on after its epochs
+    hook = _FinalCheckpointHook(run, epochs)
+    run.trainer.hooks.append(hook)
+    try:
+        stats = run.trainer.train(
+            train_loader, epochs, schedule=run.cfg.train.final_schedule, stage="final",
+            first_epoch=done["epochs_done"] if done else 0,
+            carry=(done["loss_sum"], done["samples"], done["seconds"]) if done else None)
+    finally:
+        run.trainer.hooks.remove(hook)
+    val_acc, val_loss = run.trainer.evaluate(val_loader)
+    row = run.history_row("final", epochs, masks, stats, val_acc, val_loss)
+    row["decision"] = "done"
+    row["final_init"] = run.cfg.final_init
+    run.history.append(row)
+    run.stage = "done"
+    run.phase += 1
+    run.save_checkpoint()
+    run.reporter.phase_done(row)
+
+
+def pack_start(start: tuple[dict[str, torch.Tensor], MaskSet] | None) -> dict[str, torch.Tensor] | None:
+    """The run's start as checkpoint tensors (``state/`` the initial weights, ``mask/`` the seed masks)."""
+    if start is None:
+        return None
+    state, seed = start
+    return {**{"state/" + k: v for k, v in state.items()}, **{"mask/" + k: v for k, v in seed.to_dict().items()}}
+
+
+def unpack_start(tensors: dict[str, torch.Tensor] | None) -> tuple[dict[str, torch.Tensor], MaskSet] | None:
+    """The run's start back from ``pack_start``'s tensors (None when the checkpoint kept none)."""
+    if not tensors:
+        return None
+    state = {k[len("state/"):]: v for k, v in tensors.items() if k.startswith("state/")}
+    seed = {k[len("mask/"):]: v for k, v in tensors.items() if k.startswith("mask/")}
+    return state, MaskSet(seed)
+
+
+class _FinalCheckpointHook(Hook):
+    """Checkpoints final training at the end of an epoch once ``--checkpoint-minutes`` passed since the last
+    checkpoint (not after its last epoch, which the final checkpoint follows). Rank 0 decides and writes; the
+    others learn of its failure (``dist.on_primary``)."""
+
+    def __init__(self, run: Run, epochs: int) -> None:
+        self.run = run
+        self.epochs = epochs
+        self.last = time.monotonic()  # the phase before final training just wrote one
+
+    def on_epoch_end(self, trainer, *, epoch, loss):
+        if epoch + 1 < self.epochs:
+            dist.on_primary(lambda: self._write_if_due(trainer, epoch + 1), "writing the checkpoint", share=False)
+
+    def _write_if_due(self, trainer, epochs_done: int) -> None:
+        if time.monotonic() - self.last < 60.0 * self.run.cfg.checkpoint_minutes:
+            return
+        loss_sum, samples, seconds = trainer.totals
+        self.run.write_checkpoint(progress={"epochs_done": epochs_done, "loss_sum": float(loss_sum),
+                                            "samples": samples, "seconds": seconds})
+        self.last = time.monotonic()
