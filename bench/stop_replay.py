@@ -3,8 +3,9 @@
 For each trajectory (a run grown with ``--stop none`` to density 1) and each rule, the phases are fed one at a time
 to pwmpr's own stop sequence (``pwmpr.stop.sequence.growth_stop``) and cost guard (``pwmpr.cost.projected_cost``,
 re-costed for ``--final-epochs``); the first stop is where that rule's run would have stopped. The report scores
-that density against the knee of the pair's sweep: **in window** means at least the knee and at most 2x it (the
-density side of bench/discovery.sh's hit), with the cost at most 1.5 dense runs.
+that density against the knee of the pair's sweep: **in window** means at least the knee and at most 2x it, with the
+cost at most 1.5 dense runs (bench/discovery.sh's hit has no lower bound on density; it asks for the test accuracy
+instead, which a replay cannot give).
 
     python bench/stop_replay.py --out bench/out/stop-replay --sweeps bench/out/discovery
 """
@@ -30,12 +31,20 @@ def replay(rows: list[dict], stop, *, num_classes: int, phase_epochs: int, final
     """(index of the phase where the run stops, the reason, the run's total cost in dense runs) for one rule;
     ``end`` is the reason the trajectory itself ended (no growth candidates, max density)."""
     from pwmpr.cost import projected_cost
+    from pwmpr.errors import PwmprError
     from pwmpr.stop.sequence import growth_stop
 
     scale = reference_epochs / final_epochs
+    seen: list[dict] = []  # the rows as the runner records them: each with what the stop sequence added
     for k in range(1, len(rows) + 1):
         row = rows[k - 1]
-        verdict = growth_stop(rows[:k], stop, num_classes, row["density"])
+        seen.append(dict(row))
+        try:
+            verdict = growth_stop(seen, stop, num_classes, row["density"])
+        except PwmprError:  # the rule's fit failed in too many phases in a row: the run ends with an error
+            return k - 1, "error: stop fit failed", projected_cost(row, sparse_fwd=row["fwd_flops_sparse"],
+                                                                   epochs=0) * scale
+        seen[-1].update(verdict.info)
         final = projected_cost(row, sparse_fwd=row["fwd_flops_sparse"], epochs=final_epochs) * scale
         if verdict.reason is not None:
             return k - 1, verdict.reason, final

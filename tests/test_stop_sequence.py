@@ -96,3 +96,16 @@ def test_plateau_rule_on_noisy_saturating_curves_stops_past_the_knee_and_within_
 def test_plateau_rule_needs_a_tolerance():
     assert not STOP_RULES.get("plateau")([Observation(0.01 * 2 ** i, 0.8) for i in range(8)],
                                          StopContext(plateau_tol=0)).stop
+
+
+def test_the_row_that_the_default_rule_stops_on_explains_itself():
+    # What the run folder's curve.png and console say is read from the stopping row: it must name the test's verdict.
+    from pwmpr.plot import explain_stop
+
+    d, a = doubling_curve(0.0, 6)
+    history = rows(d, a)
+    verdict = growth_stop(history, StopConfig(), 10, d[-1])
+    history[-1].update(verdict.info, decision=verdict.reason)
+    assert verdict.reason == "plateau"
+    assert "gain per doubling of density" in verdict.info["plateau_status"]
+    assert "gain per doubling of density" in explain_stop(history, "plateau")

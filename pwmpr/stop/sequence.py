@@ -38,6 +38,9 @@ def plateau_line(points: list[Observation], tol: float) -> dict[str, Any]:
     import math
 
     slope, se = plateau_gain([p.density for p in points], [p.accuracy for p in points])
+    if not all(p.density > 0 for p in points):  # no log density to centre the line on
+        return {"slope": None, "se": None, "tol": tol, "from": points[0].density, "to": points[-1].density,
+                "x0": None, "y0": None}
     x0 = sum(math.log2(p.density) for p in points) / len(points)
     y0 = sum(p.accuracy for p in points) / len(points)
     finite = math.isfinite(slope) and math.isfinite(se)
@@ -68,6 +71,8 @@ def growth_stop(history: list[dict], stop: Any, num_classes: int | None, density
     if stop.plateau_tol > 0 and len(points) >= window:  # the plateau test's line, whichever rule decides
         info["plateau_fit"] = plateau_line(points[-window:], stop.plateau_tol)
     if verdict.stop:
+        if verdict.kind == "plateau":  # the rule was the plateau test: its reason is the plateau status
+            info["plateau_status"] = verdict.reason
         return GrowthStop(verdict.kind, info)
     flat = plateau_reached(points, tol=stop.plateau_tol, window=window, consecutive=stop.consecutive)
     info["plateau_status"] = flat.reason
