@@ -6,6 +6,7 @@ tried the step; docs/method.md, "Stop", lists the whole order.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,12 +36,10 @@ def stop_context(stop: Any, num_classes: int | None) -> StopContext:
 def plateau_line(points: list[Observation], tol: float) -> dict[str, Any]:
     """The plateau test's line over ``points`` (for the history and curve.png): its gain per doubling, standard
     error and tolerance, the densities it spans and its centre (mean log2 density, mean accuracy)."""
-    import math
-
-    slope, se = plateau_gain([p.density for p in points], [p.accuracy for p in points])
-    if not all(p.density > 0 for p in points):  # no log density to centre the line on
+    if not all(p.density > 0 for p in points):  # no log density to fit or centre the line on
         return {"slope": None, "se": None, "tol": tol, "from": points[0].density, "to": points[-1].density,
                 "x0": None, "y0": None}
+    slope, se = plateau_gain([p.density for p in points], [p.accuracy for p in points])
     x0 = sum(math.log2(p.density) for p in points) / len(points)
     y0 = sum(p.accuracy for p in points) / len(points)
     finite = math.isfinite(slope) and math.isfinite(se)
