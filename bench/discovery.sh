@@ -13,8 +13,7 @@
 #   explore    growth that can recruit units the seed missed (pwmp-explore)
 #   gain-guarded  the previous default stop: the gain rule with the one-point plateau fallback
 # Older stop settings stay available as variants: no-guard, gain, gain-plateau, paper-fixed, paper-today.
-# The published run (bench/results/discovery.md) has the default variant only; the final-init modes, pwmp-explore
-# and the previous default were measured with the previous default stop rule (bench/results/discovery-gain-rule.md).
+# bench/results/discovery-gain-rule.md keeps the same benchmark as it was written under the previous default stop.
 # Stability: the "continue" runs of seed 0 run once more with 2 threads (variant continue-2threads), so the report
 # shows whether the discovered density moves with the summation order.
 # The pairs: mnist5k and digits (real digits; 400 and 144 validation samples) and teacher (labels from a fixed
