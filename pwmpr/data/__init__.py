@@ -176,10 +176,10 @@ class DataBundle:
 DATASETS: Registry[Callable[..., DataBundle]] = Registry("data set")
 
 
-# The stop rules decide on validation-accuracy differences of a point or less (--plateau-tol 0.005 per doubling
-# by default, and the saturation fit sees changes of that size). With n validation samples the accuracy moves in steps of
-# 1/n and its binomial standard error is sqrt(p(1-p)/n): below 100 samples a single sample moves it by more than
-# one point (and the s.e. at p = 0.9 exceeds 3 points), so the rule would be deciding on noise.
+# The stop rules decide on validation-accuracy differences of a point or less (--plateau-tol 0.005 per
+# doubling by default, and the saturation fit sees changes of that size). With n validation samples the accuracy
+# moves in steps of 1/n and its binomial standard error is sqrt(p(1-p)/n): below 100 samples a single sample moves
+# it by more than one point (and the s.e. at p = 0.9 exceeds 3 points), so the rule would be deciding on noise.
 MIN_VAL_SAMPLES = 100
 
 
