@@ -70,3 +70,16 @@ def test_crop_flip_gives_shifted_or_flipped_crops_of_the_padded_image():
     for img in batch:
         assert any(torch.equal(img, c) for c in crops)
     assert len({tuple(img.flatten().tolist()) for img in batch}) > 1
+
+
+def test_a_relative_data_path_is_read_under_data_dir_when_it_does_not_exist_as_given(tmp_path, monkeypatch):
+    from pwmpr.data import data_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "corpus.txt").write_text("x")
+    assert data_path("corpus.txt", str(tmp_path / "store")) == tmp_path / "store" / "corpus.txt"
+    (tmp_path / "corpus.txt").write_text("here")  # a path that exists as given is taken as given
+    assert data_path("corpus.txt", str(tmp_path / "store")).resolve() == (tmp_path / "corpus.txt").resolve()
+    absolute = str(tmp_path / "elsewhere.txt")
+    assert data_path(absolute, str(tmp_path / "store")) == tmp_path / "elsewhere.txt"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -205,6 +206,15 @@ def load_data(name: str, data_dir: str | None = None, *, val_fraction: float = 0
 
 #: Data sets named ``prefix:PATH`` (their loader takes ``path``).
 PATH_DATASETS = ("npz", "text")
+
+
+def data_path(path: str, data_dir: str | None) -> Path:
+    """The file or folder ``path`` of a ``prefix:PATH`` data set: as given, or under ``data_dir`` when it is
+    relative and does not exist as given."""
+    p = Path(path)
+    if data_dir and not p.is_absolute() and not p.exists():
+        p = Path(data_dir) / p
+    return p
 
 
 def _keep_validation(bundle: DataBundle, max_train: int | None, min_val: int) -> DataBundle:

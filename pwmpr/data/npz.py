@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pwmpr.data import DATASETS, DataBundle, TensorSplit, holdout, normalise
+from pwmpr.data import DATASETS, DataBundle, TensorSplit, data_path, holdout, normalise
 from pwmpr.errors import PwmprError
 
 
@@ -46,9 +46,7 @@ def _class_count(y: torch.Tensor, p: Path) -> int:
 @DATASETS.register("npz")
 def npz(data_dir: str | None = None, path: str = "") -> DataBundle:
     """Arrays from a .npz file; without ``x_test``/``y_test`` 20% is held out as the test split."""
-    p = Path(path)
-    if data_dir and not p.is_absolute() and not p.exists():
-        p = Path(data_dir) / p
+    p = data_path(path, data_dir)
     if not path or not p.is_file():
         raise PwmprError(f"npz file not found: {path or '(empty path)'}; use --data npz:PATH")
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from pwmpr.data import DATASETS, DataBundle, TensorSplit
+from pwmpr.data import DATASETS, DataBundle, TensorSplit, data_path
 from pwmpr.errors import PwmprError
 
 CONTEXT = 128  # bytes per sample (the model's context)
@@ -82,9 +82,7 @@ def pydoc_text(data_dir: str | None = None) -> DataBundle:
 @DATASETS.register("text")
 def text(data_dir: str | None = None, path: str = "") -> DataBundle:
     """``text:PATH``: a UTF-8 file (paragraphs are documents) or a folder (files are documents)."""
-    p = Path(path)
-    if data_dir and not p.is_absolute() and not p.exists():
-        p = Path(data_dir) / p
+    p = data_path(path, data_dir)
     if not path or not p.exists():
         raise PwmprError(f"text file not found: {path or '(empty path)'}; use --data text:PATH (a file or a folder)")
     if p.is_dir():
