@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from pwmpr.graph.mode import WatchMode, WeightView
 from pwmpr.graph.ops import Kind, Op
 from pwmpr.masks import MaskSet, prunable
-from pwmpr.probe import device_of, float_dtype_of, normalize_input_shape, run_forward, training_mode
+from pwmpr.probe import device_of, input_dtype_of, normalize_input_shape, run_forward, training_mode
 
 
 # -- forward FLOPs ----------------------------------------------------------------------------------------------
@@ -120,7 +120,7 @@ def training_flops(model: nn.Module, masks: Mapping[str, Tensor] | None, input_s
     shape = normalize_input_shape(input_shape)
     mode = _WeightUses(model)
     with training_mode(model, False), mode.watching(model):
-        run_forward(model, torch.zeros((1, *shape), device=device_of(model), dtype=float_dtype_of(model)))
+        run_forward(model, torch.zeros((1, *shape), device=device_of(model), dtype=input_dtype_of(model)))
     sparse = dict.fromkeys(prunable(model), 0.0)
     dense = dict.fromkeys(sparse, 0.0)
     positions = dict.fromkeys(sparse, 0.0)

@@ -71,7 +71,6 @@ def input_dtype_of(model: nn.Module) -> torch.dtype:
     return param.dtype if param is not None and param.is_floating_point() else torch.float32
 
 
-float_dtype_of = input_dtype_of  # the older name, kept for callers that build probe inputs with it
 
 
 @contextmanager

@@ -32,7 +32,7 @@ from pwmpr.graph.trace_activations import ActivationRules
 from pwmpr.graph.trace_attention import AttentionRules
 from pwmpr.graph.trace_contract import ContractionRules
 from pwmpr.graph.units import AttentionSite, UnitGraph
-from pwmpr.probe import device_of, float_dtype_of, run_forward, training_mode
+from pwmpr.probe import device_of, input_dtype_of, run_forward, training_mode
 
 
 def build_unit_graph(model: nn.Module, input_shape: Sequence[int]) -> UnitGraph:
@@ -69,7 +69,7 @@ class UnitTracer(ActivationRules, ContractionRules, AttentionRules, WatchMode):
 
     def trace(self, model: nn.Module, shape: tuple[int, ...], input_dim: int = 1) -> UnitGraph:
         """Run ``model`` on zeros of ``shape`` (its units along ``input_dim``) and return the unit graph it read."""
-        x = torch.zeros((1, *shape), device=device_of(model), dtype=float_dtype_of(model))
+        x = torch.zeros((1, *shape), device=device_of(model), dtype=input_dtype_of(model))
         g = self.builder.new_group(shape[input_dim - 1], "input", "input")
         self.put(x, Units(along(torch.arange(shape[input_dim - 1]), input_dim, x.shape)))
         with self.watching(model):
