@@ -51,7 +51,8 @@ def check_opset(opset: int) -> int:
 
 
 def export_dense(model: torch.nn.Module, input_shape: tuple[int, ...], opset: int = MIN_OPSET) -> onnx.ModelProto:
-    """``torch.onnx.export`` (dynamo) of ``model`` with a dynamic batch dimension, as one self-contained proto.
+    """``torch.onnx.export`` (dynamo) of ``model`` with a dynamic batch dimension (and sequence length, for a model
+    of token ids whose forward allows it), as one self-contained proto.
 
     The masks must already be multiplied into the weights: a mask multiplied at forward time would stay in
     the graph as a second initializer the size of the weight.
@@ -59,6 +60,32 @@ def export_dense(model: torch.nn.Module, input_shape: tuple[int, ...], opset: in
     model = model.eval()
     # batch 2: torch.export specialises a batch of 1; token ids for a model that takes them
     example = torch.zeros((2, *input_shape), dtype=input_dtype_of(model))
+    opset = check_opset(opset)
+    # A forward that fixes its sequence length (a position table added whole) comes out with that length fixed.
+    return _export(model, example, opset, sequence_dims(model, input_shape))
+
+
+def is_sequence_model(model: torch.nn.Module, input_shape: tuple[int, ...]) -> bool:
+    """Whether ``model`` reads a sequence of token ids (batch, seq), whose length may vary up to ``input_shape``."""
+    return not input_dtype_of(model).is_floating_point and len(input_shape) == 1
+
+
+def sequence_dims(model: torch.nn.Module, input_shape: tuple[int, ...]) -> tuple[dict, ...]:
+    """The exported input's dynamic dims: the batch, and the sequence (1 to its training length) of token ids."""
+    if not is_sequence_model(model, input_shape):
+        return ({0: "batch"},)
+    from torch.export import Dim
+
+    return ({0: Dim("batch"), 1: Dim("seq", max=input_shape[0])},)
+
+
+def dynamic_sequence(proto: onnx.ModelProto) -> bool:
+    """Whether the graph's input takes any sequence length (its second dim is named, not fixed)."""
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    return len(dims) == 2 and bool(dims[1].dim_param)
+
+
+def _export(model: torch.nn.Module, example: torch.Tensor, opset: int, dynamic: tuple[dict, ...]) -> onnx.ModelProto:
     # The exporter's deprecation warnings and onnxscript's note on converting to opsets above 18 say nothing
     # the user can act on; the result is checked in onnxruntime anyway.
     quiet = logging.getLogger("onnxscript")
@@ -68,8 +95,8 @@ def export_dense(model: torch.nn.Module, input_shape: tuple[int, ...], opset: in
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                model, (example,), dynamo=True, external_data=False, opset_version=check_opset(opset),
-                dynamic_shapes=({0: "batch"},), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
+                model, (example,), dynamo=True, external_data=False, opset_version=opset,
+                dynamic_shapes=dynamic, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
             )
     finally:
         quiet.setLevel(level)

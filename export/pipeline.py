@@ -148,8 +148,10 @@ class _Agreement:
 
 
 def _check_encoding(name: str, proto: onnx.ModelProto, providers: list[str], provider: str, x: np.ndarray,
-                    agreement: _Agreement, runs: int) -> tuple[dict[str, Any], bytes, list[str]]:
-    """Checker, session, agreement and latency of one encoding; returns (report row, bytes, failures)."""
+                    agreement: _Agreement, runs: int, short: _Agreement | None = None
+                    ) -> tuple[dict[str, Any], bytes, list[str]]:
+    """Checker, session, agreement (also on ``short``'s shorter sequences when given) and latency of one encoding;
+    returns (report row, bytes, failures)."""
     failures: list[str] = []
     try:
         onnx.checker.check_model(proto, full_check=not proto.graph.sparse_initializer)
@@ -165,6 +167,13 @@ def _check_encoding(name: str, proto: onnx.ModelProto, providers: list[str], pro
     latency = {str(b): validate.latency_ms(lambda b=b: sess.run(x[:b]), runs) for b in TIMING_BATCHES}
     row = {"size_bytes": len(blob), **agree.to_dict(), "latency_ms": latency,
            "session_start_s": sess.start_s, "providers": sess.providers}
+    if short is not None:
+        agree = short(sess.run(short.x))
+        row["short_sequence"] = {"length": short.x.shape[1], **agree.to_dict()}
+        if not agree.ok:
+            failures.append(f"{name}: onnxruntime differs from PyTorch on sequences of {short.x.shape[1]} tokens "
+                            f"(max |diff| {agree.max_diff:.3g}, top-1 mismatches {agree.n_top1_mismatch}/"
+                            f"{agree.n_top1_checked})")
     return row, blob, failures
 
 
@@ -281,6 +290,11 @@ def _export_into(folder: Path, art: Artifact, meta: dict[str, Any], x: np.ndarra
     # ONNX: one dynamo export, three encodings, each checked in onnxruntime.
     say(f"exporting ONNX (opset {opset})")
     dense = onnx_graph.export_dense(art.model, art.input_shape, opset)
+    short = None
+    if onnx_graph.dynamic_sequence(dense):  # also checked on sequences half the training length
+        x_short = np.ascontiguousarray(x[:, : max(1, x.shape[1] // 2)])
+        with torch.inference_mode():
+            short = _Agreement(art.model, x_short, art.model(torch.from_numpy(x_short)).numpy())
     torch_device = "cpu"
     used = providers
     rows: dict[str, dict[str, Any]] = {}
@@ -292,7 +306,7 @@ def _export_into(folder: Path, art: Artifact, meta: dict[str, Any], x: np.ndarra
         proto, info = onnx_graph.encode(dense, enc, weights)
         onnx_graph.set_metadata(proto, meta, enc, info)
         layers = info["layers"]
-        row, blob, bad = _check_encoding(enc, proto, used, provider, x, agreement, runs)
+        row, blob, bad = _check_encoding(enc, proto, used, provider, x, agreement, runs, short)
         row["layers"] = {k: sum(1 for v in layers.values() if v == k) for k in onnx_graph.ENCODINGS}
         missing = sorted(set(art.masks) - set(layers))
         if missing:
@@ -335,6 +349,7 @@ def _export_into(folder: Path, art: Artifact, meta: dict[str, Any], x: np.ndarra
         "providers_requested": providers,
         "providers_used": sorted({p for r in rows.values() for p in r["providers"]}),
         "n_inputs": len(x),
+        "dynamic_sequence": short is not None,
         "tolerance_rule": f"max |onnxruntime - PyTorch| <= {validate.RTOL:g} * max(1, max |PyTorch|), or the model's "
                           f"own float32 spread times {validate.SENSITIVITY_FACTOR:g} where larger; same top-1 where "
                           "the top-2 margin exceeds that",

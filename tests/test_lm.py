@@ -217,6 +217,73 @@ def test_embedding_in_the_unit_graph_is_a_fixed_link_weighted_by_mean_table_magn
     assert [link.param for link in graph.links if link.param] == ["fc.weight"]
 
 
+def test_pwmp_on_a_tiny_causal_transformer_equals_brute_force_paths():
+    """gpt-mini's own classes at vocabulary 3, context 3, width 2, one head, one block, MLP ratio 1, every weight
+    signed at random: PWMP equals the sum over every input->output path, written out edge by edge (to 1e-9). The
+    stand-ins (docs/method.md, Operations): the token table a uniform token (each feature's mean |E|), the position
+    table an additive constant (0), each LayerNorm its |gamma|, GELU the identity, each residual add a sum, causal
+    attention uniform over the positions at or before the query (q and k carry no path mass), and the output the
+    head's logits summed over every position. Every position carries the same mass here (all-ones ids, a constant
+    position table), so the causal mask cannot change a score; test_operations_exact checks the causal mask on a
+    head that reads one position."""
+    from toy import Edge, enumerate_paths
+
+    torch.manual_seed(0)
+    t_, d = 3, 2
+    net = GPT(3, t_, dim=d, depth=1, heads=1, mlp_ratio=1)
+    declare_input_dtype(net, torch.int64)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    names = [n for n, p in net.named_parameters() if n.endswith("weight") and p.dim() == 2 and "embed" not in n]
+    masks = MaskSet({n: torch.rand(net.get_parameter(n).shape, generator=g) < 0.7 for n in names})
+    b = net.blocks[0]
+
+    def w(name):  # |W| * mask as nested lists, [out][in]
+        return (net.get_parameter(name).detach().abs().double() * masks[name]).tolist()
+
+    def gamma(norm):
+        return norm.weight.detach().abs().double().tolist()
+
+    def dense(level, weights, name, tag_in="a", tag_out="a"):  # a Linear at every position
+        return [Edge((level, t, i, tag_in), (level + 1, t, j, tag_out), weights[j][i], (name, (j, i)))
+                for t in range(t_) for j in range(len(weights)) for i in range(len(weights[0]))]
+
+    def keep(level, tag_in="r", tag_out="r"):  # the residual stream, carried unchanged
+        return [Edge((level, t, j, tag_in), (level + 1, t, j, tag_out), 1.0) for t in range(t_) for j in range(d)]
+
+    mean_e = net.tok_embed.weight.detach().abs().double().mean(0).tolist()
+    p_ = "blocks.0."
+    layers = [
+        [Edge((0, t), (1, t, j, "x"), mean_e[j]) for t in range(t_) for j in range(d)],  # uniform token
+        [Edge((1, t, j, "x"), (2, t, j, "a"), gamma(b.norm1)[j]) for t in range(t_) for j in range(d)]
+        + keep(1, "x", "r"),
+        dense(2, w(p_ + "attn.v.weight"), p_ + "attn.v.weight") + keep(2),
+        [Edge((3, s, j, "a"), (4, t, j, "a"), 1.0 / (t + 1)) for t in range(t_) for s in range(t + 1)
+         for j in range(d)] + keep(3),  # causal: uniform over positions 0..t
+        dense(4, w(p_ + "attn.proj.weight"), p_ + "attn.proj.weight", "a", "x") + keep(4, "r", "x"),
+        [Edge((5, t, j, "x"), (6, t, j, "a"), gamma(b.norm2)[j]) for t in range(t_) for j in range(d)]
+        + keep(5, "x", "r"),
+        dense(6, w(p_ + "fc1.weight"), p_ + "fc1.weight") + keep(6),
+        dense(7, w(p_ + "fc2.weight"), p_ + "fc2.weight", "a", "x") + keep(7, "r", "x"),
+        [Edge((8, t, j, "x"), (9, t, j, "x"), gamma(net.norm)[j]) for t in range(t_) for j in range(d)],
+        dense(9, w("head.weight"), "head.weight", "x", "out"),
+    ]
+    brute = enumerate_paths([(0, t) for t in range(t_)], layers)
+    scores = pwmp_scores(net, masks, (t_,))
+    for name in names:
+        expected = torch.zeros(masks[name].shape, dtype=torch.float64)
+        for (key, idx), value in brute.scores.items():
+            if key == name:
+                expected[idx] = value
+        if name.endswith(("attn.q.weight", "attn.k.weight")):
+            assert not expected.any()  # blind under uniform attention, as in the paper
+        else:
+            assert expected.abs().sum() > 0, name
+        torch.testing.assert_close(scores[name], expected, rtol=1e-9, atol=1e-12, msg=name)
+
+
 def test_phew_seeds_every_layer_of_a_small_gpt():
     torch.manual_seed(0)
     m = GPT(256, 16, dim=32, depth=1, heads=2, mlp_ratio=2)
@@ -284,3 +351,107 @@ def test_export_checks_top1_per_position_of_a_language_model():
     got[0, 1] = [0.0, 1.0, 0.0]  # position 1 now predicts class 1: a per-sample argmax (still class 0) misses it
     agreement = validate.measure_agreement(ref, got)
     assert agreement.n_top1_checked == 2 and agreement.n_top1_mismatch == 1
+
+
+def tiny_gpt(num_classes: int, input_shape: tuple[int, ...]) -> torch.nn.Module:
+    """A one-block GPT of width 16, the size an export test can afford."""
+    model = GPT(num_classes, input_shape[0], dim=16, depth=1, heads=2, mlp_ratio=2)
+    declare_input_dtype(model, torch.int64)
+    return model
+
+
+def test_export_of_a_language_model_runs_sequences_shorter_than_training(tmp_path):
+    """The ONNX graph takes any batch and any sequence length up to the training context: each encoding is
+    validated on half-length sequences too, and the written files match PyTorch at lengths 1, 5 and 12."""
+    import onnxruntime as ort
+
+    from pwmpr.export.onnx_graph import ENCODINGS
+    from pwmpr.export.pipeline import encoding_file, export_artifact
+    from pwmpr.export.safetensors_io import Artifact
+    from pwmpr.models import trusted_code
+
+    torch.manual_seed(0)
+    model = tiny_gpt(256, (12,))
+    masks = phew_masks(model, 0.3, (12,), seed=0)
+    masks.apply(model)
+    with trusted_code("test_lm:tiny_gpt"):
+        report = export_artifact(Artifact(model.eval(), masks, "test_lm:tiny_gpt", 256, (12,)), tmp_path / "export",
+                                 n_inputs=64, timing_runs=1, all_encodings=True)
+    assert report["dynamic_sequence"]
+    for enc, row in report["encodings"].items():
+        assert row["ok"] and row["short_sequence"] == {**row["short_sequence"], "length": 6, "ok": True}, enc
+    for enc in ENCODINGS:
+        sess = ort.InferenceSession(str(tmp_path / "export" / encoding_file(enc)), providers=["CPUExecutionProvider"])
+        for length in (1, 5, 12):
+            ids = torch.randint(0, 256, (3, length))
+            with torch.inference_mode():
+                ref = model(ids).numpy()
+            got = sess.run(None, {sess.get_inputs()[0].name: ids.numpy()})[0]
+            assert got.shape == (3, length, 256)
+            np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
+
+
+class _FixedLengthLM(torch.nn.Module):
+    """Token ids plus a position table added whole: its forward takes exactly 12 positions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok = torch.nn.Embedding(256, 8)
+        self.pos = torch.nn.Parameter(torch.randn(12, 8))
+        self.fc = torch.nn.Linear(8, 256)
+        declare_input_dtype(self, torch.int64)
+
+    def forward(self, ids):
+        return self.fc(self.tok(ids) + self.pos)
+
+
+def fixed_length_lm(num_classes: int, input_shape: tuple[int, ...]) -> torch.nn.Module:
+    return _FixedLengthLM()
+
+
+def test_export_of_a_language_model_of_fixed_length_keeps_that_length(tmp_path):
+    from pwmpr.export.pipeline import export_artifact
+    from pwmpr.export.safetensors_io import Artifact
+    from pwmpr.models import trusted_code
+
+    torch.manual_seed(0)
+    model = _FixedLengthLM()
+    masks = MaskSet.dense(model)
+    with trusted_code("test_lm:fixed_length_lm"):
+        report = export_artifact(Artifact(model.eval(), masks, "test_lm:fixed_length_lm", 256, (12,)),
+                                 tmp_path / "export", n_inputs=64, timing_runs=1)
+    assert report["dynamic_sequence"] is False
+    assert all(row["ok"] and "short_sequence" not in row for row in report["encodings"].values())
+
+
+def test_a_language_model_run_cut_back_to_its_first_checkpoint_resumes_to_the_same_run(tmp_path):
+    """What a kill after phase 0 leaves (its checkpoint and history row) resumes to the uninterrupted run's history
+    and bit-identical final masks and weights: token batches, AdamW state and the per-position loss included."""
+    import shutil
+
+    from runfiles import history, without_timing
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from pwmpr.cli.app import app
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in sorted(topics)[:40]:
+        (corpus / f"{name}.txt").write_text(topics[name])
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    args = ["grow", "--data", f"text:{corpus}", "--model", "test_lm:tiny_gpt", "--phase-epochs", "1",
+            "--final-epochs", "1", "--max-phases", "3", "--max-train", "48", "--batch-size", "16", "--optimizer",
+            "adamw", "--seed-density", "0.1", "--no-tau-core", "--keep-checkpoints", "0", "-q"]
+    result = CliRunner().invoke(app, [*args, "--out", str(whole)])
+    assert result.exit_code == 0, result.output
+    assert [r["stage"] for r in history(whole)] == ["phase", "phase", "phase", "final"]
+    shutil.copytree(whole, cut)
+    for path in [cut / "summary.json", cut / "final.safetensors", *sorted((cut / "checkpoints").iterdir())[1:]]:
+        path.unlink()
+    (cut / "history.jsonl").write_text(json.dumps(history(whole)[0]) + "\n")
+    result = CliRunner().invoke(app, ["grow", "--resume", str(cut), "--trust-code", "-q"])
+    assert result.exit_code == 0, result.output
+    assert without_timing(history(whole)) == without_timing(history(cut))
+    a, b = load_file(whole / "final.safetensors"), load_file(cut / "final.safetensors")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
