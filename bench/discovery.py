@@ -64,9 +64,9 @@ def collect(out: Path) -> tuple[list[dict], dict[str, dict]]:
 
 def default_rule() -> str:
     """The benchmark's variant that is pwmpr grow's default configuration."""
-    from pwmpr.config import GrowConfig
+    from pwmpr.config import RunConfig
 
-    cfg = GrowConfig()
+    cfg = RunConfig()
     if cfg.growth.rule == "pwmp-explore":
         return "explore"
     return cfg.final_init

@@ -1,8 +1,8 @@
 """``pwmpr baseline dense|imp|oneshot|rigl|set``: the baselines PWMPR is compared with, on the same runner as
 ``pwmpr grow``.
 
-Each command turns its flags into a GrowConfig (``method`` dense, imp, oneshot, rigl or set, the method's knobs in
-``options``) and hands it to the shared ``pwmpr.cli.grow._run``, so every baseline writes the same run folder
+Each command turns its flags into a RunConfig (``method`` dense, imp, oneshot, rigl or set, the method's knobs in
+``options``) and hands it to the shared ``pwmpr.cli.grow.start_or_resume``, so every baseline writes the same run folder
 (config, history, checkpoints, summary, final.safetensors), resumes the same way and exports with ``pwmpr export``.
 Costs are measured against a dense run of ``--epochs`` epochs (``reference_epochs``) unless told otherwise.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import typer
 
 from pwmpr.cli.errors import boundary
-from pwmpr.cli.grow import _run, refuse_with_resume
+from pwmpr.cli.grow import refuse_with_resume, start_or_resume
 from pwmpr.cli.options import RUN_CONTROL, command, config_flags, given_flags, int_option, leaf_fields, options_flags
 from pwmpr.errors import PwmprError
 from pwmpr.methods.dst import RiglOptions, SetOptions
@@ -33,7 +33,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-#: GrowConfig fields a baseline has no flag for, and why (every other field is a flag, as on ``pwmpr grow``).
+#: RunConfig fields a baseline has no flag for, and why (every other field is a flag, as on ``pwmpr grow``).
 BASELINE_SKIP = {
     **{p: "growth, its stop rule and the shrink stage are PWMPR's" for p, _, _ in leaf_fields()
        if p.startswith(("growth.", "stop.", "shrink."))},
@@ -53,7 +53,7 @@ def _baseline(method: str, fields: dict, options: dict, epochs: int | None, *, e
               option_defaults: dict, given: list[str], out: Path | None, resume: Path | None, config: Path | None,
               force: bool, quiet: bool, trust_code: bool, fixed: dict | None = None,
               options_cls: type | None = None) -> dict:
-    """Fill in the epoch fields and options, then run through ``pwmpr grow``'s ``_run``.
+    """Fill in the epoch fields and options, then run through ``pwmpr grow``'s ``start_or_resume``.
 
     ``given``: every flag typed (named when ``--resume`` refuses them); ``fixed``: config values of a fresh run that
     no flag sets (IMP's ``final_epochs`` 0); ``options_cls``: the method's options dataclass, which checks the options
@@ -62,7 +62,7 @@ def _baseline(method: str, fields: dict, options: dict, epochs: int | None, *, e
     if resume is not None:
         refuse_with_resume([*(["--config"] if config is not None else []), *(["--out"] if out is not None else []),
                             *(g for g in given if g != "--lr")])
-        return _run({"train.lr": fields.get("train.lr")}, out=None, resume=resume, config=None, force=False,
+        return start_or_resume({"train.lr": fields.get("train.lr")}, out=None, resume=resume, config=None, force=False,
                     quiet=quiet, method=method, trust_code=trust_code)
     overrides = dict(fields)
     reference_epochs = overrides.pop("reference_epochs", None)
@@ -82,7 +82,7 @@ def _baseline(method: str, fields: dict, options: dict, epochs: int | None, *, e
     opts = given_opts if config is not None else {**option_defaults, **given_opts}
     if options_cls is not None and config is None:
         options_cls.from_options(opts)  # bad options fail here, before the run folder is made
-    return _run(overrides, out=out, resume=None, config=config, force=force, quiet=quiet, method=method,
+    return start_or_resume(overrides, out=out, resume=None, config=config, force=force, quiet=quiet, method=method,
                 options=opts, trust_code=trust_code)
 
 

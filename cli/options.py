@@ -1,6 +1,6 @@
 """Flags generated from the config dataclasses: a field's name, type, default and help are written once, there.
 
-Every field of ``GrowConfig`` and its sections (``train``, ``growth``, ``stop``) becomes a Typer option:
+Every field of ``RunConfig`` and its sections (``train``, ``growth``, ``stop``) becomes a Typer option:
 ``--field-name`` (or the field's ``flag`` metadata, e.g. ``growth.rule`` -> ``--growth``), typed by its
 annotation, its help from its ``help`` metadata with the default appended and, for a field with ``registry``
 metadata (``"module:NAME"``), the names registered there. A bool field is a plain ``--x/--no-x`` switch. A method's
@@ -25,9 +25,9 @@ from typing import Annotated, Any
 
 import typer
 
-from pwmpr.config import GrowConfig
+from pwmpr.config import RunConfig
 
-#: GrowConfig fields that are not flags, and why.
+#: RunConfig fields that are not flags, and why.
 EXCLUDED = {
     "method": "chosen by the command itself: pwmpr grow, pwmpr baseline dense|imp|oneshot|rigl|set",
     "options": "a method's options have their own flags, generated from its options dataclass",
@@ -62,7 +62,7 @@ class Flag:
                                  annotation=Annotated[self.kind | None, opt])
 
 
-def leaf_fields(cls: type = GrowConfig, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field, Any]]:
+def leaf_fields(cls: type = RunConfig, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field, Any]]:
     """``(path, field, type)`` of every non-section field of ``cls``, sections (nested dataclasses) flattened."""
     hints = typing.get_type_hints(cls)
     for fld in dataclasses.fields(cls):
@@ -124,7 +124,7 @@ def hlp(path: str) -> str:
 
 def config_flags(only: Iterable[str] | None = None, skip: Iterable[str] = (), names: dict[str, str] | None = None,
                  helps: dict[str, str] | None = None) -> list[Flag]:
-    """Flags of the GrowConfig fields (all but :data:`EXCLUDED`, or ``only`` these paths), minus ``skip``.
+    """Flags of the RunConfig fields (all but :data:`EXCLUDED`, or ``only`` these paths), minus ``skip``.
 
     ``names`` and ``helps`` give a command its own name or help text (the default is still appended) for a path
     (``--schedule`` of the baselines).
@@ -220,7 +220,7 @@ def command(name: str, doc: str, groups: dict[str, list[Flag]], extra: list[insp
     return cmd
 
 
-def apply_overrides(cfg: GrowConfig, overrides: dict[str, Any]) -> GrowConfig:
+def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     """A copy of ``cfg`` with every non-None ``{"growth.gamma": 0.3, "seed": 1}`` override set, re-validated."""
     data = cfg.to_dict()
     for path, value in overrides.items():
@@ -228,4 +228,4 @@ def apply_overrides(cfg: GrowConfig, overrides: dict[str, Any]) -> GrowConfig:
             continue
         part, _, name = path.rpartition(".")
         (data[part] if part else data)[name] = value
-    return GrowConfig.from_dict(data)
+    return RunConfig.from_dict(data)

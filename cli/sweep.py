@@ -8,10 +8,10 @@ import typer
 
 from pwmpr.cli.errors import boundary
 from pwmpr.cli.options import apply_overrides, command, config_flags, given_flags, option, switch
-from pwmpr.config import GrowConfig
+from pwmpr.config import RunConfig
 from pwmpr.errors import PwmprError
 
-#: The GrowConfig fields a sweep takes a flag for (the rest of its base config is GrowConfig's defaults).
+#: The RunConfig fields a sweep takes a flag for (the rest of its base config is RunConfig's defaults).
 SWEEP_FLAGS = config_flags(only=["model", "data", "data_dir", "final_epochs", "train.batch_size", "train.lr",
                                  "train.optimizer", "train.weight_decay", "val_fraction", "max_train", "device"],
                            names={"final_epochs": "epochs"}, helps={"final_epochs": "Epochs of each run."})
@@ -118,7 +118,7 @@ def _sweep_config(fields: dict, *, densities: str | None, min_density: float | N
     grid = (_floats(densities, "--densities") if densities is not None
             else SweepConfig.geometric(0.01 if min_density is None else min_density,
                                        1.0 if max_density is None else max_density, 2.0 if factor is None else factor))
-    base = apply_overrides(GrowConfig(), {**fields, "tau_core": False})
+    base = apply_overrides(RunConfig(), {**fields, "tau_core": False})
     return SweepConfig(densities=grid, seeds=_ints(seeds or "0", "--seeds"), pruner=pruner or default.pruner, tol=tol,
                        base=base)
 

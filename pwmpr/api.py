@@ -1,7 +1,7 @@
 """The Python API beside ``pwmpr grow``: grow any ``nn.Module`` on your own data through the same runner.
 
-:func:`grow_module` turns the model and the data (tensors, a Dataset or a DataLoader) into what the runner
-(``pwmpr.run_folder.run``) takes in place of a registered model and data set, so the run is the same as a CLI run:
+:func:`grow_module` turns the model and the data (tensors, a Dataset or a DataLoader) into what
+``pwmpr.run_folder.run_config`` takes in place of a registered model and data set, so the run is the same as a CLI run:
 PHEW seed, phases, PWMP growth, stop rule, final training, and a run folder with config.json, history.jsonl,
 checkpoints, final.safetensors and summary.json. ``config.json`` records the model as ``python:<class name>``
 and the data as ``python:<kind>``: such a run resumes only from Python (``resume=True`` with the same objects).
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from pwmpr import rundir
-from pwmpr.config import GrowConfig, section_field
+from pwmpr.config import RunConfig, section_field
 from pwmpr.data import MIN_VAL_SAMPLES, DataBundle, TensorSplit, _split_validation
 from pwmpr.data.folder import stream_loader
 from pwmpr.errors import PwmprError
@@ -54,7 +54,7 @@ def grow_module(
     num_classes: int | None = None,
     input_shape: Sequence[int] | None = None,
     out: str | Path | None = None,
-    config: GrowConfig | Mapping[str, Any] | None = None,
+    config: RunConfig | Mapping[str, Any] | None = None,
     resume: bool = False,
     force: bool = False,
     quiet: bool = True,
@@ -75,11 +75,11 @@ def grow_module(
             ``targets``.
         input_shape: one input without the batch dimension; default: the shape of the first training sample.
         out: the run folder (default: ``runs/<method>-<model>-python-...``).
-        config: a GrowConfig (or its dict) to start from; the defaults of ``pwmpr grow`` otherwise.
+        config: a RunConfig (or its dict) to start from; the defaults of ``pwmpr grow`` otherwise.
         resume: continue the run folder ``out`` from its last checkpoint (pass the same model and data again).
         force: replace a non-empty ``out``.
         quiet: print nothing (False: the CLI's progress lines).
-        **overrides: GrowConfig fields, e.g. ``phase_epochs=2``, ``device="cuda"``, ``growth={"gamma": 0.5}``.
+        **overrides: RunConfig fields, e.g. ``phase_epochs=2``, ``device="cuda"``, ``growth={"gamma": 0.5}``.
 
     Returns:
         A :class:`GrownModel`: the model with its final weights (masked entries zero), the MaskSet, the summary.
@@ -102,7 +102,7 @@ def _grow_module(model, train, *, val, test, num_classes, input_shape, out, conf
                  overrides) -> GrownModel:
     """:func:`grow_module`'s work, with the errors still in the CLI's words."""
     from pwmpr.progress import make_reporter
-    from pwmpr.run_folder import run
+    from pwmpr.run_folder import run_config
 
     if not isinstance(model, (nn.Module, str)):
         raise PwmprError(f"model must be an nn.Module, a registered name or 'package.module:function', got "
@@ -152,7 +152,7 @@ def _grow_module(model, train, *, val, test, num_classes, input_shape, out, conf
         cfg.model = f"{OBJECT_PREFIX}{type(model).__name__}"
         module = model
     with make_reporter(quiet) as reporter:
-        summary = run(cfg, out, resume=resume, force=force, reporter=reporter, model=module, bundle=bundle)
+        summary = run_config(cfg, out, resume=resume, force=force, reporter=reporter, model=module, bundle=bundle)
     run_dir = Path(summary["run_dir"])
     tensors, _ = rundir.load_tensors(run_dir / rundir.FINAL)
     masks = MaskSet(rundir.split_prefix(tensors, rundir.MASK_PREFIX))
@@ -187,18 +187,18 @@ def api_words(message: str) -> str:
     return _FLAG.sub(word, message)
 
 
-def _grow_config(config: GrowConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> GrowConfig:
+def _grow_config(config: RunConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> RunConfig:
     """``config`` (or the defaults) with ``overrides``; nested sections merge key by key, and a section's field
     may be named alone (``max_phases=3``) or by its flag (``stop_tol=0.01``, ``stop="paper"``, ``shrink=True``)
     where that names one field."""
-    if isinstance(config, GrowConfig):
+    if isinstance(config, RunConfig):
         base = config.to_dict()
     elif isinstance(config, Mapping):
-        base = GrowConfig.from_dict(dict(config)).to_dict()
+        base = RunConfig.from_dict(dict(config)).to_dict()
     elif config is None:
-        base = GrowConfig().to_dict()
+        base = RunConfig().to_dict()
     else:
-        raise PwmprError(f"config must be a GrowConfig or a dict, got {type(config).__name__}")
+        raise PwmprError(f"config must be a RunConfig or a dict, got {type(config).__name__}")
     data = copy.deepcopy(base)
     for key, value in overrides.items():
         if key in _SECTIONS and isinstance(value, Mapping):
@@ -208,7 +208,7 @@ def _grow_config(config: GrowConfig | Mapping[str, Any] | None, overrides: Mappi
         else:
             section, field = section_field(key)
             data[section] = {**data[section], field: value}
-    return GrowConfig.from_dict(data)
+    return RunConfig.from_dict(data)
 
 
 def _as_dataset(data: Any, what: str) -> tuple[TensorSplit | Dataset, dict[str, Any]]:

@@ -1,7 +1,7 @@
-"""GrowConfig and its parts: the one typed source of truth for a run, with help text, checks and JSON round trip.
+"""RunConfig and its parts: the one typed source of truth for a run, with help text, checks and JSON round trip.
 
 The CLI builds its flags from the ``help`` metadata here, ``config.json`` in every run folder is
-``GrowConfig.to_dict()``, and ``GrowConfig.from_dict`` rebuilds it (unknown keys and unreadable versions
+``RunConfig.to_dict()``, and ``RunConfig.from_dict`` rebuilds it (unknown keys and unreadable versions
 are refused). New fields must come with defaults so old run folders keep their meaning.
 """
 
@@ -212,7 +212,7 @@ def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass
-class GrowConfig:
+class RunConfig:
     """Everything that defines a run; ``config.json`` in the run folder is this, and reproduces the run."""
 
     method: str = _f("pwmpr", "What the run does: pwmpr (grow), dense, imp, oneshot, rigl, set.")
@@ -288,7 +288,7 @@ class GrowConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GrowConfig:
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """Rebuild from ``to_dict`` output; unknown keys or versions raise PwmprError."""
         data = dict(data)
         version = data.pop("version", CONFIG_VERSION)  # a config a user writes by hand is read as today's
@@ -309,7 +309,7 @@ class GrowConfig:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
 
     @classmethod
-    def load(cls, path: Path | str) -> GrowConfig:
+    def load(cls, path: Path | str) -> RunConfig:
         """Read a config JSON file; a missing, unreadable or invalid file raises PwmprError."""
         path = Path(path)
         if path.is_dir():
@@ -330,7 +330,7 @@ def section_field(key: str) -> tuple[str, str]:
                 found.add((section, f.name))
     if len(found) == 1:
         return found.pop()
-    top = sorted(f.name for f in dataclasses.fields(GrowConfig))
+    top = sorted(f.name for f in dataclasses.fields(RunConfig))
     if not found:
         raise PwmprError(f"unknown config field {key!r}; known: {', '.join(top)}, or a field of "
                          f"{', '.join(_SECTION_CLASSES)}")

@@ -21,10 +21,10 @@ from pwmpr.methods.final_init import FINAL_INITS, needs_start
 from pwmpr.train.hooks import Hook
 
 if TYPE_CHECKING:
-    from pwmpr.runner import Run
+    from pwmpr.runner import PhaseLoop
 
 
-def start_final_training(run: Run) -> None:
+def start_final_training(run: PhaseLoop) -> None:
     """Set the weights final training starts from (``--final-init``), keeping the discovered mask."""
     if run.start is None and needs_start(run.cfg.final_init):
         raise PwmprError(f"--final-init {run.cfg.final_init} needs the run's initial weights and seed masks, but "
@@ -40,7 +40,7 @@ def start_final_training(run: Run) -> None:
     run.trainer.optimizer.state.clear()
 
 
-def train_final(run: Run, train_loader, val_loader) -> None:
+def train_final(run: PhaseLoop, train_loader, val_loader) -> None:
     """Train the final epochs (carrying on after those a resumed checkpoint holds), record its row, checkpoint."""
     masks = run.trainer.masks
     epochs = run.cfg.final_epochs
@@ -88,7 +88,7 @@ class _FinalCheckpointHook(Hook):
     checkpoint (not after its last epoch, which the final checkpoint follows). Rank 0 decides and writes; the
     others learn of its failure (``dist.on_primary``)."""
 
-    def __init__(self, run: Run, epochs: int) -> None:
+    def __init__(self, run: PhaseLoop, epochs: int) -> None:
         self.run = run
         self.epochs = epochs
         self.last = time.monotonic()  # the phase before final training just wrote one

@@ -1,10 +1,11 @@
 """The run folder's life cycle around one run: lock it, repair it, set an old run aside, resume or start, finish.
 
-``run`` is the entry point of ``pwmpr grow``, the Python API and sweeps: it makes (or finds, with ``resume``) the
-folder, locks it against a second writer, finishes what a dead writer left there, sets the replaced run aside under
-``--force`` (restored if the new run fails before its first checkpoint), builds the ``pwmpr.runner.Run`` and either
-starts it fresh or resumes it, and releases the lock whatever happens. Under torchrun rank 0 alone touches the
-folder; the other ranks wait for its result or its error (``dist.on_primary``).
+``run_config`` is the entry point of ``pwmpr grow``, the Python API and sweeps: it makes (or finds, with
+``resume``) the folder, locks it against a second writer, finishes what a dead writer left there, sets the replaced
+run aside under ``--force`` (restored if the new run fails before its first checkpoint), builds the phase loop
+(``pwmpr.runner.PhaseLoop``) and either starts it fresh or resumes it, and releases the lock whatever happens.
+Under torchrun rank 0 alone touches the folder; the other ranks wait for its result or its error
+(``dist.on_primary``).
 """
 
 from __future__ import annotations
@@ -17,16 +18,16 @@ from typing import Any
 import torch
 
 from pwmpr import dist, rundir
-from pwmpr.config import GrowConfig
+from pwmpr.config import RunConfig
 from pwmpr.data import DataBundle
 from pwmpr.errors import PwmprError
 from pwmpr.lock import FolderLock, lock_run_dir
 from pwmpr.progress import Reporter
-from pwmpr.runner import Run
+from pwmpr.runner import PhaseLoop
 from pwmpr.train import TrainingDiverged
 
 
-def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = False, force: bool = False,
+def run_config(cfg: RunConfig, out_dir: Path | str | None = None, *, resume: bool = False, force: bool = False,
         reporter: Reporter | None = None, model: torch.nn.Module | None = None,
         bundle: DataBundle | None = None, lr: float | None = None) -> dict[str, Any]:
     """Produce (or continue, with ``resume``) the run folder ``out_dir`` for ``cfg``; return the summary.
@@ -43,7 +44,7 @@ def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = Fa
     out = Path(out_dir) if out_dir is not None else None
     held: list[FolderLock] = []
     aside: list[Path] = []  # --force: where the old run's files wait (restored if the new run fails early)
-    r: Run | None = None
+    r: PhaseLoop | None = None
     created: list[Path] = []  # the folder this call made: a failure leaves no empty folder behind
     failed = True
 
@@ -76,7 +77,7 @@ def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = Fa
             dist.on_primary(lambda: take(out), "repairing the run folder", share=False)  # then every rank reads it
             if not (out / rundir.CONFIG).is_file():
                 raise PwmprError(f"cannot resume {out}: it holds no {rundir.CONFIG}")
-            cfg = GrowConfig.load(out / rundir.CONFIG)
+            cfg = RunConfig.load(out / rundir.CONFIG)
             finished = rundir.finished_summary(out)
             if finished is not None:  # nothing to do: a finished run is not trained or rewritten again
                 (reporter or Reporter()).message(
@@ -90,7 +91,7 @@ def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = Fa
             prepare(out)  # a bad --out fails before any data is loaded; nothing in it is touched yet
         cfg = copy.deepcopy(cfg)
         # Checks config, device, data and model before any file is replaced.
-        r = Run(cfg, out, reporter, model=model, bundle=bundle)
+        r = PhaseLoop(cfg, out, reporter, model=model, bundle=bundle)
         if out is None:
             out = r.out = rundir.default_run_dir(cfg)
             prepare(out)
@@ -108,7 +109,7 @@ def run(cfg: GrowConfig, out_dir: Path | str | None = None, *, resume: bool = Fa
             r.reporter.run_start(f"{cfg.method}: {cfg.model} on {cfg.data} ({r.bundle.n_train} training samples), "
                                  f"device {r.device}, run folder {out}")
         try:
-            summary = r.run()
+            summary = r.execute()
         except TrainingDiverged as exc:
             cks = rundir.checkpoints(out) if r.aside is None else []
             kept = (f"{out} keeps its last good checkpoint, {cks[-1].name} (`pwmpr grow --resume {out} --lr X` "

@@ -5,7 +5,7 @@ tau-core, record a history row, ask the method what next (``pwmpr.methods``), ap
 checkpoint. Then the final training where the method has one (``pwmpr.final_training``), the test accuracy,
 ``final.safetensors``, ``summary.json`` and ``curve.png``. Resume loads the newest checkpoint and carries on from
 the next phase; a run killed and resumed ends with the same masks and history as an uninterrupted one (on CPU).
-The run folder around a ``Run`` (lock, set-aside, default folder, resume or start) is ``pwmpr.run_folder``.
+The run folder around a ``PhaseLoop`` (lock, set-aside, default folder, resume or start) is ``pwmpr.run_folder``.
 
 Distributed (torchrun) runs: only rank 0 writes files (``pwmpr.dist``); growth decisions are made on rank 0
 and broadcast, so every rank trains the same masks, which every rank checks after each decision. Whatever rank 0
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from pwmpr import checkpoint, dist, rundir
-from pwmpr.config import GrowConfig
+from pwmpr.config import RunConfig
 from pwmpr.cost import phase_cost, training_flops
 from pwmpr.data import MIN_VAL_SAMPLES, DataBundle, load_data
 from pwmpr.errors import PwmprError
@@ -51,10 +51,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class Run:
+class PhaseLoop:
     """One run folder being produced: the model, its masks, the trainer, the history."""
 
-    def __init__(self, cfg: GrowConfig, out_dir: Path | None, reporter: Reporter | None = None, *,
+    def __init__(self, cfg: RunConfig, out_dir: Path | None, reporter: Reporter | None = None, *,
                  model: torch.nn.Module | None = None, bundle: DataBundle | None = None) -> None:
         self.cfg = cfg
         self.out = Path(out_dir) if out_dir is not None else None
@@ -181,7 +181,7 @@ class Run:
         self._plot()
 
     # -- the loop -----------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
+    def execute(self) -> dict[str, Any]:
         """Train every phase, then the final training; return the summary."""
         train_loader = self.bundle.loader("train", self.cfg.train.batch_size, self.device, train=True,
                                           generator=self.data_gen, channels_last=self.trainer.channels_last)
@@ -433,7 +433,7 @@ def check_start_masks(model: torch.nn.Module, masks: MaskSet, input_shape: tuple
 class _SnapshotHook(Hook):
     """Keeps the weights after global step ``step`` as the run's rewind point (IMP weight rewinding)."""
 
-    def __init__(self, step: int, run: Run) -> None:
+    def __init__(self, step: int, run: PhaseLoop) -> None:
         self.step = step
         self.run = run
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pwmpr import rundir
-from pwmpr.config import SEED_LIMIT, GrowConfig, check, read_json_object
+from pwmpr.config import SEED_LIMIT, RunConfig, check, read_json_object
 from pwmpr.errors import PwmprError
 
 SWEEP_CONFIG = "sweep.json"
@@ -40,7 +40,7 @@ _NOT_TRAINED = ("device", "data_dir", "workers")
 class SweepConfig:
     """A sweep: the densities and seeds to train at, how masks are drawn, and the knee's tolerance.
 
-    ``base`` is the GrowConfig every point shares (model, data, training, ``final_epochs`` as the epochs of each
+    ``base`` is the RunConfig every point shares (model, data, training, ``final_epochs`` as the epochs of each
     run); its ``method`` and ``options`` are set per point.
     """
 
@@ -48,11 +48,11 @@ class SweepConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     pruner: str = "phew"
     tol: float = 0.01
-    base: GrowConfig = field(default_factory=GrowConfig)
+    base: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.base, dict):
-            self.base = GrowConfig.from_dict(self.base)
+            self.base = RunConfig.from_dict(self.base)
         if not isinstance(self.densities, list) or not self.densities:
             raise PwmprError("the density grid is empty: give at least one density in (0, 1]")
         for d in self.densities:
@@ -102,9 +102,9 @@ class SweepConfig:
         out.append(hi)
         return out
 
-    def point_config(self, density: float, seed: int) -> GrowConfig:
+    def point_config(self, density: float, seed: int) -> RunConfig:
         """The one-shot run at ``density`` with ``seed``."""
-        cfg = GrowConfig.from_dict(self.base.to_dict())
+        cfg = RunConfig.from_dict(self.base.to_dict())
         cfg.method = "oneshot"
         cfg.options = {"pruner": self.pruner, "density": density}
         cfg.seed = seed
@@ -179,7 +179,7 @@ def run_sweep(cfg: SweepConfig, out: Path | str, *, resume: bool = False, force:
 
 
 def _same_sweep(a: SweepConfig, b: SweepConfig) -> bool:
-    """Whether two sweep configs train the same points (their base configs compared as ``GrowConfig.canonical``)."""
+    """Whether two sweep configs train the same points (their base configs compared as ``RunConfig.canonical``)."""
     return {**a.to_dict(), "base": a.base.canonical()} == {**b.to_dict(), "base": b.base.canonical()}
 
 
@@ -213,7 +213,7 @@ def _run_locked(cfg: SweepConfig, out: Path, bundle, *, resume: bool, force: boo
 
 def _train_point(cfg: SweepConfig, out: Path, density: float, seed: int, bundle, reporter, which: str) -> bool:
     """Train (or resume) one point unless it has finished; True when it was trained here."""
-    from pwmpr.run_folder import run
+    from pwmpr.run_folder import run_config
 
     folder = point_dir(out, density, seed)
     if rundir.finished_summary(folder) is not None:
@@ -221,9 +221,9 @@ def _train_point(cfg: SweepConfig, out: Path, density: float, seed: int, bundle,
     if reporter is not None:
         reporter.message(f"sweep point {which}: density {density:g}, seed {seed}")
     if rundir.checkpoints(folder):  # a point with a damaged summary resumes from its last checkpoint too
-        run(cfg.point_config(density, seed), folder, resume=True, reporter=reporter, bundle=bundle)
+        run_config(cfg.point_config(density, seed), folder, resume=True, reporter=reporter, bundle=bundle)
     else:
-        run(cfg.point_config(density, seed), folder, force=True, reporter=reporter, bundle=bundle)
+        run_config(cfg.point_config(density, seed), folder, force=True, reporter=reporter, bundle=bundle)
     return True
 
 
@@ -285,7 +285,7 @@ def check_lowest_density(cfg: SweepConfig, make_model, input_shape: tuple[int, .
     density = cfg.densities[0]
     with torch.random.fork_rng(devices=[]):
         for seed in cfg.seeds:
-            torch.manual_seed(seed)  # the point's model initialisation (pwmpr.runner.Run)
+            torch.manual_seed(seed)  # the point's model initialisation (pwmpr.runner.PhaseLoop)
             model = make_model()
             check_density_keeps_every_layer(model, density, what="the sweep's lowest density")
             masks = SEEDS.get(cfg.pruner)(model, density, input_shape, seed)
@@ -298,7 +298,7 @@ def check_lowest_density(cfg: SweepConfig, make_model, input_shape: tuple[int, .
 def check_points(out: Path | str, cfg: SweepConfig) -> None:
     """Refuse a sweep folder whose point folders were trained otherwise than its sweep.json says (a hand-edited
     sweep.json must not relabel finished points); each point's config.json is read strictly."""
-    from pwmpr.config import GrowConfig
+    from pwmpr.config import RunConfig
 
     for seed in cfg.seeds:
         for density in cfg.densities:
@@ -306,7 +306,7 @@ def check_points(out: Path | str, cfg: SweepConfig) -> None:
             if not (folder / rundir.CONFIG).is_file():
                 continue
             want = cfg.point_config(density, seed).canonical()
-            got = GrowConfig.load(folder / rundir.CONFIG).canonical()
+            got = RunConfig.load(folder / rundir.CONFIG).canonical()
             if want["model"] == "auto":
                 want["model"] = got["model"]
             where = _first_difference({k: v for k, v in want.items() if k not in _NOT_TRAINED},

@@ -166,10 +166,10 @@ def _sweep_of_run(tmp: Path, run: Path, **base_edit) -> str:
     base config then gets ``base_edit`` (a hand edit)."""
     import shutil
 
-    from pwmpr.config import GrowConfig
+    from pwmpr.config import RunConfig
     from pwmpr.sweep import SweepConfig, point_dir
 
-    cfg = SweepConfig(densities=[0.5], base=GrowConfig.load(run / "config.json"))
+    cfg = SweepConfig(densities=[0.5], base=RunConfig.load(run / "config.json"))
     sweep = tmp / "sweep"
     point = point_dir(sweep, 0.5, 0)
     shutil.copytree(run, point)

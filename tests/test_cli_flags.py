@@ -1,6 +1,6 @@
 """One source for every option: the flags of ``grow`` and the baselines are generated from the config dataclasses.
 
-Each test recomputes what the flags should be straight from the dataclasses (``GrowConfig`` and its sections,
+Each test recomputes what the flags should be straight from the dataclasses (``RunConfig`` and its sections,
 ``ImpOptions``, ``OneShotOptions``), not from ``pwmpr.cli.options``, and compares it with the click commands Typer
 built: every field has exactly one flag of its type, every flag maps to a field or is run control, the help lists
 the registries' names, a flag really sets its field, and the ``--resume`` refusal names only flags that exist.
@@ -20,13 +20,13 @@ from typer.testing import CliRunner
 
 from pwmpr.cli.app import app
 from pwmpr.cli.baseline import BASELINE_SKIP
-from pwmpr.config import GrowConfig
+from pwmpr.config import RunConfig
 from pwmpr.methods.dst import RiglOptions, SetOptions
 from pwmpr.methods.imp import ImpOptions
 from pwmpr.methods.oneshot import OneShotOptions
 
 runner = CliRunner()
-#: GrowConfig fields with no flag on any command, and why.
+#: RunConfig fields with no flag on any command, and why.
 NOT_FLAGS = {"method": "the command is the method", "options": "each method's options dataclass has its own flags"}
 #: Flags that steer a run rather than set a config field.
 RUN_CONTROL = {"--out", "--resume", "--config", "--force", "--trust-code", "--quiet"}
@@ -91,7 +91,7 @@ def _expect(flags: dict, name: str, fld: dataclasses.Field, kind: type) -> None:
 
 
 def _config_paths() -> dict[str, tuple[dataclasses.Field, type]]:
-    return {p: v for p, v in _leaves(GrowConfig).items() if p not in NOT_FLAGS}
+    return {p: v for p, v in _leaves(RunConfig).items() if p not in NOT_FLAGS}
 
 
 def test_every_config_field_has_exactly_one_flag_on_grow_and_every_flag_a_field():
@@ -204,7 +204,7 @@ def _other(path: str, fld: dataclasses.Field, kind: type):
 
 
 def _captured(monkeypatch) -> list:
-    """Replace the runner: record the GrowConfig a command would run (nothing is trained)."""
+    """Replace the runner: record the RunConfig a command would run (nothing is trained)."""
     import pwmpr.run_folder
 
     seen = []

@@ -239,16 +239,16 @@ def test_runs_of_the_same_settings_are_one_group_however_their_config_was_writte
     """A default run (lr not given), one with --lr 0.1, and a version-1 folder of the same settings (no optimizer,
     no shrink alpha) train alike, so they are seeds of one group; another learning rate is another group."""
     from pwmpr.compare.records import RunRecord
-    from pwmpr.config import GrowConfig
+    from pwmpr.config import RunConfig
 
-    default = GrowConfig().to_dict()
-    explicit = GrowConfig().to_dict()
+    default = RunConfig().to_dict()
+    explicit = RunConfig().to_dict()
     explicit["train"]["lr"] = 0.1
-    old = GrowConfig().to_dict()
+    old = RunConfig().to_dict()
     old["version"] = 1
     del old["train"]["optimizer"], old["shrink"]["alpha"]
     old["train"]["lr"] = 0.1
-    other = GrowConfig().to_dict()
+    other = RunConfig().to_dict()
     other["train"]["lr"] = 0.05
     ancient = {**old, "stop": {k: v for k, v in old["stop"].items() if k not in ("rule", "tol", "alpha")}}
     keys = [RunRecord(tmp_path, cfg, {}, []).group_key() for cfg in (default, explicit, old, other, ancient)]

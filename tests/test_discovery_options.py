@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from pwmpr import checkpoint, rundir
 from pwmpr.cli.app import app
-from pwmpr.config import GrowConfig
+from pwmpr.config import RunConfig
 from pwmpr.cost import projected_cost
 from pwmpr.errors import PwmprError
 from pwmpr.final_training import start_final_training, unpack_start
@@ -221,10 +221,10 @@ def test_pwmp_explore_run_starts_its_recruits_non_zero(tmp_path):
 
 
 def test_configs_written_before_the_cost_guard_keep_their_meaning():
-    old = GrowConfig().to_dict()
+    old = RunConfig().to_dict()
     del old["stop"]["max_cost"]
-    assert GrowConfig.from_dict({**old, "version": 2}).stop.max_cost == 0.0  # its run had no guard
-    assert GrowConfig.from_dict(old).stop.max_cost == 1.5  # today's format: the default
+    assert RunConfig.from_dict({**old, "version": 2}).stop.max_cost == 0.0  # its run had no guard
+    assert RunConfig.from_dict(old).stop.max_cost == 1.5  # today's format: the default
 
 
 # -- final training starts from the weights each --final-init promises -------------------------------------------
@@ -266,7 +266,7 @@ def test_each_final_init_starts_final_training_from_the_weights_it_promises(tmp_
     # A run resumed from a checkpoint without the start cannot keep rewind's promise: an error, not a silent
     # "continue".
     with pytest.raises(PwmprError, match="final-init rewind needs the run's initial weights"):
-        start_final_training(SimpleNamespace(start=None, cfg=GrowConfig(final_init="rewind")))
+        start_final_training(SimpleNamespace(start=None, cfg=RunConfig(final_init="rewind")))
     # The start is kept only until it is used: the final checkpoints carry no start/ tensors.
     assert not any(k.startswith("start/") for k in starts["rewind"][2])
     assert not any(k.startswith("start/") for c in rundir.checkpoints(tmp_path / "continue")

@@ -13,7 +13,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from pwmpr.cli.app import app
-from pwmpr.config import GrowConfig
+from pwmpr.config import RunConfig
 from pwmpr.errors import PwmprError
 from pwmpr.masks import MaskSet
 from pwmpr.methods import METHODS, RunContext
@@ -25,7 +25,7 @@ TINY = ["--data", "digits", "--model", "mlp", "--batch-size", "64", "--max-train
 
 
 def _method(name: str, epochs: int, **options):
-    return METHODS.get(name)(GrowConfig(method=name, phase_epochs=epochs, final_epochs=epochs, options=options))
+    return METHODS.get(name)(RunConfig(method=name, phase_epochs=epochs, final_epochs=epochs, options=options))
 
 
 # -- layer densities ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import pwmpr
 from pwmpr import MaskSet, create_model, prunable, rundir
 from pwmpr.cli.app import app
-from pwmpr.config import GrowConfig
+from pwmpr.config import RunConfig
 from pwmpr.export import onnx_graph
 
 runner = CliRunner()
@@ -40,7 +40,7 @@ def write_run(run_dir: Path, model_name: str, input_shape, density: float, data:
                 m.running_var.uniform_(0.5, 2.0, generator=gen)
                 m.weight.uniform_(0.5, 1.5, generator=gen)
                 m.bias.uniform_(-0.2, 0.2, generator=gen)
-    cfg = GrowConfig(model=model_name, data=data).to_dict()
+    cfg = RunConfig(model=model_name, data=data).to_dict()
     summary = {"seed_density": density, "discovered_density": masks.density(), "stop_reason": "max-phases",
                "fit": {"rho_star": None}, "method": "pwmpr", "data": data}
     tensors = {rundir.MODEL_PREFIX + k: v for k, v in model.state_dict().items()}

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from pwmpr import rundir
-from pwmpr.config import GrowConfig, ShrinkConfig
+from pwmpr.config import RunConfig, ShrinkConfig
 from pwmpr.counting import round_half_up
 from pwmpr.errors import PwmprError
 from pwmpr.growth import growth_count
@@ -27,21 +27,21 @@ from pwmpr.masks import MaskSet
 from pwmpr.methods import RunContext
 from pwmpr.methods.pwmpr import shrink_verdict
 from pwmpr.methods.rewire import cosine_decay, drop_lowest, rewire
-from pwmpr.run_folder import run as run_folder
-from pwmpr.runner import Run
+from pwmpr.run_folder import run_config
+from pwmpr.runner import PhaseLoop
 from pwmpr.stop import Observation
 from pwmpr.train.hooks import Hook
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def _cfg(**kw) -> GrowConfig:
+def _cfg(**kw) -> RunConfig:
     base = dict(model="mlp", data="digits", seed=1, device="cpu", phase_epochs=1, final_epochs=1, tau_core=False,
                 max_train=400, train={"batch_size": 64}, growth={"seed_density": 0.1})
     for key in ("growth", "stop", "shrink"):
         if key in kw:
             kw[key] = {**base.get(key, {}), **kw[key]}
-    return GrowConfig(**{**base, **kw})
+    return RunConfig(**{**base, **kw})
 
 
 def _net(w1, w2) -> nn.Sequential:
@@ -104,7 +104,7 @@ def test_zeta_decays_along_a_cosine_from_its_start():
 # -- through the runner -------------------------------------------------------------------------------------------
 def test_prune_and_regrow_keeps_the_density_it_promises_exactly(tmp_path):
     cfg = _cfg(growth={"zeta": 0.3, "zeta_steps": 3, "gamma": 0.25}, stop={"max_phases": 4})
-    run_folder(cfg, tmp_path / "hybrid")
+    run_config(cfg, tmp_path / "hybrid")
     rows = [r for r in history(tmp_path / "hybrid") if r["stage"] == "phase"]
     grown = [r for r in rows if r["decision"] == "grow"]
     assert len(grown) == 3
@@ -138,7 +138,7 @@ class _NotRevived(Hook):
 def test_no_removed_weight_is_revived_by_the_optimizer(tmp_path):
     cfg = _cfg(growth={"zeta": 0.5, "zeta_steps": 0}, stop={"max_phases": 3}, train={"batch_size": 64,
                                                                                      "weight_decay": 1e-3})
-    run = Run(cfg, tmp_path / "run")
+    run = PhaseLoop(cfg, tmp_path / "run")
     run.start_fresh()
     train = run.bundle.loader("train", 64, run.device, train=True, generator=run.data_gen)
     val = run.bundle.loader("val", 1024, run.device)
@@ -225,7 +225,7 @@ def test_shrink_revert_without_the_accepted_network_is_a_pwmpr_error():
 
 def test_shrink_keeps_exact_counts_and_reports_both_ends(tmp_path):
     cfg = _cfg(stop={"max_phases": 2}, shrink={"enabled": True, "tol": 0.5, "max_steps": 2})
-    summary = run_folder(cfg, tmp_path / "shrink")
+    summary = run_config(cfg, tmp_path / "shrink")
     rows = history(tmp_path / "shrink")
     assert [r["decision"] for r in rows] == ["grow", "shrink", "shrink", "shrink-max-steps", "done"]
     knee = rows[1]
@@ -310,7 +310,7 @@ def test_sigkill_in_the_middle_of_a_shrink_stage_then_resume(tmp_path):
 
 def test_growth_without_the_new_options_is_unchanged(tmp_path):
     # zeta 0 and no shrink: the plain grow step, no prune_regrow entry, no shrink entries in the summary.
-    summary = run_folder(_cfg(stop={"max_phases": 2}), tmp_path / "plain")
+    summary = run_config(_cfg(stop={"max_phases": 2}), tmp_path / "plain")
     rows = history(tmp_path / "plain")
     assert [r["decision"] for r in rows] == ["grow", "max-phases", "done"]
     assert "prune_regrow" not in rows[0] and rows[1]["n_nonzero"] == rows[0]["n_nonzero"] + rows[0]["n_added"]

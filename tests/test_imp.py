@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 from pwmpr import rundir
-from pwmpr.config import GrowConfig
+from pwmpr.config import RunConfig
 from pwmpr.errors import PwmprError
 from pwmpr.masks import MaskSet
 from pwmpr.methods import METHODS, RunContext
 from pwmpr.methods.imp import ImpOptions, prune_count, prune_global_magnitude
-from pwmpr.runner import Run, _SnapshotHook
+from pwmpr.runner import PhaseLoop, _SnapshotHook
 from pwmpr.train.hooks import Hook
 
 
@@ -84,8 +84,8 @@ def test_bad_options_are_refused():
 
 
 # -- what each variant resets, through the runner -------------------------------------------------------------
-def _cfg(tmp_path, variant, **opts) -> GrowConfig:
-    return GrowConfig(method="imp", model="mlp", data="digits", seed=3, device="cpu", phase_epochs=2,
+def _cfg(tmp_path, variant, **opts) -> RunConfig:
+    return RunConfig(method="imp", model="mlp", data="digits", seed=3, device="cpu", phase_epochs=2,
                       final_epochs=0, reference_epochs=2, tau_core=False, max_train=300,
                       train={"batch_size": 50, "lr": 0.05},
                       options={"variant": variant, "levels": 2, **opts})
@@ -109,7 +109,7 @@ class _Recorder(Hook):
 
 def _run_levels(tmp_path, variant, **opts):
     """Train level 0 and 1 by hand, keeping the weights just before the decision and just after it."""
-    run = Run(_cfg(tmp_path, variant, **opts), tmp_path / variant)
+    run = PhaseLoop(_cfg(tmp_path, variant, **opts), tmp_path / variant)
     run.start_fresh()
     rec = _Recorder()
     run.trainer.hooks.append(rec)
@@ -189,10 +189,10 @@ def test_continue_keeps_weights_and_momentum_and_fine_tunes_briefly(tmp_path):
 
 
 def test_imp_stops_at_levels_or_target_density_and_costs_sum_over_levels(tmp_path):
-    from pwmpr.run_folder import run as run_folder
+    from pwmpr.run_folder import run_config
 
     cfg = _cfg(tmp_path, "continue", levels=5, target_density=0.6)
-    summary = run_folder(cfg, tmp_path / "imp")
+    summary = run_config(cfg, tmp_path / "imp")
     rows = rundir.read_history(tmp_path / "imp")
     # 1.0 -> 0.8 -> 0.64 -> 0.512 <= 0.6: stops after level 3 although 5 levels were allowed.
     assert [r["n_nonzero"] for r in rows] == [50200, 40160, 32128, 25702]

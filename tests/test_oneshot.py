@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pwmpr.config import GrowConfig
+from pwmpr.config import RunConfig
 from pwmpr.errors import PwmprError
 from pwmpr.methods import METHODS
 from pwmpr.methods.oneshot import OneShotOptions
@@ -14,7 +14,7 @@ from pwmpr.seed import SEEDS
 
 
 def _method(**opts):
-    cfg = GrowConfig(method="oneshot", model="mlp", data="digits", final_epochs=3, options=opts)
+    cfg = RunConfig(method="oneshot", model="mlp", data="digits", final_epochs=3, options=opts)
     return METHODS.get("oneshot")(cfg)
 
 

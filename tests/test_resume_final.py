@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from pwmpr import checkpoint, run_folder, rundir
-from pwmpr.config import GrowConfig, StopConfig, TrainConfig
+from pwmpr.config import RunConfig, StopConfig, TrainConfig
 from pwmpr.progress import Reporter
 
 
@@ -33,17 +33,17 @@ class _Epochs(Reporter):
 
 
 def test_a_run_killed_in_final_training_resumes_at_its_last_epoch_checkpoint(tmp_path):
-    cfg = GrowConfig(data="digits", model="mlp", device="cpu", phase_epochs=1, final_epochs=4, tau_core=False,
+    cfg = RunConfig(data="digits", model="mlp", device="cpu", phase_epochs=1, final_epochs=4, tau_core=False,
                      checkpoint_minutes=0.0, stop=StopConfig(max_phases=2), train=TrainConfig(batch_size=64))
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    run_folder.run(cfg, whole, reporter=Reporter())
+    run_folder.run_config(cfg, whole, reporter=Reporter())
     with pytest.raises(KeyboardInterrupt):  # in final epoch 3, after the checkpoint of epoch 2
-        run_folder.run(cfg, cut, reporter=_Epochs(stop_after=3))
+        run_folder.run_config(cfg, cut, reporter=_Epochs(stop_after=3))
     [*_, newest] = rundir.checkpoints(cut)
     _, meta = rundir.load_tensors(newest)
     assert (meta["stage"], meta["progress"]["epochs_done"]) == ("final", 2)
     resumed = _Epochs()
-    run_folder.run(GrowConfig(), cut, resume=True, reporter=resumed)
+    run_folder.run_config(RunConfig(), cut, resume=True, reporter=resumed)
     assert resumed.final_epochs == [2, 3]  # only what the kill lost is trained again
     assert without_timing(history(whole)) == without_timing(history(cut))
     a, b = load_file(whole / "final.safetensors"), load_file(cut / "final.safetensors")
@@ -102,6 +102,6 @@ def test_resume_takes_a_lower_lr_and_records_it(tmp_path):
     rows = history(run)
     assert rows[-1]["stage"] == "final" and rows[-1]["lr_change"] == {"from": 0.1, "to": 0.02}
     assert all("lr_change" not in r for r in rows[:-1])
-    assert GrowConfig.load(run).train.lr == 0.02  # a later --resume keeps it
+    assert RunConfig.load(run).train.lr == 0.02  # a later --resume keeps it
     result = CliRunner().invoke(app, ["grow", "--resume", str(run), "--gamma", "0.5", "--lr", "0.01"])
     assert result.exit_code == 2 and "drop the other flags (--gamma)" in result.output

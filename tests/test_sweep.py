@@ -138,13 +138,13 @@ def test_a_run_is_scored_against_the_sweep_trained_as_it_was(tmp_path):
     """Of an AdamW sweep and an SGD sweep of the same model and data, an SGD run is scored against the SGD one."""
     from pwmpr.compare import discovery_rows
     from pwmpr.compare.records import RunRecord
-    from pwmpr.config import GrowConfig
+    from pwmpr.config import RunConfig
 
     sweeps = []
     for optimizer, acc in (("adamw", 0.99), ("sgd", 0.90)):
         folder = tmp_path / optimizer
         folder.mkdir()
-        base = GrowConfig(model="mlp")
+        base = RunConfig(model="mlp")
         base.train.optimizer = optimizer
         cfg = SweepConfig(densities=[0.1], base=base)
         (folder / "sweep.json").write_text(json.dumps(cfg.to_dict()))
@@ -155,12 +155,12 @@ def test_a_run_is_scored_against_the_sweep_trained_as_it_was(tmp_path):
             {"model": "mlp", "data": "mnist5k", "discovered_density": 0.1, "test_acc": acc, "val_acc": acc,
              "cost_flops": 0.1, "cost_epochs": 1.0}))
         sweeps.append(folder)
-    run = RunRecord(tmp_path / "run", GrowConfig(model="mlp").to_dict(),
+    run = RunRecord(tmp_path / "run", RunConfig(model="mlp").to_dict(),
                     {"model": "mlp", "discovered_density": 0.1, "test_acc": 0.9, "cost_flops": 0.5, "cost_epochs": 3},
                     [])
     (row,) = discovery_rows([run], sweeps)
     assert row["sweep_best"] == 0.90
-    adamw = RunRecord(tmp_path / "run2", {**GrowConfig(model="mlp").to_dict(), "train": {"optimizer": "adamw"}},
+    adamw = RunRecord(tmp_path / "run2", {**RunConfig(model="mlp").to_dict(), "train": {"optimizer": "adamw"}},
                       {"model": "mlp", "discovered_density": 0.1, "test_acc": 0.9, "cost_flops": 0.5,
                        "cost_epochs": 3}, [])
     (row,) = discovery_rows([adamw], sweeps)

@@ -12,9 +12,9 @@ from torch.overrides import TorchFunctionMode
 
 from pwmpr import MaskSet, tau_core
 from pwmpr import runner as runner_mod
-from pwmpr.config import GrowConfig, TrainConfig
+from pwmpr.config import RunConfig, TrainConfig
 from pwmpr.data import TensorLoader, TensorSplit
-from pwmpr.runner import Run
+from pwmpr.runner import PhaseLoop
 from pwmpr.train import Trainer
 from pwmpr.transfers import Copies, count_copies
 
@@ -54,9 +54,9 @@ def test_tau_core_syncs_once_per_chunk_not_three_times_per_unit():
     assert count.syncs <= 12, count.calls  # ...but a handful of host syncs (the old loop: 3 per step)
 
 
-def _run(tmp_path, **kw) -> Run:
-    cfg = GrowConfig(data="digits", model="mlp", phase_epochs=1, final_epochs=0, device="cpu", **kw)
-    r = Run(cfg, tmp_path)
+def _run(tmp_path, **kw) -> PhaseLoop:
+    cfg = RunConfig(data="digits", model="mlp", phase_epochs=1, final_epochs=0, device="cpu", **kw)
+    r = PhaseLoop(cfg, tmp_path)
     r.start_fresh()
     return r
 
@@ -81,7 +81,7 @@ def test_test_split_loader_is_built_once(tmp_path):
 
 def test_history_row_reports_tau_core_time_against_training_time(tmp_path, monkeypatch):
     r = _run(tmp_path)
-    r.run()
+    r.execute()
     row = r.history[0]
     assert row["tau_core"]["seconds"] > 0 and row["tau_core"]["share_of_training"] > 0
     # By hand: a tau-core that takes 0.5 s next to 2 s of training is a quarter of it.

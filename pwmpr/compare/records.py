@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pwmpr import rundir
-from pwmpr.config import GrowConfig
+from pwmpr.config import RunConfig
 from pwmpr.errors import PwmprError
 from pwmpr.stop.decision import growth_rows
 
@@ -26,9 +26,9 @@ _NOT_CONFIG = ("seed", "device", "data_dir", "version")
 
 def normalised_config(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` as today's pwmpr writes it (defaults filled in, version-1 folders migrated) in the form where two
-    configs that train alike are equal (``GrowConfig.canonical``); a config this pwmpr cannot read is left as it is."""
+    configs that train alike are equal (``RunConfig.canonical``); a config this pwmpr cannot read is left as it is."""
     try:
-        return GrowConfig.from_dict(config).canonical()
+        return RunConfig.from_dict(config).canonical()
     except PwmprError:
         return config
 
@@ -102,7 +102,7 @@ def read_run(path: Path | str) -> RunRecord:
         raise PwmprError(f"{path / rundir.SUMMARY} has no test accuracy (the run had no test split): nothing to "
                          "compare")
     try:
-        config = GrowConfig.load(path / rundir.CONFIG).to_dict()
+        config = RunConfig.load(path / rundir.CONFIG).to_dict()
     except PwmprError as exc:
         raise PwmprError(f"{path / rundir.CONFIG}: {exc}") from None
     return RunRecord(path, config, summary, read_history(path))

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pwmpr.config import GrowConfig
+from pwmpr.config import RunConfig
 from pwmpr.masks import MaskSet
 from pwmpr.registry import Registry
 
@@ -36,7 +36,7 @@ class Decision:
 class RunContext:
     """What a method may look at when deciding."""
 
-    cfg: GrowConfig
+    cfg: RunConfig
     model: nn.Module
     masks: MaskSet
     input_shape: tuple[int, ...]
@@ -59,7 +59,7 @@ class Method:
     #: None: the weights at the start of the run.
     rewind_step: int | None = None
 
-    def __init__(self, cfg: GrowConfig) -> None:
+    def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
 
     def initial_masks(self, model: nn.Module, input_shape: tuple[int, ...]) -> MaskSet:

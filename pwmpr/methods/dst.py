@@ -43,7 +43,7 @@ DECAYS = ("cosine", "constant")
 
 @dataclass
 class RiglOptions:
-    """RigL's knobs (``GrowConfig.options`` of a run with ``method="rigl"``; each field's help is its CLI flag's)."""
+    """RigL's knobs (``RunConfig.options`` of a run with ``method="rigl"``; each field's help is its CLI flag's)."""
 
     what: ClassVar[str] = "RigL"
 

@@ -35,7 +35,7 @@ VARIANTS = ("rewind", "lr-rewind", "continue")
 
 @dataclass
 class ImpOptions:
-    """IMP's own knobs (``GrowConfig.options`` of a run with ``method="imp"``; each field's help is its CLI flag's)."""
+    """IMP's own knobs (``RunConfig.options`` of a run with ``method="imp"``; each field's help is its CLI flag's)."""
 
     variant: str = field(default="lr-rewind", metadata={"help": (
         "What a level starts from after pruning: rewind (weights rewound to --rewind-step, schedule replayed), "

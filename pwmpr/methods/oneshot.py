@@ -19,7 +19,7 @@ from pwmpr.seed import SEEDS
 
 @dataclass
 class OneShotOptions:
-    """One-shot's own knobs (``GrowConfig.options`` of a run with ``method="oneshot"``; the CLI's ``--method`` is
+    """One-shot's own knobs (``RunConfig.options`` of a run with ``method="oneshot"``; the CLI's ``--method`` is
     ``pruner``)."""
 
     pruner: str = field(default="phew", metadata={

@@ -2,7 +2,7 @@
 
 A run folder holds::
 
-    config.json          the complete GrowConfig (written first; reproduces the run)
+    config.json          the complete RunConfig (written first; reproduces the run)
     history.jsonl        one JSON line per phase
     curve.png            accuracy vs density (vs epochs at one density), the stop rule's view, why it stopped
     checkpoints/phase-NNNN.safetensors   state after phase NNNN (weights, masks, optimizer, RNG, history)

@@ -31,7 +31,7 @@ def folder_name(text: str) -> str:
 
 
 def default_run_dir(cfg: Any) -> Path:
-    """``runs/<method>-<model>-<data>-s<seed>-<hash of the config>`` (open_lth-style naming) for a GrowConfig."""
+    """``runs/<method>-<model>-<data>-s<seed>-<hash of the config>`` (open_lth-style naming) for a RunConfig."""
     digest = hashlib.md5(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
     return Path("runs") / f"{cfg.method}-{folder_name(cfg.model)}-{folder_name(cfg.data)}-s{cfg.seed}-{digest}"
 

@@ -27,7 +27,7 @@ def stop_points(history: list[dict]) -> list[Observation]:
 
 
 def stop_context(stop: Any, num_classes: int | None) -> StopContext:
-    """The StopContext of a run's stop settings (``GrowConfig.stop``)."""
+    """The StopContext of a run's stop settings (``RunConfig.stop``)."""
     return StopContext(chance=1.0 / num_classes if num_classes else 0.0, cap=stop.max_density,
                        min_points=stop.min_points, consecutive=stop.consecutive, tol=stop.tol, alpha=stop.alpha,
                        plateau_tol=stop.plateau_tol)
