@@ -24,9 +24,11 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _few_threads():
-    """Keep tests deterministic and polite on 2-core CI machines."""
+    """Keep tests deterministic and polite on 2-core CI machines: at most 2 threads, shared by pytest-xdist's
+    workers (``-n``) so that they do not oversubscribe the cores."""
     n = torch.get_num_threads()
-    torch.set_num_threads(min(n, 2))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, min(n, 2) // workers))
     yield
     torch.set_num_threads(n)
 

@@ -109,6 +109,32 @@ def test_two_ranks_check_masks_after_each_decision_and_resume_from_the_checkpoin
     assert (summary["device"], summary["world_size"]) == ("cpu", 2)
 
 
+def test_two_ranks_grow_a_language_model(tmp_path, monkeypatch):
+    """A causal transformer on byte windows under DDP: token batches are split across ranks, every position is a
+    target, masks agree after every decision (checked by the run itself), and rank 0 writes one run folder."""
+    from pydoc_data.topics import topics
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in sorted(topics)[:40]:
+        (corpus / f"{name}.txt").write_text(topics[name])
+    run = tmp_path / "run"
+    # the model is the tests' own tiny GPT, imported by module name in each worker
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(Path(__file__).parent),
+                                                                os.environ.get("PYTHONPATH", "")) if p))
+    proc = _torchrun(tmp_path, 29621, "", "--data", f"text:{corpus}", "--model", "test_lm:tiny_gpt",
+                     "--phase-epochs", "1", "--final-epochs", "1", "--max-phases", "2", "--max-train", "48",
+                     "--batch-size", "16", "--optimizer", "adamw", "--seed-density", "0.1", "--no-tau-core",
+                     "--device", "cpu", "--out", str(run))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = history(run)
+    assert [r["stage"] for r in rows] == ["phase", "phase", "final"]
+    assert rows[1]["density"] > rows[0]["density"]
+    assert all(r["val_n"] % 128 == 0 and r["val_ppl"] > 1 for r in rows)  # every position of every window
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["device"], summary["world_size"]) == ("cpu", 2)
+
+
 @contextlib.contextmanager
 def _small_disk(path: Path):
     """A 600 kB tmpfs at ``path`` (a checkpoint is about 0.5 MB: the second does not fit); None where none can be
