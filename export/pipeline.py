@@ -63,7 +63,8 @@ def validation_inputs(art: Artifact, n: int = N_INPUTS, seed: int = 0) -> tuple[
     try:
         if not data:
             raise PwmprError("the run records no data set")
-        bundle = load_data(data, cfg.get("data_dir"), val_fraction=cfg.get("val_fraction", 0.1))
+        bundle = load_data(data, cfg.get("data_dir"), val_fraction=cfg.get("val_fraction", 0.1),
+                           context=cfg.get("context"))
         for split in ("test", "val", "train"):
             have = sum(len(p) for p in parts)
             if have >= n:

@@ -225,6 +225,7 @@ class RunConfig:
     val_fraction: float = _f(0.1, "Fraction of the training set held out as the validation split (text data sets "
                              "bring their own, split by document).")
     max_train: int | None = _f(None, "Use at most this many training samples (quick trials).")
+    context: int | None = _f(None, "Tokens per sample of a text data set, the model's context (default 128).")
     seed: int = _f(0, "Random seed for the model, the seed mask, the data order and growth.")
     device: str = _f("auto", "auto (CUDA when available), cpu or cuda.")
     phase_epochs: int = _f(10, "Epochs of rough training per growth phase.")
@@ -256,6 +257,8 @@ class RunConfig:
         check(isinstance(self.seed, int) and 0 <= self.seed < SEED_LIMIT, "seed", self.seed,
                "a whole number in [0, 2**63) (the random generators take 64-bit seeds)")
         check(self.max_train is None or self.max_train >= 10, "max_train", self.max_train, ">= 10")
+        check(self.context is None or (isinstance(self.context, int) and self.context >= 1), "context", self.context,
+              "a whole number >= 1")
         check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device", self.device,
                "auto, cpu or cuda")
         check(self.workers is None or (isinstance(self.workers, int) and self.workers >= 0), "workers",

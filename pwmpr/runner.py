@@ -62,7 +62,8 @@ class PhaseLoop:
         self.device = dist.rank_device(resolve_device(cfg.device))
         # `bundle` / `model`: the user's own data and network (pwmpr.grow_module) instead of registered names.
         self.bundle: DataBundle = bundle if bundle is not None else load_data(
-            cfg.data, cfg.data_dir, val_fraction=cfg.val_fraction, max_train=cfg.max_train, min_val=MIN_VAL_SAMPLES)
+            cfg.data, cfg.data_dir, val_fraction=cfg.val_fraction, max_train=cfg.max_train, min_val=MIN_VAL_SAMPLES,
+            context=cfg.context)
         self.bundle.workers = cfg.workers
         if cfg.model == "auto":
             cfg.model = self.bundle.default_model

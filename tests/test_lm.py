@@ -455,3 +455,31 @@ def test_a_language_model_run_cut_back_to_its_first_checkpoint_resumes_to_the_sa
     assert without_timing(history(whole)) == without_timing(history(cut))
     a, b = load_file(whole / "final.safetensors"), load_file(cut / "final.safetensors")
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_context_sets_the_window_of_text_and_the_models_input(tmp_path):
+    """``--context 24``: 24-byte windows, a model built for 24 positions, recorded in config.json for resume and
+    export; the export's validation inputs are those windows."""
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from pwmpr.cli.app import app
+
+    b = load_data("pydoc-text", context=24)
+    assert b.input_shape == (24,) and b.train.x.shape[1] == b.train.y.shape[1] == 24
+    assert torch.equal(b.train.x[1, :1], b.train.y[0, -1:])  # windows follow each other
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["grow", "--data", "pydoc-text", "--context", "24", "--model",
+                                      "test_lm:tiny_gpt", "--phase-epochs", "1", "--final-epochs", "1",
+                                      "--max-phases", "1", "--max-train", "32", "--batch-size", "16", "--no-tau-core",
+                                      "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["context"] == 24
+    assert load_file(out / "final.safetensors")["model/pos_embed.weight"].shape == (24, 16)
+    from pwmpr.export.pipeline import validation_inputs
+    from pwmpr.export.safetensors_io import read_run_artifact
+    from pwmpr.models import trusted_code
+
+    with trusted_code("test_lm:tiny_gpt"):
+        x, note = validation_inputs(read_run_artifact(out))
+    assert x.shape == (64, 24) and x.dtype == np.int64 and "from data set" in note

@@ -11,6 +11,7 @@ seed; it drives the stop rule) and ``test`` (reported, never used to decide anyt
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -185,18 +186,24 @@ MIN_VAL_SAMPLES = 100
 
 
 def load_data(name: str, data_dir: str | None = None, *, val_fraction: float = 0.1,
-              max_train: int | None = None, min_val: int = 1) -> DataBundle:
+              max_train: int | None = None, min_val: int = 1, context: int | None = None) -> DataBundle:
     """Load data set ``name`` (``npz:PATH`` for an array file, ``text:PATH`` for a text) and split off the validation
     set (unless the data set brings its own, split by document).
 
-    ``min_val``: the fewest validation samples accepted (runs ask for :data:`MIN_VAL_SAMPLES`).
+    ``min_val``: the fewest validation samples accepted (runs ask for :data:`MIN_VAL_SAMPLES`); ``context``: tokens
+    per sample of a text data set (default: its own).
     """
     prefix, colon, rest = name.partition(":")
     if colon and prefix in PATH_DATASETS:
         factory, arg = DATASETS.get(prefix), rest
     else:
         factory, arg = DATASETS.get(name), None
-    bundle = factory(data_dir=data_dir, path=arg) if arg is not None else factory(data_dir=data_dir)
+    kwargs: dict = {"data_dir": data_dir} if arg is None else {"data_dir": data_dir, "path": arg}
+    if context is not None:
+        if "context" not in inspect.signature(factory).parameters:
+            raise PwmprError(f"--context applies to text data sets (pydoc-text, text:PATH), not {name!r}")
+        kwargs["context"] = context
+    bundle = factory(**kwargs)
     if bundle.num_classes < 2:
         raise PwmprError(f"data set {bundle.name!r} has {bundle.num_classes} class; a classifier needs at least 2")
     if bundle.val_fixed:

@@ -72,15 +72,15 @@ def text_bundle(name: str, docs: dict[str, bytes], context: int = CONTEXT) -> Da
 
 
 @DATASETS.register("pydoc-text")
-def pydoc_text(data_dir: str | None = None) -> DataBundle:
+def pydoc_text(data_dir: str | None = None, context: int = CONTEXT) -> DataBundle:
     """CPython's pydoc topics (offline English prose), byte tokens, split by topic."""
     from pydoc_data.topics import topics
 
-    return text_bundle("pydoc-text", {k: v.encode("utf-8") for k, v in topics.items()})
+    return text_bundle("pydoc-text", {k: v.encode("utf-8") for k, v in topics.items()}, context)
 
 
 @DATASETS.register("text")
-def text(data_dir: str | None = None, path: str = "") -> DataBundle:
+def text(data_dir: str | None = None, path: str = "", context: int = CONTEXT) -> DataBundle:
     """``text:PATH``: a UTF-8 file (paragraphs are documents) or a folder (files are documents)."""
     p = data_path(path, data_dir)
     if not path or not p.exists():
@@ -92,7 +92,7 @@ def text(data_dir: str | None = None, path: str = "") -> DataBundle:
         docs = {para.decode("utf-8"): para for para in paragraphs(_read(p))}
     if not docs:
         raise PwmprError(f"text {p}: no documents found (an empty file or folder)")
-    return text_bundle(f"text:{p}", docs)
+    return text_bundle(f"text:{p}", docs, context)
 
 
 def paragraphs(data: bytes) -> Iterable[bytes]:
