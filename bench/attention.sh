@@ -26,8 +26,6 @@ cd "$(dirname "$0")/.."
 
 settings=$(python3 bench/settings.py attention)  # the published settings: bench/settings/attention.json
 eval "$settings"
-TRAIN=${TRAIN-"--optimizer adamw --batch-size 32 --weight-decay 0.05"}  # training flags, published with these
-EXTRA=${EXTRA-}                      # more pwmpr grow flags for every run, after TRAIN
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # JOBS single-threaded processes use the cores better than one wide one
 mkdir -p "$OUT"
 start=$(date +%s)
