@@ -25,7 +25,7 @@ from pwmpr.errors import PwmprError
 from pwmpr.growth import growth_count
 from pwmpr.masks import MaskSet
 from pwmpr.methods import RunContext
-from pwmpr.methods.pwmpr import shrink_verdict
+from pwmpr.methods.grow import shrink_verdict
 from pwmpr.methods.rewire import cosine_decay, drop_lowest, rewire
 from pwmpr.run_folder import run_config
 from pwmpr.runner import PhaseLoop
@@ -91,7 +91,7 @@ def test_rewire_per_layer_keeps_every_layer_count():
 
 
 def test_zeta_decays_along_a_cosine_from_its_start():
-    from pwmpr.methods.pwmpr import GrowMethod
+    from pwmpr.methods.grow import GrowMethod
 
     method = GrowMethod(_cfg(growth={"zeta": 0.4, "zeta_start": 1, "zeta_steps": 4}))
     assert [method.zeta_at(s) for s in range(7)] == pytest.approx(
@@ -191,7 +191,7 @@ def test_shrink_ends_when_per_layer_rounding_would_remove_no_edge():
     # Three layers of 2 edges each under --scope layer: the global count promises round(0.2 x 6) - round(0.05 x 6)
     # = 1 edge removed, but each layer drops round(0.4) = 0 and regrows round(0.1) = 0. A candidate would be the
     # accepted network again, retrained until --shrink-max-steps: the stage ends now, nothing left to remove.
-    from pwmpr.methods.pwmpr import GrowMethod
+    from pwmpr.methods.grow import GrowMethod
 
     cfg = _cfg(growth={"rule": "random", "scope": "layer"}, shrink={"enabled": True, "max_steps": 10})
     model = nn.Sequential(*(nn.Linear(2, 2, bias=False) for _ in range(3)))
@@ -209,7 +209,7 @@ def test_shrink_ends_when_per_layer_rounding_would_remove_no_edge():
 def test_shrink_revert_without_the_accepted_network_is_a_pwmpr_error():
     # A checkpoint without the method/accepted_* tensors (restore finds none) cannot go back: a PwmprError (the
     # CLI's one-line "error: ..." and exit 2), naming what is missing, not a RuntimeError traceback.
-    from pwmpr.methods.pwmpr import GrowMethod
+    from pwmpr.methods.grow import GrowMethod
 
     cfg = _cfg(shrink={"enabled": True, "tol": 0.0})
     method = GrowMethod(cfg)

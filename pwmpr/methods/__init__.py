@@ -113,4 +113,4 @@ def options_from_dict(cls: type, options: dict[str, Any], what: str) -> Any:
 METHODS: Registry[type[Method]] = Registry("method")
 
 # Importing the methods fills METHODS.
-from pwmpr.methods import dense, dst, imp, oneshot, pwmpr  # noqa: E402,F401
+from pwmpr.methods import dense, dst, grow, imp, oneshot  # noqa: E402,F401
