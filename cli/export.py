@@ -85,4 +85,8 @@ def print_report(report: dict) -> None:
                   f"{report['timing']['runs']} runs", highlight=False)
     console.print(f"packed decode folded by onnxruntime at session start: {'yes' if packed['folded'] else 'NO'}",
                   highlight=False)
+    if report.get("dynamic_sequence"):
+        console.print(f"input: token ids (batch, seq), any seq from 1 to {report['input_shape'][0]}; checked at "
+                      f"{report['input_shape'][0]} and {report['encodings']['dense']['short_sequence']['length']}",
+                      highlight=False)
     console.print(f"wrote {', '.join(report['files'])} to {report['out']}", highlight=False)

@@ -321,6 +321,7 @@ def test_grow_gpt_mini_on_pydoc_text_end_to_end(tmp_path):
     exported = CliRunner().invoke(app, ["export", str(out), "--out", str(tmp_path / "export")])
     assert exported.exit_code == 0, exported.output
     assert (tmp_path / "export" / "model.onnx").is_file()
+    assert "any seq from 1 to 128; checked at 128 and 64" in exported.output
 
 
 def test_every_growth_rule_scores_a_small_gpt_on_token_batches():
