@@ -13,7 +13,8 @@ from pwmpr.errors import PwmprError
 from pwmpr.graph import build_unit_graph
 from pwmpr.masks import PRUNABLE_TYPES, MaskSet, prunable
 from pwmpr.models import create_model
-from pwmpr.seed import SEEDS, _PhewWalks, phew_masks
+from pwmpr.seed import SEEDS, phew_masks
+from pwmpr.seed.phew import _PhewWalks
 from pwmpr.surrogate import linear_surrogate
 
 CIFAR = (3, 32, 32)

@@ -105,14 +105,14 @@ def read_run(path: Path | str) -> RunRecord:
         config = RunConfig.load(path / rundir.CONFIG).to_dict()
     except PwmprError as exc:
         raise PwmprError(f"{path / rundir.CONFIG}: {exc}") from None
-    return RunRecord(path, config, summary, read_history(path))
+    return RunRecord(path, config, summary, read_checked_history(path))
 
 
 #: History entries that must be finite numbers when present (``density`` always).
 _ROW_NUMBERS = ("val_acc", "test_acc", "cost_flops", "cost_epochs")
 
 
-def read_history(path: Path) -> list[dict[str, Any]]:
+def read_checked_history(path: Path) -> list[dict[str, Any]]:
     """The rows of a run folder's history.jsonl, each checked: a JSON object with a ``stage`` and a finite
     ``density`` (and finite accuracies and costs where it has them); else PwmprError naming the line."""
     file = Path(path) / rundir.HISTORY

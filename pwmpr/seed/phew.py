@@ -1,43 +1,21 @@
-"""Seed masks, step 1 of the pipeline: PHEW random walks (the PWMPR seed) and one-shot baselines.
-
-``SEEDS`` maps a method name to a factory ``(model, density, input_shape, seed) -> MaskSet``:
-
-* ``phew``: PHEW (Patil & Dovrolis 2021; docs/method.md, Seed), biased random input-output walks on the model's real
-  compute graph (``pwmpr.graph``), vectorised;
-* ``random``: a uniformly random global mask;
-* ``magnitude``: global top-|w|;
-* ``synflow``: iterative SynFlow (Tanaka et al. 2020), 100 rounds on an exponential schedule.
-
-Seeds only choose masks: they never change the model, and kept weights keep their values (docs/method.md, Seed).
-All randomness comes from a ``torch.Generator`` seeded with ``seed``; the global RNG is left alone.
-"""
+"""PHEW seed masks (docs/method.md, Seed): biased random input-output walks on the model's compute graph."""
 
 from __future__ import annotations
 
 import math
-import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from pwmpr.counting import round_half_up
 from pwmpr.errors import PwmprError
 from pwmpr.graph import Link, UnitGraph, build_unit_graph, mixing_weights
-from pwmpr.graph.reach import check_density_keeps_every_layer
-from pwmpr.masks import MaskSet, flatten_layers, prunable, split_layers
-from pwmpr.probe import check_input_shape, normalize_input_shape, training_mode
-from pwmpr.registry import Registry
-from pwmpr.surrogate import linear_surrogate, scoring_input
-
-SeedFactory = Callable[[nn.Module, float, Sequence[int], int], MaskSet]
-SEEDS: Registry[SeedFactory] = Registry("seed method")
+from pwmpr.masks import MaskSet, prunable
+from pwmpr.seed.common import SEEDS, check_seed_args, n_target, per_layer_masks
+from pwmpr.seed.sampling import CDF_CACHE_MAX, RowSampler, cell_cdf, sample_cells
 
 _MAX_ROUND = 1 << 15  # walks per batch: bounds the memory of one sweep
 _NEVER = torch.iinfo(torch.int32).max
-
-
-# -- registry entries ---------------------------------------------------------------------------------------------
 
 
 @SEEDS.register("phew")
@@ -81,9 +59,9 @@ def phew_masks(model: nn.Module, density: float, input_shape: Sequence[int], see
         PwmprError: a bad ``density``, ``input_shape`` or ``seed``, a model op the walks cannot follow, or a
             density the walks cannot reach.
     """
-    density, shape, gen = _check_args(model, density, input_shape, seed, probe=False)  # the trace probes the shape
+    density, shape, gen = check_seed_args(model, density, input_shape, seed, probe=False)  # the trace probes the shape
     if density == 1.0:
-        _check_args(model, density, input_shape, seed)
+        check_seed_args(model, density, input_shape, seed)
         return MaskSet.dense(model)
     params = dict(model.named_parameters())
     names = prunable(model)
@@ -94,162 +72,14 @@ def phew_masks(model: nn.Module, density: float, input_shape: Sequence[int], see
     for name in names:
         offsets[name] = total
         total += params[name].numel()
-    target = _n_target(density, total)
+    target = n_target(density, total)
     first = _PhewWalks(graph, offsets).first_walks(total, target, gen)
     # Shortest prefix of walks whose union reaches the target (counts per walk of the weights it enables first).
     per_walk = torch.bincount(first[first != _NEVER].long())
     n_walks = int(torch.searchsorted(per_walk.cumsum(0), target)) + 1
     keep = first < n_walks
-    return _per_layer_masks(keep, names, params)
+    return per_layer_masks(keep, names, params)
 
-
-@SEEDS.register("random")
-def uniform_masks(model: nn.Module, density: float, input_shape: Sequence[int], seed: int = 0) -> MaskSet:
-    """Uniformly random masks keeping exactly ``round(density * n_total)`` weights over all layers together."""
-    density, _, gen = _check_args(model, density, input_shape, seed)
-    params = dict(model.named_parameters())
-    names = prunable(model)
-    total = sum(params[n].numel() for n in names)
-    keep = torch.zeros(total, dtype=torch.bool)
-    keep[torch.randperm(total, generator=gen)[: _n_target(density, total)]] = True
-    return _per_layer_masks(keep, names, params)
-
-
-@SEEDS.register("magnitude")
-def magnitude_masks(model: nn.Module, density: float, input_shape: Sequence[int], seed: int = 0) -> MaskSet:
-    """Global magnitude masks: the ``round(density * n_total)`` largest ``|w|`` over all layers (``seed`` unused)."""
-    density, _, _ = _check_args(model, density, input_shape, seed)
-    params = dict(model.named_parameters())
-    names = prunable(model)
-    if not names:
-        return MaskSet({})
-    scores = flatten_layers({n: params[n].detach().abs().double().cpu() for n in names}, names)
-    return _per_layer_masks(_top(scores, _n_target(density, scores.numel())), names, params)
-
-
-@SEEDS.register("synflow")
-def synflow_masks(model: nn.Module, density: float, input_shape: Sequence[int], seed: int = 0) -> MaskSet:
-    """Iterative SynFlow (Tanaka et al. 2020): 100 rounds pruning to ``density ** (k / 100)``, global scope.
-
-    Scores are ``|theta * dR/dtheta|`` with ``R`` the summed output of the float64 |theta| network on an
-    all-ones input: ``pwmpr.surrogate.linear_surrogate``, the PWMP scoring net (weights ``|W| * mask``, biases and
-    additive parameters 0, BatchNorm/LayerNorm as positive per-unit scales, activations identities, max pooling
-    as average pooling, uniform attention). Deterministic (``seed`` unused).
-    """
-    density, shape, _ = _check_args(model, density, input_shape, seed)
-    params = dict(model.named_parameters())
-    names = prunable(model)
-    if density == 1.0 or not names:
-        return MaskSet.dense(model)
-    lin = linear_surrogate(model)
-    lin_params = dict(lin.named_parameters())
-    weights = [lin_params[n].requires_grad_(True) for n in names]
-    w0 = [w.detach().clone() for w in weights]
-    x = scoring_input(lin, shape, w0[0].device)
-    total = sum(w.numel() for w in weights)
-    keep = torch.ones(total, dtype=torch.bool)
-    for k in range(1, 101):
-        with torch.no_grad():
-            for w, w_abs, m in zip(weights, w0, keep.split([w.numel() for w in weights]), strict=True):
-                w.copy_(w_abs * m.view_as(w_abs).to(w_abs.device))
-        # allow_unused: q/k of uniform attention carry no path mass, so they score 0.
-        grads = torch.autograd.grad(lin(x).sum(), weights, allow_unused=True)
-        scores = torch.cat(
-            [
-                (g * w).abs().reshape(-1).cpu() if g is not None else torch.zeros(w.numel(), dtype=torch.float64)
-                for g, w in zip(grads, weights, strict=True)
-            ]
-        )
-        scores[~keep] = -1.0  # pruned weights stay pruned, even next to zero-score kept ones
-        keep = _top(scores, _n_target(density ** (k / 100), total))
-    return _per_layer_masks(keep, names, params)
-
-
-# -- PHEW walks ---------------------------------------------------------------------------------------------------
-
-
-class _Sampler:
-    """Inverse-CDF sampling of one column per requested row of a small nonnegative table.
-
-    A row without mass is drawn uniformly over its ``valid`` columns (all columns by default). The rows' CDFs are
-    laid end to end with row ``r`` shifted by ``r`` (one monotone array), so a whole batch is one ``searchsorted``.
-    Columns of probability 0 are never drawn.
-    """
-
-    def __init__(self, table: Tensor, valid: Tensor | None = None) -> None:
-        rows, self.cols = table.shape
-        if self.cols == 1:
-            return  # nothing to choose
-        cdf = torch.empty(table.shape, dtype=torch.float64)
-        cdf.copy_(table)  # one pass, whatever the table's layout and dtype
-        cdf.cumsum_(1)
-        empty = cdf[:, -1] <= 0
-        if bool(empty.any()):
-            fallback = torch.ones(int(empty.sum()), self.cols, dtype=torch.float64) if valid is None else \
-                valid.expand(table.shape)[empty].to(torch.float64)
-            fallback[fallback.sum(1) <= 0] = 1.0  # nothing valid: never drawn in practice
-            cdf[empty] = fallback.cumsum(1)
-        cdf.div_(cdf[:, -1:].clone())  # the last entry is exactly 1.0
-        # The last column with mass is the first whose CDF is 1.0 (later columns add nothing).
-        self.last = torch.searchsorted(cdf, torch.ones(rows, 1, dtype=torch.float64)).squeeze(1)
-        cdf.add_(torch.arange(rows, dtype=torch.float64)[:, None])
-        self.flat = cdf.view(-1)
-
-    def sample(self, rows: Tensor, gen: torch.Generator) -> Tensor:
-        if self.cols == 1:
-            return torch.zeros_like(rows)
-        u = torch.rand(rows.numel(), generator=gen, dtype=torch.float64)
-        col = torch.searchsorted(self.flat, rows.to(torch.float64) + u, right=True) - rows * self.cols
-        return torch.minimum(col, self.last[rows])  # r + u can round up to r + 1
-
-
-_CDF_CACHE_MAX = 1 << 23  # entries: links with kernel cells whose every (dst, src) CDF is worth keeping
-
-
-def _cell_cdf(table: Tensor, valid: Tensor, valid_rows: Tensor) -> Tensor:
-    """Row-normalized CDFs of ``table``'s rows (a row without mass: uniform over its valid columns), float64."""
-    w = table.to(torch.float64)
-    ok = valid[valid_rows].to(torch.float64)
-    w = torch.where((w.sum(1) > 0)[:, None], w, ok)
-    cdf = w.cumsum(1)
-    return cdf / cdf[:, -1:]
-
-
-def _draw_cells(table: Tensor, valid: Tensor, rows: Tensor, valid_rows: Tensor, gen: torch.Generator,
-                cache: Tensor | None = None) -> Tensor:
-    """One column per requested row of ``table`` with probability ``table[row, col]`` (uniform over the row's valid
-    columns when its mass is 0), reading only the requested rows (or their CDFs from ``cache``)."""
-    k = table.shape[1]
-    u = torch.rand(rows.numel(), generator=gen, dtype=torch.float64)
-    out = torch.empty_like(rows)
-    step = max(1, (1 << 22) // k)
-    for start in range(0, rows.numel(), step):
-        chunk = rows[start : start + step]
-        cdf = cache[chunk] if cache is not None else _cell_cdf(table[chunk], valid, valid_rows[start : start + step])
-        out[start : start + step] = (cdf <= u[start : start + step, None]).sum(1)
-    return out
-
-
-def _sample_cells(link: Link, o: Tensor, c: Tensor, gen: torch.Generator, cache: Tensor | None = None) -> Tensor:
-    """One entry of ``link`` between dst units ``o`` and src units ``c`` with probability ``|W0|`` (uniform if all
-    are 0), as flat indices into the parameter.
-
-    Reads the few cells of each requested pair straight from the weight, or from ``cache``, the CDF of every pair
-    (kept only for small links: it costs as much memory as the weights in float64).
-    """
-    k = link.n_cells
-    if link.groups == 1:
-        cell = torch.zeros_like(o) if k == 1 else _draw_cells(link.cells.view(-1, k), link.cell_valid,
-                                                              o * link.n_src + c, c, gen, cache)
-        feat = link.unit_features[c, cell // link.n_kernel]
-        entry = (o * link.n_in + feat) * link.n_kernel + cell % link.n_kernel
-    else:
-        local = link.feature_of_unit[c] - (o // (link.n_dst // link.groups)) * link.n_in
-        rows = o * link.n_in + local
-        cell = torch.zeros_like(o) if k == 1 else _draw_cells(
-            link.weight.view(-1, k), torch.ones(1, k, dtype=torch.bool), rows, torch.zeros_like(rows), gen)
-        entry = rows * k + cell
-    return link.flat_positions(entry)
 
 
 class _LinkStep:
@@ -259,26 +89,26 @@ class _LinkStep:
     def __init__(self, link: Link, dst_alive: Tensor, src_alive: Tensor) -> None:
         self.link = link
         self.cells_cdf = None
-        if link.groups == 1 and link.n_cells > 1 and link.cells.numel() <= _CDF_CACHE_MAX:
+        if link.groups == 1 and link.n_cells > 1 and link.cells.numel() <= CDF_CACHE_MAX:
             table = link.cells.view(-1, link.n_cells)
-            self.cells_cdf = _cell_cdf(table, link.cell_valid, torch.arange(table.shape[0]) % link.n_src)
+            self.cells_cdf = cell_cdf(table, link.cell_valid, torch.arange(table.shape[0]) % link.n_src)
         if link.groups == 1:
             # the strengths of a link without kernel cells are its |W0| itself: sample from those (float32)
             n = link.cells[:, :, 0] if link.n_cells == 1 else link.strength
             src_ok = src_alive & (link.unit_features >= 0).any(1)
-            self.forward = _Sampler((n if bool(dst_alive.all()) else n * dst_alive[:, None]).T)
-            self.backward = _Sampler(n if bool(src_ok.all()) else n * src_ok[None, :], valid=src_ok[None, :])
+            self.forward = RowSampler((n if bool(dst_alive.all()) else n * dst_alive[:, None]).T)
+            self.backward = RowSampler(n if bool(src_ok.all()) else n * src_ok[None, :], valid=src_ok[None, :])
         else:
             per_group = link.n_dst // link.groups
             feat = link.feature_of_unit
             group = feat.clamp(min=0) // link.n_in
             dst = group[:, None] * per_group + torch.arange(per_group)[None, :]
             table = link.local_strength[dst, (feat.clamp(min=0) % link.n_in)[:, None]] * dst_alive[dst]
-            self.forward = _Sampler(table, valid=dst_alive[dst])
+            self.forward = RowSampler(table, valid=dst_alive[dst])
             self.fwd_dst = dst
             src = link.local_src
             ok = (src >= 0) & src_alive[src.clamp(min=0)]
-            self.backward = _Sampler(link.local_strength * ok, valid=ok)
+            self.backward = RowSampler(link.local_strength * ok, valid=ok)
 
     def hop_forward(self, c: Tensor, gen: torch.Generator) -> Tensor:
         j = self.forward.sample(c, gen)
@@ -307,7 +137,7 @@ class _MergeStep:
         self.children[unit, slot] = child
         valid = torch.zeros(graph.groups[g].n, width, dtype=torch.bool)
         valid[unit, slot] = True
-        self.sampler = _Sampler(torch.where(valid, bwd_m[0][self.children], 0.0), valid=valid) if width > 1 else None
+        self.sampler = RowSampler(torch.where(valid, bwd_m[0][self.children], 0.0), valid=valid) if width > 1 else None
 
     def hop(self, c: Tensor, gen: torch.Generator) -> Tensor:
         if self.sampler is None:
@@ -327,7 +157,7 @@ class _PhewWalks:
         reach_in, reach_out = graph.live_units({})
         self.steps = [_LinkStep(link, reach_out[link.dst], reach_in[link.src]) for link in graph.links]
         self.fork = {
-            g: _Sampler(mixing_weights(graph.branch_masses(g, bwd)), valid=graph.accepts(g))
+            g: RowSampler(mixing_weights(graph.branch_masses(g, bwd)), valid=graph.accepts(g))
             for g, group in enumerate(graph.groups)
             if len(group.consumers) > 1
         }
@@ -345,7 +175,7 @@ class _PhewWalks:
                     continue
                 sel = group.src_group == o
                 table[sel] = vec[group.src_unit[sel]] * math.exp(scale - top)
-            self.join[g] = _Sampler(table, valid=group.src_group >= 0)
+            self.join[g] = RowSampler(table, valid=group.src_group >= 0)
 
     def first_walks(self, total: int, target: int, gen: torch.Generator) -> Tensor:
         """For each of the ``total`` prunable weights, the first walk that enables it (``_NEVER`` if none).
@@ -388,7 +218,7 @@ class _PhewWalks:
     def _enable(self, step: _LinkStep, o: Tensor, c: Tensor, ids: Tensor, gen, edges: list[Tensor],
                 walkers: list[Tensor]) -> None:
         link = step.link
-        cell = _sample_cells(link, o, c, gen, step.cells_cdf)
+        cell = sample_cells(link, o, c, gen, step.cells_cdf)
         if link.param is not None:  # a fixed weight is crossed without enabling anything
             edges.append(self.offsets[link.param] + cell)
             walkers.append(ids)
@@ -436,44 +266,3 @@ class _PhewWalks:
             c = self.steps[group.link].hop_backward(units, gen)
             self._enable(self.steps[group.link], units, c, ids, gen, edges, walkers)
             pending.setdefault(link.src, []).append((ids, c))
-
-
-# -- shared helpers -----------------------------------------------------------------------------------------------
-
-
-def _check_args(
-    model: nn.Module, density: float, input_shape: Sequence[int], seed: int, probe: bool = True
-) -> tuple[float, tuple[int, ...], torch.Generator]:
-    """Validate the common arguments (a density too low to keep an edge per layer too); return the density as a
-    float, the shape as a tuple and a seeded generator.
-
-    ``probe``: run the model once on the shape (False where the caller's own forward pass checks it).
-    """
-    if isinstance(density, bool) or not isinstance(density, numbers.Real) or not 0.0 < float(density) <= 1.0:
-        raise PwmprError(f"density must be a number in (0, 1], got {density!r}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < 2**63:
-        raise PwmprError(f"seed must be a non-negative integer, got {seed!r}")
-    check_density_keeps_every_layer(model, float(density))
-    shape = normalize_input_shape(input_shape)
-    if probe:
-        # check_input_shape restores only the top-level flag; keep mixed train/eval states as they were.
-        with training_mode(model, model.training):
-            check_input_shape(model, shape)
-    return float(density), shape, torch.Generator().manual_seed(int(seed))
-
-
-def _n_target(density: float, total: int) -> int:
-    """Number of weights a density keeps: ``density * total`` rounded halves up, at least 1."""
-    return min(total, max(1, round_half_up(density * total)))
-
-
-def _top(scores: Tensor, k: int) -> Tensor:
-    """Bool mask of the ``k`` largest scores (exactly ``k``)."""
-    keep = torch.zeros(scores.numel(), dtype=torch.bool)
-    keep[torch.topk(scores, k, sorted=False).indices] = True
-    return keep
-
-
-def _per_layer_masks(keep: Tensor, names: list[str], params: dict[str, Tensor]) -> MaskSet:
-    """Cut a flat bool vector over the prunable weights (in ``names`` order) into per-layer masks."""
-    return MaskSet({n: m.to(params[n].device) for n, m in split_layers(keep, params, names).items()})
