@@ -62,7 +62,7 @@ def export_dense(model: torch.nn.Module, input_shape: tuple[int, ...], opset: in
     example = torch.zeros((2, *input_shape), dtype=input_dtype_of(model))
     opset = check_opset(opset)
     # A forward that fixes its sequence length (a position table added whole) comes out with that length fixed.
-    return _export(model, example, opset, sequence_dims(model, input_shape))
+    return _dynamo_export(model, example, opset, sequence_dims(model, input_shape))
 
 
 def is_sequence_model(model: torch.nn.Module, input_shape: tuple[int, ...]) -> bool:
@@ -85,7 +85,8 @@ def dynamic_sequence(proto: onnx.ModelProto) -> bool:
     return len(dims) == 2 and bool(dims[1].dim_param)
 
 
-def _export(model: torch.nn.Module, example: torch.Tensor, opset: int, dynamic: tuple[dict, ...]) -> onnx.ModelProto:
+def _dynamo_export(model: torch.nn.Module, example: torch.Tensor, opset: int, dynamic: tuple[dict, ...]
+                   ) -> onnx.ModelProto:
     # The exporter's deprecation warnings and onnxscript's note on converting to opsets above 18 say nothing
     # the user can act on; the result is checked in onnxruntime anyway.
     quiet = logging.getLogger("onnxscript")

@@ -225,7 +225,7 @@ class RunConfig:
     val_fraction: float = _f(0.1, "Fraction of the training set held out as the validation split (text data sets "
                              "bring their own, split by document).")
     max_train: int | None = _f(None, "Use at most this many training samples (quick trials).")
-    context: int | None = _f(None, "Tokens per sample of a text data set, the model's context (default 128).")
+    context: int | None = _f(None, "Tokens per sample of a text data set, the model's context (default: 128).")
     seed: int = _f(0, "Random seed for the model, the seed mask, the data order and growth.")
     device: str = _f("auto", "auto (CUDA when available), cpu or cuda.")
     phase_epochs: int = _f(10, "Epochs of rough training per growth phase.")

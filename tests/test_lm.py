@@ -484,3 +484,15 @@ def test_context_sets_the_window_of_text_and_the_models_input(tmp_path):
     with trusted_code("test_lm:tiny_gpt"):
         x, note = validation_inputs(read_run_artifact(out))
     assert x.shape == (64, 24) and x.dtype == np.int64 and "from data set" in note
+
+
+def test_a_sweep_reads_text_in_windows_of_its_context():
+    from pwmpr.config import RunConfig
+    from pwmpr.models import trusted_code
+    from pwmpr.sweep import SweepConfig
+    from pwmpr.sweep.running import prepare
+
+    cfg = SweepConfig(densities=[0.2], base=RunConfig(data="pydoc-text", model="test_lm:tiny_gpt", context=24,
+                                                      device="cpu"))
+    with trusted_code("test_lm:tiny_gpt"):
+        assert prepare(cfg).input_shape == (24,)

@@ -87,9 +87,9 @@ def text(data_dir: str | None = None, path: str = "", context: int = CONTEXT) ->
         raise PwmprError(f"text file not found: {path or '(empty path)'}; use --data text:PATH (a file or a folder)")
     if p.is_dir():
         files = sorted(f for f in p.rglob("*") if f.is_file())
-        docs = {str(f.relative_to(p)): _read(f) for f in files}
+        docs = {str(f.relative_to(p)): _read_utf8(f) for f in files}
     else:
-        docs = {para.decode("utf-8"): para for para in paragraphs(_read(p))}
+        docs = {para.decode("utf-8"): para for para in paragraphs(_read_utf8(p))}
     if not docs:
         raise PwmprError(f"text {p}: no documents found (an empty file or folder)")
     return text_bundle(f"text:{p}", docs, context)
@@ -100,7 +100,7 @@ def paragraphs(data: bytes) -> Iterable[bytes]:
     return [para for para in re.split(rb"\n[ \t\r]*\n", data) if para.strip()]
 
 
-def _read(p: Path) -> bytes:
+def _read_utf8(p: Path) -> bytes:
     try:
         data = p.read_bytes()
     except OSError as exc:
