@@ -34,8 +34,8 @@ def _strip(value, ignore: frozenset[str] = frozenset()):
 
 
 def differences(before: Path, after: Path, ignore: frozenset[str] = frozenset()) -> tuple[list[str], dict[str, int]]:
-    """What differs between two run folders (empty: the same run), and what was compared; ``ignore`` names history
-    fields one of the two commits does not write (a record added in between)."""
+    """What differs between two run folders (empty: the same run), and what was compared; ``ignore`` names config
+    and history fields one of the two commits does not write (a setting or record added in between)."""
     import torch
     from safetensors.torch import load_file
 
@@ -44,7 +44,7 @@ def differences(before: Path, after: Path, ignore: frozenset[str] = frozenset())
 
     diffs: list[str] = []
     cfg_a, cfg_b = (json.loads((p / "config.json").read_text()) for p in (before, after))
-    if _strip(cfg_a) != _strip(cfg_b):
+    if _strip(cfg_a, ignore) != _strip(cfg_b, ignore):
         diffs.append("config.json differs")
     rows_a, rows_b = ([json.loads(line) for line in (p / "history.jsonl").read_text().splitlines() if line.strip()]
                       for p in (before, after))
