@@ -1,6 +1,7 @@
 """The unit graph of a model: the DAG of unit groups that PHEW walks follow (docs/method.md, Seed and Operations).
 
-Read from one real forward pass (:mod:`pwmpr.graph.trace`) with the op table of :mod:`pwmpr.graph.ops`.
+Read from one real forward pass (:mod:`pwmpr.graph.trace`, op table :mod:`pwmpr.graph.ops`); path masses as in
+docs/method.md, Score.
 """
 
 from pwmpr.graph.trace import build_unit_graph

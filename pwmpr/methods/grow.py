@@ -45,7 +45,7 @@ def shrink_verdict(reference: Observation, candidate: Observation, tol: float, a
 
 
 def cost_guard(ctx: RunContext, grown: MaskSet, next_epochs: int) -> dict[str, Any] | None:
-    """The projected cost (in dense runs) of the next phase and the final training at the grown density.
+    """Projected cost (dense runs; docs/method.md, Cost) of the next phase and final training at the grown density.
 
     ``over`` says it passes ``--max-cost`` (docs/method.md, "Cost guard"). None without a guard (``--max-cost 0``)
     or when the last row has no cost record.
