@@ -116,9 +116,7 @@ def _grow_module(model, train, *, val, test, num_classes, input_shape, out, conf
         if split is not None and _first_shape(split) != shape:
             raise PwmprError(f"{name}: its inputs have shape {_first_shape(split)}, the training inputs {shape}")
     if val_split is not None and len(val_split) < MIN_VAL_SAMPLES:
-        raise PwmprError(f"val has {len(val_split)} samples; the stop rule needs at least {MIN_VAL_SAMPLES}, since "
-                         "with fewer one sample moves the validation accuracy by more than the 1-point steps it "
-                         "decides on")
+        raise PwmprError(f"val has {len(val_split)} samples; the stop rule needs at least {MIN_VAL_SAMPLES}")
     if num_classes is None and isinstance(model, nn.Module):  # the model's logits say how many classes there are
         num_classes = _model_width(model, shape)
     classes = int(num_classes) if num_classes is not None else _num_classes(train_split, val_split, test_split)

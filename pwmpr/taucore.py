@@ -92,8 +92,8 @@ def check_tau_core(model: nn.Module, masks: Mapping[str, Tensor] | None, input_s
             surrogate_forward(surrogate, scoring_input(surrogate, normalize_input_shape(input_shape),
                                                        device_of(model)))
     except PwmprError as exc:
-        raise PwmprError(f"the tau-core (a metric of every phase) runs on the linear scoring net, which cannot stand "
-                         f"in for this model: {exc}; --no-tau-core turns the tau-core off") from None
+        raise PwmprError(f"the tau-core's linear scoring net cannot stand in for this model: {exc}; "
+                         "pass --no-tau-core") from None
 
 
 def tau_core(

@@ -235,8 +235,7 @@ def _split_validation(bundle: DataBundle, val_fraction: float, max_train: int | 
         hint = (f"raise --val-fraction to at least {math.ceil(need * 1000) / 1000:g}" if need < 0.5 else
                 f"this data set is too small for it (it has {n} training samples)")
         raise PwmprError(f"--val-fraction {val_fraction:g} leaves {n_val} validation sample(s) of {bundle.name!r}; "
-                         f"the stop rule needs at least {min_val}, since with fewer one sample moves the validation "
-                         f"accuracy by more than the 1-point steps it decides on: {hint}")
+                         f"the stop rule needs at least {min_val}: {hint}")
     if n - n_val < 1:
         raise PwmprError(f"data set {bundle.name!r} has only {n} training samples: too few to split off validation")
     val_idx, train_idx = perm[:n_val], perm[n_val:]

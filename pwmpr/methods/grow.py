@@ -194,9 +194,8 @@ class GrowMethod(Method):
             self._accept(ctx)
             return self._next_shrink_step(ctx, info, step + 1)
         if getattr(self, "_accepted", None) is None:
-            raise PwmprError(f"the shrink stage has no network to go back to: the checkpoint it resumed from lacks the "
-                             f"accepted network (its method/{_MASK}* and method/{_STATE}* tensors, which every "
-                             f"checkpoint of the shrink stage saves); rerun the run from the start")
+            raise PwmprError(f"the shrink stage has no network to go back to: its checkpoint lacks the "
+                             f"method/{_MASK}* and method/{_STATE}* tensors; rerun from the start")
         masks, state = self._accepted
         return Decision(masks=masks.clone(), rewind=state, reset_optimizer=True, reason=REVERT, info=info)
 

@@ -56,10 +56,9 @@ def create_model(name: str, num_classes: int, input_shape: Sequence[int], *, inp
         check_input_shape(model, shape)
         return model
     if name.startswith(OBJECT_PREFIX):
-        raise PwmprError(f"model {name!r} was handed to pwmpr.grow_module as a Python object and cannot be rebuilt "
-                         "from its name: hand the object over again: pwmpr.export_grown(result, out) exports what "
-                         "pwmpr.grow_module returned (pwmpr.export_grown(run_dir, out, model=model) a run folder), "
-                         "pwmpr.grow_module(model, ..., resume=True) continues the run")
+        raise PwmprError(f"model {name!r} was a Python object handed to pwmpr.grow_module and cannot be rebuilt "
+                         "from its name: pass the object again (pwmpr.export_grown(run_dir, out, model=model), "
+                         "pwmpr.grow_module(model, ..., resume=True))")
     factory = MODELS.get(name)
     try:
         model = factory(num_classes=int(num_classes), input_shape=shape, **kwargs)

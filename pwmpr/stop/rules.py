@@ -60,7 +60,7 @@ def check_fit_failures(earlier: Sequence[Mapping[str, Any]], decision: StopDecis
         run += 1
     if run >= limit:
         raise PwmprError(f"the stop rule {rule!r} failed to fit in {run} phases in a row (last: {decision.failed}); "
-                         f"the run stops here: history.jsonl holds the points; rerun with another --stop rule")
+                         f"rerun with another --stop rule")
 
 
 StopRule = Callable[[Sequence[Observation], StopContext], StopDecision]
