@@ -1,10 +1,6 @@
-"""``pwmpr baseline dense|imp|oneshot|rigl|set``: the baselines PWMPR is compared with, on the same runner as
-``pwmpr grow``.
+"""``pwmpr baseline dense|imp|oneshot|rigl|set``: the baselines PWMPR is compared with, on the same runner.
 
-Each command turns its flags into a RunConfig (``method`` dense, imp, oneshot, rigl or set, the method's knobs in
-``options``) and hands it to the shared ``pwmpr.cli.grow.start_or_resume``, so every baseline writes the same run folder
-(config, history, checkpoints, summary, final.safetensors), resumes the same way and exports with ``pwmpr export``.
-Costs are measured against a dense run of ``--epochs`` epochs (``reference_epochs``) unless told otherwise.
+Each writes the same run folder as ``pwmpr grow`` (through ``start_or_resume``), resumes and exports the same way.
 """
 
 from __future__ import annotations
@@ -55,9 +51,7 @@ def _baseline(method: str, fields: dict, options: dict, epochs: int | None, *, e
               options_cls: type | None = None) -> dict:
     """Fill in the epoch fields and options, then run through ``pwmpr grow``'s ``start_or_resume``.
 
-    ``given``: every flag typed (named when ``--resume`` refuses them); ``fixed``: config values of a fresh run that
-    no flag sets (IMP's ``final_epochs`` 0); ``options_cls``: the method's options dataclass, which checks the options
-    of a fresh run before anything is written.
+    ``given``: flags typed; ``fixed``: config values no flag sets; ``options_cls``: the options dataclass.
     """
     if resume is not None:
         refuse_with_resume([*(["--config"] if config is not None else []), *(["--out"] if out is not None else []),

@@ -1,14 +1,7 @@
 """Flags generated from the config dataclasses: a field's name, type, default and help are written once, there.
 
-Every field of ``RunConfig`` and its sections (``train``, ``growth``, ``stop``) becomes a Typer option:
-``--field-name`` (or the field's ``flag`` metadata, e.g. ``growth.rule`` -> ``--growth``), typed by its
-annotation, its help from its ``help`` metadata with the default appended and, for a field with ``registry``
-metadata (``"module:NAME"``), the names registered there. A bool field is a plain ``--x/--no-x`` switch. A method's
-options dataclass (``ImpOptions``, ``OneShotOptions``) gives its flags the same way. Every generated flag defaults
-to None, "not given", so a ``--config`` file or the method's own default keeps its value.
-
-:func:`command` builds a command from :class:`Flag` lists: a generic function whose ``__signature__`` (which Typer
-reads) holds one parameter per flag, so adding a field adds its flag and no flag is typed twice.
+Every generated flag defaults to None ("not given"), so a ``--config`` file or the method's default keeps its
+value. :func:`command` builds a command whose ``__signature__`` holds one parameter per flag.
 """
 
 from __future__ import annotations
@@ -126,8 +119,7 @@ def config_flags(only: Iterable[str] | None = None, skip: Iterable[str] = (), na
                  helps: dict[str, str] | None = None) -> list[Flag]:
     """Flags of the RunConfig fields (all but :data:`EXCLUDED`, or ``only`` these paths), minus ``skip``.
 
-    ``names`` and ``helps`` give a command its own name or help text (the default is still appended) for a path
-    (``--schedule`` of the baselines).
+    ``names`` and ``helps`` override a path's flag name or help text.
     """
     names, helps = names or {}, helps or {}
     wanted = None if only is None else set(only)
@@ -198,8 +190,7 @@ def command(name: str, doc: str, groups: dict[str, list[Flag]], extra: list[insp
             body: Callable[..., Any]) -> Callable[..., None]:
     """A Typer command ``name`` with one option per flag (``groups``, in order) and then ``extra``.
 
-    ``body`` is called with each group as a ``{flag.key: value}`` dict under the group's name, and each ``extra``
-    parameter under its own name.
+    ``body`` gets each group as a ``{flag.key: value}`` dict under its name, and each ``extra`` parameter by name.
     """
     params = [f.parameter() for flags in groups.values() for f in flags] + list(extra)
     seen: set[str] = set()

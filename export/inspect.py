@@ -1,8 +1,6 @@
 """``pwmpr inspect``: the per-layer density table and metadata of a run folder, an export, a .safetensors or .onnx file.
 
-Every file is checked on the way: safetensors headers, mask sizes against their shapes, masks against the
-weights' shapes, the masks' sha256, the ONNX protobuf and its pwmpr metadata. A bad or foreign file raises
-PwmprError with one line. Nothing from a file is executed: safetensors and protobuf parsing only.
+Every file is checked on the way and nothing from it is executed; a bad file raises a one-line PwmprError.
 """
 
 from __future__ import annotations
@@ -23,10 +21,9 @@ from pwmpr.masks import MaskSet
 
 @dataclass
 class Layer:
-    """One prunable weight: its shape, the entries its mask keeps, the entries that are nonzero.
+    """One prunable weight: its shape, the entries its mask keeps (``n_kept``), the nonzero entries (``n_nonzero``).
 
-    ``n_kept`` is None where no mask is known, ``n_nonzero`` where no weights are (a masks file alone). They
-    differ only by kept weights that are exactly zero (e.g. grown from zero on an input that is always zero).
+    Either is None where unknown.
     """
 
     name: str

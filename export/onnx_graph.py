@@ -1,16 +1,9 @@
 """ONNX export of a masked model (masks multiplied in) and its three weight encodings: dense, sparse, packed.
 
-``export_dense`` runs ``torch.onnx.export`` (dynamo) once; ``encode`` rewrites the masked weights' initializers:
-
-- ``dense``: unchanged, zeros stored; runs anywhere.
-- ``sparse``: ONNX's ``sparse_initializer`` (values + INT64 linear indices, as ``onnx.checker`` demands) for each
-  weight where that is smaller (below about 1/3 density in fp32). onnxruntime densifies it at load.
-- ``packed``: nonzero values + a 1-bit mask, decoded in the graph (``pwmpr.export.packing``) and constant-folded
-  by onnxruntime when the session starts.
-
-The model's ``metadata_props`` carry ``pwmpr_version``, ``pwmpr_density``, ``pwmpr_layer_density`` (JSON),
-``pwmpr_masks_sha256``, ``pwmpr_encoding`` and ``pwmpr`` (the full export metadata as JSON, including how each
-masked weight is stored, which ``weights_from_onnx`` and ``pwmpr inspect`` read).
+``sparse`` uses ONNX's ``sparse_initializer`` where it is smaller; ``packed`` stores nonzero values and a 1-bit
+mask decoded in the graph (``pwmpr.export.packing``). The ``metadata_props`` carry ``pwmpr_version``,
+``pwmpr_density``, ``pwmpr_layer_density`` (JSON), ``pwmpr_masks_sha256``, ``pwmpr_encoding`` and ``pwmpr``
+(the export metadata as JSON, read by ``weights_from_onnx`` and ``pwmpr inspect``).
 """
 
 from __future__ import annotations
@@ -51,11 +44,9 @@ def check_opset(opset: int) -> int:
 
 
 def export_dense(model: torch.nn.Module, input_shape: tuple[int, ...], opset: int = MIN_OPSET) -> onnx.ModelProto:
-    """``torch.onnx.export`` (dynamo) of ``model`` with a dynamic batch dimension (and sequence length, for a model
-    of token ids whose forward allows it), as one self-contained proto.
+    """``torch.onnx.export`` (dynamo) of ``model`` with a dynamic batch (and sequence length where allowed), one proto.
 
-    The masks must already be multiplied into the weights: a mask multiplied at forward time would stay in
-    the graph as a second initializer the size of the weight.
+    The masks must already be multiplied into the weights.
     """
     model = model.eval()
     # batch 2: torch.export specialises a batch of 1; token ids for a model that takes them
@@ -130,9 +121,7 @@ def default_opset(proto: onnx.ModelProto) -> int:
 def locate(graph: onnx.GraphProto, weights: Mapping[str, np.ndarray]) -> dict[str, tuple[str, bool]]:
     """Where each masked weight is stored in an exported graph: ``{weight: (initializer name, transposed)}``.
 
-    The exporter keeps a weight's name in most cases (Gemm, Conv, with BN folded into the conv), but a Linear
-    fed a 3-D input becomes MatMul with a pre-transposed initializer named ``val_<n>``; those are found by
-    value (the weight, or its transpose for 2-D weights). Weights found neither way are left out.
+    Renamed weights (a Linear on 3-D input becomes a MatMul on ``val_<n>``) are found by value; others are left out.
     """
     inits = {t.name: t for t in graph.initializer}
     found = {name: (name, False) for name in weights if name in inits}
@@ -156,21 +145,12 @@ def locate(graph: onnx.GraphProto, weights: Mapping[str, np.ndarray]) -> dict[st
 
 def encode(dense: onnx.ModelProto, encoding: str,
            weights: Mapping[str, np.ndarray]) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """A copy of ``dense`` with the initializers of ``weights`` (the masked weights) stored in ``encoding``.
-
-    Each weight keeps the dense form where the encoding would not make it smaller.
-
-    Args:
-        dense: the exported model.
-        encoding: ``dense``, ``sparse`` or ``packed``.
-        weights: ``{weight name: masked weight}``, used to find weights the exporter renamed (see ``locate``).
+    """A copy of ``dense`` with the masked ``weights`` stored in ``encoding`` where that makes them smaller.
 
     Returns:
-        ``(model, info)``: ``info["layers"]`` maps every masked weight found in the graph to the encoding it got
-        (``dense``, ``sparse`` or ``packed``); ``info["tensors"]`` maps each weight stored under another name to
-        ``[initializer name, transposed]``;
-        ``info["groups"]`` lists the packed groups as ``{"values", "bits", "sizes", "layers": [[initializer,
-        shape], ...]}`` (see ``pwmpr.export.packing``).
+        ``(model, info)``: ``info["layers"]`` maps each masked weight found to the encoding it got,
+        ``info["tensors"]`` each renamed weight to ``[initializer name, transposed]``, and ``info["groups"]`` lists
+        the packed groups (see ``pwmpr.export.packing``).
     """
     if encoding not in ENCODINGS:
         raise PwmprError(f"--onnx-weights must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
@@ -237,11 +217,7 @@ def _groups(to_pack: dict[str, list[tuple[str, np.ndarray]]]) -> list[list[tuple
 
 
 def set_metadata(model: onnx.ModelProto, meta: dict[str, Any], encoding: str, info: dict[str, Any]) -> None:
-    """Write pwmpr's ``metadata_props`` (version, density, per-layer density, masks sha256, encoding, full JSON).
-
-    The ``pwmpr`` JSON is ``meta`` less its per-layer tables (the density is in ``pwmpr_layer_density``, the
-    shapes are the weights' own), plus ``onnx_weights``: the encoding, each weight's storage, the packed groups.
-    """
+    """Write pwmpr's ``metadata_props`` (version, density, per-layer density, masks sha256, encoding, full JSON)."""
     full = {k: v for k, v in meta.items() if k not in ("layer_density", "layer_shapes")}
     full["onnx_weights"] = {"encoding": encoding, **info, "bitorder": packing.BITORDER}
     props = {

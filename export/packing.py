@@ -1,28 +1,18 @@
 """Bit-packing of masks, and the in-graph decode of packed ONNX weights that onnxruntime folds away.
 
-Bit layout (used by ``masks.safetensors`` and by the ``packed`` ONNX encoding alike): the mask is flattened
-in C order (row-major, the order of ``tensor.reshape(-1)``) and packed with
-``np.packbits(flat, bitorder="little")``, so element ``i`` is bit ``i % 8`` (least significant first) of byte
-``i // 8``; the last byte is zero-padded. ``np.unpackbits(bits, count=n, bitorder="little")`` inverts it.
+Bit layout (``masks.safetensors`` and the ``packed`` ONNX encoding): the C-order flattened mask packed by
+``np.packbits(flat, bitorder="little")``; element ``i`` is bit ``i % 8`` of byte ``i // 8``, the last byte
+zero-padded.
 
-Packed ONNX weights are decoded in groups (one per dtype, at most ``GROUP_MAX_ELEMENTS`` entries each), so the
-decode costs a handful of nodes per model rather than per layer. A group of weights ``W_1..W_L`` (``n`` entries
-in all, ``k`` nonzero) is stored as ``pwmpr.<g>.values`` (the ``k`` nonzero values of the weights, one after the
-other in C order, then one zero), ``pwmpr.<g>.bits`` (their nonzero patterns, concatenated, then packed: a
-``[ceil(n / 8), 1]`` uint8 column), ``pwmpr.<g>.sizes`` (each weight's entry count) and ``W_i.pwmpr_shape``, plus
-a few shared constants (``pwmpr.*``), and rebuilt by standard operators (opset >= 18)::
+A packed ONNX group (one per dtype) stores ``pwmpr.<g>.values`` (the nonzero values, then one zero),
+``pwmpr.<g>.bits``, ``pwmpr.<g>.sizes`` and ``W_i.pwmpr_shape``, decoded by standard operators (opset >= 18)::
 
     m     = Reshape(BitwiseAnd(BitShift(bits, [[0..7]], RIGHT), 1), [-1])[:n]    # uint8 0/1
     idx   = CumSum(Cast<int64>(m), exclusive=1)        # each kept entry -> its position in the values
     flat  = Where(Cast<bool>(m), Gather(values, idx), 0)
     W_i   = Reshape(Split(flat, sizes)[i], shape_i)
 
-An exclusive CumSum gives each kept entry its index among the values; the trailing zero value keeps every
-index in range (a dropped entry after the last kept one gets ``k``), and Where zeroes the dropped entries.
-Every input is a constant initializer, so onnxruntime's constant folding (basic graph optimisation level)
-replaces the whole subgraph by the dense tensors when the session starts: inference runs on dense weights.
-A NonZero + ScatterND decode is deliberately avoided: onnxruntime 1.32 does not fold it (it then runs on
-every call, about 8x slower on a 512x1024 Gemm).
+All inputs are constants, so onnxruntime's constant folding turns the decode into dense weights at session start.
 """
 
 from __future__ import annotations
@@ -84,11 +74,7 @@ def unpack_bits(bits: np.ndarray | torch.Tensor, shape: Sequence[int], name: str
 
 
 def masks_digest(masks: Mapping[str, torch.Tensor | np.ndarray]) -> str:
-    """sha256 of a mask set, independent of file format and metadata.
-
-    The hash runs over the masks in sorted name order, each as the UTF-8 line ``"<name>:<d0>x<d1>x...\\n"``
-    followed by its :func:`pack_bits` bytes.
-    """
+    r"""sha256 of masks in sorted name order, each as ``"<name>:<d0>x<d1>x...\n"`` then its :func:`pack_bits` bytes."""
     h = hashlib.sha256()
     for name in sorted(masks):
         mask = _as_bool_array(masks[name])
@@ -132,18 +118,10 @@ def group_names(group: int) -> dict[str, str]:
 
 
 def decode_group(group: int, names: Sequence[str], weights: Sequence[np.ndarray], opset: int):
-    """ONNX nodes and initializers that rebuild the weights ``names`` (same dtype) from one packed group.
+    """ONNX nodes and initializers that rebuild the weights ``names`` (same dtype) from packed group number ``group``.
 
-    Args:
-        group: the group's number, unique in the graph (names its initializers and intermediate outputs).
-        names: the weight initializers being replaced; the decoded tensors take these names, so their
-            consumers are unchanged.
-        weights: the dense weights, in the same order.
-        opset: the model's default-domain opset (BitwiseAnd needs 18).
-
-    Returns:
-        ``(nodes, initializers)``: NodeProto list in topological order and TensorProto list. The constants
-        shared by every group (``pwmpr.shifts`` ...) come back each time: add each name once.
+    The decoded tensors keep the weights' names. Returns ``(nodes, initializers)``; the shared constants
+    (``pwmpr.shifts`` ...) come back each time: add each name once.
     """
     from onnx import TensorProto, helper, numpy_helper
 

@@ -1,11 +1,7 @@
 """``export_run``: a run folder -> validated safetensors + ONNX files and ``export_report.json``.
 
-Everything is written into a temporary folder beside the output folder and moved into place only once every
-check has passed: the safetensors files reload (strictly, into the bare model) to the same outputs, and each
-of the three ONNX encodings passes ``onnx.checker``, runs in onnxruntime and matches PyTorch on the validation
-inputs. ``model.onnx`` is written in the chosen encoding only; the other two are built, validated and reported
-(size, agreement, latency, session start) but kept only with ``all_encodings`` (as ``model.<encoding>.onnx``).
-A failure leaves nothing behind that looks like an export.
+Files are written to a temporary folder and moved into place only once every check passed (safetensors reload,
+each ONNX encoding checked, run in onnxruntime and matched to PyTorch); a failure leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -49,11 +45,9 @@ def encoding_file(encoding: str) -> str:
 
 
 def validation_inputs(art: Artifact, n: int = N_INPUTS, seed: int = 0) -> tuple[np.ndarray, str]:
-    """``n`` inputs from the run's data set (test split, then validation, then training), else seeded random normal
-    (for a model of token ids: seeded random ids below its output width, a language model's vocabulary).
+    """``n`` inputs from the run's data (test, validation, then training split), else seeded random ones.
 
-    Returns:
-        ``(float32 array of shape (n, *input_shape), or int64 for token ids, a note saying where they came from)``.
+    Returns ``(float32 array (n, *input_shape), or int64 for token ids; a note saying where they came from)``.
     """
     from pwmpr.data import load_data
 
@@ -180,10 +174,9 @@ def _check_encoding(name: str, proto: onnx.ModelProto, providers: list[str], pro
 
 def export_run(run_dir: Path | str, out: Path | str | None = None, *, model: torch.nn.Module | None = None,
                **options: Any) -> dict[str, Any]:
-    """Export the final model of the run folder ``run_dir`` into ``out`` (default ``RUN_DIR/export``).
+    """Export the final model of ``run_dir`` into ``out`` (default ``RUN_DIR/export``); returns the export report.
 
-    ``model``: the object a ``pwmpr.grow_module`` run grew (its class is rebuilt by copying it). Takes the options
-    of :func:`export_artifact`; returns the export report.
+    ``model``: the object a ``pwmpr.grow_module`` run grew. Takes the options of :func:`export_artifact`.
     """
     out = Path(out) if out is not None else Path(run_dir) / "export"
     held = lock_run_dir_for_reading(run_dir) if Path(run_dir).is_dir() else None  # no grow writes it meanwhile
@@ -199,21 +192,15 @@ def export_run(run_dir: Path | str, out: Path | str | None = None, *, model: tor
 def export_artifact(art: Artifact, out: Path | str, *, onnx_weights: str = "packed", provider: str = "auto",
                     opset: int = onnx_graph.MIN_OPSET, n_inputs: int = N_INPUTS, timing_runs: int = 20,
                     all_encodings: bool = False, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Export a masked model into the new folder ``out`` and validate it; write ``export_report.json``.
+    """Export a masked model into the new (or empty) folder ``out``, validate it; write ``export_report.json``.
 
     Args:
-        art: the model, its masks and what is known about its run.
-        out: the export folder to create; it must not exist or be empty.
         onnx_weights: encoding of ``model.onnx``: ``dense``, ``sparse`` or ``packed``.
         provider: onnxruntime execution provider: ``auto``, ``cpu`` or ``cuda`` (an error unless CUDA is used).
         opset: ONNX opset, at least 18.
         n_inputs: validation inputs (at least 64).
         timing_runs: timed calls per latency figure (the median is reported).
         all_encodings: also keep ``model.dense.onnx``, ``model.sparse.onnx`` and ``model.packed.onnx``.
-        log: called with a short progress message before each step.
-
-    Returns:
-        The export report (also written as ``export_report.json``).
 
     Raises:
         PwmprError: bad arguments, or any failed check (nothing is left in ``out`` then).

@@ -1,15 +1,9 @@
 """safetensors side of the export: ``model.safetensors``, ``masks.safetensors``, their metadata, ``pwmpr.load``.
 
-- ``model.safetensors``: the plain ``state_dict`` with masked weights zero; it loads into the unmodified
-  ``create_model(...)`` with ``load_state_dict(strict=True)``, no pwmpr code needed.
-- ``masks.safetensors``: one uint8 tensor per prunable weight, under the weight's own name, holding
-  ``pwmpr.export.packing.pack_bits(mask)`` (flattened in C order, ``np.packbits(..., bitorder="little")``);
-  the shapes are in the metadata (``layer_shapes``).
-- Both carry the metadata ``{"format": "pt", "pwmpr": "<JSON>"}``; the JSON (``export_metadata``) holds the
-  schema version, pwmpr version, model name and arguments, input shape, number of classes, overall and
-  per-layer density, seed and discovered density, the saturation fit, the stop reason and a digest of the history.
-
-Reading never runs code from a file: safetensors only, no pickle, no ``torch.load``.
+``model.safetensors`` is the plain ``state_dict`` (masked weights zero), loadable strictly into
+``create_model(...)`` without pwmpr; ``masks.safetensors`` holds one ``pack_bits(mask)`` uint8 tensor per
+prunable weight under its name. Both carry ``{"format": "pt", "pwmpr": "<JSON>"}`` (``export_metadata``).
+Reading never runs code from a file: no pickle, no ``torch.load``.
 """
 
 from __future__ import annotations
@@ -211,11 +205,7 @@ def load_export(model_path: Path, masks_path: Path | None, like: nn.Module | Non
 
 
 def folder_kind(path: Path) -> str:
-    """``"run"`` for a run folder (``final.safetensors``), ``"export"`` for an export folder (``model.safetensors``).
-
-    Raises:
-        PwmprError: the folder is neither.
-    """
+    """``"run"`` for a run folder (``final.safetensors``), ``"export"`` for an export folder; PwmprError otherwise."""
     if (path / rundir.FINAL).is_file():
         return "run"
     if (path / MODEL_FILE).is_file():
@@ -224,15 +214,10 @@ def folder_kind(path: Path) -> str:
 
 
 def load(path: Path | str, *, trust_remote_code: bool = False) -> tuple[nn.Module, MaskSet]:
-    """Rebuild a masked model from a run folder, an export folder or one of their safetensors files.
+    """Rebuild a masked model, in eval mode, from a run or export folder or one of their safetensors files.
 
-    A model recorded as ``package.module:function`` (the user's own factory) is rebuilt only with
-    ``trust_remote_code=True``: importing the module runs its code. Registered models never run foreign code.
-
-    Accepts a run folder (``final.safetensors``), a ``final.safetensors`` file, an export folder, or its
-    ``model.safetensors`` / ``masks.safetensors`` (the other file is taken from the same folder). The model is
-    ``create_model(...)`` with the weights loaded strictly and the masks applied, in eval mode: call
-    ``model.train()`` to fine-tune, and ``masks.apply(model)`` after each optimizer step to keep it sparse.
+    A model recorded as ``package.module:function`` is rebuilt only with ``trust_remote_code=True`` (importing it
+    runs its code). To fine-tune: ``model.train()``, and ``masks.apply(model)`` after each optimizer step.
 
     Returns:
         ``(model, masks)``.

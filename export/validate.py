@@ -1,7 +1,6 @@
 """onnxruntime vs PyTorch: sessions on the providers actually used, output checks, latency, the folding proof.
 
-onnxruntime-gpu falls back to the CPU provider without an error when CUDA cannot start, so every session's
-``get_providers()`` is read back and reported, and ``provider="cuda"`` fails unless CUDA is really in use.
+``provider="cuda"`` fails unless CUDA is really in use (onnxruntime-gpu silently falls back to the CPU).
 """
 
 from __future__ import annotations
@@ -28,10 +27,7 @@ SENSITIVITY_FACTOR = 2.0  # onnxruntime and PyTorch each round: allow twice the 
 
 
 def requested_providers(provider: str) -> list[str]:
-    """The onnxruntime provider list for ``--provider auto|cpu|cuda``.
-
-    ``auto`` asks for CUDA first when this onnxruntime build has it; ``cuda`` without it is an error.
-    """
+    """The onnxruntime provider list for ``--provider auto|cpu|cuda`` (``cuda`` without a CUDA build is an error)."""
     import onnxruntime as ort
 
     if provider not in PROVIDERS:
@@ -85,12 +81,7 @@ def open_session(model_bytes: bytes, providers: list[str], *, threads: int | Non
                  optimized_path: str | None = None, level: str = "all") -> Session:
     """Create an onnxruntime session from serialized ONNX; PwmprError if onnxruntime refuses it.
 
-    Args:
-        model_bytes: the serialized model.
-        providers: requested providers, in order of preference.
-        threads: intra-op threads (default: torch's, so latency comparisons are fair).
-        optimized_path: where onnxruntime writes the optimized graph, if given.
-        level: graph optimisation level, ``basic`` (constant folding and the like) or ``all``.
+    ``threads`` defaults to torch's; ``level`` is ``basic`` (constant folding) or ``all``.
     """
     import onnxruntime as ort
 
@@ -148,10 +139,9 @@ class Agreement:
 
 
 def measure_agreement(reference: np.ndarray, got: np.ndarray, floor: float = 0.0) -> Agreement:
-    """Compare outputs (N, classes), or (N, seq, classes) of a language model, with the PyTorch reference.
+    """Compare outputs (N, classes) or (N, seq, classes) with the PyTorch reference, top-1 per sample or position.
 
-    The tolerance is ``RTOL * max(1, max|ref|)``, or ``floor`` where that is larger (see :func:`float32_sensitivity`).
-    The top-1 check is per sample, or per position for logits (N, seq, classes).
+    The tolerance is ``RTOL * max(1, max|ref|)``, or ``floor`` where that is larger.
     """
     reference = np.asarray(reference, dtype=np.float64)
     got = np.asarray(got, dtype=np.float64)
@@ -174,10 +164,7 @@ def float32_sensitivity(model: torch.nn.Module, x: np.ndarray, trials: int = SEN
                         seed: int = 0) -> float:
     """How far float32 rounding alone can move this model's outputs, times ``SENSITIVITY_FACTOR``.
 
-    A float64 copy of the model is run on ``x``, then again with every floating weight, buffer and input multiplied
-    by ``1 + u``, ``u`` uniform in ``[-2**-24, 2**-24]`` (one float32 rounding), ``trials`` times. A well-conditioned
-    model moves by far less than ``RTOL``; one with runaway activations (for example batch-norm statistics from a
-    few steps) can move by more, and no float32 runtime can then match PyTorch more closely than that.
+    Runs a float64 copy with every weight, buffer and input perturbed by one float32 rounding, ``trials`` times.
     """
     import copy
 
@@ -216,10 +203,7 @@ def latency_ms(fn: Callable[[], object], runs: int, warmup: int = 2) -> float:
 
 
 def folded_op_counts(model_bytes: bytes, providers: list[str]) -> dict[str, int]:
-    """Operator counts of the graph onnxruntime actually runs after basic optimisation (constant folding).
-
-    The optimized model is written through ``SessionOptions.optimized_model_filepath`` and read back.
-    """
+    """Operator counts of the graph onnxruntime runs after basic optimisation (constant folding)."""
     import onnx
 
     from pwmpr.export.onnx_graph import op_counts

@@ -1,8 +1,6 @@
 """pwmpr: grow sparse networks from a PHEW seed (PWMPR, arXiv 2509.25665) and ship what they find.
 
-Pipeline: seed -> train -> score -> grow -> stop -> export. This module only re-exports the public API, lazily
-(PEP 562): ``import pwmpr`` loads nothing else, and ``import pwmpr.masks`` loads only what ``pwmpr.masks``
-imports. Each name below is imported from its module on first use. The layers are in docs/architecture.md.
+Re-exports the public API lazily (PEP 562); the layers are in docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -32,10 +30,9 @@ _EXPORTS = {
 
 
 def export_grown(grown, out=None, *, model=None, **options):
-    """Export a :func:`grow_module` result (or a run folder, with ``model=`` the object it grew) like ``pwmpr export``:
-    safetensors + ONNX validated in onnxruntime, into ``out`` (default ``RUN_DIR/export``); returns the report.
+    """Export a :func:`grow_module` result (or a run folder, with ``model=``) like ``pwmpr export``; return the report.
 
-    Options are those of ``pwmpr.export.pipeline.export_artifact`` (``onnx_weights``, ``provider``, ...).
+    ``out`` defaults to ``RUN_DIR/export``; options are those of ``pwmpr.export.pipeline.export_artifact``.
     """
     from pathlib import Path
 

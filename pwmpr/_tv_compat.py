@@ -1,11 +1,7 @@
 """Import torchvision on a CPU-only torch: the one compat shim, used wherever torchvision is needed.
 
-The registry's torchvision 0.28.0 wheel is CUDA-linked. On the CPU build of torch its compiled ops fail
-to load and ``import torchvision`` raises ``RuntimeError: operator torchvision::nms does not exist``,
-because its Python side registers fake kernels for ops whose schemas were never defined. Defining the
-two schemas (``nms``, ``qnms``) first makes the import work; models, transforms, data sets and
-ImageFolder are then usable (``torchvision.ops.nms`` and JPEG decoding in ``torchvision.io`` are not).
-The shim only runs when the plain import fails, so a working torchvision (GPU image) is untouched.
+The CUDA-linked torchvision wheel fails to import on CPU torch (``operator torchvision::nms does not exist``);
+defining the ``nms`` and ``qnms`` schemas first fixes that. It runs only when the plain import fails.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """The Python API beside ``pwmpr grow``: grow any ``nn.Module`` on your own data through the same runner.
 
-:func:`grow_module` turns the model and the data (tensors, a Dataset or a DataLoader) into what
-``pwmpr.run_folder.run_config`` takes in place of a registered model and data set, so the run is the same as a CLI run:
-PHEW seed, phases, PWMP growth, stop rule, final training, and a run folder with config.json, history.jsonl,
-checkpoints, final.safetensors and summary.json. ``config.json`` records the model as ``python:<class name>``
-and the data as ``python:<kind>``: such a run resumes only from Python (``resume=True`` with the same objects).
-A model given as ``package.module:function`` is recorded as that spec and can be rebuilt from the run folder
+The run and its folder are those of a CLI run. A model or data given as objects is recorded as ``python:...``
+and resumes only from Python; a model given as ``package.module:function`` can be rebuilt from the run folder
 (``pwmpr export --trust-code``, ``pwmpr.load(..., trust_remote_code=True)``).
 """
 
@@ -63,30 +59,27 @@ def grow_module(
     """Grow a sparse version of ``model`` on your data with PWMPR (or a baseline ``method``), like ``pwmpr grow``.
 
     Args:
-        model: any ``nn.Module`` whose Conv/Linear weights are to be grown (trained in place), a registered name,
-            or ``"package.module:function"`` naming ``function(num_classes, input_shape) -> nn.Module``.
-        train: the training data: a pair of tensors ``(x, y)`` (x float ``(N, ...)``, y integer labels), a
-            map-style ``Dataset`` of ``(x, y)`` items, or a ``DataLoader`` (its dataset, batch size, worker count
-            and collate function are used; pwmpr draws the order itself, so a run is reproducible and resumable).
+        model: an ``nn.Module`` (trained in place), a registered name, or ``"package.module:function"`` naming
+            ``function(num_classes, input_shape) -> nn.Module``.
+        train: tensors ``(x, y)`` (x float ``(N, ...)``, y integer labels), a map-style ``Dataset`` of ``(x, y)``,
+            or a ``DataLoader`` (pwmpr draws the order itself, so a run is reproducible).
         val: validation data in the same forms; it drives the stop rule. Default: ``val_fraction`` of ``train``
-            (at least 100 samples), split off with pwmpr's fixed split seed.
-        test: test data, only reported (``summary["test_acc"]``); default: none, and ``test_acc`` is None.
-        num_classes: number of classes; default: the largest label + 1 of tensors, or a Dataset's ``classes`` /
-            ``targets``.
-        input_shape: one input without the batch dimension; default: the shape of the first training sample.
+            (at least 100 samples).
+        test: test data, only reported (``summary["test_acc"]``; None without).
+        num_classes: default: the largest label + 1, or a Dataset's ``classes`` / ``targets``.
+        input_shape: one input without the batch dimension; default: that of the first training sample.
         out: the run folder (default: ``runs/<method>-<model>-python-...``).
         config: a RunConfig (or its dict) to start from; the defaults of ``pwmpr grow`` otherwise.
-        resume: continue the run folder ``out`` from its last checkpoint (pass the same model and data again).
+        resume: continue ``out`` from its last checkpoint (pass the same model and data again).
         force: replace a non-empty ``out``.
-        quiet: print nothing (False: the CLI's progress lines).
         **overrides: RunConfig fields, e.g. ``phase_epochs=2``, ``device="cuda"``, ``growth={"gamma": 0.5}``.
 
     Returns:
         A :class:`GrownModel`: the model with its final weights (masked entries zero), the MaskSet, the summary.
 
     Raises:
-        PwmprError: data in an unsupported form, inconsistent shapes or labels, a model that cannot take the
-            inputs, an operation without a rule (named), and every error ``pwmpr grow`` reports.
+        PwmprError: unsupported or inconsistent data, a model that cannot take the inputs, an op without a rule,
+            and every error ``pwmpr grow`` reports.
     """
     try:
         return _grow_module(model, train, val=val, test=test, num_classes=num_classes, input_shape=input_shape,
@@ -123,9 +116,7 @@ def _grow_module(model, train, *, val, test, num_classes, input_shape, out, conf
         if split is not None and _first_shape(split) != shape:
             raise PwmprError(f"{name}: its inputs have shape {_first_shape(split)}, the training inputs {shape}")
     if val_split is not None and len(val_split) < MIN_VAL_SAMPLES:
-        raise PwmprError(f"val has {len(val_split)} samples; the stop rule needs at least {MIN_VAL_SAMPLES}, since "
-                         "with fewer one sample moves the validation accuracy by more than the 1-point steps it "
-                         "decides on")
+        raise PwmprError(f"val has {len(val_split)} samples; the stop rule needs at least {MIN_VAL_SAMPLES}")
     if num_classes is None and isinstance(model, nn.Module):  # the model's logits say how many classes there are
         num_classes = _model_width(model, shape)
     classes = int(num_classes) if num_classes is not None else _num_classes(train_split, val_split, test_split)
@@ -188,9 +179,7 @@ def api_words(message: str) -> str:
 
 
 def _grow_config(config: RunConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> RunConfig:
-    """``config`` (or the defaults) with ``overrides``; nested sections merge key by key, and a section's field
-    may be named alone (``max_phases=3``) or by its flag (``stop_tol=0.01``, ``stop="paper"``, ``shrink=True``)
-    where that names one field."""
+    """``config`` (or the defaults) with ``overrides``, merged key by key; a field may be named alone or by its flag."""
     if isinstance(config, RunConfig):
         base = config.to_dict()
     elif isinstance(config, Mapping):

@@ -1,19 +1,9 @@
 """Scores for attention's query and key weights, where PWMP is blind (docs/method.md, "Attention: growing q and k").
 
-PWMP's scoring net replaces softmax attention by uniform attention (pwmpr.surrogate), so the query and key weights
-carry no path mass and the ``pwmp`` rule never grows them. The functions here give them scores, each behind a
-growth rule of ``pwmpr.growth.GROWTH_RULES``:
-
-* :func:`attention_pwmp_scores` (``pwmp-attn``): PWMP through the real attention. Each attention of the scoring net
-  is the tangent of the real one at a real batch, in absolute values, so q and k edges get the path mass they move
-  through the softmax's Jacobian; every edge of the model is scored in that one net.
-* :func:`qk_scores` (``pwmp-qk-gradient``, ``pwmp-qk-head``, ``pwmp-qk-random``): PWMP everywhere, and the q and
-  k weights of each attention get ``|dL/dw|`` (RigL), the importance of their head (Michel et al. 2019), or a
-  constant, rescaled so that their mean equals the mean PWMP score of the attention's value and output weights.
-
-The engine finds every attention itself (:attr:`pwmpr.graph.UnitGraph.attention`: ``softmax(q k^T) v`` however it is
-spelled, ``scaled_dot_product_attention``, ``nn.MultiheadAttention``), so q and k may be layers of their own or rows
-of a packed projection, and a model needs no hook.
+:func:`attention_pwmp_scores` (``pwmp-attn``) runs PWMP through the tangent of the real attention;
+:func:`qk_scores` (``pwmp-qk-gradient``, ``pwmp-qk-head``, ``pwmp-qk-random``) scores q and k by ``|dL/dw|``, head
+importance or a constant, rescaled to the attention's value and output PWMP scores. Attentions are found by the
+engine (:attr:`pwmpr.graph.UnitGraph.attention`), so a model needs no hook.
 """
 
 from __future__ import annotations
@@ -45,10 +35,9 @@ ATTENTION_SAMPLES = 32
 
 @dataclass(frozen=True)
 class QKGroup:
-    """The masked weight entries of one attention: its query and key entries, and its value and output entries.
+    """The masked weight entries of one attention: query and key entries, and value and output entries.
 
-    Each maps a weight name to a bool mask of the weight's shape; ``heads`` gives the head of each q/k entry (-1
-    elsewhere).
+    Each maps a weight name to a bool mask of its shape; ``heads`` gives the head of each q/k entry (-1 elsewhere).
     """
 
     site: int
@@ -60,11 +49,7 @@ class QKGroup:
 
 def _entries(graph: UnitGraph, ids: Tensor, shapes: Mapping[str, torch.Size], heads: Tensor | None = None
              ) -> dict[str, tuple[Tensor, Tensor]]:
-    """The weight entries that produce units ``ids``: ``{weight: (bool mask, head of each entry or -1)}``.
-
-    A unit made by a link is fed by that link's row; a unit of a gather (a concatenation or permutation of others)
-    is followed back to its source. Units of other merges are not attributed to a weight.
-    """
+    """The weight entries that produce units ``ids``: ``{weight: (bool mask, head of each entry or -1)}``."""
     out: dict[str, tuple[Tensor, Tensor]] = {}
     if ids.numel() == 0:
         return out
@@ -142,12 +127,7 @@ def _effective(model: nn.Module, masks: MaskSet, dtype: torch.dtype | None = Non
 
 @dataclass
 class SiteRecord:
-    """What one attention saw on a real batch (absolute values, detached), and how its forward combined them.
-
-    ``logits(a, b)`` recomputes its q-k product (``a``, ``b``: the operands as the forward passed them), ``mix(w, v)``
-    its attention-times-values product; ``attention`` is the softmax output, ``dim`` the softmax's dim, and
-    ``output`` the site's output tensor (attached to the autograd graph when recorded with gradients).
-    """
+    """What one attention saw on a real batch (absolute values, detached), and how its forward combined them."""
 
     a: Tensor | None = None
     b: Tensor | None = None
@@ -259,10 +239,7 @@ def _operands(op: Op, args: tuple) -> tuple[Tensor, Tensor, Callable[[Tensor, Te
 
 def record_attention(model: nn.Module, masks: MaskSet, x: Tensor, *, train: bool, dtype: torch.dtype | None,
                      grad: bool) -> tuple[Tensor, list[SiteRecord]]:
-    """Run ``model`` on ``x`` with effective weights ``W * mask`` and record every attention site.
-
-    Parameters, buffers and modes are left as they were; the model's output is returned beside the records.
-    """
+    """Run ``model`` on ``x`` with weights ``W * mask``; return its output and every attention site's record."""
     tensors = _effective(model, masks, dtype)
     tokens = not x.is_floating_point()  # token ids stay ids (an embedding reads them)
     if dtype is not None and not tokens:
@@ -288,14 +265,8 @@ def attention_pwmp_scores(model: nn.Module, masks: Mapping[str, Tensor], input_s
                           batch: Batch | None) -> dict[str, Tensor]:
     """PWMP scores with every attention replaced by its tangent at a real batch, in absolute values (``pwmp-attn``).
 
-    The model runs on the batch's first :data:`ATTENTION_SAMPLES` inputs (eval mode, float64, effective weights
-    ``W * mask``) and every attention records its q-k operands, its softmax output A and its values. The scoring net
-    is then PWMP's (:func:`pwmpr.surrogate.linear_surrogate`) on one all-ones input per sample, with each attention's
-    output ``A v + (|J| dS) |V|``, ``dS`` the q-k product's tangent ``q |K|^T + |Q| k^T`` (scaled as the forward
-    scales it) and ``|J| dS = A (A . dS) + A (1 - 2 A) dS`` the absolute softmax Jacobian's product: every path is
-    taken with its own sample's attention, and the scores are the mean over the samples. Every score is a path sum
-    in that one linear net, so scores of different layers compare as PWMP's do. A model without attention gets
-    exactly :func:`pwmpr.score.pwmp_scores`.
+    Uses the batch's first :data:`ATTENTION_SAMPLES` inputs; scores are the mean over them (docs/method.md,
+    "Attention: growing q and k"). A model without attention gets exactly :func:`pwmpr.score.pwmp_scores`.
 
     Raises:
         PwmprError: bad masks, input shape or batch.
@@ -331,11 +302,6 @@ def head_importance(model: nn.Module, masks: Mapping[str, Tensor], input_shape: 
                     loss_fn: Callable[..., Tensor] = cross_entropy, *, train: bool = True,
                     graph: UnitGraph | None = None) -> dict[int, Tensor]:
     """Michel et al. (2019)'s head importance ``I_h = mean_x |dL(x)/dxi_h|`` of the heads of every attention.
-
-    ``xi_h`` is a gate multiplying head h's attention output (1 in the real network), one per sample, so
-    ``dL/dxi_h`` is the sum of ``output * dL/doutput`` over the entries of that head and sample. Runs on the batch's
-    first :data:`ATTENTION_SAMPLES` samples with the effective weights ``W * mask``, in train mode by default (as
-    :func:`pwmpr.gradient_score.gradient_scores`), the loss summed over the batch.
 
     Returns:
         ``{attention site: float64 tensor (heads,)}``, all entries >= 0, on the model's device.
@@ -379,14 +345,9 @@ def qk_scores(model: nn.Module, masks: Mapping[str, Tensor], input_shape: Sequen
               kind: str) -> dict[str, Tensor]:
     """PWMP scores, with the query and key weights of every attention scored by ``kind`` instead.
 
-    ``kind``: ``gradient`` (``|dL/dW_eff|`` on ``batch`` of the network at ``masks``, every layer's absent
-    edges at zero whatever the model's weights hold, RigL's growth criterion), ``head`` (the importance of the
-    entry's head, :func:`head_importance`, the same for every q/k entry of a head) or ``random`` (a constant: the
-    q/k entries are drawn uniformly). Within an attention the raw q/k scores are then multiplied by one factor, so
-    that their mean over its q and k entries (present and absent) equals the mean PWMP score of its value and output
-    entries (all other masked weights if it has none): q and k weigh in the global draw like the value and
-    projection, and the rule decides which q/k edges get that weight. A model without attention gets exactly
-    :func:`pwmpr.score.pwmp_scores`.
+    ``kind``: ``gradient`` (``|dL/dW_eff|`` on ``batch``), ``head`` (:func:`head_importance` of the entry's head) or
+    ``random`` (a constant). Each attention's q/k scores are scaled so their mean equals the mean PWMP score of its
+    value and output entries. A model without attention gets exactly :func:`pwmpr.score.pwmp_scores`.
 
     Raises:
         PwmprError: unknown ``kind``, bad masks, input shape or batch.

@@ -1,14 +1,8 @@
 """The checkpoint format of a run folder: what a phase's checkpoint holds, how it is written, and how it is checked.
 
-A checkpoint is one safetensors file (``checkpoints/phase-NNN.safetensors``, written atomically by
-``pwmpr.rundir``) whose tensors carry prefixes: ``model/`` (the state dict), ``mask/`` (the MaskSet), ``optim/``
-(the optimizer state), ``rng/`` (the torch, data and growth generators, and CUDA's when the run trains on
-CUDA), ``method/`` (what a method keeps between
-phases), ``rewind/`` (IMP's rewind point) and ``start/`` (the initial weights and seed masks that
-``--final-init reinit|rewind`` reads, until final training starts). Its JSON metadata holds the history so far, the
-next phase, the stage, the stop reason, the global step, the config and the input shape, and for a checkpoint
-written during final training its ``progress`` (the epochs done and their summed loss). Resume needs all of it, so
-:func:`read` refuses a file that lacks any part, or whose weights do not fit the model.
+One safetensors file with prefixed tensors (``model/``, ``mask/``, ``optim/``, ``rng/``, ``method/``,
+``rewind/``, ``start/``) and JSON metadata (history, next phase, stage, config...). :func:`read` refuses a file
+that lacks any part resume needs.
 """
 
 from __future__ import annotations
@@ -126,11 +120,7 @@ def set_rng_states(rng: dict[str, Tensor], data_gen: torch.Generator, grow_gen: 
 
 
 def load_state(model: torch.nn.Module, state: dict[str, Tensor]) -> None:
-    """``model.load_state_dict(state, strict=True)`` for a state read from a file.
-
-    A state dict carries its modules' format versions (``_metadata``), which a file does not keep; some modules
-    refuse a state without theirs (torchvision's MNASNet). The model's own versions are attached first.
-    """
+    """``model.load_state_dict(state, strict=True)`` for a file's state, with the model's own ``_metadata`` attached."""
     own = getattr(model.state_dict(), "_metadata", None)
     if own is not None and getattr(state, "_metadata", None) is None:
         from collections import OrderedDict

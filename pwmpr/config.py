@@ -1,8 +1,7 @@
 """RunConfig and its parts: the one typed source of truth for a run, with help text, checks and JSON round trip.
 
-The CLI builds its flags from the ``help`` metadata here, ``config.json`` in every run folder is
-``RunConfig.to_dict()``, and ``RunConfig.from_dict`` rebuilds it (unknown keys and unreadable versions
-are refused). New fields must come with defaults so old run folders keep their meaning.
+The CLI flags come from the ``help`` metadata; ``config.json`` is ``RunConfig.to_dict()``. New fields need
+defaults so old run folders keep their meaning.
 """
 
 from __future__ import annotations
@@ -25,11 +24,7 @@ SEED_LIMIT = 2**63  # torch generators take 64-bit seeds; seed + a few offsets m
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field with its help text beside it; the CLI makes it a flag (``pwmpr.cli.options``).
-
-    ``flag``: its CLI name where that is not the field name with dashes (``flag="stop-tol"``); ``registry``:
-    ``"module:NAME"`` of the registry whose names it takes, listed in its help (in place of ``{names}``, or at the end).
-    """
+    """A dataclass field with its help; ``flag``: its CLI name if not the field's; ``registry``: ``module:NAME``."""
     return field(default=default, metadata={"help": help, **kw})
 
 
@@ -191,14 +186,7 @@ def _migrate_v2(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
-    """A version-1 config (a run folder written before AdamW and --shrink-alpha) in today's terms, meaning the same.
-
-    A stop section without a rule was written before the stop rules had names, when growth stopped by the
-    paper's unbounded saturation fit: it gets that rule (``paper-unbounded``), not today's default. Its shrink
-    stage was judged at the stop rule's alpha, so that alpha becomes the shrink alpha. Its learning rate was always
-    written out, 0.1 by default, so an SGD default becomes "not given" (still 0.1 for SGD) and a later
-    ``--optimizer adamw`` on its config takes AdamW's default instead of SGD's.
-    """
+    """A version-1 config in today's terms, meaning the same (stop rule ``paper-unbounded``, shrink alpha, SGD lr)."""
     data = dict(data)
     shrink, stop, train = data.get("shrink"), data.get("stop"), data.get("train")
     if isinstance(stop, dict) and "rule" not in stop:
@@ -355,12 +343,7 @@ def read_json_object(path: Path, what: str, *, missing: str) -> dict[str, Any]:
 
 
 def _type_problem(value: Any, hint: Any) -> str | None:
-    """What is wrong with ``value`` for the field type ``hint`` (None when it fits).
-
-    Strict, as a config file must be: a bool field takes only true/false, an int field only a whole number
-    written without a point (not true/false), a float field any number but not true/false, a section an object.
-    Types this does not know are not checked here.
-    """
+    """What is wrong with ``value`` for the field type ``hint`` (None when it fits), as strict as a config file."""
     args = typing.get_args(hint)
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         if value is None and type(None) in args:

@@ -1,11 +1,6 @@
-"""What training costs (docs/method.md, Cost): the forward FLOPs of a masked network, and a run's cost so far
-relative to one dense run.
+"""What training costs (docs/method.md, Cost): forward FLOPs of a masked network, and a run's cost vs one dense run.
 
-FLOPs count the multiply-accumulates of every use of a prunable weight for one example, dense and with only the
-present weights; they change no model and no mask. A run's cost is given in both conventions: (i) density-weighted
-training FLOPs: 3 x the forward FLOPs of the present weights per sample per epoch, summed over the phases; (ii)
-epoch-equivalents: epochs trained, whatever the density. Both are divided by one dense run of ``reference_epochs``
-epochs.
+Two conventions: density-weighted training FLOPs (3 x forward) and epoch-equivalents.
 """
 
 from __future__ import annotations
@@ -36,12 +31,9 @@ class LayerFlops:
 
 @dataclass(frozen=True)
 class FlopCount:
-    """Forward cost of the prunable weights' uses for one example, sparse (present weights only) and dense.
+    """Forward multiply-accumulates (1 per MAC; docs/method.md, Cost) of the prunable weights for one example.
 
-    Convention: one multiply-accumulate counts as 1 (``nnz(W) * H_out * W_out``; docs/method.md, Cost); double
-    every figure for the "2 FLOPs per MAC" convention. The ratio, which is what cost accounting normalises by,
-    is the same under both. Norms, activations, pooling, residual additions and the products of two activations
-    (attention's ``q @ k^T`` and ``@ v``) are not counted: they are not prunable.
+    ``sparse`` counts present weights only, ``dense`` all; non-prunable work (norms, attention products) is not counted.
     """
 
     sparse: int
@@ -101,17 +93,8 @@ def _macs(op: Op, args: tuple, weight: Tensor, out: Tensor) -> float:
 def training_flops(model: nn.Module, masks: Mapping[str, Tensor] | None, input_shape: Sequence[int]) -> FlopCount:
     """Forward multiply-accumulates of the uses of prunable weights in ``model``, dense and present weights only.
 
-    A use of a weight costs ``present entries used * times each is used``: ``nnz(mask) * output positions`` for a
-    Conv (any groups), ``nnz(mask) * tokens`` for a Linear, the same for a ``matmul`` or ``einsum`` with a weight.
-    Uses are read from one forward pass on an all-zeros example (eval mode); a weight used twice is counted twice.
-
-    Args:
-        model: the network (parameters, buffers and mode left unchanged; run once in eval mode).
-        masks: ``{weight name: bool mask}``; weights without a mask count as dense. None: all dense.
-        input_shape: one input without the batch dimension.
-
-    Returns:
-        A :class:`FlopCount` for one example; ``training_step`` gives the 3x-forward training estimate.
+    Uses are read from one eval-mode forward on zeros (model left unchanged); a weight used twice counts twice.
+    ``masks``: ``{weight name: bool mask}``; weights without one count as dense (None: all dense).
 
     Raises:
         PwmprError: unknown mask names or wrong mask shapes, or an ``input_shape`` the model cannot take.
@@ -149,8 +132,7 @@ def phase_cost(previous: dict[str, Any] | None, *, sparse_fwd: float, dense_fwd:
                reference_epochs: int) -> dict[str, float]:
     """The cost entries of a phase's history row: its training FLOPs and the run's totals and ratios so far.
 
-    ``previous`` is the history row before it (None for the first phase); ``sparse_fwd`` and ``dense_fwd`` are the
-    forward FLOPs per sample of the masked and of the dense network.
+    ``previous``: the row before (None for the first phase); ``sparse_fwd``/``dense_fwd``: forward FLOPs per sample.
     """
     prev = previous if previous is not None else START
     phase_flops = TRAIN_FACTOR * float(sparse_fwd) * n_train * epochs

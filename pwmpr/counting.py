@@ -1,7 +1,4 @@
-"""How pwmpr turns a fraction of a count into a whole count, and how learning rates follow their schedules.
-
-One source for both rules, used by the seed, growth, the dynamic sparse baselines and the trainer.
-"""
+"""How pwmpr turns a fraction of a count into a whole count, and how learning rates follow their schedules."""
 
 from __future__ import annotations
 
@@ -21,11 +18,7 @@ def floor_count(x: float) -> int:
 
 
 def schedule_factor(schedule: str, frac: float) -> float:
-    """The learning-rate multiplier at fraction ``frac`` of a schedule's span.
-
-    ``cosine``: ``(1 + cos(pi frac)) / 2``, 0 from ``frac = 1`` on; ``step``: x0.1 at 50% and again at 75% (the
-    OpenLTH/PHEW milestones 80/120 of 160 epochs); ``constant``: 1.
-    """
+    """LR multiplier at fraction ``frac``: ``cosine`` (to 0 at 1), ``step`` (x0.1 at 50% and 75%) or ``constant``."""
     if schedule == "constant":
         return 1.0
     if schedule == "cosine":

@@ -1,15 +1,7 @@
 """How good was a density discovery: a PWMPR run judged against a sweep of the same model and data.
 
-For each PWMPR run with a sweep (``pwmpr.sweep``) of the same model and data, and optionally an IMP run of that
-setting, ``score`` reports:
-
-- ``density_over_knee``: the discovered density over the sweep's knee (1 = exactly at the knee);
-- ``gap_to_best`` and ``gap_to_dense``: final test accuracy minus the sweep's best mean, and minus its density-1
-  point (negative: worse);
-- the run's cost, and IMP's cost to reach the same density (the cumulative cost of IMP's levels down to the
-  first level at or below that density; when IMP stopped above it, its last level's cost is a lower bound);
-- ``hit``: within ``acc_tol`` of the sweep's best, at most ``density_factor`` x the knee, at most ``max_cost`` dense
-  runs (the paper's 1.5) and cheaper than IMP to the same density (None where IMP's cost is unknown).
+``score`` reports ``density_over_knee``, ``gap_to_best``, ``gap_to_dense``, the cost against IMP's to the same
+density, and ``hit`` (within ``acc_tol`` of the best, near the knee, within ``max_cost``, cheaper than IMP).
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """Distributed helpers for torchrun (DDP): rank-0 output, growth decided once and broadcast.
 
-Launch: ``torchrun --nproc-per-node N -m pwmpr grow ...`` (or ``torchrun --no-python pwmpr grow ...``). Every rank
-trains its shard of each batch through DistributedDataParallel; rank 0 alone evaluates the stop rule, scores and
-grows, then broadcasts its decision, so all ranks hold the same masks; only rank 0 writes files or prints.
-Work rank 0 does alone goes through :func:`on_primary`, which passes its result or its error to every rank, so a
-failure there ends every rank with that error instead of leaving them waiting in a collective.
-Everything here is a no-op in a single process, so the runner calls it unconditionally.
+Launch: ``torchrun --nproc-per-node N -m pwmpr grow ...``. Rank 0 alone decides, writes and prints; its errors
+reach every rank through :func:`on_primary`. Everything is a no-op in a single process.
 """
 
 from __future__ import annotations
@@ -39,9 +35,7 @@ def init_from_env() -> None:
 
 
 def rank_device(device: torch.device) -> torch.device:
-    """This rank's device for ``device`` (what ``runner.resolve_device`` gave, so CUDA is there if asked for): under
-    torchrun ``cuda`` takes GPU LOCAL_RANK, and one fixed GPU (``cuda:N``) is refused, every rank would share it;
-    ``device`` itself outside torchrun or when it is not a GPU."""
+    """This rank's device: under torchrun ``cuda`` is GPU LOCAL_RANK (``cuda:N`` is refused); else ``device``."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or device.type != "cuda":
         return device
     if device.index is not None:
@@ -73,10 +67,7 @@ def is_primary() -> bool:
 
 
 def on_primary(fn: Callable[[], T], what: str, *, share: bool = True) -> T:
-    """``fn()`` run on rank 0 alone; its result on every rank (``share``; otherwise None elsewhere).
-
-    An exception on rank 0 is passed on: rank 0 raises it, every other rank raises a PwmprError naming ``what``.
-    """
+    """``fn()`` run on rank 0 alone; its result on every rank (``share``), its error raised on every rank."""
     if not is_distributed():
         return fn()
     result: Any = None

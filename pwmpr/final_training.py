@@ -1,10 +1,7 @@
 """The final training: once the phases stop, the discovered masks are trained once more, from ``--final-init``.
 
-``start_final_training`` sets the weights it starts from (right after the decision that stopped the phases);
-``train_final`` trains ``--final-epochs`` epochs, records the ``final`` history row and writes the final checkpoint.
-During final training a checkpoint is written every ``--checkpoint-minutes`` (``_FinalCheckpointHook``), so a run
-killed there resumes partway. ``pack_start`` / ``unpack_start`` keep the run's start (initial weights and seed
-masks, which ``--final-init`` may need) in the checkpoints until final training has used it.
+``start_final_training`` sets the start weights, ``train_final`` trains and records the ``final`` row; a
+checkpoint every ``--checkpoint-minutes`` lets a killed run resume partway.
 """
 
 from __future__ import annotations

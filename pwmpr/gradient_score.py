@@ -25,17 +25,13 @@ def gradient_scores(
     *,
     train: bool = True,
 ) -> dict[str, Tensor]:
-    """RigL-style scores ``|dL/dW_eff|`` of every entry of every masked weight on one batch.
-
-    The gradient is taken with respect to the effective weight ``W * mask``, so absent entries get their dense
-    gradient (what RigL grows by). The model runs with its own signs, biases and nonlinearities.
+    """RigL-style scores ``|dL/dW_eff|`` of every entry of every masked weight on one batch (absent entries included).
 
     Args:
         model: the network; its parameters, buffers (BN running statistics included) and mode are left unchanged.
-        masks: ``{weight name: bool mask}``; a score is returned for each of these names.
         batch: ``(x, y)``, moved to the model's device.
         loss_fn: ``loss_fn(output, y) -> scalar``; cross-entropy by default.
-        train: score in train mode (batch statistics in BN, as during training) or, if False, in eval mode.
+        train: score in train mode (batch statistics in BN) or, if False, in eval mode.
 
     Returns:
         ``{weight name: float64 tensor of the weight's shape}`` on the model's device, all entries >= 0.

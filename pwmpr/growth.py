@@ -1,30 +1,9 @@
-"""Step 4 of the pipeline (seed -> train -> score -> grow -> stop -> export): add edges to a MaskSet.
+"""Grow: add edges to a MaskSet, picked by a rule of ``GROWTH_RULES`` (docs/method.md, Grow).
 
-``grow`` turns a MaskSet and per-edge scores into a denser MaskSet. How the new edges are picked is a
-growth rule from ``GROWTH_RULES``:
-
-- ``pwmp``: random, with probability proportional to the PWMP score, without replacement (docs/method.md, Grow). It uses
-  the Gumbel-top-k trick (``key = log(score) + Gumbel noise``, keep the ``n_add`` largest keys), which draws
-  exactly from successive sampling without replacement (Plackett-Luce) and, unlike ``torch.multinomial``, has
-  no 2^24-category limit.
-- ``pwmp-topk``: the ``n_add`` highest PWMP scores (deterministic ablation: the bottleneck-prone choice).
-- ``gradient``: the ``n_add`` highest ``|dL/dw|`` scores, i.e. RigL's growth criterion (an ablation; docs/method.md,
-  Grow). It is the same selection as ``pwmp-topk``; only the scores handed in differ.
-- ``random``: uniform over the absent edges; scores are ignored and may be None.
-- ``pwmp-explore``: ``pwmp`` that can recruit units (docs/method.md, "Recruiting units"): ``EXPLORE_SHARE`` of the
-  budget is drawn uniformly among the absent edges PWMP scores 0 (those into or out of a unit no seeded path
-  reaches), the rest by ``pwmp``'s draw; either part takes the other's slack when its pool runs short.
-- ``pwmp-attn``, ``pwmp-qk-gradient``, ``pwmp-qk-head``, ``pwmp-qk-random``: the ``pwmp`` draw on scores that also
-  reach the query and key weights of attention, where PWMP is blind (pwmpr.attention; docs/method.md, "Attention:
-  growing q and k"): PWMP through the tangent of the real attention, or PWMP with the q/k weights scored by
-  ``|dL/dw|``, by their head's importance, or uniformly.
-
-Each rule also says how its scores are computed (``GrowthRule.scores``), so a method asks the rule for them and a
-new rule needs no change in the method.
-
-The budget is ``n_add = growth_count(nnz, gamma) = round(gamma * nnz)`` (docs/method.md, Grow: the density goes
-``rho -> (1 + gamma) rho``), over all layers at once (``scope="global"``, default) or per layer
-(``scope="layer"``, each layer grows by ``round(gamma * nnz_layer)``). Edges are only ever added.
+Rules: ``pwmp`` (Gumbel-top-k draw proportional to the score), ``pwmp-topk``, ``gradient`` (RigL's ``|dL/dw|``),
+``random``, ``pwmp-explore`` (docs/method.md, "Recruiting units") and the attention rules ``pwmp-attn``,
+``pwmp-qk-gradient``, ``pwmp-qk-head``, ``pwmp-qk-random`` (docs/method.md, "Attention: growing q and k").
+The budget is ``round(gamma * nnz)``, global or per layer (``scope``). Edges are only ever added.
 """
 
 from __future__ import annotations
@@ -63,14 +42,12 @@ ScoreFn = Callable[[nn.Module, MaskSet, Sequence[int], "Callable[[], tuple[Tenso
 
 @dataclass(frozen=True)
 class GrowthRule:
-    """A registered growth rule: how to score the edges and how to pick ``n_add`` of the candidate (absent) ones.
+    """A registered growth rule: how to score the edges and how to pick ``n_add`` of the absent ones.
 
     Attributes:
-        name: the registered name (the CLI's word).
-        select: the selection function (see ``SelectFn`` above); it may pick fewer than ``n_add`` edges only
-            when fewer candidates are eligible.
+        select: picks fewer than ``n_add`` edges only when fewer candidates are eligible.
         uses_scores: False for rules that ignore the scores (``grow`` then accepts ``scores=None``).
-        score: how the scores this rule selects by are computed (see ``ScoreFn`` above); None when unused.
+        score: how the scores are computed; None when unused.
         recruits: the rule grows zero-score edges, which start at ``recruit_values`` instead of zero.
     """
 
@@ -87,9 +64,7 @@ class GrowthRule:
                sample_batch: Callable[[], tuple[Tensor, Tensor]] | None = None) -> dict[str, Tensor] | None:
         """The scores this rule grows by, for ``grow(masks, rule.scores(...), rule=rule.name)``; None if unused.
 
-        ``sample_batch`` (a callable returning one real ``(x, y)`` batch, e.g. ``RunContext.sample_batch``) is
-        called only by rules that score on data (``gradient``, ``pwmp-attn``, ``pwmp-qk-gradient``,
-        ``pwmp-qk-head``). Under DDP the method calls this on rank 0 alone and broadcasts the grown masks.
+        ``sample_batch`` returns one real ``(x, y)`` batch; only rules that score on data call it.
         """
         if not self.uses_scores or self.score is None:
             return None
@@ -148,11 +123,7 @@ def _score_qk(kind: str) -> ScoreFn:
 
 
 def growth_count(n_nonzero: int, gamma: float) -> int:
-    """Edges one growth step adds to ``n_nonzero`` kept edges: ``round(gamma * n_nonzero)``, halves rounded up.
-
-    Python's ``round`` rounds halves to even (``round(2.5) == 2``); rounding halves up makes the count the
-    one a person computes by hand. The cap by the number of eligible absent edges is applied by ``grow``.
-    """
+    """Edges one growth step adds to ``n_nonzero`` kept edges: ``round(gamma * n_nonzero)``, halves rounded up."""
     return round_half_up(gamma * n_nonzero)
 
 
@@ -165,12 +136,7 @@ def _eligible_by_score(candidates: Tensor, scores: Tensor | None) -> Tensor:
 
 
 def _noise_like(n: int, like: Tensor, generator: torch.Generator | None, kind: str) -> Tensor:
-    """``n`` float64 draws (``"gumbel"`` or ``"uniform"``) on ``like.device``, drawn there.
-
-    On the generator's own device the draws come from it directly. Elsewhere (a CPU generator, scores on a GPU) a
-    generator on ``like.device`` is seeded from one draw of ``generator``, so a growth step copies no noise between
-    host and device and stays reproducible from the run seed.
-    """
+    """``n`` float64 draws (``"gumbel"`` or ``"uniform"``) made on ``like.device``, reproducible from ``generator``."""
     if generator is not None and generator.device.type != like.device.type:
         generator = _generator_on(like.device, int(torch.randint(0, 2**62, (1,), generator=generator)))
     noise = torch.rand(n, dtype=torch.float64, device=like.device, generator=generator)
@@ -190,11 +156,7 @@ _SAMPLE = 1 << 20  # keys read to bound the n-th largest from below before the e
 
 
 def top_n(keys: Tensor, n: int) -> Tensor:
-    """Positions of the ``n`` largest ``keys``, ties broken by the lower position (deterministic, unlike topk).
-
-    On many keys a strided sample first gives a value below the n-th largest, so the exact search runs only on the
-    keys above it (the result is the same: every one of the n largest is among them).
-    """
+    """Positions of the ``n`` largest ``keys``, ties broken by the lower position (deterministic, unlike topk)."""
     if n <= 0:
         return torch.empty(0, dtype=torch.long, device=keys.device)
     if n >= keys.numel():
@@ -276,11 +238,9 @@ def _select_explore(candidates: Tensor, scores: Tensor | None, n_add: int, gener
 @torch.no_grad()
 def recruit_values(model: nn.Module, masks: MaskSet, scores: Mapping[str, Tensor], added: Mapping[str, Tensor],
                    generator: torch.Generator | None = None) -> dict[str, Tensor]:
-    """Start values of the grown edges that scored 0 (``pwmp-explore``'s recruits): the layer's mean |w| over its
-    kept edges, with a random sign; every other entry 0. One tensor of the weight's shape per layer that has any.
+    """Start values of the grown zero-score edges: the layer's mean kept |w| with a random sign, elsewhere 0.
 
-    A recruit at zero would stay dead: an edge into a unit with no outgoing edge gets no gradient, and PWMP weighs
-    paths by |w|, so only a non-zero start gives the unit a path the next scores see (docs/method.md).
+    One tensor of the weight's shape per layer that has any (docs/method.md, "Recruiting units").
     """
     out = {}
     for name, idx in added.items():
@@ -345,35 +305,26 @@ def grow(
     generator: torch.Generator | None = None,
     scope: str = "global",
 ) -> tuple[MaskSet, dict[str, Tensor]]:
-    """Add ``round(gamma * nnz)`` absent edges to ``masks``, picked by the growth rule ``rule``.
+    """Add ``round(gamma * nnz)`` absent edges to ``masks``, picked by the growth rule ``rule`` (docs/method.md, Grow).
 
-    Only absent edges are candidates and no kept edge is ever removed. For the score-based rules (``pwmp``,
-    ``pwmp-topk``, ``gradient``) an absent edge is eligible only if its score is finite and > 0: zero, negative,
-    NaN and infinite scores are never picked (``pwmp-explore`` alone draws part of its budget among the zero-score
-    edges). When fewer edges are eligible than the budget, all eligible ones
-    are added (logged at INFO), so a step may add fewer than ``round(gamma * nnz)``; compare ``added`` with
-    the budget to detect it.
+    Score-based rules pick only edges of finite score > 0 (``pwmp-explore`` also draws among zero scores); with
+    fewer eligible edges than the budget all are added (logged at INFO).
 
     Args:
         masks: the current masks (a MaskSet or ``{name: bool tensor}``); not modified.
-        scores: ``{name: tensor of the weight's shape}``: PWMP scores (``pwmpr.score.pwmp_scores``, float64),
-            ``|dL/dw|`` (``gradient_scores``) or whatever ``GROWTH_RULES.get(rule).scores(...)`` gives. Extra names
-            are ignored. Unused by ``random`` (may be None).
-        gamma: growth factor > 0; the density goes ``rho -> (1 + gamma) rho`` while absent edges remain.
-        rule: a name in ``GROWTH_RULES``.
-        generator: a seeded ``torch.Generator`` (CPU) for reproducible draws; the same generator state and
-            inputs give the same edges, whatever the device of the scores. None uses torch's global RNG.
-        scope: ``"global"`` (one budget over all layers, default) or ``"layer"`` (each layer grows by
-            ``round(gamma * nnz_layer)`` among its own absent edges; a layer with no kept edge gains none).
+        scores: ``{name: tensor of the weight's shape}``, e.g. from ``GROWTH_RULES.get(rule).scores(...)``; extra
+            names ignored; may be None for ``random``.
+        gamma: growth factor > 0.
+        generator: a seeded CPU ``torch.Generator``: same state and inputs give the same edges on any device.
+            None uses torch's global RNG.
+        scope: ``"global"`` (one budget, default) or ``"layer"`` (``round(gamma * nnz_layer)`` per layer).
 
     Returns:
-        ``(new_masks, added)``: the grown MaskSet (each mask on its original device) and, for every layer,
-        the sorted flat indices into ``weight.view(-1)`` it gained (an empty long tensor when it gained none),
-        on that mask's device: zero these weights and their optimizer state.
+        ``(new_masks, added)``: the grown MaskSet and, per layer, the sorted flat indices it gained (on the mask's
+        device): zero these weights and their optimizer state.
 
     Raises:
-        PwmprError: gamma not a positive finite number, unknown rule or scope, scores missing a layer or with
-            the wrong shape.
+        PwmprError: gamma not positive and finite, unknown rule or scope, scores missing a layer or misshapen.
     """
     gamma = _check_gamma(gamma)
     selector = GROWTH_RULES.get(rule)

@@ -1,14 +1,7 @@
-"""One writer per folder: an advisory lock file that holds the writer's pid.
+"""One writer per folder: an advisory ``fcntl.flock`` lock file that holds the writer's pid.
 
-``pwmpr grow`` (fresh, ``--force``, ``--resume``), every ``pwmpr baseline`` and ``pwmpr export`` take the lock of
-the run folder they write (``RUN/.pwmpr.lock``); an export also takes the lock of its ``--out`` folder
-(``.OUT.lock`` beside it, since the folder itself appears only at the end). A second writer gets one line
-``error: ... is locked by pid N``.
-
-The lock is ``fcntl.flock`` on the file, so the kernel releases it when its holder dies, however it dies: a lock
-file left by a killed process is stale and simply taken over (its pid is only there to be named). The file is
-removed on release; the inode check after locking makes a file removed by its previous holder meanwhile count as
-not locked.
+Run folders lock ``RUN/.pwmpr.lock``, an export's ``--out`` ``.OUT.lock`` beside it; a second writer gets
+``error: ... is locked by pid N``. A lock left by a dead process is taken over.
 """
 
 from __future__ import annotations

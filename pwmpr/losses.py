@@ -1,8 +1,6 @@
 """The classification loss for a label per sample or a target per position (next-token prediction).
 
-Logits carry the classes on their last dim: ``(batch, classes)`` for a label per sample, ``(batch, seq, classes)``
-for a target per position (``y`` of shape ``(batch, seq)``). The trainer, the gradient growth rule and the
-attention rules that score on a batch use these, so a language model trains and is scored with one loss.
+Logits carry the classes on their last dim: ``(batch, classes)`` or ``(batch, seq, classes)``.
 """
 
 from __future__ import annotations

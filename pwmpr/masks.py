@@ -1,9 +1,7 @@
 """MaskSet: the one mask abstraction (parameter name -> bool tensor) used by every part of pwmpr.
 
-The trainer enforces it after every optimizer step, the growth rules and IMP change it, the metrics
-read it and the exporters write it. Prunable weights are the weights of every Conv and Linear layer,
-shortcuts and classifier included, and the input projections of ``nn.MultiheadAttention``; biases, embeddings of
-additive kinds and normalisation parameters always stay dense.
+Prunable weights: every Conv and Linear weight (shortcuts and classifier included) and the input projections of
+``nn.MultiheadAttention``; biases, additive embeddings and norm parameters stay dense.
 """
 
 from __future__ import annotations
@@ -60,9 +58,7 @@ def split_positions(positions: Tensor, sizes: Sequence[int]) -> list[Tensor]:
 class MaskSet(Mapping[str, Tensor]):
     """A bool mask per prunable weight: True keeps the weight, False holds it at zero.
 
-    Args:
-        masks: ``{parameter name: bool tensor of the parameter's shape}``. Non-bool tensors of
-            zeros and ones are accepted and converted.
+    ``masks``: ``{parameter name: bool tensor of its shape}`` (0/1 tensors are converted).
     """
 
     def __init__(self, masks: Mapping[str, Tensor]) -> None:
@@ -91,11 +87,7 @@ class MaskSet(Mapping[str, Tensor]):
 
     @classmethod
     def checked(cls, model: nn.Module, masks: Mapping[str, Tensor] | None) -> MaskSet:
-        """``masks`` as a MaskSet checked against ``model`` (None: no masks, every weight dense).
-
-        Raises:
-            PwmprError: a mask for an unknown or non-prunable weight, or one of the wrong shape (see :meth:`check`).
-        """
+        """``masks`` as a MaskSet checked against ``model`` (None: no masks, every weight dense); see :meth:`check`."""
         masks = cls({}) if masks is None else masks if isinstance(masks, MaskSet) else cls(masks)
         masks.check(model)
         return masks
@@ -137,11 +129,7 @@ class MaskSet(Mapping[str, Tensor]):
 
     # -- use with a model ---------------------------------------------------------------------
     def check(self, model: nn.Module) -> None:
-        """Raise PwmprError unless every mask names a prunable weight of ``model`` with the same shape.
-
-        Missing masks are allowed (those weights stay dense); a mask for an unknown or
-        non-prunable parameter, or one of the wrong shape, is an error.
-        """
+        """Raise PwmprError for a mask of an unknown or non-prunable weight or of a wrong shape (missing: dense)."""
         params = dict(model.named_parameters())
         allowed = set(prunable(model))
         for name, mask in self._masks.items():

@@ -1,12 +1,7 @@
 """curve.png of a run folder: what the run saw, what stopped it, and where it ended.
 
-A run whose density changes (growth, the shrink stage, IMP) is drawn as validation accuracy against density: the
-growth phases as a line, the stop rule's view (the gain rule's 90% posterior band and median up to the largest
-density growth may reach, and the last point plus the tolerance it decided at; or a paper-rule fit with its rho*
-and what the rule said of it), the point where the cost guard decided, the shrink stage in step order from the
-knee, and a vertical line at the density the run discovered. A run at one density (RigL, SET, one-shot, dense) is
-drawn against training epochs instead. Below the axes, one line says why the run stopped and, once the summary is
-written, the final test accuracy. ``curve_figure`` builds the figure; ``plot_curve`` saves it.
+Accuracy against density (with the stop rule's view, the shrink stage and the discovered density), or against
+epochs for a run at one density; a line below says why it stopped. ``plot_curve`` saves ``curve_figure``.
 """
 
 from __future__ import annotations

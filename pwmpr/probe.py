@@ -1,9 +1,6 @@
 """Running any nn.Module once on a probe input: input shapes, forward errors, out of memory, device.
 
-Every part that feeds a model a made-up input (the model registry checking a new model, the engine's scoring and
-seeding passes, the cost accounting) uses these, so a model that cannot take the user's ``input_shape`` fails
-with the same PwmprError everywhere. Imports nothing of pwmpr but :mod:`pwmpr.errors`: the engine uses it
-without loading the model zoo.
+Imports nothing of pwmpr but :mod:`pwmpr.errors`.
 """
 
 from __future__ import annotations
@@ -46,9 +43,10 @@ _INPUT_DTYPE = "_pwmpr_input_dtype"  # the attribute that holds a declared input
 
 
 def declare_input_dtype(model: nn.Module, dtype: torch.dtype) -> None:
-    """Record that ``model`` takes inputs of ``dtype`` (int64: token ids), so probe inputs are made of it; float
-    dtypes record nothing (a float model's probe input follows its weights). PwmprError when ``model`` declared
-    another dtype (float data for a model of token ids, say)."""
+    """Record that ``model`` takes inputs of ``dtype`` (int64: token ids; floats record nothing).
+
+    PwmprError when ``model`` declared another dtype.
+    """
     if dtype.is_floating_point:
         held = getattr(model, _INPUT_DTYPE, None)
         if held is not None:
@@ -138,12 +136,7 @@ def check_output_width(model: nn.Module, input_shape: Sequence[int], num_classes
 
 
 def run_forward(model: nn.Module, x: Tensor) -> Any:
-    """``model(x)``; an input the model cannot take raises PwmprError naming input_shape.
-
-    The same check as :func:`check_input_shape`, without spending an extra forward pass on it: only a true shape
-    mismatch is reported as the input_shape's fault, out of memory gets its own PwmprError, and anything else
-    (a device mix-up, a cuDNN failure, a bug) is re-raised unchanged.
-    """
+    """``model(x)``; a shape mismatch or out of memory raises PwmprError, anything else is re-raised unchanged."""
     try:
         return model(x)
     except PwmprError:
@@ -196,11 +189,7 @@ def out_of_memory_error(exc: BaseException, device: torch.device | str, what: st
 
 
 def forward_error(exc: BaseException, shape: Sequence[int], device: torch.device | str = "cpu") -> PwmprError | None:
-    """The PwmprError a failed forward on inputs of ``shape`` stands for, or None when it is a bug to re-raise.
-
-    Only a true shape mismatch is the user's input_shape; out of memory gets its own message; anything else
-    (device mix-ups, cuDNN or cuBLAS failures, dtype errors, a bug in a forward) is not a user error.
-    """
+    """The PwmprError a failed forward on inputs of ``shape`` stands for (shape mismatch, out of memory), else None."""
     if is_out_of_memory(exc):
         return out_of_memory_error(exc, device, f"a forward pass on input_shape {tuple(shape)}")
     text = str(exc)

@@ -1,11 +1,7 @@
 """The run folder's life cycle around one run: lock it, repair it, set an old run aside, resume or start, finish.
 
-``run_config`` is the entry point of ``pwmpr grow``, the Python API and sweeps: it makes (or finds, with
-``resume``) the folder, locks it against a second writer, finishes what a dead writer left there, sets the replaced
-run aside under ``--force`` (restored if the new run fails before its first checkpoint), builds the phase loop
-(``pwmpr.runner.PhaseLoop``) and either starts it fresh or resumes it, and releases the lock whatever happens.
-Under torchrun rank 0 alone touches the folder; the other ranks wait for its result or its error
-(``dist.on_primary``).
+``run_config`` is the entry point of ``pwmpr grow``, the Python API and sweeps. Under torchrun rank 0 alone
+touches the folder.
 """
 
 from __future__ import annotations
@@ -32,12 +28,8 @@ def run_config(cfg: RunConfig, out_dir: Path | str | None = None, *, resume: boo
         bundle: DataBundle | None = None, lr: float | None = None) -> dict[str, Any]:
     """Produce (or continue, with ``resume``) the run folder ``out_dir`` for ``cfg``; return the summary.
 
-    ``model`` and ``bundle`` replace the config's registered model and data set (``pwmpr.grow_module``).
-    ``lr`` (with ``resume`` only): train on at this learning rate, recorded in config.json and the history.
-    ``reporter`` stays open: its owner closes it (a sweep keeps one display across its points).
-
-    Without ``out_dir`` the folder is ``rundir.default_run_dir`` of the config (model resolved). The returned
-    summary also holds ``run_dir``, the folder used.
+    ``model`` and ``bundle`` replace the config's registered model and data set; ``lr`` (``resume`` only) trains
+    on at this learning rate. ``out_dir`` defaults to ``rundir.default_run_dir``; the summary holds ``run_dir``.
     """
     dist.init_from_env()
     primary = dist.is_primary()

@@ -1,16 +1,8 @@
 """The phase loop: drives any method through phases, records history, checkpoints, resumes, finishes the run.
 
-For every phase: train (``pwmpr.train``), evaluate on the validation split, count the cost, measure the
-tau-core, record a history row, ask the method what next (``pwmpr.methods``), apply its decision, write a
-checkpoint. Then the final training where the method has one (``pwmpr.final_training``), the test accuracy,
-``final.safetensors``, ``summary.json`` and ``curve.png``. Resume loads the newest checkpoint and carries on from
-the next phase; a run killed and resumed ends with the same masks and history as an uninterrupted one (on CPU).
-The run folder around a ``PhaseLoop`` (lock, set-aside, default folder, resume or start) is ``pwmpr.run_folder``.
-
-Distributed (torchrun) runs: only rank 0 writes files (``pwmpr.dist``); growth decisions are made on rank 0
-and broadcast, so every rank trains the same masks, which every rank checks after each decision. Whatever rank 0
-does alone (choosing the checkpoint to resume from, the tau-core, growth, writing files) passes its result or its
-error to every rank (``dist.on_primary``).
+Each phase trains, evaluates, costs, measures the tau-core, records a row, asks the method what next and writes a
+checkpoint; then final training and the run's files. Under torchrun rank 0 decides and writes, and passes its
+result or error to every rank (``dist.on_primary``).
 """
 
 from __future__ import annotations
@@ -143,9 +135,7 @@ class PhaseLoop:
         return ck, saved
 
     def resume(self) -> None:
-        """Restore the newest checkpoint of the run folder that verifies; say which ones were skipped.
-
-        Under torchrun rank 0 alone chooses it (and renames the unreadable ones); the others then read that file."""
+        """Restore the newest checkpoint of the run folder that verifies; say which ones were skipped."""
         shapes = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
         picked: list[checkpoint.Checkpoint] = []
 
@@ -239,9 +229,7 @@ class PhaseLoop:
         return self._test_loader
 
     def _scoring_batch(self):
-        """One training batch for gradient scores, drawn with its own generator: the training order's generator
-        (shared by every DDP rank) must not move on rank 0 alone. The batch is drawn on the CPU and only it is
-        moved: a loader on the training device would first copy the whole training split there."""
+        """One training batch for gradient scores, from its own generator (the shared one must not move on rank 0)."""
         gen = torch.Generator().manual_seed(self.cfg.seed + 3 + self.phase)
         cpu = torch.device("cpu")
         if self.bundle.make_loader is None:

@@ -1,9 +1,7 @@
-"""Step 3 of the pipeline (seed -> train -> score -> grow): PWMP scores for every edge, present or absent.
+"""Score: PWMP scores for every edge, present or absent (docs/method.md, Score).
 
-The PWMP score of edge (i, j) is the summed |weight| product of every input->output path through it,
-the edge itself left out (docs/method.md, Score): ``F_i * B_j = dR/dW_eff`` in the *linear* |W| network on an
-all-ones input, R the sum of the outputs. That network is :func:`pwmpr.surrogate.linear_surrogate`, which
-:mod:`pwmpr.taucore` and SynFlow use too. RigL-style gradient scores are in :mod:`pwmpr.gradient_score`.
+Computed in the linear |W| net of :func:`pwmpr.surrogate.linear_surrogate`; gradient scores are in
+:mod:`pwmpr.gradient_score`.
 """
 
 from __future__ import annotations
@@ -23,17 +21,9 @@ __all__ = ["pwmp_scores"]
 def pwmp_scores(model: nn.Module, masks: Mapping[str, Tensor], input_shape: Sequence[int]) -> dict[str, Tensor]:
     """PWMP score ``F_i * B_j`` of every entry of every masked weight, present or absent (docs/method.md, Score).
 
-    One forward and one backward pass of :func:`pwmpr.surrogate.linear_surrogate` on ``ones(1, *input_shape)`` in
-    float64; the gradient is taken with respect to the effective weights ``|W| * mask`` themselves, so an absent edge
-    gets the path sum it would carry with weight 1. For a Conv weight the score sums over the spatial positions
-    where the kernel entry is used. Scores are exact also for edges into units with no incoming edge (the
-    scoring net is linear). For present edges SynFlow's score is ``|W| * PWMP``. Where a deep net's path sums
-    would overflow float64, every score is scaled by one common power of two (``path_gradients``).
-
     Args:
         model: the network; its parameters, buffers and train/eval mode are left unchanged.
-        masks: ``{weight name: bool mask}``; a score is returned for each of these names. Prunable weights
-            without a mask count as dense.
+        masks: ``{weight name: bool mask}``; a score is returned for each name. Unmasked weights count as dense.
         input_shape: one input without the batch dimension, e.g. ``(3, 32, 32)``.
 
     Returns:

@@ -1,7 +1,5 @@
-"""The tau-core, a structural metric beside the pipeline: the smallest set of hidden units, found greedily, that
-carries a fraction tau of the path mass of the linear |W| network of :func:`pwmpr.surrogate.linear_surrogate`.
-
-It changes no model and no mask.
+"""The tau-core: the smallest set of hidden units, found greedily, carrying a fraction tau of the path mass of the
+linear |W| net (:func:`pwmpr.surrogate.linear_surrogate`). It changes no model and no mask.
 """
 
 from __future__ import annotations
@@ -27,9 +25,8 @@ _TAU_SLACK = 1e-12
 class TauCore:
     """The greedy tau-core of a masked network (see :func:`tau_core`).
 
-    ``units`` are ``(weight name, output channel or row)`` pairs in the order they were removed; ``coverage[k]`` is the
-    fraction of the path mass R removed after the first k+1 of them. A smaller ``ratio`` means the paths are
-    funnelled through fewer units (a bottleneck).
+    ``units``: ``(weight name, output channel or row)`` in removal order; ``coverage[k]``: the fraction of path mass
+    removed after the first k+1. A smaller ``ratio`` means a bottleneck.
     """
 
     tau: float
@@ -84,10 +81,7 @@ def _output_weights(surrogate: nn.Module, x: Tensor) -> set[str]:
 
 
 def check_tau_core(model: nn.Module, masks: Mapping[str, Tensor] | None, input_shape: Sequence[int]) -> None:
-    """Refuse a model the tau-core cannot measure: one forward of the linear scoring net it runs on.
-
-    A method that never scores by PWMP (RigL, SET, IMP, dense) still needs that net for the tau-core, so an op
-    without a stand-in is reported as the tau-core's, with the switch that turns it off.
+    """Refuse a model the tau-core cannot measure (one forward of its linear scoring net).
 
     Raises:
         PwmprError: the scoring net has no stand-in for an op of ``model``.
@@ -98,36 +92,23 @@ def check_tau_core(model: nn.Module, masks: Mapping[str, Tensor] | None, input_s
             surrogate_forward(surrogate, scoring_input(surrogate, normalize_input_shape(input_shape),
                                                        device_of(model)))
     except PwmprError as exc:
-        raise PwmprError(f"the tau-core (a metric of every phase) runs on the linear scoring net, which cannot stand "
-                         f"in for this model: {exc}; --no-tau-core turns the tau-core off") from None
+        raise PwmprError(f"the tau-core's linear scoring net cannot stand in for this model: {exc}; "
+                         "pass --no-tau-core") from None
 
 
 def tau_core(
     model: nn.Module, masks: Mapping[str, Tensor] | None, input_shape: Sequence[int], tau: float = 0.9
 ) -> TauCore:
-    """Greedy tau-core: remove the hidden unit with the largest path centrality until tau of the mass is gone.
+    """Greedy tau-core: remove the hidden unit of largest path centrality ``F_v * B_v`` until tau of the mass is gone.
 
-    In the linear |W| network of :func:`pwmpr.surrogate.linear_surrogate` (docs/method.md, Score) on an
-    all-ones input, the path centrality of unit v (an output channel of a prunable layer, summed over its
-    spatial positions or tokens) is ``F_v * B_v``, and R, the sum of the outputs, is the total path mass. Each
-    step zeroes the output of the unit with the largest remaining centrality, recomputes F and B (one float64
-    forward + backward), and records the coverage ``1 - R / R_0``. Hidden units are the output channels of
-    every prunable layer except those that produce the outputs (the classifier). In the linear net each step's
-    coverage increment equals the removed unit's centrality, so greedy-with-recompute is the hourglass
-    ``find_tau_core`` on the channel graph.
-
-    A network with no input->output path (R = 0) has an empty core: size 0, ratio 0, no coverage, and
-    ``reached`` True. If the mass left runs through no hidden unit (a skip from input to output), the greedy
-    stops early with ``reached`` False.
+    Hidden units are the output channels of every prunable layer but the classifier (docs/method.md, Score). With
+    no input->output path the core is empty and ``reached`` True; mass left only on skips stops it with ``reached``
+    False.
 
     Args:
-        model: the network (left unchanged).
         masks: ``{weight name: bool mask}``; weights without a mask count as dense. None: all dense.
         input_shape: one input without the batch dimension.
         tau: fraction of path mass the core must carry, in (0, 1].
-
-    Returns:
-        A :class:`TauCore`.
 
     Raises:
         PwmprError: a tau outside (0, 1], unknown mask names or wrong mask shapes, or an ``input_shape`` the

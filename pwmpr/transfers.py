@@ -1,9 +1,6 @@
 """Counting copies between the host and a device, both ways: the check that training copies nothing per step.
 
-:func:`count_copies` runs a function under :class:`DeviceTraffic`, a ``TorchDispatchMode`` that sees every copy
-between the CPU and the device (``.to``, ``.cpu``, ``copy_``) and every read of one value back to Python (``.item``,
-``float``: a sync on a GPU). The ``meta`` device stands in for a GPU on a machine without one: a read back from it is
-answered with zeros, since a meta tensor holds no data.
+:func:`count_copies` runs a function under :class:`DeviceTraffic`; the ``meta`` device stands in for a GPU.
 """
 
 from __future__ import annotations

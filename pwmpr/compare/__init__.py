@@ -1,10 +1,7 @@
 """``pwmpr compare``: finished run folders -> one table, two plots, and the paper's claims checked.
 
-Beside the pipeline (it reads run folders, never trains). Runs are grouped by their config minus the seed (and
-the device and data folder, which do not change the result), so several seeds of one configuration become one
-row with a mean and a standard deviation. The parts: ``records`` (reading and grouping), ``claims`` (the paper's
-claims, judged against the spread over seeds), ``report`` (table, markdown, plots). A sweep folder among the paths
-is the ground truth that density discovery is scored against (``pwmpr.discovery``).
+Runs are grouped by their config minus seed, device and data folder; a sweep folder among the paths is the
+ground truth for density discovery (``pwmpr.discovery``).
 """
 
 from __future__ import annotations
@@ -51,11 +48,8 @@ class Comparison:
 def compare(paths: Sequence[Path | str], out_dir: Path | str | None = None, *, plots: bool = True) -> Comparison:
     """Read run folders, group seeds, build the table, check the claims, write the files into ``out_dir``.
 
-    Writes ``compare.md`` (table and claims), ``compare.csv`` (full precision), ``compare.json`` (everything,
-    claims with their values) and, with ``plots``, ``acc_vs_density.png`` and ``acc_vs_cost.png``.
-
-    Raises:
-        PwmprError: a path that is not a finished run folder, or no paths at all.
+    Writes ``compare.md``, ``compare.csv``, ``compare.json`` and, with ``plots``, ``acc_vs_density.png`` and
+    ``acc_vs_cost.png``. PwmprError: a path that is not a finished run folder, or no paths at all.
     """
     if not paths:
         raise PwmprError("give at least one run folder to compare")

@@ -1,14 +1,7 @@
-"""The paper's claims checked on grouped runs, each verdict weighed against the spread over seeds.
+"""The paper's claims (docs/method.md, "Judging the paper's claims") checked on grouped runs, against seed spread.
 
-A claim is "holds" or "does not hold" only when the measured difference (or distance to the paper's range) is
-larger than its standard error over seeds; otherwise it is "not distinguishable". A claim whose runs are missing is
-"not measured", never estimated. The claims (docs/method.md, "Judging the paper's claims"):
-
-- PWMPR training cost / dense, paper about 1.5x (in both cost conventions);
-- IMP-C training cost / dense, paper 3-4x (to the level nearest PWMPR's density, and to the last level);
-- accuracy gap between IMP's best ticket (chosen by validation accuracy) and PWMPR, paper 0.5-1.0 points;
-- PWMPR (sampled PWMP growth) vs random growth at matched densities below 20% (rough-phase validation accuracy);
-- tau-core ratio of sampled vs top-k PWMP growth at matched densities (paper: top-k funnels paths, smaller core).
+A verdict is "holds" or "does not hold" only beyond one standard error over seeds, else "not distinguishable";
+a claim without runs is "not measured".
 """
 
 from __future__ import annotations
@@ -55,11 +48,7 @@ NOT_DISTINGUISHABLE = "not distinguishable"
 
 
 def range_side(stat: Stat, lo_hi: tuple[float, float]) -> str:
-    """Where a mean lies against a range, given its standard error over seeds.
-
-    "in" when mean ± s.e. lies inside the range, "out" when it lies wholly outside, "unclear" when the interval
-    crosses a bound. A one-run Stat has s.e. 0: a cost is a count of FLOPs, not a noisy measurement.
-    """
+    """"in", "out" or "unclear": where mean ± s.e. lies against the range ``lo_hi``."""
     se = stat.sem or 0.0
     lo, hi = lo_hi
     if lo <= stat.mean - se and stat.mean + se <= hi:
@@ -70,9 +59,7 @@ def range_side(stat: Stat, lo_hi: tuple[float, float]) -> str:
 
 
 def sign_verdict(diff: Stat) -> str:
-    """"holds" when a per-seed difference's mean exceeds its standard error, "does not hold" when it is below
-    minus the s.e., otherwise (or with fewer than 2 seeds, where there is no spread to weigh) "not
-    distinguishable"."""
+    """"holds" / "does not hold" when a per-seed difference's mean is beyond ± its s.e., else "not distinguishable"."""
     if diff.mean is None or diff.n < 2:
         return NOT_DISTINGUISHABLE
     se = diff.sem or 0.0
@@ -102,12 +89,7 @@ def _phase_points(group: Group, key: str) -> dict[int, list[tuple[float, float]]
 
 
 def matched_differences(a: Group, b: Group, key: str, max_density: float = 1.0) -> list[dict[str, Any]]:
-    """Phase-by-phase ``a - b`` of ``key`` (val_acc or tau) at the densities both reached, seed by seed.
-
-    Two phases match when their densities agree within 1% (growth from one seed density by one gamma visits the
-    same densities whatever the rule). Only densities below ``max_density`` count. Each entry holds the
-    density, the mean of a and of b over the seeds that reached it, and their difference.
-    """
+    """Per seed, ``a - b`` of ``key`` (val_acc or tau) at densities both reached (within 1%) below ``max_density``."""
     pa, pb = _phase_points(a, key), _phase_points(b, key)
     buckets: dict[float, dict[str, list[float]]] = {}
     for seed in sorted(set(pa) & set(pb)):

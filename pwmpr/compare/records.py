@@ -1,9 +1,4 @@
-"""Reading finished run folders and grouping them by configuration, with the statistics over seeds.
-
-A :class:`RunRecord` is one run folder as the runner wrote it; a :class:`Group` is the runs of one configuration
-(the config minus the seed, the device and the data folder), and :class:`Stat` the mean, sample standard
-deviation and standard error over those seeds. Every number comes from ``summary.json`` and ``history.jsonl``.
-"""
+"""Reading finished run folders and grouping them by configuration, with the statistics over seeds."""
 
 from __future__ import annotations
 
@@ -195,10 +190,9 @@ class Group:
         return sorted({int(r.summary.get("dense_reference_epochs") or 0) for r in self.runs})
 
     def levels(self) -> list[dict[str, Any]]:
-        """The accuracy-density curve of the phases, averaged over seeds level by level (for IMP: the tickets).
+        """The accuracy-density curve averaged over seeds level by level (over the seeds that reached each level).
 
-        Each entry: ``level``, ``density``, ``test_acc`` / ``val_acc`` / ``cost_flops`` / ``cost_epochs`` /
-        ``tau`` as :class:`Stat`. Levels reached by only some seeds average over those.
+        Each entry: ``level``, ``density`` and :class:`Stat` of ``test_acc``, ``val_acc``, costs and ``tau``.
         """
         n = max((len(r.phases()) for r in self.runs), default=0)
         out = []

@@ -1,12 +1,7 @@
 """DATASETS: name -> loader for every data set pwmpr can train on, and the DataBundle they return.
 
-Small data sets (the offline ones, MNIST, CIFAR, npz files) are held as tensors on the training device,
-shuffled and augmented there, so a CIFAR-sized run is not bound by a Python data loader. Large image
-folders (Tiny ImageNet, ImageNet) stream through a torch DataLoader. Either way the trainer sees an
-iterable of ``(x, y)`` batches already on its device.
-
-Every data set has three splits: ``train``, ``val`` (carved from the training set with a fixed split
-seed; it drives the stop rule) and ``test`` (reported, never used to decide anything).
+Small sets are held as tensors on the device, image folders stream through a DataLoader. Splits: ``train``,
+``val`` (carved with a fixed seed; drives the stop rule) and ``test`` (reported, never used to decide).
 """
 
 from __future__ import annotations
@@ -39,13 +34,9 @@ class TensorSplit:
 
 
 class TensorLoader:
-    """Batches of a TensorSplit on ``device``: shuffled with ``generator``, augmented on the device.
+    """Batches of a TensorSplit on ``device``: shuffled with the CPU ``generator``, augmented on the device.
 
-    Augmentation ``crop-flip`` is the standard CIFAR recipe: random crop after 4-pixel zero padding,
-    then a horizontal flip with probability 1/2. The random draws come from the CPU ``generator``,
-    so a run is reproducible and resumable on any device. An epoch's order, crop offsets and flips are drawn
-    when its iteration starts and reach the device in one copy (pinned and non-blocking on CUDA), so no batch
-    waits for a host-to-device copy.
+    ``crop-flip``: random crop after 4-pixel zero padding, then a horizontal flip with probability 1/2.
     """
 
     def __init__(self, split: TensorSplit, batch_size: int, device: torch.device, *, shuffle: bool = False,
@@ -187,11 +178,9 @@ MIN_VAL_SAMPLES = 100
 
 def load_data(name: str, data_dir: str | None = None, *, val_fraction: float = 0.1,
               max_train: int | None = None, min_val: int = 1, context: int | None = None) -> DataBundle:
-    """Load data set ``name`` (``npz:PATH`` for an array file, ``text:PATH`` for a text) and split off the validation
-    set (unless the data set brings its own, split by document).
+    """Load data set ``name`` (``npz:PATH``, ``text:PATH``, or a registered name) and split off the validation set.
 
-    ``min_val``: the fewest validation samples accepted (runs ask for :data:`MIN_VAL_SAMPLES`); ``context``: tokens
-    per sample of a text data set (default: its own).
+    ``min_val``: the fewest validation samples accepted; ``context``: tokens per sample of a text data set.
     """
     prefix, colon, rest = name.partition(":")
     if colon and prefix in PATH_DATASETS:
@@ -246,8 +235,7 @@ def _split_validation(bundle: DataBundle, val_fraction: float, max_train: int | 
         hint = (f"raise --val-fraction to at least {math.ceil(need * 1000) / 1000:g}" if need < 0.5 else
                 f"this data set is too small for it (it has {n} training samples)")
         raise PwmprError(f"--val-fraction {val_fraction:g} leaves {n_val} validation sample(s) of {bundle.name!r}; "
-                         f"the stop rule needs at least {min_val}, since with fewer one sample moves the validation "
-                         f"accuracy by more than the 1-point steps it decides on: {hint}")
+                         f"the stop rule needs at least {min_val}: {hint}")
     if n - n_val < 1:
         raise PwmprError(f"data set {bundle.name!r} has only {n} training samples: too few to split off validation")
     val_idx, train_idx = perm[:n_val], perm[n_val:]

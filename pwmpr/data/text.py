@@ -1,16 +1,9 @@
 """Byte-level text for next-token language modelling: ``pydoc-text`` and ``text:PATH`` (docs/method.md, Language
 models).
 
-``pydoc-text``: the English documentation every CPython carries in ``pydoc_data/topics.py`` (79 topics, about
-465 KB), so it needs no download. ``text:PATH``: a user's own corpus, a UTF-8 text file (each paragraph, text
-between blank lines, is a document) or a folder (each file under it is a document).
-
-Tokens are bytes (vocabulary 256): no tokenizer to download or fit, every text is covered, and the vocabulary is
-the same for every corpus. Splits are by document, never by position, so no test text is a neighbour of training
-text: a document goes to test when the SHA-256 of its name (pydoc topic, file path, or paragraph text) is 0 mod 10,
-to validation when it is 1 mod 10, else to training (the same split on every machine and every run). Each split's
-documents are joined in sorted order and cut into non-overlapping windows of ``CONTEXT`` bytes; the target of each
-byte is the byte after it.
+``pydoc-text`` is CPython's ``pydoc_data/topics.py``; ``text:PATH`` a UTF-8 file (paragraphs are documents) or a
+folder (files are documents). Tokens are bytes (vocabulary 256); splits are by document (SHA-256 of its name mod
+10: 0 test, 1 validation), cut into windows of ``CONTEXT`` bytes.
 """
 
 from __future__ import annotations

@@ -1,8 +1,4 @@
-"""The unit graph as the tracer builds it: groups of units, the links between them through weights, and the merge
-groups where activations meet (docs/method.md, Seed).
-
-Units have global ids (a group's units are ``base .. base + n - 1``); the tracer hands ids in and gets groups out.
-"""
+"""The unit graph as the tracer builds it: groups, links through weights, merges (docs/method.md, Seed)."""
 
 from __future__ import annotations
 
@@ -80,10 +76,7 @@ class GroupBuilder:
     def merge(self, operands: Sequence[Tensor], name: str) -> Tensor:
         """Ids of an elementwise op on activations with unit ids ``operands`` (broadcast to one shape).
 
-        Each distinct tuple of ids that meet in an entry becomes one unit of a new merge group, fed by those ids: a
-        residual add gives ``(x_j, f(x)_j)``, a gate ``(x_c, se(x)_c)``, a gate shared by every channel ``(x_c, a)``
-        for each c. An entry where an operand carries no unit (a class token) joins the unit of the one tuple that
-        agrees with it on the others. Units are numbered in the order they first appear.
+        Each distinct tuple of ids meeting in an entry becomes one unit of a new merge group, in order of appearance.
         """
         first = operands[0]
         if all(torch.equal(first, o) for o in operands[1:]):

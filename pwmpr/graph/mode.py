@@ -1,12 +1,7 @@
-"""Running a model's real forward while watching every torch call: the base of the unit tracer, the scoring net and
-the FLOPs count.
+"""Running a model's real forward while watching every torch call: the base of the tracer, scoring net and FLOPs.
 
-:class:`WatchMode` is a ``TorchFunctionMode``: it sees each torch function, ``torch.nn.functional`` call and tensor
-method a forward makes, whether a module or plain code calls it, and follows Python control flow as it runs (no
-symbolic tracing). It keeps a value per tracked tensor (by identity) and tracks the views of the prunable weights
-(:class:`WeightView`: which parameter entries a tensor holds, through chunks, transposes and casts), so a packed
-projection such as ``nn.MultiheadAttention.in_proj_weight`` is seen as the three weights it is used as.
-Subclasses say what to do with each op of :mod:`pwmpr.graph.ops`.
+:class:`WatchMode` (a ``TorchFunctionMode``) keeps a value per tracked tensor and tracks views of the prunable
+weights (:class:`WeightView`); subclasses handle each op of :mod:`pwmpr.graph.ops`.
 """
 
 from __future__ import annotations
@@ -78,8 +73,7 @@ def tensors_in(args: Any, kwargs: dict | None = None) -> list[Tensor]:
 class WatchMode(TorchFunctionMode):
     """Sees every torch call of a forward; keeps a value per tracked tensor and the views of the prunable weights.
 
-    Subclasses implement :meth:`handle` (called for every op with a tracked tensor among its arguments) and say what
-    a tracked tensor is. ``where`` names the module whose forward is running, for messages.
+    Subclasses implement :meth:`handle`; ``where`` names the module whose forward is running, for messages.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -166,11 +160,7 @@ class WatchMode(TorchFunctionMode):
     # -- weights -------------------------------------------------------------------------------------------------
     def weight_result(self, op: Op, func: Callable, args: tuple, kwargs: dict, out: Any,
                       views: Sequence[WeightView]) -> bool:
-        """Track ``out`` as a view of the weight in ``views`` where ``op`` keeps entries apart; True when it did.
-
-        Data movement moves the positions; elementwise ops and scaling by constants keep them (a weight's entries
-        stay its own under a cast, a standardization or a scale); a reduction ends the view.
-        """
+        """Track ``out`` as a view of the weight in ``views`` where ``op`` keeps entries apart; True when it did."""
         if op.kind is Kind.MOVE:
             if len({v.name for v in views}) != 1:
                 raise self.refuse(op, "it mixes entries of two different weights")

@@ -1,9 +1,6 @@
 """What each torch function does to units: the one table the unit tracer, the scoring net and the FLOPs count read.
 
-A model's forward is run for real under a ``TorchFunctionMode`` (:mod:`pwmpr.graph.mode`), which sees every torch
-function, ``torch.nn.functional`` call and tensor method, whether a module or a plain forward calls it. Each is
-looked up here by name (:func:`op_of`) and falls in one :class:`Kind`; how each kind moves units and what stands in
-for it in the linear scoring net is written in docs/method.md ("Operations").
+:func:`op_of` looks an op up by name and gives its :class:`Kind` (docs/method.md, "Operations").
 """
 
 from __future__ import annotations

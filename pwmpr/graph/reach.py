@@ -1,14 +1,6 @@
 """Whether a mask set leaves a network that can compute anything: an edge in every layer, a path from input to output.
 
-Two checks on a run's start, both refusing with a :class:`PwmprError` that says what to raise:
-
-* :func:`check_density_keeps_every_layer`: before any mask is drawn, a density whose weight count
-  (``round_half_up(density * n_total)``) is smaller than the number of prunable layers leaves some layer with no
-  edge, whatever the seed method;
-* :func:`check_input_reaches_output`: on drawn masks, exact boolean reachability in the model's unit graph
-  (:meth:`pwmpr.graph.UnitGraph.live_units`): at least one output unit must be reached from an input unit through
-  enabled weights. Every layer can keep an edge and still no path cross the network (layer 1's edges end at hidden
-  units that layer 2's edges do not start from).
+Both checks refuse with a :class:`PwmprError` that says what to raise.
 """
 
 from __future__ import annotations
@@ -52,9 +44,7 @@ def check_input_reaches_output(model: nn.Module, masks: Mapping[str, Tensor], in
                                what: str = "the starting masks") -> None:
     """Refuse ``masks`` when no enabled path leads from an input unit of ``model`` to an output unit.
 
-    Reads the model's unit graph (one traced forward pass). A model the unit graph cannot read (an op without a
-    rule, which only PHEW and the attention scores need) is not checked: a method that never reads the graph
-    must not be refused for it.
+    A model whose unit graph cannot be read is not checked.
     """
     try:
         graph = build_unit_graph(model, normalize_input_shape(input_shape))

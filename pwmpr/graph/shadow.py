@@ -1,9 +1,4 @@
-"""What the unit tracer keeps per tensor (its *shadow*), and the helpers that read unit ids off a shadow.
-
-An activation's shadow is :class:`Units` (the unit id of each entry); attention logits and their softmax are
-markers (:class:`Logits`, :class:`AttentionMap`); :data:`DATA` stands for a value computed from the input that
-carries no units.
-"""
+"""What the unit tracer keeps per tensor (its *shadow*), and the helpers that read unit ids off a shadow."""
 
 from __future__ import annotations
 

@@ -1,18 +1,8 @@
 """Reading a model's unit graph from one real forward pass (docs/method.md, Seed and "Operations").
 
-The model runs once, in eval mode, on a probe input of batch 1, under :class:`UnitTracer` (a
-:class:`pwmpr.graph.mode.WatchMode`). Every activation computed from the input carries a *shadow*: a tensor of its
-shape holding, for each entry, the global id of the unit it belongs to (-1 for an entry that carries none, such as
-padding or a class token). Data movement (views, permutes, slices, ``cat``, channel shuffles, window partitions) is
-applied to the shadow by running the same op on it, so units are carried through exactly. Each use of a weight
-(``linear``, ``conv`` of any groups, a ``matmul`` with a parameter) becomes a link to a new group; an elementwise op
-on two activations (a residual add, a gate ``x * se(x)``) and attention (``q @ k^T``, softmax, ``@ v``, or
-``scaled_dot_product_attention``) become merges. An op the walks cannot follow raises a PwmprError naming the
-module, the op and why.
-
-The rules live by op family in :mod:`pwmpr.graph.trace_activations`, :mod:`pwmpr.graph.trace_contract` and
-:mod:`pwmpr.graph.trace_attention`; the shadows in :mod:`pwmpr.graph.shadow`; the groups and links being built in
-:mod:`pwmpr.graph.builder`.
+Every activation carries a *shadow* of unit ids through data movement; weight uses become links, elementwise
+ops on two activations and attention become merges. The rules by op family are in ``trace_activations``,
+``trace_contract`` and ``trace_attention``.
 """
 
 from __future__ import annotations
@@ -36,13 +26,7 @@ from pwmpr.probe import device_of, input_dtype_of, run_forward, training_mode
 
 
 def build_unit_graph(model: nn.Module, input_shape: Sequence[int]) -> UnitGraph:
-    """Run ``model`` once on a probe input of ``input_shape`` (batch excluded) and read its unit graph.
-
-    The model is not changed: it runs in eval mode under ``no_grad`` and every module's training flag is restored.
-    Python control flow follows the branch the probe input (zeros) takes.
-
-    The input's units are its channels (dim 1 of the batched input: images, flat vectors) or, where the model reads
-    its input's last dim as features (a sequence of tokens), its features.
+    """Run ``model`` once (eval, no grad, left unchanged) on a zero probe of ``input_shape``; read its unit graph.
 
     Raises:
         PwmprError: the model uses an op the walks cannot follow (the message names the module, the op and why).

@@ -1,9 +1,6 @@
-"""The unit tracer's rules for ops on activations that use no weight: moves (views, slices, ``cat``), elementwise
-ops, reductions, padding, selections and in-place writes (docs/method.md, "Operations").
+"""The unit tracer's rules for ops on activations that use no weight (docs/method.md, "Operations").
 
-Each rule reads the shadows of an op's inputs and sets the shadow of its result; a move runs the same op on the
-shadow, so units are carried through exactly. Mixed into :class:`pwmpr.graph.trace.UnitTracer`, whose ``get``,
-``put``, ``refuse`` and ``builder`` they use.
+Mixed into :class:`pwmpr.graph.trace.UnitTracer`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""The unit tracer's rules for attention: a softmax of logits, ``scaled_dot_product_attention``, and where the
-units of q, k and v meet in the output; each attention site is recorded (with the head of each unit) for the
-attention-aware growth rules.
+"""The unit tracer's rules for attention: softmax of logits, ``scaled_dot_product_attention``, q/k/v merges.
 
-Mixed into :class:`pwmpr.graph.trace.UnitTracer`, whose ``get``, ``put``, ``refuse``, ``sites`` and ``builder`` they
-use.
+Mixed into :class:`pwmpr.graph.trace.UnitTracer`.
 """
 
 from __future__ import annotations

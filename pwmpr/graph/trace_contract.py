@@ -1,9 +1,6 @@
-"""The unit tracer's rules for contractions: each use of a weight (``linear``, ``conv`` of any groups, a
-``matmul`` or ``einsum`` with a parameter or a constant) becomes a link to a new group; ``q @ k^T`` and
-``attention @ v`` become attention logits and an attention site.
+"""The unit tracer's rules for contractions: weight uses become links; ``q @ k^T`` and ``@ v`` attention sites.
 
-Mixed into :class:`pwmpr.graph.trace.UnitTracer`, whose ``get``, ``put``, ``refuse``, ``params`` and ``builder`` they
-use.
+Mixed into :class:`pwmpr.graph.trace.UnitTracer`.
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
 """The unit graph: groups of units linked by weights and merged by elementwise ops, and what PHEW walks need of it.
 
-:class:`UnitGraph` holds what ``pwmpr.graph.trace`` reads from a model. A *group* is a set of units (channels of a
-map, features of a token or flat tensor): the model's input, the outputs of one use of a weight (a *link*), or a
-*merge* whose unit ``u`` is fed by up to ``arity`` source units of other groups (a residual add, a gate, the q/k/v
-of attention, a concatenation or a permutation of channels). Path masses are computed in log scale so deep nets
-neither underflow nor overflow (docs/method.md, Seed). The data structure knows nothing of tracing.
+Filled by ``pwmpr.graph.trace``; path masses are in log scale (docs/method.md, Seed).
 """
 
 from __future__ import annotations
@@ -24,11 +20,8 @@ _CHUNK = 1 << 22  # entries of a link's float64 strengths computed at once
 class Link:
     """One use of a weight as a bipartite link from ``src`` units to ``dst`` units.
 
-    ``weight`` is ``|W0|`` as used, ``[n_dst, n_in, n_kernel]`` (``n_in`` input features per group of a grouped
-    convolution). Input feature ``f`` of group ``b`` (outputs ``b * n_dst / groups`` onwards) carries source unit
-    ``col_unit[b * n_in + f]`` (-1: no unit, e.g. a padded or constant feature). ``positions`` gives the flat index
-    into the parameter ``param`` of every entry as used (None: the identity); ``param`` is None for a fixed
-    (non-prunable) weight, which walks cross without enabling anything.
+    ``weight`` is ``|W0|`` as used, ``[n_dst, n_in, n_kernel]``; ``col_unit`` maps input features to source units
+    (-1: none); ``positions`` maps entries to flat indices of ``param`` (None for a fixed weight).
     """
 
     param: str | None
@@ -212,8 +205,7 @@ class Link:
 class UnitGroup:
     """A set of ``n`` units; ``kind`` is ``input``, ``layer`` (made by link ``link``) or ``merge``.
 
-    A merge unit ``u`` is fed by ``sources[u, s]`` (group, unit) pairs for ``s < arity`` (``-1``: none); its
-    ``operands`` are the groups that feed it, in the order they first appear.
+    A merge unit ``u`` is fed by ``sources[u, s]`` (group, unit) pairs (``-1``: none).
     """
 
     n: int
@@ -228,13 +220,7 @@ class UnitGroup:
 
 @dataclass(frozen=True)
 class AttentionSite:
-    """One attention in the forward (``softmax(q k^T) v`` in any spelling).
-
-    ``q``, ``k`` and ``v`` are the global unit ids of its query, key and value features and ``q_heads``,
-    ``k_heads`` the head of each; ``out_units``/``out_heads`` the units its output carries and their heads;
-    ``output``/``output_heads`` the unit id and head of every entry of its output as the forward lays it out
-    (batch 1).
-    """
+    """One attention in the forward (``softmax(q k^T) v`` in any spelling): unit ids and heads of q, k, v, output."""
 
     name: str
     q: Tensor
@@ -250,10 +236,7 @@ class AttentionSite:
 
 @dataclass
 class UnitGraph:
-    """Unit groups in topological order (group 0 is the input), the links between them, and the attention sites.
-
-    ``bases[g]`` is the global id of group ``g``'s first unit (the ids the attention sites speak in).
-    """
+    """Unit groups in topological order (group 0 is the input), the links between them, and the attention sites."""
 
     groups: list[UnitGroup]
     links: list[Link]
@@ -332,13 +315,9 @@ class UnitGraph:
     # -- masses ----------------------------------------------------------------------------------------------------
     def path_masses(self, zero_links_as_structure: bool = False
                     ) -> tuple[list[tuple[Tensor, float]], list[tuple[Tensor, float]]]:
-        """Forward and backward path masses of every group in the ``N``-weighted unit graph.
+        """Forward (``F``) and backward (``B``) path masses per group, each ``(vector scaled to max 1, log scale)``.
 
-        ``F[g]`` sums, over all input-to-unit paths, the product of ``N`` along the path (``F = 1`` at the
-        input); ``B[g]`` sums over all unit-to-output paths (``B = 1`` at the output). Each is returned as
-        ``(vector scaled to max 1, natural log of the scale)`` so deep nets cannot overflow; an all-zero
-        vector has scale ``-inf``. ``zero_links_as_structure``: a link whose ``|W0|`` is all 0 counts each of its
-        entries as 1 (PHEW's "uniform when the sum is 0", so a zero-initialized head does not block every path).
+        ``zero_links_as_structure``: an all-zero link counts each entry as 1 (PHEW's "uniform when the sum is 0").
         """
         self._structure = zero_links_as_structure
         fwd: list[tuple[Tensor, float]] = []
@@ -377,10 +356,7 @@ class UnitGraph:
 
     # -- reachability under masks ------------------------------------------------------------------------------------
     def live_units(self, masks: Mapping[str, Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        """Per group, which units an enabled path reaches from the input (``fwd``) and which reach the output (``bwd``).
-
-        Exact boolean reachability under ``masks`` (a missing mask means a dense layer); merges always conduct.
-        """
+        """Per group, the units an enabled path reaches from the input (``fwd``) and that reach the output (``bwd``)."""
         fwd: list[Tensor] = []
         for g, group in enumerate(self.groups):
             if group.kind == "input":

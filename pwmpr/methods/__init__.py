@@ -1,8 +1,6 @@
 """METHODS: what happens between training phases (PWMPR growth, dense, IMP, one-shot pruning, RigL, SET).
 
-A method gives the initial masks, the epochs of each phase, and after every phase a ``Decision``:
-keep going with new masks (grown or pruned), rewind weights, or stop. ``pwmpr.runner`` drives any
-method through the same trainer, data, masks, checkpoints and cost accounting, so runs compare fairly.
+A method gives initial masks, phase epochs and after each phase a ``Decision``; ``pwmpr.runner`` drives them all.
 """
 
 from __future__ import annotations
@@ -83,10 +81,7 @@ class Method:
         return Decision(stop=True, reason="done")
 
     def state_tensors(self) -> dict[str, Tensor]:
-        """Tensors the method must keep across a resume (the runner saves them in every checkpoint); default none.
-
-        Everything else a method knows must follow from the config and the history (``restore`` gets both).
-        """
+        """Tensors to keep across a resume (default none); all else must follow from the config and the history."""
         return {}
 
     def restore(self, tensors: dict[str, Tensor], history: list[dict[str, Any]]) -> None:

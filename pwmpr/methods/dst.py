@@ -1,23 +1,8 @@
 """Dynamic sparse training baselines at a fixed density: RigL (Evci et al. 2020) and SET (Mocanu et al. 2018).
 
-Both start from a random mask with per-layer densities from ``erk`` (Erdos-Renyi-Kernel, RigL's
-``get_sparsities_erdos_renyi``: layer density proportional to ``sum(shape) / prod(shape)``, scaled so the whole
-network has the requested density, layers that would pass 1 made dense) or ``uniform`` (every layer at the
-density), and train it for ``--epochs`` epochs (``final_epochs``) with no separate final training. The run is cut
-into phases of ``update_epochs`` epochs; after a phase that ends at epoch ``t`` with ``t < end_fraction x epochs``
-the mask is updated layer by layer (``pwmpr.methods.rewire``, scope ``layer``):
-``floor(f(t) x present)`` edges of smallest |w| are dropped and as many regrown, so every layer keeps its count:
-
-- RigL regrows the absent edges of largest ``|dL/dw|`` on one training batch (the gradient of the network before
-  the drop), edges of zero gradient included (RigL's top-k over all absent edges; equal gradients by position), so
-  a layer whose candidates have no gradient (a dense layer, an input that is always 0) still regrows all it
-  dropped; ``f(t) = 0.3 / 2 (1 + cos(pi t / (0.75 epochs)))``, no update after 75% of training;
-- SET regrows uniformly at random, ``f = 0.3`` at every update (epoch) until the end (Mocanu et al.'s zeta).
-
-Regrown edges start at zero with zero momentum (RigL's ``grow_init='zeros'``, also used for its SET runs); removed
-ones are zeroed with their momentum. The learning rate follows ``--schedule`` over the whole run, held constant
-within a phase at its value at the phase's midpoint (the trainer's schedules run within one phase). docs/method.md,
-"Baselines: RigL and SET", lists the departures from the papers.
+Both start from an ``erk`` or ``uniform`` random mask and rewire each layer after every ``update_epochs``
+(``pwmpr.methods.rewire``, scope ``layer``): RigL regrows by ``|dL/dw|`` with a cosine-decayed fraction, SET
+uniformly at a fixed one. docs/method.md, "Baselines: RigL and SET", gives the details and the departures.
 """
 
 from __future__ import annotations
@@ -92,9 +77,7 @@ class SetOptions(RiglOptions):
 def erk_densities(shapes: dict[str, tuple[int, ...]], density: float) -> dict[str, float]:
     """Erdos-Renyi-Kernel layer densities for a network of density ``density`` (RigL's ``sparse_utils``).
 
-    Layer ``l`` gets ``eps * sum(shape_l) / prod(shape_l)``, with ``eps`` such that the layers hold
-    ``density * sum(prod(shape_l))`` weights; a layer whose density would pass 1 is made dense and ``eps`` is solved
-    again for the others (largest raw density first), until none passes 1.
+    Layer ``l`` gets ``eps * sum(shape_l) / prod(shape_l)``; layers that would pass 1 are made dense.
     """
     if density >= 1:
         return {n: 1.0 for n in shapes}

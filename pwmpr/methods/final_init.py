@@ -1,14 +1,7 @@
 """The weights final training starts from (``--final-init``; docs/method.md, "Final training").
 
-A rule takes the network growth discovered and the run's start, and returns the state final training begins with
-(None: keep the weights as they are). Every rule keeps the discovered mask; the optimizer's state starts afresh
-whenever the weights change.
-
-- ``continue``: the grown network's weights as they are (the paper's pipeline).
-- ``reinit``: the model's initial weights (before the seed mask was applied) under the grown mask: the lottery-ticket
-  question "is the mask the gain, or the training so far?" (Frankle and Carbin 2019).
-- ``rewind``: the seed's edges at their initial values and the grown edges at zero, other tensors (biases, norms) at
-  their initial values: the spec's ablation, the network as growth would have found it with no training at all.
+``continue`` (as grown), ``reinit`` (initial weights under the grown mask) or ``rewind`` (seed edges initial,
+grown edges zero). Every rule keeps the mask; the optimizer restarts when the weights change.
 """
 
 from __future__ import annotations

@@ -1,28 +1,9 @@
 """PWMPR: grow from a PHEW seed by sampled PWMP scores until the stop rule says the accuracy has saturated.
 
-After each rough-training phase the stop sequence (``pwmpr.stop.sequence``: the configured rule, by default the
-plateau rule, then the plateau fallback, max density and max phases) reads the (density, validation accuracy)
-points; growth also stops when no edge can be grown or the cost guard says the next phase would pass ``max_cost``.
-Otherwise the missing edges are scored (``pwmpr.score``) and ``gamma`` of the present edge count is grown
-(``pwmpr.growth``). The growth rule is a registry entry that also says how it scores, so the ``random``,
-``gradient`` and ``pwmp-topk`` ablations and the attention-aware rules run through this same method.
-
-Two options extend it (docs/method.md, "Prune and regrow" and "Shrink"):
-
-- **hybrid growth** (``growth.zeta`` > 0): each growth step also drops the ``zeta_t`` fraction of the present edges of
-  smallest |w| and regrows as many, on top of the gamma growth, by the same rule (``pwmpr.methods.rewire``);
-  ``zeta_t`` decays along a cosine over ``growth.zeta_steps`` steps as RigL's drop fraction. The density after the
-  step is exactly what plain growth gives.
-- **shrink stage** (``shrink.enabled``): once growth stops, the method keeps the discovered network as the reference
-  and alternates magnitude pruning of ``shrink.fraction`` of the edges, regrowth of ``shrink.regrow`` of them and one
-  rough phase, while the validation accuracy stays within ``shrink.tol`` of the reference (judged on the binomial
-  standard errors at level ``shrink.alpha``; the default 0.5 asks the measured loss itself to stay within ``tol``).
-  When a step fails it goes back to the last network that passed (weights, masks and all; the ``shrink-revert``
-  row), which then gets the final training.
-
-The stage of a run (growing, shrinking, reverting) follows from its history alone; the network to go back to is the
-one tensor state the method keeps, through ``state_tensors`` / ``restore``, so a resumed run decides as an
-uninterrupted one.
+Each phase: train, ask the stop sequence (``pwmpr.stop.sequence``), then score and grow ``gamma`` of the present
+edges by the configured growth rule. Options: hybrid growth (``growth.zeta``) and the shrink stage
+(``shrink.enabled``) (docs/method.md, "Prune and regrow" and "Shrink"). The stage of a run follows from its
+history alone, so a resumed run decides as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -53,14 +34,8 @@ _MASK, _STATE = "accepted_mask/", "accepted_state/"
 def shrink_verdict(reference: Observation, candidate: Observation, tol: float, alpha: float) -> dict[str, Any]:
     """Does ``candidate`` keep the accuracy of ``reference``, within ``tol``? (docs/method.md, Shrink)
 
-    The loss ``D = a_ref - a_cand`` has standard error ``se = sqrt(se_ref^2 + se_cand^2)`` from the binomial
-    errors of the two validation accuracies. The candidate fails when ``D > tol + z_(1 - alpha) se``: at alpha 0.5
-    (z = 0) when the measured loss exceeds ``tol``; at a small alpha only when the data show, at that level, that
-    the loss exceeds ``tol``; above 0.5 unless they show that it is within ``tol``. Without validation sizes ``se``
-    is 0 and the rule compares ``D`` with ``tol`` alone.
-
-    Returns:
-        ``{"kept", "loss", "se", "bound"}`` (``bound``: the largest loss still accepted).
+    The candidate fails when the loss ``D = a_ref - a_cand`` exceeds ``tol + z_(1 - alpha) se`` (binomial ``se``,
+    0 without validation sizes). Returns ``{"kept", "loss", "se", "bound"}`` (``bound``: the largest loss accepted).
     """
     se_ref, se_cand = reference.stderr or 0.0, candidate.stderr or 0.0
     se = math.sqrt(se_ref ** 2 + se_cand ** 2)
@@ -70,11 +45,10 @@ def shrink_verdict(reference: Observation, candidate: Observation, tol: float, a
 
 
 def cost_guard(ctx: RunContext, grown: MaskSet, next_epochs: int) -> dict[str, Any] | None:
-    """What the next phase and the final training would cost at the grown density, against ``--max-cost``.
+    """Projected cost (dense runs; docs/method.md, Cost) of the next phase and final training at the grown density.
 
-    Costs are in dense runs (docs/method.md, Cost): the run's training FLOPs so far, then a phase of ``next_epochs``
-    and the final training at the grown network's forward FLOPs. ``over`` says the projection passes the limit.
-    None without a guard (``--max-cost 0``), or when the last row has no cost record.
+    ``over`` says it passes ``--max-cost`` (docs/method.md, "Cost guard"). None without a guard (``--max-cost 0``)
+    or when the last row has no cost record.
     """
     limit, row = ctx.cfg.stop.max_cost, ctx.history[-1]
     if not limit or not row.get("cost_flops") or not row.get("fwd_flops_sparse") or not row.get("epochs"):
@@ -220,9 +194,8 @@ class GrowMethod(Method):
             self._accept(ctx)
             return self._next_shrink_step(ctx, info, step + 1)
         if getattr(self, "_accepted", None) is None:
-            raise PwmprError(f"the shrink stage has no network to go back to: the checkpoint it resumed from lacks the "
-                             f"accepted network (its method/{_MASK}* and method/{_STATE}* tensors, which every "
-                             f"checkpoint of the shrink stage saves); rerun the run from the start")
+            raise PwmprError(f"the shrink stage has no network to go back to: its checkpoint lacks the "
+                             f"method/{_MASK}* and method/{_STATE}* tensors; rerun from the start")
         masks, state = self._accepted
         return Decision(masks=masks.clone(), rewind=state, reset_optimizer=True, reason=REVERT, info=info)
 

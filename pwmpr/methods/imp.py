@@ -1,19 +1,9 @@
 """IMP: iterative magnitude pruning, the lottery-ticket baseline (OpenLTH conventions).
 
-Level 0 trains the dense network. After each level, ``prune_fraction`` (20%) of the *remaining* prunable
-weights are removed by global magnitude (OpenLTH ``pruning/sparse_global.py``: ``ceil(0.2 * remaining)``
-over the unpruned |w| of every Conv/Linear layer at once), and the next level trains the pruned network.
-Three variants decide what the next level starts from:
-
-- ``rewind``: weights rewound to their values at global step ``rewind_step`` of level 0 (captured by the
-  runner), optimizer state cleared, the full schedule replayed (Frankle et al., OpenLTH ``lottery/runner.py``);
-- ``lr-rewind``: trained weights kept, optimizer state cleared, the full learning-rate schedule replayed
-  (Renda et al. 2020);
-- ``continue``: trained weights and optimizer state kept, fine-tuned for ``ceil(continue_fraction * epochs)``
-  epochs at ``finetune_lr_scale * lr`` (the classic prune-and-fine-tune loop).
-
-Every level is one phase of the runner, so each is a history row: a point of the accuracy-density curve,
-costed like PWMPR's phases. IMP stops at ``target_density`` or after ``levels`` pruning levels.
+Each level trains, then removes ``prune_fraction`` of the remaining weights by global magnitude. The next level
+starts by ``rewind`` (weights at ``rewind_step``, schedule replayed), ``lr-rewind`` (trained weights, schedule
+replayed) or ``continue`` (fine-tune). Each level is one history row; IMP stops at ``target_density`` or after
+``levels`` levels.
 """
 
 from __future__ import annotations
@@ -76,15 +66,7 @@ def prune_count(n_remaining: int, fraction: float = 0.2) -> int:
 
 @torch.no_grad()
 def prune_global_magnitude(model: nn.Module, masks: MaskSet, fraction: float = 0.2) -> MaskSet:
-    """Remove the ``ceil(fraction * remaining)`` smallest-|w| unpruned weights over all masked layers at once.
-
-    Exactly that many are removed: ties in |w| are broken by position (layer order, then flat index), where
-    OpenLTH's ``|w| > threshold`` would remove every tied weight and one more than asked.
-
-    Args:
-        model: the trained network whose current weights are ranked.
-        masks: the current masks; only their True entries compete, and only they can be removed.
-        fraction: fraction of the remaining (True) entries to remove, in (0, 1).
+    """Remove exactly ``ceil(fraction * remaining)`` smallest-|w| present weights over all layers (ties by position).
 
     Returns:
         A new MaskSet with ``prune_count(masks.n_nonzero(), fraction)`` fewer True entries.

@@ -1,9 +1,7 @@
 """One-shot pruning at initialisation, then training: the PHEW, SynFlow, random and magnitude baselines.
 
-The mask is chosen once, before any training, by a ``SEEDS`` factory (``pwmpr.seed``) at the requested
-density, and never changes. ``magnitude`` ranks the |w| of the *initial* weights (pruning at init, the
-"magnitude at init" baseline of Frankle et al. 2021), not trained ones; pruning trained weights is IMP.
-The network is then trained once for ``final_epochs`` epochs with the final schedule, like the dense baseline.
+The mask is chosen once by a ``SEEDS`` factory (``magnitude``: |w| of the initial weights) and never changes;
+the network then trains for ``final_epochs`` epochs.
 """
 
 from __future__ import annotations

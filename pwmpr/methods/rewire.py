@@ -1,14 +1,8 @@
-"""Prune-and-regrow ("rewiring") steps shared by PWMPR's hybrid growth and shrink stage and the RigL / SET baselines.
+"""Prune-and-regrow ("rewiring") steps of PWMPR's hybrid growth and shrink and of the RigL / SET baselines.
 
-One step (docs/method.md, Prune and regrow) works on units of layers: all layers at once (``scope="global"``) or
-each layer on its own (``scope="layer"``). For every unit with ``n`` present edges, ``counts(n)`` gives
-``(n_drop, n_grow)``: the ``n_drop`` present edges of smallest |w| are dropped (exactly that many, ties broken by
-position), then ``n_grow`` edges are picked by a growth rule of ``pwmpr.growth.GROWTH_RULES`` among the edges
-absent *after* the drop, so a dropped edge may be picked again (as in RigL's ``_get_update_op``). An edge dropped
-and picked again in the same step was never absent: it keeps its weight and momentum (RigL's default,
-``reinit_when_same=False``). Edges present before and absent after are *removed*: the trainer zeroes them and
-their optimizer state when it enforces the new masks. Edges absent before and present after are *added*
-(``Decision.added``): they start at zero with zero optimizer state.
+One step (docs/method.md, Prune and regrow) drops the smallest-|w| edges of each unit, then regrows by a growth
+rule among the edges absent after the drop. An edge dropped and regrown keeps its weight and momentum; removed
+edges are zeroed by the trainer, added ones (``Decision.added``) start at zero.
 """
 
 from __future__ import annotations
@@ -27,24 +21,13 @@ from pwmpr.masks import MaskSet
 
 
 def cosine_decay(value: float, t: float, horizon: float) -> float:
-    """``value / 2 * (1 + cos(pi t / horizon))`` for ``t < horizon``, 0 from ``horizon`` on (RigL's ``f_decay``).
-
-    ``horizon <= 0`` means no decay: ``value`` at every ``t``.
-    """
+    """RigL's ``f_decay``: ``value/2 * (1 + cos(pi t/horizon))`` before ``horizon``, then 0 (horizon <= 0: no decay)."""
     return value if horizon <= 0 else value * schedule_factor("cosine", t / horizon)
 
 
 @torch.no_grad()
 def drop_lowest(model: nn.Module, masks: MaskSet, count: int) -> MaskSet:
-    """Drop the ``count`` present edges of smallest |w| over all layers of ``masks`` at once.
-
-    Exactly ``min(count, present)`` edges go; equal magnitudes leave in position order (layer order, then flat
-    index), so the result is reproducible.
-
-    Args:
-        model: the network whose current weights are ranked.
-        masks: the masks of the layers that compete (a subset of the model's masks is fine).
-        count: how many present edges to drop (<= 0: none).
+    """Drop the ``count`` present edges of smallest |w| over all layers of ``masks`` (ties in position order).
 
     Returns:
         A new MaskSet over the same layers, each mask on its original device.
@@ -75,11 +58,8 @@ def pick_absent(masks: MaskSet, scores: Mapping[str, Tensor] | None, count: int,
                 generator: torch.Generator | None, fill: bool = False) -> dict[str, Tensor]:
     """Flat indices, per layer, of ``count`` absent edges picked by growth rule ``rule`` over all layers at once.
 
-    The rule's own eligibility applies (score-based rules never pick an edge of score 0), so fewer may come back
-    when fewer are eligible, unless ``fill``: then the pick is topped up to ``min(count, absent)`` from the absent
-    edges the rule left, largest finite score first (non-finite ones last), ties by position (layer order, then
-    flat index). With the ``gradient`` rule that is RigL's top-k over all absent edges, zero gradients included.
-    ``scores`` may be None for rules that ignore them (``random``).
+    Fewer may come back when fewer are eligible, unless ``fill`` tops the pick up to ``min(count, absent)`` by
+    largest finite score (ties by position). ``scores`` may be None for rules that ignore them.
     """
     selector = GROWTH_RULES.get(rule)
     names = list(masks)
@@ -117,9 +97,8 @@ class Rewired:
     """What one prune-and-regrow step did.
 
     Attributes:
-        masks: the new masks (every layer of the input, in its order).
         added: per layer, the sorted flat indices of edges absent before and present now (``Decision.added``).
-        n_dropped: edges dropped by magnitude (what ``counts`` asked for, over all units).
+        n_dropped: edges dropped by magnitude.
         n_grown: edges the growth rule picked (dropped ones picked again included).
         n_removed: edges present before and absent now.
     """
@@ -145,24 +124,13 @@ class Rewired:
 def rewire(model: nn.Module, masks: MaskSet, counts: Callable[[int], tuple[int, int]], *, rule: str,
            generator: torch.Generator | None, scores: Callable[[MaskSet], Mapping[str, Tensor] | None],
            scope: str = "global", fill: bool = False) -> Rewired:
-    """Drop by magnitude, then regrow by ``rule``, in every unit of layers (see the module docstring).
+    """Drop by magnitude, then regrow by ``rule``, in every unit of layers (docs/method.md, Prune and regrow).
 
     Args:
-        model: the trained network (its weights rank the drop).
-        masks: the current masks.
         counts: ``counts(n_present_in_unit) -> (n_drop, n_grow)``.
-        rule: a name in ``GROWTH_RULES``.
-        generator: the seeded generator of the sampled rules.
-        scores: ``scores(masks_after_drop) -> {name: score tensor}``, called once, and only when ``rule`` uses
-            scores; it may ignore its argument (RigL scores gradients of the network before the drop).
+        scores: ``scores(masks_after_drop) -> {name: score tensor}``, called once, only when ``rule`` uses scores.
         scope: ``global`` (one unit of all layers) or ``layer`` (each layer its own unit).
-        fill: regrow exactly ``n_grow`` edges in every unit (as many as are absent after the drop), topping up
-            from the edges the rule does not pick, zero scores included (``pick_absent``); the fixed-density
-            methods (RigL, SET) set it, so every unit keeps its count. Without it a score-based rule never picks
-            an edge of score 0 and may regrow fewer.
-
-    Returns:
-        The step's :class:`Rewired`.
+        fill: regrow exactly ``n_grow`` edges per unit, zero scores included (RigL, SET keep their density).
     """
     if scope not in SCOPES:
         raise PwmprError(f"scope must be one of {', '.join(SCOPES)}; got {scope!r}")

@@ -1,14 +1,7 @@
-"""MODELS: name -> factory for every network pwmpr can seed, grow, prune and export.
+"""MODELS: name -> factory ``(num_classes, input_shape)`` for every network pwmpr can seed, grow, prune and export.
 
-Each family lives in its own file and registers its variants with ``@MODELS.register``;
-importing this package fills the registry. Factories take ``(num_classes, input_shape)``
-where ``input_shape`` excludes the batch dimension: ``(3, 32, 32)``, ``(1, 28, 28)``, ``(784,)``.
-
-A model name may also be a *code spec* ``package.module:function`` naming the user's own factory
-``function(num_classes, input_shape) -> nn.Module``. Importing a module runs its code, so a code spec is only
-imported inside :func:`trusted_code` (the CLI enters it for a ``--model`` typed on its command line or for
-``--trust-code``; ``pwmpr.load(path, trust_remote_code=True)`` for a saved one): a spec read from a run or
-export folder is never imported silently.
+A name may also be a code spec ``package.module:function``; it is imported only inside :func:`trusted_code`, so
+a spec read from a run or export folder never runs silently.
 """
 
 from __future__ import annotations
@@ -48,8 +41,7 @@ from pwmpr.models import cifar_resnet, cnn, gpt, mlp, tv_resnet, vit  # noqa: E4
 
 def create_model(name: str, num_classes: int, input_shape: Sequence[int], *, input_dtype: torch.dtype | None = None,
                  **kwargs) -> nn.Module:
-    """Build the registered model ``name`` for ``num_classes`` outputs and inputs of ``input_shape`` (of
-    ``input_dtype``: int64 for token ids; None keeps what the model declares, float otherwise).
+    """Build model ``name`` for ``num_classes`` outputs and inputs of ``input_shape`` (and ``input_dtype``, if given).
 
     Raises:
         PwmprError: unknown name, a non-positive class count, or an input shape (or dtype) the model cannot take.
@@ -64,10 +56,9 @@ def create_model(name: str, num_classes: int, input_shape: Sequence[int], *, inp
         check_input_shape(model, shape)
         return model
     if name.startswith(OBJECT_PREFIX):
-        raise PwmprError(f"model {name!r} was handed to pwmpr.grow_module as a Python object and cannot be rebuilt "
-                         "from its name: hand the object over again: pwmpr.export_grown(result, out) exports what "
-                         "pwmpr.grow_module returned (pwmpr.export_grown(run_dir, out, model=model) a run folder), "
-                         "pwmpr.grow_module(model, ..., resume=True) continues the run")
+        raise PwmprError(f"model {name!r} was a Python object handed to pwmpr.grow_module and cannot be rebuilt "
+                         "from its name: pass the object again (pwmpr.export_grown(run_dir, out, model=model), "
+                         "pwmpr.grow_module(model, ..., resume=True))")
     factory = MODELS.get(name)
     try:
         model = factory(num_classes=int(num_classes), input_shape=shape, **kwargs)
@@ -98,10 +89,7 @@ def is_code_spec(name: str) -> bool:
 
 @contextlib.contextmanager
 def trusted_code(spec: str | bool = True) -> Iterator[None]:
-    """Allow :func:`create_model` to import code specs inside the block: all of them (True) or one ``spec``.
-
-    Importing a module runs its code; a run or export folder naming one is only rebuilt inside this block.
-    """
+    """Allow :func:`create_model` to import code specs inside the block: all of them (True) or one ``spec``."""
     current = _TRUSTED.get()
     if spec is True or current is True:
         new: bool | frozenset[str] = True
@@ -149,11 +137,7 @@ def _create_from_code(spec: str, num_classes: int, shape: tuple[int, ...], kwarg
 
 
 def _import(module_name: str, spec: str):
-    """Import ``module_name``; the current directory is searched last (``python -m`` has it, console scripts don't).
-
-    torchvision is made importable first, where it is installed (a user's module may import it plainly). A module
-    that is found but fails to import (a missing dependency, an exception, ``sys.exit``) is reported as such.
-    """
+    """Import ``module_name``, searching the current directory last; a module that fails to import is reported so."""
     with contextlib.suppress(PwmprError, ImportError):
         import_torchvision()
     try:

@@ -1,10 +1,7 @@
 """``gpt-mini``: a small causal transformer language model over byte tokens (docs/method.md, Language models).
 
-4 pre-norm blocks of width 128 with 4 heads, a context of 128 tokens, learned token and position embeddings, a GELU
-MLP (ratio 4), a final LayerNorm and a linear head to one logit per vocabulary entry at every position. Attention
-uses separate ``q``, ``k``, ``v`` and ``proj`` Linear layers (each a prunable weight of its own) and
-``scaled_dot_product_attention`` with ``is_causal=True``. The embeddings are ``nn.Embedding`` tables, which stay
-dense like every non-Linear parameter (docs/method.md, Language models, says why).
+4 pre-norm blocks of width 128, 4 heads, context 128; separate ``q``, ``k``, ``v``, ``proj`` Linear layers;
+the embeddings stay dense.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
-"""Small Vision Transformers: ViT-Tiny (dim 192, depth 12, 3 heads) for 32x32-class inputs, and ``vit-mini`` (dim 64,
-depth 4, 4 heads, about 7x7 patches) that two CPU cores train on 28x28 digits in seconds per epoch.
+"""Small Vision Transformers: ViT-Tiny (dim 192, depth 12, 3 heads) and ``vit-mini`` (dim 64, depth 4, 4 heads).
 
-Attention uses separate ``q``, ``k``, ``v`` and ``proj`` Linear layers so each is a prunable weight of its own. The
-engine reads this model's forward like any other (docs/method.md, Operations): no hook tells it what attention is.
+Separate ``q``, ``k``, ``v``, ``proj`` Linear layers; the engine reads attention without a hook
+(docs/method.md, Operations).
 """
 
 from __future__ import annotations

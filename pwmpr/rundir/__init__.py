@@ -9,13 +9,7 @@ A run folder holds::
     final.safetensors    final weights and masks
     summary.json         discovered density, test accuracy, cost vs dense, stop reason
 
-Every file is written under a temporary name in the same folder and renamed into place, so a crash
-never leaves a half-written file. Checkpoints are safetensors only: loading one never runs code.
-
-One module per job, each name re-exported here (``from pwmpr import rundir``; ``rundir.save_tensors(...)``):
-``layout`` (file names and paths), ``atomic`` (atomic writes), ``jsonio`` (JSON, history, summary), ``tensors``
-(safetensors files), ``outdir`` (the ``--out`` policy and pwmpr's leftovers), ``setaside`` (the ``--force``
-set-aside).
+Every file is written atomically (temporary name, then rename); checkpoints are safetensors only.
 """
 
 from __future__ import annotations

@@ -59,9 +59,9 @@ def remove_if_empty(folder: Path) -> bool:
 
 
 def check_out_dir(run_dir: Path, *, force: bool) -> None:
-    """Refuse an output folder that is a file, is unwritable, or is non-empty (unless ``force`` and a run folder).
+    """Refuse an output folder that is a file, unwritable, or non-empty (unless ``force`` and a run folder).
 
-    pwmpr's own leftovers (a lock, ``.*.tmp`` files of a killed writer) do not make a folder non-empty.
+    pwmpr's own leftovers (a lock, ``.*.tmp`` files) do not count.
     """
     run_dir = Path(run_dir)
     make_out_dir(run_dir)
@@ -85,10 +85,7 @@ def check_replaceable(folder: Path, *, force: bool, kind: str, is_kind: Callable
 
 
 def clean_leftovers(run_dir: Path) -> list[str]:
-    """Remove what a dead writer left in ``run_dir``: ``.NAME.*.tmp`` files, here and in checkpoints/.
-
-    Call it only while holding the folder's lock (then no live process is writing them). Returns what went.
-    """
+    """Remove a dead writer's ``.NAME.*.tmp`` files in ``run_dir`` and checkpoints/ (hold the lock); return them."""
     run_dir = Path(run_dir)
     gone = []
     for folder in (run_dir, run_dir / CHECKPOINTS):

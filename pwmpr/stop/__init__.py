@@ -1,9 +1,7 @@
-"""Step 5 of the pipeline (seed -> train -> score -> grow -> stop -> export): decide when growth stops.
+"""Stop: decide when growth stops (docs/method.md, "Stop", says which rule is which and why).
 
-``STOP_RULES`` (``pwmpr.stop.rules``) holds the rules a run can pick with ``--stop``; the saturation fit of the
-paper (``saturation``), the curve posterior of the gain rule (``posterior``) and the plateau test (``plateau``, the
-default rule and the fallback) are the pieces they are made of; ``sequence`` runs them, then the density and phase
-caps, after each phase. docs/method.md, "Stop", says which is which and why.
+``STOP_RULES`` (``rules``) holds the ``--stop`` rules, built from ``saturation``, ``posterior`` and ``plateau``;
+``sequence`` runs them, then the density and phase caps, after each phase.
 """
 
 from pwmpr.stop.decision import Observation, StopDecision, growth_rows, observation, shrink_rows

@@ -45,8 +45,8 @@ class Observation:
 
     Attributes:
         density: fraction of prunable weights present.
-        accuracy: validation accuracy at that density, a fraction in [0, 1] (or any unit for the plain fit).
-        n: validation samples behind ``accuracy`` (None: unknown), which sets its binomial standard error.
+        accuracy: validation accuracy, a fraction in [0, 1] (or any unit for the plain fit).
+        n: validation samples behind ``accuracy`` (None: unknown).
     """
 
     density: float
@@ -55,10 +55,7 @@ class Observation:
 
     @property
     def stderr(self) -> float | None:
-        """Binomial standard error of ``accuracy`` (None when ``n`` is unknown).
-
-        The accuracy is clipped to [1/(2n), 1 - 1/(2n)] first, so a perfect or zero score still has an error.
-        """
+        """Binomial standard error of ``accuracy``, clipped to [1/(2n), 1 - 1/(2n)] (None when ``n`` is unknown)."""
         if not self.n or self.n < 1:
             return None
         p = min(max(self.accuracy, 0.5 / self.n), 1.0 - 0.5 / self.n)
@@ -85,14 +82,10 @@ class StopDecision:
     """What a stop rule decided, for the method to act on and the run to log.
 
     Attributes:
-        stop: True when growth should stop.
-        reason: one line saying why (or why not).
         fit: the saturation fit on the whole history (paper rules; None otherwise or when none could be made).
-        n_points: number of usable points in the history.
-        posterior: the gain rule's posterior summary (``CurvePosterior.summary()``), None for other rules.
-        tol: the gain tolerance the rule decided at (the gain rule's: ``--stop-tol`` or, where the validation set
-            cannot resolve it, the smallest gain it can); None for other rules.
-        failed: the fit's numerical failure (``fit_failure``) when it raised one of ``FIT_ERRORS``; None otherwise.
+        posterior: the gain rule's ``CurvePosterior.summary()``, None for other rules.
+        tol: the gain tolerance the gain rule decided at; None for other rules.
+        failed: the fit's numerical failure (``fit_failure``) when it raised one of ``FIT_ERRORS``.
         kind: the run's stop reason when ``stop`` is True: ``saturated`` (a curve rule) or ``plateau``.
     """
 
@@ -125,10 +118,7 @@ class StopDecision:
 
 
 def decide_or_keep_growing(decide: Callable[[], StopDecision], what: str, **extra: Any) -> StopDecision:
-    """``decide()``, or "keep growing" with the failure recorded when ``what`` (the fit) raised a numerical error.
-
-    Only ``FIT_ERRORS`` are caught; a ``PwmprError`` (the user's to fix) and any other exception propagate.
-    """
+    """``decide()``, or "keep growing" with the failure recorded when the fit ``what`` raised one of ``FIT_ERRORS``."""
     try:
         return decide()
     except FIT_ERRORS as exc:

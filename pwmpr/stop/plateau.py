@@ -11,10 +11,7 @@ from pwmpr.stop.decision import StopDecision, observation
 
 
 def plateau_gain(densities: Sequence[float], accuracies: Sequence[float]) -> tuple[float, float]:
-    """Least-squares slope of accuracy on log2(density): (gain per doubling of density, its standard error).
-
-    Needs at least 3 points with distinct densities; otherwise returns (nan, nan).
-    """
+    """``(gain per doubling of density, its s.e.)`` by least squares on log2(density); (nan, nan) below 3 densities."""
     x = np.log2(np.asarray(densities, dtype=np.float64))
     y = np.asarray(accuracies, dtype=np.float64)
     if x.size < 3 or not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
@@ -34,9 +31,7 @@ def plateau_reached(
 ) -> StopDecision:
     """Stop when, over the last ``window`` points, the gain per doubling of density (+1 s.e.) is below ``tol``.
 
-    Made for seeds already past the knee of the curve, where the points are flat and the saturation fit has no
-    rise to fit. ``tol`` is in accuracy units (0.01: one point per doubling, i.e. doubling the cost buys less than a
-    point); it must hold in ``consecutive`` refits in a row. ``tol <= 0`` disables the rule. Never raises.
+    ``tol`` is in accuracy units; it must hold in ``consecutive`` refits; ``tol <= 0`` disables it. Never raises.
     """
     try:
         points = [observation(e) for e in history]

@@ -1,26 +1,8 @@
-"""A posterior over the accuracy-density curve, and the gain rule built on it (the paper's open question 3).
+"""A posterior over the accuracy-density curve, and the gain rule built on it (docs/method.md, "gain").
 
-Each validation accuracy is a noisy observation: its binomial standard error follows from the size of the
-validation split. The curve is one of two families, both with two linear parameters and one rate:
-
-- ``exp``:   P(rho) = P_cap - r h(rho),  h from exp(-beta rho)   (the paper's saturating exponential)
-- ``power``: P(rho) = P_cap - r h(rho),  h from rho^-alpha       (a saturating exponential in log rho)
-
-where ``P_cap`` is the accuracy at the largest density growth may reach (``max_density``), ``r >= 0`` the rise
-between the smallest and largest observed density, and ``h`` the family's basis, 0 at the cap and falling by 1
-over the observed range. With the rate fixed the curve is linear in (P_cap, r), so for every rate on a log grid
-the Gaussian posterior of (P_cap, r) is exact (flat prior) and the rate's evidence is closed form; samples drawn
-from those Gaussians and kept only inside what accuracy can be (chance <= P_cap <= 1, 0 <= r <= 1, and for
-``exp`` an accuracy at density 0 of at least chance) are draws from the truncated posterior. The families are
-averaged with equal prior weight. Residuals larger than the binomial noise (SGD noise between phases) widen the
-noise by the Birge ratio of the best fit. Prior art: Domhan et al. 2015 (an ensemble of parametric learning
-curves, MCMC); this is the same idea with grids in place of MCMC, which makes it deterministic and fast (a few
-milliseconds for 30 points).
-
-The gain rule: the gain still to be had by growing on is ``G = P_cap - P(rho_now) = r h(rho_now)``. Growth stops
-when ``Pr(G < tol) >= 1 - alpha`` under the posterior. Because P_cap <= 1 and the families disagree wherever the
-points do not pin the curve down, a curve that is still rising keeps a wide posterior on G and growth goes on;
-points past the knee pin G near 0 and growth stops.
+Two curve families (``exp``, ``power``), each ``P(rho) = P_cap - r h(rho)`` with ``P_cap`` the accuracy at
+``max_density``; exact Gaussian posteriors on a grid of rates, truncated to plausible accuracies, averaged over
+the families. The gain rule stops when ``Pr(P_cap - P(rho_now) < tol) >= 1 - alpha``.
 """
 
 from __future__ import annotations
@@ -55,14 +37,13 @@ def _basis(family: str, rate: float, rho: np.ndarray, x_max: float) -> np.ndarra
 
 @dataclass
 class CurvePosterior:
-    """Weighted samples of the accuracy-density curve given the points (see the module docstring).
+    """Weighted samples of the accuracy-density curve given the points.
 
     Attributes:
         densities, accuracies, stderr: the points, sorted by density, and the noise used for each.
         cap: the largest density growth may reach; ``P_cap`` is the accuracy there.
         chance: the lowest accuracy a classifier can be expected to have (1 / classes).
-        family, rate, p_cap, rise: one entry per sample.
-        weight: normalised sample weights.
+        family, rate, p_cap, rise, weight: one entry per sample (weights normalised).
         noise_scale: the Birge ratio applied to the binomial noise (>= 1 when the noise is known).
     """
 
@@ -150,17 +131,11 @@ def _weighted_quantiles(samples: np.ndarray, weight: np.ndarray, qs: Sequence[fl
 
 def curve_posterior(points: Sequence[Observation], *, cap: float = 1.0, chance: float = 0.0,
                     seed: int = 0) -> CurvePosterior | None:
-    """The posterior over the accuracy-density curve given ``points`` (accuracies as fractions).
+    """The posterior over the accuracy-density curve given ``points`` (accuracies as fractions; ``n`` gives the noise).
 
-    Args:
-        points: the observations; their ``n`` gives each accuracy's binomial standard error.
-        cap: the largest density growth may reach (>= every observed density).
-        chance: the lowest plausible accuracy (1 / classes); bounds P_cap and, for ``exp``, P(0).
-        seed: seed of the sampler (the result is deterministic for given points).
-
-    Returns:
-        A ``CurvePosterior``, or None when there is nothing to fit: fewer than 3 points, a non-finite value, a
-        density outside (0, cap], or all densities equal.
+    ``cap`` is the largest density growth may reach, ``chance`` the lowest plausible accuracy (1 / classes); the
+    result is deterministic for a given ``seed``. None when there is nothing to fit: fewer than 3 points, a
+    non-finite value, a density outside (0, cap], or all densities equal.
     """
     if len(points) < 3:
         return None

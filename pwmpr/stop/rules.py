@@ -1,19 +1,7 @@
-"""STOP_RULES: name -> rule deciding, after each growth phase, whether growth stops.
+"""STOP_RULES: name -> rule deciding, after each growth phase, whether growth stops (docs/method.md, Stop).
 
-A rule reads the (density, validation accuracy, validation size) points of the phases so far and a
-``StopContext``; it returns a ``StopDecision``. Points it cannot use, and the numerical errors of its fit
-(``FIT_ERRORS``), mean "keep growing", the latter recorded in ``StopDecision.failed``; any other exception is a bug
-and propagates.
-
-- ``gain`` (default): stop when, under a posterior over the accuracy-density curve, growing on to the largest
-  allowed density would gain less than ``tol`` with probability at least ``1 - alpha`` (``pwmpr.stop.posterior``).
-- ``paper``: the paper's saturation rule (rho* = ln 20 / beta reached in consecutive refits) with a fit bounded
-  by what accuracy can be and checked against the points (``pwmpr.stop.saturation``).
-- ``paper-unbounded``: the same rule with the fit exactly as docs/method.md, "Stop", quotes it (what pwmpr first
-  did); kept to measure the difference.
-- ``plateau``: stop when doubling the density buys less than ``plateau_tol`` (+1 s.e.) over the last points
-  (``pwmpr.stop.plateau``).
-- ``none``: never stops; growth runs to ``max_density`` or ``max_phases`` (to trace a whole trajectory).
+Rules: ``gain``, ``paper``, ``paper-unbounded``, ``plateau`` and ``none`` (never stops). Points a rule cannot
+use and numerical errors of its fit mean "keep growing" (the latter in ``StopDecision.failed``).
 """
 
 from __future__ import annotations
@@ -40,10 +28,8 @@ class StopContext:
     """What a stop rule needs besides the points.
 
     Attributes:
-        chance: the accuracy of guessing (1 / classes): the lowest an accuracy curve can start from.
+        chance: the accuracy of guessing (1 / classes).
         cap: the largest density growth may reach (``max_density``).
-        min_points: points a decision needs.
-        consecutive: refits in a row that must agree before stopping.
         tol: ``gain``: the accuracy gain (fraction: 0.01 is one point) below which growing on is not worth it.
         alpha: ``gain``: stop when that holds with probability at least ``1 - alpha``.
         plateau_tol: ``plateau``: the accuracy a doubling of density must still buy.
@@ -74,7 +60,7 @@ def check_fit_failures(earlier: Sequence[Mapping[str, Any]], decision: StopDecis
         run += 1
     if run >= limit:
         raise PwmprError(f"the stop rule {rule!r} failed to fit in {run} phases in a row (last: {decision.failed}); "
-                         f"the run stops here: history.jsonl holds the points; rerun with another --stop rule")
+                         f"rerun with another --stop rule")
 
 
 StopRule = Callable[[Sequence[Observation], StopContext], StopDecision]
@@ -88,11 +74,10 @@ def gain_rule(points: Sequence[Observation], ctx: StopContext) -> StopDecision:
 
 
 def resolvable_gain(points: Sequence[Observation], alpha: float, n_points: int = 4) -> float:
-    """The smallest gain ``n_points`` accuracies measured on the validation set resolve at level ``alpha``:
-    ``z_(1-alpha) * se / sqrt(n_points)``, ``se`` the binomial standard error of the latest point (0 when the
-    validation size is unknown). A gain to be had is a difference between the level the curve reaches and the
-    level of the points it is measured against; with ``n_points`` points on that level, it is known to
-    ``se / sqrt(n_points)`` at best."""
+    """The smallest gain ``n_points`` validation accuracies resolve at level ``alpha``: ``z_(1-alpha) se/sqrt(n)``.
+
+    ``se`` is the latest point's binomial standard error (0 when the validation size is unknown).
+    """
     se = points[-1].stderr if points else None
     return NormalDist().inv_cdf(1.0 - alpha) * se / math.sqrt(max(n_points, 1)) if se else 0.0
 

@@ -1,32 +1,9 @@
-"""The paper's stop rule: fit a saturating curve to the accuracy-density points, stop at 95% of its rise.
+"""The paper's stop rule: fit ``P(rho) = P0 + A (1 - exp(-beta rho))``, stop at 95% of its rise (docs/method.md, Stop).
 
-docs/method.md, "Stop": after every phase, fit the saturating curve ``P(rho) = P0 + A (1 - exp(-beta rho))`` to the
-(density, accuracy) points seen so far. ``rho* = ln(20) / beta`` is the density at which the curve has made 95% of
-its rise ``A``; growth stops once the current density is >= rho* in 2 consecutive refits, each on >= 4 points.
-(The curve is a saturating exponential, not a logistic, whatever the paper's abstract calls it.)
-
-Outcomes of a fit, from worst to best:
-
-- ``fit_saturation`` returns None: no fit could be made (fewer than 3 points, a non-finite or negative value,
-  all densities equal, or the optimiser failed from every start).
-- a ``SaturationFit`` with ``identifiable=False``: the curve was fitted but the plateau is not determined by
-  the data, "no estimate yet": no rise (flat or falling accuracies, A = 0), beta collapsed towards 0 because only
-  the linear regime ``beta rho << 1`` was observed, a covariance that is not finite (e.g. 3 points for 3
-  parameters), a standard error on A at least A, or one on beta above ``max_rel_stderr * beta`` (default 0.5,
-  i.e. beta less than 2 standard errors from 0). Its parameters are still reported for logging and plots;
-  ``reason`` says why.
-- a ``SaturationFit`` with ``identifiable=True``: ``rho_star`` is an estimate the stopping rule may use.
-
-With ``bounds=(chance, 1)`` (what the ``paper`` rule passes) the fit cannot claim nonsense: P0 and the rise are
-bounded by what an accuracy can be, and a fit also counts as "no estimate" when its plateau P0 + A lies above the
-upper bound, or below the best observed accuracy, by more than two standard errors of the validation noise, or when
-rho* lies below every observed density (it claims the curve was flat before the first point). Without bounds it is
-the fit as the paper's summary gives it (the ``paper-unbounded`` rule), which measured fits such as P0 = -19.9,
-rho* = 0.006 below the seed density on real data.
-
-``should_stop`` raises only on a bug: anything it cannot use (bad entries, non-finite values, failed or
-unidentifiable fits, a fit's numerical error of ``FIT_ERRORS``) means "keep growing", with the reason in the
-returned ``StopDecision`` (and a numerical error in its ``failed``).
+``rho* = ln(20) / beta``; growth stops once the density is >= rho* in 2 consecutive refits of >= 4 points each.
+``fit_saturation`` gives None (no fit) or a ``SaturationFit`` whose ``identifiable`` says whether rho* may be used;
+``bounds=(chance, 1)`` is the ``paper`` rule, no bounds the ``paper-unbounded`` one (docs/method.md, "paper").
+``should_stop`` raises only on a bug: anything it cannot use means "keep growing", with the reason.
 """
 
 from __future__ import annotations
@@ -71,10 +48,8 @@ class SaturationFit:
         a: the rise ``A >= 0``; the plateau is ``p_inf = p0 + a``.
         beta: the rate (per unit density), > 0.
         stderr: one standard error of each parameter, ``{"p0", "a", "beta"}`` (inf where not estimable).
-        r2: coefficient of determination on the points (NaN when all accuracies are equal).
-        n_points: number of points fitted.
-        identifiable: False when the plateau is not determined by the data ("no estimate yet"); see ``reason``.
-        reason: why the fit is not identifiable ("" when it is).
+        r2: coefficient of determination (NaN when all accuracies are equal).
+        identifiable: False when the plateau is not determined by the data ("no estimate yet"); ``reason`` says why.
     """
 
     p0: float
@@ -124,14 +99,7 @@ def _curve(x: np.ndarray, p0: float, a: float, beta: float) -> np.ndarray:
 
 
 def _box_ls(g: np.ndarray, v: np.ndarray, p_lo: float, p_hi: float, a_lo: float, a_hi: float):
-    """For every row of ``g``: min ||v - p0 - a g||^2 over the box p0 in [p_lo, p_hi], a in [a_lo, a_hi].
-
-    A convex quadratic over a box has its optimum inside (the unconstrained solution) or on an edge (a 1-D least
-    squares clipped to the edge), so the best feasible of these five candidates is the exact optimum.
-
-    Returns:
-        ``(p0, a, sse)``, arrays of one entry per row.
-    """
+    """Per row of ``g``: exact ``(p0, a, sse)`` of min ||v - p0 - a g||^2, p0 in [p_lo, p_hi], a in [a_lo, a_hi]."""
     g_mean = g.mean(axis=1)
     gc, vc = g - g_mean[:, None], v - v.mean()
     sgg, sgv = (gc * gc).sum(axis=1), (gc * vc).sum(axis=1)
@@ -161,15 +129,7 @@ def _box_ls(g: np.ndarray, v: np.ndarray, p_lo: float, p_hi: float, a_lo: float,
 
 
 def _profile(u: np.ndarray, v: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
-    """Best (p0, A, beta) over a log grid of beta, solving the linear least squares in (p0, A >= 0) at each beta.
-
-    For a fixed beta the curve is linear in p0 and A, so this scan finds the global optimum to grid precision
-    without any start; it gives curve_fit a start it converges from and detects an optimum at beta -> 0 (a straight
-    line), from which curve_fit would crawl up the A * beta = slope valley until it gives up.
-
-    Returns:
-        ``[p0, A, beta]`` at the best grid beta.
-    """
+    """Best ``[p0, A, beta]`` over a log grid of beta (linear least squares in p0, A >= 0 at each): a start."""
     g = -np.expm1(-np.outer(_BETA_GRID, u))  # (n_grid, n_points)
     p0, a, sse = _box_ls(g, v, *box)  # A >= 0: a falling fit becomes flat
     i = int(np.argmin(sse))
@@ -178,12 +138,9 @@ def _profile(u: np.ndarray, v: np.ndarray, box: tuple[float, float, float, float
 
 def _fit_scaled(u: np.ndarray, v: np.ndarray, box: tuple[float, float, float, float]
                 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Least-squares fit on data scaled so that max(u) = 1 and v spans 1: (params, covariance) or None.
+    """Least-squares fit on data scaled to max(u) = 1 and a v span of 1: (params, covariance) or None.
 
-    curve_fit starts from the profile optimum; only if that fails does it try a fixed start
-    ``[v0, 1.5 (v_last - v0), 1/median]`` and the summary's start ``[v0, max - min, 3/max]``, keeping the best. A
-    profile optimum in the linear regime (beta -> 0, a straight line) or with A = 0 (no rise) is returned as is,
-    with an infinite covariance, without calling curve_fit: from there it would only crawl towards beta = 0.
+    Starts from the profile optimum; one in the linear regime or with A = 0 is returned with an infinite covariance.
     """
     from scipy.optimize import OptimizeWarning, curve_fit
 
@@ -226,28 +183,19 @@ def fit_saturation(
 ) -> SaturationFit | None:
     """Fit ``P(rho) = P0 + A (1 - exp(-beta rho))`` (``A >= 0``, ``beta > 0``) with ``scipy.optimize.curve_fit``.
 
-    The fit runs on scaled data (densities divided by their maximum, accuracies centred and divided by their
-    range), so it behaves the same for densities of 0.02..0.1 as for 0.1..1. curve_fit starts from the optimum of
-    a scan over beta (for a fixed beta the curve is linear in P0 and A), and falls back on two data-derived
-    starts. Parameters, standard errors (curve_fit's covariance, scaled back) and r2 are in the original units.
-
     Args:
-        densities: the densities of the points (fractions of prunable weights kept, >= 0).
+        densities: fractions of prunable weights kept, >= 0.
         accuracies: the accuracies at those densities (any unit: fraction or percent).
         max_rel_stderr: a fit whose beta has a standard error above ``max_rel_stderr * beta`` is not identifiable.
-        bounds: ``(low, high)`` that an accuracy can take, e.g. ``(1 / classes, 1)``: P0 is kept in it, A in
-            ``[0, high - low]``, and a plateau above ``high`` or below the best accuracy (beyond the noise), or a
-            rho* below every density, makes the fit "no estimate". None: the unbounded fit.
-        noise: standard error of each accuracy (a number or one per point), used by those checks (None: 0).
+        bounds: ``(low, high)`` an accuracy can take, e.g. ``(1 / classes, 1)``; None: the unbounded fit.
+        noise: standard error of each accuracy (a number or one per point; None: 0).
 
     Returns:
-        A ``SaturationFit`` (check ``identifiable`` before using ``rho_star``), or None when no fit could be
-        made: fewer than 3 points, a non-finite value, a negative density, all densities equal, or every
-        start failed. None and ``identifiable=False`` both mean "no estimate yet".
+        A ``SaturationFit`` in the original units (check ``identifiable`` before using ``rho_star``), or None when
+        no fit could be made (fewer than 3 points, a non-finite value, a negative density, all densities equal).
 
     Raises:
-        PwmprError: ``densities`` and ``accuracies`` are not 1-D sequences of numbers of the same length
-            (a caller bug; ``should_stop`` never triggers it).
+        PwmprError: ``densities`` and ``accuracies`` are not 1-D number sequences of the same length.
     """
     try:
         x = np.asarray(densities, dtype=np.float64)
@@ -349,22 +297,14 @@ def should_stop(
 ) -> StopDecision:
     """docs/method.md, "Stop": stop when the current density is >= rho* in ``consecutive`` refits in a row.
 
-    The refit after phase k uses the first k points; the criterion must hold for the fits of ``history[:n-c+1]``
-    ... ``history``, with the current density being each prefix's last density, every such prefix having at
-    least ``min_points`` points. With the defaults (4, 2) the earliest stop is therefore at 5 points.
-
     Args:
-        history: a sequence of ``(density, accuracy[, n])`` tuples, of mappings with "density", "accuracy" and
-            optionally "n" (validation samples) keys (extra keys ignored), or of ``Observation``, oldest first.
-        min_points: points a refit needs (4 in the paper rule).
+        history: ``(density, accuracy[, n])`` tuples, mappings with those keys or ``Observation``s, oldest first.
+        min_points: points a refit needs (4 in the paper rule); with ``consecutive=2`` the earliest stop is at 5.
         consecutive: refits in a row that must meet the criterion (2).
-        max_rel_stderr: passed to ``fit_saturation``.
         bounds: passed to ``fit_saturation`` with the binomial noise of each point (where ``n`` is known).
 
     Returns:
-        A ``StopDecision``. Unusable history entries, non-finite values, failed fits and fits that are not
-        identifiable all give ``stop=False`` with the reason; a numerical error of the fit (``FIT_ERRORS``) too,
-        recorded in ``failed``. Any other exception is a bug and propagates.
+        A ``StopDecision``; anything unusable gives ``stop=False`` with the reason (numerical errors in ``failed``).
     """
     return decide_or_keep_growing(lambda: _should_stop(history, min_points, consecutive, max_rel_stderr, bounds),
                                   "the saturation fit")

@@ -22,9 +22,7 @@ from pwmpr.surrogate.values import ACT, ATTENTION, LOGITS, WeightHook
 def linear_surrogate(model: nn.Module, masks: Mapping[str, Tensor] | None = None) -> nn.Module:
     """A deep copy of ``model`` turned into the linear |W| scoring network (docs/method.md, Score).
 
-    The copy is float64, in eval mode, on the model's device, with every parameter non-negative and without
-    ``requires_grad``; each prunable weight holds ``|W| * mask`` (weights without a mask stay dense). Torch hooks of
-    the original are dropped. Its forward runs every op through its linear stand-in (:class:`Linearizer`).
+    Float64, eval mode, non-negative parameters without grad, prunable weights ``|W| * mask``, hooks dropped.
 
     Raises:
         PwmprError: a mask with an unknown name or a wrong shape.
@@ -96,11 +94,8 @@ def path_gradients(surrogate: nn.Module, leaves: list[Tensor], shape: tuple[int,
                    ) -> tuple[Tensor, list[Tensor | None]] | None:
     """``(R, dR/dleaf)`` for R the sum of the scoring net's outputs on an all-ones input of ``batch`` samples.
 
-    Where float64 would overflow, the input and R are scaled by powers of two, which multiplies every path, so every
-    score, by one common factor (rankings and proportional draws are unchanged). None when no leaf reaches R.
-
-    Raises:
-        PwmprError: the path sums overflow float64 at every scale.
+    Near overflow every score is scaled by one power of two. None when no leaf reaches R; PwmprError when the path
+    sums overflow float64 at every scale.
     """
     device = leaves[0].device if leaves else torch.device("cpu")
     for a, b in _SCALES:

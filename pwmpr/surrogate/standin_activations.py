@@ -1,9 +1,6 @@
-"""The scoring net's stand-ins for ops on activations that use no weight (docs/method.md, "Operations"):
-activations become the identity, norms a positive per-unit scale, max pooling average pooling, additive constants
-zero, the product of two activations their sum.
+"""The scoring net's stand-ins for ops on activations that use no weight (docs/method.md, "Operations").
 
-Mixed into :class:`pwmpr.surrogate.linearizer.Linearizer`, whose ``get``, ``put``, ``refuse``, ``_mark`` and
-``_kind`` they use.
+Mixed into :class:`pwmpr.surrogate.linearizer.Linearizer`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""The scoring net's stand-ins for attention: a softmax of logits and fused attention become the uniform average
-over the positions a mask leaves visible; with pwmp-attn's records, the tangent of the real attention
-(docs/method.md, "Attention: growing q and k").
+"""The scoring net's stand-ins for attention: uniform attention over visible positions, or pwmp-attn's tangent.
 
-Mixed into :class:`pwmpr.surrogate.linearizer.Linearizer`, whose ``get``, ``put``, ``refuse``, ``sites``,
-``records`` and ``_mark`` they use.
+See docs/method.md, "Attention: growing q and k". Mixed into :class:`pwmpr.surrogate.linearizer.Linearizer`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
-"""The scoring net's stand-ins for contractions: each use of a prunable weight runs on ``|W| * mask`` without its
-bias, and is handed to the caller's hook (the tau-core's); ``q @ k^T`` becomes attention logits.
+"""The scoring net's stand-ins for contractions: weight uses on ``|W| * mask`` without bias; ``q @ k^T`` logits.
 
-Mixed into :class:`pwmpr.surrogate.linearizer.Linearizer`, whose ``get``, ``put``, ``refuse``, ``sites``,
-``records``, ``on_weight_output`` and ``_mark`` they use.
+Mixed into :class:`pwmpr.surrogate.linearizer.Linearizer`.
 """
 
 from __future__ import annotations

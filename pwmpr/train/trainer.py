@@ -1,15 +1,7 @@
-"""Trainer: the one training loop (step 2 of seed -> train -> score -> grow -> stop -> export).
+"""Trainer: the one training loop; it knows masks, schedules and hooks, never the methods.
 
-It knows about masks, learning-rate schedules and hooks, never about PWMPR, IMP or any other method:
-methods only act between phases (``pwmpr.methods``). SGD with Nesterov momentum or AdamW
-(``TrainConfig.optimizer``), masks enforced on every step by zeroing the gradients of masked weights before the
-optimizer step. ``set_masks`` zeroes masked weights and every per-weight optimizer buffer (momentum; Adam's
-first and second moments); from such a state a zero gradient keeps all of them exactly zero under SGD (momentum,
-weight decay) and AdamW (its moments stay 0, so its update is 0 / (0 + eps) = 0, and decoupled decay scales 0),
-so masking the gradients is all the step needs.
-
-The hot loop reads nothing back to the host: the loss is summed on the device and read once per epoch, together
-with a finiteness flag of the weights, so the CPU queues work ahead of the GPU.
+SGD (Nesterov) or AdamW; masks are enforced by zeroing masked gradients, which keeps masked weights and their
+optimizer state at exactly zero once ``set_masks`` zeroed them. The loop reads back to the host once per epoch.
 """
 
 from __future__ import annotations
@@ -66,11 +58,7 @@ def _nbytes(tensors: Iterable) -> int:
 
 
 def lr_at(schedule: str, base_lr: float, step: int, total: int) -> float:
-    """Learning rate at ``step`` of ``total`` under ``schedule`` (constant, cosine or step).
-
-    ``cosine`` decays from ``base_lr`` to 0 over the phase; ``step`` multiplies by 0.1 at 50% and 75%
-    (the OpenLTH/PHEW milestones 80/120 of 160 epochs).
-    """
+    """Learning rate at ``step`` of ``total``: ``constant``, ``cosine`` (to 0) or ``step`` (x0.1 at 50% and 75%)."""
     if schedule == "constant" or total <= 1:
         return base_lr
     return base_lr * schedule_factor(schedule, step / total)
@@ -79,12 +67,7 @@ def lr_at(schedule: str, base_lr: float, step: int, total: int) -> float:
 class Trainer:
     """Trains a masked model phase after phase, keeping weights and optimizer state between phases.
 
-    Args:
-        model: the network (moved to ``device``).
-        masks: the MaskSet to enforce; ``set_masks`` changes it between phases.
-        cfg: optimiser and schedule settings.
-        device: where to train.
-        hooks: extra hooks called at the named points of the loop.
+    ``masks`` is the MaskSet to enforce (``set_masks`` changes it); ``hooks`` are called at named points of the loop.
     """
 
     def __init__(self, model: nn.Module, masks: MaskSet, cfg: TrainConfig, device: torch.device,
@@ -165,18 +148,11 @@ class Trainer:
               carry: tuple[float, int, float] | None = None) -> PhaseStats:
         """Train for ``epochs`` epochs over ``loader`` with the learning rate following ``schedule``.
 
-        ``first_epoch`` and ``carry`` continue a call cut short after ``first_epoch`` epochs (a checkpoint written
-        during training), on the same schedule: ``carry`` is what ``totals`` held then (summed loss, samples,
-        seconds). After every epoch ``totals`` holds them for the hooks.
-
-        Each epoch starts from a copy of the weights, buffers and optimizer state (on the device); the epoch's loss
-        and the finiteness of its final weights are read once, at its end (agreed over torchrun ranks).
+        ``first_epoch`` and ``carry`` (what ``totals`` held) continue a call cut short by a checkpoint.
 
         Raises:
-            TrainingDiverged: when a loss or a weight turned NaN or infinite during an epoch; the model and the
-                optimizer are back at their state at the start of that epoch, the last one known finite.
-            PwmprError: out of memory on the device (what to lower is in the message); the state is restored the same
-                way.
+            TrainingDiverged: a loss or weight turned non-finite; model and optimizer are back at that epoch's start.
+            PwmprError: out of memory on the device (the message says what to lower); the state is restored likewise.
         """
         base_lr = self.cfg.base_lr if lr is None else lr
         n_batches = len(loader)  # type: ignore[arg-type]
