@@ -208,7 +208,7 @@ def _captured(monkeypatch) -> list:
     import pwmpr.run_folder
 
     seen = []
-    monkeypatch.setattr(pwmpr.run_folder, "run", lambda cfg, out, **kw: seen.append(cfg) or {})
+    monkeypatch.setattr(pwmpr.run_folder, "run_config", lambda cfg, out, **kw: seen.append(cfg) or {})
     return seen
 
 

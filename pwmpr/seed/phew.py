@@ -22,29 +22,10 @@ _NEVER = torch.iinfo(torch.int32).max
 def phew_masks(model: nn.Module, density: float, input_shape: Sequence[int], seed: int = 0) -> MaskSet:
     """PHEW seed masks: enable weights along biased random input-output walks until ``density`` is reached.
 
-    Follows PHEW (docs/method.md, Seed; reference code ShreyasMalakarjunPatil/PHEW): walk ``i`` goes forward from
-    input unit ``(i // 2) % n_inputs`` when ``i`` is even, backward from class ``(i // 2) % n_classes`` when odd. A
-    hop picks the next unit with probability ``N[o, c] / sum_o N[o, c]`` (forward) or ``N[o, c] / sum_c N[o, c]``
-    (backward), ``N`` the kernel L1 norm of the initial weights (uniform when the sum is 0), then one kernel cell
-    with probability ``|W0[o, c, cell]|``; that single weight is enabled. Input units are input channels (features
-    for a flat input). Walks follow the real compute graph (``pwmpr.graph``); where the reference's parameter-order
-    heuristic for ResNets jumps to a shortcut with probability 1/2, a walk here picks a branch in proportion to its
-    path mass (docs/method.md, Seed): forward, a consumer of unit ``c`` weighs ``sum_o N[o, c] B[o]`` (a link) or
-    ``B`` at the merge (an identity path), with ``B`` the backward path mass of the ``N``-weighted channel graph;
-    backward, an operand of a merge weighs its forward mass ``F``.
-
-    Walks run in batches and are never truncated (a cut walk leaves dead units). The mask is the union of the
-    shortest prefix of walks (in walk order) that enables at least ``round(density * n_total)`` weights, so the
-    count overshoots by less than one walk's length (the reference stops at the first walk reaching
-    ``int(density * n_total)``: the same rule up to rounding).
-
-    Other deviations from the reference, all documented in ``pwmpr.graph``: a Linear fed by a flattened map picks
-    the position within the channel with probability ``|W0|`` (the reference: uniformly; identical after global
-    pooling); the q, k and v of an attention merge feature by feature like a residual add into its output; a
-    grouped convolution links units of the same group only;
-    and path masses ignore spatial factors. Because a residual branch's mass grows with the product of its kernel
-    norms, walks mostly take the conv branches, and 1x1 shortcut convs end up sparser than the reference's
-    coin-flip gives them (0.1-5% of their weights at 5% overall on resnet20/resnet18).
+    Walks alternate forward (from input units) and backward (from classes), hop by kernel L1 norm and cell by
+    ``|W0|`` over the real compute graph, in batches, never truncated; the mask is the union of the shortest prefix
+    of walks that enables ``round(density * n_total)`` weights (docs/method.md, Seed, with each departure from the
+    reference code).
 
     Args:
         model: the network at initialisation; its weights are read, never changed.
