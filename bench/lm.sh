@@ -70,4 +70,5 @@ PY
 done
 run_jobs
 elapsed=$(( $(date +%s) - start ))
+echo "$elapsed" > "$OUT/elapsed_s"  # read by bench/lm.py when it is rerun on these runs
 python3 bench/lm.py --out "$OUT" --results "$RESULTS" --command "$command" --elapsed "$elapsed"

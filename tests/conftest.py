@@ -22,13 +22,25 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+def _test_threads() -> int:
+    """At most 2 torch threads, shared by pytest-xdist's workers (``-n``) so that they do not oversubscribe the
+    cores."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, min(torch.get_num_threads(), 2) // workers)
+
+
+TEST_THREADS = _test_threads()
+
+
+def pytest_configure(config):
+    torch.set_num_threads(TEST_THREADS)  # before any fixture: module-scoped runs train with the tests' threads
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
-    """Keep tests deterministic and polite on 2-core CI machines: at most 2 threads, shared by pytest-xdist's
-    workers (``-n``) so that they do not oversubscribe the cores."""
+    """Keep tests deterministic and polite on 2-core CI machines; a test that changes the thread count is undone."""
     n = torch.get_num_threads()
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    torch.set_num_threads(max(1, min(n, 2) // workers))
+    torch.set_num_threads(TEST_THREADS)
     yield
     torch.set_num_threads(n)
 

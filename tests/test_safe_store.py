@@ -366,19 +366,20 @@ def test_ctrl_c_inside_the_plot_code(tmp_path, monkeypatch):
     assert (run / "curve.png").read_bytes()[:4] == b"\x89PNG" and not list(run.rglob("*.tmp"))
 
 
-def test_output_fits_80_columns(finished, tmp_path):
+def test_output_fits_80_columns(finished, tmp_path, monkeypatch):
     from pwmpr.progress import result_line
+
+    monkeypatch.chdir(tmp_path)  # short folder names: the lines must fit whatever pytest's temporary path is
 
     summary = {"discovered_density": 0.1234, "test_acc": 0.95, "cost_flops": 0.44, "cost_epochs": 3.33,
                "stop_reason": "plateau", "run_dir": "runs/pwmpr-mlp-mnist5k-s0-0123abcd"}
     assert all(len(line) <= 80 for line in result_line(summary, 80).splitlines())
-    run = tmp_path / "run"
-    result = _grow(*TINY, "--max-phases", "1", "--out", str(run), env={"COLUMNS": "80"})
+    result = _grow(*TINY, "--max-phases", "1", "--out", "run", env={"COLUMNS": "80"})
     assert result.exit_code == 0 and "discovered density" in result.output
     lines = result.output.splitlines()
     final = lines[next(i for i, line in enumerate(lines) if line.startswith("discovered density")):]
     assert len(final) >= 2 and all(len(line) <= 80 for line in final), final
-    result = runner.invoke(app, ["export", str(finished), "--out", str(tmp_path / "exp"), "--timing-runs", "1"],
+    result = runner.invoke(app, ["export", str(finished), "--out", "exp", "--timing-runs", "1"],
                            env={"COLUMNS": "80"})
     assert result.exit_code == 0 and "packed (model.onnx)" in result.output
     table = [line for line in result.output.splitlines() if not line.startswith("· ")]
