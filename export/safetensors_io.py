@@ -25,6 +25,7 @@ from pwmpr.errors import PwmprError
 from pwmpr.export import packing
 from pwmpr.masks import MaskSet
 from pwmpr.models import create_model
+from pwmpr.probe import declared_dtype_name, dtype_named
 
 MODEL_FILE = "model.safetensors"
 MASKS_FILE = "masks.safetensors"
@@ -48,14 +49,15 @@ class Artifact:
 
 
 def build_model(name: str, num_classes: int, input_shape, state: dict[str, Tensor], masks: MaskSet | None,
-                source: str, kwargs: dict[str, Any] | None = None, like: nn.Module | None = None) -> nn.Module:
+                source: str, kwargs: dict[str, Any] | None = None, like: nn.Module | None = None,
+                input_dtype: Any = None) -> nn.Module:
     """``create_model(...)`` (a CPU copy of ``like`` when given) with ``state`` loaded strictly and ``masks``
-    applied, in eval mode."""
+    applied, in eval mode; ``input_dtype``: the token-id dtype the file records (``"int64"``), if any."""
     if not isinstance(name, str):
         raise PwmprError(f"{source}: model name must be a string, got {name!r}")
     try:
-        model = copy.deepcopy(like).cpu() if like is not None else create_model(name, num_classes, input_shape,
-                                                                                  **(kwargs or {}))
+        model = copy.deepcopy(like).cpu() if like is not None else create_model(
+            name, num_classes, input_shape, input_dtype=dtype_named(input_dtype, source), **(kwargs or {}))
     except TypeError as exc:
         raise PwmprError(f"{source}: model arguments do not suit {name!r}: {exc}") from None
     try:
@@ -115,7 +117,8 @@ def read_final(path: Path | str, like: nn.Module | None = None) -> Artifact:
     name, num_classes, input_shape = _meta_fields(meta, str(path))
     masks = MaskSet(rundir.split_prefix(tensors, rundir.MASK_PREFIX))
     state = rundir.split_prefix(tensors, rundir.MODEL_PREFIX)
-    model = build_model(name, num_classes, input_shape, state, masks, str(path), like=like)
+    model = build_model(name, num_classes, input_shape, state, masks, str(path), like=like,
+                        input_dtype=meta.get("input_dtype"))
     return Artifact(model, masks, name, num_classes, input_shape, config=config, summary=meta.get("summary") or {},
                     template=like)
 
@@ -132,6 +135,7 @@ def export_metadata(art: Artifact) -> dict[str, Any]:
         "model": {"name": art.model_name, "args": {"num_classes": art.num_classes,
                                                    "input_shape": list(art.input_shape)}, "kwargs": {}},
         "input_shape": list(art.input_shape),
+        "input_dtype": declared_dtype_name(art.model),
         "num_classes": art.num_classes,
         "density": art.masks.density(),
         "n_nonzero": art.masks.n_nonzero(),
@@ -198,7 +202,8 @@ def load_export(model_path: Path, masks_path: Path | None, like: nn.Module | Non
     name, num_classes, input_shape = _meta_fields(meta, str(model_path))
     kwargs = meta["model"].get("kwargs") if isinstance(meta["model"], dict) else None
     masks, masks_meta = read_masks_file(masks_path) if masks_path is not None else (None, {})
-    model = build_model(name, num_classes, input_shape, state, masks, str(model_path), kwargs, like)
+    model = build_model(name, num_classes, input_shape, state, masks, str(model_path), kwargs, like,
+                        meta.get("input_dtype"))
     if masks is not None and meta.get("masks_sha256") and masks_meta.get("masks_sha256") != meta["masks_sha256"]:
         raise PwmprError(f"{masks_path} belongs to another export than {model_path} (masks sha256 differs)")
     return model, masks if masks is not None else MaskSet.from_weights(model)

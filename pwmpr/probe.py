@@ -59,6 +59,26 @@ def declare_input_dtype(model: nn.Module, dtype: torch.dtype) -> None:
     setattr(model, _INPUT_DTYPE, dtype)
 
 
+#: Token-id dtypes a run or export file may record as its ``input_dtype`` (float inputs record none).
+TOKEN_DTYPES = {"int64": torch.int64}
+
+
+def declared_dtype_name(model: nn.Module) -> str | None:
+    """The name of ``model``'s declared token-id dtype (``"int64"``), as run and export files record it; None for
+    float inputs."""
+    declared = getattr(model, _INPUT_DTYPE, None)
+    return None if declared is None else str(declared).removeprefix("torch.")
+
+
+def dtype_named(name: Any, source: str) -> torch.dtype | None:
+    """The token-id dtype a file records as ``name`` (None: float inputs); PwmprError for one pwmpr does not know."""
+    if name is None:
+        return None
+    if name not in TOKEN_DTYPES:
+        raise PwmprError(f"{source}: unknown input dtype {name!r} (known: {', '.join(TOKEN_DTYPES)})")
+    return TOKEN_DTYPES[name]
+
+
 def input_dtype_of(model: nn.Module) -> torch.dtype:
     """The dtype a probe input of ``model`` needs: its declared input dtype (token ids), else the dtype of its first
     parameter when that is a float, else float32."""

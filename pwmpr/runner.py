@@ -27,7 +27,7 @@ from pwmpr.masks import MaskSet, prunable
 from pwmpr.methods import METHODS, Decision, Method, RunContext
 from pwmpr.methods.final_init import needs_start
 from pwmpr.models import check_input_shape, create_model
-from pwmpr.probe import check_float32, check_output_width, declare_input_dtype
+from pwmpr.probe import check_float32, check_output_width, declare_input_dtype, declared_dtype_name
 from pwmpr.progress import Reporter
 from pwmpr.taucore import check_tau_core, tau_core
 from pwmpr.train import ProgressHook, Trainer
@@ -333,7 +333,7 @@ class PhaseLoop:
             global_step=self.trainer.global_step, method_state=self.method.state_tensors(), rewind=rewind,
             start=pack_start(self.start), progress=progress,
             extra_meta={"config": self.cfg.to_dict(), "input_shape": list(self.input_shape),
-                        "num_classes": self.bundle.num_classes}))
+                        "input_dtype": declared_dtype_name(self.model), "num_classes": self.bundle.num_classes}))
         if self.aside is not None:  # the new run has started properly: the replaced run's files can go
             rundir.drop_set_aside(self.aside)
             self.aside = None
@@ -402,7 +402,8 @@ class PhaseLoop:
         tensors = {rundir.MODEL_PREFIX + k: v for k, v in self.model.state_dict().items()}
         tensors.update({rundir.MASK_PREFIX + k: v for k, v in self.trainer.masks.to_dict().items()})
         meta = {"kind": "final", "config": self.cfg.to_dict(), "summary": summary,
-                "input_shape": list(self.input_shape), "num_classes": self.bundle.num_classes}
+                "input_shape": list(self.input_shape), "input_dtype": declared_dtype_name(self.model),
+                "num_classes": self.bundle.num_classes}
         rundir.save_tensors(self.out / rundir.FINAL, tensors, meta)
         rundir.atomic_write_json(self.out / rundir.SUMMARY, summary)
         self._plot(summary)

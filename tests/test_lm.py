@@ -496,3 +496,48 @@ def test_a_sweep_reads_text_in_windows_of_its_context():
                                                       device="cpu"))
     with trusted_code("test_lm:tiny_gpt"):
         assert prepare(cfg).input_shape == (24,)
+
+
+def undeclared_gpt(num_classes: int, input_shape: tuple[int, ...]) -> torch.nn.Module:
+    """A user's GPT factory that does not declare its token-id input: pwmpr learns it from the data."""
+    return GPT(num_classes, input_shape[0], dim=16, depth=1, heads=2, mlp_ratio=2)
+
+
+def test_a_token_model_that_declares_no_input_dtype_exports_and_loads_back(tmp_path):
+    """The run and export files record the token-id dtype the data gave, so the model rebuilt from either takes
+    token ids and gives the grown model's logits."""
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    import pwmpr
+    from pwmpr.cli.app import app
+
+    run, export = tmp_path / "run", tmp_path / "export"
+    result = CliRunner().invoke(app, ["grow", "--data", "pydoc-text", "--context", "8", "--model",
+                                      "test_lm:undeclared_gpt", "--phase-epochs", "1", "--final-epochs", "1",
+                                      "--max-phases", "1", "--max-train", "32", "--batch-size", "16", "--no-tau-core",
+                                      "--out", str(run), "-q"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["export", str(run), "--out", str(export), "--trust-code", "-q"])
+    assert result.exit_code == 0, result.output
+    ids = torch.randint(0, 256, (2, 8))
+    state = {k.removeprefix("model/"): v for k, v in load_file(run / "final.safetensors").items()
+             if k.startswith("model/")}
+    reference = undeclared_gpt(256, (8,))
+    reference.load_state_dict(state)
+    with torch.inference_mode():
+        expected = reference.eval()(ids)
+    for folder in (run, export):
+        model, masks = pwmpr.load(folder, trust_remote_code=True)
+        assert 0 < masks.density() < 1
+        with torch.inference_mode():
+            torch.testing.assert_close(model(ids), expected)
+
+
+def test_an_input_dtype_pwmpr_does_not_know_is_one_error():
+    from pwmpr.errors import PwmprError
+    from pwmpr.probe import dtype_named
+
+    assert dtype_named("int64", "f") is torch.int64 and dtype_named(None, "f") is None
+    with pytest.raises(PwmprError, match="f: unknown input dtype 'int8'"):
+        dtype_named("int8", "f")
