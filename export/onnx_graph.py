@@ -62,8 +62,9 @@ def is_sequence_model(model: torch.nn.Module, input_shape: tuple[int, ...]) -> b
 
 
 def sequence_dims(model: torch.nn.Module, input_shape: tuple[int, ...]) -> tuple[dict, ...]:
-    """The exported input's dynamic dims: the batch, and the sequence (1 to its training length) of token ids."""
-    if not is_sequence_model(model, input_shape):
+    """The exported input's dynamic dims: the batch, and the sequence (1 to its training length) of token ids
+    when that length is 2 or more."""
+    if not is_sequence_model(model, input_shape) or input_shape[0] < 2:
         return ({0: "batch"},)
     from torch.export import Dim
 

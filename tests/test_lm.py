@@ -541,3 +541,20 @@ def test_an_input_dtype_pwmpr_does_not_know_is_one_error():
     assert dtype_named("int64", "f") is torch.int64 and dtype_named(None, "f") is None
     with pytest.raises(PwmprError, match="f: unknown input dtype 'int8'"):
         dtype_named("int8", "f")
+
+
+def test_a_language_model_of_context_one_exports_with_a_fixed_length(tmp_path):
+    """A context of 1 leaves no shorter sequence to vary over: the graph takes any batch of one-token sequences."""
+    from pwmpr.export.pipeline import export_artifact
+    from pwmpr.export.safetensors_io import Artifact
+    from pwmpr.models import trusted_code
+
+    torch.manual_seed(0)
+    model = tiny_gpt(256, (1,))
+    masks = phew_masks(model, 0.3, (1,), seed=0)
+    masks.apply(model)
+    with trusted_code("test_lm:tiny_gpt"):
+        report = export_artifact(Artifact(model.eval(), masks, "test_lm:tiny_gpt", 256, (1,)), tmp_path / "export",
+                                 n_inputs=64, timing_runs=1)
+    assert report["dynamic_sequence"] is False
+    assert all(row["ok"] for row in report["encodings"].values())
