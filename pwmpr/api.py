@@ -101,6 +101,8 @@ def _grow_module(model, train, *, val, test, num_classes, input_shape, out, conf
         raise PwmprError(f"model must be an nn.Module, a registered name or 'package.module:function', got "
                          f"{type(model).__name__}")
     cfg = _grow_config(config, overrides)
+    if cfg.context is not None:
+        raise PwmprError("context applies to the text data sets pwmpr reads; your own token windows set their length")
     train_split, train_opts = _as_dataset(train, "train")
     val_split, _ = _as_dataset(val, "val") if val is not None else (None, {})
     test_split, _ = _as_dataset(test, "test") if test is not None else (None, {})

@@ -126,6 +126,7 @@ def _first(split, n):
     ("num-classes-not-width", "returns 10 logits per sample but the data have 13 classes"),
     ("leaf-in-two-sections", r"'tol' is in more than one section: pass shrink=\{'tol': ...\} or stop="),
     ("no-cuda", "use device cpu or auto"),
+    ("context-for-own-data", "context applies to the text data sets pwmpr reads"),
 ])
 def test_grow_module_is_as_strict_as_the_cli(tmp_path, digits, case, match):
     """Each is refused before any training, with no CLI flag in the message and no config.json left."""
@@ -149,6 +150,8 @@ def test_grow_module_is_as_strict_as_the_cli(tmp_path, digits, case, match):
         kwargs["num_classes"] = 13
     elif case == "leaf-in-two-sections":
         kwargs["tol"] = 0.01
+    elif case == "context-for-own-data":
+        kwargs["context"] = 64
     elif case == "no-cuda":
         if torch.cuda.is_available():
             pytest.skip("CUDA is available here")

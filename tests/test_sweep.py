@@ -167,6 +167,35 @@ def test_a_run_is_scored_against_the_sweep_trained_as_it_was(tmp_path):
     assert row["sweep_best"] == 0.99
 
 
+def test_a_text_run_is_scored_against_the_sweep_of_its_context(tmp_path):
+    """Of sweeps at the default context (unset) and at context 64, a run with ``--context 128`` (the default written
+    out) is scored against the first, a run with ``--context 64`` against the second; claims keep them apart."""
+    from pwmpr.compare import discovery_rows
+    from pwmpr.compare.records import RunRecord
+    from pwmpr.config import RunConfig
+
+    sweeps = []
+    for context, acc in ((None, 0.30), (64, 0.25)):
+        folder = tmp_path / f"ctx{context}"
+        folder.mkdir()
+        cfg = SweepConfig(densities=[0.1], base=RunConfig(model="gpt-mini", data="pydoc-text", context=context))
+        (folder / "sweep.json").write_text(json.dumps(cfg.to_dict()))
+        point = folder / "runs" / "d0.1-s0"
+        point.mkdir(parents=True)
+        (point / "config.json").write_text(json.dumps(cfg.point_config(0.1, 0).to_dict()))
+        (point / "summary.json").write_text(json.dumps(
+            {"model": "gpt-mini", "data": "pydoc-text", "discovered_density": 0.1, "test_acc": acc, "val_acc": acc,
+             "cost_flops": 0.1, "cost_epochs": 1.0}))
+        sweeps.append(folder)
+    summary = {"model": "gpt-mini", "discovered_density": 0.1, "test_acc": 0.3, "cost_flops": 0.5, "cost_epochs": 3}
+    runs = [RunRecord(tmp_path / f"run{c}", RunConfig(model="gpt-mini", data="pydoc-text", context=c).to_dict(),
+                      summary, []) for c in (128, 64)]
+    assert [row["sweep_best"] for row in discovery_rows(runs, sweeps)] == [0.30, 0.25]
+    assert [r.setting for r in runs] == [("gpt-mini", "pydoc-text"), ("gpt-mini", "pydoc-text@64")]
+    assert runs[0].group_key() == RunRecord(tmp_path, RunConfig(model="gpt-mini", data="pydoc-text").to_dict(),
+                                            summary, []).group_key()
+
+
 def test_the_same_sweep_rerun_on_a_folder_from_an_older_pwmpr_continues_it(tmp_path):
     """A sweep folder whose base config differs only where nothing trains differently (the lr written out, shrink
     settings with no shrink stage) is the same sweep: running the same command keeps its finished points."""

@@ -122,17 +122,18 @@ def compare(paths: Sequence[Path | str], out_dir: Path | str | None = None, *, p
 
 
 def discovery_rows(runs: Sequence[RunRecord], sweeps: Sequence[Path]) -> list[dict[str, Any]]:
-    """``pwmpr.discovery.score`` of every PWMPR run that has a sweep of the same model and data (and the IMP run
-    of that setting with the smallest seed, where one is given)."""
+    """``pwmpr.discovery.score`` of every PWMPR run that has a sweep of the same model and data, context included
+    (and the IMP run of that setting with the smallest seed, where one is given)."""
     from pwmpr import discovery
     from pwmpr import sweep as sweeps_mod
 
     def setting(model, config: dict) -> tuple:
         # What makes a sweep the ground truth of a run: model and data, and how the data are split and trained on
         # (the optimizer with the learning rate in effect, decay, batch and schedule of the final training).
-        train = normalised_config(config).get("train") or {}
-        return (model, config.get("data"), config.get("max_train"), config.get("val_fraction"),
-                config.get("final_epochs"), *(train.get(k) for k in TRAINED_ON))
+        normalised = normalised_config(config)
+        train = normalised.get("train") or {}
+        return (model, config.get("data"), normalised.get("context"), config.get("max_train"),
+                config.get("val_fraction"), config.get("final_epochs"), *(train.get(k) for k in TRAINED_ON))
 
     by_setting = {}
     for path in sweeps:  # the curve and knee are computed from the points, not taken from summary.json

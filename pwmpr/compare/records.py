@@ -12,6 +12,7 @@ from typing import Any
 
 from pwmpr import rundir
 from pwmpr.config import RunConfig
+from pwmpr.data import context_of
 from pwmpr.errors import PwmprError
 from pwmpr.stop.decision import growth_rows
 
@@ -23,9 +24,11 @@ def normalised_config(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` as today's pwmpr writes it (defaults filled in, version-1 folders migrated) in the form where two
     configs that train alike are equal (``RunConfig.canonical``); a config this pwmpr cannot read is left as it is."""
     try:
-        return RunConfig.from_dict(config).canonical()
+        canonical = RunConfig.from_dict(config).canonical()
     except PwmprError:
         return config
+    canonical["context"] = context_of(canonical["data"], canonical["context"])  # unset: the loader's default
+    return canonical
 
 
 @dataclass
@@ -68,9 +71,13 @@ class RunRecord:
 
     @property
     def setting(self) -> tuple[str, str]:
-        """(model, data): only runs of one setting are compared in a claim."""
-        return (str(self.config.get("model", self.summary.get("model"))),
-                str(self.config.get("data", self.summary.get("data"))))
+        """(model, data): only runs of one setting are compared in a claim; the data name carries the context of
+        text read in windows other than its loader's default (``pydoc-text@64``)."""
+        data = str(self.config.get("data", self.summary.get("data")))
+        context = self.config.get("context")
+        if context is not None and context != context_of(data, None):
+            data = f"{data}@{context}"
+        return str(self.config.get("model", self.summary.get("model"))), data
 
     def group_key(self) -> str:
         """The config minus seed, device and data folder, as canonical JSON, with defaults filled in (an old run

@@ -182,11 +182,7 @@ def load_data(name: str, data_dir: str | None = None, *, val_fraction: float = 0
 
     ``min_val``: the fewest validation samples accepted; ``context``: tokens per sample of a text data set.
     """
-    prefix, colon, rest = name.partition(":")
-    if colon and prefix in PATH_DATASETS:
-        factory, arg = DATASETS.get(prefix), rest
-    else:
-        factory, arg = DATASETS.get(name), None
+    factory, arg = _factory(name)
     kwargs: dict = {"data_dir": data_dir} if arg is None else {"data_dir": data_dir, "path": arg}
     if context is not None:
         if "context" not in inspect.signature(factory).parameters:
@@ -198,6 +194,26 @@ def load_data(name: str, data_dir: str | None = None, *, val_fraction: float = 0
     if bundle.val_fixed:
         return _keep_validation(bundle, max_train, min_val)
     return _split_validation(bundle, val_fraction, max_train, min_val)
+
+
+def _factory(name: str):
+    prefix, colon, rest = name.partition(":")
+    if colon and prefix in PATH_DATASETS:
+        return DATASETS.get(prefix), rest
+    return DATASETS.get(name), None
+
+
+def context_of(name: str, context: int | None) -> int | None:
+    """The tokens per sample data set ``name`` is read with: ``context`` when given, else its loader's default; None
+    for a data set that is not read in windows (images, features) or that this pwmpr does not know."""
+    try:
+        factory, _ = _factory(str(name))
+    except PwmprError:
+        return context
+    param = inspect.signature(factory).parameters.get("context")
+    if param is None:
+        return context
+    return context if context is not None else param.default
 
 
 #: Data sets named ``prefix:PATH`` (their loader takes ``path``).
