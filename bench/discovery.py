@@ -22,18 +22,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import ROOT, header, quote_into  # noqa: E402
 
 RULE_NAMES = {
+    "shrink-perturb": "final training from the grown weights shrunk and perturbed (`--final-init shrink-perturb`)",
     "continue": "final training from the grown weights (`--final-init continue`)",
     "reinit": "grown mask from the initial weights (`--final-init reinit`)",
     "rewind": "seed edges rewound, grown ones at zero (`--final-init rewind`)",
-    "explore": "recruiting growth (`--growth pwmp-explore`), continue",
-    "gain-guarded": "the previous default: gain rule + 1-point plateau fallback (`--stop gain --plateau-tol 0.01`)",
+    "explore": "recruiting growth (`--growth pwmp-explore`)",
+    "gain-guarded": "gain rule + 1-point plateau fallback, continue (`--stop gain --plateau-tol 0.01 --final-init "
+                    "continue`)",
     "no-guard": "no cost guard (`--max-cost 0`)",
     "gain": "gain alone (`--stop gain --plateau-tol 0 --max-cost 0`)",
     "gain-plateau": "gain + plateau fallback, no guard (`--plateau-tol 0.01 --max-cost 0`)",
     "paper-fixed": "paper, fixed (`--stop paper --plateau-tol 0.01 --max-cost 0`)",
     "paper-today": "paper as pwmpr first had it (`--stop paper-unbounded --plateau-tol 0.01 --max-cost 0`)",
 }
-THREADS = "continue-2threads"  # the seed-0 continue runs again with 2 threads: stability, not a variant
+THREADS = "default-2threads"  # the default's seed-0 runs again with 2 threads: stability, not a variant
 RUN_RE = re.compile(r"pwmpr-(?P<rule>.+)-sd(?P<sd>[0-9.]+)-s(?P<seed>\d+)$")
 
 
@@ -146,12 +148,40 @@ def render(rows: list[dict], sweeps: dict[str, dict], command: str, elapsed: flo
                     f"{sweep['best']['density']:g}) | {sd:g} | {rule} | {sum(1 for x in rs if x['hit'])}/{len(rs)} | "
                     f"{_ms(dens, '.3f')} | {_ms(accs, '.2f')}% | "
                     f"{statistics.fmean(x['cost_flops'] for x in rs):.2f} | {', '.join(why) or '-'} |")
+    lines += final_inits(rows)
     lines += stability(rows, threads)
     lines += ["", "Sweeps (one-shot PHEW masks, the same trainer and epochs; mean test accuracy over seeds):", ""]
     for pair, sweep in sweeps.items():
         curve = ", ".join(f"{p['density']:g}: {100 * p['test_acc']:.2f}%" for p in sweep["curve"])
         lines.append(f"- {pair}: {curve}")
     return "\n".join(lines) + "\n"
+
+
+def final_inits(rows: list[dict]) -> list[str]:
+    """Each ``--final-init`` variant against the default's, paired by run: the same growth, another start."""
+    from pwmpr.methods.final_init import FINAL_INITS
+
+    default = default_rule()
+    base = {(x["pair"], x["seed_density"], x["seed"]): x for x in rows if x["rule"] == default}
+    lines = ["", f"Final training's start, paired by run (the same growth; {default}, the default, against each "
+             "other start): test accuracy difference in points, mean ± standard error over runs, and the runs "
+             "each start wins, ties or loses:", "",
+             "| start | runs | default minus start (points) | default wins / ties / losses | hits (default, start) |",
+             "|---|---|---|---|---|"]
+    compared = 0
+    for rule in [r for r in FINAL_INITS.names() if r != default]:
+        pairs = [(base[k], x) for x in rows if x["rule"] == rule
+                 and (k := (x["pair"], x["seed_density"], x["seed"])) in base]
+        if not pairs:
+            continue
+        compared += 1
+        diffs = [100 * (a["test_acc"] - b["test_acc"]) for a, b in pairs]
+        se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+        wins = sum(d > 0 for d in diffs), sum(d == 0 for d in diffs), sum(d < 0 for d in diffs)
+        lines.append(f"| `{rule}` | {len(pairs)} | {statistics.fmean(diffs):+.2f} ± {se:.2f} | "
+                     f"{' / '.join(map(str, wins))} | {sum(bool(a['hit']) for a, _ in pairs)}, "
+                     f"{sum(bool(b['hit']) for _, b in pairs)} |")
+    return lines if compared else []
 
 
 def stability(rows: list[dict], threads: list[dict]) -> list[str]:
@@ -173,6 +203,30 @@ def stability(rows: list[dict], threads: list[dict]) -> list[str]:
     return lines if threads else []
 
 
+def reproduction(rows: list[dict], previous: list[dict], label: str) -> list[str]:
+    """Each run's discovered density against the same run (variant, pair, seed density, seed) in an earlier
+    results file: growth does not depend on the final training's start, so every variant's run is compared."""
+    before = {(x["rule"], x["pair"], x["seed_density"], x["seed"]): x["discovered_density"] for x in previous}
+    keys = [(x["rule"], x["pair"], x["seed_density"], x["seed"]) for x in rows]
+    shown = next((r for r in RULE_NAMES if any(k[0] == r and k in before for k in keys)), None)
+    if shown is None:
+        return []
+    lines = ["", f"The same runs in {label}: how many discovered densities agree (to 1e-9), and the densities of "
+             f"the `{shown}` runs by seed, here and there:", "",
+             "| pair | seed density | runs in both | same density | here | there |", "|---|---|---|---|---|---|"]
+    here = dict(zip(keys, (x["discovered_density"] for x in rows), strict=True))
+    for pair in sorted({k[1] for k in keys}):
+        for sd in sorted({k[2] for k in keys if k[1] == pair}):
+            both = sorted(k for k in here if k[1:3] == (pair, sd) and k in before)
+            if not both:
+                continue
+            same = sum(abs(here[k] - before[k]) <= 1e-9 for k in both)
+            show = [k for k in both if k[0] == shown]
+            now, then = (", ".join(f"{d[k]:.3f}" for k in show) for d in (here, before))
+            lines.append(f"| {pair} | {sd:g} | {len(both)} | {same} | {now} | {then} |")
+    return lines
+
+
 def _ms(values: list[float], fmt: str) -> str:
     if len(values) < 2:
         return format(values[0], fmt)
@@ -187,11 +241,18 @@ def main() -> None:
     parser.add_argument("--elapsed", type=float, default=None)
     parser.add_argument("--no-quote", action="store_true", help="do not update bench/RESULTS.md and README.md")
     parser.add_argument("--note", default="", help="a provenance note printed under the header")
+    parser.add_argument("--previous", type=Path, default=None,
+                        help="an earlier results .json of the same settings: each run's density against it")
+    parser.add_argument("--previous-label", default="the previous results file",
+                        help="how the report names --previous (where and when it was made)")
     args = parser.parse_args()
     rows, sweeps = collect(args.out)
     if not rows:
         sys.exit(f"discovery.py: no scored PWMPR run under {args.out}")
     text = render(rows, sweeps, args.command, args.elapsed, unfinished(args.out))
+    if args.previous is not None:
+        text += "\n".join(reproduction(rows, json.loads(args.previous.read_text())["rows"],
+                                        args.previous_label)) + "\n"
     if args.note:
         head, _, rest = text.partition("\n\n")
         text = f"{head}\n\n**Note:** {args.note}\n\n{rest}"

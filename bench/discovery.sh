@@ -7,14 +7,15 @@
 # and 0.05 with 3 seeds in each VARIANT. The settings and each variant's flags are bench/settings/discovery.json;
 # everything else is pwmpr grow's defaults (the plateau rule at half a point per doubling, the cost guard at 1.5
 # dense runs):
-#   continue   final training from the grown weights
+#   shrink-perturb  final training from 0.4 x the grown weights + 0.1 x the initial ones (the default)
+#   continue   final training from the grown weights (the previous default)
 #   reinit     the grown mask from the model's initial weights
 #   rewind     seed edges at their initial values, grown ones at zero
 #   explore    growth that can recruit units the seed missed (pwmp-explore)
-#   gain-guarded  the previous default stop: the gain rule with the one-point plateau fallback
+#   gain-guarded  the default before: the gain rule with the one-point plateau fallback, continue
 # Older stop settings stay available as variants: no-guard, gain, gain-plateau, paper-fixed, paper-today.
 # bench/results/discovery-gain-rule.md keeps the same benchmark as it was written under the previous default stop.
-# Stability: the "continue" runs of seed 0 run once more with 2 threads (variant continue-2threads), so the report
+# Stability: the default's runs of seed 0 run once more with 2 threads (variant default-2threads), so the report
 # shows whether the discovered density moves with the summation order.
 # The pairs: mnist5k and digits (real digits; 400 and 144 validation samples) and teacher (labels from a fixed
 # random sparse teacher network, 3,200 validation samples). Every run trains on at most MAX_TRAIN samples.
@@ -82,7 +83,7 @@ if [ "$THREAD_RUNS" = 1 ]; then  # one process at a time, each with both threads
   for pair in $PAIRS; do
     data=${pair%%:*}; model=${pair##*:}
     for sd in $SEED_DENSITIES; do
-      grow_run "$OUT/$data-$model/pwmpr-continue-2threads-sd$sd-s0" continue-2threads "$data" "$model" "$sd" 0
+      grow_run "$OUT/$data-$model/pwmpr-default-2threads-sd$sd-s0" default-2threads "$data" "$model" "$sd" 0
     done
   done
   OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 JOBS=1 run_jobs

@@ -17,9 +17,9 @@ from typing import Any
 
 from pwmpr.errors import PwmprError
 
-# 2: train.optimizer, train.lr may be null, shrink.alpha; 3: stop.max_cost; 4: the plateau rule as the default stop
-# (older versions are migrated on load)
-CONFIG_VERSION = 4
+# 2: train.optimizer, train.lr may be null, shrink.alpha; 3: stop.max_cost; 4: the plateau rule as the default stop;
+# 5: shrink-perturb as the default final init (older versions are migrated on load)
+CONFIG_VERSION = 5
 SEED_LIMIT = 2**63  # torch generators take 64-bit seeds; seed + a few offsets must still fit
 
 
@@ -164,6 +164,11 @@ class ShrinkConfig:
         check(0 < self.alpha < 1, "shrink alpha", self.alpha, "in (0, 1)")
 
 
+def _migrate_v4(data: dict[str, Any]) -> dict[str, Any]:
+    """A config of version 4 or older in today's terms: its final training continued from the grown weights."""
+    return {**data, "final_init": data.get("final_init", "continue")}
+
+
 def _migrate_v3(data: dict[str, Any]) -> dict[str, Any]:
     """A config of version 3 or older in today's terms: its defaults were the gain rule and a 1-point plateau."""
     stop = data.get("stop")
@@ -218,9 +223,10 @@ class RunConfig:
     device: str = _f("auto", "auto (CUDA when available), cpu or cuda.")
     phase_epochs: int = _f(10, "Epochs of rough training per growth phase.")
     final_epochs: int = _f(30, "Epochs of the final training at the discovered density.")
-    final_init: str = _f("continue", "The weights final training starts from, under the grown mask: {names} "
+    final_init: str = _f("shrink-perturb", "The weights final training starts from, under the grown mask: {names} "
                          "(continue: as growth left them; reinit: the model's initial weights; rewind: the seed's "
-                         "edges at their initial values, grown ones at zero).",
+                         "edges at their initial values, grown ones at zero; shrink-perturb: 0.4 x the grown "
+                         "weights + 0.1 x the initial ones).",
                          registry="pwmpr.methods.final_init:FINAL_INITS")
     reference_epochs: int | None = _f(None, "Epochs of the dense run that costs are compared with (default: final).")
     tau_core: bool = _f(True, "Measure the tau-core (bottleneck metric) after every phase.")
@@ -283,7 +289,7 @@ class RunConfig:
         """Rebuild from ``to_dict`` output; unknown keys or versions raise PwmprError."""
         data = dict(data)
         version = data.pop("version", CONFIG_VERSION)  # a config a user writes by hand is read as today's
-        if version not in (1, 2, 3, CONFIG_VERSION):
+        if version not in (1, 2, 3, 4, CONFIG_VERSION):
             raise PwmprError(f"config version {version!r} is not readable by this pwmpr (expects {CONFIG_VERSION})")
         if version == 1:
             data = _migrate_v1(data)
@@ -291,6 +297,8 @@ class RunConfig:
             data = _migrate_v2(data)
         if version in (1, 2, 3):
             data = _migrate_v3(data)
+        if version in (1, 2, 3, 4):
+            data = _migrate_v4(data)
         return _from_dict(cls, data, "config")
 
     def save(self, path: Path) -> None:

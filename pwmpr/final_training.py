@@ -27,7 +27,7 @@ def start_final_training(run: PhaseLoop) -> None:
         raise PwmprError(f"--final-init {run.cfg.final_init} needs the run's initial weights and seed masks, but "
                          f"the checkpoint this run resumed from does not hold them (start/ tensors); rerun it "
                          f"from the start")
-    state = FINAL_INITS.get(run.cfg.final_init)(*run.start) if run.start is not None else None
+    state = FINAL_INITS.get(run.cfg.final_init)(run.model, *run.start) if run.start is not None else None
     run.start = None  # used once: later checkpoints need not carry it
     if state is None:
         return

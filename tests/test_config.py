@@ -109,6 +109,19 @@ def test_a_version_3_config_keeps_the_gain_rule_and_the_one_point_plateau_it_ran
     assert (RunConfig.from_dict(old).stop.rule, RunConfig.from_dict(old).stop.plateau_tol) == ("plateau", 0.005)
 
 
+def test_a_version_4_config_keeps_final_training_from_the_grown_weights():
+    """Before version 5 final training continued from the grown weights: a folder of that time that does not name
+    its start still means "continue"; one that names it keeps it; today's default is shrink-perturb."""
+    old = RunConfig().to_dict()
+    old["version"] = 4
+    del old["final_init"]
+    assert RunConfig.from_dict(old).final_init == "continue"
+    assert RunConfig.from_dict({**old, "final_init": "rewind"}).final_init == "rewind"
+    assert RunConfig.from_dict({**old, "version": 2}).final_init == "continue"
+    assert RunConfig.from_dict({k: v for k, v in old.items() if k != "version"}).final_init == "shrink-perturb"
+    assert RunConfig().final_init == "shrink-perturb"
+
+
 def test_the_plateau_rule_with_no_tolerance_is_refused():
     with pytest.raises(PwmprError, match="plateau_tol"):
         RunConfig.from_dict({"stop": {"rule": "plateau", "plateau_tol": 0}})

@@ -240,7 +240,7 @@ def test_each_final_init_starts_final_training_from_the_weights_it_promises(tmp_
     args = ["--seed-density", "0.1", "--phase-epochs", "1", "--final-epochs", "1", "--stop", "none",
             "--plateau-tol", "0", "--max-phases", "3", "--keep-checkpoints", "0"]
     starts = {}
-    for mode in ("continue", "reinit", "rewind"):
+    for mode in ("continue", "reinit", "rewind", "shrink-perturb"):
         _grow(tmp_path / mode, *args, "--final-init", mode)
         starts[mode] = _final_start(tmp_path / mode)
     # The model's initial weights, as the run drew them (seeded by --seed before the model is built).
@@ -251,12 +251,16 @@ def test_each_final_init_starts_final_training_from_the_weights_it_promises(tmp_
     assert all(torch.equal(starts[m][1][k], grown[k]) for m in starts for k in grown)  # one mask, three starts
     assert any((grown[k] & ~seed_masks[k]).any() for k in grown)  # growth did add edges
     continued, reinit, rewound = starts["continue"][0], starts["reinit"][0], starts["rewind"][0]
+    shrunk = starts["shrink-perturb"][0]
     for name, value in initial.items():
         mask = grown.get(name)
         assert torch.equal(reinit[name], value * mask if mask is not None else value), name
         seed = seed_masks.get(name)
         assert torch.equal(rewound[name], value * seed if seed is not None else value), name
         assert not torch.equal(continued[name], reinit[name]), name  # trained for 3 phases
+        # 0.4 x the grown weights + 0.1 x the initial ones, under the grown mask (the same growth as "continue").
+        mixed = 0.4 * continued[name] + 0.1 * value
+        assert torch.allclose(shrunk[name], mixed * mask if mask is not None else mixed, rtol=0, atol=1e-7), name
     # A resumed run gets the start back from any checkpoint written while growing.
     first = rundir.checkpoints(tmp_path / "rewind")[0]
     shapes = {k: tuple(v.shape) for k, v in initial.items()}
