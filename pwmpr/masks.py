@@ -1,7 +1,7 @@
 """MaskSet: the one mask abstraction (parameter name -> bool tensor) used by every part of pwmpr.
 
 Prunable weights: every Conv and Linear weight (shortcuts and classifier included) and the input projections of
-``nn.MultiheadAttention``; biases, additive embeddings and norm parameters stay dense.
+``nn.MultiheadAttention``; biases, embeddings, norm parameters and weights tied to another module's stay dense.
 """
 
 from __future__ import annotations
@@ -20,14 +20,22 @@ _ATTENTION_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_pro
 
 def prunable(model: nn.Module) -> list[str]:
     """Names of the prunable weights of ``model``, in module order: every Conv and Linear weight, and the input
-    projections of ``nn.MultiheadAttention`` (packed ``in_proj_weight`` or the separate q/k/v weights)."""
+    projections of ``nn.MultiheadAttention`` (packed ``in_proj_weight`` or the separate q/k/v weights). A weight
+    tied to another module's (a language model's head sharing its token embedding) stays dense, as the other use
+    would be masked with it."""
+    uses: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        uses[id(p)] = uses.get(id(p), 0) + 1
     names = []
     for name, m in model.named_modules():
         prefix = f"{name}." if name else ""
         if isinstance(m, PRUNABLE_TYPES):
-            names.append(f"{prefix}weight")
+            candidates = ["weight"]
         elif isinstance(m, nn.MultiheadAttention):
-            names += [f"{prefix}{p}" for p in _ATTENTION_WEIGHTS if getattr(m, p, None) is not None]
+            candidates = [p for p in _ATTENTION_WEIGHTS if getattr(m, p, None) is not None]
+        else:
+            continue
+        names += [prefix + p for p in candidates if uses.get(id(getattr(m, p)), 0) == 1]
     return names
 
 

@@ -16,7 +16,7 @@ from pwmpr.data import MIN_VAL_SAMPLES, load_data
 from pwmpr.data.text import paragraphs, split_documents, split_of, text_bundle, windows
 from pwmpr.graph.trace import build_unit_graph
 from pwmpr.losses import per_target
-from pwmpr.masks import MaskSet
+from pwmpr.masks import MaskSet, prunable
 from pwmpr.models import create_model
 from pwmpr.models.gpt import GPT
 from pwmpr.probe import declare_input_dtype, input_dtype_of, output_width
@@ -217,7 +217,8 @@ def test_embedding_in_the_unit_graph_is_a_fixed_link_weighted_by_mean_table_magn
     assert [link.param for link in graph.links if link.param] == ["fc.weight"]
 
 
-def test_pwmp_on_a_tiny_causal_transformer_equals_brute_force_paths():
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_pwmp_on_a_tiny_causal_transformer_equals_brute_force_paths(tied):
     """gpt-mini's own classes at vocabulary 3, context 3, width 2, one head, one block, MLP ratio 1, every weight
     signed at random: PWMP equals the sum over every input->output path, written out edge by edge (to 1e-9). The
     stand-ins (docs/method.md, Operations): the token table a uniform token (each feature's mean |E|), the position
@@ -225,12 +226,15 @@ def test_pwmp_on_a_tiny_causal_transformer_equals_brute_force_paths():
     attention uniform over the positions at or before the query (q and k carry no path mass), and the output the
     head's logits summed over every position. Every position carries the same mass here (all-ones ids, a constant
     position table), so the causal mask cannot change a score; test_operations_exact checks the causal mask on a
-    head that reads one position."""
+    head that reads one position. Tied: the head shares the token table, so it stays dense (not masked, not
+    scored) and its paths carry |E|."""
     from toy import Edge, enumerate_paths
 
     torch.manual_seed(0)
     t_, d = 3, 2
     net = GPT(3, t_, dim=d, depth=1, heads=1, mlp_ratio=1)
+    if tied:
+        net.head.weight = net.tok_embed.weight
     declare_input_dtype(net, torch.int64)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -238,10 +242,12 @@ def test_pwmp_on_a_tiny_causal_transformer_equals_brute_force_paths():
             p.copy_(torch.randn(p.shape, generator=g))
     names = [n for n, p in net.named_parameters() if n.endswith("weight") and p.dim() == 2 and "embed" not in n]
     masks = MaskSet({n: torch.rand(net.get_parameter(n).shape, generator=g) < 0.7 for n in names})
+    assert ("head.weight" in masks) != tied and set(masks) == set(prunable(net))
     b = net.blocks[0]
 
-    def w(name):  # |W| * mask as nested lists, [out][in]
-        return (net.get_parameter(name).detach().abs().double() * masks[name]).tolist()
+    def w(name):  # |W| * mask (none: dense) as nested lists, [out][in]
+        weight = net.get_parameter(name).detach().abs().double()
+        return (weight * masks[name] if name in masks else weight).tolist()
 
     def gamma(norm):
         return norm.weight.detach().abs().double().tolist()
@@ -558,3 +564,55 @@ def test_a_language_model_of_context_one_exports_with_a_fixed_length(tmp_path):
                                  n_inputs=64, timing_runs=1)
     assert report["dynamic_sequence"] is False
     assert all(row["ok"] for row in report["encodings"].values())
+
+
+def tied_gpt(num_classes: int, input_shape: tuple[int, ...]) -> torch.nn.Module:
+    """tiny_gpt with its head tied to the token table (one Parameter under two names)."""
+    model = tiny_gpt(num_classes, input_shape)
+    model.head.weight = model.tok_embed.weight
+    return model
+
+
+def test_a_gpt_with_a_tied_head_grows_exports_and_loads_back(tmp_path):
+    """A tied head stays dense with its token table; the run's files hold the weight under both names, final
+    training's start changes it under both (the same growth, continue against shrink-perturb), and the model
+    rebuilt from the run or the export is tied again and gives the run's logits."""
+    from typer.testing import CliRunner
+
+    import pwmpr
+    from pwmpr import rundir
+    from pwmpr.cli.app import app
+
+    args = ["grow", "--data", "pydoc-text", "--context", "8", "--model", "test_lm:tied_gpt", "--phase-epochs", "1",
+            "--final-epochs", "1", "--max-phases", "2", "--max-train", "32", "--batch-size", "16", "--no-tau-core",
+            "--keep-checkpoints", "0", "-q"]
+    for start in ("continue", "shrink-perturb"):
+        result = CliRunner().invoke(app, [*args, "--final-init", start, "--out", str(tmp_path / start)])
+        assert result.exit_code == 0, result.output
+
+    def final_start(run):
+        ck = next(c for c in reversed(rundir.checkpoints(run)) if rundir.load_tensors(c)[1]["stage"] == "final")
+        return rundir.split_prefix(rundir.load_tensors(ck)[0], rundir.MODEL_PREFIX)
+
+    initial = rundir.split_prefix(rundir.load_tensors(rundir.checkpoints(tmp_path / "shrink-perturb")[0])[0],
+                                  "start/state/")
+    grown, shrunk = final_start(tmp_path / "continue"), final_start(tmp_path / "shrink-perturb")
+    for name in ("tok_embed.weight", "head.weight"):
+        torch.testing.assert_close(shrunk[name], 0.4 * grown[name] + 0.1 * initial[name], rtol=0, atol=1e-7)
+    final = rundir.split_prefix(rundir.load_tensors(tmp_path / "shrink-perturb" / "final.safetensors")[0],
+                                rundir.MODEL_PREFIX)
+    assert torch.equal(final["head.weight"], final["tok_embed.weight"])
+    reference = tied_gpt(256, (8,))
+    reference.load_state_dict(final)
+    ids = torch.randint(0, 256, (2, 8))
+    with torch.inference_mode():
+        expected = reference.eval()(ids)
+    export = tmp_path / "export"
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "shrink-perturb"), "--out", str(export),
+                                      "--trust-code", "-q"])
+    assert result.exit_code == 0, result.output
+    for folder in (tmp_path / "shrink-perturb", export):
+        model, masks = pwmpr.load(folder, trust_remote_code=True)
+        assert "head.weight" not in masks and model.head.weight is model.tok_embed.weight
+        with torch.inference_mode():
+            torch.testing.assert_close(model(ids), expected)

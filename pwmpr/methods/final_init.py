@@ -53,7 +53,7 @@ def shrunk_weights(model: torch.nn.Module, initial: dict[str, Tensor], seed: Mas
     """Every parameter at SHRINK x its grown value + PERTURB x its initial value (Ash and Adams 2020); buffers
     (normalisation statistics) as grown."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    for name, _ in model.named_parameters():
+    for name, _ in model.named_parameters(remove_duplicate=False):  # a tied weight under each of its names
         state[name] = SHRINK * state[name] + PERTURB * initial[name].to(state[name].device, state[name].dtype)
     return state
 

@@ -35,7 +35,13 @@ def save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -
     """
     from safetensors.torch import save
 
-    flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    flat, seen = {}, set()
+    for k, v in tensors.items():
+        v = v.detach().cpu().contiguous()
+        if v.numel() and v.untyped_storage().data_ptr() in seen:  # a tied weight's second name: its own copy
+            v = v.clone()
+        seen.add(v.untyped_storage().data_ptr())
+        flat[k] = v
     metadata = {"format": "pt", META_KEY: json.dumps(meta, default=json_default)}
     blob = save(flat, metadata=metadata)
     seconds, only = SLOW_WRITE
