@@ -273,10 +273,13 @@ class RunConfig:
         """JSON-ready dict with a version tag."""
         return {"version": CONFIG_VERSION, **dataclasses.asdict(self)}
 
-    def canonical(self) -> dict[str, Any]:
-        """``to_dict`` with the learning rate in effect, no shrink settings when there is no shrink stage and no
-        checkpoint settings, so that two configs that train alike are equal."""
+    def canonical(self, final_training: bool = True) -> dict[str, Any]:
+        """``to_dict`` with the learning rate in effect, no shrink settings when there is no shrink stage, no
+        checkpoint settings and, for a method without a final training, no final start, so that two configs that
+        train alike are equal."""
         data = self.to_dict()
+        if not final_training:
+            data.pop("final_init")
         data["train"]["lr"] = self.train.base_lr
         for key in ("checkpoint_minutes", "keep_checkpoints"):  # which files are kept, not how it trains
             data.pop(key)

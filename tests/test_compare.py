@@ -254,3 +254,21 @@ def test_runs_of_the_same_settings_are_one_group_however_their_config_was_writte
     keys = [RunRecord(tmp_path, cfg, {}, []).group_key() for cfg in (default, explicit, old, other, ancient)]
     assert keys[0] == keys[1] == keys[2] != keys[3]
     assert keys[4] != keys[0]  # written before the stop rules had names: it stopped by another rule
+
+
+def test_the_start_of_final_training_groups_only_runs_that_have_one(tmp_path):
+    """A baseline written when `continue` was the default (version 4) and one written today train alike: one
+    group; a PWMPR run of each time starts its final training from other weights: two groups."""
+    from pwmpr.compare.records import RunRecord
+    from pwmpr.config import RunConfig
+
+    def keys(method):
+        today = RunConfig(method=method).to_dict()
+        old = {**{k: v for k, v in today.items() if k != "final_init"}, "version": 4}
+        return [RunRecord(tmp_path, cfg, {}, []).group_key() for cfg in (today, old)]
+
+    for method in ("imp", "dense", "oneshot", "rigl"):
+        today, old = keys(method)
+        assert today == old, method
+    today, old = keys("pwmpr")
+    assert today != old

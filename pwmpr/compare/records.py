@@ -14,6 +14,7 @@ from pwmpr import rundir
 from pwmpr.config import RunConfig
 from pwmpr.data import context_of
 from pwmpr.errors import PwmprError
+from pwmpr.methods import METHODS
 from pwmpr.stop.decision import growth_rows
 
 # Config keys that never change what a run computes: runs differing only in these are seeds of one configuration.
@@ -24,7 +25,8 @@ def normalised_config(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` as today's pwmpr writes it (defaults filled in, version-1 folders migrated) in the form where two
     configs that train alike are equal (``RunConfig.canonical``); a config this pwmpr cannot read is left as it is."""
     try:
-        canonical = RunConfig.from_dict(config).canonical()
+        cfg = RunConfig.from_dict(config)
+        canonical = cfg.canonical(final_training=METHODS.get(cfg.method).has_final)
     except PwmprError:
         return config
     canonical["context"] = context_of(canonical["data"], canonical["context"])  # unset: the loader's default
