@@ -91,7 +91,10 @@ def read(path: Path, model_shapes: dict[str, tuple[int, ...]]) -> Checkpoint:
     start = rundir.split_prefix(tensors, START_PREFIX)
     extra = {k: v for k, v in meta.items()
              if k not in ("kind", "next_phase", "stage", "stop_reason", "history", "global_step", "progress")}
-    return Checkpoint(model_state=state, masks=rundir.split_prefix(tensors, rundir.MASK_PREFIX),
+    stored = rundir.split_prefix(tensors, rundir.MASK_PREFIX)  # the file keeps names sorted
+    masks = {k: stored[k] for k in model_shapes if k in stored}  # the model's order, which growth's draws follow
+    masks.update(stored)
+    return Checkpoint(model_state=state, masks=masks,
                       optimizer=rundir.split_prefix(tensors, rundir.OPTIM_PREFIX), rng=rng,
                       next_phase=int(meta["next_phase"]), stage=meta["stage"], history=meta["history"],
                       stop_reason=meta.get("stop_reason", ""), global_step=int(meta.get("global_step", 0)),

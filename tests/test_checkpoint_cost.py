@@ -49,6 +49,22 @@ def test_checkpoint_round_trip(tmp_path):
     assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=torch.Generator().manual_seed(1)))
 
 
+def test_masks_come_back_in_the_models_order_not_the_files(tmp_path):
+    """Growth draws over the layers in the masks' order, so a resumed run must see them in the model's order
+    (here "z" before "a"), not the sorted order the file keeps."""
+    from collections import OrderedDict
+
+    model = nn.Sequential(OrderedDict([("z", nn.Linear(4, 3)), ("a", nn.Linear(3, 2))]))
+    ck = _ck(nn.Linear(4, 3))
+    ck.model_state = model.state_dict()
+    ck.masks = {"z.weight": torch.ones(3, 4, dtype=torch.bool), "a.weight": torch.ones(2, 3, dtype=torch.bool)}
+    ck.rewind = None
+    path = tmp_path / "phase-000.safetensors"
+    checkpoint.write(path, ck)
+    back = checkpoint.read(path, {k: tuple(v.shape) for k, v in model.state_dict().items()})
+    assert list(back.masks) == ["z.weight", "a.weight"]
+
+
 def test_checkpoint_refuses_another_model_and_missing_parts(tmp_path):
     model = nn.Linear(4, 3)
     path = tmp_path / "phase-000.safetensors"
