@@ -23,9 +23,11 @@ def prunable(model: nn.Module) -> list[str]:
     projections of ``nn.MultiheadAttention`` (packed ``in_proj_weight`` or the separate q/k/v weights). A weight
     tied to another module's (a language model's head sharing its token embedding) stays dense, as the other use
     would be masked with it."""
-    uses: dict[int, int] = {}
-    for _, p in model.named_parameters(remove_duplicate=False):
-        uses[id(p)] = uses.get(id(p), 0) + 1
+    owners: dict[int, int] = {}  # parameter -> how many distinct modules hold it (a module used twice is one)
+    for m in model.modules():
+        for p in m._parameters.values():
+            if p is not None:
+                owners[id(p)] = owners.get(id(p), 0) + 1
     names = []
     for name, m in model.named_modules():
         prefix = f"{name}." if name else ""
@@ -35,7 +37,7 @@ def prunable(model: nn.Module) -> list[str]:
             candidates = [p for p in _ATTENTION_WEIGHTS if getattr(m, p, None) is not None]
         else:
             continue
-        names += [prefix + p for p in candidates if uses.get(id(getattr(m, p)), 0) == 1]
+        names += [prefix + p for p in candidates if owners.get(id(m._parameters.get(p)), 1) == 1]
     return names
 
 

@@ -104,7 +104,7 @@ class PhaseLoop:
             check_tau_core(self.model, masks, self.input_shape)
         # After the seed and the checks above: a model they refuse leaves no config.json.
         dist.on_primary(lambda: self.cfg.save(self.out / rundir.CONFIG), "writing config.json", share=False)
-        if self.method.has_final and needs_start(self.cfg.final_init):  # kept in host memory until final training
+        if self.method.has_final and self.cfg.final_epochs > 0 and needs_start(self.cfg.final_init):  # on the host
             self.start = ({k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
                           masks.clone())
         masks.apply(self.model)

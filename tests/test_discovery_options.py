@@ -275,3 +275,29 @@ def test_each_final_init_starts_final_training_from_the_weights_it_promises(tmp_
     assert not any(k.startswith("start/") for k in starts["rewind"][2])
     assert not any(k.startswith("start/") for c in rundir.checkpoints(tmp_path / "continue")
                    for k in rundir.load_tensors(c)[0])
+
+
+def test_shrink_perturb_leaves_frozen_parameters_and_buffers_as_grown():
+    """A frozen parameter could not train back from its shrink, and normalisation statistics are not weights."""
+    from pwmpr.methods.final_init import shrunk_weights
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # "grown"
+        model[1].running_mean.add_(2.0)
+    model[0].weight.requires_grad_(False)
+    state = shrunk_weights(model, initial, MaskSet({}))
+    assert torch.equal(state["0.weight"], model[0].weight)
+    assert torch.equal(state["1.running_mean"], model[1].running_mean)
+    torch.testing.assert_close(state["2.weight"], 0.4 * model[2].weight + 0.1 * initial["2.weight"])
+    torch.testing.assert_close(state["0.bias"], 0.4 * model[0].bias + 0.1 * initial["0.bias"])
+
+
+def test_a_run_without_final_training_keeps_no_start(tmp_path):
+    _grow(tmp_path / "run", "--seed-density", "0.1", "--phase-epochs", "1", "--final-epochs", "0", "--max-phases",
+          "2", "--keep-checkpoints", "0")
+    assert not any(k.startswith("start/") for c in rundir.checkpoints(tmp_path / "run")
+                   for k in rundir.load_tensors(c)[0])

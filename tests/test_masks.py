@@ -19,6 +19,14 @@ def test_prunable_names_every_conv_and_linear_weight_but_no_bias_or_norm():
     assert not any(n.endswith("bias") or ".bn" in n for n in names)
 
 
+def test_a_module_used_twice_is_prunable_and_a_weight_tied_across_modules_is_not():
+    shared = nn.Linear(4, 4)
+    assert prunable(nn.Sequential(nn.Linear(4, 4), shared, nn.ReLU(), shared)) == ["0.weight", "1.weight"]
+    embed, head = nn.Embedding(5, 4), nn.Linear(4, 5)
+    head.weight = embed.weight  # a language model's tied head: masking it would mask the table too
+    assert prunable(nn.ModuleDict({"embed": embed, "head": head, "fc": nn.Linear(4, 4)})) == ["fc.weight"]
+
+
 def test_density_counts_by_hand():
     masks = MaskSet({"a": torch.tensor([True, False, False, True]), "b": torch.tensor([[1, 0], [0, 0]])})
     assert masks.n_total() == 8 and masks.n_nonzero() == 3

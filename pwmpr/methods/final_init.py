@@ -50,10 +50,12 @@ PERTURB = 0.1  # shrink-perturb: the initial weights' share (a draw from the ini
 
 @FINAL_INITS.register("shrink-perturb")
 def shrunk_weights(model: torch.nn.Module, initial: dict[str, Tensor], seed: MaskSet) -> dict[str, Tensor]:
-    """Every parameter at SHRINK x its grown value + PERTURB x its initial value (Ash and Adams 2020); buffers
-    (normalisation statistics) as grown."""
+    """Every trainable parameter at SHRINK x its grown value + PERTURB x its initial value (Ash and Adams 2020);
+    frozen parameters and buffers (normalisation statistics) as grown."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    for name, _ in model.named_parameters(remove_duplicate=False):  # a tied weight under each of its names
+    for name, p in model.named_parameters(remove_duplicate=False):  # a tied weight under each of its names
+        if not p.requires_grad:  # final training could not undo the shrink
+            continue
         state[name] = SHRINK * state[name] + PERTURB * initial[name].to(state[name].device, state[name].dtype)
     return state
 
