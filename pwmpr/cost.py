@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from pwmpr.graph.mode import WatchMode, WeightView
 from pwmpr.graph.ops import Kind, Op
-from pwmpr.masks import MaskSet, prunable
+from pwmpr.masks import MaskSet, prunable, tied_weights
 from pwmpr.probe import device_of, input_dtype_of, normalize_input_shape, run_forward, training_mode
 
 
@@ -62,6 +62,9 @@ class _WeightUses(WatchMode):
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
         self.uses: list[tuple[str, Tensor | None, int, float]] = []
+        for name in tied_weights(model):  # dense, but its contractions cost like any other layer's
+            p = model.get_parameter(name)
+            self.put(p, WeightView(name, p.numel(), tuple(p.shape)))
 
     def handle(self, op: Op, func, args: tuple, kwargs: dict):
         out = func(*args, **kwargs)
@@ -91,7 +94,8 @@ def _macs(op: Op, args: tuple, weight: Tensor, out: Tensor) -> float:
 
 @torch.no_grad()
 def training_flops(model: nn.Module, masks: Mapping[str, Tensor] | None, input_shape: Sequence[int]) -> FlopCount:
-    """Forward multiply-accumulates of the uses of prunable weights in ``model``, dense and present weights only.
+    """Forward multiply-accumulates of the uses of prunable (and tied, always dense) weights in ``model``, dense and
+    present weights only.
 
     Uses are read from one eval-mode forward on zeros (model left unchanged); a weight used twice counts twice.
     ``masks``: ``{weight name: bool mask}``; weights without one count as dense (None: all dense).
@@ -104,7 +108,7 @@ def training_flops(model: nn.Module, masks: Mapping[str, Tensor] | None, input_s
     mode = _WeightUses(model)
     with training_mode(model, False), mode.watching(model):
         run_forward(model, torch.zeros((1, *shape), device=device_of(model), dtype=input_dtype_of(model)))
-    sparse = dict.fromkeys(prunable(model), 0.0)
+    sparse = dict.fromkeys(prunable(model) + tied_weights(model), 0.0)
     dense = dict.fromkeys(sparse, 0.0)
     positions = dict.fromkeys(sparse, 0.0)
     for name, entries, n_used, per_entry in mode.uses:

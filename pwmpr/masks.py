@@ -23,12 +23,23 @@ def prunable(model: nn.Module) -> list[str]:
     projections of ``nn.MultiheadAttention`` (packed ``in_proj_weight`` or the separate q/k/v weights). A weight
     tied to another module's (a language model's head sharing its token embedding) stays dense, as the other use
     would be masked with it."""
+    return [name for name, tied in _contraction_weights(model) if not tied]
+
+
+def tied_weights(model: nn.Module) -> list[str]:
+    """Names of the Conv/Linear weights (and attention input projections) that ``prunable`` leaves dense because
+    another module holds the same Parameter (a tied head), in module order."""
+    return [name for name, tied in _contraction_weights(model) if tied]
+
+
+def _contraction_weights(model: nn.Module) -> list[tuple[str, bool]]:
+    """``(name, tied)`` of every Conv/Linear weight and attention input projection, in module order."""
     owners: dict[int, int] = {}  # parameter -> how many distinct modules hold it (a module used twice is one)
     for m in model.modules():
         for p in m._parameters.values():
             if p is not None:
                 owners[id(p)] = owners.get(id(p), 0) + 1
-    names = []
+    out = []
     for name, m in model.named_modules():
         prefix = f"{name}." if name else ""
         if isinstance(m, PRUNABLE_TYPES):
@@ -37,8 +48,8 @@ def prunable(model: nn.Module) -> list[str]:
             candidates = [p for p in _ATTENTION_WEIGHTS if getattr(m, p, None) is not None]
         else:
             continue
-        names += [prefix + p for p in candidates if owners.get(id(m._parameters.get(p)), 1) == 1]
-    return names
+        out += [(prefix + p, owners.get(id(m._parameters.get(p)), 1) > 1) for p in candidates]
+    return out
 
 
 def flatten_layers(tensors: Mapping[str, Tensor], names: Sequence[str]) -> Tensor:

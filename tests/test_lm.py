@@ -451,7 +451,7 @@ def test_a_language_model_run_cut_back_to_its_first_checkpoint_resumes_to_the_sa
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     args = ["grow", "--data", f"text:{corpus}", "--model", f"test_lm:{model}", "--phase-epochs", "1",
             "--final-epochs", "1", "--max-phases", "3", "--max-train", "48", "--batch-size", "16", "--optimizer",
-            "adamw", "--seed-density", "0.1", "--no-tau-core", "--keep-checkpoints", "0", "-q"]
+            "adamw", "--seed-density", "0.1", "--no-tau-core", "--keep-checkpoints", "0", "--max-cost", "0", "-q"]
     result = CliRunner().invoke(app, [*args, "--out", str(whole)])
     assert result.exit_code == 0, result.output
     assert [r["stage"] for r in history(whole)] == ["phase", "phase", "phase", "final"]
@@ -587,7 +587,7 @@ def test_a_gpt_with_a_tied_head_grows_exports_and_loads_back(tmp_path):
 
     args = ["grow", "--data", "pydoc-text", "--context", "8", "--model", "test_lm:tied_gpt", "--phase-epochs", "1",
             "--final-epochs", "1", "--max-phases", "2", "--max-train", "32", "--batch-size", "16", "--no-tau-core",
-            "--keep-checkpoints", "0", "-q"]
+            "--keep-checkpoints", "0", "--max-cost", "0", "-q"]  # the dense head costs more than the guard allows
     for start in ("continue", "shrink-perturb"):
         result = CliRunner().invoke(app, [*args, "--final-init", start, "--out", str(tmp_path / start)])
         assert result.exit_code == 0, result.output
@@ -618,3 +618,16 @@ def test_a_gpt_with_a_tied_head_grows_exports_and_loads_back(tmp_path):
         assert "head.weight" not in masks and model.head.weight is model.tok_embed.weight
         with torch.inference_mode():
             torch.testing.assert_close(model(ids), expected)
+
+
+def test_a_tied_head_costs_its_dense_multiply_accumulates():
+    """Tied or not, the head computes the same logits: the dense count is the same, and under masks the tied head
+    (never masked) adds its whole 16 x 256 per position to the sparse count."""
+    from pwmpr.cost import training_flops
+
+    untied, tied = tiny_gpt(256, (8,)), tied_gpt(256, (8,))
+    assert training_flops(tied, None, (8,)).dense == training_flops(untied, None, (8,)).dense
+    masks = phew_masks(tied, 0.1, (8,), seed=0)
+    count = training_flops(tied, masks, (8,))
+    assert count.layers["head.weight"].sparse == count.layers["head.weight"].dense == 8 * 16 * 256
+    assert count.sparse == 8 * 16 * 256 + sum(f.sparse for n, f in count.layers.items() if n != "head.weight")
