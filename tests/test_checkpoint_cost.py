@@ -63,6 +63,10 @@ def test_masks_come_back_in_the_models_order_not_the_files(tmp_path):
     checkpoint.write(path, ck)
     back = checkpoint.read(path, {k: tuple(v.shape) for k, v in model.state_dict().items()})
     assert list(back.masks) == ["z.weight", "a.weight"]
+    ck.masks["ghost.weight"] = torch.ones(2, dtype=torch.bool)  # not the model's: kept, for resume's checks to refuse
+    checkpoint.write(path, ck)
+    back = checkpoint.read(path, {k: tuple(v.shape) for k, v in model.state_dict().items()})
+    assert list(back.masks) == ["z.weight", "a.weight", "ghost.weight"]
 
 
 def test_checkpoint_refuses_another_model_and_missing_parts(tmp_path):
