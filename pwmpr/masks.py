@@ -48,7 +48,8 @@ def _contraction_weights(model: nn.Module) -> list[tuple[str, bool]]:
             candidates = [p for p in _ATTENTION_WEIGHTS if getattr(m, p, None) is not None]
         else:
             continue
-        out += [(prefix + p, owners.get(id(m._parameters.get(p)), 1) > 1) for p in candidates]
+        held = [(p, m._parameters.get(p)) for p in candidates]  # a parametrized weight is computed: left dense
+        out += [(prefix + p, owners[id(param)] > 1) for p, param in held if param is not None]
     return out
 
 

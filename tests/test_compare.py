@@ -272,3 +272,8 @@ def test_the_start_of_final_training_groups_only_runs_that_have_one(tmp_path):
         assert today == old, method
     today, old = keys("pwmpr")
     assert today != old
+    no_final = RunConfig(final_epochs=0).to_dict()  # a PWMPR run without a final training has no start either
+    old = {**{k: v for k, v in no_final.items() if k != "final_init"}, "version": 4}
+    assert RunRecord(tmp_path, no_final, {}, []).group_key() == RunRecord(tmp_path, old, {}, []).group_key()
+    unknown = {**RunConfig().to_dict(), "method": "a-method-of-another-pwmpr"}  # still read in today's form
+    assert '"checkpoint_minutes"' not in RunRecord(tmp_path, unknown, {}, []).group_key()

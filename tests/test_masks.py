@@ -27,6 +27,21 @@ def test_a_module_used_twice_is_prunable_and_a_weight_tied_across_modules_is_not
     assert prunable(nn.ModuleDict({"embed": embed, "head": head, "fc": nn.Linear(4, 4)})) == ["fc.weight"]
 
 
+def test_a_parametrized_weight_is_left_dense_and_the_rest_still_grows():
+    """weight_norm computes the weight from two Parameters: there is no weight Parameter to mask, so it stays dense
+    (as an embedding does) and the other layers are seeded, scored and costed as usual."""
+    from torch.nn.utils.parametrizations import weight_norm
+
+    from pwmpr.cost import training_flops
+    from pwmpr.seed import phew_masks
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), weight_norm(nn.Linear(8, 8)), nn.ReLU(), nn.Linear(8, 3))
+    assert prunable(model) == ["0.weight", "4.weight"]
+    assert training_flops(model, MaskSet.dense(model), (4,)).dense == 4 * 8 + 8 * 3
+    assert set(phew_masks(model, 0.5, (4,), seed=0)) == {"0.weight", "4.weight"}
+
+
 def test_density_counts_by_hand():
     masks = MaskSet({"a": torch.tensor([True, False, False, True]), "b": torch.tensor([[1, 0], [0, 0]])})
     assert masks.n_total() == 8 and masks.n_nonzero() == 3
