@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import statistics
 import sys
@@ -23,12 +24,14 @@ from _results import ROOT, header, quote_into  # noqa: E402
 
 RULE_NAMES = {
     "shrink-perturb": "final training from the grown weights shrunk and perturbed (`--final-init shrink-perturb`)",
+    "last-points": "the default with the plateau test on its last 5 points, the default before "
+                   "(`--no-plateau-resolve`)",
     "continue": "final training from the grown weights (`--final-init continue`)",
     "reinit": "grown mask from the initial weights (`--final-init reinit`)",
     "rewind": "seed edges rewound, grown ones at zero (`--final-init rewind`)",
     "explore": "recruiting growth (`--growth pwmp-explore`)",
     "gain-guarded": "gain rule + 1-point plateau fallback, continue (`--stop gain --plateau-tol 0.01 --final-init "
-                    "continue`)",
+                    "continue --no-plateau-resolve`)",
     "no-guard": "no cost guard (`--max-cost 0`)",
     "gain": "gain alone (`--stop gain --plateau-tol 0 --max-cost 0`)",
     "gain-plateau": "gain + plateau fallback, no guard (`--plateau-tol 0.01 --max-cost 0`)",
@@ -84,8 +87,50 @@ def pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
+def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval (95% at z = 1.96) of a share of ``hits`` out of ``n`` runs."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+SWEEP_RUN_RE = re.compile(r"d(?P<density>[0-9.e-]+)-s(?P<seed>\d+)$")
+
+
+def sweep_runs_in_window(out: Path, sweeps: dict[str, dict]) -> list[str]:
+    """The accuracy test applied to the sweep's own runs at its knee and 2x its knee: how often one run that
+    lands exactly in the window passes it. The test-set noise of a single run bounds what any method can score."""
+    lines = ["", "The same accuracy test on the sweep's own single runs at densities from its knee to twice the knee "
+             "(one-shot masks that land in the window by construction; the share is what test-set and seed noise "
+             "leave to a run that stops in the right place):", "",
+             "| pair | densities | runs within 1 point of the sweep's best | share |", "|---|---|---|---|"]
+    total = passed = 0
+    for pair, sweep in sweeps.items():
+        knee, best = sweep["knee"]["density"], sweep["best"]["test_acc"]
+        accs, dens = [], set()
+        for run in sorted((out / pair / "sweep" / "runs").glob("d*-s*")):
+            m = SWEEP_RUN_RE.match(run.name)
+            if not m or not (run / "summary.json").is_file():
+                continue
+            d = float(m["density"])
+            if knee - 1e-9 <= d <= 2 * knee + 1e-9:
+                accs.append(json.loads((run / "summary.json").read_text())["test_acc"])
+                dens.add(d)
+        ok = sum(1 for a in accs if a >= best - 0.01 - 1e-12)
+        total, passed = total + len(accs), passed + ok
+        if accs:
+            lines.append(f"| {pair} | {', '.join(f'{d:g}' for d in sorted(dens))} | {ok}/{len(accs)} | "
+                         f"{pct(ok / len(accs))} |")
+    if total:
+        lines.append(f"| all | | {passed}/{total} | **{pct(passed / total)}** |")
+    return lines if total else []
+
+
 def render(rows: list[dict], sweeps: dict[str, dict], command: str, elapsed: float | None,
-           missing: list[str] = ()) -> str:
+           missing: list[str] = (), out: Path | None = None) -> str:
     """The markdown of bench/results/discovery.md; ``missing`` names runs that have not finished."""
     threads = [x for x in rows if x["rule"] == THREADS]
     rows = [x for x in rows if x["rule"] != THREADS]
@@ -121,7 +166,10 @@ def render(rows: list[dict], sweeps: dict[str, dict], command: str, elapsed: flo
     verdict = (f"Verdict (computed): the highest share of hits, {pct(top)}, is "
                + (f"{leaders[0]}'s." if len(leaders) == 1 else f"shared by {' and '.join(leaders)}."))
     if default in shares:
-        verdict += (f" pwmpr's default ({RULE_NAMES[default]}) hits {pct(shares[default])}: the goal of at least 80% "
+        n = sum(1 for x in rows if x["rule"] == default)
+        lo, hi = wilson(round(shares[default] * n), n)
+        verdict += (f" pwmpr's default ({RULE_NAMES[default]}) hits {pct(shares[default])} (95% interval over its "
+                    f"{n} runs: {pct(lo)} to {pct(hi)}): the goal of at least 80% "
                     f"is {'met' if shares[default] >= 0.8 else 'not met'}.")
     lines += ["", verdict + (" Runs not finished: " + ", ".join(missing) + "." if missing else "")]
     lines += ["", "Per data/model pair and seed density (hits / runs; mean ± std over seeds of the discovered "
@@ -148,6 +196,7 @@ def render(rows: list[dict], sweeps: dict[str, dict], command: str, elapsed: flo
                     f"{sweep['best']['density']:g}) | {sd:g} | {rule} | {sum(1 for x in rs if x['hit'])}/{len(rs)} | "
                     f"{_ms(dens, '.3f')} | {_ms(accs, '.2f')}% | "
                     f"{statistics.fmean(x['cost_flops'] for x in rs):.2f} | {', '.join(why) or '-'} |")
+    lines += sweep_runs_in_window(out, sweeps) if out is not None else []
     lines += final_inits(rows)
     lines += stability(rows, threads)
     lines += ["", "Sweeps (one-shot PHEW masks, the same trainer and epochs; mean test accuracy over seeds):", ""]
@@ -249,7 +298,7 @@ def main() -> None:
     rows, sweeps = collect(args.out)
     if not rows:
         sys.exit(f"discovery.py: no scored PWMPR run under {args.out}")
-    text = render(rows, sweeps, args.command, args.elapsed, unfinished(args.out))
+    text = render(rows, sweeps, args.command, args.elapsed, unfinished(args.out), args.out)
     if args.previous is not None:
         text += "\n".join(reproduction(rows, json.loads(args.previous.read_text())["rows"],
                                         args.previous_label)) + "\n"

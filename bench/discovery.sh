@@ -8,11 +8,12 @@
 # everything else is pwmpr grow's defaults (the plateau rule at half a point per doubling, the cost guard at 1.5
 # dense runs):
 #   shrink-perturb  final training from 0.4 x the grown weights + 0.1 x the initial ones (the default)
+#   last-points     the default with the plateau test on its last 5 points (--no-plateau-resolve: the default before)
 #   continue   final training from the grown weights (the previous default)
 #   reinit     the grown mask from the model's initial weights
 #   rewind     seed edges at their initial values, grown ones at zero
 #   explore    growth that can recruit units the seed missed (pwmp-explore)
-#   gain-guarded  the default before: the gain rule with the one-point plateau fallback, continue
+#   gain-guarded  the default two versions back: the gain rule with the one-point plateau fallback, continue
 # Older stop settings stay available as variants: no-guard, gain, gain-plateau, paper-fixed, paper-today.
 # bench/results/discovery-gain-rule.md keeps the same benchmark as it was written under the previous default stop.
 # Stability: the default's runs of seed 0 run once more with 2 threads (variant default-2threads), so the report

@@ -18,8 +18,9 @@ from typing import Any
 from pwmpr.errors import PwmprError
 
 # 2: train.optimizer, train.lr may be null, shrink.alpha; 3: stop.max_cost; 4: the plateau rule as the default stop;
-# 5: shrink-perturb as the default final init (older versions are migrated on load)
-CONFIG_VERSION = 5
+# 5: shrink-perturb as the default final init; 6: the plateau window spans what the validation set resolves
+# (older versions are migrated on load)
+CONFIG_VERSION = 6
 SEED_LIMIT = 2**63  # torch generators take 64-bit seeds; seed + a few offsets must still fit
 
 
@@ -110,13 +111,17 @@ class StopConfig:
                    "checked against the noise.", registry="pwmpr.stop:STOP_RULES", flag="stop")
     tol: float = _f(0.005, "gain rule: accuracy gain (0.01 = one point) below which growing on is not worth it.",
                     flag="stop-tol")
-    alpha: float = _f(0.1, "gain rule: stop when the gain is below tol with probability at least 1 - alpha.",
+    alpha: float = _f(0.1, "Error level of the stop rules: gain stops when the gain is below tol with probability "
+                      "at least 1 - alpha; the plateau window spans a gain of ln(1/alpha) validation samples.",
                       flag="stop-alpha")
     min_points: int = _f(4, "Accuracy-density points a stop decision needs.", flag="stop-min-points")
     consecutive: int = _f(2, "Consecutive refits that must agree before stopping.", flag="stop-consecutive")
     plateau_tol: float = _f(0.005, "Plateau rule (not in the paper): stop when doubling the density gains less than "
                             "this accuracy (+1 s.e., last --stop-min-points + 1 points); beside another --stop "
                             "rule it is a fallback, which 0 disables.")
+    plateau_resolve: bool = _f(True, "Plateau rule: widen its window until a gain of --plateau-tol per doubling "
+                               "over it amounts to ln(1/--stop-alpha) validation samples, so that a flat window "
+                               "on a small validation set is evidence of a plateau.")
     max_density: float = _f(1.0, "Stop growing once the density reaches this value.")
     max_phases: int = _f(30, "Stop after this many growth phases at the most.")
     max_cost: float = _f(1.5, "Cost guard: stop growing when the next phase plus the final training would take "
@@ -162,6 +167,17 @@ class ShrinkConfig:
         check(0 <= self.regrow < self.fraction, "shrink regrow", self.regrow, "in [0, shrink fraction)")
         check(self.max_steps >= 1, "shrink max_steps", self.max_steps, ">= 1")
         check(0 < self.alpha < 1, "shrink alpha", self.alpha, "in (0, 1)")
+
+
+def _migrate_v5(data: dict[str, Any]) -> dict[str, Any]:
+    """A config of version 5 or older in today's terms: its plateau window was the last points, however few
+    validation samples they stood for."""
+    stop = data.get("stop")
+    stop = dict(stop) if isinstance(stop, dict) else {} if stop is None else stop
+    if isinstance(stop, dict):
+        stop.setdefault("plateau_resolve", False)
+        return {**data, "stop": stop}
+    return data
 
 
 def _migrate_v4(data: dict[str, Any]) -> dict[str, Any]:
@@ -292,7 +308,7 @@ class RunConfig:
         """Rebuild from ``to_dict`` output; unknown keys or versions raise PwmprError."""
         data = dict(data)
         version = data.pop("version", CONFIG_VERSION)  # a config a user writes by hand is read as today's
-        if version not in (1, 2, 3, 4, CONFIG_VERSION):
+        if version not in (1, 2, 3, 4, 5, CONFIG_VERSION):
             raise PwmprError(f"config version {version!r} is not readable by this pwmpr (expects {CONFIG_VERSION})")
         if version == 1:
             data = _migrate_v1(data)
@@ -302,6 +318,8 @@ class RunConfig:
             data = _migrate_v3(data)
         if version in (1, 2, 3, 4):
             data = _migrate_v4(data)
+        if version in (1, 2, 3, 4, 5):
+            data = _migrate_v5(data)
         return _from_dict(cls, data, "config")
 
     def save(self, path: Path) -> None:

@@ -258,8 +258,8 @@ class PhaseLoop:
                 param.add_(values.to(param.device, param.dtype))
 
     def _note_tolerance(self) -> None:
-        """Say once when the stop rule decides at a larger gain than ``--stop-tol``: the validation set cannot
-        resolve the one asked for (docs/method.md, "gain")."""
+        """Say once when the stop rule decides at a larger gain than ``--stop-tol``, and once when the plateau test
+        widens its window: the validation set cannot resolve what was asked (docs/method.md, "gain", "plateau")."""
         asked = self.cfg.stop.tol
         used = [r.get("stop_tol_used") for r in self.history]
         wider = [u for u in used if u is not None and u > asked + 1e-12]
@@ -268,6 +268,14 @@ class PhaseLoop:
             self.reporter.message(
                 f"--stop-tol {asked:g} is below what {n or 'the'} validation samples can resolve: the stop rule "
                 f"decides at a gain of {used[-1]:.3g} instead (recorded as stop_tol_used in history.jsonl)")
+        window = self.cfg.stop.min_points + 1
+        wide = [(r.get("plateau_fit") or {}).get("points", 0) > window for r in self.history]
+        if wide and wide[-1] and sum(wide) == 1:
+            line = self.history[-1]["plateau_fit"]
+            self.reporter.message(
+                f"{self.history[-1].get('val_n')} validation samples resolve --plateau-tol {line['tol']:g} per "
+                f"doubling only over {line['min_span']:.2g} doublings of density: the plateau test reads "
+                f"{line['points']} points back (min_span in history.jsonl; --no-plateau-resolve: the last {window})")
 
     def _perplexity(self, key: str, loss: float | None) -> dict[str, float]:
         """``{key: exp(loss)}`` for a language model (token inputs: loss per token, in nats), else nothing."""

@@ -42,6 +42,7 @@ def test_the_environment_overrides_a_setting_for_smoke_runs():
 def test_every_discovery_variant_has_flags_the_cli_knows():
     spec = json.loads((ROOT / "bench" / "settings" / "discovery.json").read_text())
     known = {"--" + flag_name(fld) for _path, fld, _hint in leaf_fields()}
+    known |= {"--no-" + flag_name(fld) for _path, fld, hint in leaf_fields() if hint is bool}  # a switch's "off"
     for variant in spec["settings"]["VARIANTS"]["value"].split():
         assert variant in spec["variants"]
     for variant, flags in spec["variants"].items():

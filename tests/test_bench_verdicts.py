@@ -49,3 +49,35 @@ def test_attention_verdict_within_the_spread_and_one_verdict_per_pair():
     assert second.startswith("mnist5k-vit-mini, seed density 0.05: ")
     assert "pwmp by +1.00 ± 1.15 points (s.e. over 3 paired seeds): within the spread" in second
     assert second.endswith("Its lead is not beyond the spread over seeds against at least one rule.")
+
+
+def _discovery():
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_discovery", BENCH / "discovery.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_discovery_hit_share_interval_is_wilsons():
+    # 13 of 18: p = 0.7222; centre (p + z^2/2n) / (1 + z^2/n) = 0.6831, half-width 0.1919 at z = 1.96.
+    lo, hi = _discovery().wilson(13, 18)
+    assert abs(lo - 0.4912) < 5e-4 and abs(hi - 0.8750) < 5e-4
+    assert _discovery().wilson(18, 18)[1] == 1.0
+
+
+def test_discovery_scores_the_sweeps_own_runs_in_the_window(tmp_path):
+    import json
+
+    # knee 0.16, best 94%: the runs at 0.16 and 0.32 are in the window [knee, 2 x knee]; a run passes at >= 93%.
+    for name, acc in (("d0.08-s0", 0.99), ("d0.16-s0", 0.935), ("d0.16-s1", 0.925), ("d0.32-s0", 0.931),
+                      ("d0.64-s0", 0.99)):
+        run = tmp_path / "mnist5k-mlp" / "sweep" / "runs" / name
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps({"test_acc": acc}))
+    sweeps = {"mnist5k-mlp": {"knee": {"density": 0.16}, "best": {"test_acc": 0.94}}}
+    text = "\n".join(_discovery().sweep_runs_in_window(tmp_path, sweeps))
+    assert "| mnist5k-mlp | 0.16, 0.32 | 2/3 | 67% |" in text and "| all | | 2/3 | **67%** |" in text

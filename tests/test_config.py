@@ -122,6 +122,22 @@ def test_a_version_4_config_keeps_final_training_from_the_grown_weights():
     assert RunConfig().final_init == "shrink-perturb"
 
 
+def test_a_version_5_config_keeps_the_plateau_window_of_the_last_points():
+    """Before version 6 the plateau test read the last points however few validation samples they stood for: a
+    folder of that time that does not say still means that; one that says keeps it; today's default widens it."""
+    old = RunConfig().to_dict()
+    old["version"] = 5
+    del old["stop"]["plateau_resolve"]
+    assert RunConfig.from_dict(old).stop.plateau_resolve is False
+    assert RunConfig.from_dict({**old, "version": 3}).stop.plateau_resolve is False
+    old["stop"]["plateau_resolve"] = True
+    assert RunConfig.from_dict(old).stop.plateau_resolve is True
+    del old["stop"]
+    assert RunConfig.from_dict(old).stop.plateau_resolve is False
+    assert RunConfig.from_dict({k: v for k, v in old.items() if k != "version"}).stop.plateau_resolve is True
+    assert RunConfig().stop.plateau_resolve is True
+
+
 def test_the_plateau_rule_with_no_tolerance_is_refused():
     with pytest.raises(PwmprError, match="plateau_tol"):
         RunConfig.from_dict({"stop": {"rule": "plateau", "plateau_tol": 0}})

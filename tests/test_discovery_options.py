@@ -106,6 +106,21 @@ def test_tolerance_used_is_recorded_and_said_once(tmp_path):
     assert result.output.count("below what") == 1 and "stop_tol_used" in result.output
 
 
+def test_a_widened_plateau_window_is_recorded_and_said_once(tmp_path):
+    # 144 validation samples resolve half a point per doubling only over 3.2 doublings: from 11 points on (x1.25
+    # steps), the plateau test reads back that far, and says so once.
+    loud = [a for a in BASE if a != "-q"]
+    result = runner.invoke(app, ["grow", *loud, "--seed-density", "0.05", "--phase-epochs", "1", "--final-epochs",
+                                 "0", "--max-cost", "0", "--max-phases", "12", "--out", str(tmp_path / "w")],
+                           env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert result.output.count("validation samples resolve --plateau-tol") == 1, result.output
+    rows = [json.loads(line) for line in (tmp_path / "w" / "history.jsonl").read_text().splitlines()]
+    lines = [r["plateau_fit"] for r in rows if r["stage"] == "phase" and r.get("plateau_fit")]
+    assert all(line["min_span"] == pytest.approx(math.log(10) / (144 * 0.005)) for line in lines)
+    assert [line["points"] for line in lines][:6] == [5] * 6 and lines[6]["points"] >= 11
+
+
 # -- the cost guard ---------------------------------------------------------------------------------------------
 def test_projected_cost_by_hand():
     # 1,000 training samples, a phase of 2 epochs at 100 forward FLOPs: 3 x 100 x 1,000 x 2 = 600,000 FLOPs; the

@@ -9,6 +9,7 @@ import pytest
 
 from pwmpr.config import StopConfig
 from pwmpr.stop import STOP_RULES, Observation, StopContext
+from pwmpr.stop.plateau import resolvable_span
 from pwmpr.stop.sequence import growth_stop
 
 
@@ -91,6 +92,52 @@ def test_plateau_rule_on_noisy_saturating_curves_stops_past_the_knee_and_within_
         stop_at = next((k for k in range(1, len(dens) + 1)
                         if rule([Observation(dens[i], acc[i], 3200) for i in range(k)], ctx).stop), None)
         assert stop_at is not None and knee + 4 <= stop_at - 1 <= knee + 6, (draw, stop_at)
+
+
+def test_the_span_a_plateau_window_needs_is_what_the_validation_set_resolves():
+    # ln(1/alpha) validation samples at a gain of tol per doubling: 144 samples, half a point, alpha 0.1 need
+    # ln(10) / (144 x 0.005) = 3.198 doublings; 400 samples 1.151; 3,200 samples 0.144.
+    assert resolvable_span(144, 0.005, 0.1) == pytest.approx(3.1980, abs=1e-4)
+    assert resolvable_span(400, 0.005, 0.1) == pytest.approx(1.1513, abs=1e-4)
+    assert resolvable_span(3200, 0.005, 0.1) == pytest.approx(0.1439, abs=1e-4)
+    assert resolvable_span(144, 0.005, 0.05) == pytest.approx(math.log(20) / 0.72)
+    assert resolvable_span(None, 0.005, 0.1) == resolvable_span(144, 0.005, None) == 0.0
+
+
+@pytest.mark.parametrize(("n", "first_stop"), [(144, 12), (400, 6), (None, 6)])
+def test_flat_points_stop_once_the_window_spans_what_the_validation_set_resolves(n, first_stop):
+    """Exactly flat points x1.25 apart (0.322 doublings a step). At 144 samples a window must span 3.198
+    doublings: 10 steps (3.22), so 11 points, and 12 for the second refit; at 400 samples 1.151 doublings, which the
+    5-point window (4 steps, 1.29) already spans: 6 points, as without a validation size."""
+    d = [0.01 * 1.25 ** i for i in range(14)]
+    a = [141 / 144] * 14
+    stop = StopConfig()
+    first = next(k for k in range(1, 15) if growth_stop(rows(d[:k], a[:k], n), stop, 10, d[k - 1]).reason)
+    assert first == first_stop
+    verdict = growth_stop(rows(d[:first], a[:first], n), stop, 10, d[first - 1])
+    assert verdict.reason == "plateau"
+    line = verdict.info["plateau_fit"]  # the line recorded (and drawn) is the one over the widened window
+    assert line["from"] == pytest.approx(d[first - (11 if n == 144 else 5)])
+    assert line["min_span"] == pytest.approx(resolvable_span(n, 0.005, 0.1))
+    if n == 144:
+        short = growth_stop(rows(d[:11], a[:11], n), stop, 10, d[10])
+        assert short.reason is None and "resolve a gain of 0.005 per doubling only over 3.2" in \
+            short.info["plateau_status"]
+        off = StopConfig(plateau_resolve=False)  # --no-plateau-resolve: the last 5 points, whatever they stand for
+        assert growth_stop(rows(d[:6], a[:6], n), off, 10, d[5]).reason == "plateau"
+
+
+def test_a_small_validation_set_that_stops_rising_does_not_stop_growth_while_its_resolved_window_still_rises():
+    """The validation accuracies (of 144) of a digits run from a 1% seed: they stop moving at density 0.075 while
+    test accuracy, on 2.5 times as many samples, kept rising to the sweep's knee at 0.32. The last 5 points
+    stopped that run at 0.228; the window of 3.2 doublings still sees the rise there and keeps growing."""
+    correct = [37, 102, 126, 133, 136, 137, 138, 140, 140, 141, 141, 141, 141, 141, 141]
+    d = [0.01 * 1.25 ** i for i in range(len(correct))]
+    history = rows(d, [c / 144 for c in correct], 144)
+    assert growth_stop(history, StopConfig(plateau_resolve=False), 10, d[-1]).reason == "plateau"
+    kept = growth_stop(history, StopConfig(), 10, d[-1])
+    assert kept.reason is None and "is not below 0.005" in kept.info["plateau_status"]
+    assert kept.info["plateau_fit"]["from"] < 0.0244 * 1.01 and kept.info["plateau_fit"]["slope"] > 0.005
 
 
 def test_plateau_rule_needs_a_tolerance():

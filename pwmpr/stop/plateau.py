@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from pwmpr.stop.decision import StopDecision, observation
+from pwmpr.stop.decision import Observation, StopDecision, observation
 
 
 def plateau_gain(densities: Sequence[float], accuracies: Sequence[float]) -> tuple[float, float]:
@@ -26,12 +27,41 @@ def plateau_gain(densities: Sequence[float], accuracies: Sequence[float]) -> tup
     return slope, se
 
 
+def resolvable_span(n: int | None, tol: float, alpha: float | None) -> float:
+    """The fewest doublings of density over which a gain of ``tol`` per doubling amounts to ln(1/alpha) of ``n``
+    validation samples: the span a flat window needs before it is evidence of a plateau at level ``alpha``
+    (docs/method.md, "plateau"). 0 when ``n`` or ``alpha`` is unknown or ``tol`` is not positive."""
+    if not n or n < 1 or alpha is None or not tol > 0:
+        return 0.0
+    return math.log(1.0 / alpha) / (n * tol)
+
+
+def span(points: Sequence[Observation]) -> float:
+    """Doublings of density from the first to the last of ``points`` (0 where a density is not positive)."""
+    lo, hi = points[0].density, points[-1].density
+    return math.log2(hi / lo) if lo > 0 and hi > 0 else 0.0
+
+
+def plateau_window(points: Sequence[Observation], window: int, min_span: float = 0.0) -> list[Observation] | None:
+    """The points the plateau test reads after the last of ``points``: the last ``window``, widened back one point
+    at a time until they span ``min_span`` doublings of density; None when the points so far cannot."""
+    if len(points) < window:
+        return None
+    for start in range(len(points) - window, -1, -1):
+        chosen = list(points[start:])
+        if span(chosen) >= min_span - 1e-12:
+            return chosen
+    return None
+
+
 def plateau_reached(
-    history: Any, *, tol: float = 0.01, window: int = 5, consecutive: int = 2
+    history: Any, *, tol: float = 0.01, window: int = 5, consecutive: int = 2, alpha: float | None = None
 ) -> StopDecision:
     """Stop when, over the last ``window`` points, the gain per doubling of density (+1 s.e.) is below ``tol``.
 
-    ``tol`` is in accuracy units; it must hold in ``consecutive`` refits; ``tol <= 0`` disables it. Never raises.
+    ``tol`` is in accuracy units; it must hold in ``consecutive`` refits; ``tol <= 0`` disables it. With
+    ``alpha``, each window is widened to span ``resolvable_span`` of the latest point's validation size. Never
+    raises.
     """
     try:
         points = [observation(e) for e in history]
@@ -42,15 +72,21 @@ def plateau_reached(
         return StopDecision(stop=False, reason="plateau rule disabled", n_points=n)
     if n < window + consecutive - 1:
         return StopDecision(stop=False, reason=f"plateau rule needs {window + consecutive - 1} points", n_points=n)
+    need = resolvable_span(points[-1].n, tol, alpha)
     bounds = []
     for k in range(n, n - consecutive, -1):
-        last = points[k - window:k]
+        last = plateau_window(points[:k], window, need)
+        if last is None:
+            why = (f"{points[-1].n} validation samples resolve a gain of {tol:g} per doubling only over "
+                   f"{need:.3g} doublings of density; the points up to the refit on {k} span {span(points[:k]):.3g}")
+            return StopDecision(stop=False, reason=why, n_points=n)
         slope, se = plateau_gain([p.density for p in last], [p.accuracy for p in last])
         bound = slope + se
         if not bound < tol:  # also False for nan
-            why = f"gain per doubling {slope:.4g} +/- {se:.3g} over the last {window} points is not below {tol:g}"
+            why = f"gain per doubling {slope:.4g} +/- {se:.3g} over the last {len(last)} points is not below {tol:g}"
             return StopDecision(stop=False, reason=why, n_points=n)
         bounds.append(bound)
-    why = (f"plateau: gain per doubling of density (+1 s.e.) {bounds[0]:.4g} < {tol:g} over the last {window} "
-           f"points in {consecutive} consecutive refits")
+    wide = f" ({need:.3g} doublings of density: what {points[-1].n} validation samples resolve)" if need > 0 else ""
+    why = (f"plateau: gain per doubling of density (+1 s.e.) {bounds[0]:.4g} < {tol:g} over the last "
+           f"{len(plateau_window(points, window, need) or [])} points{wide} in {consecutive} consecutive refits")
     return StopDecision(stop=True, reason=why, n_points=n, kind="plateau")

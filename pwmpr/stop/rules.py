@@ -33,6 +33,7 @@ class StopContext:
         tol: ``gain``: the accuracy gain (fraction: 0.01 is one point) below which growing on is not worth it.
         alpha: ``gain``: stop when that holds with probability at least ``1 - alpha``.
         plateau_tol: ``plateau``: the accuracy a doubling of density must still buy.
+        plateau_resolve: ``plateau``: widen its window to what the validation set resolves at level ``alpha``.
     """
 
     chance: float = 0.0
@@ -42,6 +43,7 @@ class StopContext:
     tol: float = 0.01
     alpha: float = 0.1
     plateau_tol: float = 0.005
+    plateau_resolve: bool = True
 
 
 MAX_FIT_FAILURES = 3  # growth phases in a row whose stop-rule fit failed before the run stops with an error
@@ -132,9 +134,10 @@ def paper_unbounded_rule(points: Sequence[Observation], ctx: StopContext) -> Sto
 
 @STOP_RULES.register("plateau")
 def plateau_rule(points: Sequence[Observation], ctx: StopContext) -> StopDecision:
-    """Stop when the gain per doubling of density (+1 s.e.) over the last ``min_points + 1`` points is below
-    ``plateau_tol`` in ``consecutive`` refits."""
-    return plateau_reached(points, tol=ctx.plateau_tol, window=ctx.min_points + 1, consecutive=ctx.consecutive)
+    """Stop when the gain per doubling of density (+1 s.e.) over the last ``min_points + 1`` points (or more, to
+    span what the validation set resolves) is below ``plateau_tol`` in ``consecutive`` refits."""
+    return plateau_reached(points, tol=ctx.plateau_tol, window=ctx.min_points + 1, consecutive=ctx.consecutive,
+                           alpha=ctx.alpha if ctx.plateau_resolve else None)
 
 
 @STOP_RULES.register("none")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pwmpr.stop.decision import Observation, growth_rows
-from pwmpr.stop.plateau import plateau_gain, plateau_reached
+from pwmpr.stop.plateau import plateau_gain, plateau_reached, plateau_window, resolvable_span
 from pwmpr.stop.rules import STOP_RULES, StopContext, check_fit_failures
 
 
@@ -30,21 +30,23 @@ def stop_context(stop: Any, num_classes: int | None) -> StopContext:
     """The StopContext of a run's stop settings (``RunConfig.stop``)."""
     return StopContext(chance=1.0 / num_classes if num_classes else 0.0, cap=stop.max_density,
                        min_points=stop.min_points, consecutive=stop.consecutive, tol=stop.tol, alpha=stop.alpha,
-                       plateau_tol=stop.plateau_tol)
+                       plateau_tol=stop.plateau_tol, plateau_resolve=stop.plateau_resolve)
 
 
-def plateau_line(points: list[Observation], tol: float) -> dict[str, Any]:
+def plateau_line(points: list[Observation], tol: float, min_span: float = 0.0) -> dict[str, Any]:
     """The plateau test's line over ``points`` (for the history and curve.png): its gain per doubling, standard
-    error and tolerance, the densities it spans and its centre (mean log2 density, mean accuracy)."""
+    error and tolerance, the densities it spans and its centre (mean log2 density, mean accuracy), and the
+    doublings of density its window must span (``min_span``)."""
     if not all(p.density > 0 for p in points):  # no log density to fit or centre the line on
         return {"slope": None, "se": None, "tol": tol, "from": points[0].density, "to": points[-1].density,
-                "x0": None, "y0": None}
+                "x0": None, "y0": None, "min_span": min_span, "points": len(points)}
     slope, se = plateau_gain([p.density for p in points], [p.accuracy for p in points])
     x0 = sum(math.log2(p.density) for p in points) / len(points)
     y0 = sum(p.accuracy for p in points) / len(points)
     finite = math.isfinite(slope) and math.isfinite(se)
     return {"slope": slope if finite else None, "se": se if finite else None, "tol": tol,
-            "from": points[0].density, "to": points[-1].density, "x0": x0, "y0": y0}
+            "from": points[0].density, "to": points[-1].density, "x0": x0, "y0": y0, "min_span": min_span,
+            "points": len(points)}
 
 
 @dataclass(frozen=True)
@@ -67,13 +69,16 @@ def growth_stop(history: list[dict], stop: Any, num_classes: int | None, density
         info["stop_fit_failed"] = verdict.failed
         check_fit_failures(growth_rows(history)[:-1], verdict, stop.rule)
     window = stop.min_points + 1
+    alpha = stop.alpha if stop.plateau_resolve else None
     if stop.plateau_tol > 0 and len(points) >= window:  # the plateau test's line, whichever rule decides
-        info["plateau_fit"] = plateau_line(points[-window:], stop.plateau_tol)
+        need = resolvable_span(points[-1].n, stop.plateau_tol, alpha)
+        line = plateau_window(points, window, need) or points[-window:]  # too short a span: the last points
+        info["plateau_fit"] = plateau_line(line, stop.plateau_tol, need)
     if verdict.stop:
         if verdict.kind == "plateau":  # the rule was the plateau test: its reason is the plateau status
             info["plateau_status"] = verdict.reason
         return GrowthStop(verdict.kind, info)
-    flat = plateau_reached(points, tol=stop.plateau_tol, window=window, consecutive=stop.consecutive)
+    flat = plateau_reached(points, tol=stop.plateau_tol, window=window, consecutive=stop.consecutive, alpha=alpha)
     info["plateau_status"] = flat.reason
     if flat.stop:
         return GrowthStop("plateau", info)
