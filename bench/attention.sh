@@ -38,7 +38,7 @@ for s in $SEEDS; do
   for rule in $RULES; do
     dir="$OUT/$DATA-$MODEL/$rule-sd$SEED_DENSITY-s$s"
     add "$dir" grow grow --data "$DATA" --model "$MODEL" --device cpu -q --no-tau-core --seed-density "$SEED_DENSITY" \
-        --growth "$rule" --phase-epochs "$PHASE_EPOCHS" --final-epochs "$EPOCHS" --final-init "$FINAL_INIT" --"$PLATEAU_WINDOW" --max-phases "$MAX_PHASES" \
+        --growth "$rule" --phase-epochs "$PHASE_EPOCHS" --final-epochs "$EPOCHS" --final-init "$FINAL_INIT" ${PLATEAU_WINDOW:+"--$PLATEAU_WINDOW"} --max-phases "$MAX_PHASES" \
         --seed "$s" $TRAIN $EXTRA --force --out "$dir"
   done
 done

@@ -29,7 +29,7 @@ echo "bench/compare.sh: OUT=$OUT SEEDS='$SEEDS' JOBS=$JOBS EPOCHS=$EPOCHS PHASE_
 jobs_file=$(mktemp)
 trap 'rm -f "$jobs_file"' EXIT
 add() { local dir=$1; shift; [ -f "$dir/summary.json" ] || echo "$dir $*" >> "$jobs_file"; }
-grow="grow $COMMON --phase-epochs $PHASE_EPOCHS --final-epochs $EPOCHS --seed-density $SEED_DENSITY --final-init $FINAL_INIT --$PLATEAU_WINDOW"
+grow="grow $COMMON --phase-epochs $PHASE_EPOCHS --final-epochs $EPOCHS --seed-density $SEED_DENSITY --final-init $FINAL_INIT ${PLATEAU_WINDOW:+--$PLATEAU_WINDOW}"
 for s in $SEEDS; do  # longest jobs first, so the parallel queue drains evenly
   add "$RUNS/imp-lr-rewind-s$s" baseline imp --variant lr-rewind --epochs "$EPOCHS" --levels "$LEVELS" $COMMON --seed "$s"
   add "$RUNS/imp-rewind-s$s" baseline imp --variant rewind --rewind-step "$REWIND_STEP" --epochs "$EPOCHS" \

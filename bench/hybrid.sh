@@ -32,7 +32,7 @@ for pair in $PAIRS; do
   data=${pair%%:*}; model=${pair##*:}
   for s in $SEEDS; do
     common=(--data "$data" --model "$model" --device cpu -q --no-tau-core --phase-epochs "$PHASE_EPOCHS"
-            --final-epochs "$EPOCHS" --final-init "$FINAL_INIT" --"$PLATEAU_WINDOW" --max-phases "$MAX_PHASES" --seed "$s" --force)
+            --final-epochs "$EPOCHS" --final-init "$FINAL_INIT" ${PLATEAU_WINDOW:+"--$PLATEAU_WINDOW"} --max-phases "$MAX_PHASES" --seed "$s" --force)
     add "$OUT/$data-$model/plain-s$s" grow grow "${common[@]}" --out "$OUT/$data-$model/plain-s$s"
     add "$OUT/$data-$model/hybrid-s$s" grow grow "${common[@]}" --zeta "$ZETA" --shrink \
         --shrink-max-steps "$SHRINK_STEPS" --out "$OUT/$data-$model/hybrid-s$s"

@@ -48,7 +48,7 @@ fi
 for sd in $SEED_DENSITIES; do
   for s in $SEEDS; do
     add "$OUT/pwmpr-sd$sd-s$s" grow grow $runs --seed-density "$sd" --phase-epochs "$PHASE_EPOCHS" \
-        --final-epochs "$EPOCHS" --final-init "$FINAL_INIT" --"$PLATEAU_WINDOW" --seed "$s" --force --out "$OUT/pwmpr-sd$sd-s$s"
+        --final-epochs "$EPOCHS" --final-init "$FINAL_INIT" ${PLATEAU_WINDOW:+"--$PLATEAU_WINDOW"} --seed "$s" --force --out "$OUT/pwmpr-sd$sd-s$s"
   done
 done
 run_jobs

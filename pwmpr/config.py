@@ -117,8 +117,8 @@ class StopConfig:
     min_points: int = _f(4, "Accuracy-density points a stop decision needs.", flag="stop-min-points")
     consecutive: int = _f(2, "Consecutive refits that must agree before stopping.", flag="stop-consecutive")
     plateau_tol: float = _f(0.005, "Plateau rule (not in the paper): stop when doubling the density gains less than "
-                            "this accuracy (+1 s.e., last --stop-min-points + 1 points); beside another --stop "
-                            "rule it is a fallback, which 0 disables.")
+                            "this accuracy (+1 s.e., last --stop-min-points + 1 points, or more under "
+                            "--plateau-resolve); beside another --stop rule it is a fallback, which 0 disables.")
     plateau_resolve: bool = _f(True, "Plateau rule: widen its window until a gain of --plateau-tol per doubling "
                                "over it amounts to ln(1/--stop-alpha) validation samples, so that a flat window "
                                "on a small validation set is evidence of a plateau.")
@@ -289,13 +289,18 @@ class RunConfig:
         """JSON-ready dict with a version tag."""
         return {"version": CONFIG_VERSION, **dataclasses.asdict(self)}
 
-    def canonical(self, final_training: bool = True) -> dict[str, Any]:
+    def canonical(self, final_training: bool = True, growth_stop: bool = True) -> dict[str, Any]:
         """``to_dict`` with the learning rate in effect, no shrink settings when there is no shrink stage, no
-        checkpoint settings and, for a method without a final training, no final start, so that two configs that
-        train alike are equal."""
+        checkpoint settings, for a method without a final training no final start, and for one that does not stop
+        growth on the curve (``growth_stop`` False) no stop settings, so that two configs that train alike are
+        equal."""
         data = self.to_dict()
         if not final_training:
             data.pop("final_init")
+        if not growth_stop:
+            data.pop("stop")
+        elif not self.stop.plateau_tol > 0:  # no plateau test: its window means nothing
+            data["stop"].pop("plateau_resolve")
         data["train"]["lr"] = self.train.base_lr
         for key in ("checkpoint_minutes", "keep_checkpoints"):  # which files are kept, not how it trains
             data.pop(key)

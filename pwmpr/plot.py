@@ -216,7 +216,9 @@ def _draw_density(ax, history: list[dict[str, Any]], summary: dict[str, Any] | N
         grid = np.geomspace(line["from"], line["to"], 20)
         ax.plot(grid, line["y0"] + line["slope"] * (np.log2(grid) - line["x0"]), "-", color="C4", lw=2.5, alpha=0.7,
                 label=f"plateau test: {100 * line['slope']:.2f} ± {100 * line['se']:.2f} pt per doubling over the "
-                      f"last {_window(phases, line)} points (stops below {100 * line['tol']:.2g} pt)")
+                      f"last {_window(phases, line)} points (stops below {100 * line['tol']:.2g} pt"
+                      + (f"; its window spans ≥ {line['min_span']:.2g} doublings, what {last.get('val_n')} "
+                         f"validation samples resolve" if line.get("min_span") else "") + ")")
     tol = last.get("stop_tol_used")
     if tol is not None and phases:  # the gain the stop rule decided at (docs/method.md, "gain")
         ax.axhline(last["val_acc"] + tol, color="C2", ls="--", lw=0.8,

@@ -29,6 +29,8 @@ from pwmpr.methods.final_init import needs_start
 from pwmpr.models import check_input_shape, create_model
 from pwmpr.probe import check_float32, check_output_width, declare_input_dtype, declared_dtype_name
 from pwmpr.progress import Reporter
+from pwmpr.stop.decision import growth_rows
+from pwmpr.stop.plateau import resolvable_span, window_fits
 from pwmpr.taucore import check_tau_core, tau_core
 from pwmpr.train import ProgressHook, Trainer
 from pwmpr.train.hooks import Hook
@@ -268,6 +270,17 @@ class PhaseLoop:
             self.reporter.message(
                 f"--stop-tol {asked:g} is below what {n or 'the'} validation samples can resolve: the stop rule "
                 f"decides at a gain of {used[-1]:.3g} instead (recorded as stop_tol_used in history.jsonl)")
+        stop, grown = self.cfg.stop, growth_rows(self.history)
+        if self.method.stops_growth and stop.plateau_resolve and stop.plateau_tol > 0 and len(grown) == 1:
+            n, start = grown[0].get("val_n"), grown[0]["density"]
+            need = resolvable_span(n, stop.plateau_tol, stop.alpha)
+            if not window_fits(need, start, stop.max_density):
+                self.reporter.message(
+                    f"{n} validation samples resolve --plateau-tol {stop.plateau_tol:g} per doubling only over "
+                    f"{need:.2g} doublings of density, more than lie between {start:.3g} and --max-density "
+                    f"{stop.max_density:g}: the plateau test cannot stop this run, and --max-cost, --max-phases or "
+                    f"--max-density will (more validation samples, a larger --plateau-tol or --no-plateau-resolve "
+                    f"let it decide)")
         window = self.cfg.stop.min_points + 1
         wide = [(r.get("plateau_fit") or {}).get("points", 0) > window for r in self.history]
         if wide and wide[-1] and sum(wide) == 1:

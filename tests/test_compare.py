@@ -265,6 +265,7 @@ def test_the_start_of_final_training_groups_only_runs_that_have_one(tmp_path):
     def keys(method):
         today = RunConfig(method=method).to_dict()
         old = {**{k: v for k, v in today.items() if k != "final_init"}, "version": 4}
+        old["stop"] = {k: v for k, v in today["stop"].items() if k != "plateau_resolve"}  # as version 4 wrote it
         return [RunRecord(tmp_path, cfg, {}, []).group_key() for cfg in (today, old)]
 
     for method in ("imp", "dense", "oneshot", "rigl"):
@@ -277,3 +278,24 @@ def test_the_start_of_final_training_groups_only_runs_that_have_one(tmp_path):
     assert RunRecord(tmp_path, no_final, {}, []).group_key() == RunRecord(tmp_path, old, {}, []).group_key()
     unknown = {**RunConfig().to_dict(), "method": "a-method-of-another-pwmpr"}  # still read in today's form
     assert '"checkpoint_minutes"' not in RunRecord(tmp_path, unknown, {}, []).group_key()
+
+
+def test_the_plateau_window_groups_only_runs_whose_growth_it_stops(tmp_path):
+    """A baseline written before the plateau window widened (version 5, no such key) and one written today train
+    alike: one group; a PWMPR run of each time stops growth by another test: two groups, unless it has no
+    plateau test at all (--plateau-tol 0)."""
+    from pwmpr.compare.records import RunRecord
+    from pwmpr.config import RunConfig
+
+    def keys(**fields):
+        today = RunConfig(**fields).to_dict()
+        old = {**today, "version": 5, "stop": {k: v for k, v in today["stop"].items() if k != "plateau_resolve"}}
+        return [RunRecord(tmp_path, cfg, {}, []).group_key() for cfg in (today, old)]
+
+    for method in ("imp", "dense", "oneshot", "rigl", "set"):
+        today, old = keys(method=method)
+        assert today == old, method
+    today, old = keys()
+    assert today != old
+    today, old = keys(stop={"rule": "gain", "plateau_tol": 0.0})
+    assert today == old

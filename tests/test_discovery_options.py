@@ -121,6 +121,18 @@ def test_a_widened_plateau_window_is_recorded_and_said_once(tmp_path):
     assert [line["points"] for line in lines][:6] == [5] * 6 and lines[6]["points"] >= 11
 
 
+@pytest.mark.parametrize(("flags", "said"), [((), True), (("--no-plateau-resolve",), False),
+                                              (("--plateau-tol", "0.03"), False)])
+def test_a_plateau_test_that_can_never_stop_the_run_is_said_at_the_start(tmp_path, flags, said):
+    # From density 0.5 one doubling is left; 144 samples need 3.2 at half a point (0.53 at 3 points per doubling).
+    loud = [a for a in BASE if a != "-q"]
+    result = runner.invoke(app, ["grow", *loud, "--seed-density", "0.5", "--phase-epochs", "1", "--final-epochs",
+                                 "0", "--max-phases", "1", *flags, "--out", str(tmp_path / "u")],
+                           env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert ("the plateau test cannot stop this run" in result.output) is said, result.output
+
+
 # -- the cost guard ---------------------------------------------------------------------------------------------
 def test_projected_cost_by_hand():
     # 1,000 training samples, a phase of 2 epochs at 100 forward FLOPs: 3 x 100 x 1,000 x 2 = 600,000 FLOPs; the

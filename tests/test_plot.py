@@ -259,3 +259,11 @@ def test_the_plateau_rule_draws_its_line_over_the_window_it_judged(figs):
     assert ys[-1] - ys[0] == pytest.approx(line["slope"] * math.log2(0.305 / 0.125))
     assert 0.125 < mid < 0.305
     assert "plateau rule at the last phase" in _notes(fig) and "drew no curve" not in _notes(fig)
+    assert "doublings" not in label  # no span asked of the window: nothing said about it
+    # A window widened to what the validation set resolves says how far it had to reach.
+    history[-1]["plateau_fit"] = plateau_line([Observation(d, a) for d, a in points], 0.005, min_span=1.151)
+    fig = curve_figure(history, {"discovered_density": 0.305, "test_acc": 0.91})
+    figs.append(fig)
+    label = " ".join(_line(fig, "plateau test:").get_label().split())
+    assert "over the last 6 points" in label
+    assert "its window spans ≥ 1.2 doublings, what 400 validation samples resolve)" in label

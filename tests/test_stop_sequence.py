@@ -10,7 +10,7 @@ import pytest
 from pwmpr.config import StopConfig
 from pwmpr.stop import STOP_RULES, Observation, StopContext
 from pwmpr.stop.plateau import resolvable_span
-from pwmpr.stop.sequence import growth_stop
+from pwmpr.stop.sequence import growth_stop, stop_context
 
 
 def rows(densities, accuracies, n=None):
@@ -125,6 +125,9 @@ def test_flat_points_stop_once_the_window_spans_what_the_validation_set_resolves
             short.info["plateau_status"]
         off = StopConfig(plateau_resolve=False)  # --no-plateau-resolve: the last 5 points, whatever they stand for
         assert growth_stop(rows(d[:6], a[:6], n), off, 10, d[5]).reason == "plateau"
+        rule = STOP_RULES.get("plateau")  # the rule itself, not only the fallback, reads the setting
+        six = [Observation(x, y, n) for x, y in zip(d[:6], a[:6], strict=True)]
+        assert rule(six, stop_context(off, 10)).stop and not rule(six, stop_context(stop, 10)).stop
 
 
 def test_a_small_validation_set_that_stops_rising_does_not_stop_growth_while_its_resolved_window_still_rises():
@@ -138,6 +141,15 @@ def test_a_small_validation_set_that_stops_rising_does_not_stop_growth_while_its
     kept = growth_stop(history, StopConfig(), 10, d[-1])
     assert kept.reason is None and "is not below 0.005" in kept.info["plateau_status"]
     assert kept.info["plateau_fit"]["from"] < 0.0244 * 1.01 and kept.info["plateau_fit"]["slope"] > 0.005
+
+
+def test_without_a_span_to_reach_the_window_is_the_last_points_whatever_their_densities():
+    from pwmpr.stop import plateau_reached
+    from pwmpr.stop.plateau import plateau_window
+
+    points = [Observation(d, 0.9) for d in (0.1, 0.2, 0.4, 0.3, 0.2, 0.1)]  # a caller's points, not in order
+    assert plateau_window(points, 5) == points[1:]
+    assert plateau_reached(points, tol=0.005, window=5, consecutive=2).stop  # flat: stops, as without a span
 
 
 def test_plateau_rule_needs_a_tolerance():

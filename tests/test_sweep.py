@@ -206,9 +206,12 @@ def test_the_same_sweep_rerun_on_a_folder_from_an_older_pwmpr_continues_it(tmp_p
     config["base"]["train"]["lr"] = 0.1
     config["base"]["shrink"]["max_steps"] = 10
     config["base"].update(version=4, final_init="continue")  # the start of a final training one-shot points lack
+    del config["base"]["stop"]["plateau_resolve"]  # and the stop settings of growth they do not have
     (out / "sweep.json").write_text(json.dumps(config))
     point = out / "runs" / "d1-s0" / "config.json"
-    point.write_text(json.dumps({**json.loads(point.read_text()), "version": 4, "final_init": "continue"}))
+    written = json.loads(point.read_text())
+    del written["stop"]["plateau_resolve"]
+    point.write_text(json.dumps({**written, "version": 4, "final_init": "continue"}))
     stamp = (out / "runs" / "d1-s0" / "summary.json").stat().st_mtime_ns
     result = runner.invoke(app, command)
     assert result.exit_code == 0, result.output

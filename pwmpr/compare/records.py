@@ -26,8 +26,10 @@ def normalised_config(config: dict[str, Any]) -> dict[str, Any]:
     configs that train alike are equal (``RunConfig.canonical``); a config this pwmpr cannot read is left as it is."""
     try:
         cfg = RunConfig.from_dict(config)
-        has_final = METHODS.get(cfg.method).has_final if cfg.method in METHODS else True
-        canonical = cfg.canonical(final_training=has_final and cfg.final_epochs > 0)
+        method = METHODS.get(cfg.method) if cfg.method in METHODS else None
+        has_final = method.has_final if method is not None else True
+        canonical = cfg.canonical(final_training=has_final and cfg.final_epochs > 0,
+                                  growth_stop=method.stops_growth if method is not None else True)
     except PwmprError:
         return config
     canonical["context"] = context_of(canonical["data"], canonical["context"])  # unset: the loader's default

@@ -51,6 +51,8 @@ class Method:
     name = "method"
     #: True when the method trains a final run after its phases (PWMPR); its phases are then "rough".
     has_final = False
+    #: True when the method stops growth on the accuracy-density curve (PWMPR): it reads ``cfg.stop``.
+    stops_growth = False
     #: True when every phase ends in a finished network (IMP levels): the runner records its test accuracy too.
     records_test = False
     #: Global training step whose weights the runner keeps as ``RunContext.initial_state`` (IMP rewinding);

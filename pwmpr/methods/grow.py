@@ -66,6 +66,7 @@ class GrowMethod(Method):
 
     name = "pwmpr"
     has_final = True
+    stops_growth = True
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)

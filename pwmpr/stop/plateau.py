@@ -36,6 +36,11 @@ def resolvable_span(n: int | None, tol: float, alpha: float | None) -> float:
     return math.log(1.0 / alpha) / (n * tol)
 
 
+def window_fits(min_span: float, start: float, cap: float) -> bool:
+    """Whether a window spanning ``min_span`` doublings of density fits between density ``start`` and ``cap``."""
+    return start > 0 and cap > 0 and min_span <= math.log2(cap / start) + 1e-12
+
+
 def span(points: Sequence[Observation]) -> float:
     """Doublings of density from the first to the last of ``points`` (0 where a density is not positive)."""
     lo, hi = points[0].density, points[-1].density
@@ -47,6 +52,8 @@ def plateau_window(points: Sequence[Observation], window: int, min_span: float =
     at a time until they span ``min_span`` doublings of density; None when the points so far cannot."""
     if len(points) < window:
         return None
+    if not min_span > 0:  # nothing asked of the span: the last points, whatever densities they hold
+        return list(points[-window:])
     for start in range(len(points) - window, -1, -1):
         chosen = list(points[start:])
         if span(chosen) >= min_span - 1e-12:

@@ -149,8 +149,8 @@ def check_points(out: Path | str, cfg: SweepConfig) -> None:
             folder = point_dir(out, density, seed)
             if not (folder / rundir.CONFIG).is_file():
                 continue
-            want = cfg.point_config(density, seed).canonical(final_training=False)  # one-shot points
-            got = RunConfig.load(folder / rundir.CONFIG).canonical(final_training=False)
+            want = cfg.point_config(density, seed).canonical(final_training=False, growth_stop=False)  # one-shot
+            got = RunConfig.load(folder / rundir.CONFIG).canonical(final_training=False, growth_stop=False)
             if want["model"] == "auto":
                 want["model"] = got["model"]
             where = _first_difference({k: v for k, v in want.items() if k not in _NOT_TRAINED},

@@ -38,8 +38,8 @@ def run_sweep(cfg: SweepConfig, out: Path | str, *, resume: bool = False, force:
 
 def _same_sweep(a: SweepConfig, b: SweepConfig) -> bool:
     """Whether two sweep configs train the same points (their base configs compared as ``RunConfig.canonical``)."""
-    return ({**a.to_dict(), "base": a.base.canonical(final_training=False)}
-            == {**b.to_dict(), "base": b.base.canonical(final_training=False)})
+    return ({**a.to_dict(), "base": a.base.canonical(final_training=False, growth_stop=False)}
+            == {**b.to_dict(), "base": b.base.canonical(final_training=False, growth_stop=False)})
 
 
 def _run_locked(cfg: SweepConfig, out: Path, bundle, *, resume: bool, force: bool, created: bool,
