@@ -197,7 +197,7 @@ def render(rows: list[dict], sweeps: dict[str, dict], command: str, elapsed: flo
                     f"{_ms(dens, '.3f')} | {_ms(accs, '.2f')}% | "
                     f"{statistics.fmean(x['cost_flops'] for x in rs):.2f} | {', '.join(why) or '-'} |")
     lines += sweep_runs_in_window(out, sweeps) if out is not None else []
-    lines += final_inits(rows)
+    lines += paired(rows)
     lines += stability(rows, threads)
     lines += ["", "Sweeps (one-shot PHEW masks, the same trainer and epochs; mean test accuracy over seeds):", ""]
     for pair, sweep in sweeps.items():
@@ -206,19 +206,22 @@ def render(rows: list[dict], sweeps: dict[str, dict], command: str, elapsed: flo
     return "\n".join(lines) + "\n"
 
 
-def final_inits(rows: list[dict]) -> list[str]:
-    """Each ``--final-init`` variant against the default's, paired by run: the same growth, another start."""
+def paired(rows: list[dict]) -> list[str]:
+    """Every other variant against the default, paired by run (pair, seed density, seed): test accuracy, cost."""
     from pwmpr.methods.final_init import FINAL_INITS
 
     default = default_rule()
     base = {(x["pair"], x["seed_density"], x["seed"]): x for x in rows if x["rule"] == default}
-    lines = ["", f"Final training's start, paired by run (the same growth; {default}, the default, against each "
-             "other start): test accuracy difference in points, mean ± standard error over runs, and the runs "
-             "each start wins, ties or loses:", "",
-             "| start | runs | default minus start (points) | default wins / ties / losses | hits (default, start) |",
-             "|---|---|---|---|---|"]
+    lines = ["", f"Each variant against the default ({default}), paired by run (the same pair, seed density and "
+             "seed): test accuracy difference in points, mean ± standard error over runs, the runs the default "
+             "wins, ties or loses, and the mean cost difference. The final training's starts (`continue`, "
+             "`reinit`, `rewind`) share the default's growth, so theirs is the start's effect alone:", "",
+             "| variant | runs | default minus variant (points) | default wins / ties / losses | "
+             "default minus variant (cost, x dense) | hits (default, variant) |",
+             "|---|---|---|---|---|---|"]
     compared = 0
-    for rule in [r for r in FINAL_INITS.names() if r != default]:
+    order = [r for r in FINAL_INITS.names() if r != default] + [r for r in RULE_NAMES if r not in FINAL_INITS.names()]
+    for rule in [r for r in order if r != default]:
         pairs = [(base[k], x) for x in rows if x["rule"] == rule
                  and (k := (x["pair"], x["seed_density"], x["seed"])) in base]
         if not pairs:
@@ -227,8 +230,9 @@ def final_inits(rows: list[dict]) -> list[str]:
         diffs = [100 * (a["test_acc"] - b["test_acc"]) for a, b in pairs]
         se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
         wins = sum(d > 0 for d in diffs), sum(d == 0 for d in diffs), sum(d < 0 for d in diffs)
+        cost = statistics.fmean(a["cost_flops"] - b["cost_flops"] for a, b in pairs)
         lines.append(f"| `{rule}` | {len(pairs)} | {statistics.fmean(diffs):+.2f} ± {se:.2f} | "
-                     f"{' / '.join(map(str, wins))} | {sum(bool(a['hit']) for a, _ in pairs)}, "
+                     f"{' / '.join(map(str, wins))} | {cost:+.2f} | {sum(bool(a['hit']) for a, _ in pairs)}, "
                      f"{sum(bool(b['hit']) for _, b in pairs)} |")
     return lines if compared else []
 

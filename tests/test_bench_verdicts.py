@@ -81,3 +81,16 @@ def test_discovery_scores_the_sweeps_own_runs_in_the_window(tmp_path):
     sweeps = {"mnist5k-mlp": {"knee": {"density": 0.16}, "best": {"test_acc": 0.94}}}
     text = "\n".join(_discovery().sweep_runs_in_window(tmp_path, sweeps))
     assert "| mnist5k-mlp | 0.16, 0.32 | 2/3 | 67% |" in text and "| all | | 2/3 | **67%** |" in text
+
+
+def test_discovery_pairs_every_variant_with_the_default_run_by_run():
+    def row(rule, seed, acc, cost, hit):
+        return {"pair": "digits-mlp", "rule": rule, "seed_density": 0.01, "seed": seed, "test_acc": acc,
+                "cost_flops": cost, "hit": hit}
+
+    rows = [row("shrink-perturb", s, a, 1.0, h) for s, a, h in ((0, 0.95, True), (1, 0.96, True), (2, 0.97, True))]
+    rows += [row("explore", s, a, 1.2, h) for s, a, h in ((0, 0.94, False), (1, 0.96, True))]  # seed 2 missing
+    # default minus explore on seeds 0 and 1: +1 and 0 points: mean +0.50, s.e. 0.50; cost 1.0 - 1.2.
+    text = "\n".join(_discovery().paired(rows))
+    assert "| `explore` | 2 | +0.50 ± 0.50 | 1 / 1 / 0 | -0.20 | 2, 1 |" in text
+    assert "| `continue`" not in text  # a variant with no run is not listed
