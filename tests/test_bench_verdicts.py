@@ -9,15 +9,20 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
-def _attention():
+def _bench(name):
+    """The bench script ``bench/<name>.py`` as a module (it imports its siblings from bench/)."""
     sys.path.insert(0, str(BENCH))
     try:
-        spec = importlib.util.spec_from_file_location("bench_attention", BENCH / "attention.py")
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module
     finally:
         sys.path.remove(str(BENCH))
+
+
+def _attention():
+    return _bench("attention")
 
 
 def _row(rule, seed, acc, pair="mnist5k-vit-mini", sd=0.05):
@@ -52,14 +57,7 @@ def test_attention_verdict_within_the_spread_and_one_verdict_per_pair():
 
 
 def _discovery():
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_discovery", BENCH / "discovery.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCH))
+    return _bench("discovery")
 
 
 def test_discovery_hit_share_interval_is_wilsons():
