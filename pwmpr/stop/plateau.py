@@ -80,7 +80,7 @@ def plateau_reached(
     if n < window + consecutive - 1:
         return StopDecision(stop=False, reason=f"plateau rule needs {window + consecutive - 1} points", n_points=n)
     need = resolvable_span(points[-1].n, tol, alpha)
-    bounds = []
+    bounds, widths = [], []
     for k in range(n, n - consecutive, -1):
         last = plateau_window(points[:k], window, need)
         if last is None:
@@ -93,7 +93,8 @@ def plateau_reached(
             why = f"gain per doubling {slope:.4g} +/- {se:.3g} over the last {len(last)} points is not below {tol:g}"
             return StopDecision(stop=False, reason=why, n_points=n)
         bounds.append(bound)
+        widths.append(len(last))
     wide = f" ({need:.3g} doublings of density: what {points[-1].n} validation samples resolve)" if need > 0 else ""
     why = (f"plateau: gain per doubling of density (+1 s.e.) {bounds[0]:.4g} < {tol:g} over the last "
-           f"{len(plateau_window(points, window, need) or [])} points{wide} in {consecutive} consecutive refits")
+           f"{widths[0]} points{wide} in {consecutive} consecutive refits")
     return StopDecision(stop=True, reason=why, n_points=n, kind="plateau")
