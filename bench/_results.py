@@ -97,6 +97,25 @@ def quote_into(path: Path, name: str, text: str) -> None:
     path.write_text(f"{head}{begin}\n{text}{end}{tail}")
 
 
+def quote_where_marked(path: Path, name: str, text: str) -> bool:
+    """``quote_into`` where ``path`` has ``name``'s markers; False (and nothing written) where it has not."""
+    if f"<!-- {name}:begin -->" not in path.read_text():
+        return False
+    quote_into(path, name, text)
+    return True
+
+
+def quote_report(results: Path, texts: dict[str, str], docs: tuple[str, ...] = ("bench/RESULTS.md", "README.md")
+                 ) -> list[str]:
+    """Quote a report written to ``results`` into ``docs``: each ``texts`` entry (marker name -> text) wherever a
+    doc has that marker. Only a report in bench/results is quoted (a smoke run's elsewhere is not); returns the
+    ``doc:marker`` pairs updated."""
+    if results.resolve().parent != (ROOT / "bench" / "results").resolve():
+        return []
+    return [f"{doc}:{name}" for doc in docs for name, text in texts.items()
+            if quote_where_marked(ROOT / doc, name, text)]
+
+
 def publish(name: str, text: str, docs: tuple[str, ...] = ("bench/RESULTS.md", "README.md")) -> Path:
     """Write ``bench/results/<name>.md`` and quote it into ``docs`` wherever they have its markers."""
     RESULTS.mkdir(parents=True, exist_ok=True)

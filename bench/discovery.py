@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import ROOT, header, quote_into  # noqa: E402
+from _results import ROOT, header, quote_report  # noqa: E402
 
 RULE_NAMES = {
     "shrink-perturb": "final training from the grown weights shrunk and perturbed (`--final-init shrink-perturb`)",
@@ -50,6 +50,8 @@ def collect(out: Path) -> tuple[list[dict], dict[str, dict]]:
     rows, sweeps = [], {}
     for pair_dir in sorted(p for p in out.iterdir() if p.is_dir()):
         sweep_file = pair_dir / "sweep" / "summary.json"
+        if not (pair_dir / "sweep").is_dir():  # not a pair's folder (the data a pair reads, say)
+            continue
         if not sweep_file.is_file():
             print(f"discovery.py: {pair_dir} has no finished sweep; skipped", file=sys.stderr)
             continue
@@ -206,6 +208,16 @@ def render(rows: list[dict], sweeps: dict[str, dict], command: str, elapsed: flo
     return "\n".join(lines) + "\n"
 
 
+def summary(text: str) -> str:
+    """The headline of a report ``render`` wrote: its first line, the hit definition, the table of variants and the
+    verdict (what README.md quotes of the held-out benchmark)."""
+    blocks = text.split("\n\n")
+    keep = [blocks[0]]
+    keep += [b for b in blocks if b.startswith("A run is a **hit**") or b.startswith("| variant | runs | hits")
+             or b.startswith("Verdict (computed)")]
+    return "\n\n".join(keep) + "\n"
+
+
 def paired(rows: list[dict]) -> list[str]:
     """Every other variant against the default, paired by run (pair, seed density, seed): test accuracy, cost."""
     from pwmpr.methods.final_init import FINAL_INITS
@@ -313,9 +325,9 @@ def main() -> None:
     args.results.write_text(text)
     (args.results.with_suffix(".json")).write_text(json.dumps({"rows": rows, "sweeps": sweeps}, indent=1) + "\n")
     print(text)
-    if not args.no_quote and args.results.resolve() == (ROOT / "bench/results/discovery.md").resolve():
-        for doc in (ROOT / "bench/RESULTS.md", ROOT / "README.md"):
-            quote_into(doc, "discovery", text)
+    if not args.no_quote:  # discovery, discovery-heldout: each doc quotes what it has markers for
+        name = args.results.stem
+        quote_report(args.results, {name: text, f"{name}-summary": summary(text)})
 
 
 if __name__ == "__main__":

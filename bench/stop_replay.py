@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import ROOT, header, quote_into  # noqa: E402
+from _results import ROOT, header, quote_report  # noqa: E402
 
 RUN_RE = re.compile(r"(?P<pair>.+)-sd(?P<sd>[0-9.]+)-s(?P<seed>\d+)$")
 MAX_COST = 1.5
@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--final-epochs", type=int, default=30)
     parser.add_argument("--phase-epochs", type=int, default=10)
     parser.add_argument("--command", default="bash bench/stop_replay.sh")
+    parser.add_argument("--rules", default="stop_replay", help="the bench/settings file whose rules are replayed")
     args = parser.parse_args()
 
     from functools import cache
@@ -72,7 +73,7 @@ def main() -> None:
 
     classes = cache(lambda data: load_data(data).num_classes)  # the chance level the curve rules bound by
 
-    rules = json.loads((ROOT / "bench/settings/stop_replay.json").read_text())["rules"]
+    rules = json.loads((ROOT / f"bench/settings/{args.rules}.json").read_text())["rules"]
     table: dict[tuple[str, str, float], list[dict]] = {}
     for run in sorted(p for p in args.out.iterdir() if (p / "history.jsonl").is_file()):
         m = RUN_RE.match(run.name)
@@ -129,7 +130,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(text)
-    quote_into(ROOT / "bench/RESULTS.md", "stop-replay", text)
+    quote_report(args.results, {args.results.stem: text}, docs=("bench/RESULTS.md",))  # stop-replay(-heldout)
     print(text)
 
 
