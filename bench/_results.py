@@ -99,7 +99,8 @@ def quote_into(path: Path, name: str, text: str) -> None:
 
 def quote_where_marked(path: Path, name: str, text: str) -> bool:
     """``quote_into`` where ``path`` has ``name``'s markers; False (and nothing written) where it has not."""
-    if f"<!-- {name}:begin -->" not in path.read_text():
+    doc = path.read_text()
+    if f"<!-- {name}:begin -->" not in doc or f"<!-- {name}:end -->" not in doc:
         return False
     quote_into(path, name, text)
     return True

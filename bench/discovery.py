@@ -23,13 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import ROOT, header, quote_report  # noqa: E402
 
 RULE_NAMES = {
-    "shrink-perturb": "final training from the grown weights shrunk and perturbed (`--final-init shrink-perturb`)",
-    "last-points": "the default with the plateau test on its last 5 points, the default before "
-                   "(`--no-plateau-resolve`)",
-    "continue": "final training from the grown weights (`--final-init continue`)",
-    "reinit": "grown mask from the initial weights (`--final-init reinit`)",
-    "rewind": "seed edges rewound, grown ones at zero (`--final-init rewind`)",
     "explore": "recruiting growth (`--growth pwmp-explore`)",
+    "pwmp": "PWMP growth alone, the paper's rule (`--growth pwmp`)",
+    "resolved": "PWMP growth with the plateau test's window widened to what the validation set resolves "
+                "(`--growth pwmp --plateau-resolve`)",
+    "continue": "PWMP growth, final training from the grown weights (`--growth pwmp --final-init continue`)",
+    "reinit": "PWMP growth, the grown mask from the initial weights (`--growth pwmp --final-init reinit`)",
+    "rewind": "PWMP growth, seed edges rewound and grown ones at zero (`--growth pwmp --final-init rewind`)",
     "gain-guarded": "gain rule + 1-point plateau fallback, continue (`--stop gain --plateau-tol 0.01 --final-init "
                     "continue --no-plateau-resolve`)",
     "no-guard": "no cost guard (`--max-cost 0`)",
@@ -50,7 +50,9 @@ def collect(out: Path) -> tuple[list[dict], dict[str, dict]]:
     rows, sweeps = [], {}
     for pair_dir in sorted(p for p in out.iterdir() if p.is_dir()):
         sweep_file = pair_dir / "sweep" / "summary.json"
-        if not (pair_dir / "sweep").is_dir():  # not a pair's folder (the data a pair reads, say)
+        if not (pair_dir / "sweep").is_dir():  # not a pair's folder (the data a pair reads, say), or no sweep yet
+            if any(RUN_RE.match(run.name) for run in pair_dir.iterdir()):
+                print(f"discovery.py: {pair_dir} has runs but no sweep; skipped", file=sys.stderr)
             continue
         if not sweep_file.is_file():
             print(f"discovery.py: {pair_dir} has no finished sweep; skipped", file=sys.stderr)
@@ -65,8 +67,26 @@ def collect(out: Path) -> tuple[list[dict], dict[str, dict]]:
                 continue
             summary = json.loads((run / "summary.json").read_text())
             rows.append({"pair": pair_dir.name, "rule": m["rule"], "seed_density": float(m["sd"]),
-                         "seed": int(m["seed"]), **score(summary, sweep, imp_history)})
+                         "seed": int(m["seed"]), "settings": run_settings(run),
+                         **score(summary, sweep, imp_history)})
     return rows, sweeps
+
+
+def run_settings(run: Path) -> dict:
+    """What a variant's name stands for in one run folder: the settings the benchmark's variants differ in, from
+    its config.json (so that two results files are added up or compared only where a name means the same)."""
+    cfg = json.loads((run / "config.json").read_text())
+    stop, growth = cfg.get("stop", {}), cfg.get("growth", {})
+    return {"final_init": cfg.get("final_init", "continue"), "growth": growth.get("rule"), "stop": stop.get("rule"),
+            "plateau_tol": stop.get("plateau_tol"), "plateau_resolve": stop.get("plateau_resolve", False)}
+
+
+def _meaning(rows: list[dict], rule: str) -> set[str] | None:
+    """The settings a variant's runs had, one JSON string each; None when a row does not record them."""
+    runs = [x for x in rows if x["rule"] == rule]
+    if any("settings" not in x for x in runs):
+        return None
+    return {json.dumps(x["settings"], sort_keys=True) for x in runs}
 
 
 def default_rule() -> str:
@@ -76,7 +96,9 @@ def default_rule() -> str:
     cfg = RunConfig()
     if cfg.growth.rule == "pwmp-explore":
         return "explore"
-    return cfg.final_init
+    if cfg.stop.plateau_resolve:
+        return "resolved"
+    return "pwmp" if cfg.final_init == "shrink-perturb" else cfg.final_init
 
 
 def unfinished(out: Path) -> list[str]:
@@ -208,32 +230,95 @@ def render(rows: list[dict], sweeps: dict[str, dict], command: str, elapsed: flo
     return "\n".join(lines) + "\n"
 
 
+def together(rows: list[dict], others: list[dict], label: str) -> list[str]:
+    """Each variant's hits in this report and in ``others`` (another benchmark's rows, named ``label``), and over
+    both: the table the default is chosen by (the most hits together), with a computed verdict. A variant is added
+    up only where its runs had the same settings in both files (a name can change meaning when a default does)."""
+    default = default_rule()
+    lines = ["", f"Both benchmarks: each variant's hits here and in {label}, and over both (pwmpr's default is "
+             "chosen as the variant with the most hits over both):", "",
+             "| variant | hits here | hits there | over both | share |", "|---|---|---|---|---|"]
+    shares, differ = {}, []
+    for rule in RULE_NAMES:
+        here = [x for x in rows if x["rule"] == rule]
+        there = [x for x in others if x["rule"] == rule]
+        if not here or not there:
+            continue
+        a, b = _meaning(rows, rule), _meaning(others, rule)
+        if a is None or b is None or a != b:
+            differ.append(f"`{rule}`")
+            continue
+        h, t = sum(1 for x in here if x["hit"]), sum(1 for x in there if x["hit"])
+        shares[rule] = (h + t) / (len(here) + len(there))
+        name = f"`{rule}`" + (" (default)" if rule == default else "")
+        lines.append(f"| {name} | {h}/{len(here)} | {t}/{len(there)} | {h + t}/{len(here) + len(there)} | "
+                     f"**{pct(shares[rule])}** |")
+    one_side = sorted({f"`{x['rule']}`" for x in rows} ^ {f"`{x['rule']}`" for x in others})
+    notes = []
+    if differ:
+        notes.append("Not added up, their settings differ between the two files (or are not recorded there): "
+                     + ", ".join(differ) + ".")
+    if one_side:
+        notes.append("In one file only: " + ", ".join(one_side) + ".")
+    if not shares:
+        return lines[:2] + ["", "Verdict (computed): no variant ran with the same settings in both."] + notes
+    top = max(shares.values())
+    leaders = [f"`{r}`" for r, v in shares.items() if v == top]
+    if default not in shares:
+        tail = "the default did not run with the same settings in both."
+    elif shares[default] == top:
+        tail = f"the default (`{default}`) is {'one of them' if len(leaders) > 1 else 'that variant'}."
+    else:
+        tail = f"the default (`{default}`) has {pct(shares[default])}."
+    verdict = f"Verdict (computed): the most hits over both, {pct(top)}, are " + " and ".join(leaders) + "'s; " + tail
+    return lines + ["", verdict] + ([""] + [" ".join(notes)] if notes else [])
+
+
 def summary(text: str) -> str:
     """The headline of a report ``render`` wrote: its first line, the hit definition, the table of variants and the
     verdict (what README.md quotes of the held-out benchmark)."""
     blocks = text.split("\n\n")
     keep = [blocks[0]]
-    keep += [b for b in blocks if b.startswith("A run is a **hit**") or b.startswith("| variant | runs | hits")
-             or b.startswith("Verdict (computed)")]
-    return "\n\n".join(keep) + "\n"
+    keep += [b for b in blocks if b.startswith(("**Note:**", "A run is a **hit**", "| variant | runs | hits",
+                                                "Verdict (computed)", "Both benchmarks:", "| variant | hits here",
+                                                "Not added up", "In one file only"))]
+    return "\n\n".join(b.rstrip("\n") for b in keep) + "\n"
+
+
+def reference(rows: list[dict], rule: str) -> str:
+    """The variant ``rule`` is paired with: for a start of final training (a variant whose runs differ from another's
+    only in ``final_init``) the variant with the same growth and stop and the default's start, so that the
+    difference is the start's alone; for every other variant, the default."""
+    default = default_rule()
+    mine, base = _meaning(rows, rule), _meaning(rows, default)
+    if not mine or not base or len(mine) != 1 or len(base) != 1:
+        return default
+    own, dflt = json.loads(next(iter(mine))), json.loads(next(iter(base)))
+    if own.get("final_init") == dflt.get("final_init"):
+        return default
+    want = json.dumps({**own, "final_init": dflt.get("final_init")}, sort_keys=True)
+    return next((r for r in RULE_NAMES if r != rule and _meaning(rows, r) == {want}), default)
 
 
 def paired(rows: list[dict]) -> list[str]:
-    """Every other variant against the default, paired by run (pair, seed density, seed): test accuracy, cost."""
+    """Every other variant against its reference (``reference``), paired by run (pair, seed density, seed): test
+    accuracy and cost."""
     from pwmpr.methods.final_init import FINAL_INITS
 
     default = default_rule()
-    base = {(x["pair"], x["seed_density"], x["seed"]): x for x in rows if x["rule"] == default}
     lines = ["", f"Each variant against the default ({default}), paired by run (the same pair, seed density and "
-             "seed): test accuracy difference in points, mean ± standard error over runs, the runs the default "
-             "wins, ties or loses, and the mean cost difference. The final training's starts (`continue`, "
-             "`reinit`, `rewind`) share the default's growth, so theirs is the start's effect alone:", "",
-             "| variant | runs | default minus variant (points) | default wins / ties / losses | "
-             "default minus variant (cost, x dense) | hits (default, variant) |",
-             "|---|---|---|---|---|---|"]
+             "seed): test accuracy difference in points, mean ± standard error over runs, the runs the reference "
+             "wins, ties or loses, and the mean cost difference. A start of final training (`continue`, `reinit`, "
+             "`rewind`) is paired with the variant of the same growth and the default start instead, so its "
+             "difference is the start's alone:", "",
+             "| variant | paired with | runs | reference minus variant (points) | reference wins / ties / losses | "
+             "reference minus variant (cost, x dense) | hits (reference, variant) |",
+             "|---|---|---|---|---|---|---|"]
     compared = 0
     order = [r for r in FINAL_INITS.names() if r != default] + [r for r in RULE_NAMES if r not in FINAL_INITS.names()]
     for rule in [r for r in order if r != default]:
+        ref = reference(rows, rule)
+        base = {(x["pair"], x["seed_density"], x["seed"]): x for x in rows if x["rule"] == ref}
         pairs = [(base[k], x) for x in rows if x["rule"] == rule
                  and (k := (x["pair"], x["seed_density"], x["seed"])) in base]
         if not pairs:
@@ -243,9 +328,9 @@ def paired(rows: list[dict]) -> list[str]:
         se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
         wins = sum(d > 0 for d in diffs), sum(d == 0 for d in diffs), sum(d < 0 for d in diffs)
         cost = statistics.fmean(a["cost_flops"] - b["cost_flops"] for a, b in pairs)
-        lines.append(f"| `{rule}` | {len(pairs)} | {statistics.fmean(diffs):+.2f} ± {se:.2f} | "
-                     f"{' / '.join(map(str, wins))} | {cost:+.2f} | {sum(bool(a['hit']) for a, _ in pairs)}, "
-                     f"{sum(bool(b['hit']) for _, b in pairs)} |")
+        lines.append(f"| `{rule}` | `{ref}`{' (default)' if ref == default else ''} | {len(pairs)} | "
+                     f"{statistics.fmean(diffs):+.2f} ± {se:.2f} | {' / '.join(map(str, wins))} | {cost:+.2f} | "
+                     f"{sum(bool(a['hit']) for a, _ in pairs)}, {sum(bool(b['hit']) for _, b in pairs)} |")
     return lines if compared else []
 
 
@@ -271,7 +356,9 @@ def stability(rows: list[dict], threads: list[dict]) -> list[str]:
 def reproduction(rows: list[dict], previous: list[dict], label: str) -> list[str]:
     """Each run's discovered density against the same run (variant, pair, seed density, seed) in an earlier
     results file: growth does not depend on the final training's start, so every variant's run is compared."""
-    before = {(x["rule"], x["pair"], x["seed_density"], x["seed"]): x["discovered_density"] for x in previous}
+    same = {x["rule"] for x in rows if _meaning(previous, x["rule"]) in (None, _meaning(rows, x["rule"]))}
+    before = {(x["rule"], x["pair"], x["seed_density"], x["seed"]): x["discovered_density"] for x in previous
+              if x["rule"] in same}  # a variant whose settings changed between the files is no reproduction
     keys = [(x["rule"], x["pair"], x["seed_density"], x["seed"]) for x in rows]
     shown = next((r for r in RULE_NAMES if any(k[0] == r and k in before for k in keys)), None)
     if shown is None:
@@ -308,6 +395,10 @@ def main() -> None:
     parser.add_argument("--note", default="", help="a provenance note printed under the header")
     parser.add_argument("--previous", type=Path, default=None,
                         help="an earlier results .json of the same settings: each run's density against it")
+    parser.add_argument("--with", dest="together", type=Path, default=None,
+                        help="another benchmark's results .json: each variant's hits there and over both")
+    parser.add_argument("--with-label", default="the tuned benchmark (bench/results/discovery.md)",
+                        help="how the report names --with")
     parser.add_argument("--previous-label", default="the previous results file",
                         help="how the report names --previous (where and when it was made)")
     args = parser.parse_args()
@@ -315,6 +406,8 @@ def main() -> None:
     if not rows:
         sys.exit(f"discovery.py: no scored PWMPR run under {args.out}")
     text = render(rows, sweeps, args.command, args.elapsed, unfinished(args.out), args.out)
+    if args.together is not None:
+        text += "\n".join(together(rows, json.loads(args.together.read_text())["rows"], args.with_label)) + "\n"
     if args.previous is not None:
         text += "\n".join(reproduction(rows, json.loads(args.previous.read_text())["rows"],
                                         args.previous_label)) + "\n"
@@ -327,7 +420,9 @@ def main() -> None:
     print(text)
     if not args.no_quote:  # discovery, discovery-heldout: each doc quotes what it has markers for
         name = args.results.stem
-        quote_report(args.results, {name: text, f"{name}-summary": summary(text)})
+        quoted = quote_report(args.results, {name: text, f"{name}-summary": summary(text)})
+        if any(q.endswith(f":{name}-summary") for q in quoted):  # a quoted block is always a file of its own
+            args.results.with_name(f"{name}-summary.md").write_text(summary(text))
 
 
 if __name__ == "__main__":

@@ -4,16 +4,17 @@
 #
 # For every data/model pair: a sweep (one-shot PHEW masks at 0.01 .. 1 by x2, 3 seeds: the ground-truth curve and
 # its knee), IMP (lr-rewind, seed 0: the cost of reaching a density by pruning), and PWMPR from seed densities 0.01
-# and 0.05 with 3 seeds in each VARIANT. The settings and each variant's flags are bench/settings/discovery.json;
+# and 0.05 with 3 seeds in each VARIANT. The settings and each variant's flags are bench/settings/$SETTINGS.json;
 # everything else is pwmpr grow's defaults (the plateau rule at half a point per doubling, the cost guard at 1.5
 # dense runs):
 #   shrink-perturb  final training from 0.4 x the grown weights + 0.1 x the initial ones (the default)
-#   last-points     the default with the plateau test on its last 5 points (--no-plateau-resolve: the default before)
+#   resolved   the default with the plateau test's window widened to what the validation set resolves
+#              (--plateau-resolve: the default before)
 #   continue   final training from the grown weights (the previous default)
 #   reinit     the grown mask from the model's initial weights
 #   rewind     seed edges at their initial values, grown ones at zero
 #   explore    growth that can recruit units the seed missed (pwmp-explore)
-#   gain-guarded  the default two versions back: the gain rule with the one-point plateau fallback, continue
+#   gain-guarded  the default before the plateau rule: the gain rule with the one-point plateau fallback, continue
 # Older stop settings stay available as variants: no-guard, gain, gain-plateau, paper-fixed, paper-today.
 # bench/results/discovery-gain-rule.md keeps the same benchmark as it was written under the previous default stop.
 # Stability: the default's runs of seed 0 run once more with 2 threads (variant default-2threads), so the report
@@ -51,13 +52,14 @@ THREAD_RUNS=$THREAD_RUNS JOBS=$JOBS PHASE_EPOCHS=$PHASE_EPOCHS EPOCHS=$EPOCHS DE
 IMP_LEVELS=$IMP_LEVELS MAX_TRAIN=$MAX_TRAIN bash bench/discovery.sh"
 echo "bench/discovery.sh: $command"
 
-variant_flags() {  # the flags of a variant, from bench/settings/discovery.json
+variant_flags() {  # the flags of a variant, from bench/settings/$SETTINGS.json
   local var="VARIANT_${1//-/_}"
   [ -n "${!var+x}" ] || { echo "bench/discovery.sh: unknown variant '$1'" >&2; exit 2; }
   echo "${!var}"
 }
 
 source bench/_jobs.sh
+check_pairs $PAIRS
 seeds_csv=$(echo $SEEDS | tr ' ' ',')
 for pair in $PAIRS; do  # the longest jobs first, so the parallel queue drains evenly
   pair_parts "$pair"
@@ -99,4 +101,5 @@ if [ "$THREAD_RUNS" = 1 ]; then  # one process at a time, each with both threads
   OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 JOBS=1 run_jobs
 fi
 elapsed=$(( $(date +%s) - start ))
-python3 bench/discovery.py --out "$OUT" --results "$RESULTS" --command "$command" --elapsed "$elapsed"
+python3 bench/discovery.py --out "$OUT" --results "$RESULTS" --command "$command" --elapsed "$elapsed" \
+  ${TOGETHER_WITH:+--with "$TOGETHER_WITH"}

@@ -73,7 +73,10 @@ def main() -> None:
 
     classes = cache(lambda data: load_data(data).num_classes)  # the chance level the curve rules bound by
 
-    rules = json.loads((ROOT / f"bench/settings/{args.rules}.json").read_text())["rules"]
+    rules_file = ROOT / f"bench/settings/{args.rules}.json"
+    rules = json.loads(rules_file.read_text()).get("rules") if rules_file.is_file() else None
+    if not rules:
+        sys.exit(f"stop_replay.py: --rules {args.rules}: {rules_file} has no \"rules\" to replay")
     table: dict[tuple[str, str, float], list[dict]] = {}
     for run in sorted(p for p in args.out.iterdir() if (p / "history.jsonl").is_file()):
         m = RUN_RE.match(run.name)

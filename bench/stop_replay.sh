@@ -19,10 +19,11 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 export PYTHONPATH="$PWD/bench${PYTHONPATH:+:$PYTHONPATH}"  # models a pair names as discovery_models:NAME
 [ -z "$DATA_PREP" ] || eval "$DATA_PREP"  # data a pair reads from a file, made before the runs
 mkdir -p "$OUT"
-command="SETTINGS=$SETTINGS OUT=$OUT RESULTS=$RESULTS RULES=$RULES SWEEPS=$SWEEPS PAIRS=\"$PAIRS\" SEEDS=\"$SEEDS\" SEED_DENSITIES=\"$SEED_DENSITIES\" JOBS=$JOBS \
+command="SETTINGS=$SETTINGS OUT=$OUT RESULTS=$RESULTS RULES=$RULES GROWTH=$GROWTH SWEEPS=$SWEEPS PAIRS=\"$PAIRS\" SEEDS=\"$SEEDS\" SEED_DENSITIES=\"$SEED_DENSITIES\" JOBS=$JOBS \
 PHASE_EPOCHS=$PHASE_EPOCHS FINAL_EPOCHS=$FINAL_EPOCHS MAX_TRAIN=$MAX_TRAIN bash bench/stop_replay.sh"
 echo "bench/stop_replay.sh: $command"
 source bench/_jobs.sh
+check_pairs $PAIRS
 for pair in $PAIRS; do
   pair_parts "$pair"
   for sd in $SEED_DENSITIES; do
@@ -30,7 +31,7 @@ for pair in $PAIRS; do
       dir="$OUT/$label-sd$sd-s$s"
       add "$dir" "grow --trust-code" grow --data "$data" --model "$model" --device cpu -q --no-tau-core --max-train "$MAX_TRAIN" \
           --seed-density "$sd" --phase-epochs "$PHASE_EPOCHS" --final-epochs 1 --stop none --plateau-tol 0 \
-          --max-cost 0 --seed "$s" --force --out "$dir"
+          --max-cost 0 --growth "$GROWTH" --seed "$s" --force --out "$dir"
     done
   done
 done

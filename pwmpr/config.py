@@ -18,8 +18,9 @@ from typing import Any
 from pwmpr.errors import PwmprError
 
 # 2: train.optimizer, train.lr may be null, shrink.alpha; 3: stop.max_cost; 4: the plateau rule as the default stop;
-# 5: shrink-perturb as the default final init; 6: the plateau window spans what the validation set resolves
-# (older versions are migrated on load)
+# 5: shrink-perturb as the default final init; 6: stop.plateau_resolve (the window spans what the validation set
+# resolves; on by default for one release, off since: every version-6 config records it) (older versions are
+# migrated on load)
 CONFIG_VERSION = 6
 SEED_LIMIT = 2**63  # torch generators take 64-bit seeds; seed + a few offsets must still fit
 
@@ -80,8 +81,9 @@ class GrowthConfig:
 
     seed_method: str = _f("phew", "How the seed mask is drawn.", registry="pwmpr:SEEDS")
     seed_density: float = _f(0.05, "Density of the seed network, in (0, 1].")
-    rule: str = _f("pwmp", "Growth rule (pwmp: sampled by PWMP score; pwmp-topk: the highest scores).",
-                   registry="pwmpr:GROWTH_RULES", flag="growth")
+    rule: str = _f("pwmp-explore", "Growth rule (pwmp-explore: sampled by PWMP score, with 10% of each step among the "
+                   "edges of units no seeded path reaches, which PWMP scores 0; pwmp: PWMP alone, the paper's rule; "
+                   "pwmp-topk: the highest scores).", registry="pwmpr:GROWTH_RULES", flag="growth")
     gamma: float = _f(0.25, "Growth per step as a fraction of the current edge count (density x1.25 by "
                       "default).")
     scope: str = _f("global", "Growth budget: global (one budget) or layer (gamma per layer).")
@@ -119,9 +121,10 @@ class StopConfig:
     plateau_tol: float = _f(0.005, "Plateau rule (not in the paper): stop when doubling the density gains less than "
                             "this accuracy (+1 s.e., last --stop-min-points + 1 points, or more under "
                             "--plateau-resolve); beside another --stop rule it is a fallback, which 0 disables.")
-    plateau_resolve: bool = _f(True, "Plateau rule: widen its window until a gain of --plateau-tol per doubling "
+    plateau_resolve: bool = _f(False, "Plateau rule: widen its window until a gain of --plateau-tol per doubling "
                                "over it amounts to ln(1/--stop-alpha) validation samples, so that a flat window "
-                               "on a small validation set is evidence of a plateau.")
+                               "on a small validation set is evidence of a plateau (off: the last points; "
+                               "docs/method.md, \"plateau\", says which hit more often).")
     max_density: float = _f(1.0, "Stop growing once the density reaches this value.")
     max_phases: int = _f(30, "Stop after this many growth phases at the most.")
     max_cost: float = _f(1.5, "Cost guard: stop growing when the next phase plus the final training would take "
@@ -291,14 +294,15 @@ class RunConfig:
 
     def canonical(self, final_training: bool = True, growth_stop: bool = True) -> dict[str, Any]:
         """``to_dict`` with the learning rate in effect, no shrink settings when there is no shrink stage, no
-        checkpoint settings, for a method without a final training no final start, and for one that does not stop
-        growth on the curve (``growth_stop`` False) no stop settings, so that two configs that train alike are
-        equal."""
+        checkpoint settings, for a method without a final training no final start, and for one that does not grow
+        by the growth rule and stop on the curve (``growth_stop`` False) no stop settings and no growth rule, so
+        that two configs that train alike are equal."""
         data = self.to_dict()
         if not final_training:
             data.pop("final_init")
         if not growth_stop:
             data.pop("stop")
+            data["growth"].pop("rule")
         elif not self.stop.plateau_tol > 0:  # no plateau test: its window means nothing
             data["stop"].pop("plateau_resolve")
         data["train"]["lr"] = self.train.base_lr

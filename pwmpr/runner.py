@@ -76,6 +76,7 @@ class PhaseLoop:
         check_float32(self.model, cfg.model)
         check_output_width(self.model, self.input_shape, self.bundle.num_classes, cfg.model)
         self._test_loader = None  # built once: IMP evaluates the test split after every level
+        self._val_majority = self.bundle.majority_share("val")
         self.data_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.grow_gen = torch.Generator().manual_seed(cfg.seed + 2)
         self.history: list[dict[str, Any]] = []
@@ -260,8 +261,9 @@ class PhaseLoop:
                 param.add_(values.to(param.device, param.dtype))
 
     def _note_tolerance(self) -> None:
-        """Say once when the stop rule decides at a larger gain than ``--stop-tol``, and once when the plateau test
-        widens its window: the validation set cannot resolve what was asked (docs/method.md, "gain", "plateau")."""
+        """Say once when the stop rule decides at a larger gain than ``--stop-tol``, once when the plateau test
+        widens its window (the validation set cannot resolve what was asked: docs/method.md, "gain", "plateau"),
+        and once when a stop is held back because the network is at chance (docs/method.md, "Stop")."""
         asked = self.cfg.stop.tol
         used = [r.get("stop_tol_used") for r in self.history]
         wider = [u for u in used if u is not None and u > asked + 1e-12]
@@ -281,6 +283,10 @@ class PhaseLoop:
                     f"{stop.max_density:g}: the plateau test cannot stop this run, and --max-cost, --max-phases or "
                     f"--max-density will (more validation samples, a larger --plateau-tol or --no-plateau-resolve "
                     f"let it decide)")
+        held = [bool(r.get("chance_status")) for r in self.history]
+        if held and held[-1] and sum(held) == 1:
+            self.reporter.message(f"{self.history[-1]['chance_status']} (chance_status in history.jsonl; the cost "
+                                  "guard, --max-phases and --max-density still end the run)")
         window = self.cfg.stop.min_points + 1
         wide = [(r.get("plateau_fit") or {}).get("points", 0) > window for r in self.history]
         if wide and wide[-1] and sum(wide) == 1:
@@ -312,6 +318,7 @@ class PhaseLoop:
             "val_loss": val_loss,
             **self._perplexity("val_ppl", val_loss),
             "val_n": self.bundle.n_targets("val"),  # the accuracy's denominator (positions, for a language model)
+            "val_majority": self._val_majority,  # guessing the commonest class: the stop rules' chance level
             **phase_cost(prev, sparse_fwd=flops.sparse, dense_fwd=self.dense_fwd, n_train=self.bundle.n_train,
                          epochs=epochs, reference_epochs=self.cfg.dense_reference_epochs),
             "wall_time": stats.seconds,

@@ -51,11 +51,26 @@ def test_a_pair_names_its_data_and_model_and_its_folder(pair, want):
     assert _pair_parts(pair) == want
 
 
+@pytest.mark.parametrize("pairs, why", [
+    (["npz:/x/y.npz:mlp"], "more than one ':'"),
+    (["digits::a:relu_mlp", "digits::b:relu_mlp"], "share the folder 'digits-relu_mlp'"),
+    ([":mlp"], "must name a data set and a model"),
+    (["digits:"], "must name a data set and a model"),
+])
+def test_a_pair_that_does_not_parse_or_shares_a_folder_is_refused(pairs, why):
+    run = subprocess.run(["bash", "-c", 'source bench/_jobs.sh; check_pairs "$@"; echo parsed', "_", *pairs],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 2 and "parsed" not in run.stdout
+    assert run.stderr.startswith("error: ") and why in run.stderr
+
+
 def test_the_held_out_pairs_are_none_of_the_tuned_benchmarks_and_both_scripts_read_the_same():
-    tuned = {_pair_parts(p)[2] for p in _settings("discovery")["PAIRS"]["value"].split()}
+    def labels(name):
+        return {_pair_parts(p)[2] for p in _settings(name)["PAIRS"]["value"].split()}
+
+    tuned, first, second = labels("discovery"), labels("discovery-heldout"), labels("discovery-heldout2")
+    assert len(first) == len(second) == 3 and not first & tuned and not second & (tuned | first)
     held = _settings("discovery-heldout")
-    labels = {_pair_parts(p)[2] for p in held["PAIRS"]["value"].split()}
-    assert len(labels) == 3 and not labels & tuned
     replay = _settings("stop_replay-heldout")
     assert replay["PAIRS"]["value"] == held["PAIRS"]["value"]
     assert replay["DATA_PREP"]["value"] == held["DATA_PREP"]["value"]
@@ -63,7 +78,7 @@ def test_the_held_out_pairs_are_none_of_the_tuned_benchmarks_and_both_scripts_re
     assert _settings("stop_replay")["PAIRS"]["value"] == _settings("discovery")["PAIRS"]["value"]
 
 
-def test_the_tabular_set_is_the_same_every_time_and_an_existing_file_is_kept(tmp_path):
+def test_the_synthetic_sets_are_the_same_every_time_and_an_existing_file_is_kept(tmp_path):
     for d in ("a", "b"):
         subprocess.run([sys.executable, "bench/discovery_data.py", str(tmp_path / d)], cwd=ROOT, check=True,
                        capture_output=True)
@@ -72,6 +87,9 @@ def test_the_tabular_set_is_the_same_every_time_and_an_existing_file_is_kept(tmp
     assert np.array_equal(a["x"], b["x"]) and np.array_equal(a["y"], b["y"])
     counts = np.bincount(a["y"])
     assert len(counts) == 6 and counts.min() > 0.95 * len(a["y"]) / 6  # balanced classes 0..5
+    g, h = np.load(tmp_path / "a" / "gratings.npz"), np.load(tmp_path / "b" / "gratings.npz")
+    assert g["x"].shape == (12_000, 1, 16, 16) and np.array_equal(g["x"], h["x"]) and np.array_equal(g["y"], h["y"])
+    assert np.bincount(g["y"]).tolist() == [1_500] * 8
     assert list(tmp_path.glob("*/*.tmp.npz")) == []
     stamp = (tmp_path / "a" / "tabular.npz").stat().st_mtime_ns
     out = subprocess.run([sys.executable, "bench/discovery_data.py", str(tmp_path / "a")], cwd=ROOT, check=True,
@@ -107,16 +125,38 @@ def test_the_held_out_model_with_a_functional_relu_grows_in_every_layer(tmp_path
     assert len(phases) == 2 and phases[1]["density"] > phases[0]["density"]
 
 
-REPORT = ("<!-- written by a bench script; do not edit by hand -->\nCommand: `x`\n\nA run is a **hit** when ...\n\n"
-          "| variant | runs | hits |\n|---|---|---|\n| a | 3 | 2 |\n\nVerdict (computed): a.\n\n"
-          "Per data/model pair ...:\n\n| pair |\n|---|\n")
+def _report(note: str = "") -> str:
+    """A report as bench/discovery.py writes it, on two hand-made runs of each of two variants."""
+    from pwmpr.discovery import score
+
+    discovery = _bench("discovery")
+    sweep = {"knee": {"density": 0.2, "test_acc": 0.9}, "best": {"density": 1.0, "test_acc": 0.905},
+             "dense": {"test_acc": 0.905}, "curve": [{"density": 0.2, "test_acc": 0.9}, {"density": 1.0,
+                                                                                         "test_acc": 0.905}]}
+    rows = []
+    for rule, density in ((discovery.default_rule(), 0.3), ("gain-guarded", 0.05)):
+        for seed in (0, 1):
+            summary = {"discovered_density": density, "test_acc": 0.9, "cost_flops": 0.5, "cost_epochs": 40,
+                       "stop_reason": "plateau"}
+            rows.append({"pair": "a-mlp", "rule": rule, "seed_density": 0.05, "seed": seed, "settings": {},
+                         **score(summary, sweep, [{"stage": "phase", "density": 0.04, "cost_flops": 3.0}])})
+    text = discovery.render(rows, {"a-mlp": sweep}, "bash bench/discovery.sh", 60.0)
+    text += "\n".join(discovery.together(rows, rows, "itself")) + "\n"
+    if note:
+        head, _, rest = text.partition("\n\n")
+        text = f"{head}\n\n**Note:** {note}\n\n{rest}"
+    return text
 
 
 def test_the_summary_is_the_headline_of_the_report():
-    summary = _bench("discovery").summary(REPORT)
-    assert summary.startswith("<!-- written by a bench script")
-    assert "| a | 3 | 2 |" in summary and "Verdict (computed): a." in summary
-    assert "Per data/model pair" not in summary and "| pair |" not in summary
+    text = _report(note="made in two sittings")
+    summary = _bench("discovery").summary(text)
+    assert summary.startswith("<!-- written by a bench script") and "Command: `bash bench/discovery.sh`" in summary
+    assert "**Note:** made in two sittings" in summary
+    assert "A run is a **hit**" in summary and "| variant | runs | hits |" in summary
+    assert summary.count("Verdict (computed)") == 2 and "| variant | hits here |" in summary
+    assert "Per data/model pair" not in summary and "Sweeps (one-shot" not in summary
+    assert "In one file only" not in summary and summary.endswith(".\n") and "\n\n\n" not in summary
 
 
 def test_a_report_is_quoted_only_where_a_document_has_its_markers(tmp_path):
@@ -158,3 +198,73 @@ def test_the_held_out_benchmark_runs_end_to_end_on_its_own_pairs(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert sorted({r["pair"] for r in report["rows"]}) == ["digits-relu_mlp", "tabular-mlp"]
     assert all(r["hit"] is not None for r in report["rows"])  # every pair had its sweep and its IMP run
+
+
+def _hits(rule: str, hits: int, runs: int, resolve: bool = False) -> list[dict]:
+    settings = {"final_init": "shrink-perturb", "growth": "pwmp", "stop": "plateau", "plateau_tol": 0.005,
+                "plateau_resolve": resolve}
+    return [{"rule": rule, "hit": i < hits, "settings": settings} for i in range(runs)]
+
+
+def test_the_variants_are_added_up_over_both_benchmarks_and_the_verdict_names_the_most_hits():
+    discovery = _bench("discovery")
+    default = discovery.default_rule()
+    other = "explore" if default != "explore" else "continue"
+    here = _hits(default, 14, 18) + _hits(other, 10, 18) + _hits("gain-guarded", 18, 18)
+    there = _hits(default, 13, 18) + _hits(other, 15, 18)  # gain-guarded did not run there: not added up
+    lines = discovery.together(here, there, "the other one")
+    table = [line for line in lines if line.startswith("| `")]
+    assert sorted(table) == sorted([f"| `{default}` (default) | 14/18 | 13/18 | 27/36 | **75%** |",
+                                    f"| `{other}` | 10/18 | 15/18 | 25/36 | **69%** |"])
+    verdict = next(line for line in lines if line.startswith("Verdict"))
+    assert verdict == (f"Verdict (computed): the most hits over both, 75%, are `{default}`'s; the default "
+                       f"(`{default}`) is that variant.")
+    assert lines[-1] == "In one file only: `gain-guarded`."
+    behind = discovery.together(here, _hits(default, 5, 18) + _hits(other, 18, 18), "x")
+    assert (f"Verdict (computed): the most hits over both, 78%, are `{other}`'s; the default (`{default}`) has "
+            "53%.") in behind
+    tie = discovery.together(here, _hits(default, 11, 18) + _hits(other, 15, 18), "x")
+    assert (f"Verdict (computed): the most hits over both, 69%, are `{default}` and `{other}`'s; the default "
+            f"(`{default}`) is one of them.") in tie or (
+            f"Verdict (computed): the most hits over both, 69%, are `{other}` and `{default}`'s; the default "
+            f"(`{default}`) is one of them.") in tie
+
+
+def test_a_variant_whose_settings_differ_between_the_files_is_not_added_up():
+    discovery = _bench("discovery")
+    default = discovery.default_rule()
+    here = _hits(default, 14, 18) + _hits("resolved", 10, 18, resolve=True)
+    there = _hits(default, 13, 18, resolve=True) + _hits("resolved", 9, 18, resolve=True)  # the name meant another
+    lines = discovery.together(here, there, "x")
+    assert [line for line in lines if line.startswith("| `")] == ["| `resolved` | 10/18 | 9/18 | 19/36 | **53%** |"]
+    assert "the default did not run with the same settings in both." in next(
+        line for line in lines if line.startswith("Verdict"))
+    assert lines[-1] == ("Not added up, their settings differ between the two files (or are not recorded there): "
+                         f"`{default}`.")
+    unrecorded = [{k: v for k, v in x.items() if k != "settings"} for x in there]  # a file from before settings
+    none = discovery.together(here, unrecorded, "x")
+    assert "Verdict (computed): no variant ran with the same settings in both." in none
+
+
+PLAIN = {"growth": {"rule": "pwmp"}}
+
+
+@pytest.mark.parametrize("fields, variant", [(PLAIN, "pwmp"),
+                                             ({**PLAIN, "stop": {"plateau_resolve": True}}, "resolved"),
+                                             ({}, "explore"), ({**PLAIN, "final_init": "continue"}, "continue")])
+def test_the_report_names_the_variant_that_is_pwmprs_default(monkeypatch, fields, variant):
+    import pwmpr.config
+
+    real = pwmpr.config.RunConfig
+    monkeypatch.setattr(pwmpr.config, "RunConfig", lambda: real(**fields))
+    assert _bench("discovery").default_rule() == variant
+
+
+def test_a_pair_folder_with_runs_but_no_sweep_is_said_and_other_folders_are_not(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "tabular.npz").write_bytes(b"")
+    (tmp_path / "a-mlp" / "pwmpr-shrink-perturb-sd0.05-s0").mkdir(parents=True)
+    rows, sweeps = _bench("discovery").collect(tmp_path)
+    assert rows == [] and sweeps == {}
+    err = capsys.readouterr().err
+    assert "a-mlp has runs but no sweep" in err and "data" not in err.replace(str(tmp_path), "")

@@ -49,7 +49,10 @@ def test_the_environment_overrides_a_setting_for_smoke_runs():
     assert got.strip() == "1|30"
 
 
-@pytest.mark.parametrize("name", ["discovery", "discovery-heldout"])
+DISCOVERY = sorted(p.stem for p in (ROOT / "bench" / "settings").glob("discovery*.json"))
+
+
+@pytest.mark.parametrize("name", DISCOVERY)
 def test_every_discovery_variant_has_flags_the_cli_knows(name):
     spec = json.loads((ROOT / "bench" / "settings" / f"{name}.json").read_text())
     known = {"--" + flag_name(fld) for _path, fld, _hint in leaf_fields()}
@@ -58,8 +61,8 @@ def test_every_discovery_variant_has_flags_the_cli_knows(name):
         assert variant in spec["variants"]
     for variant, flags in spec["variants"].items():
         assert {f for f in flags.split() if f.startswith("--")} <= known, variant
-    got = _shell(f'eval "$(python3 bench/settings.py {name})"; echo "$VARIANT_shrink_perturb"')
-    assert got.strip() == spec["variants"]["shrink-perturb"]
+    got = _shell(f'eval "$(python3 bench/settings.py {name})"; echo "$VARIANT_explore"')
+    assert got.strip() == spec["variants"]["explore"]
 
 
 def test_every_replayed_stop_rule_is_a_valid_stop_config():
@@ -72,4 +75,64 @@ def test_every_replayed_stop_rule_is_a_valid_stop_config():
         stop = StopConfig(**fields)
         assert stop.rule in STOP_RULES, name
         if "(default)" in name:  # the row the report calls the default is pwmpr's default
-            assert (stop.rule, stop.plateau_tol) == (StopConfig().rule, StopConfig().plateau_tol)
+            default = StopConfig()
+            assert (stop.rule, stop.plateau_tol, stop.plateau_resolve) == (default.rule, default.plateau_tol,
+                                                                           default.plateau_resolve)
+
+
+@pytest.mark.parametrize("name", DISCOVERY)
+def test_the_variant_the_report_calls_the_default_is_pwmpr_grows_default(name):
+    """bench/discovery.py reads the variant named by ``default_rule()`` as pwmpr's default: its flags must leave
+    every setting at its default (the flags only spell the defaults out)."""
+    import importlib.util
+    import sys
+
+    from pwmpr.cli.options import leaf_fields
+    from pwmpr.config import RunConfig
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_discovery_default", ROOT / "bench" / "discovery.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    variant = module.default_rule()
+    spec_json = json.loads((ROOT / "bench" / "settings" / f"{name}.json").read_text())
+    assert variant in spec_json["settings"]["VARIANTS"]["value"].split()
+    flags = spec_json["variants"][variant].split()
+    default = RunConfig().to_dict()
+    by_flag = {"--" + flag_name(fld): (path, hint) for path, fld, hint in leaf_fields()}
+    i = 0
+    while i < len(flags):
+        flag = flags[i]
+        if flag.startswith("--no-") and flag not in by_flag:
+            (path, _), value, i = by_flag["--" + flag[5:]], False, i + 1
+        elif by_flag[flag][1] is bool:
+            (path, _), value, i = by_flag[flag], True, i + 1
+        else:
+            (path, hint), value, i = by_flag[flag], flags[i + 1], i + 2
+            value = hint(value)
+        *parents, leaf = path.split(".")
+        node = default
+        for key in parents:
+            node = node[key]
+        assert node[leaf] == value, (variant, flag)
+
+
+@pytest.mark.parametrize("name", ["hybrid", "lm", "compare", "attention", "stop_replay", "stop_replay-heldout"])
+def test_a_published_benchmark_names_its_growth_rule_so_it_reruns_as_published(name):
+    """A benchmark published before `pwmp-explore` became the default grows by the rule it was made with, whatever
+    the default is now: from its settings file (GROWTH) or a rule the script names per run."""
+    script = (ROOT / "bench" / f"{name.split('-')[0]}.sh").read_text()
+    spec = json.loads((ROOT / "bench" / "settings" / f"{name}.json").read_text())["settings"]
+    if "GROWTH" in spec:
+        assert spec["GROWTH"]["value"] == "pwmp" and '--growth "$GROWTH"' in script
+    else:
+        assert '--growth "$rule"' in script
+
+
+def test_the_zoo_grows_by_the_rule_it_was_published_with():
+    source = (ROOT / "bench" / "zoo.py").read_text()
+    grow = source[source.index("GROW = ["):source.index("]", source.index("GROW = ["))]
+    assert '"--growth", "pwmp"' in grow

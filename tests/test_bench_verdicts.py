@@ -82,13 +82,39 @@ def test_discovery_scores_the_sweeps_own_runs_in_the_window(tmp_path):
 
 
 def test_discovery_pairs_every_variant_with_the_default_run_by_run():
-    def row(rule, seed, acc, cost, hit):
-        return {"pair": "digits-mlp", "rule": rule, "seed_density": 0.01, "seed": seed, "test_acc": acc,
-                "cost_flops": cost, "hit": hit}
+    discovery = _discovery()
+    default = discovery.default_rule()
+    other = "gain-guarded"
+    setting = {"final_init": "shrink-perturb", "growth": "pwmp-explore", "stop": "plateau", "plateau_tol": 0.005,
+               "plateau_resolve": False}
 
-    rows = [row("shrink-perturb", s, a, 1.0, h) for s, a, h in ((0, 0.95, True), (1, 0.96, True), (2, 0.97, True))]
-    rows += [row("explore", s, a, 1.2, h) for s, a, h in ((0, 0.94, False), (1, 0.96, True))]  # seed 2 missing
-    # default minus explore on seeds 0 and 1: +1 and 0 points: mean +0.50, s.e. 0.50; cost 1.0 - 1.2.
-    text = "\n".join(_discovery().paired(rows))
-    assert "| `explore` | 2 | +0.50 ± 0.50 | 1 / 1 / 0 | -0.20 | 2, 1 |" in text
+    def row(rule, seed, acc, cost, hit, **changed):
+        return {"pair": "digits-mlp", "rule": rule, "seed_density": 0.01, "seed": seed, "test_acc": acc,
+                "cost_flops": cost, "hit": hit, "settings": {**setting, **changed}}
+
+    rows = [row(default, s, a, 1.0, h) for s, a, h in ((0, 0.95, True), (1, 0.96, True), (2, 0.97, True))]
+    rows += [row(other, s, a, 1.2, h, stop="gain") for s, a, h in ((0, 0.94, False), (1, 0.96, True))]  # no seed 2
+    # default minus the other on seeds 0 and 1: +1 and 0 points: mean +0.50, s.e. 0.50; cost 1.0 - 1.2.
+    text = "\n".join(discovery.paired(rows))
+    assert f"| `{other}` | `{default}` (default) | 2 | +0.50 ± 0.50 | 1 / 1 / 0 | -0.20 | 2, 1 |" in text
     assert "| `continue`" not in text  # a variant with no run is not listed
+
+
+def test_a_start_of_final_training_is_paired_with_the_same_growth_and_the_default_start():
+    discovery = _discovery()
+    default = discovery.default_rule()
+    plain = {"final_init": "shrink-perturb", "growth": "pwmp", "stop": "plateau", "plateau_tol": 0.005,
+             "plateau_resolve": False}
+
+    def rows(rule, accs, **changed):
+        return [{"pair": "a-mlp", "rule": rule, "seed_density": 0.05, "seed": s, "test_acc": a, "cost_flops": 1.0,
+                 "hit": True, "settings": {**plain, **changed}} for s, a in enumerate(accs)]
+
+    table = (rows(default, (0.99, 0.99), growth="pwmp-explore") + rows("pwmp", (0.90, 0.92))
+             + rows("continue", (0.89, 0.90), final_init="continue"))
+    assert discovery.reference(table, "continue") == "pwmp"  # the same growth, the default's start
+    assert discovery.reference(table, "pwmp") == default
+    text = "\n".join(discovery.paired(table))
+    assert "| `continue` | `pwmp` | 2 | +1.50 ± 0.50 | 2 / 0 / 0 | +0.00 | 2, 2 |" in text
+    no_twin = [x for x in table if x["rule"] != "pwmp"]  # nothing with continue's growth: the default
+    assert discovery.reference(no_twin, "continue") == default

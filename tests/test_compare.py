@@ -281,9 +281,10 @@ def test_the_start_of_final_training_groups_only_runs_that_have_one(tmp_path):
 
 
 def test_the_plateau_window_groups_only_runs_whose_growth_it_stops(tmp_path):
-    """A baseline written before the plateau window widened (version 5, no such key) and one written today train
-    alike: one group; a PWMPR run of each time stops growth by another test: two groups, unless it has no
-    plateau test at all (--plateau-tol 0)."""
+    """A baseline written before the plateau window could widen (version 5, no such key) and one written today
+    with the window widened train alike: one group; a PWMPR run of each time stops growth by another test: two
+    groups, unless it has no plateau test at all (--plateau-tol 0). With today's default, the last points, a run
+    of either time is in one group."""
     from pwmpr.compare.records import RunRecord
     from pwmpr.config import RunConfig
 
@@ -293,9 +294,30 @@ def test_the_plateau_window_groups_only_runs_whose_growth_it_stops(tmp_path):
         return [RunRecord(tmp_path, cfg, {}, []).group_key() for cfg in (today, old)]
 
     for method in ("imp", "dense", "oneshot", "rigl", "set"):
+        today, old = keys(method=method, stop={"plateau_resolve": True})
+        assert today == old, method
+    today, old = keys(stop={"plateau_resolve": True})
+    assert today != old
+    today, old = keys(stop={"rule": "gain", "plateau_tol": 0.0, "plateau_resolve": True})
+    assert today == old
+    today, old = keys()
+    assert today == old
+
+
+def test_the_growth_rule_groups_only_runs_that_grow_by_it(tmp_path):
+    """A baseline or sweep point written when `pwmp` was the default growth rule and one written today train alike:
+    one group; a PWMPR run of each time grows by another rule: two groups."""
+    from pwmpr.compare.records import RunRecord
+    from pwmpr.config import RunConfig
+
+    def keys(**fields):
+        today = RunConfig(**fields).to_dict()
+        old = {**today, "growth": {**today["growth"], "rule": "pwmp"}}
+        return [RunRecord(tmp_path, cfg, {}, []).group_key() for cfg in (today, old)]
+
+    assert RunConfig().growth.rule != "pwmp"
+    for method in ("imp", "dense", "oneshot", "rigl", "set"):
         today, old = keys(method=method)
         assert today == old, method
     today, old = keys()
     assert today != old
-    today, old = keys(stop={"rule": "gain", "plateau_tol": 0.0})
-    assert today == old

@@ -18,7 +18,7 @@ def test_round_trip_through_json(tmp_path):
 
 def test_defaults_follow_the_spec():
     cfg = RunConfig()
-    assert (cfg.growth.seed_density, cfg.growth.gamma, cfg.growth.rule) == (0.05, 0.25, "pwmp")
+    assert (cfg.growth.seed_density, cfg.growth.gamma, cfg.growth.rule) == (0.05, 0.25, "pwmp-explore")
     assert (cfg.phase_epochs, cfg.stop.min_points, cfg.stop.consecutive) == (10, 4, 2)
     train = cfg.train
     assert (train.base_lr, train.momentum, train.weight_decay, train.batch_size) == (0.1, 0.9, 1e-4, 128)
@@ -124,7 +124,8 @@ def test_a_version_4_config_keeps_final_training_from_the_grown_weights():
 
 def test_a_version_5_config_keeps_the_plateau_window_of_the_last_points():
     """Before version 6 the plateau test read the last points however few validation samples they stood for: a
-    folder of that time that does not say still means that; one that says keeps it; today's default widens it."""
+    folder of that time that does not say still means that; one that says keeps it. Today's default is the last
+    points again (docs/method.md, "plateau"), and a folder that asks for the widened window keeps it."""
     old = RunConfig().to_dict()
     old["version"] = 5
     del old["stop"]["plateau_resolve"]
@@ -134,8 +135,14 @@ def test_a_version_5_config_keeps_the_plateau_window_of_the_last_points():
     assert RunConfig.from_dict(old).stop.plateau_resolve is True
     del old["stop"]
     assert RunConfig.from_dict(old).stop.plateau_resolve is False
-    assert RunConfig.from_dict({k: v for k, v in old.items() if k != "version"}).stop.plateau_resolve is True
-    assert RunConfig().stop.plateau_resolve is True
+    assert RunConfig.from_dict({k: v for k, v in old.items() if k != "version"}).stop.plateau_resolve is False
+    assert RunConfig().stop.plateau_resolve is False
+    from pwmpr.config import _migrate_v5
+
+    assert _migrate_v5({"stop": {}})["stop"]["plateau_resolve"] is False  # whatever today's default is
+    assert _migrate_v5({"stop": {"plateau_resolve": True}})["stop"]["plateau_resolve"] is True
+    widened = RunConfig(stop={"plateau_resolve": True}).to_dict()
+    assert RunConfig.from_dict(widened).stop.plateau_resolve is True
 
 
 def test_the_plateau_rule_with_no_tolerance_is_refused():

@@ -94,9 +94,10 @@ def test_max_density_clamps_the_last_step(tmp_path):
 
 
 def test_no_growth_candidates_left(tmp_path):
-    # A huge gamma grows every edge with a non-zero PWMP score at once; the next step has none left.
+    # A huge gamma grows every edge with a non-zero PWMP score at once; the next step has none left (plain pwmp,
+    # which never recruits a unit the seed missed).
     summary, phases = grow(tmp_path / "r", "--seed-density", "0.05", "--gamma", "1000", "--phase-epochs", "1",
-                           "--stop", "none", "--max-phases", "5", "--max-cost", "0")
+                           "--stop", "none", "--max-phases", "5", "--max-cost", "0", "--growth", "pwmp")
     assert summary["stop_reason"] == "no-growth-candidates"
     assert len(phases) == 2 and phases[-1]["n_added"] == 0
     assert phases[0]["n_added"] > 0 and phases[1]["density"] < 1.0  # edges of dead units score 0: never grown
@@ -114,3 +115,23 @@ def test_each_growth_rule_grows_gamma_of_the_edges(tmp_path, rule):
     assert summary["growth_rule"] == rule
     assert phases[0]["n_added"] == math.floor(0.25 * phases[0]["n_nonzero"] + 0.5)  # halves up (test_counting)
     assert phases[1]["n_nonzero"] == phases[0]["n_nonzero"] + phases[0]["n_added"]
+
+
+def test_a_run_at_chance_keeps_growing_where_a_flat_curve_would_stop_it(tmp_path):
+    """Inputs that carry nothing: the network predicts one class for every sample, and on a balanced validation set
+    its accuracy is exactly chance at every phase, a flat curve the plateau test would stop on after 6 points. The
+    run grows on to --max-phases, and each held-back stop is recorded."""
+    import torch
+
+    import pwmpr
+
+    x, y = torch.zeros(400, 8), torch.arange(400) % 2
+    xv, yv = torch.zeros(200, 8), torch.arange(200) % 2
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    res = pwmpr.grow_module(model, (x, y), val=(xv, yv), out=tmp_path / "run", phase_epochs=1, final_epochs=0,
+                            stop={"max_phases": 9, "max_cost": 0}, growth={"rule": "pwmp"}, device="cpu", seed=0)
+    rows = [json.loads(line) for line in (res.run_dir / "history.jsonl").read_text().splitlines()]
+    phases = [r for r in rows if r["stage"] == "phase"]
+    assert {r["val_acc"] for r in phases} == {0.5}
+    assert res.summary["stop_reason"] == "max-phases" and len(phases) == 9
+    assert [bool(r.get("chance_status")) for r in phases] == [False] * 5 + [True] * 4

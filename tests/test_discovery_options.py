@@ -111,7 +111,8 @@ def test_a_widened_plateau_window_is_recorded_and_said_once(tmp_path):
     # steps), the plateau test reads back that far, and says so once.
     loud = [a for a in BASE if a != "-q"]
     result = runner.invoke(app, ["grow", *loud, "--seed-density", "0.05", "--phase-epochs", "1", "--final-epochs",
-                                 "0", "--max-cost", "0", "--max-phases", "12", "--out", str(tmp_path / "w")],
+                                 "0", "--max-cost", "0", "--max-phases", "12", "--plateau-resolve",
+                                 "--out", str(tmp_path / "w")],
                            env={"COLUMNS": "300"})
     assert result.exit_code == 0, result.output
     assert result.output.count("validation samples resolve --plateau-tol") == 1, result.output
@@ -121,8 +122,8 @@ def test_a_widened_plateau_window_is_recorded_and_said_once(tmp_path):
     assert [line["points"] for line in lines][:6] == [5] * 6 and lines[6]["points"] >= 11
 
 
-@pytest.mark.parametrize(("flags", "said"), [((), True), (("--no-plateau-resolve",), False),
-                                              (("--plateau-tol", "0.03"), False)])
+@pytest.mark.parametrize(("flags", "said"), [(("--plateau-resolve",), True), ((), False),
+                                              (("--plateau-resolve", "--plateau-tol", "0.03"), False)])
 def test_a_plateau_test_that_can_never_stop_the_run_is_said_at_the_start(tmp_path, flags, said):
     # From density 0.5 one doubling is left; 144 samples need 3.2 at half a point (0.53 at 3 points per doubling).
     loud = [a for a in BASE if a != "-q"]

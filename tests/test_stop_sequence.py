@@ -111,7 +111,7 @@ def test_flat_points_stop_once_the_window_spans_what_the_validation_set_resolves
     5-point window (4 steps, 1.29) already spans: 6 points, as without a validation size."""
     d = [0.01 * 1.25 ** i for i in range(14)]
     a = [141 / 144] * 14
-    stop = StopConfig()
+    stop = StopConfig(plateau_resolve=True)  # --plateau-resolve
     first = next(k for k in range(1, 15) if growth_stop(rows(d[:k], a[:k], n), stop, 10, d[k - 1]).reason)
     assert first == first_stop
     verdict = growth_stop(rows(d[:first], a[:first], n), stop, 10, d[first - 1])
@@ -123,7 +123,7 @@ def test_flat_points_stop_once_the_window_spans_what_the_validation_set_resolves
         short = growth_stop(rows(d[:11], a[:11], n), stop, 10, d[10])
         assert short.reason is None and "resolve a gain of 0.005 per doubling only over 3.2" in \
             short.info["plateau_status"]
-        off = StopConfig(plateau_resolve=False)  # --no-plateau-resolve: the last 5 points, whatever they stand for
+        off = StopConfig()  # the default, --no-plateau-resolve: the last 5 points, whatever they stand for
         assert growth_stop(rows(d[:6], a[:6], n), off, 10, d[5]).reason == "plateau"
         rule = STOP_RULES.get("plateau")  # the rule itself, not only the fallback, reads the setting
         six = [Observation(x, y, n) for x, y in zip(d[:6], a[:6], strict=True)]
@@ -137,8 +137,8 @@ def test_a_small_validation_set_that_stops_rising_does_not_stop_growth_while_its
     correct = [37, 102, 126, 133, 136, 137, 138, 140, 140, 141, 141, 141, 141, 141, 141]
     d = [0.01 * 1.25 ** i for i in range(len(correct))]
     history = rows(d, [c / 144 for c in correct], 144)
-    assert growth_stop(history, StopConfig(plateau_resolve=False), 10, d[-1]).reason == "plateau"
-    kept = growth_stop(history, StopConfig(), 10, d[-1])
+    assert growth_stop(history, StopConfig(), 10, d[-1]).reason == "plateau"  # the default: the last 5 points
+    kept = growth_stop(history, StopConfig(plateau_resolve=True), 10, d[-1])
     assert kept.reason is None and "is not below 0.005" in kept.info["plateau_status"]
     assert kept.info["plateau_fit"]["from"] < 0.0244 * 1.01 and kept.info["plateau_fit"]["slope"] > 0.005
 
@@ -168,3 +168,69 @@ def test_the_row_that_the_default_rule_stops_on_explains_itself():
     assert verdict.reason == "plateau"
     assert "gain per doubling of density" in verdict.info["plateau_status"]
     assert "gain per doubling of density" in explain_stop(history, "plateau")
+
+
+def test_a_stop_context_and_the_stop_config_have_the_same_defaults():
+    """``StopContext`` is what a rule reads, built from ``StopConfig`` by ``stop_context``; used directly, its
+    defaults must be the config's, or a rule called by hand decides otherwise than a run."""
+    import dataclasses
+
+    context = {f.name: f.default for f in dataclasses.fields(StopContext)}
+    config = StopConfig()
+    shared = [name for name in context if hasattr(config, name)]
+    assert {"tol", "alpha", "plateau_tol", "plateau_resolve", "min_points", "consecutive"} <= set(shared)
+    assert {name: context[name] for name in shared} == {name: getattr(config, name) for name in shared}
+
+
+def test_a_flat_curve_at_chance_is_no_plateau():
+    """A network whose validation accuracy is not above chance has not started to learn: a flat curve there is
+    held back from stopping growth, and stops it once the same curve stands above chance. By hand: 10 classes,
+    3,200 samples, alpha 0.1: chance + z_0.9 sqrt(0.1 x 0.9 / 3200) = 0.1 + 1.2816 x 0.0053033 = 0.10680."""
+    d = [0.01 * 1.25**k for k in range(12)]
+
+    def verdict(acc):
+        rows = [{"stage": "phase", "density": x, "val_acc": acc, "val_n": 3200} for x in d]
+        return growth_stop(rows, StopConfig(), 10, d[-1])
+
+    held = verdict(0.1)
+    assert held.reason is None and held.info["chance_status"].startswith("plateau held back: validation accuracy")
+    assert verdict(0.1066).reason is None  # just below the margin
+    assert verdict(0.1070).reason == "plateau" and "chance_status" not in verdict(0.1070).info
+    assert verdict(0.5).reason == "plateau"
+    paper = StopConfig(rule="gain", plateau_tol=0)  # any rule: the gain rule is held back the same way
+    rows = [{"stage": "phase", "density": x, "val_acc": 0.1, "val_n": 3200} for x in d]
+    assert growth_stop(rows, paper, 10, d[-1]).reason is None
+
+
+def test_without_a_validation_size_or_classes_only_accuracy_at_or_below_chance_is_held_back():
+    from pwmpr.stop.decision import above_chance, chance_margin
+
+    assert chance_margin(Observation(0.1, 0.1, None), 0.1, 0.1) == 0.0
+    assert not above_chance(Observation(0.1, 0.1, None), 0.1, 0.1)
+    assert above_chance(Observation(0.1, 0.1001, None), 0.1, 0.1)
+    assert above_chance(Observation(0.1, 0.0, 100), 0.0, 0.1)  # chance unknown: never held back
+
+
+def test_chance_is_the_commonest_class_when_the_validation_set_is_not_balanced():
+    """Guessing the commonest class scores its share: a flat curve at that share is held back too (12% here, over
+    the 10% of 10 balanced classes plus the margin), and one clearly above it stops."""
+    d = [0.01 * 1.25**k for k in range(12)]
+
+    def verdict(acc, majority):
+        rows = [{"stage": "phase", "density": x, "val_acc": acc, "val_n": 3200, "val_majority": majority} for x in d]
+        return growth_stop(rows, StopConfig(), 10, d[-1])
+
+    assert verdict(0.12, None).reason == "plateau"  # 1 / 10 classes: 0.12 is above chance
+    assert verdict(0.12, 0.12).reason is None and "not above chance 0.12" in verdict(0.12, 0.12).info["chance_status"]
+    assert verdict(0.14, 0.12).reason == "plateau"
+
+
+def test_the_validation_sets_commonest_class_share_is_recorded():
+    import torch
+
+    from pwmpr.data import DataBundle, TensorSplit
+
+    split = TensorSplit(torch.zeros(5, 2), torch.tensor([0, 1, 1, 1, 2]))
+    bundle = DataBundle("x", 3, (2,), "mlp", split, split, split)
+    assert bundle.majority_share("val") == pytest.approx(0.6)
+    assert DataBundle("x", 3, (2,), "mlp", split, object(), split).majority_share("val") is None

@@ -130,6 +130,15 @@ class DataBundle:
             return data.y.numel()
         return len(data)
 
+    def majority_share(self, split: str) -> float | None:
+        """The share of ``split``'s labels that its most frequent class holds: the accuracy of guessing that class
+        for everything (None where the labels are not held as tensors)."""
+        data = getattr(self, split)
+        y = getattr(data, "y", None) if isinstance(data, TensorSplit) else None
+        if not isinstance(y, Tensor) or y.numel() == 0:
+            return None
+        return float(torch.bincount(y.flatten().long().clamp(min=0)).max()) / y.numel()
+
     @property
     def n_train(self) -> int:
         """Number of training samples (per epoch)."""

@@ -62,6 +62,22 @@ class Observation:
         return math.sqrt(p * (1.0 - p) / self.n)
 
 
+def chance_margin(point: Observation, chance: float, alpha: float) -> float:
+    """How far above chance a point's accuracy must be to be told from guessing: one-sided at level ``alpha``, the
+    binomial standard error of chance on the point's validation size (docs/method.md, "Stop": a curve at chance is
+    no plateau); 0 when the size or chance is unknown."""
+    if not point.n or not chance > 0 or not 0 < alpha < 1:
+        return 0.0
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(1.0 - alpha) * math.sqrt(chance * (1.0 - chance) / point.n)
+
+
+def above_chance(point: Observation, chance: float, alpha: float) -> bool:
+    """Whether the network of ``point`` does better than guessing among 1 / ``chance`` classes, beyond noise."""
+    return not chance > 0 or point.accuracy > chance + chance_margin(point, chance, alpha)
+
+
 def observation(entry: Any) -> Observation:
     """An Observation from a pair, a triple or a mapping with "density" and "accuracy" (and optional "n");
     raises TypeError, ValueError, KeyError or IndexError on anything else."""

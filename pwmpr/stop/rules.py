@@ -40,10 +40,10 @@ class StopContext:
     cap: float = 1.0
     min_points: int = 4
     consecutive: int = 2
-    tol: float = 0.01
+    tol: float = 0.005
     alpha: float = 0.1
     plateau_tol: float = 0.005
-    plateau_resolve: bool = True
+    plateau_resolve: bool = False
 
 
 MAX_FIT_FAILURES = 3  # growth phases in a row whose stop-rule fit failed before the run stops with an error

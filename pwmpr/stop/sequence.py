@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pwmpr.stop.decision import Observation, growth_rows
+from pwmpr.stop.decision import Observation, above_chance, chance_margin, growth_rows
 from pwmpr.stop.plateau import plateau_gain, plateau_reached, plateau_window, resolvable_span
 from pwmpr.stop.rules import STOP_RULES, StopContext, check_fit_failures
 
@@ -74,14 +74,26 @@ def growth_stop(history: list[dict], stop: Any, num_classes: int | None, density
         need = resolvable_span(points[-1].n, stop.plateau_tol, alpha)
         line = plateau_window(points, window, need) or points[-window:]  # too short a span: the last points
         info["plateau_fit"] = plateau_line(line, stop.plateau_tol, need)
+    chance = max(1.0 / num_classes if num_classes else 0.0, float(history[-1].get("val_majority") or 0.0)
+                 if history else 0.0)  # guessing uniformly, or the commonest class of the validation set
+    learning = not points or above_chance(points[-1], chance, stop.alpha)
+    # A curve at chance is a network that has not started to learn, not one that has saturated: a stop it would
+    # take is recorded as held back (docs/method.md, "Stop").
+    held = (f"validation accuracy {points[-1].accuracy:.4g} is not above chance {chance:.4g} by "
+            f"{chance_margin(points[-1], chance, stop.alpha):.3g} (one-sided at --stop-alpha {stop.alpha:g} on "
+            f"{points[-1].n} samples): growth goes on") if not learning else ""
     if verdict.stop:
-        if verdict.kind == "plateau":  # the rule was the plateau test: its reason is the plateau status
-            info["plateau_status"] = verdict.reason
-        return GrowthStop(verdict.kind, info)
+        if learning:
+            if verdict.kind == "plateau":  # the rule was the plateau test: its reason is the plateau status
+                info["plateau_status"] = verdict.reason
+            return GrowthStop(verdict.kind, info)
+        info["chance_status"] = f"{verdict.kind} held back: {held}"
     flat = plateau_reached(points, tol=stop.plateau_tol, window=window, consecutive=stop.consecutive, alpha=alpha)
     info["plateau_status"] = flat.reason
     if flat.stop:
-        return GrowthStop("plateau", info)
+        if learning:
+            return GrowthStop("plateau", info)
+        info["chance_status"] = f"plateau held back: {held}"
     if density >= stop.max_density - 1e-12:
         return GrowthStop("max-density", info)
     if len(points) >= stop.max_phases:
