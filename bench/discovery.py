@@ -353,10 +353,13 @@ def stability(rows: list[dict], threads: list[dict]) -> list[str]:
     return lines if threads else []
 
 
-def reproduction(rows: list[dict], previous: list[dict], label: str) -> list[str]:
+def reproduction(rows: list[dict], previous: list[dict], label: str, assume_same: bool = False) -> list[str]:
     """Each run's discovered density against the same run (variant, pair, seed density, seed) in an earlier
-    results file: growth does not depend on the final training's start, so every variant's run is compared."""
-    same = {x["rule"] for x in rows if _meaning(previous, x["rule"]) in (None, _meaning(rows, x["rule"]))}
+    results file, for the variants whose recorded settings are the same in both (``assume_same``: also those the
+    earlier file records none for, which ``--previous-rename`` names; growth does not depend on the final
+    training's start, so every such variant's run is compared)."""
+    same = {x["rule"] for x in rows if _meaning(previous, x["rule"]) in (None, _meaning(rows, x["rule"])) and
+            (_meaning(previous, x["rule"]) is not None or assume_same)}
     before = {(x["rule"], x["pair"], x["seed_density"], x["seed"]): x["discovered_density"] for x in previous
               if x["rule"] in same}  # a variant whose settings changed between the files is no reproduction
     keys = [(x["rule"], x["pair"], x["seed_density"], x["seed"]) for x in rows]
@@ -399,6 +402,9 @@ def main() -> None:
                         help="another benchmark's results .json: each variant's hits there and over both")
     parser.add_argument("--with-label", default="the tuned benchmark (bench/results/discovery.md)",
                         help="how the report names --with")
+    parser.add_argument("--previous-rename", default="",
+                        help="OLD=NEW,...: the earlier file's variants that are these variants here (a file from "
+                             "before runs recorded their settings); only these are compared with it")
     parser.add_argument("--previous-label", default="the previous results file",
                         help="how the report names --previous (where and when it was made)")
     args = parser.parse_args()
@@ -409,8 +415,11 @@ def main() -> None:
     if args.together is not None:
         text += "\n".join(together(rows, json.loads(args.together.read_text())["rows"], args.with_label)) + "\n"
     if args.previous is not None:
-        text += "\n".join(reproduction(rows, json.loads(args.previous.read_text())["rows"],
-                                        args.previous_label)) + "\n"
+        before = json.loads(args.previous.read_text())["rows"]
+        rename = dict(pair.split("=", 1) for pair in args.previous_rename.split(",") if pair)
+        if rename:  # only the named variants: the others may mean something else there
+            before = [{**x, "rule": rename[x["rule"]]} for x in before if x["rule"] in rename]
+        text += "\n".join(reproduction(rows, before, args.previous_label, assume_same=bool(rename))) + "\n"
     if args.note:
         head, _, rest = text.partition("\n\n")
         text = f"{head}\n\n**Note:** {args.note}\n\n{rest}"

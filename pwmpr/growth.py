@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from pwmpr.attention import attention_pwmp_scores, has_attention, qk_scores
+from pwmpr.attention import attention_pwmp_scores, has_attention, qk_groups, qk_scores
 from pwmpr.counting import round_half_up
 from pwmpr.errors import PwmprError
 from pwmpr.gradient_score import gradient_scores
@@ -98,6 +98,16 @@ def _batch(sample_batch: Callable[[], tuple[Tensor, Tensor]] | None, rule: str) 
 
 def _score_pwmp(model, masks, input_shape, sample_batch=None):
     return pwmp_scores(model, masks, input_shape)
+
+
+def _score_explore(model, masks, input_shape, sample_batch=None):
+    # PWMP's scores, with the query and key entries of every attention set apart (NaN: never drawn): PWMP scores
+    # them 0 by construction (uniform attention), not because their units have no path, so they are not recruits.
+    scores = pwmp_scores(model, masks, input_shape)
+    for group in qk_groups(model, masks, input_shape):
+        for name, entries in group.qk.items():
+            scores[name] = scores[name].masked_fill(entries.to(scores[name].device), math.nan)
+    return scores
 
 
 def _score_gradient(model, masks, input_shape, sample_batch=None):
@@ -222,7 +232,7 @@ def _select_random(candidates: Tensor, scores: Tensor | None, n_add: int, genera
 EXPLORE_SHARE = 0.1
 
 
-@_growth_rule("pwmp-explore", score=_score_pwmp, recruits=True)
+@_growth_rule("pwmp-explore", score=_score_explore, recruits=True)
 def _select_explore(candidates: Tensor, scores: Tensor | None, n_add: int, generator=None) -> Tensor:
     """``pwmp``'s draw for most of the budget; ``EXPLORE_SHARE`` of it uniform over the absent zero-score edges."""
     eligible = _eligible_by_score(candidates, scores)

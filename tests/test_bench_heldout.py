@@ -193,11 +193,18 @@ def test_the_held_out_benchmark_runs_end_to_end_on_its_own_pairs(tmp_path):
            "DATA_PREP": f"python3 bench/discovery_data.py {out / 'data'}",
            "PAIRS": f"digits::discovery_models:relu_mlp npz:{out / 'data' / 'tabular.npz'}::mlp",
            "SEEDS": "0", "SEED_DENSITIES": "0.05", "PHASE_EPOCHS": "1", "EPOCHS": "1", "DENSITIES": "0.05,1",
-           "IMP_LEVELS": "1", "VARIANTS": "shrink-perturb", "MAX_TRAIN": "300"}
+           "IMP_LEVELS": "1", "VARIANTS": "explore", "MAX_TRAIN": "300"}
     subprocess.run(["bash", "bench/discovery.sh"], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
     report = json.loads((out / "report.json").read_text())
     assert sorted({r["pair"] for r in report["rows"]}) == ["digits-relu_mlp", "tabular-mlp"]
     assert all(r["hit"] is not None for r in report["rows"])  # every pair had its sweep and its IMP run
+    # A run interrupted after its first phase resumes through the queue (grow --trust-code --resume, the model a
+    # module:function): its summary gone, the script runs it again from its checkpoint and scores it.
+    run = out / "digits-relu_mlp" / "pwmpr-explore-sd0.05-s0"
+    assert list(run.glob("checkpoints/phase-*.safetensors"))
+    (run / "summary.json").unlink()
+    subprocess.run(["bash", "bench/discovery.sh"], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    assert (run / "summary.json").is_file()  # without --trust-code the resume of a module:function model fails
 
 
 def _hits(rule: str, hits: int, runs: int, resolve: bool = False) -> list[dict]:
@@ -268,3 +275,19 @@ def test_a_pair_folder_with_runs_but_no_sweep_is_said_and_other_folders_are_not(
     assert rows == [] and sweeps == {}
     err = capsys.readouterr().err
     assert "a-mlp has runs but no sweep" in err and "data" not in err.replace(str(tmp_path), "")
+
+
+def test_an_earlier_file_without_settings_is_compared_only_for_the_variants_it_is_told_are_the_same():
+    discovery = _bench("discovery")
+
+    def run(rule, density, settings=True):
+        row = {"rule": rule, "pair": "a-mlp", "seed_density": 0.05, "seed": 0, "discovered_density": density}
+        return {**row, "settings": {"growth": "pwmp"}} if settings else row
+
+    here = [run("pwmp", 0.2), run("explore", 0.3)]
+    old = [run("pwmp", 0.2, settings=False), run("explore", 0.4, settings=False)]
+    assert discovery.reproduction(here, old, "x") == []  # nothing says the names meant the same there
+    lines = discovery.reproduction(here, [x for x in old if x["rule"] == "pwmp"], "x", assume_same=True)
+    assert "| a-mlp | 0.05 | 1 | 1 | 0.200 | 0.200 |" in lines
+    differ = [{**run("pwmp", 0.2), "settings": {"growth": "pwmp-explore"}}]
+    assert discovery.reproduction(here, differ, "x") == []  # recorded, and different: no reproduction

@@ -118,20 +118,22 @@ def test_each_growth_rule_grows_gamma_of_the_edges(tmp_path, rule):
 
 
 def test_a_run_at_chance_keeps_growing_where_a_flat_curve_would_stop_it(tmp_path):
-    """Inputs that carry nothing: the network predicts one class for every sample, and on a balanced validation set
-    its accuracy is exactly chance at every phase, a flat curve the plateau test would stop on after 6 points. The
-    run grows on to --max-phases, and each held-back stop is recorded."""
+    """Inputs that carry nothing and training labels of one class: the network says class 0 for every sample, and
+    its validation accuracy is the 70% that class holds there at every phase: well above 1/2 classes, but what
+    guessing the commonest class scores, a flat curve the plateau test would stop on after 6 points. The run grows
+    on to --max-phases, and each held-back stop is recorded."""
     import torch
 
     import pwmpr
 
-    x, y = torch.zeros(400, 8), torch.arange(400) % 2
-    xv, yv = torch.zeros(200, 8), torch.arange(200) % 2
+    x, y = torch.zeros(400, 8), torch.zeros(400, dtype=torch.long)  # it learns to say class 0 for everything
+    xv, yv = torch.zeros(200, 8), (torch.arange(200) >= 140).long()  # 70% class 0: guessing it scores 0.7
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
-    res = pwmpr.grow_module(model, (x, y), val=(xv, yv), out=tmp_path / "run", phase_epochs=1, final_epochs=0,
+    res = pwmpr.grow_module(model, (x, y), val=(xv, yv), num_classes=2, out=tmp_path / "run", phase_epochs=1,
+                            final_epochs=0,
                             stop={"max_phases": 9, "max_cost": 0}, growth={"rule": "pwmp"}, device="cpu", seed=0)
     rows = [json.loads(line) for line in (res.run_dir / "history.jsonl").read_text().splitlines()]
     phases = [r for r in rows if r["stage"] == "phase"]
-    assert {r["val_acc"] for r in phases} == {0.5}
+    assert {r["val_majority"] for r in phases} == {0.7} and {r["val_acc"] for r in phases} == {0.7}
     assert res.summary["stop_reason"] == "max-phases" and len(phases) == 9
     assert [bool(r.get("chance_status")) for r in phases] == [False] * 5 + [True] * 4

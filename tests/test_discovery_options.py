@@ -329,3 +329,23 @@ def test_a_run_without_final_training_keeps_no_start(tmp_path):
           "2", "--keep-checkpoints", "0")
     assert not any(k.startswith("start/") for c in rundir.checkpoints(tmp_path / "run")
                    for k in rundir.load_tensors(c)[0])
+
+
+def test_pwmp_explore_recruits_no_query_or_key_weight_of_an_attention():
+    """PWMP scores every query and key entry 0 by construction (uniform attention), not because its units have no
+    path: the recruiting pool leaves them out, so on a transformer the explore share goes to unreached units only."""
+    from pwmpr.attention import qk_groups
+    from pwmpr.growth import GROWTH_RULES
+    from pwmpr.models import create_model
+    from pwmpr.seed import phew_masks
+
+    torch.manual_seed(0)
+    model = create_model("vit-mini", 10, (1, 8, 8))
+    masks = phew_masks(model, 0.05, (1, 8, 8), seed=0)
+    qk = {n: m for g in qk_groups(model, masks, (1, 8, 8)) for n, m in g.qk.items()}
+    assert qk and all(float(pwmp_scores(model, masks, (1, 8, 8))[n][m].abs().sum()) == 0.0 for n, m in qk.items())
+    scores = GROWTH_RULES.get("pwmp-explore").score(model, masks, (1, 8, 8))
+    assert all(bool(scores[n][m].isnan().all()) for n, m in qk.items())
+    _, added = grow(masks, scores, 0.25, rule="pwmp-explore", generator=torch.Generator().manual_seed(0))
+    in_qk = sum(int(qk[n].reshape(-1)[idx].sum()) for n, idx in added.items() if n in qk)
+    assert in_qk == 0 and sum(v.numel() for v in added.values()) > 0

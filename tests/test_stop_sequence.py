@@ -234,3 +234,15 @@ def test_the_validation_sets_commonest_class_share_is_recorded():
     bundle = DataBundle("x", 3, (2,), "mlp", split, split, split)
     assert bundle.majority_share("val") == pytest.approx(0.6)
     assert DataBundle("x", 3, (2,), "mlp", split, object(), split).majority_share("val") is None
+
+
+def test_the_commonest_class_share_leaves_ignored_positions_out_and_one_class_tells_nothing():
+    import torch
+
+    from pwmpr.data import DataBundle, TensorSplit
+
+    tokens = TensorSplit(torch.zeros(2, 4), torch.tensor([[-100, -100, -100, 3], [-100, -100, 5, 3]]))
+    assert DataBundle("t", 8, (4,), "mlp", tokens, tokens, tokens).majority_share("val") == pytest.approx(2 / 3)
+    d = [0.01 * 1.25**k for k in range(12)]
+    rows = [{"stage": "phase", "density": x, "val_acc": 1.0, "val_n": 500, "val_majority": 1.0} for x in d]
+    assert growth_stop(rows, StopConfig(), 10, d[-1]).reason == "plateau"  # one class: the guard stands aside

@@ -135,9 +135,13 @@ class DataBundle:
         for everything (None where the labels are not held as tensors)."""
         data = getattr(self, split)
         y = getattr(data, "y", None) if isinstance(data, TensorSplit) else None
-        if not isinstance(y, Tensor) or y.numel() == 0:
+        if not isinstance(y, Tensor):
             return None
-        return float(torch.bincount(y.flatten().long().clamp(min=0)).max()) / y.numel()
+        labels = y.flatten().long()
+        labels = labels[labels >= 0]  # an ignored position (-100) is no class
+        if labels.numel() == 0:
+            return None
+        return float(torch.bincount(labels).max()) / labels.numel()
 
     @property
     def n_train(self) -> int:

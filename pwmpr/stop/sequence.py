@@ -74,14 +74,16 @@ def growth_stop(history: list[dict], stop: Any, num_classes: int | None, density
         need = resolvable_span(points[-1].n, stop.plateau_tol, alpha)
         line = plateau_window(points, window, need) or points[-window:]  # too short a span: the last points
         info["plateau_fit"] = plateau_line(line, stop.plateau_tol, need)
-    chance = max(1.0 / num_classes if num_classes else 0.0, float(history[-1].get("val_majority") or 0.0)
-                 if history else 0.0)  # guessing uniformly, or the commonest class of the validation set
+    majority = float(history[-1].get("val_majority") or 0.0) if history else 0.0
+    if majority >= 1.0:  # one class in the whole validation set: every guess of it is right, chance tells nothing
+        majority = 0.0
+    chance = max(1.0 / num_classes if num_classes else 0.0, majority)  # guessing uniformly, or the commonest class
     learning = not points or above_chance(points[-1], chance, stop.alpha)
     # A curve at chance is a network that has not started to learn, not one that has saturated: a stop it would
     # take is recorded as held back (docs/method.md, "Stop").
     held = (f"validation accuracy {points[-1].accuracy:.4g} is not above chance {chance:.4g} by "
-            f"{chance_margin(points[-1], chance, stop.alpha):.3g} (one-sided at --stop-alpha {stop.alpha:g} on "
-            f"{points[-1].n} samples): growth goes on") if not learning else ""
+            f"{chance_margin(points[-1], chance, stop.alpha):.3g} (one-sided at --stop-alpha {stop.alpha:g}"
+            + (f" on {points[-1].n} samples" if points[-1].n else "") + "): growth goes on") if not learning else ""
     if verdict.stop:
         if learning:
             if verdict.kind == "plateau":  # the rule was the plateau test: its reason is the plateau status
