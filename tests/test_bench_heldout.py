@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from benchfiles import load_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -19,15 +19,8 @@ SETTINGS = BENCH / "settings"
 
 
 def _bench(name):
-    """``bench/<name>.py`` as a module (it imports its siblings from bench/)."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location(f"bench_heldout_{name}", BENCH / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCH))
+    """The bench script ``bench/<name>.py`` as a module."""
+    return load_bench(name)
 
 
 def _pair_parts(pair: str) -> tuple[str, str, str]:

@@ -84,20 +84,12 @@ def test_every_replayed_stop_rule_is_a_valid_stop_config():
 def test_the_variant_the_report_calls_the_default_is_pwmpr_grows_default(name):
     """bench/discovery.py reads the variant named by ``default_rule()`` as pwmpr's default: its flags must leave
     every setting at its default (the flags only spell the defaults out)."""
-    import importlib.util
-    import sys
+    from benchfiles import load_bench
 
     from pwmpr.cli.options import leaf_fields
     from pwmpr.config import RunConfig
 
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_discovery_default", ROOT / "bench" / "discovery.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
-    variant = module.default_rule()
+    variant = load_bench("discovery").default_rule()
     spec_json = json.loads((ROOT / "bench" / "settings" / f"{name}.json").read_text())
     assert variant in spec_json["settings"]["VARIANTS"]["value"].split()
     flags = spec_json["variants"][variant].split()
