@@ -29,7 +29,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # JOBS single-threaded processes use
 mkdir -p "$OUT"
 start=$(date +%s)
 command="OUT=$OUT RESULTS=$RESULTS SEEDS=\"$SEEDS\" SEED_DENSITIES=\"$SEED_DENSITIES\" JOBS=$JOBS \
-MAX_TRAIN=$MAX_TRAIN BATCH=$BATCH LR=$LR PHASE_EPOCHS=$PHASE_EPOCHS EPOCHS=$EPOCHS DENSITIES=$DENSITIES FINAL_INIT=$FINAL_INIT PLATEAU_WINDOW=$PLATEAU_WINDOW GROWTH=$GROWTH bash bench/lm.sh"
+MAX_TRAIN=$MAX_TRAIN BATCH=$BATCH LR=$LR PHASE_EPOCHS=$PHASE_EPOCHS EPOCHS=$EPOCHS DENSITIES=$DENSITIES FINAL_INIT=$FINAL_INIT PLATEAU_WINDOW=$PLATEAU_WINDOW GROWTH=$GROWTH CHANCE_GUARD=$CHANCE_GUARD bash bench/lm.sh"
 echo "bench/lm.sh: $command"
 
 source bench/_jobs.sh
@@ -48,7 +48,7 @@ fi
 for sd in $SEED_DENSITIES; do
   for s in $SEEDS; do
     add "$OUT/pwmpr-sd$sd-s$s" grow grow $runs --seed-density "$sd" --phase-epochs "$PHASE_EPOCHS" \
-        --final-epochs "$EPOCHS" --final-init "$FINAL_INIT" ${PLATEAU_WINDOW:+"--$PLATEAU_WINDOW"} --growth "$GROWTH" --seed "$s" --force \
+        --final-epochs "$EPOCHS" --final-init "$FINAL_INIT" ${PLATEAU_WINDOW:+"--$PLATEAU_WINDOW"} ${CHANCE_GUARD:+"--$CHANCE_GUARD"} --growth "$GROWTH" --seed "$s" --force \
         --out "$OUT/pwmpr-sd$sd-s$s"
   done
 done

@@ -47,7 +47,8 @@ DENSITY, GAMMA = 0.05, 0.25
 GROW = ["--max-phases", "2", "--val-fraction", "0.2", "--phase-epochs", "1", "--final-epochs", "1",
         "--reference-epochs", "1", "--batch-size", "64", "--no-tau-core",
         "--final-init", "continue",  # as published, before shrink-perturb became the default
-        "--growth", "pwmp"]  # as published, before pwmp-explore became the default
+        "--growth", "pwmp",  # as published, before pwmp-explore became the default
+        "--no-chance-guard"]  # as published, before the stop sequence held back stops at chance
 
 
 def _time(fn, repeats: int) -> tuple[list[float], object]:

@@ -19,9 +19,9 @@ from pwmpr.errors import PwmprError
 
 # 2: train.optimizer, train.lr may be null, shrink.alpha; 3: stop.max_cost; 4: the plateau rule as the default stop;
 # 5: shrink-perturb as the default final init; 6: stop.plateau_resolve (the window spans what the validation set
-# resolves; on by default for one release, off since: every version-6 config records it) (older versions are
-# migrated on load)
-CONFIG_VERSION = 6
+# resolves; on by default for one release, off since: every version-6 config records it); 7: stop.chance_guard
+# (older versions are migrated on load)
+CONFIG_VERSION = 7
 SEED_LIMIT = 2**63  # torch generators take 64-bit seeds; seed + a few offsets must still fit
 
 
@@ -121,6 +121,9 @@ class StopConfig:
     plateau_tol: float = _f(0.005, "Plateau rule (not in the paper): stop when doubling the density gains less than "
                             "this accuracy (+1 s.e., last --stop-min-points + 1 points, or more under "
                             "--plateau-resolve); beside another --stop rule it is a fallback, which 0 disables.")
+    chance_guard: bool = _f(True, "Hold back any stop while the validation accuracy is not above chance (1/classes "
+                            "or the commonest class's share) beyond noise: a flat curve there is a network that has "
+                            "not started to learn.")
     plateau_resolve: bool = _f(False, "Plateau rule: widen its window until a gain of --plateau-tol per doubling "
                                "over it amounts to ln(1/--stop-alpha) validation samples, so that a flat window "
                                "on a small validation set is evidence of a plateau (off: the last points; "
@@ -170,6 +173,16 @@ class ShrinkConfig:
         check(0 <= self.regrow < self.fraction, "shrink regrow", self.regrow, "in [0, shrink fraction)")
         check(self.max_steps >= 1, "shrink max_steps", self.max_steps, ">= 1")
         check(0 < self.alpha < 1, "shrink alpha", self.alpha, "in (0, 1)")
+
+
+def _migrate_v6(data: dict[str, Any]) -> dict[str, Any]:
+    """A config of version 6 or older in today's terms: no chance guard held its stops back."""
+    stop = data.get("stop")
+    stop = dict(stop) if isinstance(stop, dict) else {} if stop is None else stop
+    if isinstance(stop, dict):
+        stop.setdefault("chance_guard", False)
+        return {**data, "stop": stop}
+    return data
 
 
 def _migrate_v5(data: dict[str, Any]) -> dict[str, Any]:
@@ -317,7 +330,7 @@ class RunConfig:
         """Rebuild from ``to_dict`` output; unknown keys or versions raise PwmprError."""
         data = dict(data)
         version = data.pop("version", CONFIG_VERSION)  # a config a user writes by hand is read as today's
-        if version not in (1, 2, 3, 4, 5, CONFIG_VERSION):
+        if version not in (1, 2, 3, 4, 5, 6, CONFIG_VERSION):
             raise PwmprError(f"config version {version!r} is not readable by this pwmpr (expects {CONFIG_VERSION})")
         if version == 1:
             data = _migrate_v1(data)
@@ -329,6 +342,8 @@ class RunConfig:
             data = _migrate_v4(data)
         if version in (1, 2, 3, 4, 5):
             data = _migrate_v5(data)
+        if version in (1, 2, 3, 4, 5, 6):
+            data = _migrate_v6(data)
         return _from_dict(cls, data, "config")
 
     def save(self, path: Path) -> None:

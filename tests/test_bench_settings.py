@@ -128,3 +128,13 @@ def test_the_zoo_grows_by_the_rule_it_was_published_with():
     source = (ROOT / "bench" / "zoo.py").read_text()
     grow = source[source.index("GROW = ["):source.index("]", source.index("GROW = ["))]
     assert '"--growth", "pwmp"' in grow
+
+
+@pytest.mark.parametrize("name", ["hybrid", "lm", "compare", "attention"])
+def test_a_published_benchmark_runs_without_the_chance_guard_it_was_published_without(name):
+    script = (ROOT / "bench" / f"{name}.sh").read_text()
+    spec = json.loads((ROOT / "bench" / "settings" / f"{name}.json").read_text())["settings"]
+    assert spec["CHANCE_GUARD"]["value"] == "no-chance-guard"
+    assert '${CHANCE_GUARD:+"--$CHANCE_GUARD"}' in script or "${CHANCE_GUARD:+--$CHANCE_GUARD}" in script
+    zoo = (ROOT / "bench" / "zoo.py").read_text()
+    assert '"--no-chance-guard"]' in zoo[zoo.index("GROW = ["):]

@@ -159,3 +159,18 @@ def test_a_config_written_today_is_not_migrated():
     del current["shrink"]["alpha"]
     assert RunConfig.from_dict(current).shrink.alpha == 0.5
     assert RunConfig.from_dict({"train": {"optimizer": "adamw", "lr": 0.1}}).train.base_lr == 0.1
+
+
+def test_a_version_6_config_runs_without_the_chance_guard_it_did_not_have():
+    """Before version 7 no stop was held back at chance: a folder of that time resumes as it ran; today's default
+    holds them back, and a config that says keeps what it says."""
+    from pwmpr.config import _migrate_v6
+
+    old = RunConfig().to_dict()
+    old["version"] = 6
+    del old["stop"]["chance_guard"]
+    assert RunConfig.from_dict(old).stop.chance_guard is False
+    assert RunConfig.from_dict({**old, "version": 5}).stop.chance_guard is False
+    assert _migrate_v6({"stop": {}})["stop"]["chance_guard"] is False
+    assert _migrate_v6({"stop": {"chance_guard": True}})["stop"]["chance_guard"] is True
+    assert RunConfig().stop.chance_guard is True and RunConfig.from_dict(RunConfig().to_dict()).stop.chance_guard

@@ -246,3 +246,11 @@ def test_the_commonest_class_share_leaves_ignored_positions_out_and_one_class_te
     d = [0.01 * 1.25**k for k in range(12)]
     rows = [{"stage": "phase", "density": x, "val_acc": 1.0, "val_n": 500, "val_majority": 1.0} for x in d]
     assert growth_stop(rows, StopConfig(), 10, d[-1]).reason == "plateau"  # one class: the guard stands aside
+
+
+def test_no_chance_guard_lets_a_flat_curve_at_chance_stop_as_before():
+    d = [0.01 * 1.25**k for k in range(12)]
+    rows = [{"stage": "phase", "density": x, "val_acc": 0.1, "val_n": 3200} for x in d]
+    assert growth_stop(rows, StopConfig(), 10, d[-1]).reason is None
+    off = growth_stop(rows, StopConfig(chance_guard=False), 10, d[-1])
+    assert off.reason == "plateau" and "chance_status" not in off.info

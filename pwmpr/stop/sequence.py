@@ -78,7 +78,7 @@ def growth_stop(history: list[dict], stop: Any, num_classes: int | None, density
     if majority >= 1.0:  # one class in the whole validation set: every guess of it is right, chance tells nothing
         majority = 0.0
     chance = max(1.0 / num_classes if num_classes else 0.0, majority)  # guessing uniformly, or the commonest class
-    learning = not points or above_chance(points[-1], chance, stop.alpha)
+    learning = not stop.chance_guard or not points or above_chance(points[-1], chance, stop.alpha)
     # A curve at chance is a network that has not started to learn, not one that has saturated: a stop it would
     # take is recorded as held back (docs/method.md, "Stop").
     held = (f"validation accuracy {points[-1].accuracy:.4g} is not above chance {chance:.4g} by "
