@@ -175,25 +175,26 @@ class ShrinkConfig:
         check(0 < self.alpha < 1, "shrink alpha", self.alpha, "in (0, 1)")
 
 
-def _migrate_v6(data: dict[str, Any]) -> dict[str, Any]:
-    """A config of version 6 or older in today's terms: no chance guard held its stops back."""
+def _stop_default(data: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """``data`` with ``stop[key]`` set to ``value`` where the stop section does not say (a section that is not a
+    mapping is left for the config check to refuse)."""
     stop = data.get("stop")
     stop = dict(stop) if isinstance(stop, dict) else {} if stop is None else stop
     if isinstance(stop, dict):
-        stop.setdefault("chance_guard", False)
+        stop.setdefault(key, value)
         return {**data, "stop": stop}
     return data
+
+
+def _migrate_v6(data: dict[str, Any]) -> dict[str, Any]:
+    """A config of version 6 or older in today's terms: no chance guard held its stops back."""
+    return _stop_default(data, "chance_guard", False)
 
 
 def _migrate_v5(data: dict[str, Any]) -> dict[str, Any]:
     """A config of version 5 or older in today's terms: its plateau window was the last points, however few
     validation samples they stood for."""
-    stop = data.get("stop")
-    stop = dict(stop) if isinstance(stop, dict) else {} if stop is None else stop
-    if isinstance(stop, dict):
-        stop.setdefault("plateau_resolve", False)
-        return {**data, "stop": stop}
-    return data
+    return _stop_default(data, "plateau_resolve", False)
 
 
 def _migrate_v4(data: dict[str, Any]) -> dict[str, Any]:
