@@ -24,6 +24,8 @@ from _results import ROOT, header, quote_report  # noqa: E402
 
 RULE_NAMES = {
     "explore": "recruiting growth (`--growth pwmp-explore`)",
+    "explore-reinit": "recruiting growth, the grown mask from the initial weights (`--growth pwmp-explore "
+                      "--final-init reinit`)",
     "pwmp": "PWMP growth alone, the paper's rule (`--growth pwmp`)",
     "resolved": "PWMP growth with the plateau test's window widened to what the validation set resolves "
                 "(`--growth pwmp --plateau-resolve`)",
@@ -38,6 +40,7 @@ RULE_NAMES = {
     "paper-fixed": "paper, fixed (`--stop paper --plateau-tol 0.01 --max-cost 0`)",
     "paper-today": "paper as pwmpr first had it (`--stop paper-unbounded --plateau-tol 0.01 --max-cost 0`)",
 }
+FAR = 0.02  # two starts "test apart" in the choice table when their test accuracies differ by this much
 THREADS = "default-2threads"  # the default's seed-0 runs again with 2 threads: stability, not a variant
 RUN_RE = re.compile(r"pwmpr-(?P<rule>.+)-sd(?P<sd>[0-9.]+)-s(?P<seed>\d+)$")
 
@@ -67,9 +70,16 @@ def collect(out: Path) -> tuple[list[dict], dict[str, dict]]:
                 continue
             summary = json.loads((run / "summary.json").read_text())
             rows.append({"pair": pair_dir.name, "rule": m["rule"], "seed_density": float(m["sd"]),
-                         "seed": int(m["seed"]), "settings": run_settings(run),
-                         **score(summary, sweep, imp_history)})
+                         "seed": int(m["seed"]), "settings": run_settings(run), "val_acc": summary.get("val_acc"),
+                         "final_cost": final_cost(rundir.read_history(run)), **score(summary, sweep, imp_history)})
     return rows, sweeps
+
+
+def final_cost(history: list[dict]) -> float | None:
+    """The cost (x dense FLOPs) of a run's final training: its final row's cost less the row's before it."""
+    if len(history) < 2 or history[-1].get("stage") != "final":
+        return None
+    return float(history[-1]["cost_flops"]) - float(history[-2]["cost_flops"])
 
 
 def run_settings(run: Path) -> dict:
@@ -105,6 +115,10 @@ def unfinished(out: Path) -> list[str]:
     """Run folders of the benchmark that exist but have no summary.json yet."""
     return sorted(f"{p.parent.name}/{p.name}" for p in out.glob("*/*") if p.is_dir()
                   and (RUN_RE.match(p.name) or p.name in ("imp-s0", "sweep")) and not (p / "summary.json").is_file())
+
+
+def _plural(n: int, word: str) -> str:
+    return word if n == 1 else word + "s"
 
 
 def pct(x: float) -> str:
@@ -222,6 +236,7 @@ def render(rows: list[dict], sweeps: dict[str, dict], command: str, elapsed: flo
                     f"{statistics.fmean(x['cost_flops'] for x in rs):.2f} | {', '.join(why) or '-'} |")
     lines += sweep_runs_in_window(out, sweeps) if out is not None else []
     lines += paired(rows)
+    lines += chosen_start(rows)
     lines += stability(rows, threads)
     lines += ["", "Sweeps (one-shot PHEW masks, the same trainer and epochs; mean test accuracy over seeds):", ""]
     for pair, sweep in sweeps.items():
@@ -332,6 +347,83 @@ def paired(rows: list[dict]) -> list[str]:
                      f"{statistics.fmean(diffs):+.2f} ± {se:.2f} | {' / '.join(map(str, wins))} | {cost:+.2f} | "
                      f"{sum(bool(a['hit']) for a, _ in pairs)}, {sum(bool(b['hit']) for _, b in pairs)} |")
     return lines if compared else []
+
+
+def chosen_start(rows: list[dict]) -> list[str]:
+    """What choosing final training's start per run by validation accuracy would give.
+
+    Each start of final training is paired, run by run, with the variant of the same growth and the default start
+    (``reference``); the pair's growth must have ended at the same density. The choice is the start whose final
+    validation accuracy is higher (the reference's on a tie), and its cost is the reference run's plus the other
+    start's final training (both are trained). Where that cost passes the cost guard's 1.5 dense runs, the guard,
+    counting both final trainings, would have stopped growth sooner: those runs would not have run as here and are
+    counted apart, not scored.
+    """
+    from pwmpr.discovery import cost_verdict
+
+    lines = ["", "Choosing the start of final training per run by validation accuracy: both starts are trained from "
+             "the same grown mask and the one with the higher final validation accuracy is kept (the reference's on "
+             "a tie), at the cost of both final trainings. Validation picks the start that tests higher (right), the "
+             "other one (wrong), or the two test the same; hits are counted on the runs whose cost with both final "
+             "trainings stays within 1.5 dense runs (the others, under a guard counting both, would have stopped "
+             "growth sooner):", "",
+             "| start | paired with | runs | validation picks right / wrong / same test | right / wrong where the "
+             "starts test 2 points apart or more | mean test accuracy: reference, start, chosen | mean cost of the "
+             "choice (x dense) | runs within the guard | hits there: reference, start, chosen |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    tally = []  # (variant, reference, runs, runs within the guard, reference's hits there, the choice's hits there)
+    for rule in [r for r in RULE_NAMES if r != default_rule()]:
+        ref = reference(rows, rule)
+        mine, theirs = _meaning(rows, rule), _meaning(rows, ref)
+        if ref == rule or not mine or not theirs or len(mine) != 1 or len(theirs) != 1:
+            continue
+        own, other = json.loads(next(iter(mine))), json.loads(next(iter(theirs)))
+        if own.get("final_init") == other.get("final_init") or {**own, "final_init": None} != {
+                **other, "final_init": None}:
+            continue  # not a start of final training against the same growth
+        base = {(x["pair"], x["seed_density"], x["seed"]): x for x in rows if x["rule"] == ref}
+        pairs = [(a, b) for b in rows if b["rule"] == rule
+                 and (a := base.get((b["pair"], b["seed_density"], b["seed"]))) is not None
+                 and abs(a["discovered_density"] - b["discovered_density"]) < 1e-9
+                 and a.get("val_acc") is not None and b.get("val_acc") is not None
+                 and b.get("final_cost") is not None]
+        if not pairs:
+            continue
+        right = wrong = same = far_right = far_wrong = 0
+        chosen, kept = [], []
+        for a, b in pairs:
+            pick = b if b["val_acc"] > a["val_acc"] else a
+            if a["test_acc"] == b["test_acc"]:
+                same += 1
+            elif (pick is b) == (b["test_acc"] > a["test_acc"]):
+                right += 1
+                far_right += abs(b["test_acc"] - a["test_acc"]) >= FAR - 1e-12
+            else:
+                wrong += 1
+                far_wrong += abs(b["test_acc"] - a["test_acc"]) >= FAR - 1e-12
+            cost = a["cost_flops"] + b["final_cost"]
+            within, cheaper = cost_verdict(cost, pick["imp_cost_flops"], pick["imp_cost_exact"])
+            chosen.append((pick, cost))
+            if within:
+                kept.append((a, b, bool(pick["within_acc"] and pick["within_density"] and cheaper)))
+        means = [100 * statistics.fmean(x["test_acc"] for x in xs) for xs in
+                 ([a for a, _ in pairs], [b for _, b in pairs], [p for p, _ in chosen])]
+        lines.append(f"| `{rule}` | `{ref}` | {len(pairs)} | {right} / {wrong} / {same} | {far_right} / {far_wrong} | "
+                     f"{means[0]:.2f}%, {means[1]:.2f}%, {means[2]:.2f}% | "
+                     f"{statistics.fmean(c for _, c in chosen):.2f} | {len(kept)} of {len(pairs)} | "
+                     f"{sum(bool(a['hit']) for a, _, _ in kept)}, {sum(bool(b['hit']) for _, b, _ in kept)}, "
+                     f"{sum(h for _, _, h in kept)} |")
+        tally.append((rule, ref, len(pairs), len(kept), sum(bool(a["hit"]) for a, _, _ in kept),
+                      sum(h for _, _, h in kept)))
+    if not tally:
+        return []
+    gains = [f"`{rule}` against `{ref}`" for rule, ref, _, _, before, after in tally if after > before]
+    where = (f"{len(gains)} of {len(tally)} {_plural(len(tally), 'comparison')} ({', '.join(gains)})" if gains
+             else f"no comparison (of {len(tally)})")
+    lines += ["", f"Verdict on the choice (computed): both final trainings fit within the guard in "
+              f"{sum(t[3] for t in tally)} of {sum(t[2] for t in tally)} paired runs; there the choice hits more "
+              f"often than the reference start in {where}."]
+    return lines
 
 
 def stability(rows: list[dict], threads: list[dict]) -> list[str]:

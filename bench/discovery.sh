@@ -8,6 +8,8 @@
 # everything else is pwmpr grow's defaults (the plateau rule at half a point per doubling, the cost guard at 1.5
 # dense runs; final training from 0.4 x the grown weights + 0.1 x the initial ones):
 #   explore    growth that can recruit units the seed missed (pwmp-explore: the default)
+#   explore-reinit  explore's growth, final training from the initial weights: with explore, what choosing the
+#              start per run by validation would give (the report's "Choosing the start" table)
 #   pwmp       PWMP growth alone, the paper's rule, everything else the default
 #   resolved   pwmp with the plateau test's window widened to what the validation set resolves (--plateau-resolve)
 #   continue   pwmp, final training from the grown weights (the default start before shrink-perturb)

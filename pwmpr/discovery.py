@@ -22,6 +22,19 @@ def imp_cost_to(history: list[dict[str, Any]], density: float) -> tuple[float | 
     return (float(levels[-1]["cost_flops"]), False) if levels else (None, False)
 
 
+def cost_verdict(cost: float, imp_cost: float | None, exact: bool, max_cost: float = MAX_COST
+                 ) -> tuple[bool, bool | None]:
+    """``(within max_cost, cheaper than IMP to the same density)`` of a run's total cost; the second is None when it
+    cannot be told (no IMP run, or a cost above IMP's lower bound)."""
+    if imp_cost is None:
+        cheaper = None
+    elif cost < imp_cost:
+        cheaper = True  # also when imp_cost is a lower bound: IMP's true cost is larger still
+    else:
+        cheaper = False if exact else None
+    return cost <= max_cost + 1e-12, cheaper
+
+
 def score(summary: dict[str, Any], sweep: dict[str, Any], imp_history: list[dict[str, Any]] | None = None, *,
           acc_tol: float = ACC_TOL, density_factor: float = DENSITY_FACTOR, max_cost: float = MAX_COST
           ) -> dict[str, Any]:
@@ -31,13 +44,7 @@ def score(summary: dict[str, Any], sweep: dict[str, Any], imp_history: list[dict
     imp_cost, exact = imp_cost_to(imp_history, density) if imp_history else (None, False)
     within_acc = acc >= best["test_acc"] - acc_tol - 1e-12  # the same slack as the sweep's knee
     within_density = density <= density_factor * knee["density"] + 1e-12
-    if imp_cost is None:
-        cheaper = None
-    elif cost < imp_cost:
-        cheaper = True  # also when imp_cost is a lower bound: IMP's true cost is larger still
-    else:
-        cheaper = False if exact else None
-    within_cost = cost <= max_cost + 1e-12
+    within_cost, cheaper = cost_verdict(cost, imp_cost, exact, max_cost)
     hit = False if not (within_acc and within_density and within_cost) else cheaper
     return {
         "discovered_density": density, "knee_density": knee["density"],

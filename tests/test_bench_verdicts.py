@@ -107,3 +107,39 @@ def test_a_start_of_final_training_is_paired_with_the_same_growth_and_the_defaul
     assert "| `continue` | `pwmp` | 2 | +1.50 ± 0.50 | 2 / 0 / 0 | +0.00 | 2, 2 |" in text
     no_twin = [x for x in table if x["rule"] != "pwmp"]  # nothing with continue's growth: the default
     assert discovery.reference(no_twin, "continue") == default
+
+
+def test_choosing_the_start_by_validation_keeps_the_higher_validation_run_and_counts_both_trainings():
+    discovery = _discovery()
+    default = discovery.default_rule()
+    grown = {"final_init": "shrink-perturb", "growth": "pwmp-explore", "stop": "plateau", "plateau_tol": 0.005,
+             "plateau_resolve": False}
+
+    def run(rule, seed, val, test, cost, final, density=0.2, hit=True, **changed):
+        return {"pair": "a-mlp", "rule": rule, "seed_density": 0.01, "seed": seed, "val_acc": val, "test_acc": test,
+                "cost_flops": cost, "final_cost": final, "discovered_density": density, "hit": hit,
+                "within_acc": hit, "within_density": True, "imp_cost_flops": 5.0, "imp_cost_exact": True,
+                "settings": {**grown, **changed}}
+
+    start = "explore-reinit"
+    table = [
+        # seed 0: validation prefers the start (0.97 > 0.95), which tests higher: right; cost 0.6 + 0.3 = 0.9.
+        run(default, 0, 0.95, 0.94, 0.6, 0.2, hit=False), run(start, 0, 0.97, 0.96, 0.7, 0.3, final_init="reinit"),
+        # seed 1: a tie on validation keeps the reference, which tests lower: wrong; cost 1.0 + 0.4 = 1.4.
+        run(default, 1, 0.96, 0.95, 1.0, 0.4, hit=False), run(start, 1, 0.96, 0.97, 1.0, 0.4, final_init="reinit"),
+        # seed 2: both trainings cost 1.2 + 0.5 = 1.7 > 1.5: not scored (the guard would have stopped sooner).
+        run(default, 2, 0.90, 0.90, 1.2, 0.5), run(start, 2, 0.99, 0.99, 1.2, 0.5, final_init="reinit"),
+        # seed 3: growth ended elsewhere: not a pair of starts from one grown mask.
+        run(default, 3, 0.90, 0.90, 0.5, 0.1), run(start, 3, 0.99, 0.99, 0.5, 0.1, density=0.3, final_init="reinit"),
+    ]
+    text = "\n".join(discovery.chosen_start(table))
+    # Means over seeds 0-2: reference (94 + 95 + 90) / 3, start (96 + 97 + 99) / 3, chosen (96 + 95 + 99) / 3;
+    # cost of the choice (0.9 + 1.4 + 1.7) / 3; hits within the guard (seeds 0, 1): 0, 2 and 1 (seed 0's pick).
+    # Two points apart or more: seed 0 (2 points, right) and seed 2 (9, right); seed 1 (2 points, wrong).
+    assert (f"| `{start}` | `{default}` | 3 | 2 / 1 / 0 | 2 / 1 | 93.00%, 97.33%, 96.67% | 1.33 | 2 of 3 | 0, 2, 1 |"
+            in text)
+    assert ("both final trainings fit within the guard in 2 of 3 paired runs; there the choice hits more often than "
+            f"the reference start in 1 of 1 comparison (`{start}` against `{default}`)." in text)
+    other_growth = [dict(x, settings={**x["settings"], "growth": "pwmp"}) if x["rule"] == start else x
+                    for x in table]
+    assert discovery.chosen_start(other_growth) == []  # a start paired with another growth is no choice of start
