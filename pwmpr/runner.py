@@ -263,7 +263,8 @@ class PhaseLoop:
     def _note_tolerance(self) -> None:
         """Say once when the stop rule decides at a larger gain than ``--stop-tol``, once when the plateau test
         widens its window (the validation set cannot resolve what was asked: docs/method.md, "gain", "plateau"),
-        and once when a stop is held back because the network is at chance (docs/method.md, "Stop")."""
+        once when the last points it reads instead span less than the validation set resolves, and once when a
+        stop is held back because the network is at chance (docs/method.md, "Stop")."""
         asked = self.cfg.stop.tol
         used = [r.get("stop_tol_used") for r in self.history]
         wider = [u for u in used if u is not None and u > asked + 1e-12]
@@ -288,6 +289,17 @@ class PhaseLoop:
             self.reporter.message(f"{self.history[-1]['chance_status']} (chance_status in history.jsonl; the cost "
                                   "guard, --max-phases and --max-density still end the run)")
         window = self.cfg.stop.min_points + 1
+        fits = [r.get("plateau_fit") for r in self.history if r.get("plateau_fit")]
+        line = self.history[-1].get("plateau_fit") if self.history else None
+        if line and len(fits) == 1 and not stop.plateau_resolve and line.get("resolves_over"):
+            have = math.log2(line["to"] / line["from"]) if line["from"] > 0 and line["to"] > 0 else 0.0
+            if have < line["resolves_over"] - 1e-12:  # the first full window: its span is what the test will read
+                self.reporter.message(
+                    f"{self.history[-1].get('val_n')} validation samples resolve --plateau-tol {line['tol']:g} per "
+                    f"doubling only over {line['resolves_over']:.2g} doublings of density, and the plateau test's "
+                    f"last {line['points']} points span {have:.2g}: a plateau it finds may be flat only within what "
+                    f"the validation set can tell (a larger --val-fraction gives it more samples; --plateau-resolve "
+                    f"waits for that span)")
         wide = [(r.get("plateau_fit") or {}).get("points", 0) > window for r in self.history]
         if wide and wide[-1] and sum(wide) == 1:
             line = self.history[-1]["plateau_fit"]

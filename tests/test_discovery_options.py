@@ -122,6 +122,23 @@ def test_a_widened_plateau_window_is_recorded_and_said_once(tmp_path):
     assert [line["points"] for line in lines][:6] == [5] * 6 and lines[6]["points"] >= 11
 
 
+@pytest.mark.parametrize(("flags", "said"), [((), True), (("--plateau-tol", "0.03"), False),
+                                              (("--plateau-resolve",), False)])
+def test_a_last_points_window_narrower_than_the_validation_set_resolves_is_said_once(tmp_path, flags, said):
+    # The last 5 points of x1.25 steps span 4 log2(1.25) = 1.29 doublings; 144 validation samples resolve half a
+    # point per doubling only over ln(10) / (144 x 0.005) = 3.2 of them (3 points: 0.53, which the window spans).
+    loud = [a for a in BASE if a != "-q"]
+    result = runner.invoke(app, ["grow", *loud, "--seed-density", "0.05", "--phase-epochs", "1", "--final-epochs",
+                                 "0", "--max-cost", "0", "--max-phases", "8", *flags, "--out", str(tmp_path / "n")],
+                           env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert result.output.count("last 5 points span 1.3") == (1 if said else 0), result.output
+    rows = [json.loads(line) for line in (tmp_path / "n" / "history.jsonl").read_text().splitlines()]
+    fits = [r["plateau_fit"] for r in rows if r.get("plateau_fit")]
+    tol = 0.03 if "0.03" in flags else 0.005
+    assert fits and all(f["resolves_over"] == pytest.approx(math.log(10) / (144 * tol)) for f in fits)
+
+
 @pytest.mark.parametrize(("flags", "said"), [(("--plateau-resolve",), True), ((), False),
                                               (("--plateau-resolve", "--plateau-tol", "0.03"), False)])
 def test_a_plateau_test_that_can_never_stop_the_run_is_said_at_the_start(tmp_path, flags, said):

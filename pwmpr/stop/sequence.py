@@ -74,6 +74,8 @@ def growth_stop(history: list[dict], stop: Any, num_classes: int | None, density
         need = resolvable_span(points[-1].n, stop.plateau_tol, alpha)
         line = plateau_window(points, window, need) or points[-window:]  # too short a span: the last points
         info["plateau_fit"] = plateau_line(line, stop.plateau_tol, need)
+        # What the validation set resolves, whichever window is read (for the note a run says on a small set).
+        info["plateau_fit"]["resolves_over"] = resolvable_span(points[-1].n, stop.plateau_tol, stop.alpha)
     majority = float(history[-1].get("val_majority") or 0.0) if history else 0.0
     if majority >= 1.0:  # one class in the whole validation set: every guess of it is right, chance tells nothing
         majority = 0.0
