@@ -300,19 +300,23 @@ def summary(text: str) -> str:
     return "\n\n".join(b.rstrip("\n") for b in keep) + "\n"
 
 
-def reference(rows: list[dict], rule: str) -> str:
-    """The variant ``rule`` is paired with: for a start of final training (a variant whose runs differ from another's
-    only in ``final_init``) the variant with the same growth and stop and the default's start, so that the
-    difference is the start's alone; for every other variant, the default."""
-    default = default_rule()
-    mine, base = _meaning(rows, rule), _meaning(rows, default)
+def start_twin(rows: list[dict], rule: str) -> str | None:
+    """For a start of final training (a variant whose runs differ from another's only in ``final_init``), the
+    variant with the same growth and stop and the default's start; None for every other variant."""
+    mine, base = _meaning(rows, rule), _meaning(rows, default_rule())
     if not mine or not base or len(mine) != 1 or len(base) != 1:
-        return default
+        return None
     own, dflt = json.loads(next(iter(mine))), json.loads(next(iter(base)))
     if own.get("final_init") == dflt.get("final_init"):
-        return default
+        return None
     want = json.dumps({**own, "final_init": dflt.get("final_init")}, sort_keys=True)
-    return next((r for r in RULE_NAMES if r != rule and _meaning(rows, r) == {want}), default)
+    return next((r for r in RULE_NAMES if r != rule and _meaning(rows, r) == {want}), None)
+
+
+def reference(rows: list[dict], rule: str) -> str:
+    """The variant ``rule`` is paired with: a start of final training's twin with the default's start
+    (``start_twin``), so that the difference is the start's alone; for every other variant, the default."""
+    return start_twin(rows, rule) or default_rule()
 
 
 def paired(rows: list[dict]) -> list[str]:
@@ -352,55 +356,48 @@ def paired(rows: list[dict]) -> list[str]:
 def chosen_start(rows: list[dict]) -> list[str]:
     """What choosing final training's start per run by validation accuracy would give.
 
-    Each start of final training is paired, run by run, with the variant of the same growth and the default start
-    (``reference``); the pair's growth must have ended at the same density. The choice is the start whose final
-    validation accuracy is higher (the reference's on a tie), and its cost is the reference run's plus the other
-    start's final training (both are trained). Where that cost passes the cost guard's 1.5 dense runs, the guard,
-    counting both final trainings, would have stopped growth sooner: those runs would not have run as here and are
-    counted apart, not scored.
+    Each start of final training is paired, run by run, with its twin of the same growth and the default start
+    (``start_twin``); a pair counts when both runs ended at the same density after a final training. The choice is
+    the start whose final validation accuracy is higher (the twin's on a tie), and its cost is the twin run's plus
+    the other start's final training (both are trained). Where that cost passes the cost guard's 1.5 dense runs,
+    the guard, counting both final trainings, would have stopped growth sooner: those runs would not have run as
+    here and are counted apart, not scored.
     """
     from pwmpr.discovery import cost_verdict
 
     lines = ["", "Choosing the start of final training per run by validation accuracy: both starts are trained from "
              "the same grown mask and the one with the higher final validation accuracy is kept (the reference's on "
-             "a tie), at the cost of both final trainings. Validation picks the start that tests higher (right), the "
-             "other one (wrong), or the two test the same; hits are counted on the runs whose cost with both final "
-             "trainings stays within 1.5 dense runs (the others, under a guard counting both, would have stopped "
-             "growth sooner):", "",
-             "| start | paired with | runs | validation picks right / wrong / same test | right / wrong where the "
-             "starts test 2 points apart or more | mean test accuracy: reference, start, chosen | mean cost of the "
-             "choice (x dense) | runs within the guard | hits there: reference, start, chosen |",
+             "a tie), at the cost of both final trainings. Where validation tells the two apart, it picks the start "
+             "that tests higher (right) or the other one (wrong); ties are pairs equal on validation or on test. "
+             "Hits are counted on the runs whose cost with both final trainings stays within 1.5 dense runs (the "
+             "others, under a guard counting both, would have stopped growth sooner):", "",
+             "| start | paired with | runs | validation picks right / wrong / ties | right / wrong where the starts "
+             "test 2 points apart or more | mean test accuracy: reference, start, chosen | mean cost of the choice "
+             "(x dense) | runs within the guard | hits there: reference, start, chosen |",
              "|---|---|---|---|---|---|---|---|---|"]
     tally = []  # (variant, reference, runs, runs within the guard, reference's hits there, the choice's hits there)
-    for rule in [r for r in RULE_NAMES if r != default_rule()]:
-        ref = reference(rows, rule)
-        mine, theirs = _meaning(rows, rule), _meaning(rows, ref)
-        if ref == rule or not mine or not theirs or len(mine) != 1 or len(theirs) != 1:
+    for rule in RULE_NAMES:
+        ref = start_twin(rows, rule)
+        if ref is None:
             continue
-        own, other = json.loads(next(iter(mine))), json.loads(next(iter(theirs)))
-        if own.get("final_init") == other.get("final_init") or {**own, "final_init": None} != {
-                **other, "final_init": None}:
-            continue  # not a start of final training against the same growth
         base = {(x["pair"], x["seed_density"], x["seed"]): x for x in rows if x["rule"] == ref}
         pairs = [(a, b) for b in rows if b["rule"] == rule
                  and (a := base.get((b["pair"], b["seed_density"], b["seed"]))) is not None
                  and abs(a["discovered_density"] - b["discovered_density"]) < 1e-9
-                 and a.get("val_acc") is not None and b.get("val_acc") is not None
-                 and b.get("final_cost") is not None]
+                 and all(x.get(k) is not None for x in (a, b) for k in ("val_acc", "final_cost"))]
         if not pairs:
             continue
-        right = wrong = same = far_right = far_wrong = 0
+        right = wrong = ties = far_right = far_wrong = 0
         chosen, kept = [], []
         for a, b in pairs:
             pick = b if b["val_acc"] > a["val_acc"] else a
-            if a["test_acc"] == b["test_acc"]:
-                same += 1
+            far = abs(b["test_acc"] - a["test_acc"]) >= FAR - 1e-12
+            if a["test_acc"] == b["test_acc"] or a["val_acc"] == b["val_acc"]:
+                ties += 1
             elif (pick is b) == (b["test_acc"] > a["test_acc"]):
-                right += 1
-                far_right += abs(b["test_acc"] - a["test_acc"]) >= FAR - 1e-12
+                right, far_right = right + 1, far_right + far
             else:
-                wrong += 1
-                far_wrong += abs(b["test_acc"] - a["test_acc"]) >= FAR - 1e-12
+                wrong, far_wrong = wrong + 1, far_wrong + far
             cost = a["cost_flops"] + b["final_cost"]
             within, cheaper = cost_verdict(cost, pick["imp_cost_flops"], pick["imp_cost_exact"])
             chosen.append((pick, cost))
@@ -408,21 +405,21 @@ def chosen_start(rows: list[dict]) -> list[str]:
                 kept.append((a, b, bool(pick["within_acc"] and pick["within_density"] and cheaper)))
         means = [100 * statistics.fmean(x["test_acc"] for x in xs) for xs in
                  ([a for a, _ in pairs], [b for _, b in pairs], [p for p, _ in chosen])]
-        lines.append(f"| `{rule}` | `{ref}` | {len(pairs)} | {right} / {wrong} / {same} | {far_right} / {far_wrong} | "
+        hits = [sum(bool(a["hit"]) for a, _, _ in kept), sum(bool(b["hit"]) for _, b, _ in kept),
+                sum(h for _, _, h in kept)]
+        lines.append(f"| `{rule}` | `{ref}` | {len(pairs)} | {right} / {wrong} / {ties} | {far_right} / {far_wrong} | "
                      f"{means[0]:.2f}%, {means[1]:.2f}%, {means[2]:.2f}% | "
                      f"{statistics.fmean(c for _, c in chosen):.2f} | {len(kept)} of {len(pairs)} | "
-                     f"{sum(bool(a['hit']) for a, _, _ in kept)}, {sum(bool(b['hit']) for _, b, _ in kept)}, "
-                     f"{sum(h for _, _, h in kept)} |")
-        tally.append((rule, ref, len(pairs), len(kept), sum(bool(a["hit"]) for a, _, _ in kept),
-                      sum(h for _, _, h in kept)))
+                     f"{', '.join(map(str, hits))} |")
+        tally.append((rule, ref, len(pairs), len(kept), hits[0], hits[2]))
     if not tally:
         return []
-    gains = [f"`{rule}` against `{ref}`" for rule, ref, _, _, before, after in tally if after > before]
-    where = (f"{len(gains)} of {len(tally)} {_plural(len(tally), 'comparison')} ({', '.join(gains)})" if gains
-             else f"no comparison (of {len(tally)})")
+    more = sum(after > before for *_, before, after in tally)
+    fewer = sum(after < before for *_, before, after in tally)
     lines += ["", f"Verdict on the choice (computed): both final trainings fit within the guard in "
               f"{sum(t[3] for t in tally)} of {sum(t[2] for t in tally)} paired runs; there the choice hits more "
-              f"often than the reference start in {where}."]
+              f"often than the reference start in {more}, less often in {fewer} and as often in "
+              f"{len(tally) - more - fewer} of {len(tally)} {_plural(len(tally), 'comparison')}."]
     return lines
 
 
