@@ -30,7 +30,7 @@ from pwmpr.models import check_input_shape, create_model
 from pwmpr.probe import check_float32, check_output_width, declare_input_dtype, declared_dtype_name
 from pwmpr.progress import Reporter
 from pwmpr.stop.decision import growth_rows
-from pwmpr.stop.plateau import resolvable_span, window_fits
+from pwmpr.stop.plateau import doublings, resolvable_span, window_fits
 from pwmpr.taucore import check_tau_core, tau_core
 from pwmpr.train import ProgressHook, Trainer
 from pwmpr.train.hooks import Hook
@@ -292,7 +292,7 @@ class PhaseLoop:
         fits = [r.get("plateau_fit") for r in self.history if r.get("plateau_fit")]
         line = self.history[-1].get("plateau_fit") if self.history else None
         if line and len(fits) == 1 and not stop.plateau_resolve and line.get("resolves_over"):
-            have = math.log2(line["to"] / line["from"]) if line["from"] > 0 and line["to"] > 0 else 0.0
+            have = doublings(line["from"], line["to"])
             if have < line["resolves_over"] - 1e-12:  # the first full window: its span is what the test will read
                 self.reporter.message(
                     f"{self.history[-1].get('val_n')} validation samples resolve --plateau-tol {line['tol']:g} per "

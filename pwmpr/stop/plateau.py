@@ -41,10 +41,14 @@ def window_fits(min_span: float, start: float, cap: float) -> bool:
     return start > 0 and cap > 0 and min_span <= math.log2(cap / start) + 1e-12
 
 
+def doublings(lo: float, hi: float) -> float:
+    """Doublings of density from ``lo`` to ``hi`` (0 where a density is not positive)."""
+    return math.log2(hi / lo) if lo > 0 and hi > 0 else 0.0
+
+
 def span(points: Sequence[Observation]) -> float:
     """Doublings of density from the first to the last of ``points`` (0 where a density is not positive)."""
-    lo, hi = points[0].density, points[-1].density
-    return math.log2(hi / lo) if lo > 0 and hi > 0 else 0.0
+    return doublings(points[0].density, points[-1].density)
 
 
 def plateau_window(points: Sequence[Observation], window: int, min_span: float = 0.0) -> list[Observation] | None:
