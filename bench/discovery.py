@@ -26,6 +26,8 @@ RULE_NAMES = {
     "explore": "recruiting growth (`--growth pwmp-explore`)",
     "explore-reinit": "recruiting growth, the grown mask from the initial weights (`--growth pwmp-explore "
                       "--final-init reinit`)",
+    "explore-fanin": "recruiting growth, each seeded unit's kept weights scaled to its fan-in (`--growth "
+                     "pwmp-explore --init-scale fan-in`)",
     "pwmp": "PWMP growth alone, the paper's rule (`--growth pwmp`)",
     "resolved": "PWMP growth with the plateau test's window widened to what the validation set resolves "
                 "(`--growth pwmp --plateau-resolve`)",
@@ -43,6 +45,7 @@ RULE_NAMES = {
 FAR = 0.02  # two starts "test apart" in the choice table when their test accuracies differ by this much
 THREADS = "default-2threads"  # the default's seed-0 runs again with 2 threads: stability, not a variant
 RUN_RE = re.compile(r"pwmpr-(?P<rule>.+)-sd(?P<sd>[0-9.]+)-s(?P<seed>\d+)$")
+FANIN_SWEEP = "sweep-fanin"  # a pair's sweep made again with --init-scale fan-in (bench/discovery.sh, FANIN_SWEEP=1)
 
 
 def collect(out: Path) -> tuple[list[dict], dict[str, dict]]:
@@ -87,8 +90,10 @@ def run_settings(run: Path) -> dict:
     its config.json (so that two results files are added up or compared only where a name means the same)."""
     cfg = json.loads((run / "config.json").read_text())
     stop, growth = cfg.get("stop", {}), cfg.get("growth", {})
+    scale = growth.get("init_scale", "keep")  # recorded where it is not the paper's, so older rows still match
     return {"final_init": cfg.get("final_init", "continue"), "growth": growth.get("rule"), "stop": stop.get("rule"),
-            "plateau_tol": stop.get("plateau_tol"), "plateau_resolve": stop.get("plateau_resolve", False)}
+            "plateau_tol": stop.get("plateau_tol"), "plateau_resolve": stop.get("plateau_resolve", False),
+            **({"init_scale": scale} if scale != "keep" else {})}
 
 
 def _meaning(rows: list[dict], rule: str) -> set[str] | None:
@@ -114,7 +119,8 @@ def default_rule() -> str:
 def unfinished(out: Path) -> list[str]:
     """Run folders of the benchmark that exist but have no summary.json yet."""
     return sorted(f"{p.parent.name}/{p.name}" for p in out.glob("*/*") if p.is_dir()
-                  and (RUN_RE.match(p.name) or p.name in ("imp-s0", "sweep")) and not (p / "summary.json").is_file())
+                  and (RUN_RE.match(p.name) or p.name in ("imp-s0", "sweep", FANIN_SWEEP))
+                  and not (p / "summary.json").is_file())
 
 
 def _plural(n: int, word: str) -> str:
@@ -165,6 +171,33 @@ def sweep_runs_in_window(out: Path, sweeps: dict[str, dict]) -> list[str]:
     if total:
         lines.append(f"| all | | {passed}/{total} | **{pct(passed / total)}** |")
     return lines if total else []
+
+
+def fan_in_sweeps(out: Path, sweeps: dict[str, dict]) -> list[str]:
+    """Each pair's sweep made again with every unit's kept weights scaled to its fan-in (``sweep-fanin``) against
+    the ground truth's at the same densities: what the scaling does to one-shot masks. It is no ground truth: every
+    variant, ``explore-fanin`` too, is scored against the sweep that keeps the initial values."""
+    lines = ["", "The same sweeps with each unit's kept weights scaled to its fan-in (`pwmpr sweep --init-scale "
+             "fan-in`), against the sweeps above at the same densities (mean test accuracy over seeds; not the "
+             "ground truth, which keeps the initial values for every variant):", "",
+             "| pair | fan-in higher by a point or more | within a point | fan-in lower by a point or more | "
+             "curve with fan-in |", "|---|---|---|---|---|"]
+    shown = 0
+    for pair, sweep in sweeps.items():
+        path = out / pair / FANIN_SWEEP / "summary.json"
+        scaled = json.loads(path.read_text()) if path.is_file() else None
+        if scaled is None or not scaled.get("complete"):
+            continue
+        truth = {p["density"]: p["test_acc"] for p in sweep["curve"]}
+        points = [(p["density"], p["test_acc"]) for p in scaled["curve"] if p["density"] in truth]
+        diffs = {d: acc - truth[d] for d, acc in points}
+        side = {d: 0 if x >= 0.01 - 1e-12 else 2 if x <= -0.01 + 1e-12 else 1 for d, x in diffs.items()}
+        groups = [[d for d in diffs if side[d] == k] for k in range(3)]  # higher, within, lower
+        cells = [", ".join(f"{d:g}" for d in g) or "-" for g in groups]
+        curve = ", ".join(f"{d:g}: {100 * acc:.2f}%" for d, acc in points)
+        lines.append(f"| {pair} | {' | '.join(cells)} | {curve} |")
+        shown += 1
+    return lines if shown else []
 
 
 def render(rows: list[dict], sweeps: dict[str, dict], command: str, elapsed: float | None,
@@ -242,6 +275,7 @@ def render(rows: list[dict], sweeps: dict[str, dict], command: str, elapsed: flo
     for pair, sweep in sweeps.items():
         curve = ", ".join(f"{p['density']:g}: {100 * p['test_acc']:.2f}%" for p in sweep["curve"])
         lines.append(f"- {pair}: {curve}")
+    lines += fan_in_sweeps(out, sweeps) if out is not None else []
     return "\n".join(lines) + "\n"
 
 

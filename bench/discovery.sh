@@ -3,13 +3,15 @@
 # tuned on.
 #
 # For every data/model pair: a sweep (one-shot PHEW masks at 0.01 .. 1 by x2, 3 seeds: the ground-truth curve and
-# its knee), IMP (lr-rewind, seed 0: the cost of reaching a density by pruning), and PWMPR from seed densities 0.01
+# its knee; with FANIN_SWEEP=1 the same sweep again with --init-scale fan-in, shown beside it and scored against
+# nothing), IMP (lr-rewind, seed 0: the cost of reaching a density by pruning), and PWMPR from seed densities 0.01
 # and 0.05 with 3 seeds in each VARIANT. The settings and each variant's flags are bench/settings/$SETTINGS.json;
 # everything else is pwmpr grow's defaults (the plateau rule at half a point per doubling, the cost guard at 1.5
 # dense runs; final training from 0.4 x the grown weights + 0.1 x the initial ones):
 #   explore    growth that can recruit units the seed missed (pwmp-explore: the default)
 #   explore-reinit  explore's growth, final training from the initial weights: with explore, what choosing the
 #              start per run by validation would give (the report's "Choosing the start" table)
+#   explore-fanin  explore with every unit's kept seed weights scaled to its kept fan-in (--init-scale fan-in)
 #   pwmp       PWMP growth alone, the paper's rule, everything else the default
 #   resolved   pwmp with the plateau test's window widened to what the validation set resolves (--plateau-resolve)
 #   continue   pwmp, final training from the grown weights (the default start before shrink-perturb)
@@ -52,7 +54,7 @@ mkdir -p "$OUT"
 start=$(date +%s)
 command="SETTINGS=$SETTINGS OUT=$OUT RESULTS=$RESULTS PAIRS=\"$PAIRS\" SEEDS=\"$SEEDS\" SEED_DENSITIES=\"$SEED_DENSITIES\" VARIANTS=\"$VARIANTS\" \
 THREAD_RUNS=$THREAD_RUNS JOBS=$JOBS PHASE_EPOCHS=$PHASE_EPOCHS EPOCHS=$EPOCHS DENSITIES=$DENSITIES \
-IMP_LEVELS=$IMP_LEVELS MAX_TRAIN=$MAX_TRAIN bash bench/discovery.sh"
+IMP_LEVELS=$IMP_LEVELS MAX_TRAIN=$MAX_TRAIN FANIN_SWEEP=$FANIN_SWEEP bash bench/discovery.sh"
 echo "bench/discovery.sh: $command"
 
 variant_flags() {  # the flags of a variant, from bench/settings/$SETTINGS.json
@@ -64,17 +66,22 @@ variant_flags() {  # the flags of a variant, from bench/settings/$SETTINGS.json
 source bench/_jobs.sh
 check_pairs $PAIRS
 seeds_csv=$(echo $SEEDS | tr ' ' ',')
+sweep_job() {  # sweep_job DIR [FLAGS...]: queue the sweep in DIR (with $common, the grid and FLAGS) unless complete
+  local dir=$1; shift
+  if [ -f "$dir/summary.json" ] && python3 -c "import json,sys; sys.exit(not json.load(open('$dir/summary.json'))['complete'])"; then
+    return
+  fi
+  if [ -f "$dir/sweep.json" ]; then
+    echo "$dir sweep --resume $dir --trust-code -q" >> "$jobs_file"
+  else
+    echo "$dir sweep $common --densities $DENSITIES --seeds $seeds_csv --epochs $EPOCHS $* --out $dir" >> "$jobs_file"
+  fi
+}
 for pair in $PAIRS; do  # the longest jobs first, so the parallel queue drains evenly
   pair_parts "$pair"
   common="--data $data --model $model --device cpu -q --max-train $MAX_TRAIN"
-  if [ ! -f "$OUT/$label/sweep/summary.json" ] || ! python3 -c "import json,sys; sys.exit(not json.load(open('$OUT/$label/sweep/summary.json'))['complete'])"; then
-    if [ -f "$OUT/$label/sweep/sweep.json" ]; then
-      echo "$OUT/$label/sweep sweep --resume $OUT/$label/sweep --trust-code -q" >> "$jobs_file"
-    else
-      echo "$OUT/$label/sweep sweep $common --densities $DENSITIES --seeds $seeds_csv --epochs $EPOCHS" \
-           "--out $OUT/$label/sweep" >> "$jobs_file"
-    fi
-  fi
+  sweep_job "$OUT/$label/sweep"
+  [ "$FANIN_SWEEP" != 1 ] || sweep_job "$OUT/$label/sweep-fanin" --init-scale fan-in
   add "$OUT/$label/imp-s0" "baseline imp --trust-code" baseline imp --variant lr-rewind --epochs "$EPOCHS" \
       --levels "$IMP_LEVELS" $common --no-tau-core --seed 0 --force --out "$OUT/$label/imp-s0"
 done

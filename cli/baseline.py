@@ -32,7 +32,7 @@ app = typer.Typer(
 #: RunConfig fields a baseline has no flag for, and why (every other field is a flag, as on ``pwmpr grow``).
 BASELINE_SKIP = {
     **{p: "growth, its stop rule and the shrink stage are PWMPR's" for p, _, _ in leaf_fields()
-       if p.startswith(("growth.", "stop.", "shrink."))},
+       if p.startswith(("growth.", "stop.", "shrink.")) and p != "growth.init_scale"},  # every start mask has one
     "phase_epochs": "set by --epochs", "final_epochs": "set by --epochs",
     "train.phase_schedule": "every baseline run is a full training: --schedule (train.final_schedule) sets it",
 }

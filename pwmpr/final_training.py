@@ -14,7 +14,7 @@ import torch
 from pwmpr import checkpoint, dist
 from pwmpr.errors import PwmprError
 from pwmpr.masks import MaskSet
-from pwmpr.methods.final_init import FINAL_INITS, needs_start
+from pwmpr.methods.final_init import FINAL_INITS, initial_for, needs_start
 from pwmpr.train.hooks import Hook
 
 if TYPE_CHECKING:
@@ -27,7 +27,11 @@ def start_final_training(run: PhaseLoop) -> None:
         raise PwmprError(f"--final-init {run.cfg.final_init} needs the run's initial weights and seed masks, but "
                          f"the checkpoint this run resumed from does not hold them (start/ tensors); rerun it "
                          f"from the start")
-    state = FINAL_INITS.get(run.cfg.final_init)(run.model, *run.start) if run.start is not None else None
+    state = None
+    if run.start is not None:
+        initial, seed = run.start
+        fresh = initial_for(initial, run.cfg.growth.init_scale)
+        state = FINAL_INITS.get(run.cfg.final_init)(run.model, fresh, seed, run.trainer.masks)
     run.start = None  # used once: later checkpoints need not carry it
     if state is None:
         return

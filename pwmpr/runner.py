@@ -29,6 +29,7 @@ from pwmpr.methods.final_init import needs_start
 from pwmpr.models import check_input_shape, create_model
 from pwmpr.probe import check_float32, check_output_width, declare_input_dtype, declared_dtype_name
 from pwmpr.progress import Reporter
+from pwmpr.seed.scale import INIT_SCALES, scale_model
 from pwmpr.stop.decision import growth_rows
 from pwmpr.stop.plateau import doublings, resolvable_span, window_fits
 from pwmpr.taucore import check_tau_core, tau_core
@@ -63,6 +64,7 @@ class PhaseLoop:
             cfg.model = self.bundle.default_model
         self.input_shape = tuple(self.bundle.input_shape)
         self.method: Method = METHODS.get(cfg.method)(cfg)
+        INIT_SCALES.get(cfg.growth.init_scale)  # an unknown name fails here, before any folder is written
         torch.manual_seed(cfg.seed)  # model initialisation
         if model is not None:
             declare_input_dtype(model, self.bundle.input_dtype)
@@ -109,7 +111,8 @@ class PhaseLoop:
         dist.on_primary(lambda: self.cfg.save(self.out / rundir.CONFIG), "writing config.json", share=False)
         if self.method.has_final and self.cfg.final_epochs > 0 and needs_start(self.cfg.final_init):  # on the host
             self.start = ({k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
-                          masks.clone())
+                          masks.clone())  # the weights as drawn: each --final-init scales them for its own mask
+        scale_model(self.model, masks, self.cfg.growth.init_scale)
         masks.apply(self.model)
         self.initial_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         hooks: list[Hook] = [ProgressHook(self.reporter)]

@@ -191,6 +191,11 @@ def test_the_held_out_benchmark_runs_end_to_end_on_its_own_pairs(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert sorted({r["pair"] for r in report["rows"]}) == ["digits-relu_mlp", "tabular-mlp"]
     assert all(r["hit"] is not None for r in report["rows"])  # every pair had its sweep and its IMP run
+    # Each pair's sweep again under --init-scale fan-in (FANIN_SWEEP=1, the published setting), set beside it.
+    scaled = json.loads((out / "digits-relu_mlp" / "sweep-fanin" / "summary.json").read_text())
+    assert scaled["complete"] and json.loads((out / "digits-relu_mlp" / "sweep-fanin" / "sweep.json").read_text())[
+        "base"]["growth"]["init_scale"] == "fan-in"
+    assert "| digits-relu_mlp |" in (out / "report.md").read_text().split("scaled to its fan-in (`pwmpr sweep")[1]
     # A run interrupted after its first phase resumes through the queue (grow --trust-code --resume, the model a
     # module:function): its summary gone, the script runs it again from its checkpoint and scores it.
     run = out / "digits-relu_mlp" / "pwmpr-explore-sd0.05-s0"

@@ -159,3 +159,23 @@ def test_choosing_the_start_by_validation_keeps_the_higher_validation_run_and_co
                     for x in table]
     other_growth = [x for x in other_growth if x["rule"] != "rewind"]
     assert discovery.chosen_start(other_growth) == []  # a start paired with another growth is no choice of start
+
+
+def test_the_fan_in_sweeps_are_set_against_the_ground_truth_point_by_point(tmp_path):
+    import json
+
+    fan_in_sweeps = _bench("discovery").fan_in_sweeps
+    truth = {"a-mlp": {"curve": [{"density": 0.01, "test_acc": 0.50}, {"density": 0.1, "test_acc": 0.90},
+                                 {"density": 1.0, "test_acc": 0.95}]},
+             "b-mlp": {"curve": [{"density": 0.01, "test_acc": 0.5}]}}
+    # a-mlp with fan-in: +10 points at 0.01 (higher), -0.5 at 0.1 (within), exactly -1 at 1 (lower); 0.5 is not in
+    # the ground truth's grid and is left out. b-mlp's fan-in sweep has not finished: no row.
+    scaled = {"complete": True, "curve": [{"density": 0.01, "test_acc": 0.60}, {"density": 0.1, "test_acc": 0.895},
+                                          {"density": 0.5, "test_acc": 0.9}, {"density": 1.0, "test_acc": 0.94}]}
+    for pair, summary in (("a-mlp", scaled), ("b-mlp", {"complete": False, "curve": []})):
+        (tmp_path / pair / "sweep-fanin").mkdir(parents=True)
+        (tmp_path / pair / "sweep-fanin" / "summary.json").write_text(json.dumps(summary))
+    lines = fan_in_sweeps(tmp_path, truth)
+    assert lines[-1] == "| a-mlp | 0.01 | 0.1 | 1 | 0.01: 60.00%, 0.1: 89.50%, 1: 94.00% |"
+    assert not any(line.startswith("| b-mlp") for line in lines)
+    assert fan_in_sweeps(tmp_path / "none", truth) == []  # no fan-in sweep anywhere: no section

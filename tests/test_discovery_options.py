@@ -334,7 +334,7 @@ def test_shrink_perturb_leaves_frozen_parameters_and_buffers_as_grown():
             p.add_(1.0)  # "grown"
         model[1].running_mean.add_(2.0)
     model[0].weight.requires_grad_(False)
-    state = shrunk_weights(model, initial, MaskSet({}))
+    state = shrunk_weights(model, lambda masks: initial, MaskSet({}), MaskSet({}))
     assert torch.equal(state["0.weight"], model[0].weight)
     assert torch.equal(state["1.running_mean"], model[1].running_mean)
     torch.testing.assert_close(state["2.weight"], 0.4 * model[2].weight + 0.1 * initial["2.weight"])

@@ -8,7 +8,8 @@
 * ``magnitude``: global top-|w|;
 * ``synflow``: iterative SynFlow (Tanaka et al. 2020), 100 rounds on an exponential schedule.
 
-Seeds only choose masks: they never change the model, and kept weights keep their values (docs/method.md, Seed).
+Seeds only choose masks: they never change the model, and kept weights keep their values (docs/method.md, Seed);
+``pwmpr.seed.scale`` (``--init-scale``) is the one step that may rescale them, once a start mask is chosen.
 All randomness comes from a ``torch.Generator`` seeded with ``seed``; the global RNG is left alone.
 """
 

@@ -1,0 +1,61 @@
+"""How a sparse start's kept weights are scaled (``--init-scale``; docs/method.md, "Seed").
+
+``INIT_SCALES`` maps a name to a rule ``(weights, masks) -> None`` that rescales, in place, the weights (a mapping
+from parameter name to tensor: a model's parameters or a state dict) that ``masks`` covers, before the masks zero
+the absent edges:
+
+* ``keep`` (the paper's): every kept weight keeps its initial value;
+* ``fan-in``: each unit's incoming weights times sqrt(n / k), ``n`` its dense fan-in and ``k`` the edges the mask
+  keeps into it, so that a sparse unit starts with the pre-activation variance its initialisation gave the dense
+  one (Evci et al. 2022, "Gradient Flow in Sparse Neural Networks and How Lottery Tickets Win").
+
+A unit is a row of a masked weight (an output channel of a Conv, an output feature of a Linear, a row of an
+attention input projection): every weight ``pwmpr.masks.prunable`` names has its outputs along dimension 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from pwmpr.masks import MaskSet
+from pwmpr.registry import Registry
+
+InitScale = Callable[[Mapping[str, Tensor], MaskSet], None]
+INIT_SCALES: Registry[InitScale] = Registry("init scale")
+
+
+@INIT_SCALES.register("keep")
+def keep_values(weights: Mapping[str, Tensor], masks: MaskSet) -> None:
+    """Kept weights keep their initial values (nothing changes)."""
+
+
+def fan_in_factors(mask: Tensor) -> Tensor:
+    """Per unit (row of ``mask``), sqrt(dense fan-in / kept fan-in); 1 for a unit the mask keeps no edge into."""
+    rows = mask.reshape(mask.shape[0], -1)
+    kept = rows.sum(dim=1, dtype=torch.float64)
+    return torch.where(kept > 0, (rows.shape[1] / kept.clamp(min=1)).sqrt(), torch.ones_like(kept))
+
+
+@INIT_SCALES.register("fan-in")
+def scale_to_fan_in(weights: Mapping[str, Tensor], masks: MaskSet) -> None:
+    """Each masked weight's rows times sqrt(dense fan-in / kept fan-in) (``fan_in_factors``), in place."""
+    with torch.no_grad():
+        for name, mask in masks.items():
+            weight = weights[name]
+            factors = fan_in_factors(mask.to(weight.device)).to(weight.dtype)
+            weight.mul_(factors.view(-1, *([1] * (weight.dim() - 1))))
+
+
+def scale_model(model: nn.Module, masks: MaskSet, rule: str) -> None:
+    """Scale ``model``'s kept weights for ``masks`` by the init-scale ``rule``, in place."""
+    INIT_SCALES.get(rule)(dict(model.named_parameters()), masks)
+
+
+def scaled_state(state: Mapping[str, Tensor], masks: MaskSet, rule: str) -> dict[str, Tensor]:
+    """A copy of the state dict ``state`` with its weights scaled for ``masks`` by the init-scale ``rule``."""
+    out = {k: v.detach().clone() for k, v in state.items()}
+    INIT_SCALES.get(rule)(out, masks)
+    return out
