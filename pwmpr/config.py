@@ -86,8 +86,8 @@ class GrowthConfig:
                    "pwmp-topk: the highest scores).", registry="pwmpr:GROWTH_RULES", flag="growth")
     init_scale: str = _f("keep", "How the kept weights of every method's start mask are scaled: {names} (keep: "
                          "their initial values, the paper's; fan-in: each unit's kept weights x sqrt(dense fan-in / "
-                         "kept fan-in), so a sparse unit starts with the variance the dense one had, for models whose "
-                         "initialisation fades at low density, such as PyTorch's default).",
+                         "kept fan-in), so a sparse unit starts with the pre-activation variance the dense one had, "
+                         "for models whose initialisation fades at low density, such as PyTorch's default).",
                          registry="pwmpr.seed.scale:INIT_SCALES")
     gamma: float = _f(0.25, "Growth per step as a fraction of the current edge count (density x1.25 by "
                       "default).")

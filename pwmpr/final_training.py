@@ -30,7 +30,7 @@ def start_final_training(run: PhaseLoop) -> None:
     state = None
     if run.start is not None:
         initial, seed = run.start
-        fresh = initial_for(initial, run.cfg.growth.init_scale)
+        fresh = initial_for(run.model, initial, run.cfg.growth.init_scale)
         state = FINAL_INITS.get(run.cfg.final_init)(run.model, fresh, seed, run.trainer.masks)
     run.start = None  # used once: later checkpoints need not carry it
     if state is None:

@@ -98,6 +98,58 @@ def test_each_final_init_scales_the_initial_weights_for_the_mask_it_starts(tmp_p
     assert all(torch.equal(kept[k], v) for k, v in drawn.items())
 
 
+def test_a_fan_in_run_trains_from_the_draw_scaled_for_its_seed(tmp_path):
+    from pwmpr.config import RunConfig
+    from pwmpr.runner import PhaseLoop
+
+    cfg = RunConfig(data="digits", model="mlp", device="cpu", tau_core=False,
+                    growth={"seed_density": 0.1, "init_scale": "fan-in"})
+    run = PhaseLoop(cfg, tmp_path / "run")
+    run.start_fresh()
+    torch.manual_seed(0)
+    drawn = create_model("mlp", 10, (1, 8, 8)).state_dict()
+    masks = run.trainer.masks
+    for name, value in run.model.state_dict().items():
+        want = _by_hand(drawn[name], masks[name]) if name in masks else drawn[name]
+        torch.testing.assert_close(value, want, rtol=1e-6, atol=0)
+
+
+class _Shared(nn.Module):
+    """One Linear held under two names (``a`` and ``b``), used twice; a frozen Linear ``c``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = self.a
+        self.c = nn.Linear(4, 2)
+        self.c.weight.requires_grad_(False)
+
+    def forward(self, x):
+        return self.c(self.b(torch.relu(self.a(x))))
+
+
+def test_a_weight_held_twice_is_scaled_under_both_names_and_a_frozen_one_not_at_all():
+    """A state dict lists a module held twice under both names, and loading it sets the weight from the last one;
+    a frozen weight could never train back from a scaling."""
+    from pwmpr.methods.final_init import initial_for
+
+    torch.manual_seed(0)
+    model = _Shared()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    assert {"a.weight", "b.weight"} <= set(initial)
+    mask = torch.tensor([[1, 0, 0, 0]] * 4, dtype=torch.bool)  # 1 of 4 kept: x 2
+    masks = MaskSet({"a.weight": mask, "c.weight": torch.tensor([[1, 0, 0, 0]] * 2, dtype=torch.bool)})
+    fresh = initial_for(model, initial, "fan-in")(masks)
+    torch.testing.assert_close(fresh["a.weight"], 2 * initial["a.weight"])
+    torch.testing.assert_close(fresh["b.weight"], 2 * initial["a.weight"])
+    assert torch.equal(fresh["c.weight"], initial["c.weight"])
+    model.load_state_dict(fresh)
+    torch.testing.assert_close(model.a.weight.detach(), 2 * initial["a.weight"])
+    scale_model(model, masks, "fan-in")  # in place: the weight once (x 2 again), the frozen one never
+    torch.testing.assert_close(model.a.weight.detach(), 4 * initial["a.weight"])
+    assert torch.equal(model.c.weight.detach(), initial["c.weight"])
+
+
 class FunctionalReluMLP(nn.Module):
     """A user's MLP with PyTorch's default initialisation and a functional ReLU (no init of its own)."""
 
@@ -115,8 +167,9 @@ class FunctionalReluMLP(nn.Module):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_fan_in_lets_a_default_initialised_network_at_5_percent_learn_where_keep_stays_at_chance(tmp_path, seed):
-    """PyTorch's default initialisation gives each unit 1/3 of the variance He's does; at 5% density four layers
-    shrink the signal to nothing, and the seed does not train. Scaled to the kept fan-in, the same seed learns."""
+    """PyTorch's default initialisation gives a weight variance 1/(3 fan-in), a sixth of He's, and non-zero biases;
+    at 5% density four layers leave the output to the biases, and the seed does not train. Scaled to the kept
+    fan-in, the same seed learns."""
     b = load_data("digits")
     acc = {}
     for scale in ("keep", "fan-in"):
@@ -136,4 +189,4 @@ def test_an_unknown_init_scale_is_refused_before_anything_is_written(tmp_path):
                                  "--out", str(out)])
     assert result.exit_code == 2
     assert "unknown init scale 'bogus'" in result.output and "fan-in" in result.output
-    assert not out.exists() or not any(out.iterdir())
+    assert not out.exists()

@@ -27,10 +27,10 @@ FinalInit = Callable[[torch.nn.Module, Fresh, MaskSet, MaskSet], "dict[str, Tens
 FINAL_INITS: Registry[FinalInit] = Registry("final init")
 
 
-def initial_for(initial: dict[str, Tensor], init_scale: str) -> Fresh:
-    """``Fresh`` for a run whose model drew ``initial`` (its state dict before any mask) and scales by
+def initial_for(model: torch.nn.Module, initial: dict[str, Tensor], init_scale: str) -> Fresh:
+    """``Fresh`` for a run whose ``model`` drew ``initial`` (its state dict before any mask) and scales by
     ``init_scale``."""
-    return lambda masks: scaled_state(initial, masks, init_scale)
+    return lambda masks: scaled_state(model, initial, masks, init_scale)
 
 
 @FINAL_INITS.register("continue")

@@ -10,7 +10,9 @@ the absent edges:
   one (Evci et al. 2022, "Gradient Flow in Sparse Neural Networks and How Lottery Tickets Win").
 
 A unit is a row of a masked weight (an output channel of a Conv, an output feature of a Linear, a row of an
-attention input projection): every weight ``pwmpr.masks.prunable`` names has its outputs along dimension 0.
+attention input projection): every weight ``pwmpr.masks.prunable`` names has its outputs along dimension 0. A masked
+weight missing from ``weights`` is left alone: ``scale_model`` leaves out frozen parameters, which training could not
+bring back from a scaling.
 """
 
 from __future__ import annotations
@@ -44,18 +46,38 @@ def scale_to_fan_in(weights: Mapping[str, Tensor], masks: MaskSet) -> None:
     """Each masked weight's rows times sqrt(dense fan-in / kept fan-in) (``fan_in_factors``), in place."""
     with torch.no_grad():
         for name, mask in masks.items():
-            weight = weights[name]
-            factors = fan_in_factors(mask.to(weight.device)).to(weight.dtype)
+            weight = weights.get(name)
+            if weight is None:
+                continue
+            factors = fan_in_factors(mask.cpu()).to(weight.device, weight.dtype)  # float64 on the host
             weight.mul_(factors.view(-1, *([1] * (weight.dim() - 1))))
 
 
+def trainable_names(model: nn.Module) -> dict[str, list[str]]:
+    """Each trainable parameter's name (``named_parameters``' first) -> every name it has (a module held twice
+    has two)."""
+    first: dict[int, str] = {}
+    names: dict[str, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if p.requires_grad:
+            names.setdefault(first.setdefault(id(p), name), []).append(name)
+    return names
+
+
 def scale_model(model: nn.Module, masks: MaskSet, rule: str) -> None:
-    """Scale ``model``'s kept weights for ``masks`` by the init-scale ``rule``, in place."""
-    INIT_SCALES.get(rule)(dict(model.named_parameters()), masks)
+    """Scale ``model``'s trainable kept weights for ``masks`` by the init-scale ``rule``, in place."""
+    trainable = trainable_names(model)
+    INIT_SCALES.get(rule)({n: p for n, p in model.named_parameters() if n in trainable}, masks)
 
 
-def scaled_state(state: Mapping[str, Tensor], masks: MaskSet, rule: str) -> dict[str, Tensor]:
-    """A copy of the state dict ``state`` with its weights scaled for ``masks`` by the init-scale ``rule``."""
+def scaled_state(model: nn.Module, state: Mapping[str, Tensor], masks: MaskSet, rule: str) -> dict[str, Tensor]:
+    """A copy of ``state`` (a state dict of ``model``) with its trainable weights scaled for ``masks`` by the
+    init-scale ``rule``, under every name each of them has."""
     out = {k: v.detach().clone() for k, v in state.items()}
-    INIT_SCALES.get(rule)(out, masks)
+    trainable = trainable_names(model)
+    INIT_SCALES.get(rule)({n: out[n] for n in trainable if n in out}, masks)
+    for name, aliases in trainable.items():
+        for alias in aliases[1:]:
+            if name in out and alias in out:
+                out[alias] = out[name]
     return out
