@@ -190,3 +190,23 @@ def test_an_unknown_init_scale_is_refused_before_anything_is_written(tmp_path):
     assert result.exit_code == 2
     assert "unknown init scale 'bogus'" in result.output and "fan-in" in result.output
     assert not out.exists()
+
+
+def test_a_unit_of_a_grouped_conv_or_an_attention_projection_is_its_row():
+    """A grouped conv's unit sees in/groups channels x the kernel (its row); an attention's packed in_proj_weight
+    has one row per q, k or v feature."""
+    model = nn.Sequential(nn.Conv2d(4, 2, 3, groups=2, bias=False))
+    attn = nn.MultiheadAttention(4, 1, bias=False)
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        attn.in_proj_weight.fill_(1.0)
+    conv = torch.zeros(2, 2, 3, 3, dtype=torch.bool)  # each output channel: 2 input channels x 3 x 3 = 18 inputs
+    conv[0, 0, 0, :2] = True  # 2 of 18 kept: x 3
+    conv[1, :, :, :] = True  # all 18: x 1
+    proj = torch.zeros(12, 4, dtype=torch.bool)
+    proj[:, 0] = True  # 1 of 4 kept in every row: x 2
+    scale_model(model, MaskSet({"0.weight": conv}), "fan-in")
+    scale_model(attn, MaskSet({"in_proj_weight": proj}), "fan-in")
+    torch.testing.assert_close(model[0].weight[0], torch.full((2, 3, 3), 3.0))
+    torch.testing.assert_close(model[0].weight[1], torch.ones(2, 3, 3))
+    torch.testing.assert_close(attn.in_proj_weight.detach(), torch.full((12, 4), 2.0))
