@@ -66,8 +66,7 @@ def trainable_names(model: nn.Module) -> dict[str, list[str]]:
 
 def scale_model(model: nn.Module, masks: MaskSet, rule: str) -> None:
     """Scale ``model``'s trainable kept weights for ``masks`` by the init-scale ``rule``, in place."""
-    trainable = trainable_names(model)
-    INIT_SCALES.get(rule)({n: p for n, p in model.named_parameters() if n in trainable}, masks)
+    INIT_SCALES.get(rule)({n: p for n, p in model.named_parameters() if p.requires_grad}, masks)
 
 
 def scaled_state(model: nn.Module, state: Mapping[str, Tensor], masks: MaskSet, rule: str) -> dict[str, Tensor]:
