@@ -70,7 +70,7 @@ def _reduced_convnext(num_classes: int, input_shape: tuple[int, ...]) -> nn.Modu
 
 #: Reduced widths of the same code paths: name -> (input side, factory), one per operation the zoo adds.
 REDUCED: dict[str, tuple[int, Callable[[int, tuple[int, ...]], nn.Module]]] = {
-    "mobilenet_v3_small": (32, _builder("mobilenet_v3_small", width_mult=0.25)),  # depthwise, SE gate, hardswish
+    "mobilenet_v3_reduced": (32, _builder("mobilenet_v3_small", width_mult=0.25)),  # depthwise, SE gate, hardswish
     "shufflenet_v2_x0_5": ZOO["shufflenet_v2_x0_5"],  # chunk, concat, channel shuffle
     "squeezenet1_1": ZOO["squeezenet1_1"],  # concat of two branches
     "regnet_x_400mf": ZOO["regnet_x_400mf"],  # grouped convolutions
