@@ -116,6 +116,21 @@ def default_rule() -> str:
     return "pwmp" if cfg.final_init == "shrink-perturb" else cfg.final_init
 
 
+def by_seed_density(rows: list[dict]) -> str:
+    """The default's hits split by the seed density its runs started from, naming pwmpr grow's default one: a
+    sentence for the verdict."""
+    from pwmpr.config import GrowthConfig
+
+    default_sd = GrowthConfig().seed_density
+    parts = []
+    for sd in sorted({x["seed_density"] for x in rows}):
+        rs = [x for x in rows if x["seed_density"] == sd]
+        hits = sum(1 for x in rs if x["hit"])
+        parts.append(f"{hits} of {len(rs)} ({pct(hits / len(rs))}) from {sd:g}"
+                     + (" (pwmpr grow's default seed density)" if math.isclose(sd, default_sd) else ""))
+    return " By seed density it hits " + ", ".join(parts) + "." if len(parts) > 1 else ""
+
+
 def unfinished(out: Path) -> list[str]:
     """Run folders of the benchmark that exist but have no summary.json yet."""
     return sorted(f"{p.parent.name}/{p.name}" for p in out.glob("*/*") if p.is_dir()
@@ -242,6 +257,7 @@ def render(rows: list[dict], sweeps: dict[str, dict], command: str, elapsed: flo
         verdict += (f" pwmpr's default ({RULE_NAMES[default]}) hits {pct(shares[default])} (95% interval over its "
                     f"{n} runs: {pct(lo)} to {pct(hi)}): the goal of at least 80% "
                     f"is {'met' if shares[default] >= 0.8 else 'not met'}.")
+        verdict += by_seed_density([x for x in rows if x["rule"] == default])
     lines += ["", verdict + (" Runs not finished: " + ", ".join(missing) + "." if missing else "")]
     lines += ["", "Per data/model pair and seed density (hits / runs; mean ± std over seeds of the discovered "
               "density and final test accuracy):", "",

@@ -56,6 +56,18 @@ def test_discovery_hit_share_interval_is_wilsons():
     assert _discovery().wilson(18, 18)[1] == 1.0
 
 
+def test_discovery_splits_the_default_hits_by_seed_density_and_names_the_default_one():
+    def run(sd, seed, hit):
+        return {"pair": "a-mlp", "rule": "explore", "seed_density": sd, "seed": seed, "hit": hit}
+
+    rows = [run(0.01, s, h) for s, h in enumerate((False, True, False))]
+    rows += [run(0.05, s, h) for s, h in enumerate((True, True, True, False))]
+    text = _discovery().by_seed_density(rows)
+    assert text == (" By seed density it hits 1 of 3 (33%) from 0.01, 3 of 4 (75%) from 0.05 (pwmpr grow's "
+                    "default seed density).")
+    assert _discovery().by_seed_density(rows[3:]) == ""  # one seed density: nothing to split
+
+
 def test_discovery_scores_the_sweeps_own_runs_in_the_window(tmp_path):
     import json
 
