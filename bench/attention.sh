@@ -30,7 +30,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # JOBS single-threaded processes use
 mkdir -p "$OUT"
 start=$(date +%s)
 command="OUT=$OUT DATA=$DATA MODEL=$MODEL SEEDS=\"$SEEDS\" SEED_DENSITY=$SEED_DENSITY RULES=\"$RULES\" JOBS=$JOBS \
-PHASE_EPOCHS=$PHASE_EPOCHS EPOCHS=$EPOCHS MAX_PHASES=$MAX_PHASES TRAIN=\"$TRAIN\" EXTRA=\"$EXTRA\" FINAL_INIT=$FINAL_INIT PLATEAU_WINDOW=$PLATEAU_WINDOW CHANCE_GUARD=$CHANCE_GUARD bash bench/attention.sh"
+PHASE_EPOCHS=$PHASE_EPOCHS EPOCHS=$EPOCHS MAX_PHASES=$MAX_PHASES TRAIN=\"$TRAIN\" EXTRA=\"$EXTRA\" FINAL_INIT=$FINAL_INIT PLATEAU_WINDOW=$PLATEAU_WINDOW CHANCE_GUARD=$CHANCE_GUARD STOP=\"$STOP\" bash bench/attention.sh"
 echo "bench/attention.sh: $command"
 
 source bench/_jobs.sh
@@ -38,7 +38,7 @@ for s in $SEEDS; do
   for rule in $RULES; do
     dir="$OUT/$DATA-$MODEL/$rule-sd$SEED_DENSITY-s$s"
     add "$dir" grow grow --data "$DATA" --model "$MODEL" --device cpu -q --no-tau-core --seed-density "$SEED_DENSITY" \
-        --growth "$rule" --phase-epochs "$PHASE_EPOCHS" --final-epochs "$EPOCHS" --final-init "$FINAL_INIT" ${PLATEAU_WINDOW:+"--$PLATEAU_WINDOW"} ${CHANCE_GUARD:+"--$CHANCE_GUARD"} --max-phases "$MAX_PHASES" \
+        --growth "$rule" --phase-epochs "$PHASE_EPOCHS" --final-epochs "$EPOCHS" --final-init "$FINAL_INIT" ${PLATEAU_WINDOW:+"--$PLATEAU_WINDOW"} ${CHANCE_GUARD:+"--$CHANCE_GUARD"} $STOP --max-phases "$MAX_PHASES" \
         --seed "$s" $TRAIN $EXTRA --force --out "$dir"
   done
 done

@@ -23,13 +23,13 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # JOBS single-threaded processes use
 mkdir -p "$RUNS"
 start=$(date +%s)
 echo "bench/compare.sh: OUT=$OUT SEEDS='$SEEDS' JOBS=$JOBS EPOCHS=$EPOCHS PHASE_EPOCHS=$PHASE_EPOCHS" \
-     "SEED_DENSITY=$SEED_DENSITY LEVELS=$LEVELS REWIND_STEP=$REWIND_STEP FINAL_INIT=$FINAL_INIT PLATEAU_WINDOW=$PLATEAU_WINDOW CHANCE_GUARD=$CHANCE_GUARD"
+     "SEED_DENSITY=$SEED_DENSITY LEVELS=$LEVELS REWIND_STEP=$REWIND_STEP FINAL_INIT=$FINAL_INIT PLATEAU_WINDOW=$PLATEAU_WINDOW CHANCE_GUARD=$CHANCE_GUARD STOP='$STOP'"
 
 # One line per run: "<run folder> <pwmpr arguments>"; a run whose summary.json exists is skipped.
 jobs_file=$(mktemp)
 trap 'rm -f "$jobs_file"' EXIT
 add() { local dir=$1; shift; [ -f "$dir/summary.json" ] || echo "$dir $*" >> "$jobs_file"; }
-grow="grow $COMMON --phase-epochs $PHASE_EPOCHS --final-epochs $EPOCHS --seed-density $SEED_DENSITY --final-init $FINAL_INIT ${PLATEAU_WINDOW:+--$PLATEAU_WINDOW} ${CHANCE_GUARD:+--$CHANCE_GUARD}"
+grow="grow $COMMON --phase-epochs $PHASE_EPOCHS --final-epochs $EPOCHS --seed-density $SEED_DENSITY --final-init $FINAL_INIT ${PLATEAU_WINDOW:+--$PLATEAU_WINDOW} ${CHANCE_GUARD:+--$CHANCE_GUARD} $STOP"
 for s in $SEEDS; do  # longest jobs first, so the parallel queue drains evenly
   add "$RUNS/imp-lr-rewind-s$s" baseline imp --variant lr-rewind --epochs "$EPOCHS" --levels "$LEVELS" $COMMON --seed "$s"
   add "$RUNS/imp-rewind-s$s" baseline imp --variant rewind --rewind-step "$REWIND_STEP" --epochs "$EPOCHS" \

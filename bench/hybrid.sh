@@ -23,7 +23,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$OUT"
 start=$(date +%s)
 command="OUT=$OUT PAIRS=\"$PAIRS\" SEEDS=\"$SEEDS\" JOBS=$JOBS PHASE_EPOCHS=$PHASE_EPOCHS EPOCHS=$EPOCHS \
-MAX_PHASES=$MAX_PHASES ZETA=$ZETA SHRINK_STEPS=$SHRINK_STEPS UPDATE_EPOCHS=$UPDATE_EPOCHS FINAL_INIT=$FINAL_INIT PLATEAU_WINDOW=$PLATEAU_WINDOW GROWTH=$GROWTH CHANCE_GUARD=$CHANCE_GUARD bash bench/hybrid.sh"
+MAX_PHASES=$MAX_PHASES ZETA=$ZETA SHRINK_STEPS=$SHRINK_STEPS UPDATE_EPOCHS=$UPDATE_EPOCHS FINAL_INIT=$FINAL_INIT PLATEAU_WINDOW=$PLATEAU_WINDOW GROWTH=$GROWTH CHANCE_GUARD=$CHANCE_GUARD STOP=\"$STOP\" bash bench/hybrid.sh"
 echo "bench/hybrid.sh: $command"
 
 source bench/_jobs.sh
@@ -32,7 +32,7 @@ for pair in $PAIRS; do
   data=${pair%%:*}; model=${pair##*:}
   for s in $SEEDS; do
     common=(--data "$data" --model "$model" --device cpu -q --no-tau-core --phase-epochs "$PHASE_EPOCHS"
-            --final-epochs "$EPOCHS" --final-init "$FINAL_INIT" ${PLATEAU_WINDOW:+"--$PLATEAU_WINDOW"} ${CHANCE_GUARD:+"--$CHANCE_GUARD"} --growth "$GROWTH" --max-phases "$MAX_PHASES" --seed "$s" --force)
+            --final-epochs "$EPOCHS" --final-init "$FINAL_INIT" ${PLATEAU_WINDOW:+"--$PLATEAU_WINDOW"} ${CHANCE_GUARD:+"--$CHANCE_GUARD"} --growth "$GROWTH" $STOP --max-phases "$MAX_PHASES" --seed "$s" --force)
     add "$OUT/$data-$model/plain-s$s" grow grow "${common[@]}" --out "$OUT/$data-$model/plain-s$s"
     add "$OUT/$data-$model/hybrid-s$s" grow grow "${common[@]}" --zeta "$ZETA" --shrink \
         --shrink-max-steps "$SHRINK_STEPS" --out "$OUT/$data-$model/hybrid-s$s"
