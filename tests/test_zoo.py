@@ -177,13 +177,13 @@ def test_torchvision_classifiers(name, batch, tmp_path):
     _check_model(name, batch, tmp_path)
 
 
-
 def test_a_zoo_name_builds_the_full_width_classifier_the_zoo_table_measures():
     # `pwmpr grow --model zoo_models:NAME` builds the module-level factory NAME, and the zoo's engine columns
     # build ZOO[NAME]: a reduced model registered under a zoo name would make the table grow a smaller model
     # than it counts
     for name, (_side, factory) in zoo_models.ZOO.items():
         assert getattr(zoo_models, name) is factory, name
+
 
 class _Versioned(nn.Module):
     """A module whose state format has a version it checks on load, as torchvision's MNASNet does."""
