@@ -76,3 +76,54 @@ def test_min_density_rounds_up_to_three_digits_and_suffices(layers, total, expec
     found = min_density(layers, total)
     assert found == pytest.approx(expected)
     assert round_half_up(found * total) >= layers  # rounded up: the suggested density passes the check
+
+
+class _Im2col(nn.Module):
+    """1 input channel -> 2 channels (1x1 conv) -> F.unfold of 2x2 patches on a 2x2 map -> Linear(8, 1). Unfold
+    lays the features out channel by channel: features 0-3 are channel 0's four patch positions, 4-7 channel 1's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 2, 1), nn.Linear(8, 1)
+
+    def forward(self, x):
+        return self.fc(torch.nn.functional.unfold(self.conv(x), 2).flatten(1))
+
+
+@pytest.mark.parametrize(("column", "reaches"), [(1, True), (3, True), (4, False), (6, False)])
+def test_f_unfold_carries_each_channel_to_its_own_block_of_features(column, reaches):
+    # F.unfold has no integer kernel; the tracer moves the unit ids as floats. The conv keeps channel 0 only, so
+    # a path exists exactly when the linear layer keeps a feature of channel 0's block.
+    graph = build_unit_graph(_Im2col(), (1, 2, 2))
+    fc = torch.zeros(1, 8, dtype=torch.bool)
+    fc[0, column] = True
+    masks = {"conv.weight": torch.tensor([1, 0], dtype=torch.bool).view(2, 1, 1, 1), "fc.weight": fc}
+    assert has_path(graph, masks) is reaches
+
+
+class _SliceAdd(nn.Module):
+    """A branch added into a slice of its own input, the rest concatenated back (RexNet's, DPN's partial residual):
+    1 input -> a (2 channels) -> [a0 + b(a), a1] -> mean -> fc(2 -> 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.fc = nn.Conv2d(1, 2, 1), nn.Conv2d(2, 1, 1), nn.Linear(2, 1)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.fc(torch.cat([h[:, :1] + self.b(h), h[:, 1:]], 1).mean((2, 3)))
+
+
+@pytest.mark.parametrize(("a", "b", "column", "reaches"), [
+    ([0, 1], [0, 1], 0, True),  # input -> a1 -> b -> merged unit 0 -> fc
+    ([0, 1], [1, 0], 0, False),  # b reads the dead channel a0
+    ([1, 0], [0, 0], 0, True),  # input -> a0 -> merged unit 0 through the slice, b empty
+    ([1, 0], [0, 0], 1, False),  # fc reads a1, which nothing feeds
+])
+def test_a_branch_added_into_a_slice_merges_unit_by_unit(a, b, column, reaches):
+    graph = build_unit_graph(_SliceAdd(), (1, 2, 2))
+    fc = torch.zeros(1, 2, dtype=torch.bool)
+    fc[0, column] = True
+    masks = {"a.weight": torch.tensor(a, dtype=torch.bool).view(2, 1, 1, 1),
+             "b.weight": torch.tensor(b, dtype=torch.bool).view(1, 2, 1, 1), "fc.weight": fc}
+    assert has_path(graph, masks) is reaches

@@ -37,6 +37,8 @@ class ActivationRules:
         sargs, skwargs = move_args(op, args, kwargs, self._ids, lambda t: torch.full(t.shape, -1, dtype=torch.long))
         try:
             shadow = func(*sargs, **skwargs)
+        except NotImplementedError:  # no integer kernel (F.unfold's im2col): the same movement on exact floats
+            shadow = _moved_as_float(func, sargs, skwargs)
         except RuntimeError:
             if op.name != "view":
                 raise
@@ -195,3 +197,19 @@ class ActivationRules:
         weight = mean[:, None, None].expand(-1, units.numel(), 1)
         made = self.builder.link(None, None, weight, units, 1, self.where())
         self.put(o, Units(along(made[1] + torch.arange(mean.numel()), -1, o.shape)))
+
+
+def _moved_as_float(func, args, kwargs):
+    """``func`` (an op that only moves entries, with zeros where it pads) run on unit ids as float64 shifted by one,
+    so that padding comes back as -1 (no unit); float64 holds every id exactly."""
+
+    def shift(a):
+        if isinstance(a, Tensor) and a.dtype == torch.long:
+            return (a + 1).double()
+        if isinstance(a, (list, tuple)):
+            return type(a)(shift(t) for t in a)
+        return a
+
+    moved = func(*shift(args), **{k: shift(v) for k, v in kwargs.items()})
+    return type(moved)(m.round().long() - 1 for m in moved) if isinstance(moved, (list, tuple)) else (
+        moved.round().long() - 1)

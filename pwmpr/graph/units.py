@@ -282,7 +282,7 @@ class UnitGraph:
             sel = group.src_group == op
             out = torch.zeros(group.n, dtype=torch.float64)
             rows = torch.nonzero(sel)
-            if _is_identity(group, op):
+            if _is_identity(group, op, vec.numel()):
                 out = vec.clone()
             else:
                 out.index_put_((rows[:, 0],), vec[group.src_unit[sel]], accumulate=True)
@@ -292,7 +292,7 @@ class UnitGraph:
     def merge_back(self, g: int, m: int, vec: Tensor) -> Tensor:
         """A vector over the units of merge ``m`` sent back to the units of its operand ``g`` (summed per unit)."""
         group = self.groups[m]
-        if _is_identity(group, g):
+        if _is_identity(group, g, self.groups[g].n):
             return vec.clone()
         sel = group.src_group == g
         rows = torch.nonzero(sel)[:, 0]
@@ -393,10 +393,11 @@ class UnitGraph:
         return {name: int((masks[name].cpu().bool().reshape(-1) & ~ok).sum()) for name, ok in live.items()}
 
 
-def _is_identity(group: UnitGroup, op: int) -> bool:
-    """True when operand ``op`` feeds merge unit ``u`` from its own unit ``u`` in one slot (a residual add)."""
+def _is_identity(group: UnitGroup, op: int, n_op: int) -> bool:
+    """True when operand ``op``, of ``n_op`` units, feeds merge unit ``u`` from its own unit ``u`` in one slot and
+    has no other unit (a residual add; an add into a slice of the operand is not one)."""
     sel = group.src_group == op
-    if int(sel.sum()) != group.n or group.n == 0:
+    if n_op != group.n or int(sel.sum()) != group.n or group.n == 0:
         return False
     slot = sel.int().argmax(1)
     return bool((sel.sum(1) == 1).all()) and torch.equal(
