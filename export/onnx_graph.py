@@ -53,7 +53,37 @@ def export_dense(model: torch.nn.Module, input_shape: tuple[int, ...], opset: in
     example = torch.zeros((2, *input_shape), dtype=input_dtype_of(model))
     opset = check_opset(opset)
     # A forward that fixes its sequence length (a position table added whole) comes out with that length fixed.
-    return _dynamo_export(model, example, opset, sequence_dims(model, input_shape))
+    dynamic = sequence_dims(model, input_shape)
+    try:
+        return _dynamo_export(model, example, opset, dynamic)
+    except Exception as dynamo_error:  # noqa: BLE001 - the exporter raises many kinds; the fallback decides
+        # Some graphs the dynamo exporter cannot convert (5-D attention, a view of a transposed tensor) the
+        # TorchScript exporter can; the result is checked in onnxruntime like any other.
+        try:
+            return _torchscript_export(model, example, opset, dynamic)
+        except Exception as script_error:  # noqa: BLE001
+            raise PwmprError(f"torch.onnx cannot export this model: dynamo: {_first_line(dynamo_error)}; "
+                             f"TorchScript: {_first_line(script_error)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}"[:300]
+
+
+def _torchscript_export(model: torch.nn.Module, example: torch.Tensor, opset: int, dynamic: tuple[dict, ...]
+                        ) -> onnx.ModelProto:
+    import io
+
+    axes = {0: "batch", **({1: "seq"} if 1 in dynamic[0] else {})}
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: {0: "batch"}})
+    proto = onnx.load_from_string(buffer.getvalue())
+    proto.producer_name = "pwmpr (torch.onnx TorchScript)"
+    return proto
 
 
 def is_sequence_model(model: torch.nn.Module, input_shape: tuple[int, ...]) -> bool:

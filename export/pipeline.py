@@ -275,7 +275,7 @@ def _export_into(folder: Path, art: Artifact, meta: dict[str, Any], x: np.ndarra
     if not masks.equal(art.masks):
         failures.append("masks.safetensors reloads to different masks")
 
-    # ONNX: one dynamo export, three encodings, each checked in onnxruntime.
+    # ONNX: one export (dynamo, else TorchScript), three encodings, each checked in onnxruntime.
     say(f"exporting ONNX (opset {opset})")
     dense = onnx_graph.export_dense(art.model, art.input_shape, opset)
     short = None
