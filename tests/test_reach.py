@@ -127,3 +127,28 @@ def test_a_branch_added_into_a_slice_merges_unit_by_unit(a, b, column, reaches):
     masks = {"a.weight": torch.tensor(a, dtype=torch.bool).view(2, 1, 1, 1),
              "b.weight": torch.tensor(b, dtype=torch.bool).view(1, 2, 1, 1), "fc.weight": fc}
     assert has_path(graph, masks) is reaches
+
+
+class _AffineAndCast(nn.Module):
+    """in (2) -> a -> addcmul(beta, alpha, .) (ResMLP's affine) -> .type_as(b(x)) (b gives a dtype only) -> fc."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.fc = nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 1)
+        self.alpha, self.beta = nn.Parameter(torch.ones(2)), nn.Parameter(torch.zeros(2))
+
+    def forward(self, x):
+        return self.fc(torch.addcmul(self.beta, self.alpha, self.a(x)).type_as(self.b(x)))
+
+
+@pytest.mark.parametrize(("a", "b", "column", "reaches"), [
+    ([[1, 0], [0, 0]], [[0, 0], [0, 0]], 0, True),  # in0 -> a's unit 0 -> affine -> cast -> fc
+    ([[1, 0], [0, 0]], [[0, 0], [1, 0]], 1, False),  # b's unit 1 is live, but the cast takes only b's dtype
+])
+def test_addcmul_keeps_the_units_of_its_activation_and_type_as_those_of_its_first(a, b, column, reaches):
+    graph = build_unit_graph(_AffineAndCast(), (2,))
+    fc = torch.zeros(1, 2, dtype=torch.bool)
+    fc[0, column] = True
+    masks = {"a.weight": torch.tensor(a, dtype=torch.bool), "b.weight": torch.tensor(b, dtype=torch.bool),
+             "fc.weight": fc}
+    assert has_path(graph, masks) is reaches

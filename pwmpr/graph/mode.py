@@ -260,8 +260,19 @@ def _glu(input, dim=-1):
     return a * torch.sigmoid(b)
 
 
+def _addcmul(input, tensor1, tensor2, *, value=1):
+    """``torch.addcmul`` as the sum and products it is: ``input + value * tensor1 * tensor2`` (ResMLP's affine)."""
+    return input + value * tensor1 * tensor2
+
+
+def _addcdiv(input, tensor1, tensor2, *, value=1):
+    """``torch.addcdiv`` as ``input + value * tensor1 / tensor2``."""
+    return input + value * tensor1 / tensor2
+
+
 #: Composite functions the watch modes run as their decomposition (by the name :func:`pwmpr.graph.ops.op_of` gives).
-DECOMPOSITIONS: dict[str, Callable[..., Any]] = {"multi_head_attention_forward": _mha_forward, "glu": _glu}
+DECOMPOSITIONS: dict[str, Callable[..., Any]] = {"multi_head_attention_forward": _mha_forward, "glu": _glu,
+                                                 "addcmul": _addcmul, "addcdiv": _addcdiv}
 
 
 def detach_tree(out: Any) -> Any:

@@ -82,7 +82,8 @@ _OTHER = {
     "scaled_dot_product_attention": Kind.ATTENTION,
     "pad": Kind.PAD, "constant_pad_nd": Kind.PAD, "where": Kind.WHERE, "masked_fill": Kind.MASKED_FILL,
     "__setitem__": Kind.SETITEM, "copy": Kind.COPY, "zero": Kind.FILL, "fill": Kind.FILL,
-    "multi_head_attention_forward": Kind.COMPOSITE, "glu": Kind.COMPOSITE,
+    "multi_head_attention_forward": Kind.COMPOSITE, "glu": Kind.COMPOSITE, "addcmul": Kind.COMPOSITE,
+    "addcdiv": Kind.COMPOSITE,
     "embedding": Kind.EMBED,
 }  # fmt: skip
 
