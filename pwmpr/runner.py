@@ -21,7 +21,7 @@ from pwmpr.cost import phase_cost, training_flops
 from pwmpr.data import MIN_VAL_SAMPLES, DataBundle, load_data
 from pwmpr.errors import PwmprError
 from pwmpr.final_training import pack_start, start_final_training, train_final, unpack_start
-from pwmpr.graph.reach import check_input_reaches_output
+from pwmpr.graph.reach import check_input_reaches_output, input_reaches_output
 from pwmpr.interrupts import deferred_interrupt
 from pwmpr.masks import MaskSet, prunable
 from pwmpr.methods import METHODS, Decision, Method, RunContext
@@ -104,7 +104,12 @@ class PhaseLoop:
                 raise PwmprError(f"--rewind-step {step} is past the end of level 0 "
                                  f"({self.method.phase_epochs(0) * n_batches} steps); pick a smaller one")
         masks = dist.broadcast_masks(self.method.initial_masks(self.model, self.input_shape))
-        check_start_masks(self.model, masks, self.input_shape)
+        empty = check_start_masks(self.model, masks, self.input_shape)
+        if empty:
+            self.reporter.message(
+                f"the starting masks leave {len(empty)} layer(s) with no edge ({', '.join(empty[:3])}"
+                f"{', ...' if len(empty) > 3 else ''}), off the path from input to output they keep: each computes "
+                "nothing until growth gives it an edge")
         if self.cfg.tau_core:  # every rank: the same model is refused on each, so none waits for rank 0
             check_tau_core(self.model, masks, self.input_shape)
         # After the seed and the checks above: a model they refuse leaves no config.json.
@@ -453,15 +458,18 @@ class PhaseLoop:
         self._plot(summary)
 
 
-def check_start_masks(model: torch.nn.Module, masks: MaskSet, input_shape: tuple[int, ...]) -> None:
-    """Refuse starting masks that leave a layer with no edge, or no input-to-output path through their edges."""
+def check_start_masks(model: torch.nn.Module, masks: MaskSet, input_shape: tuple[int, ...]) -> list[str]:
+    """Refuse starting masks with no input-to-output path through their edges (or, where the model's unit graph
+    cannot be read, with a layer left empty); the layers they leave with no edge, in a branch the path does not
+    need (HRNet's fuse layers, a relative-position MLP fed by constants)."""
     empty = [name for name, mask in masks.items() if not bool(mask.any())]
-    if empty:
+    if empty and not input_reaches_output(model, masks.to_dict(), input_shape):
         raise PwmprError(f"the starting density {masks.density():.3g} leaves {len(empty)} layer(s) with no edge "
                          f"({', '.join(empty[:3])}{', ...' if len(empty) > 3 else ''}): no input reaches the outputs; "
                          "raise the density")
     check_input_reaches_output(model, masks.to_dict(), input_shape,
                                what=f"the starting masks (density {masks.density():.3g})")
+    return empty
 
 
 class _SnapshotHook(Hook):

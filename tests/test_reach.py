@@ -152,3 +152,31 @@ def test_addcmul_keeps_the_units_of_its_activation_and_type_as_those_of_its_firs
     masks = {"a.weight": torch.tensor(a, dtype=torch.bool), "b.weight": torch.tensor(b, dtype=torch.bool),
              "fc.weight": fc}
     assert has_path(graph, masks) is reaches
+
+
+class _SideBranch(nn.Module):
+    """in (2) -> a (2) -> relu -> fc (1) + side (1): ``side`` is a branch the path through ``fc`` does not need."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.fc, self.side = nn.Linear(2, 2), nn.Linear(2, 1), nn.Linear(2, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return self.fc(h) + self.side(h)
+
+
+def test_a_layer_left_empty_off_the_kept_path_is_returned_and_one_on_it_is_refused():
+    from pwmpr.masks import MaskSet
+    from pwmpr.runner import check_start_masks
+
+    def masks(fc):
+        return MaskSet({"a.weight": torch.tensor([[1, 0], [0, 0]], dtype=torch.bool),
+                        "fc.weight": torch.tensor([fc], dtype=torch.bool),
+                        "side.weight": torch.zeros(1, 2, dtype=torch.bool)})
+
+    # in0 -> a0 -> fc: a path; the empty side branch does not need an edge for it
+    assert check_start_masks(_SideBranch(), masks([1, 0]), (2,)) == ["side.weight"]
+    # fc empty too: the only way out is closed
+    with pytest.raises(PwmprError, match=r"leaves 2 layer\(s\) with no edge \(fc.weight, side.weight\)"):
+        check_start_masks(_SideBranch(), masks([0, 0]), (2,))

@@ -46,14 +46,20 @@ def check_input_reaches_output(model: nn.Module, masks: Mapping[str, Tensor], in
 
     A model whose unit graph cannot be read is not checked.
     """
-    try:
-        graph = build_unit_graph(model, normalize_input_shape(input_shape))
-    except PwmprError:
-        return
-    if not has_path(graph, masks):
+    if input_reaches_output(model, masks, input_shape) is False:
         n_on = sum(int(m.bool().sum()) for m in masks.values())
         raise PwmprError(f"{what} keep {n_on:,} weight(s) but no path from an input to an output through them: "
                          "the network computes nothing from its input; raise the density")
+
+
+def input_reaches_output(model: nn.Module, masks: Mapping[str, Tensor], input_shape: Sequence[int]) -> bool | None:
+    """Whether an enabled path leads from an input unit of ``model`` to an output unit; None when its unit graph
+    cannot be read."""
+    try:
+        graph = build_unit_graph(model, normalize_input_shape(input_shape))
+    except PwmprError:
+        return None
+    return has_path(graph, masks)
 
 
 def has_path(graph: UnitGraph, masks: Mapping[str, Tensor]) -> bool:
