@@ -21,6 +21,7 @@ from pwmpr.cost import phase_cost, training_flops
 from pwmpr.data import MIN_VAL_SAMPLES, DataBundle, load_data
 from pwmpr.errors import PwmprError
 from pwmpr.final_training import pack_start, start_final_training, train_final, unpack_start
+from pwmpr.graph.mask_hold import check_masks_hold
 from pwmpr.graph.reach import check_input_reaches_output, input_reaches_output
 from pwmpr.interrupts import deferred_interrupt
 from pwmpr.masks import MaskSet, prunable
@@ -460,8 +461,9 @@ class PhaseLoop:
 
 def check_start_masks(model: torch.nn.Module, masks: MaskSet, input_shape: tuple[int, ...]) -> list[str]:
     """Refuse starting masks with no input-to-output path through their edges (or, where the model's unit graph
-    cannot be read, with a layer left empty); the layers they leave with no edge, in a branch the path does not
-    need (HRNet's fuse layers, a relative-position MLP fed by constants)."""
+    cannot be read, with a layer left empty), or that a layer's forward does not hold (pwmpr.graph.mask_hold); the
+    layers they leave with no edge, in a branch the path does not need (HRNet's fuse layers, a relative-position MLP
+    fed by constants)."""
     empty = [name for name, mask in masks.items() if not bool(mask.any())]
     if empty and not input_reaches_output(model, masks.to_dict(), input_shape):
         raise PwmprError(f"the starting density {masks.density():.3g} leaves {len(empty)} layer(s) with no edge "
@@ -469,6 +471,7 @@ def check_start_masks(model: torch.nn.Module, masks: MaskSet, input_shape: tuple
                          "raise the density")
     check_input_reaches_output(model, masks.to_dict(), input_shape,
                                what=f"the starting masks (density {masks.density():.3g})")
+    check_masks_hold(model, masks.to_dict(), input_shape)
     return empty
 
 
