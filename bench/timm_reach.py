@@ -1,0 +1,154 @@
+"""Reach on timm's classifiers: does `pwmpr grow` then `pwmpr export` run on each, or refuse it in one line?
+
+Run:  pip install timm   # not a pwmpr dependency
+      python bench/timm_reach.py [--models NAME ...] [--samples 600] [--out bench/out/timm] [--dry-run]
+
+Each model of bench/timm_models.py (``SPECS``: one small variant per family torchvision does not ship or builds
+differently, untrained) is grown with ``pwmpr grow --model timm_models:NAME`` and today's defaults, cut to 2 growth
+phases of 1 epoch and 1 final epoch on ``--samples`` mnist5k digits upsampled to the model's side and replicated to
+3 channels (bench/zoo.py's data), then exported with ``pwmpr export`` (all three encodings checked in
+onnxruntime). Each row is an outcome: the stop reason and density, or the one ``error:`` line a refusal prints, or a
+traceback (a bug). One epoch on 600 images says nothing about accuracy, so none is reported. Writes
+bench/results/timm-reach.md and timm-reach.json, and quotes the table into bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+import timm_models  # noqa: E402
+from _results import RESULTS, ROOT, command, header, publish  # noqa: E402
+from zoo import _data  # noqa: E402
+
+GROW = ["--max-phases", "2", "--val-fraction", "0.2", "--phase-epochs", "1", "--final-epochs", "1",
+        "--reference-epochs", "1", "--batch-size", "32", "--no-tau-core", "-q"]
+TIMEOUT = 600  # seconds per command
+
+
+def _run(cmd: list[str], env: dict) -> tuple[int | str, str, bool]:
+    """(exit status or "timeout", the last line it printed, whether it printed a traceback)."""
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return "timeout", "", False
+    # huggingface_hub's optional-import notes are not pwmpr's output
+    lines = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip() and "hf_api" not in line]
+    traceback = "Traceback" in proc.stderr or any(line.startswith(("╭", "│")) for line in lines)
+    errors = [line for line in lines if line.startswith("error: ")]
+    return proc.returncode, (errors[-1] if errors else lines[-1] if lines else ""), traceback
+
+
+def measure(name: str, samples: int, out: Path) -> dict:
+    """One model's row: grow, then export."""
+    timm_name, side, _ = timm_models.SPECS[name]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH), os.environ.get("PYTHONPATH", "")])}
+    run, exported = out / "runs" / name, out / "exports" / name
+    data = _data(side, samples, out)
+    row: dict = {"model": name, "timm": timm_name, "side": side}
+    code, last, traceback = _run([sys.executable, "-m", "pwmpr", "grow", "--model", f"timm_models:{name}",
+                                  "--trust-code", "--data", f"npz:{data}", "--out", str(run), "--force", *GROW], env)
+    row.update(grow_exit=code, grow_message=last, grow_traceback=traceback)
+    if code != 0:
+        return row
+    summary = json.loads((run / "summary.json").read_text())
+    row.update(stop=summary.get("stop_reason"), density=summary.get("discovered_density"))
+    shutil.rmtree(exported, ignore_errors=True)  # an export never writes into a folder that holds files
+    code, last, traceback = _run([sys.executable, "-m", "pwmpr", "export", str(run), "--out", str(exported),
+                                  "--trust-code", "--timing-runs", "2"], env)
+    row.update(export_exit=code, export_message=last, export_traceback=traceback)
+    report = exported / "export_report.json"
+    if code == 0 and report.is_file():
+        encodings = json.loads(report.read_text()).get("encodings", {})
+        row["ort_ratio"] = max((e["max_diff"] / e["tolerance"] for e in encodings.values() if e.get("tolerance")),
+                               default=None)
+        row["ort_ok"] = all(e.get("ok") for e in encodings.values())
+    return row
+
+
+def _outcome(code, message: str, traceback: bool) -> str:
+    if code == 0:
+        return "ok"
+    if code == 2 and message.startswith("error: ") and not traceback:
+        return f"refused: `{message[len('error: '):].replace('|', '/')}`"
+    return f"**bug** (exit {code}{', traceback' if traceback else ''}): `{message.replace('|', '/')[:200]}`"
+
+
+def render(rows: list[dict], args: argparse.Namespace) -> str:
+    """The markdown of bench/results/timm-reach.md."""
+    lines = header(command("bench/timm_reach.py"), f"timm {_timm_version()}") + [
+        "Each timm classifier of bench/timm_models.py, untrained, grown with `pwmpr grow --model timm_models:NAME "
+        f"{' '.join(GROW)}` (today's defaults otherwise) on {args.samples} mnist5k digits upsampled to the model's "
+        "side and replicated to 3 channels, then exported with `pwmpr export` (three encodings, each checked in "
+        "onnxruntime: the largest difference over the export's tolerance). A refusal is the one `error:` line pwmpr "
+        "prints (exit 2); a **bug** is anything else. This is a reach check, not an accuracy one.",
+        "",
+        "| model (timm name) | px | grow | stop, density | export |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        grow = _outcome(r["grow_exit"], r.get("grow_message", ""), r.get("grow_traceback", False))
+        stop = f"{r['stop']}, {r['density']:.4f}" if r.get("stop") else "-"
+        if "export_exit" not in r:
+            export = "-"
+        elif r["export_exit"] == 0:
+            export = (f"ok, onnxruntime matches (max diff / tolerance {r['ort_ratio']:.2g})" if r.get("ort_ok")
+                      else "ok")
+        else:
+            export = _outcome(r["export_exit"], r.get("export_message", ""), r.get("export_traceback", False))
+        lines.append(f"| {r['model']} ({r['timm']}) | {r['side']} | {grow} | {stop} | {export} |")
+    grown = sum(1 for r in rows if r["grow_exit"] == 0)
+    exported = sum(1 for r in rows if r.get("export_exit") == 0)
+    refused = sum(1 for r in rows if _outcome(r["grow_exit"], r.get("grow_message", ""),
+                                              r.get("grow_traceback", False)).startswith("refused"))
+    bugs = sum(1 for r in rows for k in ("grow", "export") if f"{k}_exit" in r
+               and _outcome(r[f"{k}_exit"], r.get(f"{k}_message", ""), r.get(f"{k}_traceback", False))
+               .startswith("**bug**"))
+    lines += ["", f"Computed: of {len(rows)} models, {grown} grow and {exported} of those export with every "
+                  f"encoding checked; {refused} are refused at the start in one line; {bugs} step(s) fail otherwise "
+                  "(a bug)."]
+    return "\n".join(lines) + "\n"
+
+
+def _timm_version() -> str:
+    from pwmpr._tv_compat import import_torchvision
+
+    import_torchvision()
+    import timm
+
+    return timm.__version__
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", default=list(timm_models.SPECS))
+    parser.add_argument("--samples", type=int, default=600)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "timm")
+    parser.add_argument("--dry-run", action="store_true", help="print the report, write nothing")
+    args = parser.parse_args()
+    try:
+        _timm_version()
+    except ImportError:
+        sys.exit("bench/timm_reach.py needs timm: pip install timm")
+    rows = []
+    for name in args.models:
+        print(f"timm_reach: {name}", file=sys.stderr, flush=True)
+        rows.append(measure(name, args.samples, args.out))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    text = render(rows, args)
+    if args.dry_run:
+        print(text)
+        return
+    (RESULTS / "timm-reach.json").write_text(json.dumps({"rows": rows}, indent=1))
+    publish("timm-reach", text, docs=("bench/RESULTS.md",))
+
+
+if __name__ == "__main__":
+    main()
