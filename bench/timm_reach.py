@@ -2,6 +2,7 @@
 
 Run:  pip install timm   # not a pwmpr dependency
       python bench/timm_reach.py [--models NAME ...] [--samples 600] [--out bench/out/timm] [--dry-run]
+      python bench/timm_reach.py --rerender   # the report again from timm-reach.json
 
 Each model of bench/timm_models.py (``SPECS``: one small variant per family torchvision does not ship or builds
 differently, untrained) is grown with ``pwmpr grow --model timm_models:NAME`` and today's defaults, cut to 2 growth
@@ -112,7 +113,7 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
                and _outcome(r[f"{k}_exit"], r.get(f"{k}_message", ""), r.get(f"{k}_traceback", False))
                .startswith("**bug**"))
     lines += ["", f"Computed: of {len(rows)} models, {grown} grow and {exported} of those export with every "
-                  f"encoding checked; {refused} are refused at the start in one line; {bugs} step(s) fail otherwise "
+                  f"encoding checked; {refused} refused at the start in one line; {bugs} step(s) failed otherwise "
                   "(a bug)."]
     return "\n".join(lines) + "\n"
 
@@ -132,13 +133,16 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=600)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "timm")
     parser.add_argument("--dry-run", action="store_true", help="print the report, write nothing")
+    parser.add_argument("--rerender", action="store_true",
+                        help="rewrite the report from timm-reach.json, measuring nothing")
     args = parser.parse_args()
     try:
         _timm_version()
     except ImportError:
         sys.exit("bench/timm_reach.py needs timm: pip install timm")
-    rows = []
-    for name in args.models:
+    saved = json.loads((RESULTS / "timm-reach.json").read_text()) if args.rerender else {}
+    rows, args.samples = saved.get("rows", []), saved.get("samples", args.samples)
+    for name in [] if args.rerender else args.models:
         print(f"timm_reach: {name}", file=sys.stderr, flush=True)
         rows.append(measure(name, args.samples, args.out))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
@@ -146,7 +150,7 @@ def main() -> None:
     if args.dry_run:
         print(text)
         return
-    (RESULTS / "timm-reach.json").write_text(json.dumps({"rows": rows}, indent=1))
+    (RESULTS / "timm-reach.json").write_text(json.dumps({"rows": rows, "samples": args.samples}, indent=1))
     publish("timm-reach", text, docs=("bench/RESULTS.md",))
 
 

@@ -191,3 +191,30 @@ def test_the_fan_in_sweeps_are_set_against_the_ground_truth_point_by_point(tmp_p
     assert lines[-1] == "| a-mlp | 0.01 | 0.1 | 1 | 0.01: 60.00%, 0.1: 89.50%, 1: 94.00% |"
     assert not any(line.startswith("| b-mlp") for line in lines)
     assert fan_in_sweeps(tmp_path / "none", truth) == []  # no fan-in sweep anywhere: no section
+
+
+def test_timm_reach_tells_a_one_line_refusal_from_a_bug_and_counts_them(monkeypatch):
+    import argparse
+
+    reach = _bench("timm_reach")
+    monkeypatch.setattr(reach, "_timm_version", lambda: "0.0")
+    rows = [
+        {"model": "a", "timm": "a_t", "side": 32, "grow_exit": 0, "grow_message": "", "grow_traceback": False,
+         "stop": "max-phases", "density": 0.0625, "export_exit": 0, "export_message": "", "export_traceback": False,
+         "ort_ok": True, "ort_ratio": 0.5},
+        {"model": "b", "timm": "b_t", "side": 64, "grow_exit": 2, "grow_traceback": False,
+         "grow_message": "error: module m (X) calls lstm() in its forward: pwmpr has no rule for this op"},
+        {"model": "c", "timm": "c_t", "side": 32, "grow_exit": 1, "grow_traceback": True,
+         "grow_message": "RuntimeError: size mismatch"},
+        # exit 2 but with a traceback printed: not a clean refusal
+        {"model": "d", "timm": "d_t", "side": 32, "grow_exit": 0, "grow_message": "", "grow_traceback": False,
+         "stop": "max-phases", "density": 0.0625, "export_exit": 2, "export_traceback": True,
+         "export_message": "error: x"},
+    ]
+    text = reach.render(rows, argparse.Namespace(samples=600))
+    assert "| a (a_t) | 32 | ok | max-phases, 0.0625 | ok, onnxruntime matches (max diff / tolerance 0.5) |" in text
+    assert "| b (b_t) | 64 | refused: `module m (X) calls lstm() in its forward: pwmpr has no rule for this op` |" in text
+    assert "| c (c_t) | 32 | **bug** (exit 1, traceback): `RuntimeError: size mismatch` | - | - |" in text
+    assert "| d (d_t) | 32 | ok | max-phases, 0.0625 | **bug** (exit 2, traceback): `error: x` |" in text
+    assert ("Computed: of 4 models, 2 grow and 1 of those export with every encoding checked; 1 refused at the "
+            "start in one line; 2 step(s) failed otherwise (a bug).") in text
