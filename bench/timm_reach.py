@@ -50,7 +50,7 @@ def _run(cmd: list[str], env: dict) -> tuple[int | str, str, bool]:
 def measure(name: str, samples: int, out: Path) -> dict:
     """One model's row: grow, then export."""
     timm_name, side, _ = timm_models.SPECS[name]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(BENCH), os.environ.get("PYTHONPATH")) if p)}
     run, exported = out / "runs" / name, out / "exports" / name
     data = _data(side, samples, out)
     row: dict = {"model": name, "timm": timm_name, "side": side}
@@ -96,25 +96,25 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
     ]
     for r in rows:
         grow = _outcome(r["grow_exit"], r.get("grow_message", ""), r.get("grow_traceback", False))
-        stop = f"{r['stop']}, {r['density']:.4f}" if r.get("stop") else "-"
+        stop = f"{r['stop']}, {r['density']:.4f}" if r.get("stop") and r.get("density") is not None else "-"
         if "export_exit" not in r:
             export = "-"
         elif r["export_exit"] == 0:
-            export = (f"ok, onnxruntime matches (max diff / tolerance {r['ort_ratio']:.2g})" if r.get("ort_ok")
-                      else "ok")
+            export = (f"ok, onnxruntime matches (max diff / tolerance {r['ort_ratio']:.2g})"
+                      if r.get("ort_ok") and r.get("ort_ratio") is not None else "ok")
         else:
             export = _outcome(r["export_exit"], r.get("export_message", ""), r.get("export_traceback", False))
         lines.append(f"| {r['model']} ({r['timm']}) | {r['side']} | {grow} | {stop} | {export} |")
     grown = sum(1 for r in rows if r["grow_exit"] == 0)
     exported = sum(1 for r in rows if r.get("export_exit") == 0)
-    refused = sum(1 for r in rows if _outcome(r["grow_exit"], r.get("grow_message", ""),
-                                              r.get("grow_traceback", False)).startswith("refused"))
-    bugs = sum(1 for r in rows for k in ("grow", "export") if f"{k}_exit" in r
-               and _outcome(r[f"{k}_exit"], r.get(f"{k}_message", ""), r.get(f"{k}_traceback", False))
-               .startswith("**bug**"))
+    def count(step: str, kind: str) -> int:
+        return sum(1 for r in rows if f"{step}_exit" in r and _outcome(
+            r[f"{step}_exit"], r.get(f"{step}_message", ""), r.get(f"{step}_traceback", False)).startswith(kind))
+
     lines += ["", f"Computed: of {len(rows)} models, {grown} grow and {exported} of those export with every "
-                  f"encoding checked; {refused} refused at the start in one line; {bugs} step(s) failed otherwise "
-                  "(a bug)."]
+                  f"encoding checked; {count('grow', 'refused')} refused at the start and {count('export', 'refused')} "
+                  f"at the export, in one line; {count('grow', '**bug**') + count('export', '**bug**')} step(s) "
+                  "failed otherwise (a bug)."]
     return "\n".join(lines) + "\n"
 
 
@@ -140,12 +140,18 @@ def main() -> None:
         _timm_version()
     except ImportError:
         sys.exit("bench/timm_reach.py needs timm: pip install timm")
-    saved = json.loads((RESULTS / "timm-reach.json").read_text()) if args.rerender else {}
-    rows, args.samples = saved.get("rows", []), saved.get("samples", args.samples)
+    path = RESULTS / "timm-reach.json"
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    if args.rerender:
+        rows, args.samples = saved.get("rows", []), saved.get("samples", args.samples)
+    else:  # a subset measured again: the other models keep the rows measured last time
+        rows = [r for r in saved.get("rows", []) if r["model"] not in args.models and r["model"] in timm_models.SPECS]
     for name in [] if args.rerender else args.models:
         print(f"timm_reach: {name}", file=sys.stderr, flush=True)
         rows.append(measure(name, args.samples, args.out))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    order = list(timm_models.SPECS)
+    rows.sort(key=lambda r: order.index(r["model"]))
     text = render(rows, args)
     if args.dry_run:
         print(text)

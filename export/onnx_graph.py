@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -67,8 +68,13 @@ def export_dense(model: torch.nn.Module, input_shape: tuple[int, ...], opset: in
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[-1] if text else ''}"[:300]
+    """The root cause of ``exc`` (its ``raise ... from`` chain followed down) as one line: type and first line,
+    colour codes removed."""
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(root)).splitlines() if line.strip()]
+    return f"{type(root).__name__}: {lines[0] if lines else ''}"[:300]
 
 
 def _torchscript_export(model: torch.nn.Module, example: torch.Tensor, opset: int, dynamic: tuple[dict, ...]

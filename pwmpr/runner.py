@@ -110,7 +110,7 @@ class PhaseLoop:
             self.reporter.message(
                 f"the starting masks leave {len(empty)} layer(s) with no edge ({', '.join(empty[:3])}"
                 f"{', ...' if len(empty) > 3 else ''}), off the path from input to output they keep: each computes "
-                "nothing until growth gives it an edge")
+                "nothing while it has no edge")
         if self.cfg.tau_core:  # every rank: the same model is refused on each, so none waits for rank 0
             check_tau_core(self.model, masks, self.input_shape)
         # After the seed and the checks above: a model they refuse leaves no config.json.

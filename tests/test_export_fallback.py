@@ -45,8 +45,11 @@ def test_a_graph_the_dynamo_exporter_refuses_is_exported_by_torchscript_and_runs
 
 
 def test_a_model_neither_exporter_converts_is_refused_in_one_line_naming_both(monkeypatch):
-    def dynamo(*args, **kwargs):
-        raise RuntimeError("first line\nonly 4D query, key, and value are supported")
+    def dynamo(*args, **kwargs):  # as torch.onnx raises: a wrapper whose root cause says what went wrong
+        try:
+            raise AssertionError("\x1b[31monly 4D query, key, and value are supported\x1b[0m\nmore detail")
+        except AssertionError as cause:
+            raise RuntimeError("Failed to convert.\n(Refer to the full stack trace above)") from cause
 
     def torchscript(*args, **kwargs):
         raise ValueError("cannot view a tensor")
@@ -57,5 +60,24 @@ def test_a_model_neither_exporter_converts_is_refused_in_one_line_naming_both(mo
         onnx_graph.export_dense(nn.Linear(2, 2), (2,))
     message = str(info.value)
     assert "\n" not in message
-    assert message == ("torch.onnx cannot export this model: dynamo: RuntimeError: only 4D query, key, and value "
+    assert message == ("torch.onnx cannot export this model: dynamo: AssertionError: only 4D query, key, and value "
                        "are supported; TorchScript: ValueError: cannot view a tensor")
+
+
+def test_a_graph_onnxruntime_cannot_run_on_the_validation_batch_is_a_failure_line_not_a_traceback():
+    import io
+
+    import onnx
+
+    from pwmpr.export import pipeline
+
+    model = nn.Linear(4, 3).eval()
+    buffer = io.BytesIO()
+    torch.onnx.export(model, (torch.zeros(2, 4),), buffer, dynamo=False, input_names=["input"])  # batch fixed at 2
+    x = np.zeros((5, 4), dtype=np.float32)
+    with torch.no_grad():
+        agreement = pipeline._Agreement(model, x, model(torch.from_numpy(x)).numpy())
+    row, _, failures = pipeline._check_encoding("dense", onnx.load_from_string(buffer.getvalue()),
+                                                ["CPUExecutionProvider"], "cpu", x, agreement, runs=1)
+    assert len(failures) == 1 and failures[0].startswith("dense: onnxruntime cannot run it on the validation inputs: ")
+    assert "\n" not in failures[0] and row["size_bytes"] > 0

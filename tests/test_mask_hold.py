@@ -53,3 +53,19 @@ def test_weight_standardization_undoes_the_mask_and_is_refused():
 def test_a_plain_or_weight_normalized_layer_holds_its_mask(conv):
     net = _net(conv)
     check_masks_hold(net, _masks(net), (1, 5, 5))
+
+
+class RawNormConv(nn.Conv2d):
+    """Weight normalization without a floor: a row the mask empties divides 0 by 0."""
+
+    def forward(self, x):
+        w = self.weight / self.weight.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+def test_a_weight_that_turns_nan_where_the_mask_empties_a_row_is_refused_as_such():
+    net = _net(RawNormConv)
+    masks = _masks(net)
+    masks["0.weight"][0] = False  # channel 0 keeps no weight: its norm is 0
+    with pytest.raises(PwmprError, match="is NaN where the mask removes entries"):
+        check_masks_hold(net, masks, (1, 5, 5))

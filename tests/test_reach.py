@@ -180,3 +180,51 @@ def test_a_layer_left_empty_off_the_kept_path_is_returned_and_one_on_it_is_refus
     # fc empty too: the only way out is closed
     with pytest.raises(PwmprError, match=r"leaves 2 layer\(s\) with no edge \(fc.weight, side.weight\)"):
         check_start_masks(_SideBranch(), masks([0, 0]), (2,))
+
+
+class _InPlaceAffine(nn.Module):
+    """in (2) -> a, b; h = a(x), then h.addcmul_(gain, b(x)) in place (h becomes a(x) + gain * b(x)) -> fc."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.fc = nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 1)
+        self.gain = nn.Parameter(torch.ones(2))
+
+    def forward(self, x):
+        h = self.a(x)
+        h.addcmul_(self.gain, self.b(x))
+        return self.fc(h)
+
+
+def test_an_in_place_addcmul_merges_into_the_tensor_it_changes():
+    # a keeps nothing, b keeps in0 -> unit 0: the only path runs through the in-place update of h
+    graph = build_unit_graph(_InPlaceAffine(), (2,))
+    masks = {"a.weight": torch.zeros(2, 2, dtype=torch.bool), "b.weight": torch.tensor([[1, 0], [0, 0]]).bool(),
+             "fc.weight": torch.tensor([[1, 0]]).bool()}
+    assert has_path(graph, masks)
+
+
+class _CastAttention(nn.Module):
+    """Attention whose probabilities are cast to v's type (``a.type_as(v)``, ``a.to(v)``) before they weigh v."""
+
+    def __init__(self, cast: str) -> None:
+        super().__init__()
+        self.cast, self.qkv, self.fc = cast, nn.Linear(4, 12), nn.Linear(4, 2)
+
+    def forward(self, x):  # (N, T, 4)
+        q, k, v = self.qkv(x).chunk(3, -1)
+        a = (q @ k.transpose(-2, -1)).softmax(-1)
+        a = a.type_as(v) if self.cast == "type_as" else a.to(v)
+        return self.fc((a @ v).mean(1))
+
+
+@pytest.mark.parametrize("cast", ["type_as", "to"])
+def test_a_cast_to_another_activations_type_is_followed_by_the_walks_and_the_scores_alike(cast):
+    from pwmpr.score import pwmp_scores
+
+    torch.manual_seed(0)
+    model = _CastAttention(cast)
+    masks = {"qkv.weight": torch.ones(12, 4, dtype=torch.bool), "fc.weight": torch.ones(2, 4, dtype=torch.bool)}
+    assert has_path(build_unit_graph(model, (3, 4)), masks)
+    scores = pwmp_scores(model, masks, (3, 4))
+    assert bool((scores["qkv.weight"][8:] > 0).all())  # v's rows carry every path to the output

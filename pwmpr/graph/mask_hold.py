@@ -39,13 +39,16 @@ class _HoldCheck(WatchMode):
                 kept = self.kept.get(v.name)
                 if kept is None:
                     continue
-                removed = ~kept[v.pos().flatten().cpu()]
-                if bool((t.detach().flatten().cpu()[removed] != 0).any()):
+                values = t.detach().flatten().cpu()[~kept[v.pos().flatten().cpu()]]
+                if bool(torch.isnan(values).any()):
+                    raise self.refuse(op, f"the weight it uses is computed from {v.name} and is NaN where the mask "
+                                          "removes entries (a norm of a row the mask empties, say)")
+                if bool((values != 0).any()):
                     raise self.refuse(op, f"the weight it uses is computed from {v.name} so that entries the mask "
-                                          "removes are not zero (a weight standardization, say): that layer would "
-                                          "compute densely whatever its mask")
+                                          "removes are not zero (a weight standardization or an added term, say): "
+                                          "that layer would compute densely whatever its mask")
             return out
-        with contextlib.suppress(PwmprError):  # a transform the engine cannot follow: its layer is not checked
+        with contextlib.suppress(PwmprError, NotImplementedError):  # a transform it cannot follow: not checked
             self.weight_result(op, func, args, kwargs, out, [v for _, v in views])
         return out
 

@@ -148,7 +148,8 @@ class WatchMode(TorchFunctionMode):
         op = op_of(func)
         if op.kind is Kind.COMPOSITE and op.name in DECOMPOSITIONS:
             with self:
-                return DECOMPOSITIONS[op.name](*args, **kwargs)
+                result = DECOMPOSITIONS[op.name](*args, **kwargs)
+                return args[0].copy_(result) if op.inplace else result  # x.addcmul_(...): the result into x
         if not self.tracked(args, kwargs):
             return func(*args, **kwargs)
         return self.handle(op, func, args, kwargs)
@@ -260,14 +261,18 @@ def _glu(input, dim=-1):
     return a * torch.sigmoid(b)
 
 
-def _addcmul(input, tensor1, tensor2, *, value=1):
+def _addcmul(input, *rest, value=1, out=None):
     """``torch.addcmul`` as the sum and products it is: ``input + value * tensor1 * tensor2`` (ResMLP's affine)."""
-    return input + value * tensor1 * tensor2
+    value, t1, t2 = rest if len(rest) == 3 else (value, *rest)  # (input, value, t1, t2): the deprecated order
+    result = input + value * t1 * t2
+    return out.copy_(result) if out is not None else result
 
 
-def _addcdiv(input, tensor1, tensor2, *, value=1):
+def _addcdiv(input, *rest, value=1, out=None):
     """``torch.addcdiv`` as ``input + value * tensor1 / tensor2``."""
-    return input + value * tensor1 / tensor2
+    value, t1, t2 = rest if len(rest) == 3 else (value, *rest)
+    result = input + value * t1 / t2
+    return out.copy_(result) if out is not None else result
 
 
 #: Composite functions the watch modes run as their decomposition (by the name :func:`pwmpr.graph.ops.op_of` gives).

@@ -95,6 +95,10 @@ _DUNDER = {
 }  # fmt: skip
 
 
+#: Casts whose other tensor argument gives only a dtype (and device): ``x.to(y)``, ``x.type_as(y)``.
+CASTS = ("to", "type_as")
+
+
 @dataclass(frozen=True)
 class Op:
     """A torch function as the table sees it: its base name, its kind (None: unknown) and whether it is in place."""

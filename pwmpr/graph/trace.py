@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from pwmpr.errors import PwmprError
 from pwmpr.graph.builder import GroupBuilder
 from pwmpr.graph.mode import WatchMode, WeightView, tensors_in
-from pwmpr.graph.ops import Kind, Op
+from pwmpr.graph.ops import CASTS, Kind, Op
 from pwmpr.graph.shadow import DATA, MARKERS, Data, LayoutError, Units, along, unit_vector
 from pwmpr.graph.trace_activations import ActivationRules
 from pwmpr.graph.trace_attention import AttentionRules
@@ -76,6 +76,10 @@ class UnitTracer(ActivationRules, ContractionRules, AttentionRules, WatchMode):
     def handle(self, op: Op, func, args: tuple, kwargs: dict) -> Any:
         """Run ``func`` and set the shadow of its result by the rule of ``op``'s kind."""
         values = self.tracked(args, kwargs)
+        if op.name in CASTS and args:  # x.to(y), x.type_as(y): y gives a dtype, not units
+            values = [(t, v) for t, v in values if t is args[0]]
+            if not values:
+                return func(*args, **kwargs)
         views = [v for _, v in values if isinstance(v, WeightView)]
         data = [t for t, v in values if v is DATA]
         acts = [(t, v) for t, v in values if not isinstance(v, (WeightView, Data))]

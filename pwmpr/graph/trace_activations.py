@@ -49,8 +49,6 @@ class ActivationRules:
             self.put(o, Units(s.to(torch.long)))
 
     def _same(self, op, func, args, kwargs, out, acts) -> None:
-        if op.name in ("type_as", "to") and len(acts) > 1:  # x.type_as(y): y gives a dtype, not units
-            acts = [a for a in acts if a[0] is args[0]] or acts
         marker = self._marker(acts)
         if marker is not None:
             self._set(out, marker)

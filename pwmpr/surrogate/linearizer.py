@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from pwmpr.errors import PwmprError
 from pwmpr.graph.mode import WatchMode, WeightView, tensors_in
-from pwmpr.graph.ops import Kind, Op
+from pwmpr.graph.ops import CASTS, Kind, Op
 from pwmpr.surrogate.standin_activations import ActivationStandIns
 from pwmpr.surrogate.standin_attention import AttentionStandIns
 from pwmpr.surrogate.standin_contract import ContractionStandIns
@@ -29,6 +29,10 @@ class Linearizer(ActivationStandIns, ContractionStandIns, AttentionStandIns, Wat
     def handle(self, op: Op, func, args: tuple, kwargs: dict) -> Any:
         """The stand-in of ``op`` on these arguments, by the rule of its kind."""
         values = self.tracked(args, kwargs)
+        if op.name in CASTS and args:  # x.to(y), x.type_as(y): y gives a dtype, not units
+            values = [(t, v) for t, v in values if t is args[0]]
+            if not values:
+                return func(*args, **kwargs)
         if any(v in (TANGENT_LOGITS, TANGENT_ATTENTION) for _, v in values):
             return self._tangent(op, func, args, kwargs, values)
         views = [v for _, v in values if isinstance(v, WeightView)]
