@@ -102,16 +102,25 @@ def test_f_unfold_carries_each_channel_to_its_own_block_of_features(column, reac
 
 
 class _SliceAdd(nn.Module):
-    """A branch added into a slice of its own input, the rest concatenated back (RexNet's, DPN's partial residual):
-    1 input -> a (2 channels) -> [a0 + b(a), a1] -> mean -> fc(2 -> 1)."""
+    """A branch added into a slice of its own input, the rest kept (RexNet's, DPN's partial residual):
+    1 input -> a (2 channels) -> [a0 + b(a), a1] -> mean -> fc(2 -> 1), spelled four ways."""
 
-    def __init__(self) -> None:
+    def __init__(self, spelling: str = "cat") -> None:
         super().__init__()
+        self.spelling = spelling
         self.a, self.b, self.fc = nn.Conv2d(1, 2, 1), nn.Conv2d(2, 1, 1), nn.Linear(2, 1)
 
     def forward(self, x):
         h = self.a(x)
-        return self.fc(torch.cat([h[:, :1] + self.b(h), h[:, 1:]], 1).mean((2, 3)))
+        if self.spelling == "cat":
+            h = torch.cat([h[:, :1] + self.b(h), h[:, 1:]], 1)
+        elif self.spelling == "+=":  # Python writes the view back with a setitem
+            h[:, :1] += self.b(h)
+        elif self.spelling == "add_":  # in place on the view alone: the tensor it views changes too
+            h[:, :1].add_(self.b(h))
+        else:
+            h.narrow(1, 0, 1).add_(self.b(h))
+        return self.fc(h.mean((2, 3)))
 
 
 @pytest.mark.parametrize(("a", "b", "column", "reaches"), [
@@ -120,8 +129,9 @@ class _SliceAdd(nn.Module):
     ([1, 0], [0, 0], 0, True),  # input -> a0 -> merged unit 0 through the slice, b empty
     ([1, 0], [0, 0], 1, False),  # fc reads a1, which nothing feeds
 ])
-def test_a_branch_added_into_a_slice_merges_unit_by_unit(a, b, column, reaches):
-    graph = build_unit_graph(_SliceAdd(), (1, 2, 2))
+@pytest.mark.parametrize("spelling", ["cat", "+=", "add_", "narrow"])
+def test_a_branch_added_into_a_slice_merges_unit_by_unit(a, b, column, reaches, spelling):
+    graph = build_unit_graph(_SliceAdd(spelling), (1, 2, 2))
     fc = torch.zeros(1, 2, dtype=torch.bool)
     fc[0, column] = True
     masks = {"a.weight": torch.tensor(a, dtype=torch.bool).view(2, 1, 1, 1),

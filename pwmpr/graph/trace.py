@@ -108,7 +108,25 @@ class UnitTracer(ActivationRules, ContractionRules, AttentionRules, WatchMode):
             raise self.refuse(op, "pwmpr has no rule for this op (see docs/method.md, Operations)")
         handler = getattr(self, f"_{op.kind.value}")
         handler(op, func, args, kwargs, out, acts)
+        if op.inplace and isinstance(out, Tensor) and out._base is not None:
+            self._write_back(out)
         return out
+
+    def _write_back(self, view: Tensor) -> None:
+        """After an in-place op on a view of an activation (``h[:, :4].add_(b(h))``), the tensor it views holds the
+        view's new units at the view's entries."""
+        value, base = self.get(view), view._base
+        if not isinstance(value, Units) or tuple(value.ids.shape) != tuple(view.shape):
+            return
+        ids = self._ids(base)
+        ids = (ids.clone(memory_format=torch.contiguous_format) if ids is not None
+               else torch.full(base.shape, -1, dtype=torch.long))
+        # each entry of the view as a flat index into the base, through the base's own strides
+        where = torch.empty_strided(base.shape, base.stride(), dtype=torch.long)
+        where.copy_(torch.arange(base.numel()).view(base.shape))
+        where = where.as_strided(view.shape, view.stride(), view.storage_offset() - base.storage_offset())
+        ids.view(-1)[where.reshape(-1)] = value.ids.reshape(-1).to(ids.device)
+        self.put(base, Units(ids))
 
     def _ids(self, t: object) -> Tensor | None:
         v = self.get(t)
