@@ -42,7 +42,7 @@ def _run(cmd: list[str], env: dict) -> tuple[int | str, str, bool]:
         return "timeout", "", False
     # huggingface_hub's optional-import notes are not pwmpr's output
     lines = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip() and "hf_api" not in line]
-    traceback = "Traceback" in proc.stderr or any(line.startswith(("╭", "│")) for line in lines)
+    traceback = "Traceback" in proc.stderr + proc.stdout  # Python's, or rich's boxed "Traceback (most recent..."
     errors = [line for line in lines if line.startswith("error: ")]
     return proc.returncode, (errors[-1] if errors else lines[-1] if lines else ""), traceback
 

@@ -219,3 +219,17 @@ def test_timm_reach_tells_a_one_line_refusal_from_a_bug_and_counts_them(monkeypa
     assert "| d (d_t) | 32 | ok | max-phases, 0.0625 | **bug** (exit 2, traceback): `error: x` |" in text
     assert ("Computed: of 4 models, 2 grow and 1 of those export with every encoding checked; 1 refused at the "
             "start and 0 at the export, in one line; 2 step(s) failed otherwise (a bug).") in text
+
+
+def test_timm_reach_sees_a_traceback_but_not_a_table_drawn_with_box_characters():
+    import os
+    import sys
+
+    run = _bench("timm_reach")._run
+    code, last, traceback = run([sys.executable, "-c", "print('│ dense │ 1.000 │')"], dict(os.environ))
+    assert (code, last, traceback) == (0, "│ dense │ 1.000 │", False)
+    code, last, traceback = run([sys.executable, "-c", "raise ValueError('boom')"], dict(os.environ))
+    assert code == 1 and traceback and last == "ValueError: boom"
+    code, last, traceback = run([sys.executable, "-c", "import sys; print('error: no such model'); sys.exit(2)"],
+                                dict(os.environ))
+    assert (code, last, traceback) == (2, "error: no such model", False)
