@@ -22,7 +22,7 @@ from pwmpr.data import MIN_VAL_SAMPLES, DataBundle, load_data
 from pwmpr.errors import PwmprError
 from pwmpr.final_training import pack_start, start_final_training, train_final, unpack_start
 from pwmpr.graph.mask_hold import check_masks_hold
-from pwmpr.graph.reach import check_input_reaches_output, input_reaches_output
+from pwmpr.graph.reach import input_reaches_output, no_path_error
 from pwmpr.interrupts import deferred_interrupt
 from pwmpr.masks import MaskSet, prunable
 from pwmpr.methods import METHODS, Decision, Method, RunContext
@@ -465,12 +465,13 @@ def check_start_masks(model: torch.nn.Module, masks: MaskSet, input_shape: tuple
     layers they leave with no edge, in a branch the path does not need (HRNet's fuse layers, a relative-position MLP
     fed by constants)."""
     empty = [name for name, mask in masks.items() if not bool(mask.any())]
-    if empty and not input_reaches_output(model, masks.to_dict(), input_shape):
+    reaches = input_reaches_output(model, masks.to_dict(), input_shape)  # None: the unit graph cannot be read
+    if empty and not reaches:
         raise PwmprError(f"the starting density {masks.density():.3g} leaves {len(empty)} layer(s) with no edge "
                          f"({', '.join(empty[:3])}{', ...' if len(empty) > 3 else ''}): no input reaches the outputs; "
                          "raise the density")
-    check_input_reaches_output(model, masks.to_dict(), input_shape,
-                               what=f"the starting masks (density {masks.density():.3g})")
+    if reaches is False:
+        raise no_path_error(masks.to_dict(), f"the starting masks (density {masks.density():.3g})")
     check_masks_hold(model, masks.to_dict(), input_shape)
     return empty
 

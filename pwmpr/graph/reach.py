@@ -47,9 +47,14 @@ def check_input_reaches_output(model: nn.Module, masks: Mapping[str, Tensor], in
     A model whose unit graph cannot be read is not checked.
     """
     if input_reaches_output(model, masks, input_shape) is False:
-        n_on = sum(int(m.bool().sum()) for m in masks.values())
-        raise PwmprError(f"{what} keep {n_on:,} weight(s) but no path from an input to an output through them: "
-                         "the network computes nothing from its input; raise the density")
+        raise no_path_error(masks, what)
+
+
+def no_path_error(masks: Mapping[str, Tensor], what: str) -> PwmprError:
+    """The refusal of ``masks`` (named ``what``) that keep weights but no input-to-output path."""
+    n_on = sum(int(m.bool().sum()) for m in masks.values())
+    return PwmprError(f"{what} keep {n_on:,} weight(s) but no path from an input to an output through them: "
+                      "the network computes nothing from its input; raise the density")
 
 
 def input_reaches_output(model: nn.Module, masks: Mapping[str, Tensor], input_shape: Sequence[int]) -> bool | None:
