@@ -108,9 +108,8 @@ class PhaseLoop:
         empty = check_start_masks(self.model, masks, self.input_shape)
         if empty:
             self.reporter.message(
-                f"the starting masks leave {len(empty)} layer(s) with no edge ({', '.join(empty[:3])}"
-                f"{', ...' if len(empty) > 3 else ''}), off the path from input to output they keep: each computes "
-                "nothing while it has no edge")
+                f"the starting masks leave {len(empty)} layer(s) with no edge ({_first_names(empty)}), off the path "
+                "from input to output they keep: each computes nothing while it has no edge")
         if self.cfg.tau_core:  # every rank: the same model is refused on each, so none waits for rank 0
             check_tau_core(self.model, masks, self.input_shape)
         # After the seed and the checks above: a model they refuse leaves no config.json.
@@ -468,12 +467,15 @@ def check_start_masks(model: torch.nn.Module, masks: MaskSet, input_shape: tuple
     reaches = input_reaches_output(model, masks.to_dict(), input_shape)  # None: the unit graph cannot be read
     if empty and not reaches:
         raise PwmprError(f"the starting density {masks.density():.3g} leaves {len(empty)} layer(s) with no edge "
-                         f"({', '.join(empty[:3])}{', ...' if len(empty) > 3 else ''}): no input reaches the outputs; "
-                         "raise the density")
+                         f"({_first_names(empty)}): no input reaches the outputs; raise the density")
     if reaches is False:
         raise no_path_error(masks.to_dict(), f"the starting masks (density {masks.density():.3g})")
     check_masks_hold(model, masks.to_dict(), input_shape)
     return empty
+
+
+def _first_names(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
 
 class _SnapshotHook(Hook):

@@ -261,23 +261,22 @@ def _glu(input, dim=-1):
     return a * torch.sigmoid(b)
 
 
-def _addcmul(input, *rest, value=1, out=None):
-    """``torch.addcmul`` as the sum and products it is: ``input + value * tensor1 * tensor2`` (ResMLP's affine)."""
-    value, t1, t2 = rest if len(rest) == 3 else (value, *rest)  # (input, value, t1, t2): the deprecated order
-    result = input + value * t1 * t2
-    return out.copy_(result) if out is not None else result
+def _add_scaled(combine: Callable[[Any, Any], Any]) -> Callable[..., Any]:
+    """``torch.addcmul`` (``combine`` a product) or ``addcdiv`` (a quotient) as the sum it is:
+    ``input + value * combine(tensor1, tensor2)`` (ResMLP's affine)."""
 
+    def decomposed(input, *rest, value=1, out=None):
+        value, t1, t2 = rest if len(rest) == 3 else (value, *rest)  # (input, value, t1, t2): the deprecated order
+        result = input + value * combine(t1, t2)
+        return out.copy_(result) if out is not None else result
 
-def _addcdiv(input, *rest, value=1, out=None):
-    """``torch.addcdiv`` as ``input + value * tensor1 / tensor2``."""
-    value, t1, t2 = rest if len(rest) == 3 else (value, *rest)
-    result = input + value * t1 / t2
-    return out.copy_(result) if out is not None else result
+    return decomposed
 
 
 #: Composite functions the watch modes run as their decomposition (by the name :func:`pwmpr.graph.ops.op_of` gives).
 DECOMPOSITIONS: dict[str, Callable[..., Any]] = {"multi_head_attention_forward": _mha_forward, "glu": _glu,
-                                                 "addcmul": _addcmul, "addcdiv": _addcdiv}
+                                                 "addcmul": _add_scaled(lambda a, b: a * b),
+                                                 "addcdiv": _add_scaled(lambda a, b: a / b)}
 
 
 def detach_tree(out: Any) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils._pytree import tree_map
 
 from pwmpr.graph.mode import move_args, tensors_in
 from pwmpr.graph.ops import Op, reduced_dims
@@ -203,13 +204,6 @@ def _moved_as_float(func, args, kwargs):
     """``func`` (an op that only moves entries, with zeros where it pads) run on unit ids as float64 shifted by one,
     so that padding comes back as -1 (no unit); float64 holds every id exactly."""
 
-    def shift(a):
-        if isinstance(a, Tensor) and a.dtype == torch.long:
-            return (a + 1).double()
-        if isinstance(a, (list, tuple)):
-            return type(a)(shift(t) for t in a)
-        return a
-
-    moved = func(*shift(args), **{k: shift(v) for k, v in kwargs.items()})
-    return type(moved)(m.round().long() - 1 for m in moved) if isinstance(moved, (list, tuple)) else (
-        moved.round().long() - 1)
+    args, kwargs = tree_map(lambda a: (a + 1).double() if isinstance(a, Tensor) and a.dtype == torch.long else a,
+                            (args, kwargs))
+    return tree_map(lambda m: m.round().long() - 1 if isinstance(m, Tensor) else m, func(*args, **kwargs))
