@@ -228,3 +228,30 @@ def test_scaled_dot_product_attention_is_uniform_over_the_visible_keys(causal):
         linear_edges(2, net.head.weight, masks["head.weight"], "head.weight"),
     ]
     _check(net, masks, (t_, 2), [(0, t, i) for t in range(t_) for i in range(2)], layers)
+
+
+# -- a linear layer over tokens (MLP-Mixer's token mixing): one weight shared by every channel -----------------------
+class _TokenMixer(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.t, self.head = torch.nn.Linear(2, 3), torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+
+    def forward(self, x):  # x: (N, 3 tokens, 2 features)
+        h = self.t(self.a(x).transpose(1, 2)).transpose(1, 2)  # (N, 2 tokens, 3 channels)
+        return self.head(h.mean(dim=1))
+
+
+def test_a_linear_over_tokens_scores_every_path_through_each_channel():
+    net = _TokenMixer()
+    _signed(net)
+    masks = _masks(net, ["a.weight", "t.weight", "head.weight"])
+    a, t = _w(net, masks, "a.weight"), _w(net, masks, "t.weight")
+    layers = [
+        [Edge((0, n, f), (1, n, c), a[c][f], ("a.weight", (c, f))) for n in range(3) for f in range(2)
+         for c in range(3)],
+        [Edge((1, n, c), (2, m, c), t[m][n], ("t.weight", (m, n))) for n in range(3) for m in range(2)
+         for c in range(3)],  # token n -> token m, the same entry for every channel
+        [Edge((2, m, c), (3, c), 0.5) for m in range(2) for c in range(3)],  # the mean over tokens
+        linear_edges(3, net.head.weight, masks["head.weight"], "head.weight"),
+    ]
+    _check(net, masks, (3, 2), [(0, n, f) for n in range(3) for f in range(2)], layers)

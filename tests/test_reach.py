@@ -238,3 +238,83 @@ def test_a_cast_to_another_activations_type_is_followed_by_the_walks_and_the_sco
     assert has_path(build_unit_graph(model, (3, 4)), masks)
     scores = pwmp_scores(model, masks, (3, 4))
     assert bool((scores["qkv.weight"][8:] > 0).all())  # v's rows carry every path to the output
+
+
+class _TokenMix(nn.Module):
+    """(3 tokens, 2 features) -> a (channels c0, c1) -> a linear over the tokens (3 -> 2), which every channel shares
+    -> mean over tokens -> fc(2 -> 1). No residual: every path crosses the token weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.t, self.fc = nn.Linear(2, 2), nn.Linear(3, 2), nn.Linear(2, 1)
+
+    def forward(self, x):
+        return self.fc(self.t(self.a(x).transpose(1, 2)).transpose(1, 2).mean(1))
+
+
+@pytest.mark.parametrize(("a", "t", "column", "reaches"), [
+    ([[1, 0], [0, 0]], [[0, 1, 0], [0, 0, 0]], 0, True),  # f0 -> c0 at every token -> token 1 to 0 -> c0 -> fc
+    ([[1, 0], [0, 0]], [[0, 0, 0], [0, 0, 0]], 0, False),  # the token weight kept nothing
+    ([[1, 0], [0, 0]], [[0, 0, 0], [0, 0, 1]], 1, False),  # the channel stays the channel: c1 is not fed
+    ([[0, 0], [0, 1]], [[0, 0, 0], [0, 0, 1]], 1, True),  # f1 -> c1 -> any token entry -> c1 -> fc
+])
+def test_a_linear_over_tokens_keeps_each_channel_through_the_weight_it_shares(a, t, column, reaches):
+    graph = build_unit_graph(_TokenMix(), (3, 2))
+    assert graph.groups[0].n == 2  # the input's units are its features, read by a
+    fc = torch.zeros(1, 2, dtype=torch.bool)
+    fc[0, column] = True
+    masks = {"a.weight": torch.tensor(a, dtype=torch.bool), "t.weight": torch.tensor(t, dtype=torch.bool),
+             "fc.weight": fc}
+    assert has_path(graph, masks) is reaches
+
+
+class _ClassTokenJoin(nn.Module):
+    """(3 tokens, 2 features) -> a (a0, a1); a class token b(mean of a) (b0, b1) joined in front; c reads every
+    token (two distinct unit vectors); fc reads the class token's row of c alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c, self.fc = nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 1)
+
+    def forward(self, x):
+        h = self.a(x)
+        z = torch.cat([self.b(h.mean(1))[:, None], h], 1)
+        return self.fc(self.c(z)[:, 0])
+
+
+@pytest.mark.parametrize(("b", "c", "reaches"), [
+    ([[1, 1], [1, 1]], [[1, 1], [1, 1]], True),
+    ([[0, 0], [0, 0]], [[1, 1], [1, 1]], False),  # the class token's row is computed by b alone
+    ([[1, 0], [0, 0]], [[1, 0], [0, 0]], True),  # a0 -> b0 -> c0 on the class row -> fc
+    ([[1, 0], [0, 0]], [[0, 1], [0, 0]], False),  # c0 reads b1, which b does not feed
+])
+def test_rows_with_other_units_get_a_link_each(b, c, reaches):
+    graph = build_unit_graph(_ClassTokenJoin(), (3, 2))
+    assert sum(link.param == "c.weight" for link in graph.links) == 2
+    masks = {"a.weight": torch.ones(2, 2, dtype=torch.bool), "b.weight": torch.tensor(b, dtype=torch.bool),
+             "c.weight": torch.tensor(c, dtype=torch.bool), "fc.weight": torch.tensor([[True, False]])}
+    assert has_path(graph, masks) is reaches
+
+
+def test_rows_with_too_many_unit_vectors_are_refused():
+    class Many(nn.Module):  # 17 tokens, each computed by its own layer, then one linear over all of them
+        def __init__(self) -> None:
+            super().__init__()
+            self.heads = nn.ModuleList(nn.Linear(2, 2) for _ in range(17))
+            self.c, self.fc = nn.Linear(2, 2), nn.Linear(2, 1)
+
+        def forward(self, x):
+            z = torch.stack([h(x) for h in self.heads], 1)
+            return self.fc(self.c(z).mean(1))
+
+    with pytest.raises(PwmprError, match="its input's units vary along other dims than the one it reads"):
+        build_unit_graph(Many(), (2,))
+
+
+def test_past_a_linear_over_tokens_the_next_refusal_is_the_one_named():
+    class Later(_TokenMix):
+        def forward(self, x):
+            return self.fc(self.t(self.a(x).transpose(1, 2)).cumsum(-1).transpose(1, 2).mean(1))
+
+    with pytest.raises(PwmprError, match=r"calls cumsum\(\) in its forward: pwmpr has no rule for this op"):
+        build_unit_graph(Later(), (3, 2))

@@ -92,3 +92,18 @@ def first_appearance(ids: Tensor) -> Tensor:
     first = torch.full((uniq.numel(),), ids.numel(), dtype=torch.long).scatter_reduce_(
         0, inverse, torch.arange(ids.numel()), "amin")
     return uniq[torch.argsort(first)]
+
+
+def constant_along_rows(ids: Tensor) -> bool:
+    """True when every row along the last dim carries the same unit vector (entries without a unit aside)."""
+    rows = ids.reshape(-1, ids.shape[-1])
+    unit = rows.amax(0)
+    return bool(((rows == unit) | (rows < 0)).all())
+
+
+def first_appearance_rows(rows: Tensor) -> Tensor:
+    """The distinct rows of a 2-D ``rows`` in the order they first appear."""
+    uniq, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    first = torch.full((uniq.shape[0],), rows.shape[0], dtype=torch.long).scatter_reduce_(
+        0, inverse, torch.arange(rows.shape[0]), "amin")
+    return uniq[torch.argsort(first)]

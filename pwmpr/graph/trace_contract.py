@@ -14,8 +14,24 @@ from torch import Tensor
 
 from pwmpr.graph.mode import WeightView
 from pwmpr.graph.ops import Op
-from pwmpr.graph.shadow import DATA, MARKERS, LayoutError, Logits, Units, along, constant_along, unit_vector
+from pwmpr.graph.shadow import (
+    DATA,
+    MARKERS,
+    LayoutError,
+    Logits,
+    Units,
+    along,
+    constant_along,
+    constant_along_rows,
+    first_appearance,
+    first_appearance_rows,
+    unit_vector,
+)
 from pwmpr.graph.trace_attention import entry_heads
+
+
+#: The most distinct unit vectors a linear layer's rows may carry (one link each) before it is refused.
+MAX_ROW_VECTORS = 16
 
 
 class ContractionRules:
@@ -56,14 +72,60 @@ class ContractionRules:
         why = ("its input's units lie along a dim it slides over (a convolution over the units has no rule)"
                if unit_dim == 1 and any(not constant_along(vx.ids, d) for d in range(2, vx.ids.dim()))
                else "its input's units vary along other dims than the one it reads")
-        col = unit_vector(vx.ids, unit_dim, lambda: LayoutError(str(self.refuse(op, why))))
         w3 = weight.reshape(weight.shape[0], weight.shape[1], -1)
         pos3 = positions.reshape(w3.shape) if positions is not None else None
+        if unit_dim == -1 and not constant_along_rows(vx.ids):
+            self._linear_per_row(op, vx.ids, param, positions, weight, out, why)
+            return
+        col = unit_vector(vx.ids, unit_dim, lambda: LayoutError(str(self.refuse(op, why))))
         made = self.builder.link(param, pos3, w3, col, groups, self.where())
         if made is None:
             return
         _, base = made
         self.put(out, Units(along(base + torch.arange(out.shape[unit_dim]), unit_dim, out.shape)))
+
+    def _linear_per_row(self, op: Op, ids: Tensor, param: str | None, positions: Tensor | None, weight: Tensor,
+                        out: Tensor, why: str) -> None:
+        """A linear layer whose input's units vary along other dims than the features it reads (docs/method.md,
+        "Operations").
+
+        Each row read carries one unit (a linear over tokens, as MLP-Mixer mixes them): a link from each unit to a
+        new unit of its own, through every entry of the weight, which all units share (a depthwise link whose
+        kernel is the whole weight). Rows carry a few distinct unit vectors (a class token from another branch
+        joined to patch tokens): one link per distinct vector, each to new units of its own. The model's input is
+        never read this way: a first layer reads its input's units as features, so a model that reads features last
+        is not taken for one that mixes the positions of its input (the tracer then tries the other layout).
+        """
+        rows = ids.reshape(-1, ids.shape[-1])
+        if bool(((rows >= 0) & (rows < self.builder.groups[0].n)).any()):
+            # the model's input read this way: its units lie along the features this layer reads, not across them
+            raise LayoutError(str(self.refuse(op, why)))
+        top = rows.amax(1)
+        n_out, n_in = weight.shape
+        flat_pos = (positions.reshape(-1) if positions is not None else torch.arange(n_out * n_in))
+        out_rows = torch.full((rows.shape[0], n_out), -1, dtype=torch.long)
+        if bool(((rows == top[:, None]) | (rows < 0)).all()):  # one unit per row: the weight mixes positions
+            units = first_appearance(top[top >= 0])
+            k = units.numel()
+            kernel = weight.reshape(1, 1, -1).expand(k, 1, -1)
+            made = self.builder.link(param, flat_pos.reshape(1, 1, -1).expand(k, 1, -1).contiguous(), kernel,
+                                     units, k, self.where())
+            if made is None:
+                return
+            slot = torch.full((int(units.max()) + 1,), -1, dtype=torch.long)
+            slot[units] = torch.arange(k)
+            has = top >= 0
+            out_rows[has] = (made[1] + slot[top[has]])[:, None].expand(-1, n_out)
+        else:
+            vectors = first_appearance_rows(rows[(rows >= 0).any(1)])
+            if vectors.shape[0] > MAX_ROW_VECTORS:
+                raise LayoutError(str(self.refuse(op, why)))
+            for vec in vectors:
+                made = self.builder.link(param, None if positions is None else positions.reshape(n_out, n_in, 1),
+                                         weight.reshape(n_out, n_in, 1), vec, 1, self.where())
+                if made is not None:
+                    out_rows[(rows == vec).all(1)] = made[1] + torch.arange(n_out)
+        self.put(out, Units(out_rows.reshape(out.shape)))
 
     def _param_values(self, view: WeightView, shape: tuple[int, ...]) -> Tensor:
         """``|W0|`` of a weight view: the parameter's own entries, whatever transform the forward applied."""
