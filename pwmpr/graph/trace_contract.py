@@ -29,7 +29,6 @@ from pwmpr.graph.shadow import (
 )
 from pwmpr.graph.trace_attention import entry_heads
 
-
 #: The most distinct unit vectors a linear layer's rows may carry (one link each) before it is refused.
 MAX_ROW_VECTORS = 16
 
