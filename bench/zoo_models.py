@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from pwmpr._tv_compat import import_torchvision
@@ -109,8 +110,8 @@ def _conv_over_channels(self: _Refused, h):  # efficient channel attention: a 1-
 
 #: name -> (what it does, factory(num_classes, input_shape)): each uses one op that has no rule (docs/method.md).
 REFUSED: dict[str, tuple[str, Callable[[int, tuple[int, ...]], nn.Module]]] = {
-    "refused_softmax": ("a softmax over the features (not attention)",
-                        lambda n, s: _Refused(n, s, lambda self, h: h.softmax(dim=1))),
+    "refused_fft": ("a Fourier transform over the features (FNet's token mixing)",
+                    lambda n, s: _Refused(n, s, lambda self, h: torch.fft.fft(h, dim=1).real)),
     "refused_cumsum": ("a cumulative sum over the features",
                        lambda n, s: _Refused(n, s, lambda self, h: h.cumsum(dim=1))),
     "refused_index": ("indexing with positions computed from the input",

@@ -27,7 +27,7 @@ class TinyNet(nn.Module):
 
 
 class Normalized(nn.Module):
-    """Normalizes its features with a softmax: it mixes the units, so neither PHEW nor PWMP can follow it."""
+    """Sums its features cumulatively: pwmpr has no rule for cumsum, so neither PHEW nor PWMP can follow it."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -35,7 +35,7 @@ class Normalized(nn.Module):
         self.head = nn.Linear(16, 10)
 
     def forward(self, x):
-        return self.head(torch.softmax(self.a(x.flatten(1)), dim=1))
+        return self.head(torch.cumsum(self.a(x.flatten(1)), dim=1))
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_grow_module_rejects_bad_data_and_unsupported_layers(tmp_path, digits):
     with pytest.raises(PwmprError, match=r"input_shape \(1, 8, 8\) cannot be fed"):
         pwmpr.grow_module(nn.Sequential(nn.Flatten(), nn.Linear(10, 10)), (x, y), val=val, out=tmp_path / "c",
                           **QUICK)
-    with pytest.raises(PwmprError, match=r"softmax\(\)"):  # the seed's graph walk names the op
+    with pytest.raises(PwmprError, match=r"cumsum\(\)"):  # the seed's graph walk names the op
         pwmpr.grow_module(Normalized(), (x, y), val=val, out=tmp_path / "d", **QUICK)
 
 

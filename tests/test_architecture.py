@@ -300,12 +300,15 @@ def test_a_new_attention_model_needs_no_engine_change():
     assert scores["attn.v_proj.weight"].gt(0).all() and scores["attn.o_proj.weight"].gt(0).all()
 
 
-def test_a_softmax_that_is_not_attention_is_refused():
-    from pwmpr.errors import PwmprError
+def test_a_softmax_that_is_not_attention_keeps_the_units_and_scores_as_the_identity():
+    from pwmpr.graph import build_unit_graph
     from pwmpr.score import pwmp_scores
-    from pwmpr.seed import phew_masks
 
+    torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Softmax(dim=1), torch.nn.Linear(5, 3))
-    for run in (lambda: pwmp_scores(model, {}, (4,)), lambda: phew_masks(model, 0.5, (4,))):
-        with pytest.raises(PwmprError, match=r"module 1 \(Softmax\) calls softmax\(\).*not attention logits"):
-            run()
+    plain = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Identity(), torch.nn.Linear(5, 3))
+    plain.load_state_dict(model.state_dict())
+    for name, s in pwmp_scores(model, {}, (4,)).items():
+        torch.testing.assert_close(s, pwmp_scores(plain, {}, (4,))[name], rtol=1e-12, atol=0)
+    graph = build_unit_graph(model, (4,))
+    assert [link.weight.shape for link in graph.links] == [(5, 4, 1), (3, 5, 1)]  # the 5 units carry on

@@ -111,8 +111,13 @@ import sys
 from torch import nn
 
 
-def softmax(num_classes, input_shape):
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Softmax(dim=1), nn.Linear(16, num_classes))
+class Cumsum(nn.Module):
+    def forward(self, x):
+        return x.cumsum(dim=1)
+
+
+def cumsum(num_classes, input_shape):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), Cumsum(), nn.Linear(16, num_classes))
 
 
 def no_layer(num_classes, input_shape):
@@ -289,8 +294,8 @@ CASES = [
          lambda t, r: ["--min-density", "0.5", "--max-density", "0.1"], "min density <= max density"),
     Case("sweep-factor-1", "sweep", "`--factor 1` (a grid that never grows)", lambda t, r: ["--factor", "1"],
          "factor must be > 1"),
-    Case("model-unsupported-op", "grow", "own model with an op pwmpr has no rule for (`nn.Softmax` over features)",
-         lambda t, r: ["--model", _user_model(t, "softmax")], "calls softmax() in its forward"),
+    Case("model-unsupported-op", "grow", "own model with an op pwmpr has no rule for (`cumsum` over features)",
+         lambda t, r: ["--model", _user_model(t, "cumsum")], "calls cumsum() in its forward"),
     Case("model-no-layer", "grow", "own model with no Conv or Linear layer",
          lambda t, r: ["--model", _user_model(t, "no_layer")], "has no Conv or Linear layer"),
     Case("model-factory-exits", "grow", "own model factory calling `sys.exit(3)`",

@@ -112,12 +112,17 @@ def test_code_spec_runs_a_baseline(tmp_path, user_module):
     assert summary["model"] == f"{user_module}:make" and summary["discovered_density"] == 1.0
 
 
-SOFTMAX_MODULE = '''
+CUMSUM_MODULE = '''
 from torch import nn
 
 
-def softmax(num_classes, input_shape):
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Softmax(dim=1), nn.Linear(16, num_classes))
+class Cumsum(nn.Module):
+    def forward(self, x):
+        return x.cumsum(dim=1)
+
+
+def cumsum(num_classes, input_shape):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), Cumsum(), nn.Linear(16, num_classes))
 
 
 def fixed(num_classes, input_shape):
@@ -126,18 +131,18 @@ def fixed(num_classes, input_shape):
 
 
 def test_refused_model_leaves_nothing_that_blocks_the_corrected_command(tmp_path, monkeypatch):
-    name = f"softmax_models_{tmp_path.name.replace('-', '_')}"
-    (tmp_path / f"{name}.py").write_text(SOFTMAX_MODULE)
+    name = f"cumsum_models_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(CUMSUM_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     out = tmp_path / "run"
     # RigL never scores by PWMP; only its tau-core needs the scoring net, and the error says so before any training.
-    result = runner.invoke(app, ["baseline", "rigl", "--data", "digits", "--model", f"{name}:softmax", "--epochs",
+    result = runner.invoke(app, ["baseline", "rigl", "--data", "digits", "--model", f"{name}:cumsum", "--epochs",
                                  "1", "-q", "--out", str(out)])
     assert result.exit_code == 2, result.output
     assert "the tau-core" in result.output and "--no-tau-core" in result.output, result.output
     assert not out.exists() or not any(out.iterdir())
-    result = runner.invoke(app, ["grow", *TINY, "--model", f"{name}:softmax", "--out", str(out)])
-    assert result.exit_code == 2 and "softmax()" in result.output, result.output
+    result = runner.invoke(app, ["grow", *TINY, "--model", f"{name}:cumsum", "--out", str(out)])
+    assert result.exit_code == 2 and "cumsum()" in result.output, result.output
     assert not out.exists() or not any(out.iterdir())
     result = runner.invoke(app, ["grow", *TINY, "--model", f"{name}:fixed", "--out", str(out)])
     assert result.exit_code == 0, result.output

@@ -318,3 +318,79 @@ def test_past_a_linear_over_tokens_the_next_refusal_is_the_one_named():
 
     with pytest.raises(PwmprError, match=r"calls cumsum\(\) in its forward: pwmpr has no rule for this op"):
         build_unit_graph(Later(), (3, 2))
+
+
+class _StackedHeads(nn.Module):
+    """Two heads on the same input, stacked and averaged (CrossViT's head): class j of the mean is fed by both heads'
+    class j; the whole is a log_softmax of it (the class scores PyTorch's MNIST example returns)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.h0, self.h1 = nn.Linear(2, 2), nn.Linear(2, 2)
+
+    def forward(self, x):
+        return torch.log_softmax(torch.stack([self.h0(x), self.h1(x)]).mean(0), dim=-1)
+
+
+@pytest.mark.parametrize(("h0", "h1", "reaches"), [
+    ([[0, 0], [0, 0]], [[0, 0], [1, 0]], True),  # in0 -> class 1 through the second head alone
+    ([[0, 0], [0, 0]], [[0, 0], [0, 0]], False),
+    ([[1, 0], [0, 0]], [[0, 0], [0, 0]], True),
+])
+def test_a_mean_over_stacked_heads_merges_them_class_by_class(h0, h1, reaches):
+    graph = build_unit_graph(_StackedHeads(), (2,))
+    assert graph.groups[graph.output].n == 2  # the classes stay apart
+    masks = {"h0.weight": torch.tensor(h0, dtype=torch.bool), "h1.weight": torch.tensor(h1, dtype=torch.bool)}
+    assert has_path(graph, masks) is reaches
+
+
+class _ClassTokenAttention(nn.Module):
+    """(3 tokens, 2 features) -> a; a class token b(mean of a) joined in front; attention over the 4 tokens (q, k and
+    v all the joined tokens, so their tokens carry two unit vectors); fc reads the class token's output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.fc = nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 1)
+
+    def forward(self, x):
+        h = self.a(x)
+        z = torch.cat([self.b(h.mean(1))[:, None], h], 1)
+        return self.fc(torch.nn.functional.scaled_dot_product_attention(z, z, z)[:, 0])
+
+
+@pytest.mark.parametrize(("a", "b", "reaches"), [
+    ([[1, 1], [1, 1]], [[0, 0], [0, 0]], True),  # attention carries the patch tokens' values to the class token
+    ([[0, 0], [0, 0]], [[1, 1], [1, 1]], False),  # b reads a, which keeps nothing
+    ([[0, 0], [1, 0]], [[0, 0], [0, 0]], False),  # fc reads feature 0; a feeds feature 1 alone
+    ([[0, 0], [1, 0]], [[1, 0], [0, 0]], False),  # b's feature 0 reads a's feature 0: nothing there
+    ([[0, 0], [1, 0]], [[0, 1], [0, 0]], True),  # in0 -> a1 -> b0 -> the class token's feature 0 -> fc
+])
+def test_attention_over_tokens_with_other_units_merges_them_feature_by_feature(a, b, reaches):
+    graph = build_unit_graph(_ClassTokenAttention(), (3, 2))
+    masks = {"a.weight": torch.tensor(a, dtype=torch.bool), "b.weight": torch.tensor(b, dtype=torch.bool),
+             "fc.weight": torch.tensor([[True, False]])}
+    assert has_path(graph, masks) is reaches
+
+
+def test_more_than_sixteen_distinct_slices_are_not_merged():
+    class ManyHeads(nn.Module):  # 17 heads averaged: the mean keeps nothing the walks could follow
+        def __init__(self) -> None:
+            super().__init__()
+            self.heads = nn.ModuleList(nn.Linear(2, 2) for _ in range(17))
+
+        def forward(self, x):
+            return torch.stack([h(x) for h in self.heads]).mean(0)
+
+    class ChannelAttention(nn.Module):  # 20 channels attending to each other (XCiT's cross-covariance attention)
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.fc = nn.Linear(2, 20), nn.Linear(20, 2)
+
+        def forward(self, x):
+            t = self.a(x).unsqueeze(-1)  # (N, 20 channels as tokens, 1)
+            return self.fc(torch.nn.functional.scaled_dot_product_attention(t, t, t).squeeze(-1))
+
+    with pytest.raises(PwmprError, match="returns one tensor of class scores computed from its input"):
+        build_unit_graph(ManyHeads(), (2,))
+    with pytest.raises(PwmprError, match="the units of an attention operand vary over its tokens"):
+        build_unit_graph(ChannelAttention(), (2,))

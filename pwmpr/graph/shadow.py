@@ -11,6 +11,10 @@ from torch import Tensor
 
 from pwmpr.errors import PwmprError
 
+#: The most distinct unit vectors the rows a linear layer reads, or the tokens of an attention operand, may carry
+#: (one link, or one merge operand, each) before the op is refused.
+MAX_UNIT_VECTORS = 16
+
 
 @dataclass(frozen=True)
 class Units:

@@ -15,6 +15,7 @@ from pwmpr.graph.ops import Op, reduced_dims
 from pwmpr.graph.shadow import (
     DATA,
     MARKERS,
+    MAX_UNIT_VECTORS,
     LayoutError,
     Units,
     along,
@@ -90,7 +91,12 @@ class ActivationRules:
 
     def _pool_units(self, op: Op, ids: Tensor, varying: list[int], dims: list[int], out: Tensor) -> None:
         """A reduction over the units: a fixed link from every unit it reads to one new unit (a channel mean, a
-        max over channels as its mean). Units spread over several dims keep nothing: the result is data."""
+        max over channels as its mean). Where the units also vary along a dim it keeps (the mean of stacked heads,
+        the sum of split-attention branches), the slices it reduces meet entry by entry, as in a residual add.
+        Units spread over several reduced dims alone keep nothing: the result is data."""
+        if any(d not in dims for d in varying):
+            self._merge_slices(ids, dims, out)
+            return
         if len(varying) != 1:
             self.put(out, DATA)  # usable in control flow and masks only
             return
@@ -101,6 +107,21 @@ class ActivationRules:
             self.put(out, DATA)
             return
         self.put(out, Units(torch.full(tuple(out.shape), made[1], dtype=torch.long)))
+
+    def _merge_slices(self, ids: Tensor, dims: list[int], out: Tensor) -> None:
+        """Ids of a reduction over ``dims`` whose slices carry other units: each distinct slice is a merge operand
+        (at most ``MAX_UNIT_VECTORS``; more keep nothing: data)."""
+        kept = [d for d in range(ids.dim()) if d not in dims]
+        flat = ids.permute(dims + kept).reshape(-1, *[ids.shape[d] for d in kept])
+        distinct: list[Tensor] = []
+        for piece in flat:
+            if bool((piece >= 0).any()) and not any(torch.equal(piece, d) for d in distinct):
+                distinct.append(piece)
+        if not distinct or len(distinct) > MAX_UNIT_VECTORS:
+            self.put(out, DATA)
+            return
+        merged = self.builder.merge(distinct, "reduce") if len(distinct) > 1 else distinct[0]
+        self.put(out, Units(merged.reshape(out.shape).clone()))
 
     def _binary(self, op, func, args, kwargs, out, acts) -> None:
         marker = self._marker(acts)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from pwmpr.graph.ops import Op
-from pwmpr.graph.shadow import AttentionMap, Logits, Units, constant_along, first_appearance
+from pwmpr.graph.shadow import MAX_UNIT_VECTORS, AttentionMap, Logits, Units, constant_along, first_appearance
 from pwmpr.graph.units import AttentionSite
 
 
@@ -20,11 +20,14 @@ class AttentionRules:
 
     def _softmax(self, op, func, args, kwargs, out, acts) -> None:
         value = acts[0][1]
-        if isinstance(value, Logits) and len(acts) == 1:
+        if len(acts) != 1:
+            raise self.refuse(op, "pwmpr knows this op on one activation")
+        if isinstance(value, Logits):
             self.put(out, AttentionMap(value.q, value.k, value.site))
             return
-        raise self.refuse(op, "a softmax of an activation that is not attention logits (q @ k) mixes the units it "
-                              "normalizes over; pwmpr has no per-unit stand-in for it")
+        # Of anything else (class scores, split attention's branch weights, a pooling's token weights): an
+        # elementwise exp, then a division by a sum, a normalization: the units are kept, as a norm keeps them.
+        self._same(op, func, args, kwargs, out, acts)
 
     def _attention(self, op, func, args, kwargs, out, acts) -> None:
         q, k, v = (args[i] if len(args) > i else kwargs.get(n) for i, n in enumerate(("query", "key", "value")))
@@ -36,10 +39,20 @@ class AttentionRules:
         self.put(out, Units(self._attention_output(op, feats, tuple(out.shape), len(self.sites) - 1)))
 
     def _feature(self, op: Op, ids: Tensor, token_dim: int) -> Tensor:
-        """The unit ids of an attention operand with its token dim reduced (kept as size 1)."""
-        if not constant_along(ids, token_dim):
+        """The unit ids of an attention operand with its token dim reduced (kept as size 1). Tokens carrying other
+        units (a class token computed by another branch, rotary features past a prefix) meet feature by feature:
+        attention mixes the tokens, so each feature's units merge, as a residual add's do."""
+        if constant_along(ids, token_dim):
+            return ids.amax(dim=token_dim, keepdim=True)
+        tokens = ids.movedim(token_dim, 0)
+        distinct: list[Tensor] = []
+        for t in tokens:
+            if bool((t >= 0).any()) and not any(torch.equal(t, d) for d in distinct):
+                distinct.append(t)
+        if len(distinct) > MAX_UNIT_VECTORS:
             raise self.refuse(op, "the units of an attention operand vary over its tokens")
-        return ids.amax(dim=token_dim, keepdim=True)
+        merged = self.builder.merge([d.unsqueeze(0) for d in distinct], "attention tokens")
+        return merged.movedim(0, token_dim)
 
     def _attention_output(self, op: Op, feats: list[Tensor | None], shape: tuple[int, ...], site: int) -> Tensor:
         """Ids of ``attention @ v``: q, k and v units meet (like a 3-way residual add) where they line up; the site

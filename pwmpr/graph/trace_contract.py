@@ -17,6 +17,7 @@ from pwmpr.graph.ops import Op
 from pwmpr.graph.shadow import (
     DATA,
     MARKERS,
+    MAX_UNIT_VECTORS,
     LayoutError,
     Logits,
     Units,
@@ -28,9 +29,6 @@ from pwmpr.graph.shadow import (
     unit_vector,
 )
 from pwmpr.graph.trace_attention import entry_heads
-
-#: The most distinct unit vectors a linear layer's rows may carry (one link each) before it is refused.
-MAX_ROW_VECTORS = 16
 
 
 class ContractionRules:
@@ -117,7 +115,7 @@ class ContractionRules:
             out_rows[has] = (made[1] + slot[top[has]])[:, None].expand(-1, n_out)
         else:
             vectors = first_appearance_rows(rows[(rows >= 0).any(1)])
-            if vectors.shape[0] > MAX_ROW_VECTORS:
+            if vectors.shape[0] > MAX_UNIT_VECTORS:
                 raise LayoutError(str(self.refuse(op, why)))
             for vec in vectors:
                 made = self.builder.link(param, None if positions is None else positions.reshape(n_out, n_in, 1),

@@ -28,9 +28,8 @@ class AttentionStandIns:
 
     def _softmax(self, op, func, args, kwargs, acts) -> Any:
         x = args[0]
-        if self.get(x) != LOGITS:
-            raise self.refuse(op, "a softmax of an activation that is not attention logits (q @ k) mixes the units it "
-                                  "normalizes over; pwmpr has no per-unit stand-in for it")
+        if self.get(x) != LOGITS:  # exp -> the identity, the division by a sum a normalization without a scale
+            return self._same(op, func, args, kwargs, acts)
         dim = arg(args, kwargs, 1, "dim", -1)
         visible = torch.isfinite(x.detach()).to(x.dtype)
         weights = visible / visible.sum(dim=dim, keepdim=True).clamp(min=1)
