@@ -111,6 +111,10 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
         return sum(1 for r in rows if f"{step}_exit" in r and _outcome(
             r[f"{step}_exit"], r.get(f"{step}_message", ""), r.get(f"{step}_traceback", False)).startswith(kind))
 
+    measured = getattr(args, "measured", None)
+    if measured and set(measured) != {r["model"] for r in rows}:
+        lines += ["", f"Measured last, at later code: {', '.join(measured)}; the other rows are from the run before "
+                      "(timm-reach.json keeps each row)."]
     lines += ["", f"Computed: of {len(rows)} models, {grown} grow and {exported} of those export with every "
                   f"encoding checked; {count('grow', 'refused')} refused at the start and {count('export', 'refused')} "
                   f"at the export, in one line; {count('grow', '**bug**') + count('export', '**bug**')} step(s) "
@@ -144,8 +148,10 @@ def main() -> None:
     saved = json.loads(path.read_text()) if path.is_file() else {}
     if args.rerender:
         rows, args.samples = saved.get("rows", []), saved.get("samples", args.samples)
+        args.measured = saved.get("measured")
     else:  # a subset measured again: the other models keep the rows measured last time
         rows = [r for r in saved.get("rows", []) if r["model"] not in args.models and r["model"] in timm_models.SPECS]
+        args.measured = args.models
     for name in [] if args.rerender else args.models:
         print(f"timm_reach: {name}", file=sys.stderr, flush=True)
         rows.append(measure(name, args.samples, args.out))
@@ -156,7 +162,8 @@ def main() -> None:
     if args.dry_run:
         print(text)
         return
-    (RESULTS / "timm-reach.json").write_text(json.dumps({"rows": rows, "samples": args.samples}, indent=1))
+    (RESULTS / "timm-reach.json").write_text(json.dumps({"rows": rows, "samples": args.samples,
+                                                        "measured": args.measured}, indent=1))
     publish("timm-reach", text, docs=("bench/RESULTS.md",))
 
 

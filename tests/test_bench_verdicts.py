@@ -219,6 +219,10 @@ def test_timm_reach_tells_a_one_line_refusal_from_a_bug_and_counts_them(monkeypa
     assert "| d (d_t) | 32 | ok | max-phases, 0.0625 | **bug** (exit 2, traceback): `error: x` |" in text
     assert ("Computed: of 4 models, 2 grow and 1 of those export with every encoding checked; 1 refused at the "
             "start and 0 at the export, in one line; 2 step(s) failed otherwise (a bug).") in text
+    assert "Measured last" not in text
+    subset = reach.render(rows, argparse.Namespace(samples=600, measured=["b", "c"]))
+    assert "Measured last, at later code: b, c; the other rows are from the run before" in subset
+    assert "Measured last" not in reach.render(rows, argparse.Namespace(samples=600, measured=["a", "b", "c", "d"]))
 
 
 def test_timm_reach_sees_a_traceback_but_not_a_table_drawn_with_box_characters():
