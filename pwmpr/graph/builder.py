@@ -165,7 +165,10 @@ class GroupBuilder:
         if not bool((col >= 0).any()):
             return None
         src, local = self.as_group(col, name)
-        link = Link(param=param, src=src, dst=-1, weight=weight.detach().float().cpu().contiguous(),
+        weight = weight.detach().float().cpu()
+        if weight.stride(0) != 0:  # a kernel shared by every group (stride 0) stays one tensor, broadcast
+            weight = weight.contiguous()
+        link = Link(param=param, src=src, dst=-1, weight=weight,
                     col_unit=local, n_src=self.groups[src].n, groups=groups, positions=positions)
         if groups > 1 and bool(torch.bincount(local[local >= 0], minlength=1).max() > 1):
             raise PwmprError(f"PHEW cannot follow {name}: a grouped convolution reads one unit twice")

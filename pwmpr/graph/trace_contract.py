@@ -105,8 +105,8 @@ class ContractionRules:
             units = first_appearance(top[top >= 0])
             k = units.numel()
             kernel = weight.reshape(1, 1, -1).expand(k, 1, -1)
-            made = self.builder.link(param, flat_pos.reshape(1, 1, -1).expand(k, 1, -1).contiguous(), kernel,
-                                     units, k, self.where())
+            made = self.builder.link(param, flat_pos.reshape(1, 1, -1).expand(k, 1, -1), kernel, units, k,
+                                     self.where())
             if made is None:
                 return
             slot = torch.full((int(units.max()) + 1,), -1, dtype=torch.long)

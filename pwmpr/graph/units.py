@@ -160,7 +160,7 @@ class Link:
         flat = masks[self.param].detach().cpu().bool().reshape(-1)
         if self.positions is None:
             return flat.view(self.weight.shape)
-        return flat[self.positions.reshape(-1)].view(self.weight.shape)
+        return flat[self.positions].expand(self.weight.shape)
 
     def reach_forward(self, masks: Mapping[str, Tensor], alive_src: Tensor) -> Tensor:
         """Dst units an enabled entry reaches from a live source unit."""
@@ -198,7 +198,17 @@ class Link:
 
     def flat_positions(self, entries: Tensor) -> Tensor:
         """Flat indices into the parameter of entries given as flat indices into ``weight``."""
-        return entries if self.positions is None else self.positions.reshape(-1)[entries]
+        if self.positions is None:
+            return entries
+        return self.positions[torch.unravel_index(entries, self.positions.shape)]  # no copy of a shared kernel's
+
+    @cached_property
+    def shared_kernel(self) -> Tensor | None:
+        """``[n_kernel]``: the one kernel every (dst unit, input feature) of a grouped link reads, when they share
+        it (a linear over tokens, which every channel applies: stored once, broadcast); else None."""
+        if self.groups == 1 or self.weight.stride(0) != 0 or self.n_in != 1 and self.weight.stride(1) != 0:
+            return None
+        return self.weight[0, 0]
 
 
 @dataclass

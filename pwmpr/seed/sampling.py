@@ -87,7 +87,15 @@ def sample_cells(link: Link, o: Tensor, c: Tensor, gen: torch.Generator, cache: 
     else:
         local = link.feature_of_unit[c] - (o // (link.n_dst // link.groups)) * link.n_in
         rows = o * link.n_in + local
-        cell = torch.zeros_like(o) if k == 1 else draw_cells(
-            link.weight.view(-1, k), torch.ones(1, k, dtype=torch.bool), rows, torch.zeros_like(rows), gen)
+        shared = link.shared_kernel
+        if k == 1:
+            cell = torch.zeros_like(o)
+        elif shared is not None:  # every row reads the same kernel: one CDF, searched by each draw
+            cdf = cell_cdf(shared[None], torch.ones(1, k, dtype=torch.bool), torch.zeros(1, dtype=torch.long))[0]
+            u = torch.rand(rows.numel(), generator=gen, dtype=torch.float64)
+            cell = torch.searchsorted(cdf, u, right=True).clamp(max=k - 1)
+        else:
+            cell = draw_cells(link.weight.view(-1, k), torch.ones(1, k, dtype=torch.bool), rows, torch.zeros_like(rows),
+                              gen)
         entry = rows * k + cell
     return link.flat_positions(entry)
