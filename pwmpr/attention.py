@@ -56,21 +56,35 @@ def _entries(graph: UnitGraph, ids: Tensor, shapes: Mapping[str, torch.Size], he
     head = heads if heads is not None else torch.full_like(ids, -1)
     g, local = graph.owner(ids)
     for gi, li, hi in zip(g.tolist(), local.tolist(), head.tolist(), strict=True):
-        group = graph.groups[gi]
-        while group.kind == "merge" and group.src_group.shape[1] == 1:
-            gi, li = int(group.src_group[li, 0]), int(group.src_unit[li, 0])
-            group = graph.groups[gi]
-        if group.kind != "layer":
-            continue
-        link = graph.links[group.link]
-        if link.param is None or link.param not in shapes:
-            continue
-        width = link.n_in * link.n_kernel
-        positions = link.flat_positions(li * width + torch.arange(width))
-        mask, entry_head = out.setdefault(link.param, (torch.zeros(shapes[link.param], dtype=torch.bool),
-                                                       torch.full(shapes[link.param], -1, dtype=torch.long)))
-        mask.view(-1)[positions] = True
-        entry_head.view(-1)[positions] = hi
+        units = _layer_units(graph, gi, li)
+        links = {graph.groups[u].link for u, _ in units}
+        if not units or len({graph.links[i].param for i in links}) != 1:
+            continue  # not one weight's output (a residual sum of two, a fixed link)
+        for u, lu in units:
+            link = graph.links[graph.groups[u].link]
+            if link.param is None or link.param not in shapes:
+                continue
+            width = link.n_in * link.n_kernel
+            positions = link.flat_positions(lu * width + torch.arange(width))
+            mask, entry_head = out.setdefault(link.param, (torch.zeros(shapes[link.param], dtype=torch.bool),
+                                                           torch.full(shapes[link.param], -1, dtype=torch.long)))
+            mask.view(-1)[positions] = True
+            entry_head.view(-1)[positions] = hi
+    return out
+
+
+def _layer_units(graph: UnitGraph, g: int, unit: int) -> list[tuple[int, int]]:
+    """The layer units (group, unit) that unit ``unit`` of group ``g`` is, through merges: one for a layer's unit,
+    several where a merge joins the uses of a weight (the class token's q and the patch tokens' q)."""
+    group = graph.groups[g]
+    if group.kind == "layer":
+        return [(g, unit)]
+    if group.kind != "merge":
+        return []
+    out: list[tuple[int, int]] = []
+    for s in range(group.src_group.shape[1]):
+        if int(group.src_group[unit, s]) >= 0:
+            out += _layer_units(graph, int(group.src_group[unit, s]), int(group.src_unit[unit, s]))
     return out
 
 

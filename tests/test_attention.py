@@ -338,3 +338,54 @@ def test_rules_find_q_and_k_rows_inside_a_packed_projection():
         assert (s[packed][:8][~masks[packed][:8]] > 0).any(), rule
         if rule != "pwmp-attn":  # the q/k rules keep PWMP's scores on the value rows
             assert torch.equal(s[packed][8:], pwmp[packed][8:]), rule
+
+
+class _QKNormed(nn.Module):
+    """Packed qkv, 2 heads of width 4, q and k each normalized per head by hand (a norm and an RMS)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.proj, self.head = nn.Linear(8, 24), nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, t, 3, 2, 4).permute(2, 0, 3, 1, 4)
+        q = q / q.norm(dim=-1, keepdim=True)
+        k = k * torch.rsqrt(k.pow(2).mean(-1, keepdim=True) + 1e-6)
+        return self.head(self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, 8)).mean(1))
+
+
+class _ClassTokenQKV(nn.Module):
+    """A class token computed by another branch (b) joined to the patch tokens; one qkv for all of them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.qkv, self.head = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 24), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.a(x)
+        q, k, v = self.qkv(torch.cat([self.b(h.mean(1))[:, None], h], 1)).chunk(3, -1)
+        return self.head(F.scaled_dot_product_attention(q, k, v)[:, 0])
+
+
+@pytest.mark.parametrize("model", [_QKNormed(), _ClassTokenQKV()], ids=["per-head-norm", "class-token-branch"])
+def test_q_and_k_are_found_through_a_per_head_norm_and_a_class_token_from_another_branch(model):
+    (group,) = qk_groups(model, MaskSet.dense(model), (5, 8))
+    qk = group.qk["qkv.weight"]
+    assert qk[:16].all() and not qk[16:].any()  # every q and k row, no v row
+    assert qk_scores(model, MaskSet.dense(model), (5, 8), None, "random")["qkv.weight"][:16].gt(0).all()
+
+
+def test_a_softmax_of_attention_weights_is_refused():
+    class Twice(_ClassTokenQKV):
+        def forward(self, x):
+            h = self.a(x)
+            q, k, v = self.qkv(h).chunk(3, -1)
+            return self.head((torch.softmax(torch.softmax(q @ k.transpose(1, 2), -1), -1) @ v).mean(1))
+
+    from pwmpr.errors import PwmprError
+    from pwmpr.graph import build_unit_graph
+
+    for run in (lambda m: build_unit_graph(m, (5, 8)), lambda m: pwmp_scores(m, {}, (5, 8))):
+        with pytest.raises(PwmprError, match="a softmax of attention weights has no stand-in"):
+            run(Twice())

@@ -394,3 +394,32 @@ def test_more_than_sixteen_distinct_slices_are_not_merged():
         build_unit_graph(ManyHeads(), (2,))
     with pytest.raises(PwmprError, match="the units of an attention operand vary over its tokens"):
         build_unit_graph(ChannelAttention(), (2,))
+
+
+class _PaddedTokens(nn.Module):
+    """(3 tokens, 2 features) -> a -> a constant token padded in front -> a linear over the 4 tokens -> fc."""
+
+    def __init__(self, hole: bool = False) -> None:
+        super().__init__()
+        self.hole = hole
+        self.a, self.t, self.fc = nn.Linear(2, 2), nn.Linear(4, 2), nn.Linear(2, 1)
+
+    def forward(self, x):
+        h = torch.nn.functional.pad(self.a(x).transpose(1, 2), (1, 0))  # (N, 2 channels, 4 tokens)
+        if self.hole:  # channel 0 also loses token 2: the rows read units at different positions
+            h = h.clone()
+            h[:, 0, 2] = 0.0
+        return self.fc(self.t(h).mean(-1))
+
+
+@pytest.mark.parametrize(("column", "reaches"), [(0, False), (1, True), (3, True)])
+def test_a_linear_over_tokens_has_no_edge_from_a_padded_token(column, reaches):
+    graph = build_unit_graph(_PaddedTokens(), (3, 2))
+    t = torch.zeros(2, 4, dtype=torch.bool)
+    t[1, column] = True  # token 0 is the padding: a constant, no unit
+    assert has_path(graph, {"t.weight": t}) is reaches
+
+
+def test_rows_reading_units_at_different_positions_are_refused():
+    with pytest.raises(PwmprError, match="rows with a unit at different positions"):
+        build_unit_graph(_PaddedTokens(hole=True), (3, 2))

@@ -67,3 +67,8 @@ def test_phew_on_a_shared_kernel_enables_what_the_materialized_one_would(seed, m
     monkeypatch.setattr(Link, "shared_kernel", property(lambda self: None))  # every row's CDF, as before
     materialized = phew_masks(model, 0.3, (5, 3), seed=seed)
     assert all(torch.equal(shared[k], materialized[k]) for k in shared)
+
+
+def test_a_float64_model_shares_its_kernel_too():
+    link = _token_link(_TokenMixer().double())
+    assert link.shared_kernel is not None and link.weight.untyped_storage().nbytes() == 20 * 4

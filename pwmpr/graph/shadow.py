@@ -24,6 +24,15 @@ class Units:
 
 
 @dataclass(frozen=True)
+class Statistic(Units):
+    """A reduction whose slices carried other units (their merge), with the ids it reduced (``source``): combined
+    back with those elementwise (``q / q.norm(dim=-1)`` per head), it is a normalization, and they keep their
+    units, as a norm layer's do."""
+
+    source: Tensor
+
+
+@dataclass(frozen=True)
 class Logits:
     """Attention logits ``q @ k^T`` of attention site ``site``: the unit ids of q and k along the contracted dim,
     laid out ``(..., 1, d)``."""

@@ -17,6 +17,7 @@ from pwmpr.graph.shadow import (
     MARKERS,
     MAX_UNIT_VECTORS,
     LayoutError,
+    Statistic,
     Units,
     along,
     constant_along,
@@ -121,7 +122,7 @@ class ActivationRules:
             self.put(out, DATA)
             return
         merged = self.builder.merge(distinct, "reduce") if len(distinct) > 1 else distinct[0]
-        self.put(out, Units(merged.reshape(out.shape).clone()))
+        self.put(out, Statistic(merged.reshape(out.shape).clone(), ids))
 
     def _binary(self, op, func, args, kwargs, out, acts) -> None:
         marker = self._marker(acts)
@@ -131,12 +132,20 @@ class ActivationRules:
             self._set(out, marker)
             return
         shape = tuple(out.shape)
+        values = [v for _, v in acts]
+        # a statistic combined with the activation it was computed from normalizes it: that one keeps its units
+        values = [v for v in values if not (isinstance(v, Statistic) and any(
+            u is not v and tuple(u.ids.shape) == tuple(v.source.shape) and torch.equal(u.ids, v.source)
+            for u in values))]
         ids = []
-        for _, v in acts:
+        for v in values:
             try:
                 ids.append(v.ids.expand(shape))
             except RuntimeError:
                 raise self.refuse(op, "its operands do not broadcast to its result") from None
+        if len(ids) == 1 and isinstance(values[0], Statistic) and tuple(values[0].ids.shape) == shape:
+            self.put(out, Statistic(ids[0].clone(), values[0].source))  # (a shift or a scale of one: still it)
+            return
         self.put(out, Units(self.builder.merge(ids, op.name) if len(ids) > 1 else ids[0].clone()))
 
     def _pad(self, op, func, args, kwargs, out, acts) -> None:

@@ -25,6 +25,8 @@ class AttentionRules:
         if isinstance(value, Logits):
             self.put(out, AttentionMap(value.q, value.k, value.site))
             return
+        if not isinstance(value, Units):
+            raise self.refuse(op, "a softmax of attention weights has no stand-in (only of their logits)")
         # Of anything else (class scores, split attention's branch weights, a pooling's token weights): an
         # elementwise exp, then a division by a sum, a normalization: the units are kept, as a norm keeps them.
         self._same(op, func, args, kwargs, out, acts)

@@ -87,11 +87,12 @@ class ContractionRules:
         "Operations").
 
         Each row read carries one unit (a linear over tokens, as MLP-Mixer mixes them): a link from each unit to a
-        new unit of its own, through every entry of the weight, which all units share (a depthwise link whose
-        kernel is the whole weight). Rows carry a few distinct unit vectors (a class token from another branch
-        joined to patch tokens): one link per distinct vector, each to new units of its own. The model's input is
-        never read this way: a first layer reads its input's units as features, so a model that reads features last
-        is not taken for one that mixes the positions of its input (the tracer then tries the other layout).
+        new unit of its own, through every entry of the weight that reads a unit, which all units share (a
+        depthwise link whose kernel is the weight, stored once). Rows carry a few distinct unit vectors (a class
+        token from another branch joined to patch tokens): one link per distinct vector, each to new units of its
+        own. The model's input is never read this way: a first layer reads its input's units as features, so a
+        model that reads features last is not taken for one that mixes the positions of its input (the tracer then
+        tries the other layout).
         """
         rows = ids.reshape(-1, ids.shape[-1])
         if bool(((rows >= 0) & (rows < self.builder.groups[0].n)).any()):
@@ -102,16 +103,20 @@ class ContractionRules:
         flat_pos = (positions.reshape(-1) if positions is not None else torch.arange(n_out * n_in))
         out_rows = torch.full((rows.shape[0], n_out), -1, dtype=torch.long)
         if bool(((rows == top[:, None]) | (rows < 0)).all()):  # one unit per row: the weight mixes positions
-            units = first_appearance(top[top >= 0])
+            has = top >= 0
+            read = rows[has] >= 0  # the positions each row reads a unit at (padding, a constant token: none)
+            if not bool((read == read[:1]).all()):
+                raise self.refuse(op, why + " (rows with a unit at different positions)")
+            cols = read[0].nonzero().squeeze(1)  # entries that read no unit are no edge
+            units = first_appearance(top[has])
             k = units.numel()
-            kernel = weight.reshape(1, 1, -1).expand(k, 1, -1)
-            made = self.builder.link(param, flat_pos.reshape(1, 1, -1).expand(k, 1, -1), kernel, units, k,
-                                     self.where())
+            kernel = weight.detach().float().cpu()[:, cols].reshape(1, 1, -1).expand(k, 1, -1)
+            entries = flat_pos.cpu().reshape(n_out, n_in)[:, cols].reshape(1, 1, -1).expand(k, 1, -1)
+            made = self.builder.link(param, entries, kernel, units, k, self.where())
             if made is None:
                 return
             slot = torch.full((int(units.max()) + 1,), -1, dtype=torch.long)
             slot[units] = torch.arange(k)
-            has = top >= 0
             out_rows[has] = (made[1] + slot[top[has]])[:, None].expand(-1, n_out)
         else:
             vectors = first_appearance_rows(rows[(rows >= 0).any(1)])

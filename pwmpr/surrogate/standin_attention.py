@@ -28,8 +28,10 @@ class AttentionStandIns:
 
     def _softmax(self, op, func, args, kwargs, acts) -> Any:
         x = args[0]
-        if self.get(x) != LOGITS:  # exp -> the identity, the division by a sum a normalization without a scale
+        if self.get(x) == ACT:  # exp -> the identity, the division by a sum a normalization without a scale
             return self._same(op, func, args, kwargs, acts)
+        if self.get(x) != LOGITS:
+            raise self.refuse(op, "a softmax of attention weights has no stand-in (only of their logits)")
         dim = arg(args, kwargs, 1, "dim", -1)
         visible = torch.isfinite(x.detach()).to(x.dtype)
         weights = visible / visible.sum(dim=dim, keepdim=True).clamp(min=1)
