@@ -114,9 +114,13 @@ def constant_along_rows(ids: Tensor) -> bool:
     return bool(((rows == unit) | (rows < 0)).all())
 
 
-def first_appearance_rows(rows: Tensor) -> Tensor:
-    """The distinct rows of a 2-D ``rows`` in the order they first appear."""
-    uniq, inverse = torch.unique(rows, dim=0, return_inverse=True)
-    first = torch.full((uniq.shape[0],), rows.shape[0], dtype=torch.long).scatter_reduce_(
-        0, inverse, torch.arange(rows.shape[0]), "amin")
-    return uniq[torch.argsort(first)]
+def distinct_slices(ids: Tensor) -> list[Tensor]:
+    """The distinct slices of ``ids`` along dim 0 that carry a unit, in the order they first appear."""
+    flat = ids.reshape(ids.shape[0], -1)
+    keep = torch.nonzero((flat >= 0).any(1)).squeeze(1)
+    if keep.numel() == 0:
+        return []
+    _, inverse = torch.unique(flat[keep], dim=0, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), keep.numel(), dtype=torch.long).scatter_reduce_(
+        0, inverse, torch.arange(keep.numel()), "amin")
+    return [ids[keep[i]] for i in first.sort().values.tolist()]

@@ -22,6 +22,7 @@ from pwmpr.graph.shadow import (
     along,
     constant_along,
     cpu_index,
+    distinct_slices,
     unit_vector,
 )
 
@@ -113,11 +114,7 @@ class ActivationRules:
         """Ids of a reduction over ``dims`` whose slices carry other units: each distinct slice is a merge operand
         (at most ``MAX_UNIT_VECTORS``; more keep nothing: data)."""
         kept = [d for d in range(ids.dim()) if d not in dims]
-        flat = ids.permute(dims + kept).reshape(-1, *[ids.shape[d] for d in kept])
-        distinct: list[Tensor] = []
-        for piece in flat:
-            if bool((piece >= 0).any()) and not any(torch.equal(piece, d) for d in distinct):
-                distinct.append(piece)
+        distinct = distinct_slices(ids.permute(dims + kept).reshape(-1, *[ids.shape[d] for d in kept]))
         if not distinct or len(distinct) > MAX_UNIT_VECTORS:
             self.put(out, DATA)
             return

@@ -11,7 +11,15 @@ import torch
 from torch import Tensor
 
 from pwmpr.graph.ops import Op
-from pwmpr.graph.shadow import MAX_UNIT_VECTORS, AttentionMap, Logits, Units, constant_along, first_appearance
+from pwmpr.graph.shadow import (
+    MAX_UNIT_VECTORS,
+    AttentionMap,
+    Logits,
+    Units,
+    constant_along,
+    distinct_slices,
+    first_appearance,
+)
 from pwmpr.graph.units import AttentionSite
 
 
@@ -46,11 +54,7 @@ class AttentionRules:
         attention mixes the tokens, so each feature's units merge, as a residual add's do."""
         if constant_along(ids, token_dim):
             return ids.amax(dim=token_dim, keepdim=True)
-        tokens = ids.movedim(token_dim, 0)
-        distinct: list[Tensor] = []
-        for t in tokens:
-            if bool((t >= 0).any()) and not any(torch.equal(t, d) for d in distinct):
-                distinct.append(t)
+        distinct = distinct_slices(ids.movedim(token_dim, 0))
         if len(distinct) > MAX_UNIT_VECTORS:
             raise self.refuse(op, "the units of an attention operand vary over its tokens")
         merged = self.builder.merge([d.unsqueeze(0) for d in distinct], "attention tokens")

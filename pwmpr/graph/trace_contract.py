@@ -24,8 +24,8 @@ from pwmpr.graph.shadow import (
     along,
     constant_along,
     constant_along_rows,
+    distinct_slices,
     first_appearance,
-    first_appearance_rows,
     unit_vector,
 )
 from pwmpr.graph.trace_attention import entry_heads
@@ -119,8 +119,8 @@ class ContractionRules:
             slot[units] = torch.arange(k)
             out_rows[has] = (made[1] + slot[top[has]])[:, None].expand(-1, n_out)
         else:
-            vectors = first_appearance_rows(rows[(rows >= 0).any(1)])
-            if vectors.shape[0] > MAX_UNIT_VECTORS:
+            vectors = distinct_slices(rows)
+            if len(vectors) > MAX_UNIT_VECTORS:
                 raise LayoutError(str(self.refuse(op, why)))
             for vec in vectors:
                 made = self.builder.link(param, None if positions is None else positions.reshape(n_out, n_in, 1),
