@@ -28,6 +28,8 @@ RULE_NAMES = {
                       "--final-init reinit`)",
     "explore-fanin": "recruiting growth, each seeded unit's kept weights scaled to its fan-in (`--growth "
                      "pwmp-explore --init-scale fan-in`)",
+    "no-warmup": "recruiting growth without the learning-rate warm-up (`--growth pwmp-explore --warmup-epochs 0`: "
+                 "every phase and the final training start at the peak rate)",
     "pwmp": "PWMP growth alone, the paper's rule (`--growth pwmp`)",
     "resolved": "PWMP growth with the plateau test's window widened to what the validation set resolves "
                 "(`--growth pwmp --plateau-resolve`)",
@@ -91,9 +93,10 @@ def run_settings(run: Path) -> dict:
     cfg = json.loads((run / "config.json").read_text())
     stop, growth = cfg.get("stop", {}), cfg.get("growth", {})
     scale = growth.get("init_scale", "keep")  # recorded where it is not the paper's, so older rows still match
+    warmup = cfg.get("train", {}).get("warmup_epochs", 0.0)  # likewise where there is one
     return {"final_init": cfg.get("final_init", "continue"), "growth": growth.get("rule"), "stop": stop.get("rule"),
             "plateau_tol": stop.get("plateau_tol"), "plateau_resolve": stop.get("plateau_resolve", False),
-            **({"init_scale": scale} if scale != "keep" else {})}
+            **({"init_scale": scale} if scale != "keep" else {}), **({"warmup_epochs": warmup} if warmup else {})}
 
 
 def _meaning(rows: list[dict], rule: str) -> set[str] | None:

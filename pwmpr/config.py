@@ -21,7 +21,7 @@ from pwmpr.errors import PwmprError
 # 5: shrink-perturb as the default final init; 6: stop.plateau_resolve (the window spans what the validation set
 # resolves; on by default for one release, off since: every version-6 config records it); 7: stop.chance_guard
 # (older versions are migrated on load)
-CONFIG_VERSION = 7
+CONFIG_VERSION = 8
 SEED_LIMIT = 2**63  # torch generators take 64-bit seeds; seed + a few offsets must still fit
 
 
@@ -53,6 +53,11 @@ class TrainConfig:
                              "points for the stop rule) or constant.")
     final_schedule: str = _f("cosine", "Learning rate of the final training: cosine, step (x0.1 at 50%/75%) "
                              "or constant.")
+    warmup_epochs: float = _f(1.0, "PWMPR: epochs of linear learning-rate warm-up wherever training restarts from "
+                              "trained weights: every growth phase after the first, and a final training that starts "
+                              "from the grown weights (continue, shrink-perturb); 0 turns it off. Without it the "
+                              "learning rate jumps from the end of one cosine to its peak, which can throw an "
+                              "unnormalised deep network off what it learned (docs/method.md, \"Rough training\").")
     bf16: bool = _f(False, "bf16 autocast for forward and backward (CUDA).")
     channels_last: bool = _f(True, "channels_last memory format for conv nets on CUDA.")
 
@@ -62,6 +67,7 @@ class TrainConfig:
         check(0 <= self.momentum < 1, "momentum", self.momentum, "in [0, 1)")
         check(0 <= self.weight_decay < math.inf, "weight_decay", self.weight_decay, "a finite number >= 0")
         check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        check(0 <= self.warmup_epochs < math.inf, "warmup_epochs", self.warmup_epochs, "a finite number >= 0")
         check(self.phase_schedule in ("constant", "cosine"), "phase_schedule", self.phase_schedule,
                "constant or cosine")
         check(
@@ -191,6 +197,16 @@ def _stop_default(data: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     return data
 
 
+def _migrate_v7(data: dict[str, Any]) -> dict[str, Any]:
+    """A config of version 7 or older in today's terms: every training started at its peak learning rate."""
+    train = data.get("train")
+    train = dict(train) if isinstance(train, dict) else {} if train is None else train
+    if isinstance(train, dict):
+        train.setdefault("warmup_epochs", 0.0)
+        return {**data, "train": train}
+    return data
+
+
 def _migrate_v6(data: dict[str, Any]) -> dict[str, Any]:
     """A config of version 6 or older in today's terms: no chance guard held its stops back."""
     return _stop_default(data, "chance_guard", False)
@@ -314,14 +330,15 @@ class RunConfig:
     def canonical(self, final_training: bool = True, growth_stop: bool = True) -> dict[str, Any]:
         """``to_dict`` with the learning rate in effect, no shrink settings when there is no shrink stage, no
         checkpoint settings, for a method without a final training no final start, and for one that does not grow
-        by the growth rule and stop on the curve (``growth_stop`` False) no stop settings and no growth rule, so
-        that two configs that train alike are equal."""
+        by the growth rule and stop on the curve (``growth_stop`` False) no stop settings, no growth rule and no
+        warm-up (PWMPR's alone), so that two configs that train alike are equal."""
         data = self.to_dict()
         if not final_training:
             data.pop("final_init")
         if not growth_stop:
             data.pop("stop")
             data["growth"].pop("rule")
+            data["train"].pop("warmup_epochs")  # only PWMPR restarts from trained weights with a warm-up
         elif not self.stop.plateau_tol > 0:  # no plateau test: its window means nothing
             data["stop"].pop("plateau_resolve")
         data["train"]["lr"] = self.train.base_lr
@@ -336,7 +353,7 @@ class RunConfig:
         """Rebuild from ``to_dict`` output; unknown keys or versions raise PwmprError."""
         data = dict(data)
         version = data.pop("version", CONFIG_VERSION)  # a config a user writes by hand is read as today's
-        if version not in (1, 2, 3, 4, 5, 6, CONFIG_VERSION):
+        if version not in (1, 2, 3, 4, 5, 6, 7, CONFIG_VERSION):
             raise PwmprError(f"config version {version!r} is not readable by this pwmpr (expects {CONFIG_VERSION})")
         if version == 1:
             data = _migrate_v1(data)
@@ -350,6 +367,8 @@ class RunConfig:
             data = _migrate_v5(data)
         if version in (1, 2, 3, 4, 5, 6):
             data = _migrate_v6(data)
+        if version in (1, 2, 3, 4, 5, 6, 7):
+            data = _migrate_v7(data)
         return _from_dict(cls, data, "config")
 
     def save(self, path: Path) -> None:

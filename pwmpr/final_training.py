@@ -14,7 +14,7 @@ import torch
 from pwmpr import checkpoint, dist
 from pwmpr.errors import PwmprError
 from pwmpr.masks import MaskSet
-from pwmpr.methods.final_init import FINAL_INITS, initial_for, needs_start
+from pwmpr.methods.final_init import FINAL_INITS, initial_for, needs_start, starts_trained
 from pwmpr.train.hooks import Hook
 
 if TYPE_CHECKING:
@@ -42,7 +42,8 @@ def start_final_training(run: PhaseLoop) -> None:
 
 
 def train_final(run: PhaseLoop, train_loader, val_loader) -> None:
-    """Train the final epochs (carrying on after those a resumed checkpoint holds), record its row, checkpoint."""
+    """Train the final epochs (carrying on after those a resumed checkpoint holds; warmed up from a start that keeps
+    the grown weights), record its row, checkpoint."""
     masks = run.trainer.masks
     epochs = run.cfg.final_epochs
     run.reporter.phase_start(run.phase, masks.density(), "final")
@@ -53,7 +54,8 @@ def train_final(run: PhaseLoop, train_loader, val_loader) -> None:
         stats = run.trainer.train(
             train_loader, epochs, schedule=run.cfg.train.final_schedule, stage="final",
             first_epoch=done["epochs_done"] if done else 0,
-            carry=(done["loss_sum"], done["samples"], done["seconds"]) if done else None)
+            carry=(done["loss_sum"], done["samples"], done["seconds"]) if done else None,
+            warmup_epochs=run.cfg.train.warmup_epochs if starts_trained(run.cfg.final_init) else 0.0)
     finally:
         run.trainer.hooks.remove(hook)
     val_acc, val_loss = run.trainer.evaluate(val_loader)

@@ -201,7 +201,8 @@ class PhaseLoop:
         epochs = self.method.phase_epochs(self.phase)
         self.reporter.phase_start(self.phase, masks.density(), "phase")
         stats = self.trainer.train(train_loader, epochs, schedule=self.method.phase_schedule(self.phase),
-                                   lr=self.method.phase_lr(self.phase), stage=f"phase {self.phase}")
+                                   lr=self.method.phase_lr(self.phase), stage=f"phase {self.phase}",
+                                   warmup_epochs=self.method.phase_warmup(self.phase))
         val_acc, val_loss = self.trainer.evaluate(val_loader)
         row = self.history_row("phase", epochs, masks, stats, val_acc, val_loss)
         if self.method.records_test:

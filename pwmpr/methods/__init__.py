@@ -78,6 +78,10 @@ class Method:
         """Base learning rate of phase ``phase`` (None: the configured ``train.lr``)."""
         return None
 
+    def phase_warmup(self, phase: int) -> float:
+        """Epochs of learning-rate warm-up at the start of phase ``phase`` (default none)."""
+        return 0.0
+
     def after_phase(self, ctx: RunContext) -> Decision:
         """Decide what happens after the phase just recorded in ``ctx.history[-1]``."""
         return Decision(stop=True, reason="done")

@@ -73,6 +73,16 @@ def shrunk_weights(model: torch.nn.Module, fresh: Fresh, seed: MaskSet, grown: M
     return state
 
 
+#: The starts that keep what growth trained (final training warms its learning rate up from them, --warmup-epochs);
+#: the others begin from initial values, as a one-shot network's training does.
+TRAINED_STARTS = frozenset({"continue", "shrink-perturb"})
+
+
+def starts_trained(name: str) -> bool:
+    """Whether final training under the rule ``name`` starts from weights growth trained."""
+    return name in TRAINED_STARTS
+
+
 def needs_start(name: str) -> bool:
     """Whether the rule ``name`` reads the run's start (initial weights and seed masks), which a run must then keep."""
     return FINAL_INITS.get(name) is not keep_trained

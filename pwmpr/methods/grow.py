@@ -80,6 +80,11 @@ class GrowMethod(Method):
         g = self.cfg.growth
         return SEEDS.get(g.seed_method)(model, g.seed_density, input_shape, self.cfg.seed)
 
+    def phase_warmup(self, phase: int) -> float:
+        """``--warmup-epochs`` in every phase after the first, which starts from the previous phase's weights (the
+        first starts from the model's initial ones, as a sweep's training does)."""
+        return self.cfg.train.warmup_epochs if phase > 0 else 0.0
+
     def after_phase(self, ctx: RunContext) -> Decision:
         stage = self._stage(ctx.history)
         if stage == SHRINK:

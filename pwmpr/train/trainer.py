@@ -57,11 +57,13 @@ def _nbytes(tensors: Iterable) -> int:
     return sum(t.nbytes for t in tensors if isinstance(t, Tensor))
 
 
-def lr_at(schedule: str, base_lr: float, step: int, total: int) -> float:
-    """Learning rate at ``step`` of ``total``: ``constant``, ``cosine`` (to 0) or ``step`` (x0.1 at 50% and 75%)."""
+def lr_at(schedule: str, base_lr: float, step: int, total: int, warmup: int = 0) -> float:
+    """Learning rate at ``step`` of ``total``: ``constant``, ``cosine`` (to 0) or ``step`` (x0.1 at 50% and 75%),
+    times ``(step + 1) / warmup`` over the first ``warmup`` steps (a linear warm-up, Goyal et al. 2017)."""
+    ramp = (step + 1) / warmup if step < warmup else 1.0
     if schedule == "constant" or total <= 1:
-        return base_lr
-    return base_lr * schedule_factor(schedule, step / total)
+        return base_lr * ramp
+    return base_lr * schedule_factor(schedule, step / total) * ramp
 
 
 class Trainer:
@@ -144,9 +146,10 @@ class Trainer:
 
     # -- training -----------------------------------------------------------------------------
     def train(self, loader: Iterable, epochs: int, *, schedule: str = "constant", lr: float | None = None,
-              stage: str = "phase", first_epoch: int = 0,
-              carry: tuple[float, int, float] | None = None) -> PhaseStats:
-        """Train for ``epochs`` epochs over ``loader`` with the learning rate following ``schedule``.
+              stage: str = "phase", first_epoch: int = 0, carry: tuple[float, int, float] | None = None,
+              warmup_epochs: float = 0.0) -> PhaseStats:
+        """Train for ``epochs`` epochs over ``loader`` with the learning rate following ``schedule``, ramped up
+        linearly over the first ``warmup_epochs`` epochs (at most all of them).
 
         ``first_epoch`` and ``carry`` (what ``totals`` held) continue a call cut short by a checkpoint.
 
@@ -157,6 +160,7 @@ class Trainer:
         base_lr = self.cfg.base_lr if lr is None else lr
         n_batches = len(loader)  # type: ignore[arg-type]
         total = max(1, epochs * n_batches)
+        warmup = min(total, round(warmup_epochs * n_batches))
         self.model.train()
         for h in self.hooks:
             h.on_phase_start(self, stage=stage, epochs=epochs, n_batches=n_batches)
@@ -169,7 +173,7 @@ class Trainer:
             epoch_n = 0
             try:
                 for x, y in loader:
-                    lr_now = lr_at(schedule, base_lr, step, total)
+                    lr_now = lr_at(schedule, base_lr, step, total, warmup)
                     detached = self._step(x, y, lr_now)
                     epoch_loss += detached * len(y)
                     epoch_n += len(y)
