@@ -74,10 +74,48 @@ def collect(out: Path) -> tuple[list[dict], dict[str, dict]]:
             if not m or not (run / "summary.json").is_file():
                 continue
             summary = json.loads((run / "summary.json").read_text())
+            history = rundir.read_history(run)
             rows.append({"pair": pair_dir.name, "rule": m["rule"], "seed_density": float(m["sd"]),
                          "seed": int(m["seed"]), "settings": run_settings(run), "val_acc": summary.get("val_acc"),
-                         "final_cost": final_cost(rundir.read_history(run)), **score(summary, sweep, imp_history)})
+                         "final_cost": final_cost(history), "loss_jumps": loss_jumps(history),
+                         **score(summary, sweep, imp_history)})
     return rows, sweeps
+
+
+JUMP_FACTOR, JUMP_MARGIN = 1.5, 0.05  # a rough phase "lost what it learned": its training loss above both
+
+
+def loss_jumps(history: list[dict]) -> int:
+    """Rough phases of a run that ended at a training loss above JUMP_FACTOR x the phase's before it and JUMP_MARGIN
+    above it (training the grown network lost what the one before it had learned)."""
+    losses = [float(r["train_loss"]) for r in history if r.get("stage") == "phase" and "train_loss" in r]
+    return sum(1 for a, b in zip(losses[:-1], losses[1:], strict=True) if b > JUMP_FACTOR * a and b > a + JUMP_MARGIN)
+
+
+def jumps(rows: list[dict]) -> list[str]:
+    """Per variant, the runs in which a rough phase lost what the one before it had learned (``loss_jumps``), and
+    those runs' mean test accuracy beside the others'."""
+    rules = [r for r in RULE_NAMES if any(x["rule"] == r and "loss_jumps" in x for x in rows)]
+    if not rules:
+        return []
+    lines = ["", f"Rough phases that lost what the phase before them had learned: runs in which a phase ended at a "
+             f"training loss above {JUMP_FACTOR:g}x the previous phase's (and {JUMP_MARGIN:g} above it), per variant "
+             "and pair (runs with such a phase / runs), and the mean test accuracy of the runs with and without one:",
+             "", "| variant | runs with a jump | pairs (with / runs) | mean test accuracy: with, without |",
+             "|---|---|---|---|"]
+    for rule in rules:
+        rs = [x for x in rows if x["rule"] == rule and "loss_jumps" in x]
+        hit = [x for x in rs if x["loss_jumps"]]
+        pairs = sorted({x["pair"] for x in hit})
+        per_pair = ", ".join(f"{p} {sum(1 for x in hit if x['pair'] == p)}/{sum(1 for x in rs if x['pair'] == p)}"
+                             for p in pairs) or "-"
+        acc = [_mean_acc(hit), _mean_acc([x for x in rs if not x["loss_jumps"]])]
+        lines.append(f"| {rule} | {len(hit)} of {len(rs)} | {per_pair} | {acc[0]}, {acc[1]} |")
+    return lines
+
+
+def _mean_acc(rows: list[dict]) -> str:
+    return f"{100 * statistics.fmean(x['test_acc'] for x in rows):.2f}%" if rows else "-"
 
 
 def final_cost(history: list[dict]) -> float | None:
@@ -289,6 +327,7 @@ def render(rows: list[dict], sweeps: dict[str, dict], command: str, elapsed: flo
     lines += sweep_runs_in_window(out, sweeps) if out is not None else []
     lines += paired(rows)
     lines += chosen_start(rows)
+    lines += jumps(rows)
     lines += stability(rows, threads)
     lines += ["", "Sweeps (one-shot PHEW masks, the same trainer and epochs; mean test accuracy over seeds):", ""]
     for pair, sweep in sweeps.items():

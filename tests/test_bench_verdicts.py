@@ -237,3 +237,24 @@ def test_timm_reach_sees_a_traceback_but_not_a_table_drawn_with_box_characters()
     code, last, traceback = run([sys.executable, "-c", "import sys; print('error: no such model'); sys.exit(2)"],
                                 dict(os.environ))
     assert (code, last, traceback) == (2, "error: no such model", False)
+
+
+def test_discovery_counts_the_rough_phases_that_lost_what_the_one_before_had_learned():
+    discovery = _discovery()
+
+    def phases(*losses):
+        return [{"stage": "phase", "train_loss": x} for x in losses] + [{"stage": "final", "train_loss": 50.0}]
+
+    # 0.42 -> 6.6 and 2.0 -> 4.6 lost it; 2.30 -> 2.34 is noise at chance (under 1.5x), 0.02 -> 0.04 under the
+    # margin; the final training (a fresh start under reinit) is no rough phase.
+    assert discovery.loss_jumps(phases(2.30, 2.34, 0.9, 0.42, 6.6, 2.0, 4.6)) == 2
+    assert discovery.loss_jumps(phases(0.02, 0.04, 0.03)) == 0
+    assert discovery.loss_jumps(phases(1.0)) == 0
+    rows = [{"pair": "digits-relu_mlp", "rule": "explore", "loss_jumps": 0, "test_acc": 0.95},
+            {"pair": "digits-relu_mlp", "rule": "no-warmup", "loss_jumps": 2, "test_acc": 0.90},
+            {"pair": "digits-relu_mlp", "rule": "no-warmup", "loss_jumps": 0, "test_acc": 0.96},
+            {"pair": "teacher-mlp", "rule": "no-warmup", "loss_jumps": 0, "test_acc": 0.60}]
+    text = "\n".join(discovery.jumps(rows))
+    assert "| explore | 0 of 1 | - | -, 95.00% |" in text
+    assert "| no-warmup | 1 of 3 | digits-relu_mlp 1/2 | 90.00%, 78.00% |" in text
+    assert discovery.jumps([{k: v for k, v in r.items() if k != "loss_jumps"} for r in rows]) == []  # older rows
