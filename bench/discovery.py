@@ -28,8 +28,8 @@ RULE_NAMES = {
                       "--final-init reinit`)",
     "explore-fanin": "recruiting growth, each seeded unit's kept weights scaled to its fan-in (`--growth "
                      "pwmp-explore --init-scale fan-in`)",
-    "no-warmup": "recruiting growth without the learning-rate warm-up (`--growth pwmp-explore --warmup-epochs 0`: "
-                 "every phase and the final training start at the peak rate)",
+    "warmup": "recruiting growth with a one-epoch learning-rate warm-up wherever training restarts from trained "
+              "weights (`--growth pwmp-explore --warmup-epochs 1`)",
     "pwmp": "PWMP growth alone, the paper's rule (`--growth pwmp`)",
     "resolved": "PWMP growth with the plateau test's window widened to what the validation set resolves "
                 "(`--growth pwmp --plateau-resolve`)",

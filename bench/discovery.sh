@@ -33,7 +33,7 @@
 # bench/discovery_data.py) into bench/results/discovery-heldout.md; the defaults were then chosen over it and this
 # benchmark together. SETTINGS=discovery-heldout2 checks them on a third set, fixed after that choice.
 # SETTINGS=discovery-warmup runs the nine pairs of all three with fresh sweeps: the default against the default
-# without its learning-rate warm-up (--warmup-epochs 0) into bench/results/discovery-warmup.md.
+# with a learning-rate warm-up at every restart (--warmup-epochs 1) into bench/results/discovery-warmup.md.
 # A pair is DATA:MODEL, or DATA::MODEL where either holds a colon.
 #
 #   bash bench/discovery.sh                                   # the benchmark (about 1.5 hours on 2 cores)

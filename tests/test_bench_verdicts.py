@@ -251,10 +251,10 @@ def test_discovery_counts_the_rough_phases_that_lost_what_the_one_before_had_lea
     assert discovery.loss_jumps(phases(0.02, 0.04, 0.03)) == 0
     assert discovery.loss_jumps(phases(1.0)) == 0
     rows = [{"pair": "digits-relu_mlp", "rule": "explore", "loss_jumps": 0, "test_acc": 0.95},
-            {"pair": "digits-relu_mlp", "rule": "no-warmup", "loss_jumps": 2, "test_acc": 0.90},
-            {"pair": "digits-relu_mlp", "rule": "no-warmup", "loss_jumps": 0, "test_acc": 0.96},
-            {"pair": "teacher-mlp", "rule": "no-warmup", "loss_jumps": 0, "test_acc": 0.60}]
+            {"pair": "digits-relu_mlp", "rule": "warmup", "loss_jumps": 2, "test_acc": 0.90},
+            {"pair": "digits-relu_mlp", "rule": "warmup", "loss_jumps": 0, "test_acc": 0.96},
+            {"pair": "teacher-mlp", "rule": "warmup", "loss_jumps": 0, "test_acc": 0.60}]
     text = "\n".join(discovery.jumps(rows))
     assert "| explore | 0 of 1 | - | -, 95.00% |" in text
-    assert "| no-warmup | 1 of 3 | digits-relu_mlp 1/2 | 90.00%, 78.00% |" in text
+    assert "| warmup | 1 of 3 | digits-relu_mlp 1/2 | 90.00%, 78.00% |" in text
     assert discovery.jumps([{k: v for k, v in r.items() if k != "loss_jumps"} for r in rows]) == []  # older rows

@@ -78,22 +78,21 @@ def _warmups(monkeypatch, tmp_path: Path, *flags: str) -> list[tuple[str, float]
                                  "--stop", "none", "--plateau-tol", "0", "--max-phases", "3", *flags,
                                  "--out", str(out)])
     assert result.exit_code == 0, result.output
-    given = float(flags[flags.index("--warmup-epochs") + 1]) if "--warmup-epochs" in flags else 1.0
+    given = float(flags[flags.index("--warmup-epochs") + 1]) if "--warmup-epochs" in flags else 0.0
     assert json.loads((out / "config.json").read_text())["train"]["warmup_epochs"] == given
     return calls
 
 
 def test_pwmpr_warms_up_where_it_restarts_from_trained_weights_and_nowhere_else(monkeypatch, tmp_path):
+    assert {w for _, w in _warmups(monkeypatch, tmp_path)} == {0.0}  # the default: no warm-up anywhere
     # The first phase starts from the initial weights (as a sweep's training does); every later phase, and a final
     # training that keeps the grown weights, starts from trained ones.
-    assert _warmups(monkeypatch, tmp_path) == [("phase 0", 0.0), ("phase 1", 1.0), ("phase 2", 1.0), ("final", 1.0)]
-    assert _warmups(monkeypatch, tmp_path, "--final-init", "continue")[-1] == ("final", 1.0)
+    assert _warmups(monkeypatch, tmp_path, "--warmup-epochs", "1") == [
+        ("phase 0", 0.0), ("phase 1", 1.0), ("phase 2", 1.0), ("final", 1.0)]
+    assert _warmups(monkeypatch, tmp_path, "--warmup-epochs", "1", "--final-init", "continue")[-1] == ("final", 1.0)
     for fresh in ("reinit", "rewind"):  # final training from initial values: a fresh start, no warm-up
-        calls = _warmups(monkeypatch, tmp_path, "--final-init", fresh)
-        assert calls[-1] == ("final", 0.0) and calls[1] == ("phase 1", 1.0), fresh
-    assert {w for _, w in _warmups(monkeypatch, tmp_path, "--warmup-epochs", "0")} == {0.0}
-    assert _warmups(monkeypatch, tmp_path, "--warmup-epochs", "2.5")[1:] == [
-        ("phase 1", 2.5), ("phase 2", 2.5), ("final", 2.5)]
+        calls = _warmups(monkeypatch, tmp_path, "--warmup-epochs", "2.5", "--final-init", fresh)
+        assert calls[-1] == ("final", 0.0) and calls[1] == ("phase 1", 2.5), fresh
 
 
 def test_a_baseline_never_warms_up(monkeypatch, tmp_path):
@@ -101,30 +100,30 @@ def test_a_baseline_never_warms_up(monkeypatch, tmp_path):
     train = Trainer.train
     monkeypatch.setattr(Trainer, "train", lambda self, loader, epochs, **kw: (
         calls.append(kw.get("warmup_epochs", 0.0)), train(self, loader, epochs, **kw))[1])
+    # The flag is there (it is a training setting), but a baseline's training is the one it is defined with.
     result = runner.invoke(app, ["baseline", "imp", "--data", "digits", "--model", "mlp", "--no-tau-core", "-q",
-                                 "--epochs", "1", "--levels", "2", "--out", str(tmp_path / "imp")])
+                                 "--epochs", "1", "--levels", "2", "--warmup-epochs", "1",
+                                 "--out", str(tmp_path / "imp")])
     assert result.exit_code == 0, result.output
     assert len(calls) >= 2 and set(calls) == {0.0}
 
 
 def test_a_config_written_before_the_warmup_resumes_without_one():
-    from pwmpr.config import _migrate_v7
-
     old = RunConfig().to_dict()
-    old["version"] = 7
     del old["train"]["warmup_epochs"]
     assert RunConfig.from_dict(old).train.warmup_epochs == 0.0
     assert RunConfig.from_dict({**old, "version": 3}).train.warmup_epochs == 0.0
-    assert _migrate_v7({"train": {"warmup_epochs": 2.0}})["train"]["warmup_epochs"] == 2.0
-    assert RunConfig().train.warmup_epochs == 1.0 and RunConfig.from_dict({}).train.warmup_epochs == 1.0
+    assert RunConfig.from_dict({"train": {"warmup_epochs": 2.0}}).train.warmup_epochs == 2.0
     with pytest.raises(PwmprError, match="warmup_epochs"):
         TrainConfig(warmup_epochs=-1.0)
+    with pytest.raises(PwmprError, match="warmup_epochs"):
+        TrainConfig(warmup_epochs=math.inf)
 
 
 def test_the_warmup_is_not_part_of_a_baselines_configuration():
     # Only PWMPR warms up: two IMP runs that differ in it alone train alike and are seeds of one configuration.
     one = RunConfig(method="imp").to_dict()
-    other = RunConfig(method="imp", train=TrainConfig(warmup_epochs=0.0)).to_dict()
+    other = RunConfig(method="imp", train=TrainConfig(warmup_epochs=1.0)).to_dict()
     assert normalised_config(one) == normalised_config(other)
-    grown = RunConfig(train=TrainConfig(warmup_epochs=0.0)).to_dict()
+    grown = RunConfig(train=TrainConfig(warmup_epochs=1.0)).to_dict()
     assert normalised_config(RunConfig().to_dict()) != normalised_config(grown)
