@@ -577,8 +577,9 @@ def main() -> None:
     parser.add_argument("--elapsed", type=float, default=None)
     parser.add_argument("--no-quote", action="store_true", help="do not update bench/RESULTS.md and README.md")
     parser.add_argument("--note", default="", help="a provenance note printed under the header")
-    parser.add_argument("--previous", type=Path, default=None,
-                        help="an earlier results .json of the same settings: each run's density against it")
+    parser.add_argument("--previous", type=Path, action="append", default=None,
+                        help="an earlier results .json of the same settings: each run's density against it (given "
+                             "more than once: their runs together)")
     parser.add_argument("--with", dest="together", type=Path, default=None,
                         help="another benchmark's results .json: each variant's hits there and over both")
     parser.add_argument("--with-label", default="the tuned benchmark (bench/results/discovery.md)",
@@ -596,7 +597,7 @@ def main() -> None:
     if args.together is not None:
         text += "\n".join(together(rows, json.loads(args.together.read_text())["rows"], args.with_label)) + "\n"
     if args.previous is not None:
-        before = json.loads(args.previous.read_text())["rows"]
+        before = [x for path in args.previous for x in json.loads(path.read_text())["rows"]]
         rename = dict(pair.split("=", 1) for pair in args.previous_rename.split(",") if pair)
         if rename:  # only the named variants: the others may mean something else there
             before = [{**x, "rule": rename[x["rule"]]} for x in before if x["rule"] in rename]

@@ -113,5 +113,7 @@ if [ "$THREAD_RUNS" = 1 ]; then  # one process at a time, each with both threads
   OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 JOBS=1 run_jobs
 fi
 elapsed=$(( $(date +%s) - start ))
+previous=()  # earlier results files whose runs this report's are set against (PREVIOUS, where a settings file has it)
+for file in ${PREVIOUS:-}; do previous+=(--previous "$file"); done
 python3 bench/discovery.py --out "$OUT" --results "$RESULTS" --command "$command" --elapsed "$elapsed" \
-  ${TOGETHER_WITH:+--with "$TOGETHER_WITH"}
+  ${TOGETHER_WITH:+--with "$TOGETHER_WITH"} "${previous[@]}" ${PREVIOUS_LABEL:+--previous-label "$PREVIOUS_LABEL"}
