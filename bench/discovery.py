@@ -86,31 +86,34 @@ JUMP_FACTOR, JUMP_MARGIN = 1.5, 0.05  # a rough phase "lost what it learned": it
 
 
 def loss_jumps(history: list[dict]) -> int:
-    """Rough phases of a run that ended at a training loss above JUMP_FACTOR x the phase's before it and JUMP_MARGIN
-    above it (training the grown network lost what the one before it had learned)."""
+    """Rough phases of a run whose mean training loss (over the phase's epochs, as its history row records it) was
+    above JUMP_FACTOR x the phase's before it and JUMP_MARGIN above it: training the grown network lost what the
+    one before it had learned."""
     losses = [float(r["train_loss"]) for r in history if r.get("stage") == "phase" and "train_loss" in r]
     return sum(1 for a, b in zip(losses[:-1], losses[1:], strict=True) if b > JUMP_FACTOR * a and b > a + JUMP_MARGIN)
 
 
 def jumps(rows: list[dict]) -> list[str]:
     """Per variant, the runs in which a rough phase lost what the one before it had learned (``loss_jumps``), and
-    those runs' mean test accuracy beside the others'."""
+    per pair those runs' mean test accuracy beside the same pair's other runs of the variant (pairs differ by tens
+    of points, so only a pair's own runs are compared)."""
     rules = [r for r in RULE_NAMES if any(x["rule"] == r and "loss_jumps" in x for x in rows)]
     if not rules:
         return []
-    lines = ["", f"Rough phases that lost what the phase before them had learned: runs in which a phase ended at a "
-             f"training loss above {JUMP_FACTOR:g}x the previous phase's (and {JUMP_MARGIN:g} above it), per variant "
-             "and pair (runs with such a phase / runs), and the mean test accuracy of the runs with and without one:",
-             "", "| variant | runs with a jump | pairs (with / runs) | mean test accuracy: with, without |",
-             "|---|---|---|---|"]
+    lines = ["", f"Rough phases that lost what the phase before them had learned: runs with a phase whose mean "
+             f"training loss was above {JUMP_FACTOR:g}x the previous phase's (and {JUMP_MARGIN:g} above it), per "
+             "variant, and per pair the runs with one / the pair's runs, with the mean test accuracy of those runs "
+             "and of the pair's others:", "", "| variant | runs with a jump | per pair: with / runs (test accuracy "
+             "with, without) |", "|---|---|---|"]
     for rule in rules:
         rs = [x for x in rows if x["rule"] == rule and "loss_jumps" in x]
         hit = [x for x in rs if x["loss_jumps"]]
-        pairs = sorted({x["pair"] for x in hit})
-        per_pair = ", ".join(f"{p} {sum(1 for x in hit if x['pair'] == p)}/{sum(1 for x in rs if x['pair'] == p)}"
-                             for p in pairs) or "-"
-        acc = [_mean_acc(hit), _mean_acc([x for x in rs if not x["loss_jumps"]])]
-        lines.append(f"| {rule} | {len(hit)} of {len(rs)} | {per_pair} | {acc[0]}, {acc[1]} |")
+        parts = []
+        for pair in sorted({x["pair"] for x in hit}):
+            mine = [x for x in rs if x["pair"] == pair]
+            with_, without = [x for x in mine if x["loss_jumps"]], [x for x in mine if not x["loss_jumps"]]
+            parts.append(f"{pair} {len(with_)}/{len(mine)} ({_mean_acc(with_)}, {_mean_acc(without)})")
+        lines.append(f"| {rule} | {len(hit)} of {len(rs)} | {', '.join(parts) or '-'} |")
     return lines
 
 

@@ -116,4 +116,5 @@ elapsed=$(( $(date +%s) - start ))
 previous=()  # earlier results files whose runs this report's are set against (PREVIOUS, where a settings file has it)
 for file in ${PREVIOUS:-}; do previous+=(--previous "$file"); done
 python3 bench/discovery.py --out "$OUT" --results "$RESULTS" --command "$command" --elapsed "$elapsed" \
-  ${TOGETHER_WITH:+--with "$TOGETHER_WITH"} "${previous[@]}" ${PREVIOUS_LABEL:+--previous-label "$PREVIOUS_LABEL"}
+  ${TOGETHER_WITH:+--with "$TOGETHER_WITH"} ${previous[@]+"${previous[@]}"} \
+  ${PREVIOUS_LABEL:+--previous-label "$PREVIOUS_LABEL"}

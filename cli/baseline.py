@@ -35,6 +35,7 @@ BASELINE_SKIP = {
        if p.startswith(("growth.", "stop.", "shrink.")) and p != "growth.init_scale"},  # every start mask has one
     "phase_epochs": "set by --epochs", "final_epochs": "set by --epochs",
     "train.phase_schedule": "every baseline run is a full training: --schedule (train.final_schedule) sets it",
+    "train.warmup_epochs": "PWMPR's alone: a baseline trains with the schedule it is defined with",
 }
 #: The flags every baseline shares with ``pwmpr grow``, generated from the same config fields.
 SHARED_FLAGS = config_flags(

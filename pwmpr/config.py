@@ -20,8 +20,9 @@ from pwmpr.errors import PwmprError
 # 2: train.optimizer, train.lr may be null, shrink.alpha; 3: stop.max_cost; 4: the plateau rule as the default stop;
 # 5: shrink-perturb as the default final init; 6: stop.plateau_resolve (the window spans what the validation set
 # resolves; on by default for one release, off since: every version-6 config records it); 7: stop.chance_guard
-# (older versions are migrated on load)
-CONFIG_VERSION = 7
+# (older versions are migrated on load); 8: train.warmup_epochs (off by default, so an older config without it
+# needs no migration: it means no warm-up; the new version makes an older pwmpr say so rather than name the key)
+CONFIG_VERSION = 8
 SEED_LIMIT = 2**63  # torch generators take 64-bit seeds; seed + a few offsets must still fit
 
 
@@ -54,11 +55,10 @@ class TrainConfig:
     final_schedule: str = _f("cosine", "Learning rate of the final training: cosine, step (x0.1 at 50%/75%) "
                              "or constant.")
     warmup_epochs: float = _f(0.0, "PWMPR: epochs of linear learning-rate warm-up wherever training restarts from "
-                              "trained weights: every growth phase after the first, and a final training that starts "
-                              "from the grown weights (continue, shrink-perturb); 0 (the default) starts each at the "
-                              "peak rate. It keeps an unnormalised deep network from losing what it learned when the "
-                              "rate jumps back up, but lowered the share of hits of the discovery benchmark "
-                              "(docs/method.md, \"Rough training\").")
+                              "trained weights: every phase after the first (growth and shrink stage) and a final "
+                              "training that starts from the grown weights (continue, shrink-perturb); 0 starts each "
+                              "at the peak rate. Fewer rough phases lose what the one before learned, but the "
+                              "discovery benchmark hit less often with it (docs/method.md, \"Rough training\").")
     bf16: bool = _f(False, "bf16 autocast for forward and backward (CUDA).")
     channels_last: bool = _f(True, "channels_last memory format for conv nets on CUDA.")
 
@@ -344,7 +344,7 @@ class RunConfig:
         """Rebuild from ``to_dict`` output; unknown keys or versions raise PwmprError."""
         data = dict(data)
         version = data.pop("version", CONFIG_VERSION)  # a config a user writes by hand is read as today's
-        if version not in (1, 2, 3, 4, 5, 6, CONFIG_VERSION):
+        if version not in (1, 2, 3, 4, 5, 6, 7, CONFIG_VERSION):
             raise PwmprError(f"config version {version!r} is not readable by this pwmpr (expects {CONFIG_VERSION})")
         if version == 1:
             data = _migrate_v1(data)

@@ -253,8 +253,10 @@ def test_discovery_counts_the_rough_phases_that_lost_what_the_one_before_had_lea
     rows = [{"pair": "digits-relu_mlp", "rule": "explore", "loss_jumps": 0, "test_acc": 0.95},
             {"pair": "digits-relu_mlp", "rule": "warmup", "loss_jumps": 2, "test_acc": 0.90},
             {"pair": "digits-relu_mlp", "rule": "warmup", "loss_jumps": 0, "test_acc": 0.96},
+            {"pair": "digits-relu_mlp", "rule": "warmup", "loss_jumps": 0, "test_acc": 0.94},
             {"pair": "teacher-mlp", "rule": "warmup", "loss_jumps": 0, "test_acc": 0.60}]
     text = "\n".join(discovery.jumps(rows))
-    assert "| explore | 0 of 1 | - | -, 95.00% |" in text
-    assert "| warmup | 1 of 3 | digits-relu_mlp 1/2 | 90.00%, 78.00% |" in text
+    assert "| explore | 0 of 1 | - |" in text
+    # Within its pair the run with a jump is compared with that pair's others only (95%), not with teacher's 60%.
+    assert "| warmup | 1 of 4 | digits-relu_mlp 1/3 (90.00%, 95.00%) |" in text
     assert discovery.jumps([{k: v for k, v in r.items() if k != "loss_jumps"} for r in rows]) == []  # older rows

@@ -51,7 +51,7 @@ def _trainer() -> tuple[Trainer, TensorLoader, _LrLog]:
     return Trainer(model, MaskSet.dense(model), TrainConfig(lr=0.1), torch.device("cpu"), hooks=[log]), loader, log
 
 
-@pytest.mark.parametrize("warmup, steps", [(1.0, 4), (0.5, 2), (9.0, 8), (0.0, 0)])
+@pytest.mark.parametrize("warmup, steps", [(1.0, 4), (0.5, 2), (0.625, 3), (0.1, 0), (9.0, 8), (0.0, 0)])
 def test_the_trainer_warms_up_over_the_epochs_it_is_given(warmup, steps):
     trainer, loader, log = _trainer()  # 4 batches an epoch, 2 epochs: 8 steps
     trainer.train(loader, 2, schedule="cosine", warmup_epochs=warmup)
@@ -60,6 +60,19 @@ def test_the_trainer_warms_up_over_the_epochs_it_is_given(warmup, steps):
         assert log.lrs[0] == pytest.approx(0.1 / steps)  # starts low, not at the peak
     else:
         assert log.lrs[0] == pytest.approx(0.1)
+
+
+def test_a_resumed_training_carries_on_along_the_same_ramp():
+    trainer, loader, log = _trainer()  # 4 batches an epoch: epochs 1 and 2 of 3 are steps 4 to 11, warm-up 8 steps
+    trainer.train(loader, 3, schedule="cosine", warmup_epochs=2.0, first_epoch=1)
+    assert log.lrs == pytest.approx([lr_at("cosine", 0.1, s, 12, 8) for s in range(4, 12)])
+    assert log.lrs[0] == pytest.approx(lr_at("cosine", 0.1, 4, 12) * 5 / 8)  # mid-ramp, not back at its start
+
+
+def test_the_starts_that_warm_up_are_final_inits_pwmpr_knows():
+    from pwmpr.methods.final_init import FINAL_INITS, TRAINED_STARTS
+
+    assert TRAINED_STARTS.issubset(FINAL_INITS.names()) and "continue" in TRAINED_STARTS
 
 
 def _warmups(monkeypatch, tmp_path: Path, *flags: str) -> list[tuple[str, float]]:
@@ -96,23 +109,32 @@ def test_pwmpr_warms_up_where_it_restarts_from_trained_weights_and_nowhere_else(
 
 
 def test_a_baseline_never_warms_up(monkeypatch, tmp_path):
+    # pwmpr baseline has no such flag (a baseline trains with the schedule it is defined with) ...
+    result = runner.invoke(app, ["baseline", "imp", "--data", "digits", "--warmup-epochs", "1"])
+    assert result.exit_code == 2 and "warmup-epochs" in result.output
+    # ... and a config that sets it anyway trains every method but PWMPR at the peak rate from the first step.
+    from pwmpr.run_folder import run_config
+
     calls: list[float] = []
     train = Trainer.train
     monkeypatch.setattr(Trainer, "train", lambda self, loader, epochs, **kw: (
         calls.append(kw.get("warmup_epochs", 0.0)), train(self, loader, epochs, **kw))[1])
-    # The flag is there (it is a training setting), but a baseline's training is the one it is defined with.
-    result = runner.invoke(app, ["baseline", "imp", "--data", "digits", "--model", "mlp", "--no-tau-core", "-q",
-                                 "--epochs", "1", "--levels", "2", "--warmup-epochs", "1",
-                                 "--out", str(tmp_path / "imp")])
-    assert result.exit_code == 0, result.output
-    assert len(calls) >= 2 and set(calls) == {0.0}
+    for method, options in (("imp", {"levels": 2}), ("rigl", {}), ("oneshot", {})):
+        cfg = RunConfig(method=method, data="digits", model="mlp", phase_epochs=1, final_epochs=1, tau_core=False,
+                        seed=0, options=options, train=TrainConfig(warmup_epochs=1.0))
+        calls.clear()
+        run_config(cfg, tmp_path / method)
+        assert calls and set(calls) == {0.0}, method
 
 
 def test_a_config_written_before_the_warmup_resumes_without_one():
     old = RunConfig().to_dict()
+    old["version"] = 7
     del old["train"]["warmup_epochs"]
     assert RunConfig.from_dict(old).train.warmup_epochs == 0.0
     assert RunConfig.from_dict({**old, "version": 3}).train.warmup_epochs == 0.0
+    current = RunConfig(train=TrainConfig(warmup_epochs=1.5)).to_dict()
+    assert current["version"] == 8 and RunConfig.from_dict(current).train.warmup_epochs == 1.5
     assert RunConfig.from_dict({"train": {"warmup_epochs": 2.0}}).train.warmup_epochs == 2.0
     with pytest.raises(PwmprError, match="warmup_epochs"):
         TrainConfig(warmup_epochs=-1.0)

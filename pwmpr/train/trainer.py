@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from pwmpr import dist
 from pwmpr.config import TrainConfig
-from pwmpr.counting import schedule_factor
+from pwmpr.counting import round_half_up, schedule_factor
 from pwmpr.errors import PwmprError
 from pwmpr.losses import per_target
 from pwmpr.masks import MaskSet
@@ -149,7 +149,7 @@ class Trainer:
               stage: str = "phase", first_epoch: int = 0, carry: tuple[float, int, float] | None = None,
               warmup_epochs: float = 0.0) -> PhaseStats:
         """Train for ``epochs`` epochs over ``loader`` with the learning rate following ``schedule``, ramped up
-        linearly over the first ``warmup_epochs`` epochs (at most all of them).
+        linearly over the first ``warmup_epochs`` epochs (rounded half up to whole steps, at most all of them).
 
         ``first_epoch`` and ``carry`` (what ``totals`` held) continue a call cut short by a checkpoint.
 
@@ -160,7 +160,7 @@ class Trainer:
         base_lr = self.cfg.base_lr if lr is None else lr
         n_batches = len(loader)  # type: ignore[arg-type]
         total = max(1, epochs * n_batches)
-        warmup = min(total, round(warmup_epochs * n_batches))
+        warmup = min(total, round_half_up(warmup_epochs * n_batches))
         self.model.train()
         for h in self.hooks:
             h.on_phase_start(self, stage=stage, epochs=epochs, n_batches=n_batches)
