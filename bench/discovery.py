@@ -107,13 +107,13 @@ def jumps(rows: list[dict]) -> list[str]:
              "with, without) |", "|---|---|---|"]
     for rule in rules:
         rs = [x for x in rows if x["rule"] == rule and "loss_jumps" in x]
-        hit = [x for x in rs if x["loss_jumps"]]
+        jumped = [x for x in rs if x["loss_jumps"]]
         parts = []
-        for pair in sorted({x["pair"] for x in hit}):
+        for pair in sorted({x["pair"] for x in jumped}):
             mine = [x for x in rs if x["pair"] == pair]
             with_, without = [x for x in mine if x["loss_jumps"]], [x for x in mine if not x["loss_jumps"]]
             parts.append(f"{pair} {len(with_)}/{len(mine)} ({_mean_acc(with_)}, {_mean_acc(without)})")
-        lines.append(f"| {rule} | {len(hit)} of {len(rs)} | {', '.join(parts) or '-'} |")
+        lines.append(f"| {rule} | {len(jumped)} of {len(rs)} | {', '.join(parts) or '-'} |")
     return lines
 
 
