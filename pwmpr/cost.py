@@ -154,3 +154,27 @@ def projected_cost(row: dict[str, Any], *, sparse_fwd: float, epochs: int) -> fl
     per_fwd_epoch = row["train_flops"] / (row["fwd_flops_sparse"] * row["epochs"])  # TRAIN_FACTOR x training samples
     dense_run = row["train_flops_total"] / row["cost_flops"]
     return row["cost_flops"] + per_fwd_epoch * float(sparse_fwd) * epochs / dense_run
+
+
+def guard_reach(row: dict[str, Any], *, gamma: float, phase_epochs: int, final_epochs: int, limit: float,
+                max_density: float = 1.0) -> float:
+    """The density where the cost guard (``limit`` dense runs) would stop growth that goes on after the history row
+    ``row``, if every later step grows the present edges by ``gamma`` and training FLOPs per epoch follow density
+    (up to the dense network's): what the budget lets growth reach, whatever the accuracy curve does
+    (docs/method.md, "Cost guard"). ``max_density`` when the budget gets there; ``row["density"]`` when the very
+    next step would already pass ``limit``."""
+    density = float(row["density"])
+    if not (density > 0 and row.get("cost_flops") and row.get("epochs")):
+        return density
+    dense_run = row["train_flops_total"] / row["cost_flops"]
+    per_epoch = row["train_flops"] / row["epochs"] / dense_run  # cost of one epoch at this density, in dense runs
+    dense_epoch = per_epoch * row["fwd_flops_dense"] / row["fwd_flops_sparse"]
+    cost = float(row["cost_flops"])
+    while density < max_density:
+        nxt = min(density * (1.0 + gamma), max_density)
+        epoch = min(per_epoch * nxt / float(row["density"]), dense_epoch)
+        if cost + epoch * (phase_epochs + final_epochs) > limit:
+            break
+        cost += epoch * phase_epochs
+        density = nxt
+    return density

@@ -215,6 +215,7 @@ class PhaseLoop:
         decision = dist.broadcast_decision(lambda: self.method.after_phase(ctx))
         row.update(decision.info)
         self._note_tolerance()
+        self._note_reach()
         if decision.reason == "max-cost":
             guard = row["cost_guard"]
             self.reporter.message(
@@ -316,6 +317,20 @@ class PhaseLoop:
                 f"{self.history[-1].get('val_n')} validation samples resolve --plateau-tol {line['tol']:g} per "
                 f"doubling only over {line['min_span']:.2g} doublings of density: the plateau test reads "
                 f"{line['points']} points back (min_span in history.jsonl; --no-plateau-resolve: the last {window})")
+
+    def _note_reach(self) -> None:
+        """Say once, at the first growth step, how far the cost guard lets growth go when that is short of
+        --max-density: past it the budget, not the accuracy curve, decides (docs/method.md, "Cost guard")."""
+        guards = [r["cost_guard"] for r in self.history if "reach" in (r.get("cost_guard") or {})]
+        if len(guards) != 1 or "reach" not in (self.history[-1].get("cost_guard") or {}):
+            return
+        g, cfg = guards[0], self.cfg
+        if g["reach"] < cfg.stop.max_density - 1e-9:
+            self.reporter.message(
+                f"with {cfg.phase_epochs} epochs per phase, {cfg.final_epochs} final epochs and --max-cost "
+                f"{g['limit']:g}, the cost guard lets growth reach a density of about {g['reach']:.2g}: a plateau "
+                f"above it cannot be discovered (fewer --phase-epochs or a larger --max-cost reach further; "
+                f"cost_guard.reach in history.jsonl)")
 
     def _perplexity(self, key: str, loss: float | None) -> dict[str, float]:
         """``{key: exp(loss)}`` for a language model (token inputs: loss per token, in nats), else nothing."""

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from pwmpr import checkpoint, rundir
 from pwmpr.cli.app import app
 from pwmpr.config import RunConfig
-from pwmpr.cost import projected_cost
+from pwmpr.cost import guard_reach, projected_cost
 from pwmpr.errors import PwmprError
 from pwmpr.final_training import start_final_training, unpack_start
 from pwmpr.growth import grow, recruit_values
@@ -177,6 +177,64 @@ def test_cost_guard_stops_exactly_when_the_next_phase_would_break_the_budget(tmp
     assert final["stage"] == "final"
     assert final["cost_flops"] == pytest.approx(phases[-2]["cost_guard"]["projected"], rel=1e-9)
     assert summary["cost_flops"] <= limit
+    # The reach projected at the first growth step is where the guard then stopped (an MLP's FLOPs follow its
+    # density, so only the rounding of each step's edge count separates the two).
+    assert phases[0]["cost_guard"]["reach"] == pytest.approx(phases[-1]["density"], rel=1e-3)
+
+
+def test_guard_reach_by_hand():
+    # Density 0.1 after a 1-epoch phase that cost 0.05 dense runs (0.1 so far); an epoch at density d costs d / 2.
+    # Doubling (gamma 1), 1-epoch phases, 2 final epochs, limit 1: to 0.2, 0.1 + 3 x 0.1 = 0.4 (then 0.2 so far);
+    # to 0.4, 0.2 + 3 x 0.2 = 0.8 (then 0.4 so far); to 0.8, 0.4 + 3 x 0.4 = 1.6 > 1: the guard stops at 0.4.
+    row = {"density": 0.1, "train_flops": 5.0, "epochs": 1, "train_flops_total": 10.0, "cost_flops": 0.1,
+           "fwd_flops_sparse": 10.0, "fwd_flops_dense": 100.0}
+    reach = dict(gamma=1.0, phase_epochs=1, final_epochs=2)
+    assert guard_reach(row, **reach, limit=1.0) == pytest.approx(0.4)
+    # The last step lands on max_density (0.2, then 0.3: 0.2 + 3 x 0.15 = 0.65 fits).
+    assert guard_reach(row, **reach, limit=1.0, max_density=0.3) == pytest.approx(0.3)
+    # Already the next step breaks the budget: the density it is at.
+    assert guard_reach(row, **reach, limit=0.3) == pytest.approx(0.1)
+    # An epoch costs no more than the dense network's: at density 0.1 this forward costs 20 of the dense 100
+    # FLOPs (an epoch 0.1 dense runs, a dense epoch 0.5). One step to density 1 costs 0.2 + 0.5 = 0.7 <= 0.75;
+    # followed proportionally, that epoch would cost 1.0 and the guard would stop at 0.1.
+    fast = {**row, "fwd_flops_sparse": 20.0, "train_flops": 10.0, "train_flops_total": 20.0, "cost_flops": 0.2}
+    assert guard_reach(fast, gamma=9.0, phase_epochs=1, final_epochs=0, limit=0.75) == pytest.approx(1.0)
+    # No budget, or nothing to scale from (an empty network): the density it is at.
+    assert guard_reach(row, **reach, limit=0.0) == pytest.approx(0.1)
+    assert guard_reach({**row, "density": 0.0}, **reach, limit=1.0) == 0.0
+
+
+def test_the_reach_the_docs_give_for_the_defaults_is_the_defaults_own():
+    # B / (1 + (E_p / E_f)(1 + gamma) / gamma), the limit of the guard's steps (docs/method.md, "Cost guard"),
+    # from today's defaults; the README and docs/method.md quote it.
+    cfg = RunConfig()
+    g = cfg.growth.gamma
+    reach = cfg.stop.max_cost / (1 + cfg.phase_epochs / cfg.final_epochs * (1 + g) / g)
+    root = Path(__file__).resolve().parents[1]
+    assert f"near density {reach:.2f}" in " ".join((root / "README.md").read_text().split())
+    assert f"= {reach:.4g}: a network" in " ".join((root / "docs" / "method.md").read_text().split())
+    # The simulated steps from a small seed approach it from below (each phase's cost is counted as it is spent).
+    row = {"density": 0.01, "train_flops": 1.0, "epochs": cfg.phase_epochs, "train_flops_total": 1.0,
+           "cost_flops": 0.01 * cfg.phase_epochs / cfg.final_epochs, "fwd_flops_sparse": 0.01, "fwd_flops_dense": 1.0}
+    simulated = guard_reach(row, gamma=g, phase_epochs=cfg.phase_epochs, final_epochs=cfg.final_epochs,
+                            limit=cfg.stop.max_cost)
+    assert reach / (1 + g) < simulated <= reach
+
+
+def test_the_console_says_once_how_far_the_budget_lets_growth_go(tmp_path):
+    args = ["grow", *[a for a in BASE if a != "-q"], "--seed-density", "0.05", "--phase-epochs", "1",
+            "--final-epochs", "2", "--stop", "none", "--plateau-tol", "0", "--max-phases", "4"]
+    said = runner.invoke(app, [*args, "--max-cost", "0.6", "--out", str(tmp_path / "a")])
+    assert said.exit_code == 0, said.output
+    text = " ".join(said.output.split())
+    rows = [json.loads(line) for line in (tmp_path / "a" / "history.jsonl").read_text().splitlines()]
+    reach = rows[0]["cost_guard"]["reach"]
+    assert text.count("the cost guard lets growth reach a density of about") == 1
+    assert f"about {reach:.2g}: a plateau above it cannot be discovered" in text
+    # A budget that reaches --max-density has nothing to warn about.
+    quiet = runner.invoke(app, [*args, "--max-cost", "50", "--out", str(tmp_path / "b")])
+    assert quiet.exit_code == 0, quiet.output
+    assert "lets growth reach" not in " ".join(quiet.output.split())
 
 
 # -- recruiting growth -------------------------------------------------------------------------------------------

@@ -79,6 +79,23 @@ def test_tolerance_used_and_the_cost_guard_are_drawn(figs):
            "over --max-cost 1.5)" in _notes(fig)
 
 
+def test_the_cost_guards_reach_is_drawn_until_the_guard_decides(figs):
+    guard = {"limit": 1.5, "so_far": 0.1, "after_next_phase": 0.2, "projected": 0.5, "over": False, "reach": 0.56}
+    history = _growth(POINTS, decision="plateau", cost_guard=guard)
+    fig = curve_figure(history, {"stop_reason": "plateau", "discovered_density": 0.122})
+    figs.append(fig)
+    assert list(_line(fig, "cost guard's reach: about 0.56").get_xdata()) == [0.56, 0.56]
+    # Where the guard decided, its mark says so; the projection is not drawn again.
+    stopped = _growth(POINTS, decision="max-cost", cost_guard={**guard, "projected": 1.6, "over": True})
+    fig = curve_figure(stopped, {"stop_reason": "max-cost", "discovered_density": 0.122})
+    figs.append(fig)
+    assert not any("reach" in t for t in _labels(fig))
+    # A budget that gets to dense draws nothing.
+    fig = curve_figure(_growth(POINTS, decision="plateau", cost_guard={**guard, "reach": 1.0}))
+    figs.append(fig)
+    assert not any("reach" in t for t in _labels(fig))
+
+
 def test_no_tolerance_line_without_a_tolerance(figs):
     history = _growth(POINTS, decision="max-phases")
     fig = curve_figure(history)

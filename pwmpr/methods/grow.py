@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import Tensor
 
-from pwmpr.cost import projected_cost, training_flops
+from pwmpr.cost import guard_reach, projected_cost, training_flops
 from pwmpr.counting import round_half_up
 from pwmpr.errors import PwmprError
 from pwmpr.growth import GROWTH_RULES, grow, growth_count, recruit_values
@@ -47,7 +47,8 @@ def shrink_verdict(reference: Observation, candidate: Observation, tol: float, a
 def cost_guard(ctx: RunContext, grown: MaskSet, next_epochs: int) -> dict[str, Any] | None:
     """Projected cost (dense runs; docs/method.md, Cost) of the next phase and final training at the grown density.
 
-    ``over`` says it passes ``--max-cost`` (docs/method.md, "Cost guard"). None without a guard (``--max-cost 0``)
+    ``over`` says it passes ``--max-cost`` (docs/method.md, "Cost guard"); ``reach`` is the density the guard would
+    stop growth at if every later step grew by ``gamma`` (``guard_reach``). None without a guard (``--max-cost 0``)
     or when the last row has no cost record.
     """
     limit, row = ctx.cfg.stop.max_cost, ctx.history[-1]
@@ -56,8 +57,10 @@ def cost_guard(ctx: RunContext, grown: MaskSet, next_epochs: int) -> dict[str, A
     fwd = float(training_flops(ctx.model, grown, ctx.input_shape).sparse)
     after_phase = projected_cost(row, sparse_fwd=fwd, epochs=next_epochs)
     total = projected_cost(row, sparse_fwd=fwd, epochs=next_epochs + ctx.cfg.final_epochs)
+    reach = guard_reach(row, gamma=ctx.cfg.growth.gamma, phase_epochs=next_epochs,
+                        final_epochs=ctx.cfg.final_epochs, limit=limit, max_density=ctx.cfg.stop.max_density)
     return {"limit": limit, "so_far": row["cost_flops"], "after_next_phase": after_phase, "projected": total,
-            "over": bool(total > limit)}
+            "over": bool(total > limit), "reach": reach}
 
 
 @METHODS.register("pwmpr")
