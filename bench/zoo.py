@@ -3,6 +3,7 @@
 Run:  python bench/zoo.py [--models NAME ...] [--repeats 3] [--samples 600] [--out bench/out/zoo] [--dry-run]
       (with --models, the models not named keep their rows from the last zoo.json)
       python bench/zoo.py --rerender   # the files again from zoo.json and the export reports, measuring nothing
+                                       # (the refusals run again: they take no time to speak of)
 
 Models are ``bench/zoo_models.py``'s ``ZOO``, built as a user would hand them to ``pwmpr grow --model
 zoo_models:NAME``. For each one:
@@ -239,7 +240,7 @@ def main() -> None:
     rows = []
     if args.rerender:  # the figures measured last time, with the export reports read again
         saved = json.loads((RESULTS / "zoo.json").read_text())
-        rows, refused = saved["rows"], saved["refused"]
+        rows = saved["rows"]
         args.models = saved.get("measured", list(zoo_models.ZOO))
         for row in rows:
             read_export(row, args.out / "exports" / row["model"])
@@ -253,8 +254,7 @@ def main() -> None:
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "encodings"}), file=sys.stderr, flush=True)
     order = list(zoo_models.ZOO)
     rows.sort(key=lambda r: order.index(r["model"]) if r["model"] in order else len(order))
-    if not args.rerender:
-        refused = refusals()
+    refused = refusals()
     table, support = render(rows, refused, args)
     if args.dry_run:
         print(table)

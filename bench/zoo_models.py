@@ -104,10 +104,6 @@ def _recurrent(self: _Refused, h):
     return self.extra(h.unsqueeze(1))[0][:, -1]
 
 
-def _conv_over_channels(self: _Refused, h):  # efficient channel attention: a 1-D conv sliding over the channels
-    return h * self.extra(h.unsqueeze(1)).squeeze(1).sigmoid()
-
-
 #: name -> (what it does, factory(num_classes, input_shape)): each uses one op that has no rule (docs/method.md).
 REFUSED: dict[str, tuple[str, Callable[[int, tuple[int, ...]], nn.Module]]] = {
     "refused_fft": ("a Fourier transform over the features (FNet's token mixing)",
@@ -118,8 +114,6 @@ REFUSED: dict[str, tuple[str, Callable[[int, tuple[int, ...]], nn.Module]]] = {
                       lambda n, s: _Refused(n, s, lambda self, h: h[:, h.argsort(dim=1)[0]])),
     "refused_lstm": ("a recurrent layer (nn.LSTM)", lambda n, s: _Refused(n, s, _recurrent, nn.LSTM(8, 8,
                                                                                                      batch_first=True))),
-    "refused_conv_over_channels": ("a convolution sliding over the channels (ECA)",
-                                   lambda n, s: _Refused(n, s, _conv_over_channels, nn.Conv1d(1, 1, 3, padding=1))),
 }
 
 for _name, (_, _factory) in REFUSED.items():

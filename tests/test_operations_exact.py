@@ -255,3 +255,28 @@ def test_a_linear_over_tokens_scores_every_path_through_each_channel():
         linear_edges(3, net.head.weight, masks["head.weight"], "head.weight"),
     ]
     _check(net, masks, (3, 2), [(0, n, f) for n in range(3) for f in range(2)], layers)
+
+
+# -- a 1-d convolution over units (ECA's channel attention): a banded, shared kernel --------------------------------
+class _ConvOverUnits(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Linear(3, 4)
+        self.conv = torch.nn.Conv1d(1, 2, 3, padding=1, bias=False)
+        self.head = torch.nn.Linear(8, 2)
+
+    def forward(self, x):  # (N, 3) -> a (N, 4 units) -> conv over those units (N, 2 channels, 4) -> head
+        return self.head(self.conv(self.a(x).unsqueeze(1)).flatten(1))
+
+
+def test_a_convolution_over_units_scores_every_tap_on_every_position():
+    net = _ConvOverUnits()
+    _signed(net)
+    masks = _masks(net, ["a.weight", "conv.weight", "head.weight"])
+    w = _w(net, masks, "conv.weight")
+    # output channel o, position p reads unit p + t - 1 through tap t (the padding reads nothing)
+    band = [Edge((1, p + t - 1), (2, o * 4 + p), w[o][0][t], ("conv.weight", (o, 0, t)))
+            for o in range(2) for p in range(4) for t in range(3) if 0 <= p + t - 1 < 4]
+    layers = [linear_edges(0, net.a.weight, masks["a.weight"], "a.weight"), band,
+              linear_edges(2, net.head.weight, masks["head.weight"], "head.weight")]
+    _check(net, masks, (3,), [(0, i) for i in range(3)], layers)

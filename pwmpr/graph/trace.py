@@ -33,7 +33,9 @@ def build_unit_graph(model: nn.Module, input_shape: Sequence[int]) -> UnitGraph:
     """
     shape = tuple(int(s) for s in input_shape)
     first: PwmprError | None = None
-    for dim in dict.fromkeys((1, len(shape))):
+    # The input's units: its channels (dim 1), else its features (last dim), else one unit for all of it (a signal
+    # that a 1-d convolution slides over, as a one-channel image is; docs/method.md, "Reading the forward").
+    for dim in (*dict.fromkeys((1, len(shape))), 0):
         try:
             with training_mode(model, False), torch.no_grad():
                 return UnitTracer(model).trace(model, shape, dim)
@@ -52,10 +54,15 @@ class UnitTracer(ActivationRules, ContractionRules, AttentionRules, WatchMode):
         self.sites: list[AttentionSite | None] = []
 
     def trace(self, model: nn.Module, shape: tuple[int, ...], input_dim: int = 1) -> UnitGraph:
-        """Run ``model`` on zeros of ``shape`` (its units along ``input_dim``) and return the unit graph it read."""
+        """Run ``model`` on zeros of ``shape`` (its units along ``input_dim``; 0: one unit for all of it) and return
+        the unit graph it read."""
         x = torch.zeros((1, *shape), device=device_of(model), dtype=input_dtype_of(model))
-        g = self.builder.new_group(shape[input_dim - 1], "input", "input")
-        self.put(x, Units(along(torch.arange(shape[input_dim - 1]), input_dim, x.shape)))
+        if input_dim == 0:
+            g = self.builder.new_group(1, "input", "input")
+            self.put(x, Units(torch.zeros(x.shape, dtype=torch.long)))
+        else:
+            g = self.builder.new_group(shape[input_dim - 1], "input", "input")
+            self.put(x, Units(along(torch.arange(shape[input_dim - 1]), input_dim, x.shape)))
         with self.watching(model):
             out = run_forward(model, x)
         value = self.get(out) if isinstance(out, Tensor) else None

@@ -41,14 +41,17 @@ class ContractionRules:
         elif op.name.startswith("conv"):
             x, w = args[0], args[1] if len(args) > 1 else kwargs["weight"]
             groups = args[6] if len(args) > 6 else kwargs.get("groups", 1)
-            self._linear_use(op, x, w, out, unit_dim=1, groups=int(groups))
+            geometry = {key: args[i] if len(args) > i else kwargs.get(key, default)
+                        for i, key, default in ((3, "stride", 1), (4, "padding", 0), (5, "dilation", 1))}
+            self._linear_use(op, x, w, out, unit_dim=1, groups=int(groups), geometry=geometry)
         elif op.name == "einsum":
             self._einsum(op, args, kwargs, out)
         else:
             a, b = (args[1], args[0]) if op.name == "rmatmul" else (args[0], args[1])
             self._matmul(op, _Operand.of(self, a), _Operand.of(self, b), out)
 
-    def _linear_use(self, op: Op, x: Tensor, w: Tensor, out: Tensor, unit_dim: int, groups: int = 1) -> None:
+    def _linear_use(self, op: Op, x: Tensor, w: Tensor, out: Tensor, unit_dim: int, groups: int = 1,
+                    geometry: dict[str, Any] | None = None) -> None:
         vx, vw = self.get(x), self.get(w)
         if vx is None:
             if isinstance(vw, WeightView) or vw is None:
@@ -66,13 +69,18 @@ class ContractionRules:
         if isinstance(vw, WeightView):
             param, positions = vw.name, vw.positions
             weight = self._param_values(vw, tuple(w.shape))
-        why = ("its input's units lie along a dim it slides over (a convolution over the units has no rule)"
+        why = ("its input's units lie along a dim it slides over, which pwmpr follows only for a 1-d convolution of "
+               "one group over units computed from the input (ECA's channel attention)"
                if unit_dim == 1 and any(not constant_along(vx.ids, d) for d in range(2, vx.ids.dim()))
                else "its input's units vary along other dims than the one it reads")
         w3 = weight.reshape(weight.shape[0], weight.shape[1], -1)
         pos3 = positions.reshape(w3.shape) if positions is not None else None
         if unit_dim == -1 and not constant_along_rows(vx.ids):
             self._linear_per_row(op, vx.ids, param, positions, weight, out, why)
+            return
+        if (geometry is not None and w.dim() == 3 and groups == 1 and vx.ids.dim() == 3
+                and constant_along(vx.ids, 1) and not constant_along(vx.ids, 2)):
+            self._conv_over_units(op, vx.ids, param, positions, weight, out, geometry, why)
             return
         col = unit_vector(vx.ids, unit_dim, lambda: LayoutError(str(self.refuse(op, why))))
         made = self.builder.link(param, pos3, w3, col, groups, self.where())
@@ -128,6 +136,51 @@ class ContractionRules:
                 if made is not None:
                     out_rows[(rows == vec).all(1)] = made[1] + torch.arange(n_out)
         self.put(out, Units(out_rows.reshape(out.shape)))
+
+    def _conv_over_units(self, op: Op, ids: Tensor, param: str | None, positions: Tensor | None, weight: Tensor,
+                         out: Tensor, geometry: dict[str, Any], why: str) -> None:
+        """A 1-d convolution that slides over the units (ECA's channel attention: a kernel of a few taps over the
+        pooled channels; docs/method.md, "Operations").
+
+        Each output position is a new unit. Tap ``t`` of output channel ``o`` is a link from the unit each output
+        position reads through that tap to a unit of its own, through the entries ``W[o, :, t]``, which every
+        position shares (stored once); the taps' units then merge position by position, as a residual add's do,
+        so each output unit is fed by the units its window reads. Positions the window reads in the padding feed
+        nothing. Refused when a tap reads one unit at two positions (a window wider than the units it slides over).
+        Never the model's input: a convolution slides over its input's positions, not its units (the tracer then
+        tries the other layout).
+        """
+        c_out, c_in, k = weight.shape
+        n = ids.shape[-1]
+        units = ids.amax(dim=1)[0]  # [n]: the unit at each position (the same for every input channel)
+        if bool(((units >= 0) & (units < self.builder.groups[0].n)).any()):
+            raise LayoutError(str(self.refuse(op, why)))
+        place = (torch.arange(n, dtype=torch.float64) + 1.0).view(1, 1, n)
+        flat = (positions if positions is not None else torch.arange(weight.numel())).reshape(c_out, c_in, k)
+        taps = []
+        for t in range(k):
+            pick = torch.zeros(1, 1, k, dtype=torch.float64)
+            pick[0, 0, t] = 1.0
+            read = torch.nn.functional.conv1d(place, pick, None, **geometry)[0, 0].round().long() - 1  # [n_out]
+            unit = torch.where(read >= 0, units[read.clamp(min=0)], torch.full_like(read, -1))
+            has = unit >= 0
+            ids_t = torch.full((c_out, read.numel()), -1, dtype=torch.long)
+            if not bool(has.any()):
+                taps.append(ids_t)
+                continue
+            col = unit[has]
+            if first_appearance(col).numel() != col.numel():
+                raise self.refuse(op, "it slides over the units with a window that reads one unit at two positions")
+            m = col.numel()
+            for o in range(c_out):
+                kernel = weight[o, :, t].reshape(1, 1, c_in).expand(m, 1, c_in)
+                entries = flat[o, :, t].reshape(1, 1, c_in).expand(m, 1, c_in)
+                made = self.builder.link(param, entries, kernel, col, m, self.where())
+                if made is not None:
+                    ids_t[o, has] = made[1] + torch.arange(m)
+            taps.append(ids_t)
+        merged = self.builder.merge(taps, op.name) if k > 1 else taps[0]
+        self.put(out, Units(merged.reshape(out.shape)))
 
     def _param_values(self, view: WeightView, shape: tuple[int, ...]) -> Tensor:
         """``|W0|`` of a weight view: the parameter's own entries, whatever transform the forward applied."""
