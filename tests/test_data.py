@@ -38,7 +38,7 @@ def test_npz_flat_and_image_arrays(tmp_path):
         ({"x": np.zeros((20, 3))}, "lacks array.*y"),
         ({"x": np.zeros((20, 3)), "y": np.zeros(19, dtype=int)}, "20 samples but 'y' has 19"),
         ({"x": np.zeros((20, 3)), "y": np.full(20, 0.5)}, "integer class labels"),
-        ({"x": np.zeros((20, 3, 3)), "y": np.zeros(20, dtype=int)}, "shape"),
+        ({"x": np.zeros((20, 3, 3, 3, 3)), "y": np.zeros(20, dtype=int)}, r"\(N, D\), \(N, C, L\) or \(N, C, H, W\)"),
         ({"x": np.zeros((20, 3)), "y": np.zeros(20, dtype=int), "x_test": np.zeros((4, 3))}, "both x_test and y_test"),
     ],
 )

@@ -288,9 +288,9 @@ def holdout(x: Tensor, y: Tensor, fraction: float) -> tuple[TensorSplit, TensorS
 
 
 def normalise(train: TensorSplit, *others: TensorSplit) -> None:
-    """Standardise every split in place with per-channel (or global, for flat data) train statistics."""
+    """Standardise every split in place with per-channel (images, signals) or global (flat data) train statistics."""
     x = train.x
-    dims = [0, 2, 3] if x.dim() == 4 else list(range(x.dim()))
+    dims = [0, *range(2, x.dim())] if x.dim() >= 3 else list(range(x.dim()))
     mean = x.mean(dim=dims, keepdim=True)
     std = x.std(dim=dims, keepdim=True).clamp_min(1e-6)
     for split in (train, *others):

@@ -1,4 +1,5 @@
-"""``npz:PATH``: any arrays ``x`` (N, C, H, W) or (N, D) with integer labels ``y``; optional ``x_test``, ``y_test``."""
+"""``npz:PATH``: arrays ``x`` of features (N, D), signals (N, C, L) or images (N, C, H, W) with integer labels ``y``;
+optional ``x_test``, ``y_test``."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from pwmpr.errors import PwmprError
 
 def _arrays(z, xk: str, yk: str, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = np.asarray(z[xk]), np.asarray(z[yk])
-    if x.ndim not in (2, 4):
-        raise PwmprError(f"npz {path}: {xk!r} must have shape (N, D) or (N, C, H, W), got {x.shape}")
+    if x.ndim not in (2, 3, 4):
+        raise PwmprError(f"npz {path}: {xk!r} must have shape (N, D), (N, C, L) or (N, C, H, W), got {x.shape}")
     if y.ndim != 1:
         raise PwmprError(f"npz {path}: {yk!r} must be a 1-D label array, got shape {y.shape}")
     if len(x) != len(y):
