@@ -159,20 +159,25 @@ def projected_cost(row: dict[str, Any], *, sparse_fwd: float, epochs: int) -> fl
 def guard_reach(row: dict[str, Any], *, gamma: float, phase_epochs: int, final_epochs: int, limit: float,
                 max_density: float = 1.0) -> float:
     """The density where the cost guard (``limit`` dense runs) would stop growth that goes on after the history row
-    ``row``, if every later step grows the present edges by ``gamma`` and training FLOPs per epoch follow density
-    (up to the dense network's): what the budget lets growth reach, whatever the accuracy curve does
-    (docs/method.md, "Cost guard"). ``max_density`` when the budget gets there; ``row["density"]`` when the very
-    next step would already pass ``limit``."""
+    ``row``, if every later step grows the present edges by ``gamma``: what the budget lets growth reach, whatever
+    the accuracy curve does (docs/method.md, "Cost guard"). ``max_density`` when the budget gets there;
+    ``row["density"]`` when the very next step would already pass ``limit``.
+
+    Training FLOPs per epoch are interpolated between the row's and the dense network's as a power of density,
+    ``f(d) = f_now (d / d_now)^a`` with ``f(1)`` dense: exact where FLOPs follow density (an MLP, ``a = 1``), and
+    for a conv net, whose early, costly layers fill first, nearer than following density would be.
+    """
     density = float(row["density"])
-    if not (density > 0 and row.get("cost_flops") and row.get("epochs")):
+    if not (density > 0 and row.get("cost_flops") and row.get("epochs") and row.get("fwd_flops_sparse")):
         return density
     dense_run = row["train_flops_total"] / row["cost_flops"]
-    per_epoch = row["train_flops"] / row["epochs"] / dense_run  # cost of one epoch at this density, in dense runs
-    dense_epoch = per_epoch * row["fwd_flops_dense"] / row["fwd_flops_sparse"]
+    dense_epoch = row["train_flops"] / row["epochs"] / dense_run * row["fwd_flops_dense"] / row["fwd_flops_sparse"]
+    share = row["fwd_flops_sparse"] / row["fwd_flops_dense"]  # of a dense epoch's FLOPs, at this density
+    power = math.log(share) / math.log(density) if 0 < share < 1 and density < 1 else 1.0
     cost = float(row["cost_flops"])
     while density < max_density:
         nxt = min(density * (1.0 + gamma), max_density)
-        epoch = min(per_epoch * nxt / float(row["density"]), dense_epoch)
+        epoch = dense_epoch * min(1.0, share * (nxt / float(row["density"])) ** power)
         if cost + epoch * (phase_epochs + final_epochs) > limit:
             break
         cost += epoch * phase_epochs

@@ -229,7 +229,7 @@ def _draw_density(ax, history: list[dict[str, Any]], summary: dict[str, Any] | N
         ax.plot([guard_row["density"]], [guard_row["val_acc"]], "o", ms=18, mfc="none", mec="C3", mew=2, zorder=6,
                 label=f"cost guard decided here: {g['projected']:.2f} > {g['limit']:g} dense runs")
     reach = next((r["cost_guard"]["reach"] for r in reversed(phases) if "reach" in (r.get("cost_guard") or {})), None)
-    if reach is not None and guard_row is None and reach < 1.0 - 1e-9:  # where the budget would end growth
+    if reach is not None and guard_row is None:  # where the budget would end growth (recorded only short of the cap)
         ax.axvline(reach, color="C3", ls=":", lw=1.2,
                    label=f"cost guard's reach: about {reach:.2g} (growth by gamma, --max-cost)")
     knee = _draw_shrink(ax, history, summary)

@@ -319,18 +319,18 @@ class PhaseLoop:
                 f"{line['points']} points back (min_span in history.jsonl; --no-plateau-resolve: the last {window})")
 
     def _note_reach(self) -> None:
-        """Say once, at the first growth step, how far the cost guard lets growth go when that is short of
-        --max-density: past it the budget, not the accuracy curve, decides (docs/method.md, "Cost guard")."""
+        """Say once, at the first growth step the guard lets through, how far it lets growth go when that is short
+        of --max-density: past it the budget, not the accuracy curve, decides (docs/method.md, "Cost guard")."""
         guards = [r["cost_guard"] for r in self.history if "reach" in (r.get("cost_guard") or {})]
-        if len(guards) != 1 or "reach" not in (self.history[-1].get("cost_guard") or {}):
+        g = self.history[-1].get("cost_guard") or {}
+        if len(guards) != 1 or "reach" not in g or g["over"]:  # a guard that stops growth says so itself
             return
-        g, cfg = guards[0], self.cfg
-        if g["reach"] < cfg.stop.max_density - 1e-9:
-            self.reporter.message(
-                f"with {cfg.phase_epochs} epochs per phase, {cfg.final_epochs} final epochs and --max-cost "
-                f"{g['limit']:g}, the cost guard lets growth reach a density of about {g['reach']:.2g}: a plateau "
-                f"above it cannot be discovered (fewer --phase-epochs or a larger --max-cost reach further; "
-                f"cost_guard.reach in history.jsonl)")
+        cfg = self.cfg
+        self.reporter.message(
+            f"with {cfg.phase_epochs} epochs per phase, {cfg.final_epochs} final epochs and --max-cost "
+            f"{g['limit']:g}, the cost guard will stop growth near density {g['reach']:.2g} (an estimate: each step "
+            f"grows by --gamma), whatever the accuracy curve does; fewer --phase-epochs or a larger --max-cost reach "
+            f"further (cost_guard.reach in history.jsonl)")
 
     def _perplexity(self, key: str, loss: float | None) -> dict[str, float]:
         """``{key: exp(loss)}`` for a language model (token inputs: loss per token, in nats), else nothing."""

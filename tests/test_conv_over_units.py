@@ -30,12 +30,15 @@ class _Line(nn.Module):
     """3 features -> a (4 units) -> a 1-d conv over those 4 units (1 channel in, ``c_out`` out) -> fc (-> 1).
     No residual: every path crosses the conv."""
 
-    def __init__(self, c_out: int = 1, padding: int = 1, dilation: int = 1, circular: bool = False) -> None:
+    def __init__(self, c_out: int = 1, padding: int | str = 1, dilation: int = 1, circular: bool = False,
+                 stride: int = 1, kernel: int = 3) -> None:
         super().__init__()
         self.circular = circular
         self.a = nn.Linear(3, 4)
-        self.conv = nn.Conv1d(1, c_out, 3, padding=0 if circular else padding, dilation=dilation, bias=False)
-        self.fc = nn.Linear(4 * c_out, 1)
+        self.conv = nn.Conv1d(1, c_out, kernel, padding=0 if circular else padding, dilation=dilation, stride=stride,
+                              bias=False)
+        n_out = self.conv(torch.zeros(1, 1, 4 + 2 * circular)).shape[-1]
+        self.fc = nn.Linear(n_out * c_out, 1)
 
     def forward(self, x):
         h = self.a(x).unsqueeze(1)  # (N, 1, 4): the units lie along the dim the conv slides over
@@ -76,6 +79,24 @@ def test_each_tap_reads_the_unit_the_convolution_reads(unit, tap, column, reache
 ])
 def test_a_dilated_convolution_reads_every_other_unit(unit, tap, column, reaches):
     assert _path(_Line(padding=2, dilation=2), unit, tap, column) is reaches
+
+
+@pytest.mark.parametrize(("unit", "tap", "column", "reaches"), [
+    (0, 1, 0, True), (2, 1, 1, True), (1, 1, 0, False), (1, 2, 0, True), (1, 0, 1, True), (3, 2, 1, True),
+    (3, 1, 1, False),
+])
+def test_a_strided_convolution_reads_every_other_window(unit, tap, column, reaches):
+    # stride 2, padding 1: output position o reads unit 2 o + t - 1 (o = 0, 1)
+    assert _path(_Line(stride=2), unit, tap, column) is reaches
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+@pytest.mark.parametrize(("unit", "tap", "column", "reaches"), [
+    (0, 0, 0, True), (1, 1, 0, True), (0, 1, 0, False), (1, 0, 0, False), (3, 0, 3, True), (3, 1, 3, False),
+])
+def test_same_padding_with_an_even_kernel_pads_on_the_right(unit, tap, column, reaches):
+    # kernel 2, padding 'same': torch pads 0 on the left and 1 on the right, so position o reads unit o + t
+    assert _path(_Line(padding="same", kernel=2), unit, tap, column) is reaches
 
 
 @pytest.mark.parametrize(("unit", "tap", "column", "reaches"), [
@@ -152,6 +173,32 @@ def test_a_convolution_over_the_input_reads_it_as_one_signal():
     assert build_unit_graph(single, (6,)).groups[0].n == 1
 
 
+def test_the_input_is_read_as_one_signal_only_where_a_convolution_slides_over_it():
+    class Rows(nn.Module):  # 12 flat features read as 3 rows of 4: a linear over each row's features
+        def __init__(self) -> None:
+            super().__init__()
+            self.row, self.fc = nn.Linear(4, 2), nn.Linear(6, 1)
+
+        def forward(self, x):
+            return self.fc(self.row(x.view(-1, 3, 4)).flatten(1))
+
+    with pytest.raises(PwmprError, match="vary along other dims"):  # as before: no convolution, no signal
+        build_unit_graph(Rows(), (12,))
+
+    class SignalThenGrid(nn.Module):  # read as a signal the first conv is followed; the 2-d conv over units is not
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1, self.grid, self.fc = nn.Conv1d(1, 4, 3, padding=1), nn.Conv2d(1, 1, 3, padding=1), nn.LazyLinear(1)
+
+        def forward(self, x):
+            return self.fc(self.grid(self.c1(x.unsqueeze(1)).view(-1, 1, 4, 16)).flatten(1))
+
+    net = SignalThenGrid()
+    net(torch.zeros(1, 16))
+    with pytest.raises(PwmprError, match=r"^module grid \(Conv2d\)"):  # what stops the signal reading is named
+        build_unit_graph(net, (16,))
+
+
 def test_a_window_reading_one_unit_twice_is_refused():
     class Repeated(nn.Module):  # the 4 units laid out twice along the conv's dim: 6 windows of 3 read 0, 1, 2, 3, 0, 1
         def __init__(self) -> None:
@@ -162,7 +209,7 @@ def test_a_window_reading_one_unit_twice_is_refused():
             h = self.a(x)
             return self.fc(self.conv(torch.cat([h, h], 1).unsqueeze(1)))
 
-    with pytest.raises(PwmprError, match="reads one unit at two positions"):
+    with pytest.raises(PwmprError, match="one tap reads a unit at two positions"):
         build_unit_graph(Repeated(), (3,))
 
 
@@ -174,7 +221,7 @@ class _Beyond(nn.Module):
         self.kind, self.a = kind, nn.Linear(3, 4)
         self.first = nn.Conv1d(1, 2, 3, padding=1)  # (N, 2, 4): units vary along both dims
         self.conv = {"two-dims": nn.Conv1d(2, 1, 3, padding=1), "grouped": nn.Conv1d(2, 2, 3, padding=1, groups=2),
-                     "2d": nn.Conv2d(1, 1, 3, padding=1)}[kind]
+                     "2d": nn.Conv2d(1, 1, 3, padding=1), "padded-channel": nn.Conv1d(2, 1, 3, padding=1)}[kind]
         self.fc = nn.LazyLinear(1)
 
     def forward(self, x):
@@ -183,12 +230,14 @@ class _Beyond(nn.Module):
             h = self.conv(self.first(h.unsqueeze(1)))
         elif self.kind == "grouped":  # the same units in both channels, each channel its own group
             h = self.conv(h.unsqueeze(1).expand(-1, 2, -1))
+        elif self.kind == "padded-channel":  # a second channel of zeros, which carries no unit
+            h = self.conv(F.pad(h.unsqueeze(1), (0, 0, 0, 1)))
         else:  # the units on a 2 x 2 grid
             h = self.conv(h.view(-1, 1, 2, 2))
         return self.fc(h.flatten(1))
 
 
-@pytest.mark.parametrize("kind", ["two-dims", "grouped", "2d"])
+@pytest.mark.parametrize("kind", ["two-dims", "grouped", "2d", "padded-channel"])
 def test_a_convolution_over_units_beyond_one_dim_and_one_group_is_refused(kind):
     net = _Beyond(kind)
     net(torch.zeros(1, 3))  # materialize the lazy head

@@ -194,11 +194,15 @@ def test_guard_reach_by_hand():
     assert guard_reach(row, **reach, limit=1.0, max_density=0.3) == pytest.approx(0.3)
     # Already the next step breaks the budget: the density it is at.
     assert guard_reach(row, **reach, limit=0.3) == pytest.approx(0.1)
-    # An epoch costs no more than the dense network's: at density 0.1 this forward costs 20 of the dense 100
-    # FLOPs (an epoch 0.1 dense runs, a dense epoch 0.5). One step to density 1 costs 0.2 + 0.5 = 0.7 <= 0.75;
-    # followed proportionally, that epoch would cost 1.0 and the guard would stop at 0.1.
-    fast = {**row, "fwd_flops_sparse": 20.0, "train_flops": 10.0, "train_flops_total": 20.0, "cost_flops": 0.2}
-    assert guard_reach(fast, gamma=9.0, phase_epochs=1, final_epochs=0, limit=0.75) == pytest.approx(1.0)
+    # FLOPs that do not follow density (a conv net): at density 0.1 this forward costs 20 of the dense 100 FLOPs,
+    # so an epoch costs 0.1 dense runs and a dense epoch 0.5; FLOPs go as 0.2 (d / 0.1)^a, a = ln 0.2 / ln 0.1
+    # = 0.699, reaching the dense epoch at d = 1. Doubling, 1-epoch phases, no final epochs, limit 0.7: to 0.2,
+    # 0.5 x 0.2 x 2^a = 0.162 (0.362 so far); to 0.4, 0.5 x 0.2 x 4^a = 0.264 (0.626); to 0.8, 0.428 more, 1.054
+    # > 0.7: it stops at 0.4. Followed in proportion to density, 0.2 + 0.2 + 0.4 would have stopped it at 0.2.
+    conv = {**row, "fwd_flops_sparse": 20.0, "train_flops": 10.0, "train_flops_total": 20.0, "cost_flops": 0.2}
+    assert guard_reach(conv, gamma=1.0, phase_epochs=1, final_epochs=0, limit=0.7) == pytest.approx(0.4)
+    # One step to density 1 costs exactly a dense epoch: 0.2 + 0.5 = 0.7 <= 0.75.
+    assert guard_reach(conv, gamma=9.0, phase_epochs=1, final_epochs=0, limit=0.75) == pytest.approx(1.0)
     # No budget, or nothing to scale from (an empty network): the density it is at.
     assert guard_reach(row, **reach, limit=0.0) == pytest.approx(0.1)
     assert guard_reach({**row, "density": 0.0}, **reach, limit=1.0) == 0.0
@@ -229,12 +233,19 @@ def test_the_console_says_once_how_far_the_budget_lets_growth_go(tmp_path):
     text = " ".join(said.output.split())
     rows = [json.loads(line) for line in (tmp_path / "a" / "history.jsonl").read_text().splitlines()]
     reach = rows[0]["cost_guard"]["reach"]
-    assert text.count("the cost guard lets growth reach a density of about") == 1
-    assert f"about {reach:.2g}: a plateau above it cannot be discovered" in text
-    # A budget that reaches --max-density has nothing to warn about.
+    assert text.count("the cost guard will stop growth near density") == 1
+    assert f"near density {reach:.2g} (an estimate" in text
+    # A budget that reaches --max-density has nothing to warn about, and records no reach.
     quiet = runner.invoke(app, [*args, "--max-cost", "50", "--out", str(tmp_path / "b")])
     assert quiet.exit_code == 0, quiet.output
-    assert "lets growth reach" not in " ".join(quiet.output.split())
+    assert "will stop growth near" not in " ".join(quiet.output.split())
+    rows = [json.loads(line) for line in (tmp_path / "b" / "history.jsonl").read_text().splitlines()]
+    assert all("reach" not in r["cost_guard"] for r in rows if r.get("cost_guard"))
+    # A guard that stops the very first step says so in its own words, not with a projection as well.
+    stopped = runner.invoke(app, [*args, "--max-cost", "0.02", "--out", str(tmp_path / "c")])
+    assert stopped.exit_code == 0, stopped.output
+    text = " ".join(stopped.output.split())
+    assert "the cost guard stopped growth" in text and "will stop growth near" not in text
 
 
 # -- recruiting growth -------------------------------------------------------------------------------------------

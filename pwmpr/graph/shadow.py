@@ -58,6 +58,11 @@ class LayoutError(PwmprError):
     """An op reads units along another dim than the one they lie on: the input's units may lie elsewhere."""
 
 
+class SignalLayout(LayoutError):
+    """A convolution slides over the input's units: the input may be one signal (one unit), as a one-channel image
+    is."""
+
+
 class Data:
     """A value computed from the input that carries no units: a comparison, an argmax, a mask."""
 

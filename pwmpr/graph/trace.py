@@ -17,7 +17,7 @@ from pwmpr.errors import PwmprError
 from pwmpr.graph.builder import GroupBuilder
 from pwmpr.graph.mode import WatchMode, WeightView, tensors_in
 from pwmpr.graph.ops import CASTS, Kind, Op
-from pwmpr.graph.shadow import DATA, MARKERS, Data, LayoutError, Units, along, unit_vector
+from pwmpr.graph.shadow import DATA, MARKERS, Data, LayoutError, SignalLayout, Units, along, unit_vector
 from pwmpr.graph.trace_activations import ActivationRules
 from pwmpr.graph.trace_attention import AttentionRules
 from pwmpr.graph.trace_contract import ContractionRules
@@ -33,14 +33,19 @@ def build_unit_graph(model: nn.Module, input_shape: Sequence[int]) -> UnitGraph:
     """
     shape = tuple(int(s) for s in input_shape)
     first: PwmprError | None = None
-    # The input's units: its channels (dim 1), else its features (last dim), else one unit for all of it (a signal
-    # that a 1-d convolution slides over, as a one-channel image is; docs/method.md, "Reading the forward").
+    signal = False
+    # The input's units: its channels (dim 1), else its features (last dim); where a convolution slides over those,
+    # one unit for all of it (a signal, as a one-channel image is; docs/method.md, "Reading the forward").
     for dim in (*dict.fromkeys((1, len(shape))), 0):
+        if dim == 0 and not signal:
+            break
         try:
             with training_mode(model, False), torch.no_grad():
                 return UnitTracer(model).trace(model, shape, dim)
         except LayoutError as exc:
-            first = first or exc
+            signal = signal or isinstance(exc, SignalLayout)
+            # read as a signal, the model got past the convolution: what stops it now is the error to show
+            first = exc if dim == 0 else first or exc
     raise first
 
 

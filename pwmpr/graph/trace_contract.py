@@ -20,6 +20,7 @@ from pwmpr.graph.shadow import (
     MAX_UNIT_VECTORS,
     LayoutError,
     Logits,
+    SignalLayout,
     Units,
     along,
     constant_along,
@@ -79,7 +80,7 @@ class ContractionRules:
             self._linear_per_row(op, vx.ids, param, positions, weight, out, why)
             return
         if (geometry is not None and w.dim() == 3 and groups == 1 and vx.ids.dim() == 3
-                and constant_along(vx.ids, 1) and not constant_along(vx.ids, 2)):
+                and bool((vx.ids == vx.ids[:, :1]).all()) and not constant_along(vx.ids, 2)):
             self._conv_over_units(op, vx.ids, param, positions, weight, out, geometry, why)
             return
         col = unit_vector(vx.ids, unit_dim, lambda: LayoutError(str(self.refuse(op, why))))
@@ -146,15 +147,16 @@ class ContractionRules:
         position reads through that tap to a unit of its own, through the entries ``W[o, :, t]``, which every
         position shares (stored once); the taps' units then merge position by position, as a residual add's do,
         so each output unit is fed by the units its window reads. Positions the window reads in the padding feed
-        nothing. Refused when a tap reads one unit at two positions (a window wider than the units it slides over).
-        Never the model's input: a convolution slides over its input's positions, not its units (the tracer then
-        tries the other layout).
+        nothing. Every input channel carries the same units (one channel, as ECA's). Refused when one tap reads a
+        unit at two output positions (a padding that repeats units: reflect, replicate). Never the model's input: a
+        convolution slides over its input's positions, not its units (the tracer then reads the input as one
+        signal).
         """
         c_out, c_in, k = weight.shape
         n = ids.shape[-1]
         units = ids.amax(dim=1)[0]  # [n]: the unit at each position (the same for every input channel)
         if bool(((units >= 0) & (units < self.builder.groups[0].n)).any()):
-            raise LayoutError(str(self.refuse(op, why)))
+            raise SignalLayout(str(self.refuse(op, why)))
         place = (torch.arange(n, dtype=torch.float64) + 1.0).view(1, 1, n)
         flat = (positions if positions is not None else torch.arange(weight.numel())).reshape(c_out, c_in, k)
         taps = []
@@ -170,7 +172,8 @@ class ContractionRules:
                 continue
             col = unit[has]
             if first_appearance(col).numel() != col.numel():
-                raise self.refuse(op, "it slides over the units with a window that reads one unit at two positions")
+                raise self.refuse(op, "it slides over the units, and one tap reads a unit at two positions (a "
+                                      "padding that repeats units, as reflect or replicate padding does)")
             m = col.numel()
             for o in range(c_out):
                 kernel = weight[o, :, t].reshape(1, 1, c_in).expand(m, 1, c_in)

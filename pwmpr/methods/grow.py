@@ -47,9 +47,9 @@ def shrink_verdict(reference: Observation, candidate: Observation, tol: float, a
 def cost_guard(ctx: RunContext, grown: MaskSet, next_epochs: int) -> dict[str, Any] | None:
     """Projected cost (dense runs; docs/method.md, Cost) of the next phase and final training at the grown density.
 
-    ``over`` says it passes ``--max-cost`` (docs/method.md, "Cost guard"); ``reach`` is the density the guard would
-    stop growth at if every later step grew by ``gamma`` (``guard_reach``). None without a guard (``--max-cost 0``)
-    or when the last row has no cost record.
+    ``over`` says it passes ``--max-cost`` (docs/method.md, "Cost guard"); ``reach``, where it falls short of
+    ``--max-density``, is the density the guard would stop growth at if every later step grew by ``gamma``
+    (``guard_reach``). None without a guard (``--max-cost 0``) or when the last row has no cost record.
     """
     limit, row = ctx.cfg.stop.max_cost, ctx.history[-1]
     if not limit or not row.get("cost_flops") or not row.get("fwd_flops_sparse") or not row.get("epochs"):
@@ -57,10 +57,11 @@ def cost_guard(ctx: RunContext, grown: MaskSet, next_epochs: int) -> dict[str, A
     fwd = float(training_flops(ctx.model, grown, ctx.input_shape).sparse)
     after_phase = projected_cost(row, sparse_fwd=fwd, epochs=next_epochs)
     total = projected_cost(row, sparse_fwd=fwd, epochs=next_epochs + ctx.cfg.final_epochs)
+    cap = ctx.cfg.stop.max_density
     reach = guard_reach(row, gamma=ctx.cfg.growth.gamma, phase_epochs=next_epochs,
-                        final_epochs=ctx.cfg.final_epochs, limit=limit, max_density=ctx.cfg.stop.max_density)
+                        final_epochs=ctx.cfg.final_epochs, limit=limit, max_density=cap)
     return {"limit": limit, "so_far": row["cost_flops"], "after_next_phase": after_phase, "projected": total,
-            "over": bool(total > limit), "reach": reach}
+            "over": bool(total > limit), **({"reach": reach} if reach < cap - 1e-12 else {})}
 
 
 @METHODS.register("pwmpr")
