@@ -6,6 +6,8 @@ each ONNX encoding checked, run in onnxruntime and matched to PyTorch); a failur
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -31,7 +33,7 @@ from pwmpr.export.safetensors_io import (
     write_export_files,
 )
 from pwmpr.lock import lock_beside, lock_run_dir_for_reading
-from pwmpr.probe import input_dtype_of
+from pwmpr.probe import class_scores, input_dtype_of
 
 ONNX_FILE = "model.onnx"
 REPORT_FILE = "export_report.json"
@@ -113,6 +115,20 @@ def _staging(out: Path) -> Path:
         return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     except OSError as exc:
         raise PwmprError(f"--out {out} is not writable: {exc.strerror or exc}") from None
+
+
+def scores_only(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` returning only its class scores (:func:`pwmpr.probe.class_scores`): a shallow copy whose class
+    overrides ``forward``, so it shares the model's parameters under their own names (docs/method.md, "Reading the
+    forward")."""
+    base = type(model)
+
+    def forward(self, *args, **kwargs):
+        return class_scores(base.forward(self, *args, **kwargs))
+
+    view = copy.copy(model)
+    view.__class__ = type(base.__name__, (base,), {"forward": forward, "__module__": base.__module__})
+    return view
 
 
 def _torch_latency(model: torch.nn.Module, x: np.ndarray, runs: int, device: str) -> dict[str, float]:
@@ -229,7 +245,10 @@ def export_artifact(art: Artifact, out: Path | str, *, onnx_weights: str = "pack
         say("reading inputs and the PyTorch reference")
         x, input_note = validation_inputs(art, n_inputs)
         with torch.inference_mode():
-            ref = art.model(torch.from_numpy(x)).numpy()
+            raw = art.model(torch.from_numpy(x))
+            ref = class_scores(raw).numpy()
+        if not isinstance(raw, torch.Tensor):  # a dict, a tuple: the ONNX graph and its checks read the scores alone
+            art = dataclasses.replace(art, model=scores_only(art.model))
         meta = export_metadata(art)
 
         staging = _staging(out)
@@ -279,7 +298,7 @@ def _export_into(folder: Path, art: Artifact, meta: dict[str, Any], x: np.ndarra
     write_export_files(folder, art, meta)
     model, masks = load_export(folder / MODEL_FILE, folder / MASKS_FILE, art.template)
     with torch.inference_mode():
-        st_agree = validate.measure_agreement(ref, model(torch.from_numpy(x)).numpy())
+        st_agree = validate.measure_agreement(ref, class_scores(model(torch.from_numpy(x))).numpy())
     if not st_agree.ok:
         failures.append(f"model.safetensors reloads to different outputs (max |diff| {st_agree.max_diff:.3g})")
     if not masks.equal(art.masks):

@@ -141,9 +141,13 @@ def output_width(model: nn.Module, input_shape: Sequence[int]) -> int | None:
     shape = normalize_input_shape(input_shape)
     with training_mode(model, False):
         out = run_forward(model, torch.zeros((1, *shape), device=device_of(model), dtype=input_dtype_of(model)))
-    if isinstance(out, Tensor) and out.dim() == 3 and not input_dtype_of(model).is_floating_point:
+    try:
+        out = class_scores(out)
+    except PwmprError:
+        return None
+    if out.dim() == 3 and not input_dtype_of(model).is_floating_point:
         return int(out.shape[-1])  # a language model: logits per position (batch, seq, vocabulary)
-    return int(out.shape[1]) if isinstance(out, Tensor) and out.dim() == 2 else None
+    return int(out.shape[1]) if out.dim() == 2 else None
 
 
 def check_output_width(model: nn.Module, input_shape: Sequence[int], num_classes: int, name: str) -> None:
@@ -168,15 +172,41 @@ def run_forward(model: nn.Module, x: Tensor) -> Any:
         raise user_error from None
 
 
-def sum_outputs(out: Any) -> Tensor:
-    """R = the sum of every output entry (a tensor, or a tuple/list/dict of tensors)."""
+def class_scores(out: Any) -> Tensor:
+    """The class scores in what a model returns: the output itself when it is a tensor; else its ``logits`` entry
+    or attribute (a dict, transformers' ``ModelOutput``); else the one tensor a mapping holds; else the first entry
+    of a tuple or list (``return logits, features``, torchvision's ``GoogLeNetOutputs`` in training).
+
+    Raises:
+        PwmprError: no tensor of class scores can be read from ``out``.
+    """
     if isinstance(out, Tensor):
-        return out.sum()
+        return out
+    logits = out.get("logits") if isinstance(out, Mapping) else getattr(out, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
     if isinstance(out, Mapping):
-        out = list(out.values())
-    if isinstance(out, (tuple, list)) and out and all(isinstance(o, Tensor) for o in out):
-        return sum(o.sum() for o in out)
-    raise PwmprError(f"the model must return a tensor (or a tuple/list/dict of tensors), got {type(out).__name__}")
+        tensors = [v for v in out.values() if isinstance(v, Tensor)]
+        if len(tensors) == 1:
+            return tensors[0]
+    elif isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
+        return out[0]
+    raise PwmprError(f"the model returns {_shown(out)}: pwmpr reads class scores from a tensor, from the 'logits' "
+                     "entry or attribute of what it returns (or the one tensor of a dict), or from the first entry of "
+                     "a tuple or list")
+
+
+def _shown(out: Any) -> str:
+    if isinstance(out, Mapping):
+        return f"a {type(out).__name__} with keys {', '.join(map(repr, list(out)[:6]))}"
+    if isinstance(out, (tuple, list)):
+        return f"a {type(out).__name__} of {', '.join(type(o).__name__ for o in out[:6]) or 'nothing'}"
+    return f"a {type(out).__name__}"
+
+
+def sum_outputs(out: Any) -> Tensor:
+    """R = the sum of the class scores' entries (:func:`class_scores`): what PWMP and SynFlow differentiate."""
+    return class_scores(out).sum()
 
 
 # What torch says when an input does not fit a layer: the only forward failures that are the user's input_shape.

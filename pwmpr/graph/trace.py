@@ -22,7 +22,7 @@ from pwmpr.graph.trace_activations import ActivationRules
 from pwmpr.graph.trace_attention import AttentionRules
 from pwmpr.graph.trace_contract import ContractionRules
 from pwmpr.graph.units import AttentionSite, UnitGraph
-from pwmpr.probe import device_of, input_dtype_of, run_forward, training_mode
+from pwmpr.probe import class_scores, device_of, input_dtype_of, run_forward, training_mode
 
 
 def build_unit_graph(model: nn.Module, input_shape: Sequence[int]) -> UnitGraph:
@@ -70,6 +70,10 @@ class UnitTracer(ActivationRules, ContractionRules, AttentionRules, WatchMode):
             self.put(x, Units(along(torch.arange(shape[input_dim - 1]), input_dim, x.shape)))
         with self.watching(model):
             out = run_forward(model, x)
+        try:
+            out = class_scores(out)
+        except PwmprError:
+            out = None
         value = self.get(out) if isinstance(out, Tensor) else None
         if not isinstance(value, Units):
             raise PwmprError("PHEW walks need a model that returns one tensor of class scores computed from its input")

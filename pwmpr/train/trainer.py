@@ -21,6 +21,7 @@ from pwmpr.counting import round_half_up, schedule_factor
 from pwmpr.errors import PwmprError
 from pwmpr.losses import per_target
 from pwmpr.masks import MaskSet
+from pwmpr.probe import class_scores
 from pwmpr.train.hooks import Hook
 
 
@@ -207,7 +208,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self._autocast():
-            loss = self.loss_fn(*per_target(self.forward_model(x), y))
+            loss = self.loss_fn(*per_target(class_scores(self.forward_model(x)), y))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._mask_grads()
@@ -275,7 +276,7 @@ class Trainer:
         try:
             with self._autocast():
                 for x, y in loader:
-                    out, target = per_target(self.model(x), y)
+                    out, target = per_target(class_scores(self.model(x)), y)
                     correct += (out.argmax(dim=1) == target).sum()
                     loss += nn.functional.cross_entropy(out.float(), target, reduction="sum")
                     n += target.numel()
