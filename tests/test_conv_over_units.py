@@ -9,7 +9,6 @@ exactly the position the convolution itself reads.
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
 import torch
@@ -245,34 +244,12 @@ def test_a_convolution_over_units_beyond_one_dim_and_one_group_is_refused(kind):
         build_unit_graph(net, (3,))
 
 
-ECA_MODULE = '''
-import torch
-from torch import nn
-
-
-class Eca(nn.Module):
-    def __init__(self, num_classes, input_shape):
-        super().__init__()
-        self.stem = nn.Conv2d(input_shape[0], 8, 3, padding=1)
-        self.gate = nn.Conv1d(1, 1, 3, padding=1, bias=False)
-        self.head = nn.Linear(8, num_classes)
-
-    def forward(self, x):
-        h = torch.relu(self.stem(x))
-        g = torch.sigmoid(self.gate(h.mean((2, 3)).unsqueeze(1))).view(h.shape[0], -1, 1, 1)
-        return self.head((h * g).mean((2, 3)))
-'''
-
-
-def test_a_model_with_an_eca_gate_grows_and_exports(tmp_path, monkeypatch):
-    name = f"eca_{tmp_path.name.replace('-', '_')}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(ECA_MODULE))
-    monkeypatch.syspath_prepend(str(tmp_path))
+def test_a_model_with_an_eca_gate_grows_and_exports(tmp_path):
     run, export = tmp_path / "run", tmp_path / "export"
     runner = CliRunner()
-    grown = runner.invoke(app, ["grow", "--data", "digits", "--model", f"{name}:Eca", "--trust-code", "--phase-epochs",
-                                "1", "--final-epochs", "1", "--max-phases", "2", "--batch-size", "64", "--no-tau-core",
-                                "-q", "--out", str(run)])
+    grown = runner.invoke(app, ["grow", "--data", "digits", "--model", f"{__name__}:_Eca", "--trust-code",
+                                "--phase-epochs", "1", "--final-epochs", "1", "--max-phases", "2", "--batch-size", "64",
+                                "--no-tau-core", "-q", "--out", str(run)])
     assert grown.exit_code == 0, grown.output
     rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert rows[0]["layer_density"]["gate.weight"] > 0  # the seed kept a tap of the gate
