@@ -122,12 +122,20 @@ def scores_only(model: torch.nn.Module) -> torch.nn.Module:
     overrides ``forward``, so it shares the model's parameters under their own names (docs/method.md, "Reading the
     forward")."""
     base = type(model)
+    view = copy.copy(model)
+    own = view.__dict__.pop("forward", None)  # a forward set on the object (a wrapper's hook) runs as it would
+    for hooks in ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called"):
+        if hooks in view.__dict__:  # the model's own output hooks expect what it returns, not the scores alone
+            view.__dict__[hooks] = type(view.__dict__[hooks])()
 
     def forward(self, *args, **kwargs):
-        return class_scores(base.forward(self, *args, **kwargs))
+        return class_scores(own(*args, **kwargs) if own is not None else base.forward(self, *args, **kwargs))
 
-    view = copy.copy(model)
-    view.__class__ = type(base.__name__, (base,), {"forward": forward, "__module__": base.__module__})
+    try:
+        view.__class__ = type(base.__name__, (base,), {"forward": forward, "__module__": base.__module__})
+    except (TypeError, AttributeError) as exc:  # a class that cannot be subclassed so (a scripted module, say)
+        raise PwmprError(f"the model returns more than its class scores, and pwmpr cannot export only those from a "
+                         f"{base.__name__}: {exc}; return the class scores as one tensor") from None
     return view
 
 

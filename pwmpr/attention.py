@@ -23,7 +23,7 @@ from pwmpr.graph.mode import WatchMode, WeightView, tensors_in
 from pwmpr.graph.ops import Kind, Op
 from pwmpr.losses import cross_entropy
 from pwmpr.masks import MaskSet
-from pwmpr.probe import device_of, normalize_input_shape, training_mode
+from pwmpr.probe import class_scores, device_of, normalize_input_shape, training_mode
 from pwmpr.score import pwmp_scores
 from pwmpr.surrogate import linear_surrogate, path_gradients
 
@@ -327,7 +327,7 @@ def head_importance(model: nn.Module, masks: Mapping[str, Tensor], input_shape: 
     outputs = [r.output for r in records]
     if not outputs or len(outputs) != len(graph.attention):
         return {}
-    loss = loss_fn(out, y, reduction="sum")
+    loss = loss_fn(class_scores(out), y, reduction="sum")
     grads = torch.autograd.grad(loss, outputs, allow_unused=True)
     result = {}
     n = len(x)

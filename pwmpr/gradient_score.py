@@ -11,7 +11,7 @@ from torch.func import functional_call
 
 from pwmpr.errors import PwmprError
 from pwmpr.masks import MaskSet
-from pwmpr.probe import device_of, training_mode
+from pwmpr.probe import class_scores, device_of, training_mode
 
 __all__ = ["gradient_scores"]
 
@@ -52,7 +52,7 @@ def gradient_scores(
     # Clones of the buffers take the in-place running-statistics updates of train-mode BN.
     buffers = {n: b.clone() for n, b in model.named_buffers()}
     with training_mode(model, train):
-        loss = loss_fn(functional_call(model, {**buffers, **leaves}, (x,)), y)
+        loss = loss_fn(class_scores(functional_call(model, {**buffers, **leaves}, (x,))), y)
     grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
     return {
         n: (g.detach().abs().double() if g is not None else torch.zeros_like(p, dtype=torch.float64))

@@ -20,8 +20,10 @@ from pwmpr.attention import attention_pwmp_scores, has_attention, qk_groups, qk_
 from pwmpr.counting import round_half_up
 from pwmpr.errors import PwmprError
 from pwmpr.gradient_score import gradient_scores
+from pwmpr.graph import build_unit_graph
 from pwmpr.losses import cross_entropy
 from pwmpr.masks import MaskSet, split_positions
+from pwmpr.probe import normalize_input_shape
 from pwmpr.registry import Registry
 from pwmpr.score import pwmp_scores
 
@@ -103,8 +105,12 @@ def _score_pwmp(model, masks, input_shape, sample_batch=None):
 def _score_explore(model, masks, input_shape, sample_batch=None):
     # PWMP's scores, with the query and key entries of every attention set apart (NaN: never drawn): PWMP scores
     # them 0 by construction (uniform attention), not because their units have no path, so they are not recruits.
+    # So are the weights whose outputs never lead to the class scores (an auxiliary head's): no recruit revives them.
     scores = pwmp_scores(model, masks, input_shape)
-    for group in qk_groups(model, masks, input_shape):
+    graph = build_unit_graph(model, normalize_input_shape(input_shape))
+    for name in set(scores) - set(graph.params_to_output()):
+        scores[name] = torch.full_like(scores[name], math.nan)
+    for group in qk_groups(model, masks, input_shape, graph):
         for name, entries in group.qk.items():
             scores[name] = scores[name].masked_fill(entries.to(scores[name].device), math.nan)
     return scores

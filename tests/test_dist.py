@@ -135,6 +135,18 @@ def test_two_ranks_grow_a_language_model(tmp_path, monkeypatch):
     assert (summary["device"], summary["world_size"]) == ("cpu", 2)
 
 
+def test_two_ranks_train_a_model_whose_auxiliary_head_gets_no_gradient(tmp_path, monkeypatch):
+    """A model returning a dict with an auxiliary head: pwmpr trains on its logits, so under DDP the head's
+    parameters receive no gradient, which DDP must not wait for."""
+    run = tmp_path / "run"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(Path(__file__).parent),
+                                                                os.environ.get("PYTHONPATH", "")) if p))
+    proc = _torchrun(tmp_path, 29622, "", *TINY, "--model", "test_outputs:AuxHead", "--trust-code", "--no-tau-core",
+                     "--out", str(run))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [r["stage"] for r in history(run)][-1] == "final"
+
+
 @contextlib.contextmanager
 def _small_disk(path: Path):
     """A 600 kB tmpfs at ``path`` (a checkpoint is about 0.5 MB: the second does not fit); None where none can be

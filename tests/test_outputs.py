@@ -79,14 +79,49 @@ class Pair(Heads):
     def forward(self, x):
         h = torch.relu(self.f(x.flatten(1)))
         return self.out(h), h
+
+
+class Patched(Heads):
+    """Its forward set on the object, as wrappers' hooks do."""
+
+    def __init__(self, num_classes, input_shape):
+        super().__init__(num_classes, input_shape)
+        self.forward = self.patched
+
+    def patched(self, x):
+        return {"logits": self.out(torch.relu(self.f(x.flatten(1)))), "hidden": x}
+
+
+class Hooked(Heads):
+    """A forward hook of its own that reads the dict it returns."""
+
+    def __init__(self, num_classes, input_shape):
+        super().__init__(num_classes, input_shape)
+        self.register_forward_hook(self.check)
+
+    @staticmethod
+    def check(module, args, out):
+        assert out["aux_logits"].dim() == 2  # a tensor in its place would fail here
+
+
+class Two(Heads):
+    def forward(self, x):
+        h = torch.relu(self.f(x.flatten(1)))
+        return {"a": self.out(h), "b": self.aux(h)}
 '''
 
 
-@pytest.mark.parametrize("factory", ["Heads", "Pair"])
-def test_a_model_returning_more_than_its_scores_grows_learns_and_exports_them(tmp_path, monkeypatch, factory):
+@pytest.fixture
+def outputs_module(tmp_path, monkeypatch):
     name = f"outputs_{tmp_path.name.replace('-', '_')}"
     (tmp_path / f"{name}.py").write_text(textwrap.dedent(MODULE))
     monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+@pytest.mark.parametrize("factory", ["Heads", "Pair", "Patched", "Hooked"])
+def test_a_model_returning_more_than_its_scores_grows_learns_and_exports_them(tmp_path, outputs_module, factory):
+    name = outputs_module
     run, export = tmp_path / "run", tmp_path / "export"
     runner = CliRunner()
     grown = runner.invoke(app, ["grow", "--data", "digits", "--model", f"{name}:{factory}", "--trust-code",
@@ -94,6 +129,9 @@ def test_a_model_returning_more_than_its_scores_grows_learns_and_exports_them(tm
                                 "2", "--batch-size", "64", "--no-tau-core", "-q", "--out", str(run)])
     assert grown.exit_code == 0, grown.output
     assert json.loads((run / "summary.json").read_text())["test_acc"] > 0.7  # trained on the logits: chance is 0.1
+    rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    # the auxiliary head leads to no class score: neither the seed nor a recruit (pwmp-explore) gives it an edge
+    assert all(r["layer_density"]["aux.weight"] == 0 for r in rows)
     exported = runner.invoke(app, ["export", str(run), "--out", str(export), "--trust-code", "-q"])
     assert exported.exit_code == 0, exported.output
     report = json.loads((export / "export_report.json").read_text())
@@ -110,3 +148,98 @@ def test_a_model_returning_more_than_its_scores_grows_learns_and_exports_them(tm
     session = ort.InferenceSession(str(export / "model.onnx"), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_two_outputs_neither_named_logits_are_refused_in_one_line(tmp_path, outputs_module):
+    result = CliRunner().invoke(app, ["grow", "--data", "digits", "--model", f"{outputs_module}:Two", "--trust-code",
+                                      "-q", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "the model returns a dict with keys 'a', 'b': pwmpr reads class scores" in " ".join(result.output.split())
+
+
+class AuxHead(torch.nn.Module):
+    """A hidden layer, an auxiliary head pwmpr does not train on, and the classifier, returned as a dict."""
+
+    def __init__(self, num_classes: int, input_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        n = int(np.prod(input_shape))
+        self.f, self.aux = torch.nn.Linear(n, 32), torch.nn.Linear(32, num_classes)
+        self.out = torch.nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        h = torch.relu(self.f(x.flatten(1)))
+        return {"aux_logits": self.aux(h), "logits": self.out(h)}
+
+
+def _heads(pair: bool = False) -> torch.nn.Module:
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.f, self.aux, self.out = torch.nn.Linear(64, 16), torch.nn.Linear(16, 10), torch.nn.Linear(16, 10)
+
+        def forward(self, x):
+            h = torch.relu(self.f(x.flatten(1)))
+            return (self.out(h), self.aux(h)) if pair else self.out(h)
+
+    return Model()
+
+
+def test_gradient_scores_are_the_class_scores_gradients():
+    from pwmpr.growth import GROWTH_RULES
+    from pwmpr.masks import MaskSet
+
+    plain, pair = _heads(), _heads(pair=True)
+    masks = MaskSet({n: torch.rand(p.shape, generator=torch.Generator().manual_seed(1)) < 0.5
+                     for n, p in plain.named_parameters() if n.endswith("weight")})
+    batch = (torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(2)), torch.arange(8) % 10)
+    score = GROWTH_RULES.get("gradient").scores
+    expected, got = score(plain, masks, (1, 8, 8), lambda: batch), score(pair, masks, (1, 8, 8), lambda: batch)
+    for name in masks:
+        torch.testing.assert_close(got[name], expected[name])
+    assert bool((got["aux.weight"] == 0).all())  # the auxiliary output is not in the loss
+
+
+def test_synflow_scores_the_class_scores_alone():
+    from pwmpr.seed import SEEDS
+
+    plain, pair = _heads(), _heads(pair=True)
+    expected, got = SEEDS.get("synflow")(plain, 0.3, (1, 8, 8), 0), SEEDS.get("synflow")(pair, 0.3, (1, 8, 8), 0)
+    assert all(torch.equal(got[n], expected[n]) for n in expected)
+
+
+def test_head_importance_reads_the_class_scores_of_a_vit_returning_a_dict():
+    from pwmpr.attention import head_importance
+    from pwmpr.masks import MaskSet
+    from pwmpr.models import create_model
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return {"hidden": x, "logits": self.inner(x)}
+
+    torch.manual_seed(0)
+    vit = create_model("vit-mini", 10, (1, 28, 28))
+    wrapped = Wrapped(vit)
+    masks = MaskSet.dense(vit)
+    batch = (torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(3)), torch.arange(4))
+    expected = head_importance(vit, masks, (1, 28, 28), batch)
+    got = head_importance(wrapped, MaskSet({f"inner.{n}": m for n, m in masks.items()}), (1, 28, 28), batch)
+    assert expected and all(torch.allclose(got[i], expected[i]) for i in expected)
+
+
+def test_a_model_class_that_cannot_be_subclassed_so_is_refused_in_one_line():
+    from pwmpr.export.pipeline import scores_only
+
+    class Strict(torch.nn.Module):
+        def __init_subclass__(cls, *, tag: str, **kwargs) -> None:  # every subclass must name a tag
+            super().__init_subclass__(**kwargs)
+
+        def forward(self, x):
+            return {"logits": x}
+
+    with pytest.raises(PwmprError, match="cannot export only those from a Strict"):
+        scores_only(Strict())

@@ -70,11 +70,8 @@ class UnitTracer(ActivationRules, ContractionRules, AttentionRules, WatchMode):
             self.put(x, Units(along(torch.arange(shape[input_dim - 1]), input_dim, x.shape)))
         with self.watching(model):
             out = run_forward(model, x)
-        try:
-            out = class_scores(out)
-        except PwmprError:
-            out = None
-        value = self.get(out) if isinstance(out, Tensor) else None
+        out = class_scores(out)  # what the model returns may hold more: the scores, or an error that says why not
+        value = self.get(out)
         if not isinstance(value, Units):
             raise PwmprError("PHEW walks need a model that returns one tensor of class scores computed from its input")
         col = unit_vector(value.ids, -1, lambda: PwmprError(

@@ -154,7 +154,7 @@ class ContractionRules:
         """
         c_out, c_in, k = weight.shape
         n = ids.shape[-1]
-        units = ids.amax(dim=1)[0]  # [n]: the unit at each position (the same for every input channel)
+        units = ids[0, 0]  # [n]: the unit at each position (every input channel carries the same)
         if bool(((units >= 0) & (units < self.builder.groups[0].n)).any()):
             raise SignalLayout(str(self.refuse(op, why)))
         place = (torch.arange(n, dtype=torch.float64) + 1.0).view(1, 1, n)

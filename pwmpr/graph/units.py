@@ -272,6 +272,12 @@ class UnitGraph:
         """Names of the prunable weights the graph walks through (each once, in order of first use)."""
         return list(dict.fromkeys(link.param for link in self.links if link.param is not None))
 
+    def params_to_output(self) -> list[str]:
+        """The weights of :meth:`params` with a use that leads on to the class scores (not only to another output,
+        as an auxiliary head's)."""
+        leads = [g == self.output or bool(group.consumers) for g, group in enumerate(self.groups)]
+        return list(dict.fromkeys(link.param for link in self.links if link.param is not None and leads[link.dst]))
+
     def depth(self) -> int:
         """The largest number of links on an input-to-output path."""
         longest = [0] * len(self.groups)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from pwmpr.masks import MaskSet, flatten_layers, prunable
+from pwmpr.probe import sum_outputs
 from pwmpr.seed.common import SEEDS, check_seed_args, n_target, per_layer_masks, top_k_mask
 from pwmpr.surrogate import linear_surrogate, scoring_input
 
@@ -62,7 +63,7 @@ def synflow_masks(model: nn.Module, density: float, input_shape: Sequence[int], 
             for w, w_abs, m in zip(weights, w0, keep.split([w.numel() for w in weights]), strict=True):
                 w.copy_(w_abs * m.view_as(w_abs).to(w_abs.device))
         # allow_unused: q/k of uniform attention carry no path mass, so they score 0.
-        grads = torch.autograd.grad(lin(x).sum(), weights, allow_unused=True)
+        grads = torch.autograd.grad(sum_outputs(lin(x)), weights, allow_unused=True)
         scores = torch.cat(
             [
                 (g * w).abs().reshape(-1).cpu() if g is not None else torch.zeros(w.numel(), dtype=torch.float64)

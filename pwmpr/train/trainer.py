@@ -89,7 +89,10 @@ class Trainer:
         self.forward_model = self.model
         if dist.is_distributed():
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            # A user's model may hold parameters the class scores never reach (an auxiliary head whose output
+            # pwmpr does not train on, a layer its forward skips): DDP must not wait for their gradients.
+            self.forward_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids,
+                                                                     find_unused_parameters=True)
         self.global_step = 0
         self._params = dict(self.model.named_parameters())
         self.set_masks(masks)
