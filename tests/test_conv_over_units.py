@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -155,6 +156,28 @@ class _SignalCnn(nn.Module):
 
     def forward(self, x):
         return self.fc(torch.relu(self.c2(torch.relu(self.c1(x.unsqueeze(1))))).flatten(1))
+
+
+def signal_cnn(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    """``--model test_conv_over_units:signal_cnn``: :class:`_SignalCnn` for any flat input."""
+    return _SignalCnn(num_classes, input_shape)
+
+
+def test_a_1d_cnn_over_flat_features_grows_learns_and_exports(tmp_path):
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)  # 1,797 flat rows of 64 features
+    np.savez(tmp_path / "flat.npz", x=x.astype(np.float32), y=y)
+    run, export = tmp_path / "run", tmp_path / "export"
+    runner = CliRunner()
+    grown = runner.invoke(app, ["grow", "--data", f"npz:{tmp_path / 'flat.npz'}", "--model",
+                                f"{__name__}:signal_cnn", "--trust-code", "--seed-density", "0.3", "--phase-epochs",
+                                "2", "--final-epochs", "8", "--max-phases", "2", "--batch-size", "64", "--no-tau-core",
+                                "-q", "--out", str(run)])
+    assert grown.exit_code == 0, grown.output
+    assert json.loads((run / "summary.json").read_text())["test_acc"] > 0.6  # chance is 0.1
+    exported = runner.invoke(app, ["export", str(run), "--out", str(export), "--trust-code", "-q"])
+    assert exported.exit_code == 0, exported.output
 
 
 def test_a_convolution_over_the_input_reads_it_as_one_signal():
