@@ -66,3 +66,18 @@ def figs():
     yield made
     for f in made:
         plt.close(f)
+
+
+@pytest.fixture
+def importable(tmp_path, monkeypatch):
+    """``importable(prefix, source)``: write ``source`` as a module the test alone can import (its name from
+    ``prefix`` and the test's temporary folder) and return that name, for ``--model NAME:factory``."""
+    import textwrap
+
+    def write(prefix: str, source: str) -> str:
+        name = f"{prefix}_{tmp_path.name.replace('-', '_')}"
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        monkeypatch.syspath_prepend(str(tmp_path))
+        return name
+
+    return write

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import textwrap
 
 import pytest
 import torch
@@ -45,11 +44,8 @@ def not_a_module(num_classes, input_shape):
 
 
 @pytest.fixture
-def user_module(tmp_path, monkeypatch):
-    name = f"user_models_{tmp_path.name.replace('-', '_')}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(USER_MODULE))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return name
+def user_module(importable):
+    return importable("user_models", USER_MODULE)
 
 
 def test_code_spec_needs_trust(user_module):
@@ -130,10 +126,8 @@ def fixed(num_classes, input_shape):
 '''
 
 
-def test_refused_model_leaves_nothing_that_blocks_the_corrected_command(tmp_path, monkeypatch):
-    name = f"cumsum_models_{tmp_path.name.replace('-', '_')}"
-    (tmp_path / f"{name}.py").write_text(CUMSUM_MODULE)
-    monkeypatch.syspath_prepend(str(tmp_path))
+def test_refused_model_leaves_nothing_that_blocks_the_corrected_command(tmp_path, importable):
+    name = importable("cumsum_models", CUMSUM_MODULE)
     out = tmp_path / "run"
     # RigL never scores by PWMP; only its tau-core needs the scoring net, and the error says so before any training.
     result = runner.invoke(app, ["baseline", "rigl", "--data", "digits", "--model", f"{name}:cumsum", "--epochs",

@@ -5,7 +5,6 @@ scores as its one ONNX output (docs/method.md, "Reading the forward")."""
 from __future__ import annotations
 
 import json
-import textwrap
 from collections import OrderedDict
 
 import numpy as np
@@ -112,11 +111,8 @@ class Two(Heads):
 
 
 @pytest.fixture
-def outputs_module(tmp_path, monkeypatch):
-    name = f"outputs_{tmp_path.name.replace('-', '_')}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(MODULE))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return name
+def outputs_module(importable):
+    return importable("outputs", MODULE)
 
 
 @pytest.mark.parametrize("factory", ["Heads", "Pair", "Patched", "Hooked"])
