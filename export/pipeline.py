@@ -128,8 +128,10 @@ def scores_only(model: torch.nn.Module) -> torch.nn.Module:
         if hooks in view.__dict__:  # the model's own output hooks expect what it returns, not the scores alone
             view.__dict__[hooks] = type(view.__dict__[hooks])()
 
-    def forward(self, *args, **kwargs):
-        return class_scores(own(*args, **kwargs) if own is not None else base.forward(self, *args, **kwargs))
+    # One named input, as the export passes it: torch.export reads a ``*args`` forward as one tuple argument,
+    # which the dynamic batch dim cannot describe, and would fall back to the TorchScript exporter every time.
+    def forward(self, x):
+        return class_scores(own(x) if own is not None else base.forward(self, x))
 
     try:
         view.__class__ = type(base.__name__, (base,), {"forward": forward, "__module__": base.__module__})

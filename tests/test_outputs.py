@@ -132,7 +132,10 @@ def test_a_model_returning_more_than_its_scores_grows_learns_and_exports_them(tm
     assert exported.exit_code == 0, exported.output
     report = json.loads((export / "export_report.json").read_text())
     assert all(e["ok"] and e["top1_mismatch"] == 0 for e in report["encodings"].values())
-    graph = onnx.load(str(export / "model.onnx")).graph
+    proto = onnx.load(str(export / "model.onnx"))
+    # the export view keeps the dynamo exporter (a ``*args`` forward sent every such model to TorchScript)
+    assert proto.producer_name == "pwmpr (torch.onnx dynamo)"
+    graph = proto.graph
     assert len(graph.output) == 1  # the class scores alone
     # ... and they are the classifier's, not the auxiliary head's or the features
     with trusted_code(f"{name}:{factory}"):
