@@ -62,7 +62,10 @@ _SPATIAL = {
     "adaptive_max_pool3d_with_indices", "lp_pool1d", "lp_pool2d", "lp_pool3d", "fractional_max_pool2d",
     "fractional_max_pool3d", "interpolate", "upsample", "upsample_nearest", "upsample_bilinear",
 }  # fmt: skip
-_REDUCE = {"mean", "sum", "nansum", "amax", "amin", "max", "min", "logsumexp", "std", "var", "norm", "median"}
+_REDUCE = {"mean", "sum", "nansum", "amax", "amin", "max", "min", "logsumexp", "std", "var", "norm", "median",
+           "linalg_vector_norm"}
+#: Reductions whose second argument is the order of a norm, not a dim: ``torch.norm(x, 2, 1)``.
+_ORDER_FIRST = {"norm", "linalg_vector_norm"}
 _BINARY = {"add", "sub", "rsub", "mul", "multiply", "div", "divide", "true_divide", "rdiv", "maximum", "minimum",
            "fmax", "fmin", "subtract"}
 _CONTRACT = {"linear", "conv1d", "conv2d", "conv3d", "matmul", "mm", "bmm", "einsum"}
@@ -151,7 +154,7 @@ def reduced_dims(op: Op, args: tuple, kwargs: dict, ndim: int) -> list[int]:
     """The dims a reduction runs over (all of them when none is given)."""
     dims = kwargs.get("dim", kwargs.get("axis"))
     if dims is None:
-        for a in args[1:3]:
+        for a in args[2:4] if op.name in _ORDER_FIRST else args[1:3]:
             if isinstance(a, int) and not isinstance(a, bool) or isinstance(a, (tuple, list)) and a and all(
                     isinstance(d, int) for d in a):
                 dims = a
