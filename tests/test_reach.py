@@ -101,6 +101,38 @@ def test_f_unfold_carries_each_channel_to_its_own_block_of_features(column, reac
     assert has_path(graph, masks) is reaches
 
 
+class _PatchFold(nn.Module):
+    """1 input channel -> 2 channels (1x1 conv) -> F.unfold into 2x2 patches of a 4x4 map -> F.fold back (MobileViT
+    V2's patch round trip) -> a 1x1 conv to 1 channel -> Linear(16, 1). With ``stride`` 2 the blocks tile the map
+    and fold only moves entries; with stride 1 they overlap and fold sums them."""
+
+    def __init__(self, stride: int = 2) -> None:
+        super().__init__()
+        self.stride = stride
+        self.conv, self.mix, self.fc = nn.Conv2d(1, 2, 1), nn.Conv2d(2, 1, 1), nn.Linear(16, 1)
+
+    def forward(self, x):
+        F = torch.nn.functional
+        patches = F.unfold(self.conv(x), 2, stride=self.stride)
+        return self.fc(self.mix(F.fold(patches, (4, 4), 2, stride=self.stride)).flatten(1))
+
+
+@pytest.mark.parametrize(("kept", "reaches"), [(0, True), (1, False)])
+def test_f_fold_of_tiling_blocks_returns_each_channel_to_itself(kept, reaches):
+    # The first conv keeps channel 0; the mixing conv reads channel ``kept`` alone: a path only through channel 0.
+    graph = build_unit_graph(_PatchFold(), (1, 4, 4))
+    mix = torch.zeros(1, 2, 1, 1, dtype=torch.bool)
+    mix[0, kept] = True
+    masks = {"conv.weight": torch.tensor([1, 0], dtype=torch.bool).view(2, 1, 1, 1), "mix.weight": mix,
+             "fc.weight": torch.ones(1, 16, dtype=torch.bool)}
+    assert has_path(graph, masks) is reaches
+
+
+def test_f_fold_of_overlapping_blocks_is_refused_in_one_line():
+    with pytest.raises(PwmprError, match=r"calls fold\(\) in its forward: its blocks overlap"):
+        build_unit_graph(_PatchFold(stride=1), (1, 4, 4))
+
+
 class _SliceAdd(nn.Module):
     """A branch added into a slice of its own input, the rest kept (RexNet's, DPN's partial residual):
     1 input -> a (2 channels) -> [a0 + b(a), a1] -> mean -> fc(2 -> 1), spelled four ways."""

@@ -38,7 +38,7 @@ _MOVE = {
     "index_select", "gather", "take_along_dim", "roll", "flip", "fliplr", "flipud", "rot90", "t", ".T", ".mT",
     "repeat", "tile", "repeat_interleave", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle",
     "native_channel_shuffle", "cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack", "unfold",
-    "diagonal", "as_strided", ".data",
+    "fold", "diagonal", "as_strided", ".data",
 }  # fmt: skip
 _SAME = {
     # activations (the scoring net's identity, docs/method.md, Score)

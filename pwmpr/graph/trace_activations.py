@@ -38,6 +38,8 @@ class ActivationRules:
                 raise self.refuse(op, "it joins attention scores with other tensors")
             self._set(out, marker)
             return
+        if op.name == "fold" and _overlaps(func, args, kwargs):
+            raise self.refuse(op, "its blocks overlap, so it sums entries instead of moving them")
         sargs, skwargs = move_args(op, args, kwargs, self._ids, lambda t: torch.full(t.shape, -1, dtype=torch.long))
         try:
             shadow = func(*sargs, **skwargs)
@@ -225,6 +227,12 @@ class ActivationRules:
         weight = mean[:, None, None].expand(-1, units.numel(), 1)
         made = self.builder.link(None, None, weight, units, 1, self.where())
         self.put(o, Units(along(made[1] + torch.arange(mean.numel()), -1, o.shape)))
+
+
+def _overlaps(func, args, kwargs) -> bool:
+    """Whether ``F.fold`` adds two blocks' entries into one output entry (its stride shorter than a block)."""
+    ones = torch.ones(args[0].shape, dtype=torch.float64)
+    return bool((func(ones, *args[1:], **kwargs) > 1).any())
 
 
 def _moved_as_float(func, args, kwargs):
