@@ -19,8 +19,9 @@ _ATTENTION_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_pro
 
 
 def prunable(model: nn.Module) -> list[str]:
-    """Names of the prunable weights of ``model``, in module order: every Conv and Linear weight, and the input
-    projections of ``nn.MultiheadAttention`` (packed ``in_proj_weight`` or the separate q/k/v weights). A weight
+    """Names of the prunable weights of ``model``, in module order: every Conv and Linear weight (and that of a layer
+    of a matrix and a bias alone, as GPT-2's ``Conv1D``), and the input projections of ``nn.MultiheadAttention``
+    (packed ``in_proj_weight`` or the separate q/k/v weights). A weight
     tied to another module's (a language model's head sharing its token embedding) stays dense, as the other use
     would be masked with it."""
     return [name for name, tied in _contraction_weights(model) if not tied]
@@ -42,7 +43,7 @@ def _contraction_weights(model: nn.Module) -> list[tuple[str, bool]]:
     out = []
     for name, m in model.named_modules():
         prefix = f"{name}." if name else ""
-        if isinstance(m, PRUNABLE_TYPES):
+        if isinstance(m, PRUNABLE_TYPES) or _linear_like(m):
             candidates = ["weight"]
         elif isinstance(m, nn.MultiheadAttention):
             candidates = [p for p in _ATTENTION_WEIGHTS if getattr(m, p, None) is not None]
@@ -51,6 +52,16 @@ def _contraction_weights(model: nn.Module) -> list[tuple[str, bool]]:
         held = [(p, m._parameters.get(p)) for p in candidates]  # a parametrized weight is computed: left dense
         out += [(prefix + p, owners[id(param)] > 1) for p, param in held if param is not None]
     return out
+
+
+def _linear_like(m: nn.Module) -> bool:
+    """A layer of a matrix and a bias and nothing else, under another class than ``nn.Linear`` (transformers'
+    ``Conv1D`` of GPT-2, which computes ``x @ W + b``): its matrix is prunable like a Linear weight. A table
+    (``nn.Embedding``) or a matrix without a bias is not taken for one."""
+    if isinstance(m, nn.Embedding) or set(m._parameters) != {"weight", "bias"}:
+        return False
+    w, b = m._parameters["weight"], m._parameters["bias"]
+    return w is not None and b is not None and w.dim() == 2 and b.dim() == 1 and b.numel() in w.shape
 
 
 def flatten_layers(tensors: Mapping[str, Tensor], names: Sequence[str]) -> Tensor:

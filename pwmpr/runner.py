@@ -62,7 +62,7 @@ class PhaseLoop:
             context=cfg.context)
         self.bundle.workers = cfg.workers
         if cfg.model == "auto":
-            cfg.model = self.bundle.default_model
+            cfg.model = self.bundle.auto_model()
         self.input_shape = tuple(self.bundle.input_shape)
         self.method: Method = METHODS.get(cfg.method)(cfg)
         INIT_SCALES.get(cfg.growth.init_scale)  # an unknown name fails here, before any folder is written

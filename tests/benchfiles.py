@@ -15,6 +15,7 @@ def load_bench(name: str):
     try:
         spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # where a dataclass of the script looks its module up
         spec.loader.exec_module(module)
         return module
     finally:

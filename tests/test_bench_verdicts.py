@@ -193,11 +193,11 @@ def test_the_fan_in_sweeps_are_set_against_the_ground_truth_point_by_point(tmp_p
     assert fan_in_sweeps(tmp_path / "none", truth) == []  # no fan-in sweep anywhere: no section
 
 
-def test_timm_reach_tells_a_one_line_refusal_from_a_bug_and_counts_them(monkeypatch):
+def test_reach_tells_a_one_line_refusal_from_a_bug_and_counts_them(monkeypatch):
     import argparse
 
-    reach = _bench("timm_reach")
-    monkeypatch.setattr(reach, "_timm_version", lambda: "0.0")
+    reach = _bench("reach")
+    monkeypatch.setattr(reach, "_version", lambda library: "0.0")
     rows = [
         {"model": "a", "timm": "a_t", "side": 32, "grow_exit": 0, "grow_message": "", "grow_traceback": False,
          "stop": "max-phases", "density": 0.0625, "export_exit": 0, "export_message": "", "export_traceback": False,
@@ -211,25 +211,31 @@ def test_timm_reach_tells_a_one_line_refusal_from_a_bug_and_counts_them(monkeypa
          "stop": "max-phases", "density": 0.0625, "export_exit": 2, "export_traceback": True,
          "export_message": "error: x"},
     ]
-    text = reach.render(rows, argparse.Namespace(samples=600))
-    assert "| a (a_t) | 32 | ok | max-phases, 0.0625 | ok, onnxruntime matches (max diff / tolerance 0.5) |" in text
-    assert ("| b (b_t) | 64 | refused: `module m (X) calls lstm() in its forward: pwmpr has no rule for this op` "
+    text = reach.render("timm", rows, argparse.Namespace(samples=600))
+    assert "| a (a_t) | 32 px | ok | max-phases, 0.0625 | ok, onnxruntime matches (max diff / tolerance 0.5) |" in text
+    assert ("| b (b_t) | 64 px | refused: `module m (X) calls lstm() in its forward: pwmpr has no rule for this op` "
             "|") in text
-    assert "| c (c_t) | 32 | **bug** (exit 1, traceback): `RuntimeError: size mismatch` | - | - |" in text
-    assert "| d (d_t) | 32 | ok | max-phases, 0.0625 | **bug** (exit 2, traceback): `error: x` |" in text
+    assert "| c (c_t) | 32 px | **bug** (exit 1, traceback): `RuntimeError: size mismatch` | - | - |" in text
+    assert "| d (d_t) | 32 px | ok | max-phases, 0.0625 | **bug** (exit 2, traceback): `error: x` |" in text
     assert ("Computed: of 4 models, 2 grow and 1 of those export with every encoding checked; 1 refused at the "
             "start and 0 at the export, in one line; 2 step(s) failed otherwise (a bug).") in text
     assert "Measured last" not in text
-    subset = reach.render(rows, argparse.Namespace(samples=600, measured=["b", "c"]))
+    subset = reach.render("timm", rows, argparse.Namespace(samples=600, measured=["b", "c"]))
     assert "Measured last, at later code: b, c; the other rows are from the run before" in subset
-    assert "Measured last" not in reach.render(rows, argparse.Namespace(samples=600, measured=["a", "b", "c", "d"]))
+    assert "Measured last" not in reach.render("timm", rows, argparse.Namespace(samples=600,
+                                                                                 measured=["a", "b", "c", "d"]))
+    text = reach.render("transformers", [{"model": "bert", "source": "bert", "task": "text", "side": 16,
+                                          "grow_exit": 0, "stop": "max-phases", "density": 0.0626, "export_exit": 0,
+                                          "ort_ok": True, "ort_ratio": 0.1}], argparse.Namespace(samples=600))
+    assert "| model (model type) | input |" in text
+    assert "| bert (bert) | 16 tokens | ok | max-phases, 0.0626 | ok, onnxruntime matches" in text
 
 
-def test_timm_reach_sees_a_traceback_but_not_a_table_drawn_with_box_characters():
+def test_reach_sees_a_traceback_but_not_a_table_drawn_with_box_characters():
     import os
     import sys
 
-    run = _bench("timm_reach")._run
+    run = _bench("reach")._run
     code, last, traceback = run([sys.executable, "-c", "print('│ dense │ 1.000 │')"], dict(os.environ))
     assert (code, last, traceback) == (0, "│ dense │ 1.000 │", False)
     code, last, traceback = run([sys.executable, "-c", "raise ValueError('boom')"], dict(os.environ))

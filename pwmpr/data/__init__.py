@@ -170,6 +170,14 @@ class DataBundle:
         ``pwmpr.data.folder.loader_budget``), 1024 for tensor splits, which are on the device already."""
         return train_batch if self.make_loader is not None else 1024
 
+    def auto_model(self) -> str:
+        """The model ``--model auto`` stands for on this data set."""
+        if not self.default_model:
+            raise PwmprError(f"data set {self.name!r} holds token ids, and no registered model reads them as a "
+                             "classifier: pass --model package.module:function, a model of yours that does (a "
+                             "transformers sequence classifier, say)")
+        return self.default_model
+
     def sample_inputs(self, n: int, split: str = "test") -> Tensor:
         """The first ``n`` inputs of ``split`` (for export validation)."""
         data = getattr(self, split)

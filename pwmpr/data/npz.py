@@ -1,5 +1,6 @@
 """``npz:PATH``: arrays ``x`` of features (N, D), signals (N, C, L) or images (N, C, H, W) with integer labels ``y``;
-optional ``x_test``, ``y_test``."""
+optional ``x_test``, ``y_test``. Or ``tokens`` (N, L) of token ids (text to classify, for a model that reads ids)
+instead of ``x``, with ``tokens_test``."""
 
 from __future__ import annotations
 
@@ -14,20 +15,39 @@ from pwmpr.errors import PwmprError
 
 
 def _arrays(z, xk: str, yk: str, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = np.asarray(z[xk]), np.asarray(z[yk])
+    """Features, signals or images as float32, and their labels."""
+    x = np.asarray(z[xk])
     if x.ndim not in (2, 3, 4):
         raise PwmprError(f"npz {path}: {xk!r} must have shape (N, D), (N, C, L) or (N, C, H, W), got {x.shape}")
-    if y.ndim != 1:
-        raise PwmprError(f"npz {path}: {yk!r} must be a 1-D label array, got shape {y.shape}")
-    if len(x) != len(y):
-        raise PwmprError(f"npz {path}: {xk!r} has {len(x)} samples but {yk!r} has {len(y)}")
     if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
         raise PwmprError(f"npz {path}: {xk!r} must hold finite numbers")
+    return torch.as_tensor(x.astype(np.float32)), _labels(z, yk, xk, len(x), path)
+
+
+def _tokens(z, xk: str, yk: str, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (N, L) as int64, and their labels."""
+    x = np.asarray(z[xk])
+    if x.ndim != 2:
+        raise PwmprError(f"npz {path}: {xk!r} must have shape (N, L) of token ids, got {x.shape}")
+    if not np.issubdtype(x.dtype, np.integer):
+        raise PwmprError(f"npz {path}: {xk!r} must hold integer token ids, got {x.dtype}")
+    if x.size and x.min() < 0:
+        raise PwmprError(f"npz {path}: {xk!r} holds negative token ids")
+    return torch.as_tensor(x.astype(np.int64)), _labels(z, yk, xk, len(x), path)
+
+
+def _labels(z, yk: str, xk: str, n: int, path: Path) -> torch.Tensor:
+    """The class labels ``yk``, one per sample of ``xk`` (``n`` of them), as int64."""
+    y = np.asarray(z[yk])
+    if y.ndim != 1:
+        raise PwmprError(f"npz {path}: {yk!r} must be a 1-D label array, got shape {y.shape}")
+    if n != len(y):
+        raise PwmprError(f"npz {path}: {xk!r} has {n} samples but {yk!r} has {len(y)}")
     if not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))):
         raise PwmprError(f"npz {path}: {yk!r} must hold integer class labels")
     if len(y) and y.min() < 0:
         raise PwmprError(f"npz {path}: {yk!r} holds negative labels")
-    return torch.as_tensor(x.astype(np.float32)), torch.as_tensor(y.astype(np.int64))
+    return torch.as_tensor(y.astype(np.int64))
 
 
 def _class_count(y: torch.Tensor, p: Path) -> int:
@@ -75,24 +95,29 @@ def _read(p: Path) -> DataBundle:
         if bad:
             raise PwmprError(f"{p} is a zip file but not an npz archive: {', '.join(bad[:3])} are not .npy arrays")
         keys = set(z.files)
-        missing = {"x", "y"} - keys
+        tokens = "tokens" in keys and "x" not in keys
+        xk, read = ("tokens", _tokens) if tokens else ("x", _arrays)
+        missing = {xk, "y"} - keys
         if missing:
             raise PwmprError(f"npz {p} lacks array(s) {', '.join(sorted(missing))}; it has: {', '.join(sorted(keys))}")
-        x, y = _arrays(z, "x", "y", p)
+        x, y = read(z, xk, "y", p)
         if len(y) < 10:
             raise PwmprError(f"npz {p}: only {len(y)} samples; need at least 10")
-        if ("x_test" in keys) != ("y_test" in keys):
-            raise PwmprError(f"npz {p}: give both x_test and y_test, or neither")
-        if "x_test" in keys:
-            xt, yt = _arrays(z, "x_test", "y_test", p)
+        xtk = f"{xk}_test"
+        if (xtk in keys) != ("y_test" in keys):
+            raise PwmprError(f"npz {p}: give both {xtk} and y_test, or neither")
+        if xtk in keys:
+            xt, yt = read(z, xtk, "y_test", p)
             if xt.shape[1:] != x.shape[1:]:
                 raise PwmprError(
-                    f"npz {p}: x_test samples have shape {tuple(xt.shape[1:])}, x has {tuple(x.shape[1:])}"
+                    f"npz {p}: {xtk} samples have shape {tuple(xt.shape[1:])}, {xk} has {tuple(x.shape[1:])}"
                 )
             train, test = TensorSplit(x, y), TensorSplit(xt, yt)
         else:
             train, test = holdout(x, y, 0.2)
-    normalise(train, test)
     num_classes = _class_count(torch.cat([train.y, test.y]), p)
     shape = tuple(x.shape[1:])
+    if tokens:  # ids are not standardised; no registered model reads them as a classifier
+        return DataBundle(f"npz:{p}", num_classes, shape, "", train, None, test, input_dtype=torch.int64)
+    normalise(train, test)
     return DataBundle(f"npz:{p}", num_classes, shape, "mlp" if len(shape) == 1 else "cnn", train, None, test)

@@ -273,10 +273,28 @@ def _add_scaled(combine: Callable[[Any, Any], Any]) -> Callable[..., Any]:
     return decomposed
 
 
+def _add_product(first: str, second: str) -> Callable[..., Any]:
+    """``torch.addmm`` or ``baddbmm`` as the sum it is: ``beta * input + alpha * (a @ b)`` (GPT-2's ``Conv1D``
+    layers, a position bias added to attention logits as BLOOM's ALiBi); ``beta`` 0 reads no input."""
+
+    def decomposed(input, *rest, beta=1, alpha=1, out=None, **named):
+        a, b = rest if len(rest) == 2 else (named[first], named[second])
+        result = torch.matmul(a, b)
+        if alpha != 1:
+            result = alpha * result
+        if beta != 0:
+            result = (input if beta == 1 else beta * input) + result
+        return out.copy_(result) if out is not None else result
+
+    return decomposed
+
+
 #: Composite functions the watch modes run as their decomposition (by the name :func:`pwmpr.graph.ops.op_of` gives).
 DECOMPOSITIONS: dict[str, Callable[..., Any]] = {"multi_head_attention_forward": _mha_forward, "glu": _glu,
                                                  "addcmul": _add_scaled(lambda a, b: a * b),
-                                                 "addcdiv": _add_scaled(lambda a, b: a / b)}
+                                                 "addcdiv": _add_scaled(lambda a, b: a / b),
+                                                 "addmm": _add_product("mat1", "mat2"),
+                                                 "baddbmm": _add_product("batch1", "batch2")}
 
 
 def detach_tree(out: Any) -> Any:

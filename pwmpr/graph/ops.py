@@ -86,15 +86,15 @@ _OTHER = {
     "pad": Kind.PAD, "constant_pad_nd": Kind.PAD, "where": Kind.WHERE, "masked_fill": Kind.MASKED_FILL,
     "__setitem__": Kind.SETITEM, "copy": Kind.COPY, "zero": Kind.FILL, "fill": Kind.FILL,
     "multi_head_attention_forward": Kind.COMPOSITE, "glu": Kind.COMPOSITE, "addcmul": Kind.COMPOSITE,
-    "addcdiv": Kind.COMPOSITE,
+    "addcdiv": Kind.COMPOSITE, "addmm": Kind.COMPOSITE, "baddbmm": Kind.COMPOSITE,
     "embedding": Kind.EMBED,
 }  # fmt: skip
 
 _DUNDER = {
     "__add__": "add", "__radd__": "add", "__iadd__": "add", "__sub__": "sub", "__rsub__": "rsub", "__isub__": "sub",
     "__mul__": "mul", "__rmul__": "mul", "__imul__": "mul", "__truediv__": "div", "__rtruediv__": "rdiv",
-    "__itruediv__": "div", "__div__": "div", "__matmul__": "matmul", "__rmatmul__": "rmatmul", "__neg__": "neg",
-    "__pow__": "pow", "__abs__": "abs", "__pos__": "positive",
+    "__itruediv__": "div", "__div__": "div", "__rdiv__": "rdiv", "__matmul__": "matmul", "__rmatmul__": "rmatmul",
+    "__neg__": "neg", "__pow__": "pow", "__abs__": "abs", "__pos__": "positive",
 }  # fmt: skip
 
 

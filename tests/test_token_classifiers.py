@@ -1,0 +1,163 @@
+"""Text to classify as token ids (``npz`` with ``tokens``), and the layers of transformers' text models that are
+not Conv or Linear modules (docs/method.md, Operations): GPT-2's ``Conv1D`` (``torch.addmm`` on a matrix of its
+own), attention logits from ``torch.baddbmm`` with a position bias (BLOOM's ALiBi), and a learned query."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from pwmpr import MaskSet, prunable, pwmp_scores
+from pwmpr.cli.app import app
+from pwmpr.data import load_data
+from pwmpr.errors import PwmprError
+from pwmpr.graph.ops import op_of
+
+
+def _tokens(path, n=1000, length=12, vocab=40, seed=0, **extra):
+    """Token ids 2..vocab-1; label 1 when ids below 14 outnumber ids of 28 and above."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(2, vocab, size=(n, length))
+    y = ((x < 14).sum(1) > (x >= 28).sum(1)).astype(np.int64)
+    np.savez(path, **{"tokens": x, "y": y, **extra})
+    return path
+
+
+def test_token_ids_load_as_int64_unstandardised_with_a_held_out_test_split(tmp_path):
+    bundle = load_data(f"npz:{_tokens(tmp_path / 't.npz')}", val_fraction=0.1)
+    assert bundle.input_dtype == torch.int64 and bundle.input_shape == (12,) and bundle.num_classes == 2
+    assert bundle.train.x.dtype == torch.int64 and int(bundle.train.x.min()) >= 2 and int(bundle.train.x.max()) < 40
+    assert len(bundle.train) + len(bundle.val) + len(bundle.test) == 1000 and len(bundle.test) == 200
+    with pytest.raises(PwmprError, match="holds token ids, and no registered model reads them as a classifier: "
+                                         "pass --model package.module:function"):
+        bundle.auto_model()
+
+
+@pytest.mark.parametrize(("tokens", "shown"), [
+    (np.ones((20, 4), np.float32), "'tokens' must hold integer token ids, got float32"),
+    (-np.ones((20, 4), np.int64), "'tokens' holds negative token ids"),
+    (np.ones((20, 4, 2), np.int64), r"'tokens' must have shape \(N, L\) of token ids, got \(20, 4, 2\)"),
+])
+def test_bad_token_arrays_are_refused_in_one_line(tmp_path, tokens, shown):
+    path = tmp_path / "bad.npz"
+    np.savez(path, tokens=tokens, y=np.arange(20) % 2)
+    with pytest.raises(PwmprError, match=shown):
+        load_data(f"npz:{path}")
+
+
+def test_grow_on_token_ids_without_a_model_says_to_bring_one(tmp_path):
+    result = CliRunner().invoke(app, ["grow", "--data", f"npz:{_tokens(tmp_path / 't.npz', n=1500)}", "-q",
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith("error: data set 'npz:")
+    assert not (tmp_path / "run").exists()
+
+
+MODULE = '''
+import torch
+from torch import nn
+
+
+class Conv1D(nn.Module):
+    """GPT-2's layer: x @ W + b with W laid out (in, out), by torch.addmm."""
+
+    def __init__(self, nx, nf):
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.randn(nx, nf) * nx ** -0.5)
+        self.bias = nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x):
+        return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight).reshape(*x.shape[:-1], self.nf)
+
+
+class TokenNet(nn.Module):
+    """Token embedding -> Conv1D -> attention pooling with a learned query over 2 heads, its logits from baddbmm
+    with a position bias -> head."""
+
+    def __init__(self, num_classes, input_shape):
+        super().__init__()
+        self.embed = nn.Embedding(40, 16)
+        self.fc = Conv1D(16, 32)
+        self.query = nn.Parameter(torch.randn(1, 2, 1, 8))
+        self.k, self.v = Conv1D(32, 16), nn.Linear(32, 16)
+        self.pos_bias = nn.Parameter(torch.zeros(1, 1, input_shape[0]))
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, ids):
+        b, t = ids.shape
+        h = torch.relu(self.fc(self.embed(ids)))
+        k = self.k(h).reshape(b, t, 2, 8).transpose(1, 2).reshape(b * 2, t, 8)
+        v = self.v(h).reshape(b, t, 2, 8).transpose(1, 2).reshape(b * 2, t, 8)
+        q = self.query.expand(b, -1, -1, -1).reshape(b * 2, 1, 8)
+        logits = torch.baddbmm(self.pos_bias[:, :, :t].expand(b * 2, 1, t), q, k.transpose(1, 2), alpha=8 ** -0.5)
+        pooled = torch.bmm(logits.softmax(dim=-1), v).reshape(b, 16)
+        return self.head(pooled)
+'''
+
+
+@pytest.fixture
+def token_module(importable):
+    return importable("tokens", MODULE)
+
+
+def test_a_layer_of_a_matrix_and_a_bias_is_prunable_and_a_table_or_a_bare_matrix_is_not(token_module):
+    import importlib
+
+    mod = importlib.import_module(token_module)
+
+    class Bare(nn.Module):  # a matrix without a bias: a position table as often as a layer
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(4, 3))
+
+    net = nn.ModuleDict({"c": mod.Conv1D(3, 4), "e": nn.Embedding(5, 3), "b": Bare(), "l": nn.Linear(3, 4)})
+    assert prunable(net) == ["c.weight", "l.weight"]
+
+
+def test_addmm_on_a_conv1d_scores_as_the_linear_layer_it_is(token_module):
+    # x @ W + b by torch.addmm is W^T as a Linear: the same PWMP scores, transposed.
+    import importlib
+
+    mod = importlib.import_module(token_module)
+    torch.manual_seed(0)
+    conv = nn.Sequential(mod.Conv1D(5, 4), nn.ReLU(), mod.Conv1D(4, 3))
+    lin = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3))
+    with torch.no_grad():
+        for i in (0, 2):
+            lin[i].weight.copy_(conv[i].weight.T)
+    g = torch.Generator().manual_seed(1)
+    cm = MaskSet({f"{i}.weight": torch.rand(conv[i].weight.shape, generator=g) < 0.6 for i in (0, 2)})
+    lm = MaskSet({n: m.T.contiguous() for n, m in cm.items()})
+    sc, sl = pwmp_scores(conv, cm, (5,)), pwmp_scores(lin, lm, (5,))
+    for n in cm:
+        assert sc[n].abs().sum() > 0
+        torch.testing.assert_close(sc[n], sl[n].T)
+
+
+def test_a_reflected_division_is_a_division():
+    assert op_of(torch.Tensor.__rdiv__).name == op_of(torch.Tensor.__rtruediv__).name == "rdiv"
+
+
+def test_a_token_classifier_grows_learns_and_exports(tmp_path, token_module):
+    data = _tokens(tmp_path / "t.npz", n=1500)
+    run, export = tmp_path / "run", tmp_path / "export"
+    runner = CliRunner()
+    grown = runner.invoke(app, ["grow", "--data", f"npz:{data}", "--model", f"{token_module}:TokenNet", "--trust-code",
+                                "--seed-density", "0.3", "--phase-epochs", "4", "--final-epochs", "12",
+                                "--max-phases", "2", "--batch-size", "64", "--no-tau-core", "-q", "--out", str(run)])
+    assert grown.exit_code == 0, grown.output
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test_acc"] > 0.75  # the majority class holds about 0.5
+    rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    # the Conv1D layers are grown like Linear ones: each holds edges, none is dense
+    assert all(0 < rows[-1]["layer_density"][n] < 1 for n in ("fc.weight", "k.weight"))
+    exported = runner.invoke(app, ["export", str(run), "--out", str(export), "--trust-code", "-q"])
+    assert exported.exit_code == 0, exported.output
+    report = json.loads((export / "export_report.json").read_text())
+    assert all(e["ok"] for e in report["encodings"].values())
