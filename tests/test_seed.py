@@ -483,3 +483,24 @@ def test_synflow_runs_on_vit():
     masks = SEEDS.get("synflow")(model, 0.1, CIFAR, 0)
     assert masks.n_nonzero() == _target(0.1, masks)
     assert not masks["blocks.0.attn.q.weight"].any()  # no path mass through q/k under uniform attention
+
+
+class _ConstantBias(nn.Module):
+    """(3 tokens, 4 features) -> a; plus a bias over the tokens from an MLP of fixed coordinates (Swin V2's
+    relative-position MLP, which reads no input) -> mean over the tokens -> head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.bias_mlp, self.head = nn.Linear(4, 8), nn.Linear(2, 8), nn.Linear(8, 2)
+        self.register_buffer("coords", torch.randn(3, 2, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x):
+        return self.head((self.a(x) + self.bias_mlp(self.coords)).mean(dim=1))
+
+
+def test_a_weight_on_no_path_is_kept_whole_and_the_walks_share_out_the_rest():
+    masks = phew_masks(_ConstantBias(), 0.3, (3, 4))
+    assert masks["bias_mlp.weight"].all()  # it computes a constant: an empty mask would change it
+    assert not masks["a.weight"].all() and not masks["head.weight"].all()
+    walked = int(masks["a.weight"].sum()) + int(masks["head.weight"].sum())
+    assert walked >= round(0.3 * (32 + 16 + 16))  # the walks' target is over every prunable weight, as before

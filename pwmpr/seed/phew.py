@@ -34,7 +34,8 @@ def phew_masks(model: nn.Module, density: float, input_shape: Sequence[int], see
         seed: seeds the walks; the same seed gives the same masks.
 
     Returns:
-        A MaskSet over every prunable weight; layers no walk can reach stay all-False.
+        A MaskSet over every prunable weight; layers no walk can reach stay all-False, and a weight no path uses
+        (it computes a constant, as a position-bias MLP over fixed coordinates does) is kept whole.
 
     Raises:
         PwmprError: a bad ``density``, ``input_shape`` or ``seed``, a model op the walks cannot follow, or a
@@ -59,6 +60,10 @@ def phew_masks(model: nn.Module, density: float, input_shape: Sequence[int], see
     per_walk = torch.bincount(first[first != _NEVER].long())
     n_walks = int(torch.searchsorted(per_walk.cumsum(0), target)) + 1
     keep = first < n_walks
+    # A weight the forward applies to no activation of the input (a position-bias MLP over fixed coordinates)
+    # lies on no path and computes a constant: it stays whole, where an empty mask would change what it computes.
+    linked = set(graph.params())
+    keep = torch.cat([keep[offsets[n]:offsets[n] + params[n].numel()] | (n not in linked) for n in names])
     return per_layer_masks(keep, names, params)
 
 
