@@ -20,7 +20,7 @@ from pwmpr.errors import PwmprError
 from pwmpr.gradient_score import gradient_scores
 from pwmpr.graph import UnitGraph, build_unit_graph
 from pwmpr.graph.mode import WatchMode, WeightView, tensors_in
-from pwmpr.graph.ops import Kind, Op, constant_side
+from pwmpr.graph.ops import Kind, Op
 from pwmpr.losses import cross_entropy
 from pwmpr.masks import MaskSet
 from pwmpr.probe import class_scores, device_of, normalize_input_shape, training_mode
@@ -177,7 +177,7 @@ class _Recorder(WatchMode):
             return out
         if op.kind is Kind.ATTENTION:
             self._sdpa(args, kwargs, out)
-        elif op.kind is Kind.CONTRACT and (kinds.count(_ACT) >= 2 or self._constant_side(op, args, kinds)):
+        elif op.kind is Kind.CONTRACT and kinds.count(_ACT) >= 2:
             self._logits(op, args, out)
         elif op.kind is Kind.CONTRACT and _ATTENTION in kinds and _ACT in kinds:
             self._mix(op, args, out)
@@ -191,14 +191,6 @@ class _Recorder(WatchMode):
             site = next((self._site[id(t)] for t, v in values if v != _ACT and id(t) in self._site), None)
             self._mark(out, kind, site)
         return out
-
-    def _constant_side(self, op: Op, args: tuple, kinds: list[str]) -> bool:
-        """An activation times a learned query or key (attention pooling's logits, as the unit graph reads them)."""
-        if kinds != [_ACT] or op.name in ("linear", "conv1d", "conv2d", "conv3d"):
-            return False
-        a, b, _ = _operands(op, args)
-        other = b if self.get(a) == _ACT else a
-        return isinstance(other, Tensor) and self.get(other) is None and constant_side(other)
 
     def _mark(self, out: Any, kind: str, site: int | None = None) -> None:
         for t in tensors_in(out):

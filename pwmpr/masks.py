@@ -1,11 +1,13 @@
 """MaskSet: the one mask abstraction (parameter name -> bool tensor) used by every part of pwmpr.
 
-Prunable weights: every Conv and Linear weight (shortcuts and classifier included) and the input projections of
+Prunable weights: every Conv and Linear weight (shortcuts and classifier included), the matrix of any other layer of
+a matrix and a bias whose forward is a linear layer's (GPT-2's ``Conv1D``), and the input projections of
 ``nn.MultiheadAttention``; biases, embeddings, norm parameters and weights tied to another module's stay dense.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 
 import torch
@@ -55,13 +57,54 @@ def _contraction_weights(model: nn.Module) -> list[tuple[str, bool]]:
 
 
 def _linear_like(m: nn.Module) -> bool:
-    """A layer of a matrix and a bias and nothing else, under another class than ``nn.Linear`` (transformers'
-    ``Conv1D`` of GPT-2, which computes ``x @ W + b``): its matrix is prunable like a Linear weight. A table
-    (``nn.Embedding``) or a matrix without a bias is not taken for one."""
-    if isinstance(m, nn.Embedding) or set(m._parameters) != {"weight", "bias"}:
-        return False
-    w, b = m._parameters["weight"], m._parameters["bias"]
-    return w is not None and b is not None and w.dim() == 2 and b.dim() == 1 and b.numel() in w.shape
+    """A layer of a matrix and a bias and nothing else, under another class than ``nn.Linear``, whose forward is
+    a linear layer's (transformers' ``Conv1D`` of GPT-2, ``x @ W + b``): its matrix is prunable like a Linear
+    weight (:func:`matrix_layout`). A table (``nn.Embedding``), a matrix without a bias, or a module whose forward
+    does anything else is not taken for one."""
+    return _layout(m) is not None
+
+
+_LAYOUTS: weakref.WeakKeyDictionary[nn.Module, int | None] = weakref.WeakKeyDictionary()
+
+
+def _layout(m: nn.Module) -> int | None:
+    """For a module of a matrix ``W`` and a bias ``b`` alone: 1 when its forward on a vector ``x`` is
+    ``x @ W + b`` (outputs along W's dim 1), 0 when it is ``x @ W^T + b`` (along dim 0, as a Linear's); None for
+    anything else. Read once per module, on a random vector (the matrix and bias as they are then)."""
+    if m in _LAYOUTS:
+        return _LAYOUTS[m]
+    layout = None
+    if not isinstance(m, (nn.Embedding, *PRUNABLE_TYPES)) and set(m._parameters) == {"weight", "bias"}:
+        w, b = m._parameters["weight"], m._parameters["bias"]
+        if w is not None and b is not None and w.dim() == 2 and b.dim() == 1 and b.numel() in w.shape:
+            layout = _probe_layout(m, w.detach(), b.detach())
+    _LAYOUTS[m] = layout
+    return layout
+
+
+def _probe_layout(m: nn.Module, w: Tensor, b: Tensor) -> int | None:
+    g = torch.Generator().manual_seed(0)
+    for axis, n_in, compute in ((1, w.shape[0], lambda x: x @ w + b), (0, w.shape[1], lambda x: x @ w.T + b)):
+        if w.shape[axis] != b.numel():
+            continue
+        x = torch.randn(2, n_in, generator=g, dtype=w.dtype).to(w.device)
+        try:
+            with torch.no_grad():
+                out = m(x)
+        except Exception:  # noqa: BLE001 - a forward that does not take a vector is no linear layer
+            continue
+        if isinstance(out, Tensor) and out.shape == (2, b.numel()) and torch.allclose(out, compute(x), rtol=1e-4,
+                                                                                    atol=1e-5):
+            return axis
+    return None
+
+
+def unit_axis(model: nn.Module, name: str) -> int:
+    """The dim of prunable weight ``name`` that runs over its output units: 0 (a Conv's output channels, a
+    Linear's output features), or 1 for a matrix its layer applies as ``x @ W + b`` (GPT-2's ``Conv1D``)."""
+    module, _, _ = name.rpartition(".")
+    owner = model.get_submodule(module) if module else model
+    return 1 if not isinstance(owner, PRUNABLE_TYPES) and _layout(owner) == 1 else 0
 
 
 def flatten_layers(tensors: Mapping[str, Tensor], names: Sequence[str]) -> Tensor:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from pwmpr.errors import PwmprError
-from pwmpr.masks import prunable
+from pwmpr.masks import prunable, unit_axis
 from pwmpr.probe import device_of, normalize_input_shape, sum_outputs
 from pwmpr.surrogate import linear_surrogate, scoring_input, surrogate_forward
 
@@ -46,11 +46,13 @@ class TauCore:
         return counts
 
 
-def _unit_rows(name: str, positions: Tensor | None, n_units: int, shape: Sequence[int]) -> Tensor:
-    """The parameter row (output channel or feature) of each output unit of one use of weight ``name``."""
+def _unit_rows(name: str, positions: Tensor | None, n_units: int, shape: Sequence[int], axis: int = 0) -> Tensor:
+    """The index along the unit axis (``axis``: 0, or 1 for a matrix applied as ``x @ W + b``) of each output unit
+    of one use of weight ``name``: its output channel or feature."""
     if positions is None:
         return torch.arange(n_units)
-    return positions.reshape(n_units, -1)[:, 0].cpu() // max(1, math.prod(shape[1:]))
+    first = positions.reshape(n_units, -1)[:, 0].cpu()
+    return first % shape[1] if axis == 1 else first // max(1, math.prod(shape[1:]))
 
 
 def _output_weights(surrogate: nn.Module, x: Tensor) -> set[str]:
@@ -126,7 +128,8 @@ def tau_core(
     params = dict(surrogate.named_parameters())
     final = _output_weights(surrogate, x)
     names = [n for n in prunable(surrogate) if n not in final]
-    sizes = [params[n].shape[0] for n in names]
+    axes = {n: unit_axis(surrogate, n) for n in names}
+    sizes = [params[n].shape[axes[n]] for n in names]
     starts = [sum(sizes[:i]) for i in range(len(sizes))]  # offset of each hidden weight in the unit vector
     n_hidden = sum(sizes)
     # One keep vector for all hidden units; each use reads its weight's rows (so removing a unit is one
@@ -138,7 +141,7 @@ def tau_core(
     def zero_and_capture(name: str, positions, out: Tensor, unit_dim: int) -> Tensor:
         if name not in offset:
             return out
-        rows = _unit_rows(name, positions, out.shape[unit_dim], params[name].shape).to(device)
+        rows = _unit_rows(name, positions, out.shape[unit_dim], params[name].shape, axes[name]).to(device)
         out = out * _along_dim(keep_all[offset[name] + rows], out, unit_dim)
         captured.append((offset[name], rows, out, unit_dim))
         # Hand on a copy: an in-place op downstream must not change `out`.

@@ -18,7 +18,6 @@ from toy import mlp_3432
 from pwmpr import MaskSet, prunable
 from pwmpr.attention import attention_pwmp_scores, head_importance, qk_groups, qk_scores
 from pwmpr.gradient_score import gradient_scores
-from pwmpr.graph import build_unit_graph
 from pwmpr.growth import GROWTH_RULES, grow
 from pwmpr.models import create_model
 from pwmpr.models.vit import Attention, ViT
@@ -88,25 +87,6 @@ def test_attention_rule_gives_qk_edges_nonzero_scores_and_leaves_the_model_alone
     for scope in ("global", "layer"):
         _, added = grow(masks, s, 0.5, rule=rule, generator=torch.Generator().manual_seed(0), scope=scope)
         assert sum(added[n].numel() for n in qk) > 0, scope
-
-
-@pytest.mark.parametrize("rule", ATTENTION_RULES)
-def test_attention_rules_score_the_keys_of_a_learned_query_pooling(rule):
-    # Attention pooling (a learned query against the tokens' keys): the unit graph, the scoring net and the
-    # recorder of the real attention read the same site, so each rule scores the keys PWMP leaves blind.
-    from test_operations_exact import _LearnedQueryPool
-
-    torch.manual_seed(0)
-    net = _LearnedQueryPool(packed=False)
-    masks = _random_masks(net, 0.5)
-    masks.apply(net)
-    batch = (torch.randn(6, 3, 4), torch.tensor([0, 1, 0, 1, 0, 1]))
-    assert [len(site.q) for site in build_unit_graph(net, (3, 4)).attention] == [0]  # the query reads no units
-    s = GROWTH_RULES.get(rule).scores(net, masks, (3, 4), lambda: batch)
-    for name, t in s.items():
-        assert torch.isfinite(t).all() and (t >= 0).all(), name
-    assert (pwmp_scores(net, masks, (3, 4))["k.weight"] == 0).all()
-    assert (s["k.weight"][~masks["k.weight"]] > 0).any(), f"{rule}: no absent key edge can be grown"
 
 
 @pytest.mark.parametrize("rule", ATTENTION_RULES)

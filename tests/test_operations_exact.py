@@ -230,65 +230,6 @@ def test_scaled_dot_product_attention_is_uniform_over_the_visible_keys(causal):
     _check(net, masks, (t_, 2), [(0, t, i) for t in range(t_) for i in range(2)], layers)
 
 
-# -- attention pooling: a learned query against the tokens' keys (SigLIP's head, CLIP-style pooling) ----------------
-class _LearnedQueryPool(torch.nn.Module):
-    """(N, 3 tokens, 4 features) -> a learned query attends over the tokens, 2 heads, spelled with
-    ``nn.MultiheadAttention`` or with explicit matmuls -> head."""
-
-    def __init__(self, packed: bool) -> None:
-        super().__init__()
-        self.packed = packed
-        self.query = torch.nn.Parameter(torch.randn(1, 1, 4))
-        if packed:
-            self.attn = torch.nn.MultiheadAttention(4, 2, batch_first=True)
-        else:
-            self.k, self.v = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
-        self.head = torch.nn.Linear(4, 2)
-
-    def forward(self, x):
-        n, t, e = x.shape
-        q = self.query.expand(n, -1, -1)
-        if self.packed:
-            out, _ = self.attn(q, x, x)
-            return self.head(out[:, 0])
-        heads = lambda y: y.reshape(n, y.shape[1], 2, e // 2).transpose(1, 2)  # noqa: E731
-        a = (heads(q) @ heads(self.k(x)).transpose(-2, -1) * (e // 2) ** -0.5).softmax(dim=-1)
-        return self.head((a @ heads(self.v(x))).transpose(1, 2).reshape(n, e))
-
-
-@pytest.mark.parametrize("packed", [True, False])
-def test_attention_pooling_with_a_learned_query_is_uniform_over_the_tokens(packed):
-    net = _LearnedQueryPool(packed)
-    _signed(net)
-    v_name = "attn.in_proj_weight" if packed else "v.weight"
-    names = [v_name, "head.weight"] + (["attn.out_proj.weight"] if packed else ["k.weight"])
-    masks = _masks(net, names)
-    w_v = _w(net, masks, v_name)
-    row = 8 if packed else 0  # v's rows in a packed in_proj_weight
-    t_, e = 3, 4
-    layers = [
-        [Edge((0, t, i), (1, t, j), w_v[row + j][i], (v_name, (row + j, i))) for t in range(t_) for i in range(e)
-         for j in range(e)],
-        [Edge((1, t, j), (2, j), 1.0 / t_) for t in range(t_) for j in range(e)],  # uniform over the keys
-    ]
-    if packed:
-        w_out = _w(net, masks, "attn.out_proj.weight")
-        layers.append([Edge((2, j), (3, o), w_out[o][j], ("attn.out_proj.weight", (o, j))) for j in range(e)
-                       for o in range(e)])
-    layers.append(linear_edges(len(layers), net.head.weight, masks["head.weight"], "head.weight"))
-    brute = enumerate_paths([(0, t, i) for t in range(t_) for i in range(e)], layers)
-    scores = pwmp_scores(net, masks, (t_, e))
-    for name in names:
-        expected = torch.zeros(masks[name].shape, dtype=torch.float64)
-        for (key, idx), value in brute.scores.items():
-            if key == name:
-                expected[idx] = value
-        torch.testing.assert_close(scores[name], expected, rtol=1e-9, atol=1e-12)
-    # the keys carry no path mass (as in any attention), and the query's projection reads no units
-    blind = scores[v_name][:8] if packed else scores["k.weight"]
-    assert not blind.any()
-
-
 # -- a linear layer over tokens (MLP-Mixer's token mixing): one weight shared by every channel -----------------------
 class _TokenMixer(torch.nn.Module):
     def __init__(self) -> None:

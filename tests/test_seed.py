@@ -498,9 +498,20 @@ class _ConstantBias(nn.Module):
         return self.head((self.a(x) + self.bias_mlp(self.coords)).mean(dim=1))
 
 
-def test_a_weight_on_no_path_is_kept_whole_and_the_walks_share_out_the_rest():
-    masks = phew_masks(_ConstantBias(), 0.3, (3, 4))
+@pytest.mark.parametrize("density", [0.3, 0.8])
+def test_a_weight_applied_to_constants_is_kept_whole_within_the_density(density):
+    masks = phew_masks(_ConstantBias(), density, (3, 4))
     assert masks["bias_mlp.weight"].all()  # it computes a constant: an empty mask would change it
     assert not masks["a.weight"].all() and not masks["head.weight"].all()
-    walked = int(masks["a.weight"].sum()) + int(masks["head.weight"].sum())
-    assert walked >= round(0.3 * (32 + 16 + 16))  # the walks' target is over every prunable weight, as before
+    walked, target = int(masks["a.weight"].sum() + masks["head.weight"].sum()), round(density * (32 + 16))
+    assert target <= walked < target + 8  # the density is over the other weights; walks overshoot by < one walk
+
+
+def test_a_weight_the_forward_never_applies_is_not_kept_whole():
+    class Unused(_ConstantBias):  # an auxiliary head the eval forward never runs
+        def __init__(self) -> None:
+            super().__init__()
+            self.aux = nn.Linear(8, 2)
+
+    masks = phew_masks(Unused(), 0.3, (3, 4))
+    assert not masks["aux.weight"].any() and masks["bias_mlp.weight"].all()

@@ -40,13 +40,22 @@ def test_token_ids_load_as_int64_unstandardised_with_a_held_out_test_split(tmp_p
 
 @pytest.mark.parametrize(("tokens", "shown"), [
     (np.ones((20, 4), np.float32), "'tokens' must hold integer token ids, got float32"),
-    (-np.ones((20, 4), np.int64), "'tokens' holds negative token ids"),
+    (-np.ones((20, 4), np.int64), r"'tokens' holds token ids out of range \(negative, or above int64's\)"),
+    (np.full((20, 4), 2**63, np.uint64), "'tokens' holds token ids out of range"),
+    (np.ones((20, 0), np.int64), "'tokens' holds sequences of no tokens"),
     (np.ones((20, 4, 2), np.int64), r"'tokens' must have shape \(N, L\) of token ids, got \(20, 4, 2\)"),
 ])
 def test_bad_token_arrays_are_refused_in_one_line(tmp_path, tokens, shown):
     path = tmp_path / "bad.npz"
     np.savez(path, tokens=tokens, y=np.arange(20) % 2)
     with pytest.raises(PwmprError, match=shown):
+        load_data(f"npz:{path}")
+
+
+def test_features_and_token_ids_together_are_refused(tmp_path):
+    path = tmp_path / "both.npz"
+    np.savez(path, x=np.ones((20, 4), np.float32), tokens=np.ones((20, 4), np.int64), y=np.arange(20) % 2)
+    with pytest.raises(PwmprError, match="holds both 'x' and 'tokens'"):
         load_data(f"npz:{path}")
 
 
@@ -106,25 +115,45 @@ def token_module(importable):
     return importable("tokens", MODULE)
 
 
-def test_a_layer_of_a_matrix_and_a_bias_is_prunable_and_a_table_or_a_bare_matrix_is_not(token_module):
+class _Bare(nn.Module):  # a matrix without a bias: a position table as often as a layer
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(4, 3))
+
+
+class _PositionTable(nn.Module):  # a table of 3 positions and a bias added to the tokens: no linear layer
+    def __init__(self):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.randn(3, 3)), nn.Parameter(torch.randn(3))
+
+    def forward(self, x):  # (tokens, features): the shapes of a square linear layer's, not its values
+        return x + self.weight[: x.shape[0]] + self.bias
+
+
+class _OutIn(nn.Module):  # a hand-written Linear: (out, in) and x @ W^T + b
+    def __init__(self):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.randn(4, 3)), nn.Parameter(torch.randn(4))
+
+    def forward(self, x):
+        return x @ self.weight.T + self.bias
+
+
+def test_a_layer_whose_forward_is_a_linear_layers_is_prunable_with_its_outputs_axis(token_module):
     import importlib
 
-    mod = importlib.import_module(token_module)
-
-    class Bare(nn.Module):  # a matrix without a bias: a position table as often as a layer
-        def __init__(self):
-            super().__init__()
-            self.weight = nn.Parameter(torch.zeros(4, 3))
-
-    net = nn.ModuleDict({"c": mod.Conv1D(3, 4), "e": nn.Embedding(5, 3), "b": Bare(), "l": nn.Linear(3, 4)})
-    assert prunable(net) == ["c.weight", "l.weight"]
-
-
-def test_addmm_on_a_conv1d_scores_as_the_linear_layer_it_is(token_module):
-    # x @ W + b by torch.addmm is W^T as a Linear: the same PWMP scores, transposed.
-    import importlib
+    from pwmpr.masks import unit_axis
 
     mod = importlib.import_module(token_module)
+    net = nn.ModuleDict({"c": mod.Conv1D(3, 4), "s": mod.Conv1D(4, 4), "e": nn.Embedding(5, 3), "b": _Bare(),
+                         "p": _PositionTable(), "o": _OutIn(), "l": nn.Linear(3, 4)})
+    assert prunable(net) == ["c.weight", "s.weight", "o.weight", "l.weight"]
+    # the square Conv1D too: its forward, not its shape, says where the outputs are
+    assert [unit_axis(net, n) for n in prunable(net)] == [1, 1, 0, 0]
+
+
+def _conv1d_and_linear(mod):
+    """Two Conv1D layers and the same network as Linear layers (weights transposed), with masks for each."""
     torch.manual_seed(0)
     conv = nn.Sequential(mod.Conv1D(5, 4), nn.ReLU(), mod.Conv1D(4, 3))
     lin = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3))
@@ -133,7 +162,29 @@ def test_addmm_on_a_conv1d_scores_as_the_linear_layer_it_is(token_module):
             lin[i].weight.copy_(conv[i].weight.T)
     g = torch.Generator().manual_seed(1)
     cm = MaskSet({f"{i}.weight": torch.rand(conv[i].weight.shape, generator=g) < 0.6 for i in (0, 2)})
-    lm = MaskSet({n: m.T.contiguous() for n, m in cm.items()})
+    return conv, lin, cm, MaskSet({n: m.T.contiguous() for n, m in cm.items()})
+
+
+def test_tau_core_and_fan_in_scaling_see_a_conv1d_as_the_linear_layer_it_is(token_module):
+    import importlib
+
+    from pwmpr.seed.scale import scale_model
+    from pwmpr.taucore import tau_core
+
+    conv, lin, cm, lm = _conv1d_and_linear(importlib.import_module(token_module))
+    tc, tl = tau_core(conv, cm, (5,), 0.5), tau_core(lin, lm, (5,), 0.5)
+    assert (tc.n_hidden, tc.size, tc.units) == (tl.n_hidden, tl.size, tl.units) and tl.n_hidden == 4
+    scale_model(conv, cm, "fan-in")
+    scale_model(lin, lm, "fan-in")
+    for i in (0, 2):
+        torch.testing.assert_close(conv[i].weight.T, lin[i].weight)
+
+
+def test_addmm_on_a_conv1d_scores_as_the_linear_layer_it_is(token_module):
+    # x @ W + b by torch.addmm is W^T as a Linear: the same PWMP scores, transposed.
+    import importlib
+
+    conv, lin, cm, lm = _conv1d_and_linear(importlib.import_module(token_module))
     sc, sl = pwmp_scores(conv, cm, (5,)), pwmp_scores(lin, lm, (5,))
     for n in cm:
         assert sc[n].abs().sum() > 0
@@ -161,3 +212,32 @@ def test_a_token_classifier_grows_learns_and_exports(tmp_path, token_module):
     assert exported.exit_code == 0, exported.output
     report = json.loads((export / "export_report.json").read_text())
     assert all(e["ok"] for e in report["encodings"].values())
+
+
+@pytest.mark.parametrize(("name", "call"), [
+    ("addmm", lambda f, b, x, w: f(b, x, w)),
+    ("addmm", lambda f, b, x, w: f(b, x, mat2=w)),
+    ("addmm", lambda f, b, x, w: f(b, mat1=x, mat2=w, beta=0.5, alpha=2.0)),
+    ("addmm", lambda f, b, x, w: f(input=b, mat1=x, mat2=w)),
+    ("addmm", lambda f, b, x, w: f(b.expand(2, 3) * float("nan"), x, w, beta=0)),  # beta 0: the input is not read
+    ("addmm", lambda f, b, x, w: f(1, b, 0.5, x, w)),  # the deprecated (beta, input, alpha, mat1, mat2)
+    ("addmm", lambda f, b, x, w: f(2, b, x, w)),  # the deprecated (beta, input, mat1, mat2)
+    ("baddbmm", lambda f, b, x, w: f(b.expand(2, 1, 3), x[:, None], w.expand(2, 4, 3), alpha=0.25)),
+    ("baddbmm", lambda f, b, x, w: f(b.expand(2, 1, 3), batch1=x[:, None], batch2=w.expand(2, 4, 3))),
+])
+def test_addmm_and_baddbmm_decompose_to_what_torch_computes_in_every_spelling(name, call):
+    import warnings
+
+    from pwmpr.graph.mode import DECOMPOSITIONS
+
+    warnings.simplefilter("ignore")  # torch's note on the deprecated spellings
+    g = torch.Generator().manual_seed(0)
+    b, x, w = torch.randn(3, generator=g), torch.randn(2, 4, generator=g), torch.randn(4, 3, generator=g)
+    torch.testing.assert_close(call(DECOMPOSITIONS[name], b, x, w), call(getattr(torch, name), b, x, w))
+
+
+def test_an_addmm_call_pwmpr_cannot_read_is_refused_in_one_line():
+    from pwmpr.graph.mode import DECOMPOSITIONS
+
+    with pytest.raises(PwmprError, match="pwmpr cannot read this call of addmm"):
+        DECOMPOSITIONS["addmm"](torch.zeros(3), torch.zeros(2, 4), torch.zeros(4, 3), torch.zeros(1))

@@ -28,9 +28,10 @@ HF = load_bench("hf_models")
 #: The models whose forward the walks cannot follow, and the words of the one line that says why.
 REFUSED = {
     "fnet": "calls fft_fftn() in its forward: pwmpr has no rule for this op",
-    "funnel": "it combines attention scores with another activation",  # a relative-position term
+    "funnel": "it multiplies an activation by a batched constant",  # a relative-position term
     "convbert": "it joins attention scores with other tensors",
     "nystromformer": "it combines attention scores with another activation",  # products of softmaxes
+    "siglip": "it multiplies a batched constant by an activation",  # attention pooling with a learned query
 }
 #: Walked, but refused at the start because a mask would not hold: the layer recomputes its weight.
 NO_HOLD = {"bit": "the weight it uses is computed from"}  # weight standardization

@@ -31,8 +31,10 @@ def _tokens(z, xk: str, yk: str, path: Path) -> tuple[torch.Tensor, torch.Tensor
         raise PwmprError(f"npz {path}: {xk!r} must have shape (N, L) of token ids, got {x.shape}")
     if not np.issubdtype(x.dtype, np.integer):
         raise PwmprError(f"npz {path}: {xk!r} must hold integer token ids, got {x.dtype}")
-    if x.size and x.min() < 0:
-        raise PwmprError(f"npz {path}: {xk!r} holds negative token ids")
+    if x.shape[1] == 0:
+        raise PwmprError(f"npz {path}: {xk!r} holds sequences of no tokens")
+    if x.size and (x.min() < 0 or x.max() > np.iinfo(np.int64).max):
+        raise PwmprError(f"npz {path}: {xk!r} holds token ids out of range (negative, or above int64's)")
     return torch.as_tensor(x.astype(np.int64)), _labels(z, yk, xk, len(x), path)
 
 
@@ -95,7 +97,9 @@ def _read(p: Path) -> DataBundle:
         if bad:
             raise PwmprError(f"{p} is a zip file but not an npz archive: {', '.join(bad[:3])} are not .npy arrays")
         keys = set(z.files)
-        tokens = "tokens" in keys and "x" not in keys
+        if {"x", "tokens"} <= keys:
+            raise PwmprError(f"npz {p} holds both 'x' and 'tokens': give features or token ids, not both")
+        tokens = "tokens" in keys
         xk, read = ("tokens", _tokens) if tokens else ("x", _arrays)
         missing = {xk, "y"} - keys
         if missing:

@@ -146,7 +146,7 @@ class WatchMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         op = op_of(func)
-        if op.kind is Kind.COMPOSITE and op.name in DECOMPOSITIONS:
+        if op.kind is Kind.COMPOSITE and op.name in DECOMPOSITIONS and self.tracked(args, kwargs):
             with self:
                 result = DECOMPOSITIONS[op.name](*args, **kwargs)
                 return args[0].copy_(result) if op.inplace else result  # x.addcmul_(...): the result into x
@@ -275,15 +275,27 @@ def _add_scaled(combine: Callable[[Any, Any], Any]) -> Callable[..., Any]:
 
 def _add_product(first: str, second: str) -> Callable[..., Any]:
     """``torch.addmm`` or ``baddbmm`` as the sum it is: ``beta * input + alpha * (a @ b)`` (GPT-2's ``Conv1D``
-    layers, a position bias added to attention logits as BLOOM's ALiBi); ``beta`` 0 reads no input."""
+    layers, a position bias added to attention logits as BLOOM's ALiBi); ``beta`` 0 reads no input. Takes every
+    spelling torch does: the matrices by position or by name, and the deprecated leading ``beta`` (and ``alpha``)
+    numbers."""
 
-    def decomposed(input, *rest, beta=1, alpha=1, out=None, **named):
-        a, b = rest if len(rest) == 2 else (named[first], named[second])
-        result = torch.matmul(a, b)
+    def decomposed(*args, beta=None, alpha=None, out=None, **named):
+        tensors = [a for a in args if isinstance(a, Tensor)]
+        numbers = [a for a in args if not isinstance(a, Tensor)]
+        slots = ["input", first, second]
+        given = {k: named.pop(k) for k in slots if k in named}
+        values = {**dict(zip([k for k in slots if k not in given], tensors, strict=False)), **given}
+        if named or len(values) != 3 or len(tensors) + len(given) != 3 or len(numbers) > 2:
+            raise PwmprError(f"pwmpr cannot read this call of {'addmm' if first == 'mat1' else 'baddbmm'}: "
+                             "pass input and the two matrices, with beta and alpha by name")
+        old_beta, old_alpha = (list(numbers) + [None, None])[:2]  # the deprecated order: (beta, input, alpha, ...)
+        beta = 1 if beta is None and old_beta is None else beta if beta is not None else old_beta
+        alpha = 1 if alpha is None and old_alpha is None else alpha if alpha is not None else old_alpha
+        result = torch.matmul(values[first], values[second])
         if alpha != 1:
             result = alpha * result
         if beta != 0:
-            result = (input if beta == 1 else beta * input) + result
+            result = (values["input"] if beta == 1 else beta * values["input"]) + result
         return out.copy_(result) if out is not None else result
 
     return decomposed

@@ -163,10 +163,3 @@ def reduced_dims(op: Op, args: tuple, kwargs: dict, ndim: int) -> list[int]:
         return list(range(ndim))
     dims = [dims] if isinstance(dims, int) else list(dims)
     return sorted({d % ndim for d in dims})
-
-
-def constant_side(t) -> bool:
-    """Whether a constant factor of a product with an activation is one side of attention logits: a constant that
-    differs along its batch dims (a learned query expanded over the heads, as attention pooling's), where a weight
-    or a fixed matrix is the same for every batch entry (docs/method.md, Operations)."""
-    return t.dim() > 2 and any(s != 1 for s in t.shape[:-2])

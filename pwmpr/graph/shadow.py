@@ -35,10 +35,10 @@ class Statistic(Units):
 @dataclass(frozen=True)
 class Logits:
     """Attention logits ``q @ k^T`` of attention site ``site``: the unit ids of q and k along the contracted dim,
-    laid out ``(..., 1, d)`` (None for a learned query or key: attention pooling)."""
+    laid out ``(..., 1, d)``."""
 
-    q: Tensor | None
-    k: Tensor | None
+    q: Tensor
+    k: Tensor
     site: int
 
 

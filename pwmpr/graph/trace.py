@@ -57,6 +57,7 @@ class UnitTracer(ActivationRules, ContractionRules, AttentionRules, WatchMode):
         self.params = dict(model.named_parameters())
         self.builder = GroupBuilder()
         self.sites: list[AttentionSite | None] = []
+        self.on_constants: dict[str, None] = {}  # weights applied to a constant input (in order of use)
 
     def trace(self, model: nn.Module, shape: tuple[int, ...], input_dim: int = 1) -> UnitGraph:
         """Run ``model`` on zeros of ``shape`` (its units along ``input_dim``; 0: one unit for all of it) and return
@@ -84,7 +85,8 @@ class UnitTracer(ActivationRules, ContractionRules, AttentionRules, WatchMode):
         assert g == 0
         self.builder.drop_dead_ends(output)
         return UnitGraph(self.builder.groups, self.builder.links, output, bases=list(self.builder.bases),
-                         attention=[site for site in self.sites if site is not None])
+                         attention=[site for site in self.sites if site is not None],
+                         on_constants=list(self.on_constants))
 
     def handle(self, op: Op, func, args: tuple, kwargs: dict) -> Any:
         """Run ``func`` and set the shadow of its result by the rule of ``op``'s kind."""

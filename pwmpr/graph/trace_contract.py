@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from pwmpr.graph.mode import WeightView
-from pwmpr.graph.ops import Op, constant_side
+from pwmpr.graph.ops import Op
 from pwmpr.graph.shadow import (
     DATA,
     MARKERS,
@@ -55,8 +55,10 @@ class ContractionRules:
                     geometry: dict[str, Any] | None = None) -> None:
         vx, vw = self.get(x), self.get(w)
         if vx is None:
+            if isinstance(vw, WeightView):
+                self.on_constants[vw.name] = None  # a weight applied to a constant: no path from the input
             if isinstance(vw, WeightView) or vw is None:
-                return  # a weight applied to a constant: no path from the input
+                return
             raise self.refuse(op, "its weight is computed from the input")
         if vx is DATA:
             raise self.refuse(op, "its input is computed from the input but carries no units (a sum over the "
@@ -194,15 +196,6 @@ class ContractionRules:
 
     def _matmul(self, op: Op, a: _Operand, b: _Operand, out: Tensor, reshape_out=None) -> None:
         shape = tuple(out.shape) if reshape_out is None else reshape_out[0]
-        if {a.kind, b.kind} == {"units", "const"} and constant_side(a.tensor if a.kind == "const" else b.tensor):
-            # a learned query (or key) against the activation's keys (queries): attention pooling's logits
-            q = self._feature(op, a.ids, -2) if a.kind == "units" else None
-            k = self._feature(op, b.ids, -1).transpose(-1, -2) if b.kind == "units" else None
-            if not bool(((q if q is not None else k) >= 0).any()):
-                raise self.refuse(op, "it multiplies a batched constant by an activation along a dim without units")
-            self.sites.append(None)
-            self.put(out, Logits(q, k, len(self.sites) - 1))
-            return
         if a.kind == "units" and b.kind in ("weight", "const"):
             if b.tensor.dim() != 2 and not all(s == 1 for s in b.tensor.shape[:-2]):
                 raise self.refuse(op, "it multiplies an activation by a batched constant")

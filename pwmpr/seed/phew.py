@@ -34,8 +34,9 @@ def phew_masks(model: nn.Module, density: float, input_shape: Sequence[int], see
         seed: seeds the walks; the same seed gives the same masks.
 
     Returns:
-        A MaskSet over every prunable weight; layers no walk can reach stay all-False, and a weight no path uses
-        (it computes a constant, as a position-bias MLP over fixed coordinates does) is kept whole.
+        A MaskSet over every prunable weight; layers no walk can reach stay all-False, and a weight applied to
+        constants alone (it computes a constant, as a position-bias MLP over fixed coordinates does) is kept whole,
+        on top of ``density``, which the walks reach over the other weights.
 
     Raises:
         PwmprError: a bad ``density``, ``input_shape`` or ``seed``, a model op the walks cannot follow, or a
@@ -54,16 +55,20 @@ def phew_masks(model: nn.Module, density: float, input_shape: Sequence[int], see
     for name in names:
         offsets[name] = total
         total += params[name].numel()
-    target = n_target(density, total)
-    first = _PhewWalks(graph, offsets).first_walks(total, target, gen)
+    # A weight the forward applies only to constants (a position-bias MLP over fixed coordinates) lies on no path
+    # and computes a constant: it stays whole, where an empty mask would change what it computes; the walks reach
+    # ``density`` over the other weights.
+    whole = [n for n in graph.on_constants if n in offsets and n not in set(graph.params())]
+    n_whole = sum(params[n].numel() for n in whole)
+    target = n_target(density, total - n_whole) if total > n_whole else 0
+    first = _PhewWalks(graph, offsets).first_walks(total, target, gen) if target else torch.full(
+        (total,), _NEVER, dtype=torch.int32)
     # Shortest prefix of walks whose union reaches the target (counts per walk of the weights it enables first).
     per_walk = torch.bincount(first[first != _NEVER].long())
-    n_walks = int(torch.searchsorted(per_walk.cumsum(0), target)) + 1
+    n_walks = int(torch.searchsorted(per_walk.cumsum(0), target)) + 1 if target else 0
     keep = first < n_walks
-    # A weight the forward applies to no activation of the input (a position-bias MLP over fixed coordinates)
-    # lies on no path and computes a constant: it stays whole, where an empty mask would change what it computes.
-    linked = set(graph.params())
-    keep = torch.cat([keep[offsets[n]:offsets[n] + params[n].numel()] | (n not in linked) for n in names])
+    for n in whole:
+        keep[offsets[n]:offsets[n] + params[n].numel()] = True
     return per_layer_masks(keep, names, params)
 
 

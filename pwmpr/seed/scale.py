@@ -10,7 +10,8 @@ the absent edges:
   one (Evci et al. 2022, "Gradient Flow in Sparse Neural Networks and How Lottery Tickets Win").
 
 A unit is a row of a masked weight (an output channel of a Conv, an output feature of a Linear, a row of an
-attention input projection): every weight ``pwmpr.masks.prunable`` names has its outputs along dimension 0. A masked
+attention input projection): the rules see every weight with its outputs along dimension 0 (a matrix applied as
+``x @ W + b``, GPT-2's ``Conv1D``, is handed to them transposed, ``pwmpr.masks.unit_axis``). A masked
 weight missing from ``weights`` is left alone: ``scale_model`` leaves out frozen parameters, which training could not
 bring back from a scaling.
 """
@@ -22,7 +23,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from pwmpr.masks import MaskSet
+from pwmpr.masks import MaskSet, unit_axis
 from pwmpr.registry import Registry
 
 InitScale = Callable[[Mapping[str, Tensor], MaskSet], None]
@@ -64,9 +65,21 @@ def trainable_names(model: nn.Module) -> dict[str, list[str]]:
     return names
 
 
+def _units_first(model: nn.Module, weights: dict[str, Tensor], masks: MaskSet
+                 ) -> tuple[dict[str, Tensor], MaskSet]:
+    """``weights`` and ``masks`` with each weight whose outputs run along dim 1 seen transposed (views: scaling
+    them scales the weights)."""
+    flipped = {n for n in masks if n in weights and unit_axis(model, n) == 1}
+    if not flipped:
+        return weights, masks
+    return ({n: w.T if n in flipped else w for n, w in weights.items()},
+            MaskSet({n: m.T.contiguous() if n in flipped else m for n, m in masks.items()}))
+
+
 def scale_model(model: nn.Module, masks: MaskSet, rule: str) -> None:
     """Scale ``model``'s trainable kept weights for ``masks`` by the init-scale ``rule``, in place."""
-    INIT_SCALES.get(rule)({n: p for n, p in model.named_parameters() if p.requires_grad}, masks)
+    INIT_SCALES.get(rule)(*_units_first(model, {n: p for n, p in model.named_parameters() if p.requires_grad},
+                                        masks))
 
 
 def scaled_state(model: nn.Module, state: Mapping[str, Tensor], masks: MaskSet, rule: str) -> dict[str, Tensor]:
@@ -74,7 +87,7 @@ def scaled_state(model: nn.Module, state: Mapping[str, Tensor], masks: MaskSet, 
     init-scale ``rule``, under every name each of them has."""
     out = {k: v.detach().clone() for k, v in state.items()}
     trainable = trainable_names(model)
-    INIT_SCALES.get(rule)({n: out[n] for n in trainable if n in out}, masks)
+    INIT_SCALES.get(rule)(*_units_first(model, {n: out[n] for n in trainable if n in out}, masks))
     for name, aliases in trainable.items():
         for alias in aliases[1:]:
             if name in out and alias in out:

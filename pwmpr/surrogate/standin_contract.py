@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pwmpr.graph.mode import WeightView
-from pwmpr.graph.ops import Op, constant_side
+from pwmpr.graph.ops import Op
 from pwmpr.surrogate.values import ACT, ATTENTION, LOGITS, TANGENT_LOGITS, arg, detached
 
 
@@ -60,19 +60,6 @@ class ContractionStandIns:
                 return self._mark(out, TANGENT_LOGITS)
             # q @ k^T: attention logits. Their value does not matter to the stand-in softmax (uniform over what a
             # mask leaves visible), so they are zeros here, and q and k carry no path mass (docs/method.md, Score).
-            with torch.no_grad():
-                out = torch.zeros_like(compute(*(t.detach() for t in operands)))
-            return self._mark(out, LOGITS)
-        if len(acts) == 1 and len(operands) == 2 and None in kinds and constant_side(operands[kinds.index(None)]):
-            # a learned query (or key) against the activation's keys: attention pooling's logits, whose constant
-            # side has no tangent
-            site = self.sites
-            self.sites += 1
-            if self.records is not None:
-                rec = self.records[site]
-                out = rec.logits(rec.a, operands[1]) if kinds[1] == ACT else rec.logits(operands[0], rec.b)
-                self._site[id(out)] = site
-                return self._mark(out, TANGENT_LOGITS)
             with torch.no_grad():
                 out = torch.zeros_like(compute(*(t.detach() for t in operands)))
             return self._mark(out, LOGITS)
