@@ -59,8 +59,8 @@ def _contraction_weights(model: nn.Module) -> list[tuple[str, bool]]:
 def _linear_like(m: nn.Module) -> bool:
     """A layer of a matrix and a bias and nothing else, under another class than ``nn.Linear``, whose forward is
     a linear layer's (transformers' ``Conv1D`` of GPT-2, ``x @ W + b``): its matrix is prunable like a Linear
-    weight (:func:`matrix_layout`). A table (``nn.Embedding``), a matrix without a bias, or a module whose forward
-    does anything else is not taken for one."""
+    weight (:func:`unit_axis` says where its outputs are). A table (``nn.Embedding``), a matrix without a bias,
+    or a module whose forward does anything else is not taken for one."""
     return _layout(m) is not None
 
 
@@ -89,8 +89,9 @@ def _probe_layout(m: nn.Module, w: Tensor, b: Tensor) -> int | None:
             continue
         x = torch.randn(2, n_in, generator=g, dtype=w.dtype).to(w.device)
         try:
-            with torch.no_grad():
-                out = m(x)
+            # its own forward alone: no hooks, and no torch function mode (a watch mode of pwmpr's) sees the probe
+            with torch.no_grad(), torch._C.DisableTorchFunction():
+                out = m.forward(x)
         except Exception:  # noqa: BLE001 - a forward that does not take a vector is no linear layer
             continue
         if isinstance(out, Tensor) and out.shape == (2, b.numel()) and torch.allclose(out, compute(x), rtol=1e-4,

@@ -1,6 +1,6 @@
 """Text to classify as token ids (``npz`` with ``tokens``), and the layers of transformers' text models that are
 not Conv or Linear modules (docs/method.md, Operations): GPT-2's ``Conv1D`` (``torch.addmm`` on a matrix of its
-own), attention logits from ``torch.baddbmm`` with a position bias (BLOOM's ALiBi), and a learned query."""
+own) and attention logits from ``torch.baddbmm`` with a position bias (BLOOM's ALiBi)."""
 
 from __future__ import annotations
 
@@ -86,27 +86,27 @@ class Conv1D(nn.Module):
 
 
 class TokenNet(nn.Module):
-    """Token embedding -> Conv1D -> attention pooling with a learned query over 2 heads, its logits from baddbmm
-    with a position bias -> head."""
+    """Token embedding -> Conv1D -> self-attention over 2 heads, its logits from baddbmm with a position bias ->
+    mean over the tokens -> head."""
 
     def __init__(self, num_classes, input_shape):
         super().__init__()
+        t = input_shape[0]
         self.embed = nn.Embedding(40, 16)
         self.fc = Conv1D(16, 32)
-        self.query = nn.Parameter(torch.randn(1, 2, 1, 8))
-        self.k, self.v = Conv1D(32, 16), nn.Linear(32, 16)
-        self.pos_bias = nn.Parameter(torch.zeros(1, 1, input_shape[0]))
+        self.q, self.k, self.v = nn.Linear(32, 16), Conv1D(32, 16), nn.Linear(32, 16)
+        self.pos_bias = nn.Parameter(torch.zeros(1, t, t))
         self.head = nn.Linear(16, num_classes)
 
     def forward(self, ids):
         b, t = ids.shape
         h = torch.relu(self.fc(self.embed(ids)))
-        k = self.k(h).reshape(b, t, 2, 8).transpose(1, 2).reshape(b * 2, t, 8)
-        v = self.v(h).reshape(b, t, 2, 8).transpose(1, 2).reshape(b * 2, t, 8)
-        q = self.query.expand(b, -1, -1, -1).reshape(b * 2, 1, 8)
-        logits = torch.baddbmm(self.pos_bias[:, :, :t].expand(b * 2, 1, t), q, k.transpose(1, 2), alpha=8 ** -0.5)
-        pooled = torch.bmm(logits.softmax(dim=-1), v).reshape(b, 16)
-        return self.head(pooled)
+        heads = lambda y: y.reshape(b, t, 2, 8).transpose(1, 2).reshape(b * 2, t, 8)  # noqa: E731
+        q, k, v = heads(self.q(h)), heads(self.k(h)), heads(self.v(h))
+        logits = torch.baddbmm(self.pos_bias[:, :t, :t].expand(b * 2, t, t), q, k.transpose(1, 2),
+                               alpha=8 ** -0.5)
+        mixed = torch.bmm(logits.softmax(dim=-1), v).reshape(b, 2, t, 8).transpose(1, 2).reshape(b, t, 16)
+        return self.head(mixed.mean(dim=1))
 '''
 
 
