@@ -83,20 +83,31 @@ def _layout(m: nn.Module) -> int | None:
 
 
 def _probe_layout(m: nn.Module, w: Tensor, b: Tensor) -> int | None:
+    """The layout :func:`_layout` names, read from the module's code alone: its forward on a random vector, with a
+    random matrix and bias of its own (float64, on the host) in place of the module's, compared with both
+    layouts' results. The module's values, device, mode and the global random state are left as they are."""
     g = torch.Generator().manual_seed(0)
-    for axis, n_in, compute in ((1, w.shape[0], lambda x: x @ w + b), (0, w.shape[1], lambda x: x @ w.T + b)):
-        if w.shape[axis] != b.numel():
-            continue
-        x = torch.randn(2, n_in, generator=g, dtype=w.dtype).to(w.device)
-        try:
-            # its own forward alone: no hooks, and no torch function mode (a watch mode of pwmpr's) sees the probe
-            with torch.no_grad(), torch._C.DisableTorchFunction():
-                out = m.forward(x)
-        except Exception:  # noqa: BLE001 - a forward that does not take a vector is no linear layer
-            continue
-        if isinstance(out, Tensor) and out.shape == (2, b.numel()) and torch.allclose(out, compute(x), rtol=1e-4,
-                                                                                    atol=1e-5):
-            return axis
+    wr = torch.randn(tuple(w.shape), generator=g, dtype=torch.float64)
+    br = torch.randn(tuple(b.shape), generator=g, dtype=torch.float64)
+    training = m.training
+    try:
+        m.train(False)
+        for axis, n_in, compute in ((1, w.shape[0], lambda x: x @ wr + br), (0, w.shape[1], lambda x: x @ wr.T + br)):
+            if w.shape[axis] != b.numel():
+                continue
+            x = torch.randn(2, n_in, generator=g, dtype=torch.float64)
+            try:
+                # no torch function mode (a watch mode of pwmpr's) sees the probe
+                with torch.no_grad(), torch._C.DisableTorchFunction(), torch.random.fork_rng(devices=[]):
+                    out = torch.func.functional_call(m, {"weight": wr, "bias": br}, (x,))
+                    same = isinstance(out, Tensor) and out.shape == (2, b.numel()) and torch.allclose(
+                        out.double(), compute(x), rtol=1e-6, atol=1e-9)
+            except Exception:  # noqa: BLE001 - a forward that does not take one vector is no linear layer
+                continue
+            if same:
+                return axis
+    finally:
+        m.train(training)
     return None
 
 

@@ -487,20 +487,23 @@ def test_synflow_runs_on_vit():
 
 class _ConstantBias(nn.Module):
     """(3 tokens, 4 features) -> a; plus a bias over the tokens from an MLP of fixed coordinates (Swin V2's
-    relative-position MLP, which reads no input) -> mean over the tokens -> head."""
+    relative-position MLP, which reads no input), as a Linear or as a matmul -> mean over the tokens -> head."""
 
-    def __init__(self) -> None:
+    def __init__(self, matmul: bool = False) -> None:
         super().__init__()
+        self.matmul = matmul
         self.a, self.bias_mlp, self.head = nn.Linear(4, 8), nn.Linear(2, 8), nn.Linear(8, 2)
         self.register_buffer("coords", torch.randn(3, 2, generator=torch.Generator().manual_seed(0)))
 
     def forward(self, x):
-        return self.head((self.a(x) + self.bias_mlp(self.coords)).mean(dim=1))
+        bias = self.coords @ self.bias_mlp.weight.T if self.matmul else self.bias_mlp(self.coords)
+        return self.head((self.a(x) + bias).mean(dim=1))
 
 
+@pytest.mark.parametrize("matmul", [False, True])
 @pytest.mark.parametrize("density", [0.3, 0.8])
-def test_a_weight_applied_to_constants_is_kept_whole_within_the_density(density):
-    masks = phew_masks(_ConstantBias(), density, (3, 4))
+def test_a_weight_applied_to_constants_is_kept_whole_within_the_density(density, matmul):
+    masks = phew_masks(_ConstantBias(matmul), density, (3, 4))
     assert masks["bias_mlp.weight"].all()  # it computes a constant: an empty mask would change it
     assert not masks["a.weight"].all() and not masks["head.weight"].all()
     walked, target = int(masks["a.weight"].sum() + masks["head.weight"].sum()), round(density * (32 + 16))

@@ -150,6 +150,16 @@ def test_a_layer_whose_forward_is_a_linear_layers_is_prunable_with_its_outputs_a
     assert prunable(net) == ["c.weight", "s.weight", "o.weight", "l.weight"]
     # the square Conv1D too: its forward, not its shape, says where the outputs are
     assert [unit_axis(net, n) for n in prunable(net)] == [1, 1, 0, 0]
+    # ... and not its values: zeros or the identity say nothing of the layout; nor does a float64 copy
+    square = nn.ModuleDict({"s": mod.Conv1D(4, 4), "o": _OutIn()})
+    square.o.weight = nn.Parameter(torch.eye(4))
+    square.o.bias = nn.Parameter(torch.zeros(4))
+    with torch.no_grad():
+        square.s.weight.zero_()
+    import copy
+
+    for model in (square, copy.deepcopy(square).double()):
+        assert [unit_axis(model, n) for n in prunable(model)] == [1, 0]
 
 
 def _conv1d_and_linear(mod):

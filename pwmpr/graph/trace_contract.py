@@ -241,6 +241,9 @@ class ContractionRules:
         if a.kind == "const" and b.kind == "attention" or a.kind == "attention" and b.kind == "const":
             self.put(out, a.value if a.kind == "attention" else b.value)
             return
+        if {a.kind, b.kind} == {"const", "weight"}:  # a weight applied to a constant: no path from the input
+            self.on_constants[(a if a.kind == "weight" else b).param] = None
+            return
         raise self.refuse(op, f"pwmpr cannot multiply {a.kind} by {b.kind} here")
 
     def _put_out(self, out: Tensor, ids: Tensor, reshape_out) -> None:

@@ -253,8 +253,8 @@ class UnitGraph:
     output: int
     bases: list[int] = field(default_factory=list)
     attention: list[AttentionSite] = field(default_factory=list)
-    #: Prunable weights the forward applied to constants alone (a position-bias MLP over fixed coordinates, the
-    #: projection of a learned query): they compute constants, on no path from the input.
+    #: Prunable weights the forward applied to constants (a position-bias MLP over fixed coordinates): where they
+    #: have no link besides, they compute constants, on no path from the input.
     on_constants: list[str] = field(default_factory=list)
 
     def owner(self, ids: Tensor) -> tuple[Tensor, Tensor]:

@@ -24,7 +24,8 @@ def phew_masks(model: nn.Module, density: float, input_shape: Sequence[int], see
 
     Walks alternate forward (from input units) and backward (from classes), hop by kernel L1 norm and cell by
     ``|W0|`` over the real compute graph, in batches, never truncated; the mask is the union of the shortest prefix
-    of walks that enables ``round(density * n_total)`` weights (docs/method.md, Seed, with each departure from the
+    of walks that enables ``round(density * n)`` weights, ``n`` the prunable weights but those applied to constants
+    alone, which are kept whole (docs/method.md, Seed, with each departure from the
     reference code).
 
     Args:
@@ -58,7 +59,8 @@ def phew_masks(model: nn.Module, density: float, input_shape: Sequence[int], see
     # A weight the forward applies only to constants (a position-bias MLP over fixed coordinates) lies on no path
     # and computes a constant: it stays whole, where an empty mask would change what it computes; the walks reach
     # ``density`` over the other weights.
-    whole = [n for n in graph.on_constants if n in offsets and n not in set(graph.params())]
+    linked = set(graph.params())
+    whole = [n for n in graph.on_constants if n in offsets and n not in linked]
     n_whole = sum(params[n].numel() for n in whole)
     target = n_target(density, total - n_whole) if total > n_whole else 0
     first = _PhewWalks(graph, offsets).first_walks(total, target, gen) if target else torch.full(
