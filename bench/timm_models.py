@@ -1,4 +1,5 @@
-"""timm's image classifiers as a user would hand them to ``pwmpr grow --model timm_models:NAME`` (bench/timm_reach.py).
+"""timm's image classifiers as a user would hand them to ``pwmpr grow --model timm_models:NAME``
+(bench/reach.py --zoo timm).
 
 ``SPECS`` names one small variant of each family that torchvision does not ship or builds differently: NAME ->
 (timm name, input side in pixels, extra ``timm.create_model`` arguments). Each NAME is also a factory
