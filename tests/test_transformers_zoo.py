@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from benchfiles import load_bench
@@ -79,20 +78,13 @@ def test_each_model_is_walked_and_scored_or_refused_in_one_line(name):
     assert sum(float(scores[n][~masks[n]].sum()) for n in names) > 0  # growth has edges to choose from
 
 
-def _tokens(path, n=1500, length=16):
-    rng = np.random.default_rng(0)
-    x = rng.integers(2, HF.VOCAB, size=(n, length))
-    y = ((x < 20).sum(1) > (x >= 46).sum(1)).astype(np.int64)
-    np.savez(path, tokens=x, y=y)
-    return path
-
-
 @pytest.mark.parametrize("name", ["bert", "gpt2", "llama"])
 def test_a_sequence_classifier_grows_learns_and_exports(tmp_path, monkeypatch, name):
     monkeypatch.syspath_prepend(str(Path(HF.__file__).parent))  # bench/: hf_models, as a user's module
     run, export = tmp_path / "run", tmp_path / "export"
     runner = CliRunner()
-    grown = runner.invoke(app, ["grow", "--data", f"npz:{_tokens(tmp_path / 't.npz')}", "--model",
+    data = load_bench("reach").token_data(16, 1200, tmp_path, HF.VOCAB)  # the bench's token task
+    grown = runner.invoke(app, ["grow", "--data", f"npz:{data}", "--model",
                                 f"hf_models:{name}", "--trust-code", "--seed-density", "0.3", "--phase-epochs", "3",
                                 "--final-epochs", "8", "--max-phases", "2", "--batch-size", "32", "--optimizer",
                                 "adamw", "--lr", "0.003", "--no-tau-core", "-q", "--out", str(run)])
