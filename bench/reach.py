@@ -1,20 +1,21 @@
 """Reach on another model zoo: does `pwmpr grow` then `pwmpr export` run on each of its models, or refuse it in one
 line?
 
-Run:  pip install timm            # or transformers: neither is a pwmpr dependency
+Run:  pip install timm            # or transformers, or pytorchcv: none is a pwmpr dependency
       python bench/reach.py --zoo timm [--models NAME ...] [--samples 600] [--out bench/out/reach] [--dry-run]
       python bench/reach.py --zoo transformers
+      python bench/reach.py --zoo pytorchcv --samples 200
       python bench/reach.py --zoo timm --rerender   # the report again from its json file, measuring nothing
 
-Each model of the zoo's module (``ZOOS``: bench/timm_models.py, one small variant per timm family torchvision does
-not ship or builds differently; bench/hf_models.py, one small configuration per transformers model type with an
-image or a sequence classifier), untrained, is grown with ``pwmpr grow --model MODULE:NAME`` and today's defaults,
-cut to 2 growth phases of 1 epoch and 1 final epoch, then exported with ``pwmpr export`` (all three encodings
-checked in onnxruntime). Image models read ``--samples`` mnist5k digits upsampled to the model's side and
-replicated to 3 channels (bench/zoo.py's data); text models read token ids (``token_data``). Each row is an outcome:
-the stop reason and density, or the one ``error:`` line a refusal prints, or a traceback (a bug). One epoch says
-nothing about accuracy, so none is reported. Writes bench/results/<zoo>-reach.md and .json, and quotes the table
-into bench/RESULTS.md.
+Each model of the zoo's module (``ZOOS``: bench/timm_models.py, one small variant per timm family torchvision does not
+ship or builds differently; bench/hf_models.py, one small configuration per transformers model type with an image or a
+sequence classifier; bench/cv_models.py, one small member of each pytorchcv family), untrained, is grown with ``pwmpr
+grow --model MODULE:NAME`` and today's defaults, cut to 2 growth phases of 1 epoch and 1 final epoch, then exported
+with ``pwmpr export`` (all three encodings checked in onnxruntime). Image models read ``--samples`` mnist5k digits
+upsampled to the model's side and replicated to 3 channels (bench/zoo.py's data); text models read token ids
+(``token_data``). Each row is an outcome: the stop reason and density, or the one ``error:`` line a refusal prints, or
+a traceback (a bug). One epoch says nothing about accuracy, so none is reported. Writes bench/results/<zoo>-reach.md
+and .json, and quotes the table into bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,28 +45,36 @@ TIMEOUT = 600  # seconds per command
 
 @dataclass(frozen=True)
 class Zoo:
-    """A model zoo: the bench module of its factories, the library it needs, and how a model's row names it."""
+    """A model zoo: the bench module of its factories, the library it needs, how a model's row names it, and how to
+    read a spec of the module's ``SPECS``: the zoo's own name of the model, and its input (``image`` or ``text``,
+    the side in pixels or the sequence length)."""
 
     module: str  # bench/<module>.py: SPECS and one factory per name
     library: str  # the package to import (its version goes into the report)
     column: str  # what the table's first column shows in brackets
+    source_of: Callable[[tuple], str]
+    input_of: Callable[[tuple], tuple[str, int]]
 
     def specs(self) -> dict:
         return importlib.import_module(self.module).SPECS
 
     def source(self, name: str) -> str:
-        """The zoo's own name of model ``name`` (timm's name, transformers' model type)."""
-        spec = self.specs()[name]
-        return spec[0] if self.module == "timm_models" else spec[1]
+        """The zoo's own name of model ``name`` (timm's or pytorchcv's name, transformers' model type)."""
+        return self.source_of(self.specs()[name])
 
     def input(self, name: str) -> tuple[str, int]:
         """(``image`` or ``text``, the side in pixels or the sequence length)."""
-        spec = self.specs()[name]
-        return ("image", spec[1]) if self.module == "timm_models" else (spec[0], spec[2])
+        return self.input_of(self.specs()[name])
 
 
-ZOOS = {"timm": Zoo("timm_models", "timm", "timm name"),
-        "transformers": Zoo("hf_models", "transformers", "model type")}
+ZOOS = {
+    # timm_models: (timm name, side, create_model arguments)
+    "timm": Zoo("timm_models", "timm", "timm name", lambda s: s[0], lambda s: ("image", s[1])),
+    # hf_models: (task, model type, size, config arguments)
+    "transformers": Zoo("hf_models", "transformers", "model type", lambda s: s[1], lambda s: (s[0], s[2])),
+    # cv_models: (pytorchcv name, side)
+    "pytorchcv": Zoo("cv_models", "pytorchcv", "pytorchcv name", lambda s: s[0], lambda s: ("image", s[1])),
+}
 
 
 def token_data(length: int, samples: int, out: Path, vocab: int = 64) -> Path:
@@ -179,7 +189,7 @@ def render(zoo_name: str, rows: list[dict], args: argparse.Namespace) -> str:
 def _version(library: str) -> str:
     from pwmpr._tv_compat import import_torchvision
 
-    import_torchvision()  # first: the CPU-torch shim both libraries' torchvision import needs
+    import_torchvision()  # first: the CPU-torch shim every zoo's torchvision import needs
     return importlib.import_module(library).__version__
 
 

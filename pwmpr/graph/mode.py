@@ -20,6 +20,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 from pwmpr.errors import PwmprError
+from pwmpr.graph.arguments import positional
 from pwmpr.graph.ops import CONCATS, Kind, Op, op_of
 from pwmpr.masks import prunable
 
@@ -144,7 +145,7 @@ class WatchMode(TorchFunctionMode):
 
     # -- dispatch ------------------------------------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
+        args, kwargs = positional(func, args, kwargs or {})  # F.conv2d(input=x, weight=w) as F.conv2d(x, w)
         op = op_of(func)
         if op.kind is Kind.COMPOSITE and op.name in DECOMPOSITIONS and self.tracked(args, kwargs):
             with self:

@@ -80,6 +80,10 @@ _CONST = {
     "register_hook", "retain_grad", "_assert", "get_device", "__contains__", "__eq__", "__ne__", "__lt__", "__gt__",
     "__le__", "__ge__", "__and__", "__or__", "__invert__", "__xor__", "has_names", "is_nonzero", "equal", "allclose",
 }  # fmt: skip
+#: Constants made from a tensor's shape, dtype and device alone (``torch.zeros_like(x)``): they carry neither units
+#: nor anything computed from the input's values.
+SHAPE_ONLY = {"new_zeros", "new_ones", "new_full", "new_empty", "zeros_like", "ones_like", "full_like", "empty_like",
+              "rand_like", "randn_like", "randint_like"}
 _OTHER = {
     "softmax": Kind.SOFTMAX, "log_softmax": Kind.SOFTMAX, "softmin": Kind.SOFTMAX,
     "scaled_dot_product_attention": Kind.ATTENTION,

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from pwmpr.errors import PwmprError
 from pwmpr.graph.builder import GroupBuilder
 from pwmpr.graph.mode import WatchMode, WeightView, tensors_in
-from pwmpr.graph.ops import CASTS, Kind, Op
+from pwmpr.graph.ops import CASTS, SHAPE_ONLY, Kind, Op
 from pwmpr.graph.shadow import DATA, MARKERS, Data, LayoutError, SignalLayout, Units, along, unit_vector
 from pwmpr.graph.trace_activations import ActivationRules
 from pwmpr.graph.trace_attention import AttentionRules
@@ -107,7 +107,7 @@ class UnitTracer(ActivationRules, ContractionRules, AttentionRules, WatchMode):
                 self._set(out, DATA if op.kind is not Kind.CONST else None)
                 return out
         if op.kind is Kind.CONST:
-            if acts and not views:
+            if acts and not views and op.name not in SHAPE_ONLY:
                 self._set(out, DATA)  # comparisons, argmax: computed from the input, no units
             return out
         if op.kind is Kind.CONTRACT:

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from pwmpr.errors import PwmprError
 from pwmpr.graph.mode import WatchMode, WeightView, tensors_in
-from pwmpr.graph.ops import CASTS, Kind, Op
+from pwmpr.graph.ops import CASTS, SHAPE_ONLY, Kind, Op
 from pwmpr.surrogate.standin_activations import ActivationStandIns
 from pwmpr.surrogate.standin_attention import AttentionStandIns
 from pwmpr.surrogate.standin_contract import ContractionStandIns
@@ -47,7 +47,7 @@ class Linearizer(ActivationStandIns, ContractionStandIns, AttentionStandIns, Wat
                 return self._mark(out, DATA) if op.kind is not Kind.CONST else out
         if op.kind is Kind.CONST:
             out = func(*args, **kwargs)
-            return self._mark(out, DATA) if acts and not views else out
+            return self._mark(out, DATA) if acts and not views and op.name not in SHAPE_ONLY else out
         if op.kind is Kind.CONTRACT:
             return self._contract(op, func, args, kwargs)
         if not acts:

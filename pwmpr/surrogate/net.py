@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import BackwardCFunction
 
 from pwmpr.errors import PwmprError
 from pwmpr.graph.mode import tensors_in
@@ -105,11 +106,29 @@ def path_gradients(surrogate: nn.Module, leaves: list[Tensor], shape: tuple[int,
             return None
         if not _finite(total):
             continue
+        _refuse_custom_backward(total)
         grads = list(torch.autograd.grad(total, leaves, allow_unused=True))
         if all(g is None or _finite(g) for g in grads):
             return total.detach(), grads
     raise PwmprError("the scoring net's path sums overflow float64 even with the input scaled by 2^-1000: the "
                      "network is too deep or its weights too large for path sums")
+
+
+def _refuse_custom_backward(total: Tensor) -> None:
+    """Refuse a scoring net whose graph runs through a custom ``torch.autograd.Function``: its own backward, not the
+    ops its forward ran (which the scoring net replaced by their linear stand-ins), would give the path gradients."""
+    seen, stack = set(), [total.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if isinstance(node, BackwardCFunction):
+            name = getattr(getattr(node, "_forward_cls", None), "__name__", type(node).__name__)
+            raise PwmprError(f"the model's forward calls a custom autograd Function ({name}), whose own backward "
+                             f"would replace the gradients of the scoring net's linear stand-ins: PWMP cannot score "
+                             f"through it; use a version of that layer without a custom backward")
+        stack.extend(next_node for next_node, _ in node.next_functions)
 
 
 def scoring_input(surrogate: nn.Module, shape: tuple[int, ...], device: torch.device) -> Tensor:

@@ -1,0 +1,165 @@
+"""Forwards written in ways the op rules must see through: operands passed by keyword, zero tensors made from an
+activation's shape, and a custom autograd Function, which the scoring net cannot see through and refuses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pwmpr import pwmp_scores
+from pwmpr.cost import training_flops
+from pwmpr.errors import PwmprError
+from pwmpr.graph import build_unit_graph
+from pwmpr.graph.arguments import positional
+from pwmpr.graph.mask_hold import check_masks_hold
+from pwmpr.graph.reach import has_path
+from pwmpr.seed import phew_masks
+
+SHAPE = (3, 8, 8)
+
+
+def test_keyword_operands_move_to_their_positions_and_nothing_else_moves():
+    x, w, b = torch.ones(1, 3, 4, 4), torch.ones(2, 3, 1, 1), torch.zeros(2)
+    args, kwargs = positional(F.conv2d, (), {"input": x, "weight": w, "stride": 2})
+    assert args == (x, w) and kwargs == {"stride": 2}  # bias is not given: stride stays a keyword
+    args, kwargs = positional(F.conv2d, (x,), {"bias": b, "weight": w})
+    assert args == (x, w, b) and kwargs == {}
+    args, kwargs = positional(F.conv2d, (x,), {"bias": b})  # a gap (no weight): left as written
+    assert args == (x,) and kwargs == {"bias": b}
+    args, kwargs = positional(torch.Tensor.add, (x,), {"other": x, "alpha": 2})
+    assert args == (x, x) and kwargs == {"alpha": 2}  # alpha is keyword-only
+    args, kwargs = positional(F.layer_norm, (), {"input": x, "normalized_shape": (4,)})  # a Python function
+    assert args == (x, (4,)) and kwargs == {}
+
+
+class _Net(nn.Module):
+    """conv -> relu -> matmul -> linear, each operand passed by position or (``keywords``) by name."""
+
+    def __init__(self, keywords: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.mix = nn.Parameter(torch.randn(6 * 64, 16) * 0.05)
+        self.head = nn.Linear(16, 4)
+        self.keywords = keywords
+
+    def forward(self, x):
+        if self.keywords:
+            h = F.relu(F.conv2d(input=x, weight=self.conv.weight, bias=self.conv.bias, stride=1, padding=1))
+            h = torch.matmul(input=h.flatten(1), other=self.mix)
+            return F.linear(input=h, weight=self.head.weight, bias=self.head.bias)
+        h = F.relu(F.conv2d(x, self.conv.weight, self.conv.bias, 1, 1))
+        return F.linear(torch.matmul(h.flatten(1), self.mix), self.head.weight, self.head.bias)
+
+
+def test_operands_passed_by_keyword_give_the_seed_scores_and_cost_of_the_positional_call():
+    plain, named = _Net(keywords=False), _Net(keywords=True)
+    graph_plain, graph_named = build_unit_graph(plain, SHAPE), build_unit_graph(named, SHAPE)
+    assert graph_named.params() == graph_plain.params() == ["conv.weight", "head.weight"]  # mix: not a layer
+    torch.manual_seed(1)
+    masks = phew_masks(plain, 0.2, SHAPE)
+    torch.manual_seed(1)
+    assert all(torch.equal(masks[n], m) for n, m in phew_masks(named, 0.2, SHAPE).items())
+    check_masks_hold(named, masks, SHAPE)
+    a, b = pwmp_scores(plain, masks, SHAPE), pwmp_scores(named, masks, SHAPE)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert float(sum(a[n][~masks[n]].sum() for n in a)) > 0
+    count_plain, count_named = training_flops(plain, masks, SHAPE), training_flops(named, masks, SHAPE)
+    assert (count_named.sparse, count_named.dense) == (count_plain.sparse, count_plain.dense)
+    assert count_plain.sparse < count_plain.dense
+
+
+class _ZeroPadShortcut(nn.Module):
+    """A residual stage that doubles its channels with a parameter-free shortcut: the input, then as many zero
+    channels (``torch.zeros_like``), as the CIFAR ResNets' option-A shortcut does."""
+
+    def __init__(self):
+        super().__init__()
+        self.widen = nn.Conv2d(3, 6, 3, padding=1)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        h = F.relu(self.widen(x)) + torch.cat([x, torch.zeros_like(x)], 1)
+        return self.head(h.mean((2, 3)))
+
+
+def test_a_zero_padded_shortcut_carries_the_input_channels_and_the_zeros_carry_none():
+    model = _ZeroPadShortcut()
+    graph = build_unit_graph(model, SHAPE)
+    masks = {"widen.weight": torch.zeros(6, 3, 3, 3, dtype=torch.bool),
+             "head.weight": torch.zeros(2, 6, dtype=torch.bool)}
+    masks["head.weight"][:, :3] = True  # the head reads the shortcut's three input channels only
+    assert has_path(graph, masks)  # input channel c -> shortcut channel c -> head, with the convolution empty
+    masks["head.weight"][:] = False
+    masks["head.weight"][:, 3:] = True  # the zero channels: no path without the convolution
+    assert not has_path(graph, masks)
+
+
+class _StateFromZeros(nn.Module):
+    """A recurrent gate whose state starts as ``torch.zeros_like`` of a pooled activation (DIA-Net's attention)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.x_gate = nn.Linear(4, 4)
+        self.h_gate = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = F.relu(self.conv(x))
+        pooled = h.mean((2, 3))
+        state = torch.zeros_like(pooled)
+        gate = torch.sigmoid(self.x_gate(pooled) + self.h_gate(state))
+        return self.head((h * gate[:, :, None, None]).mean((2, 3)))
+
+
+def test_a_weight_applied_to_a_zero_state_is_kept_whole_and_the_rest_is_seeded():
+    model = _StateFromZeros()
+    graph = build_unit_graph(model, SHAPE)
+    assert graph.on_constants == ["h_gate.weight"]
+    masks = phew_masks(model, 0.3, SHAPE)
+    assert bool(masks["h_gate.weight"].all())
+    assert not bool(masks["conv.weight"].all())
+    check_masks_hold(model, masks, SHAPE)
+    scores = pwmp_scores(model, masks, SHAPE)  # the scoring net reads the zero state as a constant too
+    assert float(scores["conv.weight"][~masks["conv.weight"]].sum()) > 0
+
+
+class _Swish(torch.autograd.Function):
+    """x * sigmoid(x) with its own backward, as memory-saving activations are written."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * torch.sigmoid(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        return grad * s * (1 + x * (1 - s))
+
+
+class _SwishNet(nn.Module):
+    def __init__(self, custom: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 2)
+        self.custom = custom
+
+    def forward(self, x):
+        h = self.conv(x)
+        h = _Swish.apply(h) if self.custom else h * torch.sigmoid(h)
+        return self.head(h.mean((2, 3)))
+
+
+def test_a_custom_autograd_function_is_refused_by_the_scoring_net_and_its_plain_form_is_scored():
+    masks = phew_masks(_SwishNet(custom=False), 0.5, SHAPE)
+    scores = pwmp_scores(_SwishNet(custom=False), masks, SHAPE)
+    assert float(sum(scores[n][~masks[n]].sum() for n in scores)) > 0
+    with pytest.raises(PwmprError, match=r"custom autograd Function \(_Swish\)") as err:
+        pwmp_scores(_SwishNet(custom=True), masks, SHAPE)
+    assert "\n" not in str(err.value)
