@@ -26,7 +26,7 @@ SPECS: dict[str, tuple[str, int]] = {
     "seresnet20": ("seresnet20_cifar10", 32),
     "densenet40": ("densenet40_k12_cifar10", 32),
     "xdensenet40": ("xdensenet40_2_k24_bc_cifar10", 32),  # convolutions called with keyword operands
-    "wrn20_1bit": ("wrn20_10_1bit_cifar10", 32),  # binary weights (a custom backward), zero-padded shortcuts
+    "wrn20_1bit": ("wrn20_10_1bit_cifar10", 32),  # binary weights (a custom autograd Function), zero-padded shortcuts
     "ror3_56": ("ror3_56_cifar10", 32),
     "rir": ("rir_cifar10", 32),
     "msdnet22": ("msdnet22_cifar10", 32),

@@ -1,5 +1,5 @@
 """Forwards written in ways the op rules must see through: operands passed by keyword, zero tensors made from an
-activation's shape, and a custom autograd Function, which the scoring net cannot see through and refuses."""
+activation's shape, and custom autograd Functions, whose forward's ops the scoring net reads (not their backward)."""
 
 from __future__ import annotations
 
@@ -142,24 +142,101 @@ class _Swish(torch.autograd.Function):
         return grad * s * (1 + x * (1 - s))
 
 
-class _SwishNet(nn.Module):
-    def __init__(self, custom: bool):
+class _ClippedStraightThrough(torch.autograd.Function):
+    """sign(x), passing the gradient where |x| <= 1 (a binarization's straight-through estimator); the new style,
+    with ``setup_context``."""
+
+    @staticmethod
+    def forward(x):
+        return torch.sign(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (x.abs() <= 1)
+
+
+class _Recomputed(torch.autograd.Function):
+    """A block that keeps no graph and recomputes itself in its backward (a reversible block)."""
+
+    @staticmethod
+    def forward(ctx, x, layer):
+        with torch.no_grad():
+            y = layer(x)
+        ctx.layer = layer
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise NotImplementedError
+
+
+class _OwnApply(_Swish):
+    """A Function whose ``apply`` goes to autograd's C++ base itself, past ``Function.apply``: the scoring net cannot
+    open it."""
+
+    @classmethod
+    def apply(cls, *args):
+        return super(torch.autograd.Function, cls).apply(*args)
+
+
+_APPLY = torch.autograd.Function.__dict__["apply"]
+
+
+class _CustomNet(nn.Module):
+    """conv -> an activation -> linear, the activation written plainly or as a custom autograd Function."""
+
+    def __init__(self, activation: str):
         super().__init__()
         torch.manual_seed(0)
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
         self.head = nn.Linear(4, 2)
-        self.custom = custom
+        self.activation = activation
 
     def forward(self, x):
         h = self.conv(x)
-        h = _Swish.apply(h) if self.custom else h * torch.sigmoid(h)
+        if self.activation == "swish":
+            h = h * torch.sigmoid(h)
+        elif self.activation == "custom swish":
+            h = _Swish.apply(h)
+        elif self.activation == "sign":
+            h = torch.sign(h)
+        elif self.activation == "straight-through sign":
+            h = _ClippedStraightThrough.apply(h)
+        elif self.activation == "own apply":
+            h = _OwnApply.apply(h)
+        else:
+            h = _Recomputed.apply(h, torch.relu)
         return self.head(h.mean((2, 3)))
 
 
-def test_a_custom_autograd_function_is_refused_by_the_scoring_net_and_its_plain_form_is_scored():
-    masks = phew_masks(_SwishNet(custom=False), 0.5, SHAPE)
-    scores = pwmp_scores(_SwishNet(custom=False), masks, SHAPE)
+@pytest.mark.parametrize(("plain", "custom"), [("swish", "custom swish"), ("sign", "straight-through sign")])
+def test_a_custom_autograd_function_is_scored_as_the_ops_of_its_forward(plain, custom):
+    masks = phew_masks(_CustomNet(plain), 0.5, SHAPE)
+    expected = pwmp_scores(_CustomNet(plain), masks, SHAPE)
+    scores = pwmp_scores(_CustomNet(custom), masks, SHAPE)  # not through its backward: the scores would differ
+    assert all(torch.equal(scores[n], expected[n]) for n in expected)
     assert float(sum(scores[n][~masks[n]].sum() for n in scores)) > 0
-    with pytest.raises(PwmprError, match=r"custom autograd Function \(_Swish\)") as err:
-        pwmp_scores(_SwishNet(custom=True), masks, SHAPE)
+    assert torch.autograd.Function.__dict__["apply"] is _APPLY  # the scoring pass put apply back
+
+
+def test_training_still_runs_a_custom_functions_own_backward_after_scoring():
+    net = _CustomNet("straight-through sign")
+    pwmp_scores(net, phew_masks(net, 0.5, SHAPE), SHAPE)
+    net(torch.randn(2, *SHAPE)).sum().backward()
+    assert bool(net.conv.weight.grad.abs().sum() > 0)  # sign's own gradient is zero: this is the straight-through one
+
+
+@pytest.mark.parametrize(("activation", "words"), [
+    ("recomputed", r"custom autograd Function \(_Recomputed\) whose forward turns gradients off"),
+    ("own apply", r"custom autograd Function \(_OwnApply\), whose own backward would replace"),
+])
+def test_a_custom_function_the_scoring_net_cannot_open_is_refused_in_one_line(activation, words):
+    masks = phew_masks(_CustomNet("swish"), 0.5, SHAPE)
+    with pytest.raises(PwmprError, match=words) as err:
+        pwmp_scores(_CustomNet(activation), masks, SHAPE)
     assert "\n" not in str(err.value)

@@ -15,6 +15,7 @@ from pwmpr.errors import PwmprError
 from pwmpr.graph.mode import tensors_in
 from pwmpr.masks import MaskSet, prunable
 from pwmpr.probe import device_of, run_forward, sum_outputs
+from pwmpr.surrogate.functions import functions_as_their_ops
 from pwmpr.surrogate.linearizer import Linearizer
 from pwmpr.surrogate.values import ACT, ATTENTION, LOGITS, WeightHook
 
@@ -63,7 +64,7 @@ class _LinearizedForward:
         mode = Linearizer(self.module, self.on_weight_output, self.records)
         for t in tensors_in(args, kwargs):
             mode.put(t, ACT)
-        with mode.watching(self.module, inside=True):
+        with mode.watching(self.module, inside=True), functions_as_their_ops():
             out = type(self.module).forward(self.module, *args, **kwargs)
         for t in tensors_in(out):
             if mode.get(t) in (LOGITS, ATTENTION):
@@ -115,8 +116,9 @@ def path_gradients(surrogate: nn.Module, leaves: list[Tensor], shape: tuple[int,
 
 
 def _refuse_custom_backward(total: Tensor) -> None:
-    """Refuse a scoring net whose graph runs through a custom ``torch.autograd.Function``: its own backward, not the
-    ops its forward ran (which the scoring net replaced by their linear stand-ins), would give the path gradients."""
+    """Refuse a scoring net whose graph still runs through a custom ``torch.autograd.Function`` (one that overrides
+    ``apply``, or a C++ one), which :func:`functions_as_their_ops` could not open: its own backward, not the ops its
+    forward ran (which the scoring net replaced by their linear stand-ins), would give the path gradients."""
     seen, stack = set(), [total.grad_fn]
     while stack:
         node = stack.pop()
