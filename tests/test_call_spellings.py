@@ -71,6 +71,29 @@ def test_operands_passed_by_keyword_give_the_seed_scores_and_cost_of_the_positio
     assert count_plain.sparse < count_plain.dense
 
 
+class _AsTensor(nn.Module):
+    """conv -> relu -> linear, the activation passed through ``torch.as_tensor`` (MONAI's HighResNet blocks) or not."""
+
+    def __init__(self, wrap: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 2)
+        self.wrap = wrap
+
+    def forward(self, x):
+        h = F.relu(self.conv(x))
+        return self.head((torch.as_tensor(h) if self.wrap else h).mean((2, 3)))
+
+
+def test_as_tensor_of_an_activation_keeps_its_units_and_scores():
+    plain, wrapped = _AsTensor(wrap=False), _AsTensor(wrap=True)
+    masks = phew_masks(wrapped, 0.5, SHAPE)
+    check_masks_hold(wrapped, masks, SHAPE)
+    a, b = pwmp_scores(plain, masks, SHAPE), pwmp_scores(wrapped, masks, SHAPE)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+
 class _ZeroPadShortcut(nn.Module):
     """A residual stage that doubles its channels with a parameter-free shortcut: the input, then as many zero
     channels (``torch.zeros_like``), as the CIFAR ResNets' option-A shortcut does."""

@@ -50,7 +50,8 @@ _SAME = {
     "positive", "round", "floor", "ceil", "trunc", "nan_to_num",
     # dropout, casts
     "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout", "feature_dropout",
-    "to", "float", "double", "half", "bfloat16", "type", "type_as", "requires_grad_", "cpu", "cuda",
+    "to", "float", "double", "half", "bfloat16", "type", "type_as", "requires_grad_", "cpu", "cuda", "as_tensor",
+    "asarray",
     # normalizations (a positive per-unit scale in the scoring net)
     "batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm", "normalize", "local_response_norm",
 }  # fmt: skip
