@@ -14,8 +14,10 @@ from pwmpr.errors import PwmprError
 from pwmpr.graph import build_unit_graph
 from pwmpr.graph.arguments import positional
 from pwmpr.graph.mask_hold import check_masks_hold
+from pwmpr.graph.ops import op_of
 from pwmpr.graph.reach import has_path
 from pwmpr.seed import phew_masks
+from pwmpr.surrogate.values import inplace
 
 SHAPE = (3, 8, 8)
 
@@ -263,3 +265,14 @@ def test_a_custom_function_the_scoring_net_cannot_open_is_refused_in_one_line(ac
     with pytest.raises(PwmprError, match=words) as err:
         pwmp_scores(_CustomNet(activation), masks, SHAPE)
     assert "\n" not in str(err.value)
+
+
+def test_an_in_place_flag_passed_by_keyword_is_read_at_its_position():
+    """``F.dropout(x, p, training=..., inplace=True)`` reaches the rules as ``(x, p, training, True)``: a True
+    training flag is not taken for the in-place one, and the in-place one is found where it lies."""
+    x = torch.ones(2, 3)
+    dropout, relu = op_of(F.dropout), op_of(F.relu)
+    assert inplace(dropout, *positional(F.dropout, (x,), {"p": 0.5, "training": False, "inplace": True}))
+    assert not inplace(dropout, *positional(F.dropout, (x,), {"p": 0.5, "training": True, "inplace": False}))
+    assert inplace(relu, *positional(F.relu, (x,), {"inplace": True}))
+    assert not inplace(relu, *positional(F.relu, (x,), {"inplace": False}))

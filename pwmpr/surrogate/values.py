@@ -41,7 +41,9 @@ def inplace(op: Op, args: tuple, kwargs: dict) -> bool:
     """True when the op writes into its input (``x.relu_()``, ``inplace=True``)."""
     if op.inplace or kwargs.get("inplace") is True:
         return True
-    return op.name not in DROPOUTS and len(args) > 1 and args[-1] is True
+    if op.name in DROPOUTS:  # (input, p, training, inplace): a True before the last is training
+        return len(args) > 3 and args[3] is True
+    return len(args) > 1 and args[-1] is True
 
 
 def first_tensor(out: Any) -> Tensor:
