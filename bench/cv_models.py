@@ -72,7 +72,9 @@ def build(name: str, num_classes: int) -> nn.Module:
     cv_name, side = SPECS[name]
     try:
         return get_model(cv_name, pretrained=False, num_classes=num_classes, in_size=(side, side))
-    except TypeError:  # a family whose size is fixed takes no in_size
+    except TypeError as err:  # a family whose size is fixed takes no in_size
+        if "in_size" not in str(err):
+            raise
         return get_model(cv_name, pretrained=False, num_classes=num_classes)
 
 

@@ -34,6 +34,18 @@ def test_keyword_operands_move_to_their_positions_and_nothing_else_moves():
     assert args == (x, x) and kwargs == {"alpha": 2}  # alpha is keyword-only
     args, kwargs = positional(F.layer_norm, (), {"input": x, "normalized_shape": (4,)})  # a Python function
     assert args == (x, (4,)) and kwargs == {}
+    c = x > 0
+    args, kwargs = positional(torch.where, (c,), {"input": x, "other": w})  # past where(condition), the short one
+    assert args == (c, x, w) and kwargs == {}
+    args, kwargs = positional(torch.max, (x,), {"other": x})  # the overload with an ``other``, not max(x, dim)
+    assert args == (x, x) and kwargs == {}
+    args, kwargs = positional(torch.addcmul, (x, 0.5), {"tensor1": x, "tensor2": x})  # deprecated: as written
+    assert args == (x, 0.5) and kwargs == {"tensor1": x, "tensor2": x}
+
+    def only_first(a, /, b, c):
+        return a, b, c
+
+    assert positional(only_first, (1,), {"c": 3, "b": 2}) == ((1, 2, 3), {})  # a positional-only one counts
 
 
 class _Net(nn.Module):
@@ -125,23 +137,28 @@ def test_a_zero_padded_shortcut_carries_the_input_channels_and_the_zeros_carry_n
 class _StateFromZeros(nn.Module):
     """A recurrent gate whose state starts as ``torch.zeros_like`` of a pooled activation (DIA-Net's attention)."""
 
-    def __init__(self):
+    def __init__(self, custom: bool = False):
         super().__init__()
+        torch.manual_seed(0)
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
         self.x_gate = nn.Linear(4, 4)
         self.h_gate = nn.Linear(4, 4)
         self.head = nn.Linear(4, 2)
+        self.custom = custom  # the state's linear as a custom autograd Function (its output carries no path)
 
     def forward(self, x):
         h = F.relu(self.conv(x))
         pooled = h.mean((2, 3))
         state = torch.zeros_like(pooled)
-        gate = torch.sigmoid(self.x_gate(pooled) + self.h_gate(state))
+        recurrent = (_LinearFunction.apply(state, self.h_gate.weight, self.h_gate.bias) if self.custom
+                     else self.h_gate(state))
+        gate = torch.sigmoid(self.x_gate(pooled) + recurrent)
         return self.head((h * gate[:, :, None, None]).mean((2, 3)))
 
 
-def test_a_weight_applied_to_a_zero_state_is_kept_whole_and_the_rest_is_seeded():
-    model = _StateFromZeros()
+@pytest.mark.parametrize("custom", [False, True])
+def test_a_weight_applied_to_a_zero_state_is_kept_whole_and_the_rest_is_seeded(custom):
+    model = _StateFromZeros(custom)
     graph = build_unit_graph(model, SHAPE)
     assert graph.on_constants == ["h_gate.weight"]
     masks = phew_masks(model, 0.3, SHAPE)
@@ -150,6 +167,8 @@ def test_a_weight_applied_to_a_zero_state_is_kept_whole_and_the_rest_is_seeded()
     check_masks_hold(model, masks, SHAPE)
     scores = pwmp_scores(model, masks, SHAPE)  # the scoring net reads the zero state as a constant too
     assert float(scores["conv.weight"][~masks["conv.weight"]].sum()) > 0
+    plain = pwmp_scores(_StateFromZeros(), masks, SHAPE)
+    assert all(torch.equal(scores[n], plain[n]) for n in plain)
 
 
 class _Swish(torch.autograd.Function):
@@ -201,12 +220,41 @@ class _Recomputed(torch.autograd.Function):
 
 
 class _OwnApply(_Swish):
-    """A Function whose ``apply`` goes to autograd's C++ base itself, past ``Function.apply``: the scoring net cannot
+    """A Function whose ``apply`` calls autograd's C++ base itself, past ``Function.apply``: the scoring net cannot
     open it."""
 
     @classmethod
     def apply(cls, *args):
-        return super(torch.autograd.Function, cls).apply(*args)
+        return torch._C._FunctionBase.__dict__["apply"].__get__(None, cls)(*args)
+
+
+class _LinearFunction(torch.autograd.Function):
+    """``F.linear`` with a backward of its own."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        return grad @ weight, grad.t() @ x, grad.sum(0)
+
+
+class _SwishAndMask(torch.autograd.Function):
+    """x * sigmoid(x) and the mask x > 0 beside it (an output that carries no units and has no gradient)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x * torch.sigmoid(x), (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad, _):
+        raise NotImplementedError
+
+
+_STORED_SWISH = _Swish.apply  # stored before any scoring net runs, as a module-level alias is
 
 
 _APPLY = torch.autograd.Function.__dict__["apply"]
@@ -234,12 +282,22 @@ class _CustomNet(nn.Module):
             h = _ClippedStraightThrough.apply(h)
         elif self.activation == "own apply":
             h = _OwnApply.apply(h)
+        elif self.activation == "stored custom swish":
+            h = _STORED_SWISH(h)
+        elif self.activation == "swish and mask":
+            h, mask = h * torch.sigmoid(h), (h > 0).to(h.dtype)
+            h = h * mask
+        elif self.activation == "custom swish and mask":
+            h, mask = _SwishAndMask.apply(h)
+            h = h * mask
         else:
             h = _Recomputed.apply(h, torch.relu)
         return self.head(h.mean((2, 3)))
 
 
-@pytest.mark.parametrize(("plain", "custom"), [("swish", "custom swish"), ("sign", "straight-through sign")])
+@pytest.mark.parametrize(("plain", "custom"), [("swish", "custom swish"), ("sign", "straight-through sign"),
+                                               ("swish", "stored custom swish"),
+                                               ("swish and mask", "custom swish and mask")])
 def test_a_custom_autograd_function_is_scored_as_the_ops_of_its_forward(plain, custom):
     masks = phew_masks(_CustomNet(plain), 0.5, SHAPE)
     expected = pwmp_scores(_CustomNet(plain), masks, SHAPE)
@@ -257,8 +315,8 @@ def test_training_still_runs_a_custom_functions_own_backward_after_scoring():
 
 
 @pytest.mark.parametrize(("activation", "words"), [
-    ("recomputed", r"custom autograd Function \(_Recomputed\) whose forward turns gradients off"),
-    ("own apply", r"custom autograd Function \(_OwnApply\), whose own backward would replace"),
+    ("recomputed", r"custom autograd Function \(_Recomputed\) whose forward detaches its input or turns gradients"),
+    ("own apply", r"custom autograd Function \(_OwnApply\) past torch.autograd.Function.apply"),
 ])
 def test_a_custom_function_the_scoring_net_cannot_open_is_refused_in_one_line(activation, words):
     masks = phew_masks(_CustomNet("swish"), 0.5, SHAPE)
@@ -276,3 +334,36 @@ def test_an_in_place_flag_passed_by_keyword_is_read_at_its_position():
     assert not inplace(dropout, *positional(F.dropout, (x,), {"p": 0.5, "training": True, "inplace": False}))
     assert inplace(relu, *positional(F.relu, (x,), {"inplace": True}))
     assert not inplace(relu, *positional(F.relu, (x,), {"inplace": False}))
+
+
+class _Unhashable:
+    """A callable that cannot be a cache key."""
+
+    __hash__ = None
+
+    def __call__(self, a, b):
+        return a, b
+
+
+def test_an_unhashable_callable_is_read_without_the_cache():
+    assert positional(_Unhashable(), (), {"a": 1, "b": 2}) == ((1, 2), {})
+
+
+def test_only_the_thread_scoring_a_net_runs_functions_as_their_ops():
+    import threading
+
+    from pwmpr.surrogate.functions import functions_as_their_ops
+
+    def weight_grad() -> float:
+        w = torch.tensor([0.5, -0.3], requires_grad=True)
+        _ClippedStraightThrough.apply(w).sum().backward()
+        return float(w.grad.abs().sum())
+
+    seen = {}
+    with functions_as_their_ops(lambda t: True):
+        assert weight_grad() == 0.0  # sign's own gradient: the Function ran as its forward's ops
+        other = threading.Thread(target=lambda: seen.setdefault("grad", weight_grad()))
+        other.start()
+        other.join()
+    assert seen["grad"] == 2.0  # the straight-through backward: another thread's training is untouched
+    assert weight_grad() == 2.0  # and this thread's, after the block

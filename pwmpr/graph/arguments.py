@@ -16,11 +16,13 @@ import torch
 
 def positional(func: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """``args`` and ``kwargs`` with each keyword argument that names the next positional parameter of ``func`` moved
-    to its position, in order, so long as the positions run on without a gap; the call means the same."""
+    to its position, in order, so long as the positions run on without a gap; the call means the same. A call that
+    names a parameter its positional arguments already fill uses another signature (a deprecated one, such as
+    ``addcmul(x, 0.5, tensor1=a, tensor2=b)``) and is left as written."""
     if not kwargs:
         return args, kwargs
-    names = _positional_names(func)
-    if len(args) >= len(names) or names[len(args)] not in kwargs:
+    names = _positional_names(func, frozenset(kwargs))
+    if len(args) >= len(names) or names[len(args)] not in kwargs or any(n in kwargs for n in names[:len(args)]):
         return args, kwargs
     kwargs = dict(kwargs)
     moved = list(args)
@@ -29,33 +31,51 @@ def positional(func: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     return tuple(moved), kwargs
 
 
-@functools.cache
-def _positional_names(func: Any) -> tuple[str, ...]:
-    """The names of ``func``'s parameters that may be passed by position, in order (empty when unknown).
+def _positional_names(func: Any, keys: frozenset[str]) -> tuple[str, ...]:
+    """The names of ``func``'s parameters that may be passed by position, in order, for a call giving the keyword
+    arguments ``keys`` (empty when unknown)."""
+    try:
+        return _cached_names(func, keys)
+    except TypeError:  # an unhashable callable
+        return _names(func, keys)
 
-    A Python function's come from its signature; a torch builtin's from its ATen schemas, as far as every overload
-    agrees (those taking a tensor first), with ``self`` called ``input`` as torch's Python bindings call it."""
+
+@functools.cache
+def _cached_names(func: Any, keys: frozenset[str]) -> tuple[str, ...]:
+    return _names(func, keys)
+
+
+def _names(func: Any, keys: frozenset[str]) -> tuple[str, ...]:
+    """A Python function's from its signature; a torch builtin's from its ATen schemas (``_schema_names``)."""
     try:
         params = inspect.signature(func).parameters.values()
     except (TypeError, ValueError):  # a builtin: read its schemas
-        return _schema_names(getattr(func, "__name__", ""))
-    return tuple(p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        return _schema_names(getattr(func, "__name__", ""), keys)
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return tuple(p.name for p in params if p.kind in kinds)
 
 
-def _schema_names(name: str) -> tuple[str, ...]:
+def _schema_names(name: str, keys: frozenset[str]) -> tuple[str, ...]:
+    """The positional names of the ATen overloads of ``name`` that take a tensor first and have a parameter for every
+    keyword in ``keys`` (``where(condition)`` does not cut ``where(condition, input=a, other=b)`` short), as far as
+    every such overload takes the position under the same name, with ``self`` called ``input`` as torch's Python
+    bindings call it."""
     if not name.isidentifier():
         return ()
     try:
         schemas = torch._C._jit_get_schemas_for_operator(f"aten::{name}")
     except RuntimeError:
         return ()
-    lists = [[a.name for a in s.arguments if not a.kwarg_only] for s in schemas
-             if s.arguments and "Tensor" in str(s.arguments[0].type)]  # not TorchScript's aten::add(int a, int b)
-    if not lists:
-        return ()
-    common = []
-    for names in zip(*lists, strict=False):
-        if len(set(names)) != 1:
+
+    def named(n: str) -> str:
+        return "input" if n == "self" else n
+
+    lists = [[named(a.name) for a in s.arguments if not a.kwarg_only] for s in schemas
+             if s.arguments and "Tensor" in str(s.arguments[0].type)  # not TorchScript's aten::add(int a, int b)
+             and keys <= {named(a.name) for a in s.arguments}]
+    common: list[str] = []
+    for at in zip(*lists, strict=False):  # up to the shortest: a position every such overload takes
+        if len(set(at)) != 1:
             break
-        common.append(names[0])
-    return tuple("input" if n == "self" else n for n in common)
+        common.append(at[0])
+    return tuple(common)

@@ -145,14 +145,15 @@ class WatchMode(TorchFunctionMode):
 
     # -- dispatch ------------------------------------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        args, kwargs = positional(func, args, kwargs or {})  # F.conv2d(input=x, weight=w) as F.conv2d(x, w)
+        kwargs = kwargs or {}
+        if not self.tracked(args, kwargs):
+            return func(*args, **kwargs)
+        args, kwargs = positional(func, args, kwargs)  # F.conv2d(input=x, weight=w) as F.conv2d(x, w)
         op = op_of(func)
-        if op.kind is Kind.COMPOSITE and op.name in DECOMPOSITIONS and self.tracked(args, kwargs):
+        if op.kind is Kind.COMPOSITE and op.name in DECOMPOSITIONS:
             with self:
                 result = DECOMPOSITIONS[op.name](*args, **kwargs)
                 return args[0].copy_(result) if op.inplace else result  # x.addcmul_(...): the result into x
-        if not self.tracked(args, kwargs):
-            return func(*args, **kwargs)
         return self.handle(op, func, args, kwargs)
 
     def handle(self, op: Op, func: Callable, args: tuple, kwargs: dict) -> Any:

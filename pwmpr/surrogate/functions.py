@@ -2,23 +2,32 @@
 
 A custom Function (a memory-saving activation, a straight-through binarization) wraps its forward's ops in a
 backward of its own. The scoring net replaces every op by its linear stand-in (docs/method.md, Operations), so the
-gradient it needs is that of the stand-ins, not the Function's. :func:`functions_as_their_ops` makes
-``Function.apply`` call the forward directly, with autograd recording, for the length of one scoring forward; a
-forward that turns gradients off itself (a reversible block recomputing in its backward) is refused in one line.
+gradient it needs is that of the stand-ins, not the Function's. Within :func:`functions_as_their_ops`, in the thread
+that entered it, a Function's ``apply`` calls its forward directly, with autograd recording. The hook sits below
+``Function.apply`` (on ``_SingleLevelFunction``, where ``Function.apply`` hands over to autograd's C++ base), so an
+``apply`` stored before the scoring net ran (``self.fn = MyFunction.apply``) is caught as well; other threads, and
+every call outside the block, reach the C++ base as before. A forward that detaches its input or turns gradients off
+(a reversible block that recomputes itself in its backward) is refused in one line.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.autograd.function import Function, _SingleLevelFunction
+from torch.autograd.function import _SingleLevelFunction
 from torch.utils._pytree import tree_flatten
 
 from pwmpr.errors import PwmprError
+
+_STATE = threading.local()  # .carries_units: the innermost block's test, in this thread (absent: outside)
+_INSTALL = threading.Lock()
+_USERS = 0  # blocks open in any thread: the hook is installed while there is one
+_ORIGINAL = _SingleLevelFunction.__dict__.get("apply")  # None: the C++ base's, inherited
 
 
 class _Context:
@@ -44,28 +53,44 @@ class _Context:
         pass
 
 
-def _apply_as_ops(cls: type[Function], *args: Any, **kwargs: Any) -> Any:
-    """``cls.apply(*args)`` as the ops ``cls.forward`` runs, recorded by autograd."""
+def _apply(cls: type, *args: Any, **kwargs: Any) -> Any:
+    """The hook: inside a block of this thread, the Function as its forward's ops; else autograd's own apply."""
+    carries_units = getattr(_STATE, "carries_units", None)
+    if carries_units is None:
+        if _ORIGINAL is not None:
+            return _ORIGINAL.__get__(None, cls)(*args, **kwargs)
+        return super(_SingleLevelFunction, cls).apply(*args, **kwargs)
     if getattr(cls, "setup_context", None) is not _SingleLevelFunction.setup_context:
-        out = cls.forward(*args, **kwargs)  # the new style: forward takes no ctx
+        out = cls.forward(*args, **kwargs)  # the new style: forward takes no ctx (Function.apply bound the defaults)
     else:
         out = cls.forward(_Context(args), *args, **kwargs)
-    needs_grad = any(isinstance(a, Tensor) and a.requires_grad for a in tree_flatten((args, kwargs))[0])
-    outs = [t for t in tree_flatten(out)[0] if isinstance(t, Tensor) and t.is_floating_point()]
-    if needs_grad and torch.is_grad_enabled() and outs and not any(t.requires_grad for t in outs):
-        raise PwmprError(f"the model's forward calls a custom autograd Function ({cls.__name__}) whose forward turns "
-                         f"gradients off (its backward recomputes it): PWMP cannot score through it; use a version "
-                         f"of that layer without a custom backward")
+    inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, Tensor) and carries_units(t)]
+    cut = [t for t in tree_flatten(out)[0] if isinstance(t, Tensor) and carries_units(t) and not t.requires_grad]
+    if torch.is_grad_enabled() and cut and any(t.requires_grad for t in inputs):
+        raise PwmprError(f"the model's forward calls a custom autograd Function ({cls.__name__}) whose forward "
+                         f"detaches its input or turns gradients off (its backward recomputes it): PWMP cannot score "
+                         f"through it; use a version of that layer without a custom backward")
     return out
 
 
 @contextlib.contextmanager
-def functions_as_their_ops() -> Iterator[None]:
-    """Within the block, every custom autograd Function runs as the ops of its forward (not thread-safe: the scoring
-    net runs one forward at a time)."""
-    original = Function.__dict__["apply"]
-    Function.apply = classmethod(_apply_as_ops)
+def functions_as_their_ops(carries_units: Callable[[Tensor], bool]) -> Iterator[None]:
+    """Within the block, in this thread, every custom autograd Function runs as the ops of its forward;
+    ``carries_units(t)``: whether the scoring net tracks ``t`` as an activation (its path sums need a gradient)."""
+    global _USERS
+    with _INSTALL:
+        if _USERS == 0:
+            _SingleLevelFunction.apply = classmethod(_apply)
+        _USERS += 1
+    outer = getattr(_STATE, "carries_units", None)
+    _STATE.carries_units = carries_units
     try:
         yield
     finally:
-        Function.apply = original
+        _STATE.carries_units = outer
+        with _INSTALL:
+            _USERS -= 1
+            if _USERS == 0 and _ORIGINAL is not None:
+                _SingleLevelFunction.apply = _ORIGINAL
+            elif _USERS == 0:
+                del _SingleLevelFunction.apply

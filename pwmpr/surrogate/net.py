@@ -64,8 +64,9 @@ class _LinearizedForward:
         mode = Linearizer(self.module, self.on_weight_output, self.records)
         for t in tensors_in(args, kwargs):
             mode.put(t, ACT)
-        with mode.watching(self.module, inside=True), functions_as_their_ops():
+        with mode.watching(self.module, inside=True), functions_as_their_ops(lambda t: mode.get(t) == ACT):
             out = type(self.module).forward(self.module, *args, **kwargs)
+        _refuse_custom_backward(out)
         for t in tensors_in(out):
             if mode.get(t) in (LOGITS, ATTENTION):
                 raise PwmprError("the model returns attention scores, which PWMP scoring cannot use as outputs")
@@ -107,7 +108,6 @@ def path_gradients(surrogate: nn.Module, leaves: list[Tensor], shape: tuple[int,
             return None
         if not _finite(total):
             continue
-        _refuse_custom_backward(total)
         grads = list(torch.autograd.grad(total, leaves, allow_unused=True))
         if all(g is None or _finite(g) for g in grads):
             return total.detach(), grads
@@ -115,11 +115,12 @@ def path_gradients(surrogate: nn.Module, leaves: list[Tensor], shape: tuple[int,
                      "network is too deep or its weights too large for path sums")
 
 
-def _refuse_custom_backward(total: Tensor) -> None:
-    """Refuse a scoring net whose graph still runs through a custom ``torch.autograd.Function`` (one that overrides
-    ``apply``, or a C++ one), which :func:`functions_as_their_ops` could not open: its own backward, not the ops its
-    forward ran (which the scoring net replaced by their linear stand-ins), would give the path gradients."""
-    seen, stack = set(), [total.grad_fn]
+def _refuse_custom_backward(out: Any) -> None:
+    """Refuse a scoring net whose outputs' graph still runs through a custom ``torch.autograd.Function`` that
+    :func:`functions_as_their_ops` could not open (its ``apply`` bypasses autograd's Python one): its own backward,
+    not the ops its forward ran (which the scoring net replaced by their linear stand-ins), would give the gradients
+    of every score (PWMP, SynFlow, the tau-core)."""
+    seen, stack = set(), [t.grad_fn for t in tensors_in(out)]
     while stack:
         node = stack.pop()
         if node is None or node in seen:
@@ -127,9 +128,10 @@ def _refuse_custom_backward(total: Tensor) -> None:
         seen.add(node)
         if isinstance(node, BackwardCFunction):
             name = getattr(getattr(node, "_forward_cls", None), "__name__", type(node).__name__)
-            raise PwmprError(f"the model's forward calls a custom autograd Function ({name}), whose own backward "
-                             f"would replace the gradients of the scoring net's linear stand-ins: PWMP cannot score "
-                             f"through it; use a version of that layer without a custom backward")
+            raise PwmprError(f"the model's forward calls a custom autograd Function ({name}) past "
+                             f"torch.autograd.Function.apply, whose own backward would replace the gradients of the "
+                             f"scoring net's linear stand-ins: PWMP cannot score through it; call it through its "
+                             f"apply, or use a version of that layer without a custom backward")
         stack.extend(next_node for next_node, _ in node.next_functions)
 
 
