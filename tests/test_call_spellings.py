@@ -39,6 +39,8 @@ def test_keyword_operands_move_to_their_positions_and_nothing_else_moves():
     assert args == (c, x, w) and kwargs == {}
     args, kwargs = positional(torch.max, (x,), {"other": x})  # the overload with an ``other``, not max(x, dim)
     assert args == (x, x) and kwargs == {}
+    args, kwargs = positional(torch.mean, (), {"input": x, "axis": (2, 3)})  # numpy's alias of dim
+    assert args == (x,) and kwargs == {"axis": (2, 3)}
     args, kwargs = positional(torch.addcmul, (x, 0.5), {"tensor1": x, "tensor2": x})  # deprecated: as written
     assert args == (x, 0.5) and kwargs == {"tensor1": x, "tensor2": x}
 
@@ -177,6 +179,7 @@ class _Swish(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
+        ctx.metadata["written"] = True  # a ctx attribute a forward may use
         return x * torch.sigmoid(x)
 
     @staticmethod
@@ -282,6 +285,8 @@ class _CustomNet(nn.Module):
             h = _ClippedStraightThrough.apply(h)
         elif self.activation == "own apply":
             h = _OwnApply.apply(h)
+        elif self.activation == "numpy":
+            h = _Numpy.apply(h)
         elif self.activation == "stored custom swish":
             h = _STORED_SWISH(h)
         elif self.activation == "swish and mask":
@@ -314,9 +319,65 @@ def test_training_still_runs_a_custom_functions_own_backward_after_scoring():
     assert bool(net.conv.weight.grad.abs().sum() > 0)  # sign's own gradient is zero: this is the straight-through one
 
 
+class _CutConv(torch.autograd.Function):
+    """A convolution whose forward keeps no graph: by ``torch.no_grad`` or by reading the weight's ``.data``."""
+
+    @staticmethod
+    def forward(ctx, x, weight, how):
+        if how == "no_grad":
+            with torch.no_grad():
+                return F.conv2d(x, weight, padding=1)
+        return F.conv2d(x, weight.data.sign(), padding=1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise NotImplementedError
+
+
+class _FirstLayerCut(nn.Module):
+    """The first layer through ``_CutConv``: its input, the model's, needs no gradient; its weight does."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.head = nn.Linear(4, 2)
+        self.how = how
+
+    def forward(self, x):
+        return self.head(torch.relu(_CutConv.apply(x, self.conv.weight, self.how)).mean((2, 3)))
+
+
+class _Numpy(torch.autograd.Function):
+    """A forward that leaves torch (it works only while autograd does not record it)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.as_tensor(x.numpy())
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def test_a_function_whose_forward_fails_as_plain_ops_is_refused_in_one_line():
+    masks = phew_masks(_CustomNet("swish"), 0.5, SHAPE)
+    with pytest.raises(PwmprError, match=r"custom autograd Function \(_Numpy\) whose forward fails") as err:
+        pwmp_scores(_CustomNet("numpy"), masks, SHAPE)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("how", ["no_grad", "data"])
+def test_a_first_layer_function_that_cuts_its_weights_path_is_refused_not_scored_zero(how):
+    model = _FirstLayerCut(how)
+    masks = phew_masks(model, 0.5, SHAPE)
+    with pytest.raises(PwmprError, match=r"custom autograd Function \(_CutConv\) whose forward detaches"):
+        pwmp_scores(model, masks, SHAPE)
+
+
 @pytest.mark.parametrize(("activation", "words"), [
     ("recomputed", r"custom autograd Function \(_Recomputed\) whose forward detaches its input or turns gradients"),
-    ("own apply", r"custom autograd Function \(_OwnApply\) past torch.autograd.Function.apply"),
+    ("own apply", r"custom autograd Function \(_OwnApply\) past autograd's Python apply"),
 ])
 def test_a_custom_function_the_scoring_net_cannot_open_is_refused_in_one_line(activation, words):
     masks = phew_masks(_CustomNet("swish"), 0.5, SHAPE)
@@ -360,7 +421,7 @@ def test_only_the_thread_scoring_a_net_runs_functions_as_their_ops():
         return float(w.grad.abs().sum())
 
     seen = {}
-    with functions_as_their_ops(lambda t: True):
+    with functions_as_their_ops(lambda t: None):
         assert weight_grad() == 0.0  # sign's own gradient: the Function ran as its forward's ops
         other = threading.Thread(target=lambda: seen.setdefault("grad", weight_grad()))
         other.start()

@@ -70,9 +70,11 @@ def _schema_names(name: str, keys: frozenset[str]) -> tuple[str, ...]:
     def named(n: str) -> str:
         return "input" if n == "self" else n
 
+    schemas = [s for s in schemas if s.arguments and "Tensor" in str(s.arguments[0].type)]  # not aten::add(int a, ..)
+    known = {named(a.name) for s in schemas for a in s.arguments}
+    keys = keys & known  # torch's numpy aliases (axis, keepdims) name no schema's parameter: they select nothing
     lists = [[named(a.name) for a in s.arguments if not a.kwarg_only] for s in schemas
-             if s.arguments and "Tensor" in str(s.arguments[0].type)  # not TorchScript's aten::add(int a, int b)
-             and keys <= {named(a.name) for a in s.arguments}]
+             if keys <= {named(a.name) for a in s.arguments}]
     common: list[str] = []
     for at in zip(*lists, strict=False):  # up to the shortest: a position every such overload takes
         if len(set(at)) != 1:

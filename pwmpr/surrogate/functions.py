@@ -23,8 +23,9 @@ from torch.autograd.function import _SingleLevelFunction
 from torch.utils._pytree import tree_flatten
 
 from pwmpr.errors import PwmprError
+from pwmpr.surrogate.values import ACT
 
-_STATE = threading.local()  # .carries_units: the innermost block's test, in this thread (absent: outside)
+_STATE = threading.local()  # .value_of: the innermost block's reader of values, in this thread (absent: outside)
 _INSTALL = threading.Lock()
 _USERS = 0  # blocks open in any thread: the hook is installed while there is one
 _ORIGINAL = _SingleLevelFunction.__dict__.get("apply")  # None: the C++ base's, inherited
@@ -36,6 +37,7 @@ class _Context:
     def __init__(self, args: tuple):
         self.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
         self.saved_tensors: tuple = ()
+        self.metadata: dict = {}
 
     def save_for_backward(self, *tensors: Any) -> None:
         self.saved_tensors = tensors
@@ -55,18 +57,25 @@ class _Context:
 
 def _apply(cls: type, *args: Any, **kwargs: Any) -> Any:
     """The hook: inside a block of this thread, the Function as its forward's ops; else autograd's own apply."""
-    carries_units = getattr(_STATE, "carries_units", None)
-    if carries_units is None:
+    value_of = getattr(_STATE, "value_of", None)
+    if value_of is None:
         if _ORIGINAL is not None:
             return _ORIGINAL.__get__(None, cls)(*args, **kwargs)
         return super(_SingleLevelFunction, cls).apply(*args, **kwargs)
-    if getattr(cls, "setup_context", None) is not _SingleLevelFunction.setup_context:
-        out = cls.forward(*args, **kwargs)  # the new style: forward takes no ctx (Function.apply bound the defaults)
-    else:
-        out = cls.forward(_Context(args), *args, **kwargs)
-    inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, Tensor) and carries_units(t)]
-    cut = [t for t in tree_flatten(out)[0] if isinstance(t, Tensor) and carries_units(t) and not t.requires_grad]
-    if torch.is_grad_enabled() and cut and any(t.requires_grad for t in inputs):
+    new_style = getattr(cls, "setup_context", None) is not _SingleLevelFunction.setup_context
+    try:  # the new style's forward takes no ctx (Function.apply bound its defaults)
+        out = cls.forward(*args, **kwargs) if new_style else cls.forward(_Context(args), *args, **kwargs)
+    except PwmprError:
+        raise
+    except Exception as err:
+        raise PwmprError(f"the model's forward calls a custom autograd Function ({cls.__name__}) whose forward fails "
+                         f"when the scoring net runs it as plain ops ({type(err).__name__}: "
+                         f"{' '.join(str(err).split())}): PWMP cannot score through it") from err
+    # the scoring net's tracked inputs (activations, prunable weights) that need a gradient, and the activations out
+    needs = [t for t in tree_flatten((args, kwargs))[0]
+             if isinstance(t, Tensor) and t.requires_grad and value_of(t) is not None]
+    cut = [t for t in tree_flatten(out)[0] if isinstance(t, Tensor) and value_of(t) == ACT and not t.requires_grad]
+    if torch.is_grad_enabled() and needs and cut:
         raise PwmprError(f"the model's forward calls a custom autograd Function ({cls.__name__}) whose forward "
                          f"detaches its input or turns gradients off (its backward recomputes it): PWMP cannot score "
                          f"through it; use a version of that layer without a custom backward")
@@ -74,20 +83,20 @@ def _apply(cls: type, *args: Any, **kwargs: Any) -> Any:
 
 
 @contextlib.contextmanager
-def functions_as_their_ops(carries_units: Callable[[Tensor], bool]) -> Iterator[None]:
+def functions_as_their_ops(value_of: Callable[[Tensor], Any]) -> Iterator[None]:
     """Within the block, in this thread, every custom autograd Function runs as the ops of its forward;
-    ``carries_units(t)``: whether the scoring net tracks ``t`` as an activation (its path sums need a gradient)."""
+    ``value_of(t)``: the scoring net's value of ``t`` (None: untracked, ``ACT``: an activation carrying path sums)."""
     global _USERS
     with _INSTALL:
         if _USERS == 0:
             _SingleLevelFunction.apply = classmethod(_apply)
         _USERS += 1
-    outer = getattr(_STATE, "carries_units", None)
-    _STATE.carries_units = carries_units
+    outer = getattr(_STATE, "value_of", None)
+    _STATE.value_of = value_of
     try:
         yield
     finally:
-        _STATE.carries_units = outer
+        _STATE.value_of = outer
         with _INSTALL:
             _USERS -= 1
             if _USERS == 0 and _ORIGINAL is not None:

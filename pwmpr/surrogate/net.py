@@ -64,7 +64,7 @@ class _LinearizedForward:
         mode = Linearizer(self.module, self.on_weight_output, self.records)
         for t in tensors_in(args, kwargs):
             mode.put(t, ACT)
-        with mode.watching(self.module, inside=True), functions_as_their_ops(lambda t: mode.get(t) == ACT):
+        with mode.watching(self.module, inside=True), functions_as_their_ops(mode.get):
             out = type(self.module).forward(self.module, *args, **kwargs)
         _refuse_custom_backward(out)
         for t in tensors_in(out):
@@ -117,7 +117,7 @@ def path_gradients(surrogate: nn.Module, leaves: list[Tensor], shape: tuple[int,
 
 def _refuse_custom_backward(out: Any) -> None:
     """Refuse a scoring net whose outputs' graph still runs through a custom ``torch.autograd.Function`` that
-    :func:`functions_as_their_ops` could not open (its ``apply`` bypasses autograd's Python one): its own backward,
+    :func:`functions_as_their_ops` could not open (called through autograd's C++ base directly): its own backward,
     not the ops its forward ran (which the scoring net replaced by their linear stand-ins), would give the gradients
     of every score (PWMP, SynFlow, the tau-core)."""
     seen, stack = set(), [t.grad_fn for t in tensors_in(out)]
@@ -128,8 +128,8 @@ def _refuse_custom_backward(out: Any) -> None:
         seen.add(node)
         if isinstance(node, BackwardCFunction):
             name = getattr(getattr(node, "_forward_cls", None), "__name__", type(node).__name__)
-            raise PwmprError(f"the model's forward calls a custom autograd Function ({name}) past "
-                             f"torch.autograd.Function.apply, whose own backward would replace the gradients of the "
+            raise PwmprError(f"the model's forward calls a custom autograd Function ({name}) past autograd's "
+                             f"Python apply, whose own backward would replace the gradients of the "
                              f"scoring net's linear stand-ins: PWMP cannot score through it; call it through its "
                              f"apply, or use a version of that layer without a custom backward")
         stack.extend(next_node for next_node, _ in node.next_functions)
