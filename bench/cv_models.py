@@ -12,8 +12,7 @@ so pwmpr's torchvision shim runs first (docs: machine notes).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
+from _factories import add_factories
 from torch import nn
 
 #: name -> (pytorchcv name, input side)
@@ -78,13 +77,4 @@ def build(name: str, num_classes: int) -> nn.Module:
         return get_model(cv_name, pretrained=False, num_classes=num_classes)
 
 
-def _factory(name: str) -> Callable[[int, tuple[int, ...]], nn.Module]:
-    def factory(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-        return build(name, num_classes)
-
-    factory.__name__ = name
-    return factory
-
-
-for _name in SPECS:
-    globals()[_name] = _factory(_name)
+add_factories(globals(), SPECS, build)

@@ -11,8 +11,7 @@ so pwmpr's torchvision shim runs first (docs: machine notes).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
+from _factories import add_factories
 from torch import nn
 
 VOCAB = 64  # token ids of the text models (bench/reach.py's token data use 2..VOCAB-1)
@@ -125,13 +124,4 @@ def build(name: str, num_classes: int) -> nn.Module:
     return auto.from_config(config)
 
 
-def _factory(name: str) -> Callable[[int, tuple[int, ...]], nn.Module]:
-    def factory(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-        return build(name, num_classes)
-
-    factory.__name__ = name
-    return factory
-
-
-for _name in SPECS:
-    globals()[_name] = _factory(_name)
+add_factories(globals(), SPECS, build)
