@@ -32,6 +32,35 @@ def test_npz_flat_and_image_arrays(tmp_path):
     assert b.input_shape == (2, 5, 5) and len(b.test) == 8 and b.default_model == "cnn"
 
 
+def test_npz_images_stored_channels_last_load_as_the_same_images_channels_first(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    x, xt = rng.normal(size=(40, 3, 6, 5)), rng.normal(size=(8, 3, 6, 5))
+    y, yt = rng.integers(0, 4, 40), rng.integers(0, 4, 8)
+    np.savez(tmp_path / "first.npz", x=x, y=y, x_test=xt, y_test=yt)
+    np.savez(tmp_path / "last.npz", x=x.transpose(0, 2, 3, 1), y=y, x_test=xt.transpose(0, 2, 3, 1), y_test=yt)
+    first = load_data(f"npz:{tmp_path / 'first.npz'}")
+    with caplog.at_level("WARNING", logger="pwmpr.data.npz"):
+        last = load_data(f"npz:{tmp_path / 'last.npz'}")
+    assert last.input_shape == first.input_shape == (3, 6, 5)
+    for split in ("train", "val", "test"):
+        assert torch.equal(getattr(last, split).x, getattr(first, split).x)
+    assert [r.getMessage().count("channels-last") for r in caplog.records] == [1]  # said once, not for x_test
+
+
+def test_npz_square_signals_stay_signals_with_a_hint_about_grayscale_images(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "sq.npz", x=rng.normal(size=(30, 8, 8)), y=rng.integers(0, 2, 30))
+    with caplog.at_level("WARNING", logger="pwmpr.data.npz"):
+        b = load_data(f"npz:{tmp_path / 'sq.npz'}")
+    assert b.input_shape == (8, 8)
+    assert "(N, 1, H, W)" in caplog.text
+    caplog.clear()
+    np.savez(tmp_path / "sig.npz", x=rng.normal(size=(30, 3, 8)), y=rng.integers(0, 2, 30))
+    with caplog.at_level("WARNING", logger="pwmpr.data.npz"):
+        assert load_data(f"npz:{tmp_path / 'sig.npz'}").input_shape == (3, 8)
+    assert caplog.text == ""
+
+
 @pytest.mark.parametrize(
     ("arrays", "message"),
     [

@@ -1,9 +1,11 @@
 """``npz:PATH``: arrays ``x`` of features (N, D), signals (N, C, L) or images (N, C, H, W) with integer labels ``y``;
-optional ``x_test``, ``y_test``. Or ``tokens`` (N, L) of token ids (text to classify, for a model that reads ids)
-instead of ``x``, with ``tokens_test``."""
+optional ``x_test``, ``y_test``. Images stored channels-last (N, H, W, C), as PIL, Keras and TensorFlow keep them,
+are moved to (N, C, H, W). Or ``tokens`` (N, L) of token ids (text to classify, for a model that reads ids) instead
+of ``x``, with ``tokens_test``."""
 
 from __future__ import annotations
 
+import logging
 import zipfile
 from pathlib import Path
 
@@ -13,6 +15,11 @@ import torch
 from pwmpr.data import DATASETS, DataBundle, TensorSplit, data_path, holdout, normalise
 from pwmpr.errors import PwmprError
 
+log = logging.getLogger(__name__)
+
+#: The channel counts of stored images: grayscale, RGB, RGBA.
+IMAGE_CHANNELS = (1, 3, 4)
+
 
 def _arrays(z, xk: str, yk: str, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Features, signals or images as float32, and their labels."""
@@ -21,7 +28,23 @@ def _arrays(z, xk: str, yk: str, path: Path) -> tuple[torch.Tensor, torch.Tensor
         raise PwmprError(f"npz {path}: {xk!r} must have shape (N, D), (N, C, L) or (N, C, H, W), got {x.shape}")
     if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
         raise PwmprError(f"npz {path}: {xk!r} must hold finite numbers")
+    x = _channels_first(x, xk, path)
     return torch.as_tensor(x.astype(np.float32)), _labels(z, yk, xk, len(x), path)
+
+
+def _channels_first(x: np.ndarray, xk: str, path: Path) -> np.ndarray:
+    """``x`` with images stored channels-last (N, H, W, C: a last dim of 1, 3 or 4 channels after one that is not)
+    moved to torch's (N, C, H, W), saying so; ``x`` as it is otherwise. Square (N, L, L) arrays stay signals, with a
+    hint that grayscale images need their channel axis."""
+    if x.ndim == 4 and x.shape[-1] in IMAGE_CHANNELS and x.shape[1] not in IMAGE_CHANNELS:
+        if not xk.endswith("_test"):
+            log.warning("npz %s: %r of shape %s is read as images stored channels-last (N, H, W, C) and moved to "
+                        "(N, C, H, W)", path, xk, tuple(x.shape))
+        return np.ascontiguousarray(np.moveaxis(x, -1, 1))
+    if x.ndim == 3 and x.shape[1] == x.shape[2] and x.shape[1] > 1 and not xk.endswith("_test"):
+        log.warning("npz %s: %r of shape %s is read as signals (N, C, L) of %d channels; if they are grayscale "
+                    "images, save them as (N, 1, H, W)", path, xk, tuple(x.shape), x.shape[1])
+    return x
 
 
 def _tokens(z, xk: str, yk: str, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
