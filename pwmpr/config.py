@@ -256,8 +256,9 @@ class RunConfig:
     method: str = _f("pwmpr", "What the run does: pwmpr (grow), dense, imp, oneshot, rigl, set.")
     model: str = _f("auto", "Model: auto (the data set's default), one of {names}, or package.module:function for "
                     "your own factory function(num_classes, input_shape) -> nn.Module.", registry="pwmpr:MODELS")
-    data: str = _f("mnist5k", "Data set: one of {names} (npz as npz:PATH, an array file; text as text:PATH, a UTF-8 "
-                   "file or folder of byte tokens; mnist5k, digits and pydoc-text need no download).",
+    data: str = _f("mnist5k", "Data set: one of {names} (npz as npz:PATH, an array file; folder as folder:PATH, "
+                   "your images in one folder per class, under train/ and test/ or not split; text as text:PATH, "
+                   "a UTF-8 file or folder of byte tokens; mnist5k, digits and pydoc-text need no download).",
                    registry="pwmpr.data:DATASETS")
     data_dir: str | None = _f(None, "Directory holding the data set files (downloads go here when allowed).")
     val_fraction: float = _f(0.1, "Fraction of the training set held out as the validation split (text data sets "

@@ -199,7 +199,8 @@ MIN_VAL_SAMPLES = 100
 
 def load_data(name: str, data_dir: str | None = None, *, val_fraction: float = 0.1,
               max_train: int | None = None, min_val: int = 1, context: int | None = None) -> DataBundle:
-    """Load data set ``name`` (``npz:PATH``, ``text:PATH``, or a registered name) and split off the validation set.
+    """Load data set ``name`` (``npz:PATH``, ``text:PATH``, ``folder:PATH``, or a registered name) and split off the
+    validation set.
 
     ``min_val``: the fewest validation samples accepted; ``context``: tokens per sample of a text data set.
     """
@@ -238,7 +239,7 @@ def context_of(name: str, context: int | None) -> int | None:
 
 
 #: Data sets named ``prefix:PATH`` (their loader takes ``path``).
-PATH_DATASETS = ("npz", "text")
+PATH_DATASETS = ("npz", "text", "folder")
 
 
 def data_path(path: str, data_dir: str | None) -> Path:
@@ -306,4 +307,4 @@ def normalise(train: TensorSplit, *others: TensorSplit) -> None:
 
 
 # Importing the loaders fills DATASETS.
-from pwmpr.data import folder, npz, offline, teacher, text, torchvision_sets  # noqa: E402,F401
+from pwmpr.data import folder, npz, offline, own_folder, teacher, text, torchvision_sets  # noqa: E402,F401

@@ -1,4 +1,5 @@
-"""Image folders streamed through a DataLoader: Tiny ImageNet (64 px) and ImageNet (224 px).
+"""Image folders streamed through a DataLoader: Tiny ImageNet (64 px) and ImageNet (224 px); ``folder:PATH``, the
+user's own images at their own size, is ``pwmpr.data.own_folder``.
 
 ``--data-dir`` holds ``train/<class>/...`` and ``val/`` (ImageFolder-shaped or Tiny ImageNet's
 ``val/images`` + ``val_annotations.txt``); ``val`` is the test split, validation is carved from ``train``.
@@ -22,12 +23,26 @@ from torch import Tensor
 from pwmpr._tv_compat import import_torchvision
 from pwmpr.data import DATASETS, DataBundle
 from pwmpr.errors import PwmprError
+from pwmpr.probe import first_line
 
 log = logging.getLogger(__name__)
 
-_MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 PREFETCH = 2  # batches each worker process prepares ahead (the DataLoader's default)
 SHM_PATH = "/dev/shm"  # where worker processes hand their batches over (Docker's default size: 64 MB)
+
+
+def imagenet_transforms(size: int):
+    """(training, evaluation) transforms for Tiny ImageNet and ImageNet at ``size``: up to 64 px a crop from a
+    4-pixel padding and a flip, and resize + centre crop; above, ImageNet's random resized crop and flip, and resize
+    + centre crop."""
+    T = import_torchvision().transforms
+    norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if size <= 64:
+        return (T.Compose([T.RandomCrop(size, padding=4), T.RandomHorizontalFlip(), *norm]),
+                T.Compose([T.Resize(size), T.CenterCrop(size), *norm]))
+    return (T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *norm]),
+            T.Compose([T.Resize(int(size * 256 / 224)), T.CenterCrop(size), *norm]))
 
 
 def _folder_bundle(name: str, data_dir: str | None, size: int, model: str) -> DataBundle:
@@ -37,30 +52,46 @@ def _folder_bundle(name: str, data_dir: str | None, size: int, model: str) -> Da
     if not (root / "train").is_dir() or not (root / "val").is_dir():
         raise PwmprError(f"data directory {root} must contain train/ and val/ folders for {name!r}")
     tv = import_torchvision()
-    T = tv.transforms
-    norm = [T.ToTensor(), T.Normalize(_MEAN, _STD)]
-    if size <= 64:
-        train_tf = T.Compose([T.RandomCrop(size, padding=4), T.RandomHorizontalFlip(), *norm])
-        eval_tf = T.Compose([T.Resize(size), T.CenterCrop(size), *norm])
-    else:
-        train_tf = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *norm])
-        eval_tf = T.Compose([T.Resize(int(size * 256 / 224)), T.CenterCrop(size), *norm])
-    train = tv.datasets.ImageFolder(str(root / "train"), transform=train_tf)
-    train_eval = tv.datasets.ImageFolder(str(root / "train"), transform=eval_tf)
-    ann = root / "val" / "val_annotations.txt"
+    train_tf, eval_tf = imagenet_transforms(size)
+    train = image_folder(tv, root / "train", train_tf)
+    train_eval = image_folder(tv, root / "train", eval_tf)
+    test = test_folder(tv, root / "val", train, eval_tf)
+    return DataBundle(name, len(train.classes), (3, size, size), model, train, train_eval, test,
+                      make_loader=stream_loader)
+
+
+def image_folder(tv, root: Path, transform):
+    """``root``'s ImageFolder, or a PwmprError saying what it lacks (torchvision's own error names no fix)."""
+    try:
+        return tv.datasets.ImageFolder(str(root), transform=transform)
+    except (FileNotFoundError, OSError) as exc:
+        reason = first_line(exc).rstrip(".")
+        raise PwmprError(f"cannot read images from {root}: {reason}; it must hold one folder per class, each with "
+                         "image files in it") from None
+
+
+def test_folder(tv, root: Path, train, transform):
+    """The test split in ``root``: Tiny ImageNet's ``images/`` + ``val_annotations.txt`` or one folder per class,
+    its labels numbered as the training split's classes (a class the training split lacks is an error; one it
+    misses is allowed)."""
+    ann = root / "val_annotations.txt"
+    test = tv.datasets.ImageFolder(str(train.root), transform=transform)  # its samples are replaced below
     if ann.exists():
         samples = []
         for line in ann.read_text().splitlines():
             parts = line.split("\t")
             if len(parts) >= 2 and parts[1] in train.class_to_idx:
-                samples.append((str(root / "val" / "images" / parts[0]), train.class_to_idx[parts[1]]))
-        test = tv.datasets.ImageFolder(str(root / "train"), transform=eval_tf)
-        test.samples = test.imgs = samples
-        test.targets = [s[1] for s in samples]
+                samples.append((str(root / "images" / parts[0]), train.class_to_idx[parts[1]]))
     else:
-        test = tv.datasets.ImageFolder(str(root / "val"), transform=eval_tf)
-    return DataBundle(name, len(train.classes), (3, size, size), model, train, train_eval, test,
-                      make_loader=stream_loader)
+        own = image_folder(tv, root, transform)
+        unknown = sorted(set(own.classes) - set(train.class_to_idx))
+        if unknown:
+            raise PwmprError(f"test images in {root} have class folder(s) the training split lacks: "
+                             f"{', '.join(unknown[:5])}")
+        samples = [(path, train.class_to_idx[own.classes[label]]) for path, label in own.samples]
+    test.samples = test.imgs = samples
+    test.targets = [label for _, label in samples]
+    return test
 
 
 def default_workers() -> int:

@@ -1,0 +1,146 @@
+"""``folder:PATH``: a user's own images, one folder per class, at their own size (pwmpr.data.own_folder; README,
+"Data sets"), on scikit-learn's real 8x8 digits written as PNG files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.datasets import load_digits
+from typer.testing import CliRunner
+
+from pwmpr.cli.app import app
+from pwmpr.data import load_data
+from pwmpr.data.own_folder import MAX_SIDE, image_size
+from pwmpr.errors import PwmprError
+
+
+def _write_digits(root, *, split: bool, n: int | None = None, skip_test_class: int | None = None) -> None:
+    """Digits as 8-bit PNGs in ``root/train|test/digit<k>/`` (every fifth to test) or, unsplit, ``root/digit<k>/``."""
+    d = load_digits()
+    for i, (img, label) in enumerate(zip(d.images[:n], d.target[:n])):
+        part = ("test" if i % 5 == 0 else "train") if split else ""
+        if part == "test" and label == skip_test_class:
+            continue
+        folder = root / part / f"digit{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((img * 255 / 16).astype(np.uint8)).save(folder / f"{i}.png")
+
+
+@pytest.fixture(scope="module")
+def digits_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("digits")
+    _write_digits(root, split=True)
+    return root
+
+
+def test_a_split_folder_reads_its_classes_size_and_test_split(digits_folder):
+    b = load_data(f"folder:{digits_folder}")
+    assert b.num_classes == 10 and b.input_shape == (3, 8, 8) and b.default_model == "cnn"
+    assert len(b.test) == 360 and len(b.train) + len(b.val) == 1437
+    x, y = b.test[0]  # image 0 of the digits, a 0, is the first test image
+    assert x.shape == (3, 8, 8) and y == 0
+    # kept whole for evaluation: the pixels are the PNG's, normalised (grey: the three channels agree up to scale)
+    png = np.asarray(Image.open(digits_folder / "test" / "digit0" / "0.png"), dtype=np.float32) / 255
+    assert torch.allclose(x[0] * 0.229 + 0.485, torch.from_numpy(png), atol=1e-5)
+
+
+def test_test_labels_follow_the_training_classes_when_the_test_split_lacks_one(tmp_path):
+    _write_digits(tmp_path, split=True, n=400, skip_test_class=0)
+    b = load_data(f"folder:{tmp_path}")
+    assert b.num_classes == 10
+    folders = {path.split("/")[-2] for path, _ in b.test.samples}
+    assert "digit0" not in folders
+    # each test image keeps its own class number (digit9 is 9), not its index among the test split's 9 folders
+    assert all(label == int(path.split("/")[-2][-1]) for path, label in b.test.samples)
+
+
+def test_an_unsplit_folder_holds_out_a_fixed_fifth_as_the_test_split(tmp_path):
+    _write_digits(tmp_path, split=False, n=500)
+    a, b = load_data(f"folder:{tmp_path}"), load_data(f"folder:{tmp_path}")
+    assert len(a.test) == 100 and len(a.train) + len(a.val) == 400
+    assert a.test.indices == b.test.indices  # the same split every time
+    kept = a.train.dataset  # the training part of the folder, before the validation split
+    train_files = {kept.dataset.samples[kept.indices[i]][0] for i in a.train.indices}
+    test_files = {a.test.dataset.samples[i][0] for i in a.test.indices}
+    assert train_files and not train_files & test_files
+
+
+def test_images_of_mixed_sizes_are_resized_to_their_median_short_side(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls, sides in (("a", (20, 30, 40)), ("b", (24, 36, 50))):
+        (tmp_path / cls).mkdir()
+        for i, side in enumerate(sides):
+            Image.fromarray(rng.integers(0, 256, (side, side + 7, 3), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    paths = [str(p) for p in sorted(tmp_path.rglob("*.png"))]
+    assert image_size(paths) == (36, False)  # short sides 20 24 30 36 40 50: the upper median
+    b = load_data(f"folder:{tmp_path}", val_fraction=0.25)
+    assert b.input_shape == (3, 36, 36) and b.default_model == "resnet32"
+    for i in range(len(b.test)):
+        assert b.test[i][0].shape == (3, 36, 36)
+    for i in range(len(b.train)):
+        assert b.train[i][0].shape == (3, 36, 36)
+    big = tmp_path / "big.png"
+    Image.fromarray(np.zeros((300, 400, 3), dtype=np.uint8)).save(big)
+    assert image_size([str(big)]) == (MAX_SIDE, False)  # one shared size, but too large to keep
+
+
+def test_an_image_of_another_size_than_the_sampled_ones_is_cropped_or_padded_to_theirs(tmp_path, monkeypatch):
+    from pwmpr.data import own_folder
+
+    monkeypatch.setattr(own_folder, "SIZE_SAMPLE", 4)
+    for cls in ("a", "b"):
+        (tmp_path / "train" / cls).mkdir(parents=True)
+        (tmp_path / "test" / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (12, 10)).save(tmp_path / "train" / cls / f"{i}.png")
+    Image.new("RGB", (20, 6)).save(tmp_path / "train" / "b" / "z_odd.png")  # the 5th image: never sampled
+    for cls in ("a", "b"):
+        Image.new("RGB", (7, 15)).save(tmp_path / "test" / cls / "odd.png")
+    b = load_data(f"folder:{tmp_path}", val_fraction=0.2)
+    assert b.input_shape == (3, 10, 12)
+    full = b.train.dataset  # the training folder before the validation split
+    assert {tuple(full[i][0].shape) for i in range(len(full))} == {(3, 10, 12)}
+    assert {tuple(b.test[i][0].shape) for i in range(len(b.test))} == {(3, 10, 12)}
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda root: None, "image folder not found"),
+        (lambda root: (root / "only").mkdir(parents=True), "cannot read images from"),
+        (lambda root: _write_digits(root, split=False, n=30) or [p.unlink() for p in root.glob("digit[1-9]/*")],
+         "cannot read images from"),
+        (lambda root: (_write_digits(root, split=True, n=60), (root / "test" / "cat").mkdir(),
+                       Image.new("RGB", (8, 8)).save(root / "test" / "cat" / "c.png")),
+         "class folder.*the training split lacks: cat"),
+        (lambda root: (root / "cats").mkdir(parents=True) or Image.new("RGB", (8, 8)).save(root / "cats" / "c.png"),
+         "has 1 class folder"),
+        (lambda root: [(root / c).mkdir(parents=True) or Image.new("RGB", (8, 8)).save(root / c / "x.png")
+                       for c in "ab"], "holds 2 images: too few to hold out a test split"),
+    ],
+)
+def test_bad_folders_give_one_line_errors(tmp_path, make, message):
+    root = tmp_path / "data"
+    make(root)
+    with pytest.raises(PwmprError, match=message):
+        load_data(f"folder:{root}")
+
+
+def test_a_network_grown_on_an_image_folder_learns_and_exports(digits_folder, tmp_path):
+    run, export = tmp_path / "run", tmp_path / "export"
+    runner = CliRunner()
+    grown = runner.invoke(app, ["grow", "--data", f"folder:{digits_folder}", "--seed-density", "0.2",
+                                "--phase-epochs", "2", "--final-epochs", "6", "--max-phases", "2", "--workers", "0",
+                                "--no-tau-core", "-q", "--out", str(run)])
+    assert grown.exit_code == 0, grown.output
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["model"] == "cnn" and summary["test_acc"] > 0.6  # chance is a tenth
+    exported = runner.invoke(app, ["export", str(run), "--out", str(export), "-q"])
+    assert exported.exit_code == 0, exported.output
+    report = json.loads((export / "export_report.json").read_text())
+    assert report["input_shape"] == [3, 8, 8]
+    assert all(e["ok"] and e["top1_mismatch"] == 0 for e in report["encodings"].values())
