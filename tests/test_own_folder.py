@@ -21,7 +21,7 @@ from pwmpr.errors import PwmprError
 def _write_digits(root, *, split: bool, n: int | None = None, skip_test_class: int | None = None) -> None:
     """Digits as 8-bit PNGs in ``root/train|test/digit<k>/`` (every fifth to test) or, unsplit, ``root/digit<k>/``."""
     d = load_digits()
-    for i, (img, label) in enumerate(zip(d.images[:n], d.target[:n])):
+    for i, (img, label) in enumerate(zip(d.images[:n], d.target[:n], strict=True)):
         part = ("test" if i % 5 == 0 else "train") if split else ""
         if part == "test" and label == skip_test_class:
             continue
