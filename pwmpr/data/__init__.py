@@ -239,7 +239,7 @@ def context_of(name: str, context: int | None) -> int | None:
 
 
 #: Data sets named ``prefix:PATH`` (their loader takes ``path``).
-PATH_DATASETS = ("npz", "text", "folder")
+PATH_DATASETS = ("npz", "text", "folder", "torchvision")
 
 
 def data_path(path: str, data_dir: str | None) -> Path:
@@ -307,4 +307,4 @@ def normalise(train: TensorSplit, *others: TensorSplit) -> None:
 
 
 # Importing the loaders fills DATASETS.
-from pwmpr.data import folder, npz, offline, own_folder, teacher, text, torchvision_sets  # noqa: E402,F401
+from pwmpr.data import folder, npz, offline, own_folder, teacher, text, torchvision_any, torchvision_sets  # noqa: E402,F401

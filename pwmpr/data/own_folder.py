@@ -27,24 +27,40 @@ TEST_SHARE = 0.2  # folder:PATH without train/: the share held out as the test s
 
 
 def image_size(paths: Sequence[str]) -> tuple[tuple[int, int] | int, bool]:
-    """The input size for images ``paths`` (read from up to ``SIZE_SAMPLE`` of them, spread over the list, headers
-    only): ``((H, W), True)`` when they all share it and its short side is at most ``MAX_SIDE``, else ``(side,
-    False)``: their median short side, at most ``MAX_SIDE``, for resizing."""
+    """``shared_size`` of the images ``paths`` (up to ``SIZE_SAMPLE`` of them, spread over the list, headers only)."""
     from PIL import Image
 
-    step = max(1, len(paths) // SIZE_SAMPLE)
     sizes = []
-    for path in list(paths)[::step][:SIZE_SAMPLE]:
+    for path in spread(list(paths)):
         try:
             with Image.open(path) as img:
                 sizes.append(img.size)  # (W, H)
         except OSError as exc:
             raise PwmprError(f"cannot read image {path}: {first_line(exc)}") from None
+    return shared_size(sizes)
+
+
+def spread(items: Sequence):
+    """Up to ``SIZE_SAMPLE`` of ``items``, evenly spread over them: the ones whose sizes decide the input size."""
+    return items[:: max(1, len(items) // SIZE_SAMPLE)][:SIZE_SAMPLE]
+
+
+def shared_size(sizes: Sequence[tuple[int, int]]) -> tuple[tuple[int, int] | int, bool]:
+    """The input size for images of ``sizes`` (W, H): ``((H, W), True)`` when they all share it and its short side
+    is at most ``MAX_SIDE``, else ``(side, False)``: their median short side, at most ``MAX_SIDE``, for resizing."""
     if len(set(sizes)) == 1 and min(sizes[0]) <= MAX_SIDE:
         w, h = sizes[0]
         return (h, w), True
     shorts = sorted(min(wh) for wh in sizes)
     return min(MAX_SIDE, shorts[len(shorts) // 2]), False
+
+
+def held_out(n: int) -> tuple[list[int], list[int]]:
+    """(kept, test) indices of ``n`` samples with a fixed ``TEST_SHARE`` held out as the test split (npz's seed)."""
+    gen = torch.Generator().manual_seed(SPLIT_SEED + 1)
+    perm = torch.randperm(n, generator=gen).tolist()
+    n_test = max(1, round(TEST_SHARE * n))
+    return perm[n_test:], perm[:n_test]
 
 
 def own_model(size: tuple[int, int] | int) -> str:
@@ -77,12 +93,9 @@ def own_folder(data_dir: str | None = None, path: str = "") -> DataBundle:
         test = test_folder(tv, test_root, train, eval_tf)
         return DataBundle(name, len(train.classes), shape, own_model(size), train, train_eval, test,
                           make_loader=stream_loader)
-    gen = torch.Generator().manual_seed(SPLIT_SEED + 1)  # as npz's held-out test split
-    perm = torch.randperm(len(train), generator=gen).tolist()
-    n_test = max(1, round(TEST_SHARE * len(train)))
-    if len(train) - n_test < 2:
+    keep, held = held_out(len(train))
+    if len(keep) < 2:
         raise PwmprError(f"{train_root} holds {len(train)} images: too few to hold out a test split")
-    keep, held = perm[n_test:], perm[:n_test]
     Subset = torch.utils.data.Subset
     return DataBundle(name, len(train.classes), shape, own_model(size), Subset(train, keep),
                       Subset(train_eval, keep), Subset(train_eval, held), make_loader=stream_loader)

@@ -1,0 +1,179 @@
+"""``torchvision:NAME``: any image-classification data set torchvision ships, by its class name
+(pwmpr.data.torchvision_any; README, "Data sets"). Offline: scikit-learn's real digits written in the files torchvision
+reads (FashionMNIST's idx files; GTSRB's folders of .ppm images and its test CSV), and torchvision's FakeData."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.datasets import load_digits
+from typer.testing import CliRunner
+
+from pwmpr.cli.app import app
+from pwmpr.data import load_data
+from pwmpr.errors import PwmprError
+
+
+def _idx(path, array: np.ndarray) -> None:
+    """``array`` (uint8) as an idx file: images (magic 2051) or labels (2049)."""
+    magic = 2051 if array.ndim == 3 else 2049
+    with open(path, "wb") as fh:
+        fh.write(magic.to_bytes(4, "big"))
+        for dim in array.shape:
+            fh.write(int(dim).to_bytes(4, "big"))
+        fh.write(array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="module")
+def fashion_root(tmp_path_factory):
+    """Digits as FashionMNIST's raw files: every fifth image in the test files (t10k), the others in train."""
+    root = tmp_path_factory.mktemp("tv")
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    d = load_digits()
+    images, labels = (d.images * 255 / 16).astype(np.uint8), d.target.astype(np.uint8)
+    test = np.arange(len(labels)) % 5 == 0
+    for part, keep in (("train", ~test), ("t10k", test)):
+        _idx(raw / f"{part}-images-idx3-ubyte", images[keep])
+        _idx(raw / f"{part}-labels-idx1-ubyte", labels[keep])
+    return root
+
+
+def test_a_data_set_with_a_train_flag_reads_both_splits_in_rgb(fashion_root):
+    b = load_data("torchvision:fashionmnist", str(fashion_root))  # any spelling of the class name
+    assert b.name == "torchvision:FashionMNIST" and b.num_classes == 10
+    assert b.input_shape == (3, 8, 8) and b.default_model == "cnn"
+    assert len(b.test) == 360 and len(b.train) + len(b.val) == 1437
+    x, y = b.test[1]  # the second test image is digits' image 5, a 5
+    assert y == 5 and x.shape == (3, 8, 8)
+    pixels = torch.from_numpy(load_digits().images[5] * 255 / 16).to(torch.uint8).float() / 255
+    assert torch.allclose(x[0] * 0.229 + 0.485, pixels, atol=1e-5)  # kept whole, grey in every channel
+    assert torch.allclose(x[1] * 0.224 + 0.456, pixels, atol=1e-5)
+
+
+def test_a_data_set_with_a_split_argument_reads_train_and_test_and_resizes_mixed_sizes(tmp_path):
+    base = tmp_path / "gtsrb"
+    rng = np.random.default_rng(0)
+    for label in range(3):
+        folder = base / "GTSRB" / "Training" / f"{label:05d}"
+        folder.mkdir(parents=True)
+        for i in range(6):
+            side = 20 + 4 * i
+            Image.fromarray(rng.integers(0, 256, (side, side + 3, 3), dtype=np.uint8)).save(folder / f"{i}.ppm")
+    test = base / "GTSRB" / "Final_Test" / "Images"
+    test.mkdir(parents=True)
+    rows = ["Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"]
+    for i, label in enumerate((2, 0, 1, 2)):
+        Image.fromarray(rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)).save(test / f"{i:05d}.ppm")
+        rows.append(f"{i:05d}.ppm;30;30;0;0;30;30;{label}")
+    (base / "GT-final_test.csv").write_text("\n".join(rows) + "\n")
+    b = load_data("torchvision:GTSRB", str(tmp_path), val_fraction=0.2)
+    assert b.num_classes == 3  # GTSRB keeps no class list: the largest label + 1
+    assert b.input_shape == (3, 32, 32)  # short sides 20..40 by 4, three of each: the upper median
+    assert [b.test[i][1] for i in range(4)] == [2, 0, 1, 2]  # the test split's labels, from its CSV
+    assert {tuple(b.train[i][0].shape) for i in range(len(b.train))} == {(3, 32, 32)}
+
+
+def test_a_data_set_with_one_split_holds_out_a_fixed_fifth():
+    a, b = load_data("torchvision:FakeData"), load_data("torchvision:FakeData")
+    assert len(a.test) == 200 and len(a.train) + len(a.val) == 800 and a.num_classes == 10
+    assert a.test.indices == b.test.indices
+    assert not set(a.test.indices) & {a.train.dataset.indices[i] for i in a.train.indices}
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("Fashion", "torchvision has no data set 'Fashion'"),
+        ("", "torchvision has no data set ''"),
+        ("EMNIST", "EMNIST needs split, which --data cannot pass"),
+        ("CocoDetection", "needs annFile"),
+    ],
+)
+def test_what_torchvision_cannot_give_is_one_line_errors(name, message):
+    with pytest.raises(PwmprError, match=message):
+        load_data(f"torchvision:{name}")
+
+
+def test_a_data_set_whose_targets_are_not_class_numbers_is_refused(monkeypatch):
+    from pwmpr.data import torchvision_any
+
+    class Boxes(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return Image.new("RGB", (8, 8)), {"boxes": []}
+
+    monkeypatch.setattr(torchvision_any, "_splits", lambda cls, root, download: (Boxes(), None))
+    with pytest.raises(PwmprError, match="gives dict targets, not class numbers"):
+        load_data("torchvision:FakeData")
+
+
+def test_a_data_set_of_tensors_rather_than_images_is_refused(monkeypatch):
+    from pwmpr.data import torchvision_any
+
+    monkeypatch.setattr(torchvision_any, "_splits",
+                        lambda cls, root, download: ([(torch.zeros(3, 8, 8), 0), (torch.ones(3, 8, 8), 1)] * 3, None))
+    with pytest.raises(PwmprError, match="gives Tensor samples, not images"):
+        load_data("torchvision:FakeData")
+
+
+def test_one_label_everywhere_is_refused(monkeypatch):
+    from pwmpr.data import torchvision_any
+
+    class Same(torch.utils.data.Dataset):
+        targets = [0, 0, 0, 0]
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return Image.new("RGB", (8, 8)), 0
+
+    monkeypatch.setattr(torchvision_any, "_splits", lambda cls, root, download: (Same(), None))
+    with pytest.raises(PwmprError, match="at least 2 classes"):
+        load_data("torchvision:FakeData")
+
+
+def test_without_a_test_split_the_val_split_is_the_test_split(monkeypatch, tmp_path):
+    from pwmpr.data import torchvision_any
+
+    class TrainVal(torch.utils.data.Dataset):  # split= accepts train and val, as torchvision's verify_str_arg says
+        classes = ["a", "b"]
+
+        def __init__(self, root, split="train", transform=None, download=False):
+            if split not in ("train", "val"):
+                raise ValueError(f"Unknown value '{split}' for argument split. Valid values are {{train, val}}.")
+            self.split = split
+
+        def __len__(self):
+            return 20 if self.split == "train" else 6
+
+        def __getitem__(self, i):
+            return Image.new("RGBA", (8, 8), color=(i, 0, 0, 255)), i % 2  # 4 channels, read as RGB
+
+    monkeypatch.setattr(torchvision_any, "_class", lambda name: TrainVal)
+    b = load_data("torchvision:TrainVal", str(tmp_path), val_fraction=0.2)
+    assert len(b.test) == 6 and len(b.train) + len(b.val) == 20
+    assert b.input_shape == (3, 8, 8) and b.test[0][0].shape == b.train[0][0].shape == (3, 8, 8)
+
+
+def test_a_network_grown_on_a_torchvision_data_set_learns_and_exports(fashion_root, tmp_path):
+    run, export = tmp_path / "run", tmp_path / "export"
+    runner = CliRunner()
+    grown = runner.invoke(app, ["grow", "--data", "torchvision:FashionMNIST", "--data-dir", str(fashion_root),
+                                "--seed-density", "0.2", "--phase-epochs", "2", "--final-epochs", "6",
+                                "--max-phases", "2", "--workers", "0", "--no-tau-core", "-q", "--out", str(run)])
+    assert grown.exit_code == 0, grown.output
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["model"] == "cnn" and summary["test_acc"] > 0.6  # chance is a tenth
+    exported = runner.invoke(app, ["export", str(run), "--out", str(export), "-q"])
+    assert exported.exit_code == 0, exported.output
+    report = json.loads((export / "export_report.json").read_text())
+    assert report["input_shape"] == [3, 8, 8]
+    assert all(e["ok"] and e["top1_mismatch"] == 0 for e in report["encodings"].values())
