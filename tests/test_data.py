@@ -45,6 +45,8 @@ def test_npz_images_stored_channels_last_load_as_the_same_images_channels_first(
     for split in ("train", "val", "test"):
         assert torch.equal(getattr(last, split).x, getattr(first, split).x)
     assert [r.getMessage().count("channels-last") for r in caplog.records] == [1]  # said once, not for x_test
+    np.savez(tmp_path / "two.npz", x=rng.normal(size=(30, 2, 8, 3)), y=rng.integers(0, 2, 30))  # 2 channels, 8x3
+    assert load_data(f"npz:{tmp_path / 'two.npz'}").input_shape == (2, 8, 3)
 
 
 def test_npz_square_signals_stay_signals_with_a_hint_about_grayscale_images(tmp_path, caplog):

@@ -91,20 +91,51 @@ def test_images_of_mixed_sizes_are_resized_to_their_median_short_side(tmp_path):
 def test_an_image_of_another_size_than_the_sampled_ones_is_cropped_or_padded_to_theirs(tmp_path, monkeypatch):
     from pwmpr.data import own_folder
 
-    monkeypatch.setattr(own_folder, "SIZE_SAMPLE", 4)
-    for cls in ("a", "b"):
+    monkeypatch.setattr(own_folder, "SIZE_SAMPLE", 4)  # of 7 training images, the 1st, 3rd, 5th and 7th
+    names = {"a": ["0.png", "1odd.png", "2.png"], "b": ["0.png", "1.png", "2.png", "3.png"]}
+    for cls, files in names.items():
         (tmp_path / "train" / cls).mkdir(parents=True)
         (tmp_path / "test" / cls).mkdir(parents=True)
-        for i in range(2):
-            Image.new("RGB", (12, 10)).save(tmp_path / "train" / cls / f"{i}.png")
-    Image.new("RGB", (20, 6)).save(tmp_path / "train" / "b" / "z_odd.png")  # the 5th image: never sampled
-    for cls in ("a", "b"):
+        for f in files:
+            Image.new("RGB", (20, 6) if "odd" in f else (12, 10)).save(tmp_path / "train" / cls / f)
         Image.new("RGB", (7, 15)).save(tmp_path / "test" / cls / "odd.png")
     b = load_data(f"folder:{tmp_path}", val_fraction=0.2)
     assert b.input_shape == (3, 10, 12)
     full = b.train.dataset  # the training folder before the validation split
     assert {tuple(full[i][0].shape) for i in range(len(full))} == {(3, 10, 12)}
     assert {tuple(b.test[i][0].shape) for i in range(len(b.test))} == {(3, 10, 12)}
+
+
+def test_the_size_sample_reaches_the_last_class(tmp_path):
+    for cls, side, n in (("a", 32, 70), ("b", 64, 50)):
+        (tmp_path / cls).mkdir()
+        for i in range(n):
+            Image.new("RGB", (side, side)).save(tmp_path / cls / f"{i:03d}.png")
+    b = load_data(f"folder:{tmp_path}")
+    assert b.input_shape == (3, 32, 32)  # mixed sizes: resized to the short sides' upper median, not cropped
+    big = next(i for i, (path, _) in enumerate(b.test.dataset.samples) if "/b/" in path and i in b.test.indices)
+    assert b.test.dataset.transform.transforms[0].__class__.__name__ == "Resize"
+    assert b.test.dataset[big][0].shape == (3, 32, 32)
+
+
+def test_hidden_folders_are_not_classes_and_valid_is_a_test_folder(tmp_path):
+    _write_digits(tmp_path, split=True, n=100)
+    (tmp_path / "train" / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "train" / "__MACOSX").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "train" / "__MACOSX" / "junk.png")
+    (tmp_path / "test").rename(tmp_path / "valid")
+    b = load_data(f"folder:{tmp_path}")
+    assert b.num_classes == 10 and len(b.test) == 20
+    assert all(label == int(path.split("/")[-2][-1]) for path, label in b.test.samples)
+    assert all("MACOSX" not in path for path, _ in b.train.dataset.samples)
+
+
+def test_an_imagenet_folder_whose_val_split_lacks_a_class_keeps_the_training_class_numbers(tmp_path):
+    _write_digits(tmp_path, split=True, n=400, skip_test_class=0)
+    (tmp_path / "test").rename(tmp_path / "val")
+    b = load_data("tinyimagenet", str(tmp_path))
+    assert b.num_classes == 10
+    assert all(label == int(path.split("/")[-2][-1]) for path, label in b.test.samples)
 
 
 @pytest.mark.parametrize(
@@ -116,7 +147,7 @@ def test_an_image_of_another_size_than_the_sampled_ones_is_cropped_or_padded_to_
          "cannot read images from"),
         (lambda root: (_write_digits(root, split=True, n=60), (root / "test" / "cat").mkdir(),
                        Image.new("RGB", (8, 8)).save(root / "test" / "cat" / "c.png")),
-         "class folder.*the training split lacks: cat"),
+         r"class\(es\) the training split lacks: cat"),
         (lambda root: (root / "cats").mkdir(parents=True) or Image.new("RGB", (8, 8)).save(root / "cats" / "c.png"),
          "has 1 class folder"),
         (lambda root: [(root / c).mkdir(parents=True) or Image.new("RGB", (8, 8)).save(root / c / "x.png")
@@ -144,3 +175,18 @@ def test_a_network_grown_on_an_image_folder_learns_and_exports(digits_folder, tm
     report = json.loads((export / "export_report.json").read_text())
     assert report["input_shape"] == [3, 8, 8]
     assert all(e["ok"] and e["top1_mismatch"] == 0 for e in report["encodings"].values())
+
+
+def test_tiny_imagenet_annotations_of_a_class_the_training_split_lacks_are_an_error(tmp_path):
+    _write_digits(tmp_path, split=True, n=60)
+    (tmp_path / "test").rename(tmp_path / "val_folders")
+    images = tmp_path / "val" / "images"
+    images.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(images / "v0.png")
+    Image.new("RGB", (8, 8)).save(images / "v1.png")
+    (tmp_path / "val" / "val_annotations.txt").write_text("v0.png\tdigit3\t0\t0\t8\t8\nv1.png\tzebra\t0\t0\t8\t8\n")
+    with pytest.raises(PwmprError, match=r"class\(es\) the training split lacks: zebra"):
+        load_data("tinyimagenet", str(tmp_path))
+    (tmp_path / "val" / "val_annotations.txt").write_text("v0.png\tdigit3\t0\t0\t8\t8\n")
+    b = load_data("tinyimagenet", str(tmp_path))
+    assert [label for _, label in b.test.samples] == [3]

@@ -140,27 +140,83 @@ def test_one_label_everywhere_is_refused(monkeypatch):
         load_data("torchvision:FakeData")
 
 
-def test_without_a_test_split_the_val_split_is_the_test_split(monkeypatch, tmp_path):
+class _Fake(torch.utils.data.Dataset):
+    """A torchvision-like data set: splits ``all`` (its default, as LFWPeople's 10fold), ``train`` and ``val``; it
+    refuses ``download=True`` outright (as LFWPeople does) unless ``DOWNLOADS`` is set, and finds no files until it
+    downloaded when ``FILES`` is unset."""
+
+    classes = ["a", "b"]
+    FILES, DOWNLOADS, TEST_LABELS = True, False, True
+    downloads: list[str] = []
+
+    def __init__(self, root, split="all", transform=None, download=False):
+        if split not in ("all", "train", "val"):
+            raise ValueError(f"Unknown value '{split}' for argument split. Valid values are {{all, train, val}}.")
+        if download:
+            if not self.DOWNLOADS:
+                raise ValueError("this data set is no longer available for download")
+            type(self).downloads.append(split)
+            type(self).FILES = True
+        if not self.FILES:
+            raise RuntimeError("Dataset not found. You can use download=True to download it")
+        self.split = split
+
+    def __len__(self):
+        return {"all": 40, "train": 20, "val": 6}[self.split]
+
+    def __getitem__(self, i):
+        label = i % 2 if self.split != "val" or self.TEST_LABELS else None
+        return Image.new("RGBA", (8, 8), color=(i, 0, 0, 255)), label  # 4 channels, read as RGB
+
+
+@pytest.fixture
+def fake(monkeypatch):
     from pwmpr.data import torchvision_any
 
-    class TrainVal(torch.utils.data.Dataset):  # split= accepts train and val, as torchvision's verify_str_arg says
-        classes = ["a", "b"]
+    cls = type("Fake", (_Fake,), {"downloads": []})
+    monkeypatch.setattr(torchvision_any, "_class", lambda name: cls)
+    return cls
 
-        def __init__(self, root, split="train", transform=None, download=False):
-            if split not in ("train", "val"):
-                raise ValueError(f"Unknown value '{split}' for argument split. Valid values are {{train, val}}.")
-            self.split = split
 
-        def __len__(self):
-            return 20 if self.split == "train" else 6
-
-        def __getitem__(self, i):
-            return Image.new("RGBA", (8, 8), color=(i, 0, 0, 255)), i % 2  # 4 channels, read as RGB
-
-    monkeypatch.setattr(torchvision_any, "_class", lambda name: TrainVal)
-    b = load_data("torchvision:TrainVal", str(tmp_path), val_fraction=0.2)
-    assert len(b.test) == 6 and len(b.train) + len(b.val) == 20
+def test_the_train_and_val_splits_are_read_from_the_files_there_without_a_download(fake, tmp_path):
+    b = load_data("torchvision:Fake", str(tmp_path), val_fraction=0.2)
+    assert len(b.test) == 6 and len(b.train) + len(b.val) == 20  # train, not the default split of everything
     assert b.input_shape == (3, 8, 8) and b.test[0][0].shape == b.train[0][0].shape == (3, 8, 8)
+    assert fake.downloads == []
+
+
+def test_missing_files_are_downloaded_where_the_class_can(fake, tmp_path):
+    fake.FILES, fake.DOWNLOADS = False, True
+    b = load_data("torchvision:Fake", str(tmp_path), val_fraction=0.2)
+    assert fake.downloads == ["train"] and len(b.test) == 6
+
+
+def test_missing_files_that_cannot_be_downloaded_are_one_line(fake, tmp_path):
+    fake.FILES = False
+    with pytest.raises(PwmprError, match=r"\(Dataset not found[^)]*\) nor download it \(this data set is no longer"):
+        load_data("torchvision:Fake", str(tmp_path))
+
+
+def test_a_test_split_without_labels_gives_way_to_a_held_out_fifth(fake, tmp_path, caplog):
+    fake.TEST_LABELS = False
+    with caplog.at_level("WARNING", logger="pwmpr.data.torchvision_any"):
+        b = load_data("torchvision:Fake", str(tmp_path), val_fraction=0.25)
+    assert len(b.test) == 4 and len(b.train) + len(b.val) == 16 and "without labels" in caplog.text
+
+
+def test_a_missing_package_and_a_base_class_are_one_line(monkeypatch):
+    from pwmpr.data import torchvision_any
+
+    with pytest.raises(PwmprError, match="torchvision has no data set 'VisionDataset'"):
+        load_data("torchvision:VisionDataset")
+
+    class NeedsLmdb:
+        def __init__(self, root):
+            raise ModuleNotFoundError("No module named 'lmdb'")
+
+    monkeypatch.setattr(torchvision_any, "_class", lambda name: NeedsLmdb)
+    with pytest.raises(PwmprError, match="needs a package that is not installed: No module named 'lmdb'"):
+        load_data("torchvision:NeedsLmdb")
 
 
 def test_a_network_grown_on_a_torchvision_data_set_learns_and_exports(fashion_root, tmp_path):

@@ -9,10 +9,12 @@ batches do not depend on the worker count.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
 import random
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,20 +56,36 @@ def _folder_bundle(name: str, data_dir: str | None, size: int, model: str) -> Da
     tv = import_torchvision()
     train_tf, eval_tf = imagenet_transforms(size)
     train = image_folder(tv, root / "train", train_tf)
-    train_eval = image_folder(tv, root / "train", eval_tf)
+    train_eval = copy.copy(train)  # one scan of the folder, two transforms
+    train_eval.transform = eval_tf
     test = test_folder(tv, root / "val", train, eval_tf)
     return DataBundle(name, len(train.classes), (3, size, size), model, train, train_eval, test,
                       make_loader=stream_loader)
 
 
 def image_folder(tv, root: Path, transform):
-    """``root``'s ImageFolder, or a PwmprError saying what it lacks (torchvision's own error names no fix)."""
+    """``root``'s ImageFolder without hidden folders (``.ipynb_checkpoints``, ``__MACOSX``) as classes, or a
+    PwmprError saying what it lacks (torchvision's own error names no fix)."""
     try:
-        return tv.datasets.ImageFolder(str(root), transform=transform)
+        found = tv.datasets.ImageFolder(str(root), transform=transform, allow_empty=True)
     except (FileNotFoundError, OSError) as exc:
         reason = first_line(exc).rstrip(".")
         raise PwmprError(f"cannot read images from {root}: {reason}; it must hold one folder per class, each with "
                          "image files in it") from None
+    classes = [c for c in found.classes if not c.startswith((".", "__"))]
+    counts = Counter(label for _, label in found.samples)
+    empty = [c for c in classes if counts[found.class_to_idx[c]] == 0]
+    if not classes or empty:
+        what = f"class folder(s) {', '.join(empty[:5])} hold" if empty else "no class folder holds"
+        raise PwmprError(f"cannot read images from {root}: {what} no image file torchvision reads (.jpg, .png, "
+                         "...); it must hold one folder per class, each with image files in it")
+    if len(classes) < len(found.classes):  # number the visible classes 0..K-1
+        index = {c: i for i, c in enumerate(classes)}
+        found.samples = found.imgs = [(path, index[found.classes[label]]) for path, label in found.samples
+                                      if found.classes[label] in index]
+        found.targets = [label for _, label in found.samples]
+        found.classes, found.class_to_idx = classes, index
+    return found
 
 
 def test_folder(tv, root: Path, train, transform):
@@ -75,20 +93,25 @@ def test_folder(tv, root: Path, train, transform):
     its labels numbered as the training split's classes (a class the training split lacks is an error; one it
     misses is allowed)."""
     ann = root / "val_annotations.txt"
-    test = tv.datasets.ImageFolder(str(train.root), transform=transform)  # its samples are replaced below
     if ann.exists():
-        samples = []
+        samples, unknown = [], set()
         for line in ann.read_text().splitlines():
             parts = line.split("\t")
-            if len(parts) >= 2 and parts[1] in train.class_to_idx:
-                samples.append((str(root / "images" / parts[0]), train.class_to_idx[parts[1]]))
+            if len(parts) >= 2:
+                if parts[1] in train.class_to_idx:
+                    samples.append((str(root / "images" / parts[0]), train.class_to_idx[parts[1]]))
+                else:
+                    unknown.add(parts[1])
     else:
         own = image_folder(tv, root, transform)
-        unknown = sorted(set(own.classes) - set(train.class_to_idx))
-        if unknown:
-            raise PwmprError(f"test images in {root} have class folder(s) the training split lacks: "
-                             f"{', '.join(unknown[:5])}")
-        samples = [(path, train.class_to_idx[own.classes[label]]) for path, label in own.samples]
+        unknown = set(own.classes) - set(train.class_to_idx)
+        samples = [(path, train.class_to_idx[own.classes[label]]) for path, label in own.samples
+                   if own.classes[label] in train.class_to_idx]
+    if unknown:
+        raise PwmprError(f"test images in {root} have class(es) the training split lacks: "
+                         f"{', '.join(sorted(unknown)[:5])}")
+    test = copy.copy(train)  # the training folder's classes, no second scan
+    test.root, test.transform = str(root), transform
     test.samples = test.imgs = samples
     test.targets = [label for _, label in samples]
     return test

@@ -33,10 +33,10 @@ def _arrays(z, xk: str, yk: str, path: Path) -> tuple[torch.Tensor, torch.Tensor
 
 
 def _channels_first(x: np.ndarray, xk: str, path: Path) -> np.ndarray:
-    """``x`` with images stored channels-last (N, H, W, C: a last dim of 1, 3 or 4 channels after one that is not)
-    moved to torch's (N, C, H, W), saying so; ``x`` as it is otherwise. Square (N, L, L) arrays stay signals, with a
-    hint that grayscale images need their channel axis."""
-    if x.ndim == 4 and x.shape[-1] in IMAGE_CHANNELS and x.shape[1] not in IMAGE_CHANNELS:
+    """``x`` with images stored channels-last (N, H, W, C: a last dim of 1, 3 or 4 channels after a second dim
+    above 4, more channels than stored images have) moved to torch's (N, C, H, W), saying so; ``x`` as it is
+    otherwise. Square (N, L, L) arrays stay signals, with a hint that grayscale images need their channel axis."""
+    if x.ndim == 4 and x.shape[-1] in IMAGE_CHANNELS and x.shape[1] > max(IMAGE_CHANNELS):
         if not xk.endswith("_test"):
             log.warning("npz %s: %r of shape %s is read as images stored channels-last (N, H, W, C) and moved to "
                         "(N, C, H, W)", path, xk, tuple(x.shape))

@@ -1,11 +1,12 @@
 """``folder:PATH``: the user's own images, one folder per class, at their own size, streamed as the image folders
 of ``pwmpr.data.folder`` are.
 
-``PATH/train/<class>/...`` with ``PATH/test/<class>/...`` (or ``val/``) as the test split, or, without ``train/``,
-``PATH/<class>/...`` with a fixed 20% held out as the test split; validation is carved from the training split as
-for every data set. Images that share one size are read at it (up to ``MAX_SIDE`` on the short side); images of
-mixed sizes are resized to their median short side, at most ``MAX_SIDE``. ``--model auto`` picks a registered model
-for that size (``own_model``).
+``PATH/train/<class>/...`` with the first of ``PATH/test/``, ``val/``, ``valid/`` as the test split (none: a fixed
+20% of ``train/`` held out), or, without ``train/``, ``PATH/<class>/...`` with a fixed 20% held out as the test
+split; validation is carved from the training split as for every data set. Hidden folders are not classes. Images
+that share one size are read at it (up to ``MAX_SIDE`` on the short side); images of mixed sizes are resized to
+their median short side, at most ``MAX_SIDE``. ``--model auto`` picks a registered model for that size
+(``own_model``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pwmpr.probe import first_line
 
 MAX_SIDE = 224  # folder:PATH: images of mixed sizes are resized to their median short side, at most this
 SIZE_SAMPLE = 64  # folder:PATH: images whose sizes decide the input size
-TEST_SHARE = 0.2  # folder:PATH without train/: the share held out as the test split
+TEST_SHARE = 0.2  # folder:PATH without a test folder: the share held out as the test split
+TEST_FOLDERS = ("test", "val", "valid")  # beside train/, the first of these that exists is the test split
 
 
 def image_size(paths: Sequence[str]) -> tuple[tuple[int, int] | int, bool]:
@@ -40,9 +42,13 @@ def image_size(paths: Sequence[str]) -> tuple[tuple[int, int] | int, bool]:
     return shared_size(sizes)
 
 
-def spread(items: Sequence):
-    """Up to ``SIZE_SAMPLE`` of ``items``, evenly spread over them: the ones whose sizes decide the input size."""
-    return items[:: max(1, len(items) // SIZE_SAMPLE)][:SIZE_SAMPLE]
+def spread(items: Sequence) -> list:
+    """Up to ``SIZE_SAMPLE`` of ``items``, evenly spread from the first to the last: the ones whose sizes decide the
+    input size (folders list their images class by class, so every class has its say)."""
+    n = len(items)
+    if n <= SIZE_SAMPLE:
+        return list(items)
+    return [items[round(i * (n - 1) / (SIZE_SAMPLE - 1))] for i in range(SIZE_SAMPLE)]
 
 
 def shared_size(sizes: Sequence[tuple[int, int]]) -> tuple[tuple[int, int] | int, bool]:
@@ -88,7 +94,7 @@ def own_folder(data_dir: str | None = None, path: str = "") -> DataBundle:
     eval_tf = train_eval.transform
     shape = (3, *size) if fixed else (3, size, size)
     name = f"folder:{root}"
-    test_root = next((root / d for d in ("test", "val") if train_root != root and (root / d).is_dir()), None)
+    test_root = next((root / d for d in TEST_FOLDERS if train_root != root and (root / d).is_dir()), None)
     if test_root is not None:
         test = test_folder(tv, test_root, train, eval_tf)
         return DataBundle(name, len(train.classes), shape, own_model(size), train, train_eval, test,

@@ -1,15 +1,18 @@
 """``torchvision:NAME``: any image-classification data set torchvision ships (FashionMNIST, KMNIST, SVHN, STL10,
 GTSRB, Flowers102, EuroSAT, ...), by its class name, streamed as ``folder:PATH`` streams a user's folder.
 
-Its splits come from its constructor: ``train=True/False``, or ``split=`` its default (the training split) and the
-first of ``test``, ``val`` it accepts; a data set with neither holds out a fixed 20% as the test split. Downloads go
-to ``--data-dir`` (``data/``) when the network allows; under torchrun rank 0 alone downloads. Images are read in RGB
+Its splits come from its constructor: ``train=True/False``, or ``split=`` the first of ``train``, ``trainval`` and
+the first of ``test``, ``val``, ``valid`` it accepts; a data set with neither, or whose test split has no labels,
+holds out a fixed 20% of its training split as the test split. It is read from the files under ``--data-dir``
+(``data/``), and downloaded there only where they are missing, the class can download and the network allows;
+under torchrun rank 0 alone downloads. Images are read in RGB
 at their own size, or resized as ``folder:PATH`` resizes images of mixed sizes (``pwmpr.data.own_folder``).
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import numbers
 from pathlib import Path
 
@@ -19,11 +22,14 @@ from pwmpr import dist
 from pwmpr._tv_compat import import_torchvision
 from pwmpr.data import DATASETS, DataBundle
 from pwmpr.data.folder import stream_loader
-from pwmpr.data.own_folder import held_out, own_model, own_transforms, shared_size, spread
+from pwmpr.data.own_folder import TEST_SHARE, held_out, own_model, own_transforms, shared_size, spread
 from pwmpr.errors import PwmprError
 from pwmpr.probe import first_line
 
-TEST_SPLITS = ("test", "val")  # split= values tried, in this order, for the test split
+log = logging.getLogger(__name__)
+
+TRAIN_SPLITS = ("train", "trainval")  # split= values tried, in this order, for the training split
+TEST_SPLITS = ("test", "val", "valid")  # split= values tried, in this order, for the test split
 
 
 class RGB:
@@ -44,40 +50,65 @@ class _Transformed(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int):
-        image, label = self.dataset[index]
-        return self.transform(image), int(label)
+        sample = self.dataset[index]
+        return self.transform(sample[0]), int(sample[1])
+
+
+#: A few of torchvision's image-classification data sets, named in the error for an unknown one.
+EXAMPLES = "FashionMNIST, KMNIST, USPS, SVHN, STL10, GTSRB, Flowers102, EuroSAT, DTD, Food101"
+#: torchvision's base classes, which hold no data set of their own.
+BASES = ("VisionDataset", "DatasetFolder")
 
 
 def _class(name: str):
-    """torchvision's data set class ``name`` (any spelling of case), or a PwmprError naming the ones it has."""
+    """torchvision's data set class ``name`` (any spelling of case), or a PwmprError naming some it has."""
     tv = import_torchvision()
-    names = {n.lower(): n for n in tv.datasets.__all__ if inspect.isclass(getattr(tv.datasets, n, None))}
+    names = {n.lower(): n for n in tv.datasets.__all__ if n not in BASES
+             and inspect.isclass(getattr(tv.datasets, n, None))}
     if not name or name.lower() not in names:
-        shown = ", ".join(sorted(names.values())[:12])
-        raise PwmprError(f"torchvision has no data set {name!r}; use --data torchvision:NAME with one of its classes "
-                         f"({shown}, ...)")
+        raise PwmprError(f"torchvision has no data set {name!r}; use --data torchvision:NAME with the class name of "
+                         f"one of its image-classification data sets, such as {EXAMPLES}")
     return getattr(tv.datasets, names[name.lower()])
 
 
 def _open(cls, root: Path, download: bool, **split):
-    """``cls(root, **split)`` (no root for a data set that reads no files), downloading if allowed and need be;
-    None when ``split`` names a split it lacks."""
-    kwargs = dict(split)
+    """``cls(root, **split)`` (no root for a data set that reads no files) from the files already there, else,
+    where ``download`` and the class take a download flag, downloading them; None when ``split`` names a split it
+    lacks."""
     params = inspect.signature(cls).parameters
-    if "download" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        kwargs["download"] = download
-    if "root" in params:  # every data set that reads files (FakeData makes its images up)
-        kwargs["root"] = str(root)
+    kwargs = {**split, **({"root": str(root)} if "root" in params else {})}  # FakeData makes its images up
     try:
         return cls(**kwargs)
     except ValueError as exc:  # torchvision's verify_str_arg: an unknown split value
         if "split" in split and "split" in str(exc):
             return None
         raise PwmprError(f"cannot load torchvision's {cls.__name__}: {first_line(exc)}") from None
-    except (RuntimeError, OSError, TypeError) as exc:
-        reason = first_line(exc).rstrip(":. ")
-        raise PwmprError(f"cannot load torchvision's {cls.__name__} from {root} ({reason}); where the network is not "
-                         f"reachable put its files under {root} (--data-dir) as torchvision lays them out") from None
+    except ImportError as exc:
+        raise PwmprError(f"torchvision's {cls.__name__} needs a package that is not installed: {first_line(exc)}") \
+            from None
+    except (RuntimeError, OSError) as exc:
+        missing = first_line(exc).rstrip(":. ")
+        if not (download and "download" in params):
+            raise PwmprError(f"cannot load torchvision's {cls.__name__} from {root} ({missing}); put its files under "
+                             f"{root} (--data-dir) as torchvision lays them out") from None
+    except Exception as exc:  # a data set's own code: whatever it raises is one line, never a traceback
+        raise PwmprError(f"cannot load torchvision's {cls.__name__}: {type(exc).__name__}: {first_line(exc)}") \
+            from None
+    try:
+        return cls(**kwargs, download=True)
+    except Exception as exc:
+        raise PwmprError(f"cannot load torchvision's {cls.__name__} from {root} ({missing}) nor download it "
+                         f"({first_line(exc).rstrip(':. ')}); where the network is not reachable put its files "
+                         f"under {root} (--data-dir) as torchvision lays them out") from None
+
+
+def _first_split(cls, root: Path, download: bool, names: tuple[str, ...]):
+    """``cls`` opened with the first of the split ``names`` it accepts (None: none)."""
+    for name in names:
+        opened = _open(cls, root, download, split=name)
+        if opened is not None:
+            return opened
+    return None
 
 
 def _splits(cls, root: Path, download: bool):
@@ -91,41 +122,62 @@ def _splits(cls, root: Path, download: bool):
     if "train" in params:
         return _open(cls, root, download, train=True), _open(cls, root, download, train=False)
     if "split" in params:
-        train = _open(cls, root, download)
-        for name in TEST_SPLITS:
-            test = _open(cls, root, download, split=name)
-            if test is not None:
-                return train, test
-        return train, None
+        train = _first_split(cls, root, download, TRAIN_SPLITS)
+        if train is None:
+            raise PwmprError(f"torchvision's {cls.__name__} has no split named {' or '.join(TRAIN_SPLITS)} to train "
+                             f"on; build it yourself and grow on it with the Python API (pwmpr.grow_module)")
+        return train, _first_split(cls, root, download, TEST_SPLITS)
     return _open(cls, root, download), None
 
 
+def _read(dataset, index: int):
+    """Sample ``index`` of ``dataset``, or a PwmprError with what reading it raised (the data set's own code)."""
+    try:
+        return dataset[index]
+    except Exception as exc:
+        raise PwmprError(f"cannot read sample {index} of torchvision's {type(dataset).__name__}: "
+                         f"{type(exc).__name__}: {first_line(exc)}") from None
+
+
+def _is_label(label) -> bool:
+    """Whether ``label`` is one class number."""
+    return isinstance(label, numbers.Integral) or (isinstance(label, torch.Tensor) and label.numel() == 1
+                                                   and not label.is_floating_point())
+
+
 def _size(dataset) -> tuple[tuple[int, int] | int, bool]:
-    """``pwmpr.data.own_folder.shared_size`` of a data set's images (up to ``SIZE_SAMPLE``, spread over it)."""
+    """``pwmpr.data.own_folder.shared_size`` of a data set's images (up to ``SIZE_SAMPLE``, spread over it), which
+    must come with class numbers."""
     sizes = []
     for i in spread(range(len(dataset))):
-        image, label = dataset[i][:2]
+        image, label = _read(dataset, i)[:2]
         if not hasattr(image, "size") or not hasattr(image, "convert"):
             raise PwmprError(f"torchvision's {type(dataset).__name__} gives {type(image).__name__} samples, not "
                              "images: pwmpr reads image-classification data sets")
-        if not isinstance(label, numbers.Integral) and not (isinstance(label, torch.Tensor) and label.numel() == 1):
+        if not _is_label(label):
             raise PwmprError(f"torchvision's {type(dataset).__name__} gives {type(label).__name__} targets, not class "
                              "numbers: pwmpr reads image-classification data sets")
         sizes.append(image.size)
     return shared_size(sizes)
 
 
+def _labelled(dataset) -> bool:
+    """Whether ``dataset``'s samples (up to ``SIZE_SAMPLE``, spread over it) come with class numbers: torchvision
+    gives some test splits without labels (None)."""
+    return all(_is_label(_read(dataset, i)[1]) for i in spread(range(len(dataset))))
+
+
 def _labels(dataset) -> list[int]:
     """Every label of ``dataset``: from its label list where torchvision keeps one, else read sample by sample."""
     for attr in ("targets", "labels", "_labels"):
         labels = getattr(dataset, attr, None)
-        if labels is not None and len(labels) == len(dataset):
+        if labels is not None and len(labels) == len(dataset) and all(_is_label(y) for y in labels):
             return [int(label) for label in labels]
     for attr in ("samples", "_samples"):
         samples = getattr(dataset, attr, None)
-        if isinstance(samples, list) and len(samples) == len(dataset):
+        if isinstance(samples, list) and len(samples) == len(dataset) and all(_is_label(x[1]) for x in samples):
             return [int(sample[1]) for sample in samples]
-    return [int(dataset[i][1]) for i in range(len(dataset))]
+    return [int(_read(dataset, i)[1]) for i in range(len(dataset))]
 
 
 def _classes(dataset, test) -> int:
@@ -140,6 +192,15 @@ def _classes(dataset, test) -> int:
     return max(labels) + 1
 
 
+def _length(dataset) -> int:
+    """``len(dataset)``, or a PwmprError (a base class torchvision leaves abstract, a data set's own failure)."""
+    try:
+        return len(dataset)
+    except Exception as exc:
+        raise PwmprError(f"cannot count the samples of torchvision's {type(dataset).__name__}: "
+                         f"{type(exc).__name__}: {first_line(exc)}") from None
+
+
 @DATASETS.register("torchvision")
 def torchvision_dataset(data_dir: str | None = None, path: str = "") -> DataBundle:
     """``torchvision:NAME``: torchvision's image-classification data set class NAME (module docstring)."""
@@ -147,8 +208,12 @@ def torchvision_dataset(data_dir: str | None = None, path: str = "") -> DataBund
     root = Path(data_dir or "data")
     opened = dist.on_primary(lambda: _splits(cls, root, True), f"downloading {cls.__name__}", share=False)
     train, test = opened if dist.is_primary() else _splits(cls, root, False)
-    if len(train) < 3:
+    if _length(train) < 3:
         raise PwmprError(f"torchvision's {cls.__name__} holds {len(train)} training sample(s): too few to train on")
+    if test is not None and (_length(test) == 0 or not _labelled(test)):
+        log.warning("torchvision's %s gives its test split without labels: a fixed %d%% of its training split is "
+                    "held out as the test split instead", cls.__name__, round(100 * TEST_SHARE))
+        test = None
     size, fixed = _size(train)
     train_tf, eval_tf = own_transforms(size, fixed)
     train_tf.transforms.insert(0, RGB())
