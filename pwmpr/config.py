@@ -257,9 +257,10 @@ class RunConfig:
     model: str = _f("auto", "Model: auto (the data set's default), one of {names}, or package.module:function for "
                     "your own factory function(num_classes, input_shape) -> nn.Module.", registry="pwmpr:MODELS")
     data: str = _f("mnist5k", "Data set: one of {names} (npz as npz:PATH, an array file; folder as folder:PATH, "
-                   "your images in one folder per class, under train/ and test/ (or val/) or not split; torchvision as "
-                   "torchvision:NAME, any image-classification data set torchvision ships; text as text:PATH, "
-                   "a UTF-8 file or folder of byte tokens; mnist5k, digits and pydoc-text need no download).",
+                   "your images in one folder per class, under train/ and test/ (or val/, valid/) or not split; "
+                   "torchvision as torchvision:NAME, any image-classification data set torchvision ships; text as "
+                   "text:PATH, a UTF-8 file or folder of byte tokens; mnist5k, digits and pydoc-text need no "
+                   "download).",
                    registry="pwmpr.data:DATASETS")
     data_dir: str | None = _f(None, "Directory holding the data set files (downloads go here when allowed).")
     val_fraction: float = _f(0.1, "Fraction of the training set held out as the validation split (text data sets "

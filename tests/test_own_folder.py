@@ -190,3 +190,15 @@ def test_tiny_imagenet_annotations_of_a_class_the_training_split_lacks_are_an_er
     (tmp_path / "val" / "val_annotations.txt").write_text("v0.png\tdigit3\t0\t0\t8\t8\n")
     b = load_data("tinyimagenet", str(tmp_path))
     assert [label for _, label in b.test.samples] == [3]
+
+
+def test_hidden_files_are_skipped_dunder_classes_kept_and_a_test_split_may_miss_a_class_folder(tmp_path):
+    _write_digits(tmp_path, split=True, n=100)
+    (tmp_path / "train" / "digit3" / "._0.png").write_bytes(b"AppleDouble, not a PNG")
+    (tmp_path / "train" / "__bg").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "train" / "__bg" / "bg.png")
+    (tmp_path / "test" / "__bg").mkdir()  # an empty test folder of a class: that class is just not tested
+    b = load_data(f"folder:{tmp_path}")
+    assert b.num_classes == 11 and b.test.classes[0] == "__bg"
+    assert not any(path.endswith("._0.png") for path, _ in b.train.dataset.samples)
+    assert all(path.split("/")[-2] != "__bg" for path, _ in b.test.samples)

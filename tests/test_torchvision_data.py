@@ -146,11 +146,11 @@ class _Fake(torch.utils.data.Dataset):
     downloaded when ``FILES`` is unset."""
 
     classes = ["a", "b"]
-    FILES, DOWNLOADS, TEST_LABELS = True, False, True
+    FILES, DOWNLOADS, TEST_LABELS, NEW_CLASSES, SPLITS = True, False, True, False, ("all", "train", "val")
     downloads: list[str] = []
 
     def __init__(self, root, split="all", transform=None, download=False):
-        if split not in ("all", "train", "val"):
+        if split not in self.SPLITS:
             raise ValueError(f"Unknown value '{split}' for argument split. Valid values are {{all, train, val}}.")
         if download:
             if not self.DOWNLOADS:
@@ -162,10 +162,12 @@ class _Fake(torch.utils.data.Dataset):
         self.split = split
 
     def __len__(self):
-        return {"all": 40, "train": 20, "val": 6}[self.split]
+        return {"all": 40, "train": 20, "val": 6, "test": 5}[self.split]
 
     def __getitem__(self, i):
-        label = i % 2 if self.split != "val" or self.TEST_LABELS else None
+        label = None if self.split == "test" or (self.split == "val" and not self.TEST_LABELS) else i % 2
+        if self.split == "val" and self.NEW_CLASSES and label is not None:
+            label += 2  # LFWPeople: its test people are not its training people
         return Image.new("RGBA", (8, 8), color=(i, 0, 0, 255)), label  # 4 channels, read as RGB
 
 
@@ -193,7 +195,7 @@ def test_missing_files_are_downloaded_where_the_class_can(fake, tmp_path):
 
 def test_missing_files_that_cannot_be_downloaded_are_one_line(fake, tmp_path):
     fake.FILES = False
-    with pytest.raises(PwmprError, match=r"\(Dataset not found[^)]*\) nor download it \(this data set is no longer"):
+    with pytest.raises(PwmprError, match=r"\(Dataset not found\) nor download it \(this data set is no longer"):
         load_data("torchvision:Fake", str(tmp_path))
 
 
@@ -201,7 +203,36 @@ def test_a_test_split_without_labels_gives_way_to_a_held_out_fifth(fake, tmp_pat
     fake.TEST_LABELS = False
     with caplog.at_level("WARNING", logger="pwmpr.data.torchvision_any"):
         b = load_data("torchvision:Fake", str(tmp_path), val_fraction=0.25)
-    assert len(b.test) == 4 and len(b.train) + len(b.val) == 16 and "without labels" in caplog.text
+    assert len(b.test) == 4 and len(b.train) + len(b.val) == 16 and "has no labels" in caplog.text
+
+
+def test_a_test_split_of_classes_the_training_split_lacks_gives_way_to_a_held_out_fifth(fake, tmp_path, caplog):
+    fake.NEW_CLASSES = True
+    with caplog.at_level("WARNING", logger="pwmpr.data.torchvision_any"):
+        b = load_data("torchvision:Fake", str(tmp_path), val_fraction=0.25)
+    assert len(b.test) == 4 and "holds classes its training split lacks" in caplog.text
+
+
+def test_an_unlabelled_test_split_gives_way_to_a_labelled_val_split(fake, tmp_path, caplog):
+    fake.SPLITS = ("all", "train", "val", "test")
+    with caplog.at_level("WARNING", logger="pwmpr.data.torchvision_any"):
+        b = load_data("torchvision:Fake", str(tmp_path), val_fraction=0.2)
+    assert len(b.test) == 6 and "its split 'test' has no labels" in caplog.text
+
+
+def test_a_data_set_without_a_train_split_trains_on_its_default_split(fake, tmp_path):
+    fake.SPLITS = ("all", "val")  # Places365: train-standard (its default), val, test
+    b = load_data("torchvision:Fake", str(tmp_path), val_fraction=0.2)
+    assert len(b.train) + len(b.val) == 40 and len(b.test) == 6
+
+
+def test_a_download_flag_counts_where_kwargs_hand_it_to_a_base_class():
+    from pwmpr._tv_compat import import_torchvision
+    from pwmpr.data.torchvision_any import _downloads
+
+    tv = import_torchvision()
+    assert _downloads(tv.datasets.FashionMNIST) and _downloads(tv.datasets.QMNIST)  # QMNIST's **kwargs to MNIST
+    assert not _downloads(tv.datasets.ImageNet)  # its **kwargs go to ImageFolder, which cannot download
 
 
 def test_a_missing_package_and_a_base_class_are_one_line(monkeypatch):
@@ -217,6 +248,16 @@ def test_a_missing_package_and_a_base_class_are_one_line(monkeypatch):
     monkeypatch.setattr(torchvision_any, "_class", lambda name: NeedsLmdb)
     with pytest.raises(PwmprError, match="needs a package that is not installed: No module named 'lmdb'"):
         load_data("torchvision:NeedsLmdb")
+
+    class NeedsScipy:  # StanfordCars' way: a RuntimeError that says what to install, and no retry to download
+        def __init__(self, root, download=False):
+            if download:
+                raise AssertionError("downloaded")
+            raise RuntimeError("Scipy is not found. This dataset needs to have scipy installed: pip install scipy")
+
+    monkeypatch.setattr(torchvision_any, "_class", lambda name: NeedsScipy)
+    with pytest.raises(PwmprError, match="needs a package that is not installed: Scipy is not found"):
+        load_data("torchvision:NeedsScipy")
 
 
 def test_a_network_grown_on_a_torchvision_data_set_learns_and_exports(fashion_root, tmp_path):

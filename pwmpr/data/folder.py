@@ -56,26 +56,45 @@ def _folder_bundle(name: str, data_dir: str | None, size: int, model: str) -> Da
     tv = import_torchvision()
     train_tf, eval_tf = imagenet_transforms(size)
     train = image_folder(tv, root / "train", train_tf)
-    train_eval = copy.copy(train)  # one scan of the folder, two transforms
-    train_eval.transform = eval_tf
+    train_eval = with_transform(train, eval_tf)  # one scan of the folder, two transforms
     test = test_folder(tv, root / "val", train, eval_tf)
     return DataBundle(name, len(train.classes), (3, size, size), model, train, train_eval, test,
                       make_loader=stream_loader)
 
 
-def image_folder(tv, root: Path, transform):
-    """``root``'s ImageFolder without hidden folders (``.ipynb_checkpoints``, ``__MACOSX``) as classes, or a
-    PwmprError saying what it lacks (torchvision's own error names no fix)."""
+#: Folders that are no class: hidden ones (a leading dot) and these, which archivers and Python leave behind.
+NOT_CLASSES = ("__MACOSX", "__pycache__")
+
+
+def visible_image(path: str) -> bool:
+    """Whether ``path`` is an image file torchvision reads and not a hidden file (macOS's ``._`` companions)."""
+    tv = import_torchvision()
+    return not os.path.basename(path).startswith(".") and tv.datasets.folder.has_file_allowed_extension(
+        path, tv.datasets.folder.IMG_EXTENSIONS)
+
+
+def with_transform(dataset, transform):
+    """A shallow copy of torchvision ``dataset`` whose images pass through ``transform`` (its samples shared)."""
+    copied = copy.copy(dataset)
+    copied.transform = transform
+    copied.transforms = import_torchvision().datasets.vision.StandardTransform(transform, dataset.target_transform)
+    return copied
+
+
+def image_folder(tv, root: Path, transform, *, allow_empty: bool = False):
+    """``root``'s ImageFolder without hidden folders and files (``.ipynb_checkpoints``, ``__MACOSX``, ``._x.png``),
+    or a PwmprError saying what it lacks (torchvision's own error names no fix); ``allow_empty``: a class folder
+    without images is allowed (a test split may miss a class)."""
     try:
-        found = tv.datasets.ImageFolder(str(root), transform=transform, allow_empty=True)
+        found = tv.datasets.ImageFolder(str(root), transform=transform, is_valid_file=visible_image, allow_empty=True)
     except (FileNotFoundError, OSError) as exc:
         reason = first_line(exc).rstrip(".")
         raise PwmprError(f"cannot read images from {root}: {reason}; it must hold one folder per class, each with "
                          "image files in it") from None
-    classes = [c for c in found.classes if not c.startswith((".", "__"))]
+    classes = [c for c in found.classes if not c.startswith(".") and c not in NOT_CLASSES]
     counts = Counter(label for _, label in found.samples)
-    empty = [c for c in classes if counts[found.class_to_idx[c]] == 0]
-    if not classes or empty:
+    empty = [] if allow_empty else [c for c in classes if counts[found.class_to_idx[c]] == 0]
+    if not classes or empty or not any(counts[found.class_to_idx[c]] for c in classes):
         what = f"class folder(s) {', '.join(empty[:5])} hold" if empty else "no class folder holds"
         raise PwmprError(f"cannot read images from {root}: {what} no image file torchvision reads (.jpg, .png, "
                          "...); it must hold one folder per class, each with image files in it")
@@ -103,15 +122,15 @@ def test_folder(tv, root: Path, train, transform):
                 else:
                     unknown.add(parts[1])
     else:
-        own = image_folder(tv, root, transform)
+        own = image_folder(tv, root, transform, allow_empty=True)
         unknown = set(own.classes) - set(train.class_to_idx)
         samples = [(path, train.class_to_idx[own.classes[label]]) for path, label in own.samples
                    if own.classes[label] in train.class_to_idx]
     if unknown:
         raise PwmprError(f"test images in {root} have class(es) the training split lacks: "
                          f"{', '.join(sorted(unknown)[:5])}")
-    test = copy.copy(train)  # the training folder's classes, no second scan
-    test.root, test.transform = str(root), transform
+    test = with_transform(train, transform)  # the training folder's classes, no second scan
+    test.root = str(root)
     test.samples = test.imgs = samples
     test.targets = [label for _, label in samples]
     return test

@@ -11,14 +11,21 @@ their median short side, at most ``MAX_SIDE``. ``--model auto`` picks a register
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import torch
 
 from pwmpr._tv_compat import import_torchvision
 from pwmpr.data import DATASETS, SPLIT_SEED, DataBundle, data_path
-from pwmpr.data.folder import IMAGENET_MEAN, IMAGENET_STD, image_folder, imagenet_transforms, stream_loader, test_folder
+from pwmpr.data.folder import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    image_folder,
+    imagenet_transforms,
+    stream_loader,
+    test_folder,
+    with_transform,
+)
 from pwmpr.errors import PwmprError
 from pwmpr.probe import first_line
 
@@ -82,16 +89,16 @@ def own_folder(data_dir: str | None = None, path: str = "") -> DataBundle:
     root = data_path(path, data_dir)
     if not path or not root.is_dir():
         raise PwmprError(f"image folder not found: {path or '(empty path)'}; use --data folder:PATH, a folder with "
-                         "train/<class>/ (and test/<class>/ or val/<class>/), or <class>/ folders of images")
+                         "train/<class>/ (and test/<class>/, val/<class>/ or valid/<class>/), or <class>/ folders of "
+                         "images")
     tv = import_torchvision()
     train_root = root / "train" if (root / "train").is_dir() else root
     found = image_folder(tv, train_root, None)
     if len(found.classes) < 2:
         raise PwmprError(f"{train_root} has {len(found.classes)} class folder; a classifier needs at least 2")
     size, fixed = image_size([p for p, _ in found.samples])
-    train, train_eval = copy.copy(found), copy.copy(found)  # one scan of the folder, two transforms
-    train.transform, train_eval.transform = own_transforms(size, fixed)
-    eval_tf = train_eval.transform
+    train_tf, eval_tf = own_transforms(size, fixed)
+    train, train_eval = with_transform(found, train_tf), with_transform(found, eval_tf)  # one scan, two transforms
     shape = (3, *size) if fixed else (3, size, size)
     name = f"folder:{root}"
     test_root = next((root / d for d in TEST_FOLDERS if train_root != root and (root / d).is_dir()), None)

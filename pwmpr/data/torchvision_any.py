@@ -1,9 +1,10 @@
 """``torchvision:NAME``: any image-classification data set torchvision ships (FashionMNIST, KMNIST, SVHN, STL10,
 GTSRB, Flowers102, EuroSAT, ...), by its class name, streamed as ``folder:PATH`` streams a user's folder.
 
-Its splits come from its constructor: ``train=True/False``, or ``split=`` the first of ``train``, ``trainval`` and
-the first of ``test``, ``val``, ``valid`` it accepts; a data set with neither, or whose test split has no labels,
-holds out a fixed 20% of its training split as the test split. It is read from the files under ``--data-dir``
+Its splits come from its constructor: ``train=True/False``, or ``split=`` the first of ``train``, ``trainval`` (else
+its default) and the first of ``test``, ``val``, ``valid`` it accepts whose samples have labels of classes the
+training split has; a data set with neither, or with no such test split, holds out a fixed 20% of its training
+split as the test split. It is read from the files under ``--data-dir``
 (``data/``), and downloaded there only where they are missing, the class can download and the network allows;
 under torchrun rank 0 alone downloads. Images are read in RGB
 at their own size, or resized as ``folder:PATH`` resizes images of mixed sizes (``pwmpr.data.own_folder``).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import inspect
 import logging
 import numbers
+import re
 from pathlib import Path
 
 import torch
@@ -71,6 +73,23 @@ def _class(name: str):
     return getattr(tv.datasets, names[name.lower()])
 
 
+def _downloads(cls) -> bool:
+    """Whether ``cls`` takes a download flag: its own, or one its ``**kwargs`` hand to a base class (QMNIST's to
+    MNIST; ImageNet's go to ImageFolder, which has none)."""
+    params = inspect.signature(cls).parameters
+    if "download" in params:
+        return True
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return False
+    return any("download" in inspect.signature(base.__init__).parameters
+               for base in cls.__mro__[1:] if "__init__" in vars(base))
+
+
+def _reason(exc: BaseException) -> str:
+    """``exc``'s first line without torchvision's advice to pass download=True, which --data users cannot act on."""
+    return re.sub(r"\.?\s*You can use download=True.*$", "", first_line(exc)).rstrip(":. ")
+
+
 def _open(cls, root: Path, download: bool, **split):
     """``cls(root, **split)`` (no root for a data set that reads no files) from the files already there, else,
     where ``download`` and the class take a download flag, downloading them; None when ``split`` names a split it
@@ -82,33 +101,27 @@ def _open(cls, root: Path, download: bool, **split):
     except ValueError as exc:  # torchvision's verify_str_arg: an unknown split value
         if "split" in split and "split" in str(exc):
             return None
-        raise PwmprError(f"cannot load torchvision's {cls.__name__}: {first_line(exc)}") from None
+        raise PwmprError(f"cannot load torchvision's {cls.__name__}: {_reason(exc)}") from None
     except ImportError as exc:
-        raise PwmprError(f"torchvision's {cls.__name__} needs a package that is not installed: {first_line(exc)}") \
+        raise PwmprError(f"torchvision's {cls.__name__} needs a package that is not installed: {_reason(exc)}") \
             from None
     except (RuntimeError, OSError) as exc:
-        missing = first_line(exc).rstrip(":. ")
-        if not (download and "download" in params):
+        missing = _reason(exc)
+        if "install" in missing.lower():  # StanfordCars' scipy, PCAM's h5py
+            raise PwmprError(f"torchvision's {cls.__name__} needs a package that is not installed: {missing}") \
+                from None
+        if not (download and _downloads(cls)):
             raise PwmprError(f"cannot load torchvision's {cls.__name__} from {root} ({missing}); put its files under "
                              f"{root} (--data-dir) as torchvision lays them out") from None
     except Exception as exc:  # a data set's own code: whatever it raises is one line, never a traceback
-        raise PwmprError(f"cannot load torchvision's {cls.__name__}: {type(exc).__name__}: {first_line(exc)}") \
+        raise PwmprError(f"cannot load torchvision's {cls.__name__}: {type(exc).__name__}: {_reason(exc)}") \
             from None
     try:
         return cls(**kwargs, download=True)
     except Exception as exc:
         raise PwmprError(f"cannot load torchvision's {cls.__name__} from {root} ({missing}) nor download it "
-                         f"({first_line(exc).rstrip(':. ')}); where the network is not reachable put its files "
-                         f"under {root} (--data-dir) as torchvision lays them out") from None
-
-
-def _first_split(cls, root: Path, download: bool, names: tuple[str, ...]):
-    """``cls`` opened with the first of the split ``names`` it accepts (None: none)."""
-    for name in names:
-        opened = _open(cls, root, download, split=name)
-        if opened is not None:
-            return opened
-    return None
+                         f"({_reason(exc)}); where the network is not reachable put its files under {root} "
+                         f"(--data-dir) as torchvision lays them out") from None
 
 
 def _splits(cls, root: Path, download: bool):
@@ -120,14 +133,45 @@ def _splits(cls, root: Path, download: bool):
         raise PwmprError(f"torchvision's {cls.__name__} needs {', '.join(required)}, which --data cannot pass; "
                          f"build it yourself and grow on it with the Python API (pwmpr.grow_module)")
     if "train" in params:
-        return _open(cls, root, download, train=True), _open(cls, root, download, train=False)
-    if "split" in params:
-        train = _first_split(cls, root, download, TRAIN_SPLITS)
-        if train is None:
-            raise PwmprError(f"torchvision's {cls.__name__} has no split named {' or '.join(TRAIN_SPLITS)} to train "
-                             f"on; build it yourself and grow on it with the Python API (pwmpr.grow_module)")
-        return train, _first_split(cls, root, download, TEST_SPLITS)
-    return _open(cls, root, download), None
+        train = _open(cls, root, download, train=True)
+        return train, _test_split(cls, train, [("its test split", lambda: _open(cls, root, download, train=False))])
+    if "split" not in params:
+        return _open(cls, root, download), None
+    train = next((d for d in (_open(cls, root, download, split=n) for n in TRAIN_SPLITS) if d is not None), None)
+    default = params["split"].default
+    if train is None and isinstance(default, str) and default not in TEST_SPLITS:  # Places365's train-standard
+        train = _open(cls, root, download, split=default)
+    if train is None:
+        raise PwmprError(f"torchvision's {cls.__name__} has no split named {' or '.join(TRAIN_SPLITS)} to train "
+                         f"on; build it yourself and grow on it with the Python API (pwmpr.grow_module)")
+    tries = [(f"its split {n!r}", lambda n=n: _open(cls, root, download, split=n)) for n in TEST_SPLITS]
+    return train, _test_split(cls, train, tries)
+
+
+def _test_split(cls, train, tries):
+    """The first of ``tries`` ((what, opener) pairs) that opens a test split with samples, labels, and no class the
+    training split lacks; None (a held-out fifth instead) when none does, saying why for each that opened."""
+    for what, opener in tries:
+        try:
+            test = opener()
+        except PwmprError as exc:  # FER2013 with its training file alone, say
+            log.warning("torchvision's %s: %s could not be read (%s)", cls.__name__, what, exc)
+            continue
+        if test is None:
+            continue
+        if _length(test) == 0:
+            why = "is empty"
+        elif not _labelled(test):
+            why = "has no labels"
+        elif not set(_labels(test)) <= set(_labels(train)):  # LFWPeople's test people are not its training people
+            why = "holds classes its training split lacks"
+        else:
+            return test
+        log.warning("torchvision's %s: %s %s, so it is not the test split", cls.__name__, what, why)
+    if tries:
+        log.warning("torchvision's %s: a fixed %d%% of its training split is held out as the test split",
+                    cls.__name__, round(100 * TEST_SHARE))
+    return None
 
 
 def _read(dataset, index: int):
@@ -210,10 +254,6 @@ def torchvision_dataset(data_dir: str | None = None, path: str = "") -> DataBund
     train, test = opened if dist.is_primary() else _splits(cls, root, False)
     if _length(train) < 3:
         raise PwmprError(f"torchvision's {cls.__name__} holds {len(train)} training sample(s): too few to train on")
-    if test is not None and (_length(test) == 0 or not _labelled(test)):
-        log.warning("torchvision's %s gives its test split without labels: a fixed %d%% of its training split is "
-                    "held out as the test split instead", cls.__name__, round(100 * TEST_SHARE))
-        test = None
     size, fixed = _size(train)
     train_tf, eval_tf = own_transforms(size, fixed)
     train_tf.transforms.insert(0, RGB())
