@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from runfiles import grow_and_export
 from sklearn.datasets import load_digits
-from typer.testing import CliRunner
 
-from pwmpr.cli.app import app
 from pwmpr.data import load_data
 from pwmpr.data.own_folder import MAX_SIDE, image_size
 from pwmpr.errors import PwmprError
@@ -162,17 +159,10 @@ def test_bad_folders_give_one_line_errors(tmp_path, make, message):
 
 
 def test_a_network_grown_on_an_image_folder_learns_and_exports(digits_folder, tmp_path):
-    run, export = tmp_path / "run", tmp_path / "export"
-    runner = CliRunner()
-    grown = runner.invoke(app, ["grow", "--data", f"folder:{digits_folder}", "--seed-density", "0.2",
-                                "--phase-epochs", "2", "--final-epochs", "6", "--max-phases", "2", "--workers", "0",
-                                "--no-tau-core", "-q", "--out", str(run)])
-    assert grown.exit_code == 0, grown.output
-    summary = json.loads((run / "summary.json").read_text())
+    summary, report = grow_and_export(["--data", f"folder:{digits_folder}", "--seed-density", "0.2", "--phase-epochs",
+                                       "2", "--final-epochs", "6", "--max-phases", "2", "--workers", "0",
+                                       "--no-tau-core", "-q"], tmp_path)
     assert summary["model"] == "cnn" and summary["test_acc"] > 0.6  # chance is a tenth
-    exported = runner.invoke(app, ["export", str(run), "--out", str(export), "-q"])
-    assert exported.exit_code == 0, exported.output
-    report = json.loads((export / "export_report.json").read_text())
     assert report["input_shape"] == [3, 8, 8]
     assert all(e["ok"] and e["top1_mismatch"] == 0 for e in report["encodings"].values())
 

@@ -4,16 +4,13 @@ reads (FashionMNIST's idx files; GTSRB's folders of .ppm images and its test CSV
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from runfiles import grow_and_export
 from sklearn.datasets import load_digits
-from typer.testing import CliRunner
 
-from pwmpr.cli.app import app
 from pwmpr.data import load_data
 from pwmpr.errors import PwmprError
 
@@ -261,16 +258,9 @@ def test_a_missing_package_and_a_base_class_are_one_line(monkeypatch):
 
 
 def test_a_network_grown_on_a_torchvision_data_set_learns_and_exports(fashion_root, tmp_path):
-    run, export = tmp_path / "run", tmp_path / "export"
-    runner = CliRunner()
-    grown = runner.invoke(app, ["grow", "--data", "torchvision:FashionMNIST", "--data-dir", str(fashion_root),
-                                "--seed-density", "0.2", "--phase-epochs", "2", "--final-epochs", "6",
-                                "--max-phases", "2", "--workers", "0", "--no-tau-core", "-q", "--out", str(run)])
-    assert grown.exit_code == 0, grown.output
-    summary = json.loads((run / "summary.json").read_text())
+    summary, report = grow_and_export(["--data", "torchvision:FashionMNIST", "--data-dir", str(fashion_root),
+                                       "--seed-density", "0.2", "--phase-epochs", "2", "--final-epochs", "6",
+                                       "--max-phases", "2", "--workers", "0", "--no-tau-core", "-q"], tmp_path)
     assert summary["model"] == "cnn" and summary["test_acc"] > 0.6  # chance is a tenth
-    exported = runner.invoke(app, ["export", str(run), "--out", str(export), "-q"])
-    assert exported.exit_code == 0, exported.output
-    report = json.loads((export / "export_report.json").read_text())
     assert report["input_shape"] == [3, 8, 8]
     assert all(e["ok"] and e["top1_mismatch"] == 0 for e in report["encodings"].values())
