@@ -4,10 +4,10 @@ GTSRB, Flowers102, EuroSAT, ...), by its class name, streamed as ``folder:PATH``
 Its splits come from its constructor: ``train=True/False``, or ``split=`` the first of ``train``, ``trainval`` (else
 its default) and the first of ``test``, ``val``, ``valid`` it accepts whose samples have labels of classes the
 training split has; a data set with neither, or with no such test split, holds out a fixed 20% of its training
-split as the test split. It is read from the files under ``--data-dir``
-(``data/``), and downloaded there only where they are missing, the class can download and the network allows;
-under torchrun rank 0 alone downloads. Images are read in RGB
-at their own size, or resized as ``folder:PATH`` resizes images of mixed sizes (``pwmpr.data.own_folder``).
+split as the test split. It is read from the files under ``--data-dir`` (``data/``), and downloaded there only
+where they are missing, the class can download and the network allows; under torchrun rank 0 alone downloads.
+Images are read in RGB at their own size, or resized as ``folder:PATH`` resizes images of mixed sizes
+(``pwmpr.data.own_folder``).
 """
 
 from __future__ import annotations
