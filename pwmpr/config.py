@@ -21,8 +21,9 @@ from pwmpr.errors import PwmprError
 # 5: shrink-perturb as the default final init; 6: stop.plateau_resolve (the window spans what the validation set
 # resolves; on by default for one release, off since: every version-6 config records it); 7: stop.chance_guard
 # (older versions are migrated on load); 8: train.warmup_epochs (off by default, so an older config without it
-# needs no migration: it means no warm-up; the new version makes an older pwmpr say so rather than name the key)
-CONFIG_VERSION = 8
+# needs no migration: it means no warm-up; the new version makes an older pwmpr say so rather than name the key);
+# 9: augment (auto, the data set's own choice, is what every older run did: no migration)
+CONFIG_VERSION = 9
 SEED_LIMIT = 2**63  # torch generators take 64-bit seeds; seed + a few offsets must still fit
 
 
@@ -262,6 +263,10 @@ class RunConfig:
                    "text:PATH, a UTF-8 file or folder of byte tokens; mnist5k, digits and pydoc-text need no "
                    "download).",
                    registry="pwmpr.data:DATASETS")
+    augment: str = _f("auto", "What training sees of an image: auto (the data set's own: a random crop and a "
+                      "horizontal flip for cifar10, cifar100, folder:PATH, torchvision:NAME and the ImageNets, none "
+                      "for the rest), crop-flip, crop (the crop alone: for images a mirror changes, such as digits, "
+                      "letters and road signs) or none.")
     data_dir: str | None = _f(None, "Directory holding the data set files (downloads go here when allowed).")
     val_fraction: float = _f(0.1, "Fraction of the training set held out as the validation split (text data sets "
                              "bring their own, split by document).")
@@ -347,7 +352,7 @@ class RunConfig:
         """Rebuild from ``to_dict`` output; unknown keys or versions raise PwmprError."""
         data = dict(data)
         version = data.pop("version", CONFIG_VERSION)  # a config a user writes by hand is read as today's
-        if version not in (1, 2, 3, 4, 5, 6, 7, CONFIG_VERSION):
+        if version not in (1, 2, 3, 4, 5, 6, 7, 8, CONFIG_VERSION):
             raise PwmprError(f"config version {version!r} is not readable by this pwmpr (expects {CONFIG_VERSION})")
         if version == 1:
             data = _migrate_v1(data)

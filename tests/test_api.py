@@ -222,3 +222,14 @@ def test_a_token_mixing_model_returning_log_probabilities_grows_and_learns(tmp_p
     rows = [json.loads(line) for line in (tmp_path / "mixer" / "history.jsonl").read_text().splitlines()]
     assert rows[1]["layer_density"]["tokens.0.weight"] > rows[0]["layer_density"]["tokens.0.weight"] > 0
     assert res.summary["test_acc"] > 0.6  # ten classes: chance is 0.1
+
+
+def test_grow_module_applies_augment_to_the_user_s_tensors(tmp_path, digits):
+    (train, val, _) = digits
+    run = tmp_path / "crop"
+    res = pwmpr.grow_module(TinyNet(), train, val=val, out=run, augment="crop", **QUICK)
+    assert res.summary["n_phases"] == 2
+    assert json.loads((run / "config.json").read_text())["augment"] == "crop"
+    flat = (train[0].flatten(1), train[1])  # features, not images: there is nothing to crop
+    with pytest.raises(PwmprError, match="^augment crop crops images .* use augment none or auto"):
+        pwmpr.grow_module(nn.Sequential(nn.Linear(64, 10)), flat, out=tmp_path / "flat", augment="crop", **QUICK)

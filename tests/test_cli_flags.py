@@ -186,7 +186,8 @@ def test_resume_refusal_names_only_flags_that_exist(command, tmp_path):
 STRINGS = {"model": "mlp", "data": "digits", "data_dir": "somewhere", "device": "cpu", "train.phase_schedule":
            "constant", "train.final_schedule": "step", "growth.seed_method": "random", "growth.rule": "random",
            "growth.scope": "layer", "stop.rule": "paper", "train.optimizer": "adamw",
-           "pruner": "synflow", "variant": "continue", "final_init": "rewind", "growth.init_scale": "fan-in"}
+           "pruner": "synflow", "variant": "continue", "final_init": "rewind", "growth.init_scale": "fan-in",
+           "augment": "crop"}
 
 
 def _other(path: str, fld: dataclasses.Field, kind: type):

@@ -36,7 +36,8 @@ class TensorSplit:
 class TensorLoader:
     """Batches of a TensorSplit on ``device``: shuffled with the CPU ``generator``, augmented on the device.
 
-    ``crop-flip``: random crop after 4-pixel zero padding, then a horizontal flip with probability 1/2.
+    ``crop-flip``: a random crop after zero padding of ``crop_pad`` pixels, then a horizontal flip with
+    probability 1/2; ``crop``: the crop alone.
     """
 
     def __init__(self, split: TensorSplit, batch_size: int, device: torch.device, *, shuffle: bool = False,
@@ -64,46 +65,36 @@ class TensorLoader:
             idx = rows[:, 0]
             x, y = self.x[idx], self.y[idx]
             if rows.shape[1] > 1:
-                x = _crop_flip(x, rows[:, 1:3], rows[:, 3].bool())
+                x = crop_flip(x, rows[:, 1:3], rows[:, 3].bool(), crop_pad(*x.shape[2:]))
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y
 
     def _epoch_plan(self) -> Tensor:
-        """One epoch on the device in one copy: per sample its index and, with crop-flip, its two crop offsets and
-        flip bit (int64 columns), drawn batch by batch from ``generator`` in the order of earlier versions."""
+        """One epoch on the device in one copy: per sample its index and, with crop-flip or crop, its two crop
+        offsets and flip bit (int64 columns; crop's are 0), drawn batch by batch from ``generator`` in the order of
+        earlier versions."""
         n = len(self.y)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         if self.world_size > 1:  # every rank draws the same permutation and keeps its own equal-sized shard
             order = order[: n - n % self.world_size][self.rank::self.world_size]
         order = order[: len(self) * self.batch_size]
         columns = [order[:, None]]
-        if self.augment == "crop-flip" and self.x.dim() == 4:
+        if self.augment in ("crop-flip", "crop") and self.x.dim() == 4:
             offsets, flips = [], []
+            pad = crop_pad(*self.x.shape[2:])
             for i in range(len(self)):
                 b = len(order[i * self.batch_size:(i + 1) * self.batch_size])
-                offsets.append(torch.randint(0, 2 * CROP_PAD + 1, (b, 2), generator=self.generator))
-                flips.append(torch.rand(b, generator=self.generator) < 0.5)
+                offsets.append(torch.randint(0, 2 * pad + 1, (b, 2), generator=self.generator))
+                if self.augment == "crop-flip":
+                    flips.append(torch.rand(b, generator=self.generator) < 0.5)
+                else:
+                    flips.append(torch.zeros(b, dtype=torch.bool))
             columns += [torch.cat(offsets), torch.cat(flips).long()[:, None]]
         plan = torch.cat(columns, dim=1)
         if self.device.type == "cuda":
             return plan.pin_memory().to(self.device, non_blocking=True)
         return plan.to(self.device)
-
-
-CROP_PAD = 4  # crop-flip's zero padding (pixels per side)
-
-
-def _crop_flip(x: Tensor, offsets: Tensor, flips: Tensor, pad: int = CROP_PAD) -> Tensor:
-    """Random crops of ``x`` (b, c, h, w) at ``offsets`` (b, 2) in its zero-padded copy, flipped where ``flips``."""
-    b, c, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    rows = offsets[:, 0:1] + torch.arange(h, device=x.device)  # (b, h)
-    cols = offsets[:, 1:2] + torch.arange(w, device=x.device)  # (b, w)
-    bidx = torch.arange(b, device=x.device)[:, None, None]
-    out = padded.permute(0, 2, 3, 1)[bidx, rows[:, :, None], cols[:, None, :]]  # (b, h, w, c)
-    out = out.permute(0, 3, 1, 2)
-    return torch.where(flips[:, None, None, None], out.flip(3), out)
 
 
 @dataclass
@@ -198,19 +189,27 @@ MIN_VAL_SAMPLES = 100
 
 
 def load_data(name: str, data_dir: str | None = None, *, val_fraction: float = 0.1,
-              max_train: int | None = None, min_val: int = 1, context: int | None = None) -> DataBundle:
+              max_train: int | None = None, min_val: int = 1, context: int | None = None,
+              augment: str = "auto") -> DataBundle:
     """Load data set ``name`` (``npz:PATH``, ``text:PATH``, ``folder:PATH``, or a registered name) and split off the
     validation set.
 
-    ``min_val``: the fewest validation samples accepted; ``context``: tokens per sample of a text data set.
+    ``min_val``: the fewest validation samples accepted; ``context``: tokens per sample of a text data set;
+    ``augment``: one of ``AUGMENTS``, what training sees of an image.
     """
+    check_augment(augment)
     factory, arg = _factory(name)
     kwargs: dict = {"data_dir": data_dir} if arg is None else {"data_dir": data_dir, "path": arg}
     if context is not None:
         if "context" not in inspect.signature(factory).parameters:
             raise PwmprError(f"--context applies to text data sets (pydoc-text, text:PATH), not {name!r}")
         kwargs["context"] = context
+    streamed_augment = "augment" in inspect.signature(factory).parameters  # an image folder builds its transforms
+    if streamed_augment:
+        kwargs["augment"] = augment
     bundle = factory(**kwargs)
+    if not streamed_augment:
+        set_augment(bundle, augment)
     if bundle.num_classes < 2:
         raise PwmprError(f"data set {bundle.name!r} has {bundle.num_classes} class; a classifier needs at least 2")
     if bundle.val_fixed:
@@ -308,3 +307,4 @@ def normalise(train: TensorSplit, *others: TensorSplit) -> None:
 
 # Importing the loaders fills DATASETS.
 from pwmpr.data import folder, npz, offline, own_folder, teacher, text, torchvision_any, torchvision_sets  # noqa: E402,F401
+from pwmpr.data.augment import AUGMENTS, check_augment, crop_flip, crop_pad, set_augment  # noqa: E402,F401

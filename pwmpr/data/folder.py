@@ -34,27 +34,39 @@ PREFETCH = 2  # batches each worker process prepares ahead (the DataLoader's def
 SHM_PATH = "/dev/shm"  # where worker processes hand their batches over (Docker's default size: 64 MB)
 
 
-def imagenet_transforms(size: int):
+def imagenet_transforms(size: int, augment: str = "crop-flip"):
     """(training, evaluation) transforms for Tiny ImageNet and ImageNet at ``size``: up to 64 px a crop from a
     4-pixel padding and a flip, and resize + centre crop; above, ImageNet's random resized crop and flip, and resize
-    + centre crop."""
+    + centre crop. ``augment`` (``pwmpr.data.AUGMENTS``): ``crop`` drops the flip, ``none`` trains on the
+    evaluation transform."""
     T = import_torchvision().transforms
     norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     if size <= 64:
-        return (T.Compose([T.RandomCrop(size, padding=4), T.RandomHorizontalFlip(), *norm]),
-                T.Compose([T.Resize(size), T.CenterCrop(size), *norm]))
-    return (T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *norm]),
-            T.Compose([T.Resize(int(size * 256 / 224)), T.CenterCrop(size), *norm]))
+        crop, evaluation = T.RandomCrop(size, padding=4), T.Compose([T.Resize(size), T.CenterCrop(size), *norm])
+    else:
+        crop, evaluation = T.RandomResizedCrop(size), T.Compose([T.Resize(int(size * 256 / 224)), T.CenterCrop(size),
+                                                                  *norm])
+    return training_transform([crop], norm, evaluation, augment), evaluation
 
 
-def _folder_bundle(name: str, data_dir: str | None, size: int, model: str) -> DataBundle:
+def training_transform(crop: list, rest: list, evaluation, augment: str):
+    """The training transform under ``augment`` (``pwmpr.data.AUGMENTS``; ``auto`` is ``crop-flip``): ``crop``
+    (the random crop steps) then a horizontal flip then ``rest``; the crop alone; or ``evaluation`` for ``none``."""
+    T = import_torchvision().transforms
+    if augment == "none":
+        return evaluation
+    flip = [T.RandomHorizontalFlip()] if augment in ("auto", "crop-flip") else []
+    return T.Compose([*crop, *flip, *rest])
+
+
+def _folder_bundle(name: str, data_dir: str | None, size: int, model: str, augment: str) -> DataBundle:
     if not data_dir:
         raise PwmprError(f"data set {name!r} needs --data-dir pointing at a folder with train/ and val/")
     root = Path(data_dir)
     if not (root / "train").is_dir() or not (root / "val").is_dir():
         raise PwmprError(f"data directory {root} must contain train/ and val/ folders for {name!r}")
     tv = import_torchvision()
-    train_tf, eval_tf = imagenet_transforms(size)
+    train_tf, eval_tf = imagenet_transforms(size, augment)
     train = image_folder(tv, root / "train", train_tf)
     train_eval = with_transform(train, eval_tf)  # one scan of the folder, two transforms
     test = test_folder(tv, root / "val", train, eval_tf)
@@ -318,12 +330,12 @@ def stream_loader(data, batch_size: int, device: torch.device, *, train: bool = 
 
 
 @DATASETS.register("tinyimagenet")
-def tinyimagenet(data_dir: str | None = None) -> DataBundle:
+def tinyimagenet(data_dir: str | None = None, augment: str = "auto") -> DataBundle:
     """Tiny ImageNet (200 classes, 64x64) from an image folder."""
-    return _folder_bundle("tinyimagenet", data_dir, 64, "resnet18")
+    return _folder_bundle("tinyimagenet", data_dir, 64, "resnet18", augment)
 
 
 @DATASETS.register("imagenet")
-def imagenet(data_dir: str | None = None) -> DataBundle:
+def imagenet(data_dir: str | None = None, augment: str = "auto") -> DataBundle:
     """ImageNet (1000 classes, 224x224) from an image folder."""
-    return _folder_bundle("imagenet", data_dir, 224, "resnet50")
+    return _folder_bundle("imagenet", data_dir, 224, "resnet50", augment)

@@ -17,6 +17,7 @@ import torch
 
 from pwmpr._tv_compat import import_torchvision
 from pwmpr.data import DATASETS, SPLIT_SEED, DataBundle, data_path
+from pwmpr.data.augment import crop_pad
 from pwmpr.data.folder import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -24,6 +25,7 @@ from pwmpr.data.folder import (
     imagenet_transforms,
     stream_loader,
     test_folder,
+    training_transform,
     with_transform,
 )
 from pwmpr.errors import PwmprError
@@ -84,7 +86,7 @@ def own_model(size: tuple[int, int] | int) -> str:
 
 
 @DATASETS.register("folder")
-def own_folder(data_dir: str | None = None, path: str = "") -> DataBundle:
+def own_folder(data_dir: str | None = None, path: str = "", augment: str = "auto") -> DataBundle:
     """``folder:PATH``: the user's images, one folder per class, at their own size (module docstring)."""
     root = data_path(path, data_dir)
     if not path or not root.is_dir():
@@ -97,7 +99,7 @@ def own_folder(data_dir: str | None = None, path: str = "") -> DataBundle:
     if len(found.classes) < 2:
         raise PwmprError(f"{train_root} has {len(found.classes)} class folder; a classifier needs at least 2")
     size, fixed = image_size([p for p, _ in found.samples])
-    train_tf, eval_tf = own_transforms(size, fixed)
+    train_tf, eval_tf = own_transforms(size, fixed, augment)
     train, train_eval = with_transform(found, train_tf), with_transform(found, eval_tf)  # one scan, two transforms
     shape = (3, *size) if fixed else (3, size, size)
     name = f"folder:{root}"
@@ -114,19 +116,21 @@ def own_folder(data_dir: str | None = None, path: str = "") -> DataBundle:
                       Subset(train_eval, keep), Subset(train_eval, held), make_loader=stream_loader)
 
 
-def own_transforms(size: int | tuple[int, int], fixed: bool):
+def own_transforms(size: int | tuple[int, int], fixed: bool, augment: str = "auto"):
     """(training, evaluation) transforms for ``folder:PATH``. Images that share one size (``fixed``, ``size`` their
-    (H, W)) are cropped from a padding of an eighth of their short side (CIFAR's 4 pixels at 32) and flipped for
-    training, and kept as they are for evaluation (any of another size centre-cropped or padded to it). Images of
-    mixed sizes are resized to ``size`` on their short side first, then treated as ``imagenet_transforms`` treats
-    Tiny ImageNet (up to 64 px) or ImageNet (above)."""
+    (H, W)) are cropped from a padding of an eighth of their short side (``crop_pad``) and flipped for training,
+    and kept as they are for evaluation (any of another size centre-cropped or padded to it). Images of mixed sizes
+    are resized to ``size`` on their short side first, then treated as ``imagenet_transforms`` treats Tiny ImageNet
+    (up to 64 px) or ImageNet (above). ``augment`` (``pwmpr.data.AUGMENTS``): ``crop`` never flips, ``none``
+    trains on the evaluation transform."""
     T = import_torchvision().transforms
     norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     if fixed:  # an image of another size that the sample missed is padded or cropped to the shared one
-        pad = max(1, min(size) // 8)
-        return (T.Compose([T.RandomCrop(size, padding=pad, pad_if_needed=True), T.RandomHorizontalFlip(), *norm]),
-                T.Compose([T.CenterCrop(size), *norm]))
+        evaluation = T.Compose([T.CenterCrop(size), *norm])
+        crop = [T.RandomCrop(size, padding=crop_pad(*size), pad_if_needed=True)]
+        return training_transform(crop, norm, evaluation, augment), evaluation
     if size <= 64:
-        return (T.Compose([T.Resize(size), T.RandomCrop(size, padding=4), T.RandomHorizontalFlip(), *norm]),
-                T.Compose([T.Resize(size), T.CenterCrop(size), *norm]))
-    return imagenet_transforms(size)
+        evaluation = T.Compose([T.Resize(size), T.CenterCrop(size), *norm])
+        return training_transform([T.Resize(size), T.RandomCrop(size, padding=4)], norm, evaluation, augment), \
+            evaluation
+    return imagenet_transforms(size, augment)

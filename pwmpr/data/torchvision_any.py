@@ -246,7 +246,7 @@ def _length(dataset) -> int:
 
 
 @DATASETS.register("torchvision")
-def torchvision_dataset(data_dir: str | None = None, path: str = "") -> DataBundle:
+def torchvision_dataset(data_dir: str | None = None, path: str = "", augment: str = "auto") -> DataBundle:
     """``torchvision:NAME``: torchvision's image-classification data set class NAME (module docstring)."""
     cls = _class(path)
     root = Path(data_dir or "data")
@@ -255,9 +255,8 @@ def torchvision_dataset(data_dir: str | None = None, path: str = "") -> DataBund
     if _length(train) < 3:
         raise PwmprError(f"torchvision's {cls.__name__} holds {len(train)} training sample(s): too few to train on")
     size, fixed = _size(train)
-    train_tf, eval_tf = own_transforms(size, fixed)
-    train_tf.transforms.insert(0, RGB())
-    eval_tf.transforms.insert(0, RGB())
+    T = import_torchvision().transforms
+    train_tf, eval_tf = (T.Compose([RGB(), *tf.transforms]) for tf in own_transforms(size, fixed, augment))
     shape = (3, *size) if fixed else (3, size, size)
     num_classes = _classes(train, test)
     name = f"torchvision:{cls.__name__}"

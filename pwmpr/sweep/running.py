@@ -123,7 +123,7 @@ def prepare(cfg: SweepConfig):
     base = cfg.base
     resolve_device(base.device)
     bundle = load_data(base.data, base.data_dir, val_fraction=base.val_fraction, max_train=base.max_train,
-                       min_val=MIN_VAL_SAMPLES, context=base.context)
+                       min_val=MIN_VAL_SAMPLES, context=base.context, augment=base.augment)
     model = base.model if base.model != "auto" else bundle.auto_model()
     shape = tuple(bundle.input_shape)
     create_model(model, bundle.num_classes, shape)
