@@ -14,7 +14,7 @@ from pwmpr.errors import PwmprError
 #: The RunConfig fields a sweep takes a flag for (the rest of its base config is RunConfig's defaults).
 SWEEP_FLAGS = config_flags(only=["model", "data", "data_dir", "final_epochs", "train.batch_size", "train.lr",
                                  "train.optimizer", "train.weight_decay", "val_fraction", "max_train", "context",
-                                 "device", "growth.init_scale"],
+                                 "device", "growth.init_scale", "augment"],
                            names={"final_epochs": "epochs"}, helps={"final_epochs": "Epochs of each run."})
 
 

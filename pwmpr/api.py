@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from pwmpr import rundir
 from pwmpr.config import RunConfig, section_field
-from pwmpr.data import MIN_VAL_SAMPLES, DataBundle, TensorSplit, _split_validation
+from pwmpr.data import MIN_VAL_SAMPLES, DataBundle, TensorSplit, _split_validation, set_augment
 from pwmpr.data.folder import stream_loader
 from pwmpr.errors import PwmprError
 from pwmpr.masks import MaskSet
@@ -136,6 +136,7 @@ def _grow_module(model, train, *, val, test, num_classes, input_shape, out, conf
     elif cfg.max_train is not None:
         bundle.train = _head(bundle.train, cfg.max_train)
     _check_labels(bundle, classes)
+    set_augment(bundle, cfg.augment)
 
     if isinstance(model, str):
         cfg.model = model

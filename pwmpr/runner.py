@@ -18,7 +18,7 @@ import torch
 from pwmpr import checkpoint, dist, rundir
 from pwmpr.config import RunConfig
 from pwmpr.cost import phase_cost, training_flops
-from pwmpr.data import MIN_VAL_SAMPLES, DataBundle, load_data, set_augment
+from pwmpr.data import MIN_VAL_SAMPLES, DataBundle, load_data
 from pwmpr.errors import PwmprError
 from pwmpr.final_training import pack_start, start_final_training, train_final, unpack_start
 from pwmpr.graph.mask_hold import check_masks_hold
@@ -60,8 +60,6 @@ class PhaseLoop:
         self.bundle: DataBundle = bundle if bundle is not None else load_data(
             cfg.data, cfg.data_dir, val_fraction=cfg.val_fraction, max_train=cfg.max_train, min_val=MIN_VAL_SAMPLES,
             context=cfg.context, augment=cfg.augment)
-        if bundle is not None:
-            set_augment(self.bundle, cfg.augment)
         self.bundle.workers = cfg.workers
         if cfg.model == "auto":
             cfg.model = self.bundle.auto_model()

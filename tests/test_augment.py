@@ -91,8 +91,9 @@ def test_load_data_sets_a_tensor_data_sets_augmentation_and_refuses_crops_of_non
 def test_a_streamed_bundle_keeps_its_own_loader_s_augmentation():
     streamed = DataBundle("mine", 2, (3, 8, 8), "cnn", [0] * 10, [0] * 2, [0] * 2, make_loader=lambda *a, **k: [])
     set_augment(streamed, "auto")  # nothing asked: nothing to refuse
-    with pytest.raises(PwmprError, match="streamed by its own loader"):
-        set_augment(streamed, "crop")
+    for mode in ("crop", "none"):  # its transforms decide, whatever the mode
+        with pytest.raises(PwmprError, match="streamed by its own loader"):
+            set_augment(streamed, mode)
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +149,24 @@ def test_the_flag_reaches_the_run_folder_and_a_bad_value_is_one_line(tmp_path):
     assert result.output.strip().splitlines() == [
         "error: --augment must be one of auto, crop-flip, crop, none, got 'mirror'"]
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_sweep_over_an_image_folder_trains_every_point_under_the_mode(digits_folder, tmp_path):
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(app, ["sweep", "--data", f"folder:{digits_folder}", "--model", "cnn",
+                                      "--augment", "crop", "--densities", "0.5", "--seeds", "0", "--epochs", "1",
+                                      "--val-fraction", "0.5", "--batch-size", "64", "--device", "cpu", "-q",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    configs = [json.loads(p.read_text()) for p in out.rglob("config.json")]
+    assert configs and {c["augment"] for c in configs} == {"crop"}
+
+
+def test_an_unknown_mode_is_refused_by_the_transform_builder_too():
+    from pwmpr.data.folder import training_transform
+
+    with pytest.raises(ValueError, match="augment must be auto, crop-flip, crop or none, got 'mirror'"):
+        training_transform([], [], None, "mirror")
 
 
 def test_a_config_written_before_the_option_reads_as_auto():

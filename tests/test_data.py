@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pwmpr.data import TensorLoader, TensorSplit, load_data
+from pwmpr.data import TensorLoader, TensorSplit, crop_pad, load_data
 from pwmpr.errors import PwmprError
 
 
@@ -95,8 +95,9 @@ def test_crop_flip_gives_shifted_or_flipped_crops_of_the_padded_image():
     loader = TensorLoader(TensorSplit(x, torch.zeros(16, dtype=torch.long)), 16, torch.device("cpu"), shuffle=True,
                           augment="crop-flip", generator=torch.Generator().manual_seed(0))
     (batch, _), = list(loader)
-    padded = torch.nn.functional.pad(x[0], (4, 4, 4, 4))
-    crops = [padded[:, i:i + 6, j:j + 6] for i in range(9) for j in range(9)]
+    pad = crop_pad(6, 6)  # an eighth of the side, at least 1
+    padded = torch.nn.functional.pad(x[0], (pad, pad, pad, pad))
+    crops = [padded[:, i:i + 6, j:j + 6] for i in range(2 * pad + 1) for j in range(2 * pad + 1)]
     crops += [c.flip(2) for c in crops]
     for img in batch:
         assert any(torch.equal(img, c) for c in crops)

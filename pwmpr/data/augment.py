@@ -9,8 +9,9 @@ from torch import Tensor
 from pwmpr.data import DataBundle, TensorSplit
 from pwmpr.errors import PwmprError
 
-#: ``--augment``: what training sees of an image. ``auto`` is the data set's own choice (crop-flip for CIFAR and
-#: image folders, none for the rest); ``crop`` crops as crop-flip does and never mirrors (digits, letters, signs).
+#: ``--augment``: what training sees of an image. ``auto`` is the data set's own choice (crop-flip for CIFAR, image
+#: folders and torchvision:NAME, none for the rest); ``crop`` crops as crop-flip does and never mirrors (digits,
+#: letters, signs).
 AUGMENTS = ("auto", "crop-flip", "crop", "none")
 
 
@@ -34,14 +35,17 @@ def crop_flip(x: Tensor, offsets: Tensor, flips: Tensor, pad: int) -> Tensor:
 
 def set_augment(bundle: DataBundle, augment: str) -> None:
     """Train ``bundle`` (held as tensors) with ``augment`` instead of its own choice (``auto`` keeps that); crops
-    need images (N, C, H, W). A streamed bundle's loader builds its augmentation, so only ``auto`` applies."""
+    need images (N, C, H, W). A streamed bundle's loader builds its augmentation (``load_data`` hands the mode to
+    the loaders that stream image folders), so only ``auto`` applies here."""
     check_augment(augment)
-    if augment == "auto" or augment == bundle.augment:
+    if augment == "auto":
         return
     train = bundle.train
     if not isinstance(train, TensorSplit):
         raise PwmprError(f"--augment {augment}: data set {bundle.name!r} is streamed by its own loader, which "
                          "decides its augmentation; leave --augment at auto")
+    if augment == bundle.augment:
+        return
     if augment != "none" and (train.x.dim() != 4 or not train.x.is_floating_point()):
         what = "token ids" if not train.x.is_floating_point() else f"samples of shape {tuple(train.x.shape[1:])}"
         raise PwmprError(f"--augment {augment} crops images (channels, height, width), but data set "

@@ -55,6 +55,8 @@ def training_transform(crop: list, rest: list, evaluation, augment: str):
     T = import_torchvision().transforms
     if augment == "none":
         return evaluation
+    if augment not in ("auto", "crop-flip", "crop"):
+        raise ValueError(f"augment must be auto, crop-flip, crop or none, got {augment!r}")
     flip = [T.RandomHorizontalFlip()] if augment in ("auto", "crop-flip") else []
     return T.Compose([*crop, *flip, *rest])
 
