@@ -259,7 +259,8 @@ class RunConfig:
                     "your own factory function(num_classes, input_shape) -> nn.Module.", registry="pwmpr:MODELS")
     data: str = _f("mnist5k", "Data set: one of {names} (npz as npz:PATH, an array file; folder as folder:PATH, "
                    "your images in one folder per class, under train/ and test/ (or val/, valid/) or not split; "
-                   "torchvision as torchvision:NAME, any image-classification data set torchvision ships; text as "
+                   "torchvision as torchvision:NAME, any image-classification data set torchvision ships, with "
+                   "its own arguments as torchvision:NAME:KEY=VALUE,...; text as "
                    "text:PATH, a UTF-8 file or folder of byte tokens; mnist5k, digits and pydoc-text need no "
                    "download).",
                    registry="pwmpr.data:DATASETS")

@@ -221,6 +221,9 @@ CASES = [
          "less than one window of 1000001 bytes"),
     Case("context-for-images", "grow", "`--context` with a data set that is not text",
          lambda t, r: ["--data", "digits", "--context", "32"], "--context applies to text data sets"),
+    Case("torchvision-unknown-argument", "grow", "`--data torchvision:FakeData:colour=3` (an argument the class "
+         "does not take)", lambda t, r: ["--data", "torchvision:FakeData:colour=3"],
+         "torchvision's FakeData takes no argument 'colour'; it takes image_size, num_classes"),
     Case("augment-unknown", "grow", "`--augment mirror` (not a mode)", lambda t, r: ["--augment", "mirror"],
          "--augment must be one of auto, crop-flip, crop, none, got 'mirror'"),
     Case("augment-crop-features", "grow", "`--augment crop` on features, not images",

@@ -87,13 +87,47 @@ def test_a_data_set_with_one_split_holds_out_a_fixed_fifth():
     [
         ("Fashion", "torchvision has no data set 'Fashion'"),
         ("", "torchvision has no data set ''"),
-        ("EMNIST", "EMNIST needs split, which --data cannot pass"),
+        ("EMNIST", r"EMNIST needs split: pass it as --data torchvision:EMNIST:split=VALUE"),
+        ("FakeData:size", r"'size' is not KEY=VALUE; pass constructor arguments as torchvision:FakeData:KEY=VALUE"),
+        ("FakeData:root=elsewhere", "pwmpr sets root itself"),
+        ("FakeData:train=false", "pwmpr sets train itself"),
+        ("FakeData:colour=3", r"FakeData takes no argument 'colour'; it takes image_size, num_classes, "
+                              r"random_offset, size"),
+        ("FakeData:size=5,size=6", "size is given twice"),
+        ("EMNIST:split=greek", r"cannot load torchvision's EMNIST: Unknown value 'greek' for argument split"),
         ("CocoDetection", "needs annFile"),
     ],
 )
 def test_what_torchvision_cannot_give_is_one_line_errors(name, message):
     with pytest.raises(PwmprError, match=message):
         load_data(f"torchvision:{name}")
+
+
+def test_constructor_arguments_follow_the_name(tmp_path):
+    # EMNIST's letters (labels 1..26 of 27 classes, "N/A" first) made of the digits, labelled 1..10, in its raw files
+    raw = tmp_path / "EMNIST" / "raw"
+    raw.mkdir(parents=True)
+    d = load_digits()
+    images, labels = (d.images * 255 / 16).astype(np.uint8), (d.target + 1).astype(np.uint8)
+    test = np.arange(len(labels)) % 5 == 0
+    for part, keep in (("train", ~test), ("test", test)):
+        _idx(raw / f"emnist-letters-{part}-images-idx3-ubyte", images[keep])
+        _idx(raw / f"emnist-letters-{part}-labels-idx1-ubyte", labels[keep])
+    b = load_data("torchvision:emnist:split=letters", str(tmp_path))
+    assert b.name == "torchvision:EMNIST:split=letters" and b.num_classes == 27
+    assert len(b.test) == 360 and len(b.train) + len(b.val) == 1437  # train=True/False: its own test split
+    assert [b.test[i][1] for i in range(3)] == [1, 6, 1]  # digits 0, 5, 0 (images 0, 5, 10), as letters 1, 6, 1
+    # numbers are read as numbers: FakeData of 50 images of 3 classes
+    f = load_data("torchvision:FakeData:size=50,num_classes=3,random_offset=7")
+    assert f.name == "torchvision:FakeData:size=50,num_classes=3,random_offset=7"
+    assert len(f.test) == 10 and len(f.train) + len(f.val) == 40 and f.num_classes == 3
+
+
+def test_values_are_read_as_booleans_none_and_numbers_else_as_text():
+    from pwmpr.data.torchvision_any import _literal
+
+    assert [_literal(t) for t in ("true", "False", "None", "3", "0.5", "1e3", "letters")] == \
+        [True, False, None, 3, 0.5, 1000.0, "letters"]
 
 
 def test_a_data_set_whose_targets_are_not_class_numbers_is_refused(monkeypatch):
@@ -106,7 +140,7 @@ def test_a_data_set_whose_targets_are_not_class_numbers_is_refused(monkeypatch):
         def __getitem__(self, i):
             return Image.new("RGB", (8, 8)), {"boxes": []}
 
-    monkeypatch.setattr(torchvision_any, "_splits", lambda cls, root, download: (Boxes(), None))
+    monkeypatch.setattr(torchvision_any, "_splits", lambda cls, root, download, given: (Boxes(), None))
     with pytest.raises(PwmprError, match="gives dict targets, not class numbers"):
         load_data("torchvision:FakeData")
 
@@ -115,7 +149,8 @@ def test_a_data_set_of_tensors_rather_than_images_is_refused(monkeypatch):
     from pwmpr.data import torchvision_any
 
     monkeypatch.setattr(torchvision_any, "_splits",
-                        lambda cls, root, download: ([(torch.zeros(3, 8, 8), 0), (torch.ones(3, 8, 8), 1)] * 3, None))
+                        lambda cls, root, download, given: ([(torch.zeros(3, 8, 8), 0),
+                                                             (torch.ones(3, 8, 8), 1)] * 3, None))
     with pytest.raises(PwmprError, match="gives Tensor samples, not images"):
         load_data("torchvision:FakeData")
 
@@ -132,7 +167,7 @@ def test_one_label_everywhere_is_refused(monkeypatch):
         def __getitem__(self, i):
             return Image.new("RGB", (8, 8)), 0
 
-    monkeypatch.setattr(torchvision_any, "_splits", lambda cls, root, download: (Same(), None))
+    monkeypatch.setattr(torchvision_any, "_splits", lambda cls, root, download, given: (Same(), None))
     with pytest.raises(PwmprError, match="at least 2 classes"):
         load_data("torchvision:FakeData")
 
@@ -221,6 +256,12 @@ def test_a_data_set_without_a_train_split_trains_on_its_default_split(fake, tmp_
     fake.SPLITS = ("all", "val")  # Places365: train-standard (its default), val, test
     b = load_data("torchvision:Fake", str(tmp_path), val_fraction=0.2)
     assert len(b.train) + len(b.val) == 40 and len(b.test) == 6
+
+
+def test_a_split_given_after_the_name_is_the_one_trained_on_with_a_fifth_held_out(fake, tmp_path):
+    b = load_data("torchvision:Fake:split=all", str(tmp_path), val_fraction=0.25)
+    assert b.name == "torchvision:Fake:split=all"
+    assert len(b.test) == 8 and len(b.train) + len(b.val) == 32  # all 40, not the train split's 20
 
 
 def test_a_download_flag_counts_where_kwargs_hand_it_to_a_base_class():

@@ -1,13 +1,15 @@
-"""``torchvision:NAME``: any image-classification data set torchvision ships (FashionMNIST, KMNIST, SVHN, STL10,
-GTSRB, Flowers102, EuroSAT, ...), by its class name, streamed as ``folder:PATH`` streams a user's folder.
+"""``torchvision:NAME``: any image-classification data set torchvision ships (FashionMNIST, KMNIST, SVHN, STL10, GTSRB,
+Flowers102, EuroSAT, ...), by its class name, streamed as ``folder:PATH`` streams a user's folder.
 
-Its splits come from its constructor: ``train=True/False``, or ``split=`` the first of ``train``, ``trainval`` (else
-its default) and the first of ``test``, ``val``, ``valid`` it accepts whose samples have labels of classes the
-training split has; a data set with neither, or with no such test split, holds out a fixed 20% of its training
-split as the test split. It is read from the files under ``--data-dir`` (``data/``), and downloaded there only
-where they are missing, the class can download and the network allows; under torchrun rank 0 alone downloads.
-Images are read in RGB at their own size, or resized as ``folder:PATH`` resizes images of mixed sizes
-(``pwmpr.data.own_folder``).
+Arguments of its own are passed after the name, ``torchvision:EMNIST:split=letters`` (``KEY=VALUE`` pairs joined by
+commas; true/false, none and numbers are read as such); pwmpr sets ``root``, ``train``, ``download`` and the
+transforms itself. Its splits come from its constructor: ``train=True/False``, or ``split=`` (unless given) the first
+of ``train``, ``trainval`` (else its default) and the first of ``test``, ``val``, ``valid`` it accepts whose samples
+have labels of classes the training split has; a data set with neither, or with no such test split, holds out a fixed
+20% of its training split as the test split. It is read from the files under ``--data-dir`` (``data/``), and
+downloaded there only where they are missing, the class can download and the network allows; under torchrun rank 0
+alone downloads. Images are read in RGB at their own size, or resized as ``folder:PATH`` resizes images of mixed
+sizes (``pwmpr.data.own_folder``).
 """
 
 from __future__ import annotations
@@ -73,16 +75,71 @@ def _class(name: str):
     return getattr(tv.datasets, names[name.lower()])
 
 
+def _parameters(cls) -> dict[str, inspect.Parameter]:
+    """The named parameters ``cls`` takes: its constructor's, and where that has ``**kwargs``, those of its base
+    classes' ``__init__`` (EMNIST's ``train`` and ``download``, handed to MNIST; ImageNet's go to ImageFolder)."""
+    def named(signature: inspect.Signature) -> dict[str, inspect.Parameter]:
+        return {n: p for n, p in signature.parameters.items()
+                if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+    own = inspect.signature(cls)
+    params = named(own)
+    if any(p.kind is p.VAR_KEYWORD for p in own.parameters.values()):
+        for base in cls.__mro__[1:]:
+            if base is not object and "__init__" in vars(base):
+                for n, p in named(inspect.signature(base.__init__)).items():
+                    params.setdefault(n, p)
+    return params
+
+
 def _downloads(cls) -> bool:
     """Whether ``cls`` takes a download flag: its own, or one its ``**kwargs`` hand to a base class (QMNIST's to
     MNIST; ImageNet's go to ImageFolder, which has none)."""
-    params = inspect.signature(cls).parameters
-    if "download" in params:
-        return True
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return False
-    return any("download" in inspect.signature(base.__init__).parameters
-               for base in cls.__mro__[1:] if "__init__" in vars(base))
+    return "download" in _parameters(cls)
+
+
+#: Constructor arguments pwmpr sets itself, which ``torchvision:NAME:KEY=VALUE`` cannot.
+SET_BY_PWMPR = ("root", "train", "download", "transform", "target_transform", "transforms", "loader",
+                "is_valid_file")
+
+
+def _literal(text: str):
+    """A ``KEY=VALUE`` value: true/false, none, a whole number, a number, else the text itself."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low == "none":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _arguments(cls, text: str) -> dict:
+    """The constructor arguments ``KEY=VALUE,KEY=VALUE`` of ``torchvision:NAME:KEY=VALUE,...`` for ``cls``, or a
+    PwmprError for a pair that is not one, an argument ``cls`` does not take, or one pwmpr sets itself."""
+    given: dict = {}
+    if not text:
+        return given
+    params = _parameters(cls)
+    for item in text.split(","):
+        key, eq, value = (part.strip() for part in item.partition("="))
+        if not eq or not key or not value:
+            raise PwmprError(f"torchvision:{cls.__name__}:{text}: {item.strip()!r} is not KEY=VALUE; pass "
+                             f"constructor arguments as torchvision:{cls.__name__}:KEY=VALUE,KEY=VALUE")
+        if key in SET_BY_PWMPR:
+            raise PwmprError(f"torchvision:{cls.__name__}: pwmpr sets {key} itself (its splits, files and transforms)"
+                             "; pass only the data set's own choices")
+        if key not in params:
+            takes = ", ".join(sorted(n for n in params if n not in SET_BY_PWMPR)) or "nothing else"
+            raise PwmprError(f"torchvision's {cls.__name__} takes no argument {key!r}; it takes {takes}")
+        if key in given:
+            raise PwmprError(f"torchvision:{cls.__name__}:{text}: {key} is given twice")
+        given[key] = _literal(value)
+    return given
 
 
 def _reason(exc: BaseException) -> str:
@@ -90,12 +147,12 @@ def _reason(exc: BaseException) -> str:
     return re.sub(r"\.?\s*You can use download=True.*$", "", first_line(exc)).rstrip(":. ")
 
 
-def _open(cls, root: Path, download: bool, **split):
-    """``cls(root, **split)`` (no root for a data set that reads no files) from the files already there, else,
-    where ``download`` and the class take a download flag, downloading them; None when ``split`` names a split it
-    lacks."""
+def _open(cls, root: Path, download: bool, given: dict, **split):
+    """``cls(root, **given, **split)`` (no root for a data set that reads no files) from the files already there,
+    else, where ``download`` and the class take a download flag, downloading them; None when ``split`` names a split
+    it lacks."""
     params = inspect.signature(cls).parameters
-    kwargs = {**split, **({"root": str(root)} if "root" in params else {})}  # FakeData makes its images up
+    kwargs = {**given, **split, **({"root": str(root)} if "root" in params else {})}  # FakeData makes images up
     try:
         return cls(**kwargs)
     except ValueError as exc:  # torchvision's verify_str_arg: an unknown split value
@@ -124,27 +181,31 @@ def _open(cls, root: Path, download: bool, **split):
                          f"(--data-dir) as torchvision lays them out") from None
 
 
-def _splits(cls, root: Path, download: bool):
-    """(training split, test split or None) of ``cls`` by its constructor's parameters (module docstring)."""
-    params = inspect.signature(cls).parameters
-    required = [p.name for p in params.values() if p.name != "root" and p.default is inspect.Parameter.empty
-                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+def _splits(cls, root: Path, download: bool, given: dict):
+    """(training split, test split or None) of ``cls`` by its constructor's parameters (module docstring), with
+    the arguments ``given`` (``torchvision:NAME:KEY=VALUE``); a ``split`` given there is the user's, not chosen."""
+    params = _parameters(cls)
+    required = [n for n, p in params.items() if n != "root" and n not in given
+                and p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     if required:  # EMNIST's split, say: a choice of classes, not of a train or test split
-        raise PwmprError(f"torchvision's {cls.__name__} needs {', '.join(required)}, which --data cannot pass; "
-                         f"build it yourself and grow on it with the Python API (pwmpr.grow_module)")
+        raise PwmprError(f"torchvision's {cls.__name__} needs {', '.join(required)}: pass "
+                         f"{'it' if len(required) == 1 else 'them'} as --data torchvision:{cls.__name__}:"
+                         + ",".join(f"{n}=VALUE" for n in required))
     if "train" in params:
-        train = _open(cls, root, download, train=True)
-        return train, _test_split(cls, train, [("its test split", lambda: _open(cls, root, download, train=False))])
-    if "split" not in params:
-        return _open(cls, root, download), None
-    train = next((d for d in (_open(cls, root, download, split=n) for n in TRAIN_SPLITS) if d is not None), None)
+        train = _open(cls, root, download, given, train=True)
+        return train, _test_split(cls, train, [("its test split",
+                                                lambda: _open(cls, root, download, given, train=False))])
+    if "split" not in params or "split" in given:
+        return _open(cls, root, download, given), None
+    train = next((d for d in (_open(cls, root, download, given, split=n) for n in TRAIN_SPLITS) if d is not None),
+                 None)
     default = params["split"].default
     if train is None and isinstance(default, str) and default not in TEST_SPLITS:  # Places365's train-standard
-        train = _open(cls, root, download, split=default)
+        train = _open(cls, root, download, given, split=default)
     if train is None:
         raise PwmprError(f"torchvision's {cls.__name__} has no split named {' or '.join(TRAIN_SPLITS)} to train "
                          f"on; build it yourself and grow on it with the Python API (pwmpr.grow_module)")
-    tries = [(f"its split {n!r}", lambda n=n: _open(cls, root, download, split=n)) for n in TEST_SPLITS]
+    tries = [(f"its split {n!r}", lambda n=n: _open(cls, root, download, given, split=n)) for n in TEST_SPLITS]
     return train, _test_split(cls, train, tries)
 
 
@@ -247,11 +308,14 @@ def _length(dataset) -> int:
 
 @DATASETS.register("torchvision")
 def torchvision_dataset(data_dir: str | None = None, path: str = "", augment: str = "auto") -> DataBundle:
-    """``torchvision:NAME``: torchvision's image-classification data set class NAME (module docstring)."""
-    cls = _class(path)
+    """``torchvision:NAME[:KEY=VALUE,...]``: torchvision's image-classification data set class NAME, built with
+    those constructor arguments (module docstring)."""
+    class_name, _, arg_text = path.partition(":")
+    cls = _class(class_name)
+    given = _arguments(cls, arg_text)
     root = Path(data_dir or "data")
-    opened = dist.on_primary(lambda: _splits(cls, root, True), f"downloading {cls.__name__}", share=False)
-    train, test = opened if dist.is_primary() else _splits(cls, root, False)
+    opened = dist.on_primary(lambda: _splits(cls, root, True, given), f"downloading {cls.__name__}", share=False)
+    train, test = opened if dist.is_primary() else _splits(cls, root, False, given)
     if _length(train) < 3:
         raise PwmprError(f"torchvision's {cls.__name__} holds {len(train)} training sample(s): too few to train on")
     size, fixed = _size(train)
@@ -259,7 +323,7 @@ def torchvision_dataset(data_dir: str | None = None, path: str = "", augment: st
     train_tf, eval_tf = (T.Compose([RGB(), *tf.transforms]) for tf in own_transforms(size, fixed, augment))
     shape = (3, *size) if fixed else (3, size, size)
     num_classes = _classes(train, test)
-    name = f"torchvision:{cls.__name__}"
+    name = f"torchvision:{cls.__name__}" + (":" + ",".join(f"{k}={v}" for k, v in given.items()) if given else "")
     if test is not None:
         return DataBundle(name, num_classes, shape, own_model(size), _Transformed(train, train_tf),
                           _Transformed(train, eval_tf), _Transformed(test, eval_tf), make_loader=stream_loader)
