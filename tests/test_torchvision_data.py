@@ -11,6 +11,7 @@ from PIL import Image
 from runfiles import grow_and_export
 from sklearn.datasets import load_digits
 
+from pwmpr._tv_compat import import_torchvision
 from pwmpr.data import load_data
 from pwmpr.errors import PwmprError
 
@@ -89,8 +90,10 @@ def test_a_data_set_with_one_split_holds_out_a_fixed_fifth():
         ("", "torchvision has no data set ''"),
         ("EMNIST", r"EMNIST needs split: pass it as --data torchvision:EMNIST:split=VALUE"),
         ("FakeData:size", r"'size' is not KEY=VALUE; pass constructor arguments as torchvision:FakeData:KEY=VALUE"),
-        ("FakeData:root=elsewhere", "pwmpr sets root itself"),
-        ("FakeData:train=false", "pwmpr sets train itself"),
+        ("EMNIST:root=elsewhere", "pwmpr decides root itself"),
+        ("EMNIST:train=false", "pwmpr decides train itself"),
+        ("FakeData:root=elsewhere", "FakeData takes no argument 'root'"),
+        ("SUN397:split=train", "SUN397 takes no argument 'split'; it takes no arguments of its own"),
         ("FakeData:colour=3", r"FakeData takes no argument 'colour'; it takes image_size, num_classes, "
                               r"random_offset, size"),
         ("FakeData:size=5,size=6", "size is given twice"),
@@ -124,10 +127,22 @@ def test_constructor_arguments_follow_the_name(tmp_path):
 
 
 def test_values_are_read_as_booleans_none_and_numbers_else_as_text():
-    from pwmpr.data.torchvision_any import _literal
+    from pwmpr.data.torchvision_any import _arguments, _literal
 
     assert [_literal(t) for t in ("true", "False", "None", "3", "0.5", "1e3", "letters")] == \
         [True, False, None, 3, 0.5, 1000.0, "letters"]
+    inaturalist = import_torchvision().datasets.INaturalist  # version: "2021_train" by default, or "2017"...
+    assert _arguments(inaturalist, "version=2019") == {"version": "2019"}  # text, as the parameter takes
+
+
+def test_only_arguments_handed_on_through_kwargs_count_as_a_base_class_s():
+    from pwmpr.data.torchvision_any import _parameters
+
+    tv = import_torchvision()
+    assert {"train", "download", "split"} <= set(_parameters(tv.datasets.EMNIST))  # MNIST's, through **kwargs
+    # ImageNet's **kwargs reach ImageFolder, whose __init__ takes no **kwargs: DatasetFolder's extensions never come
+    assert set(_parameters(tv.datasets.ImageNet)) == {"root", "split", "transform", "target_transform", "loader",
+                                                     "is_valid_file", "allow_empty"}
 
 
 def test_a_data_set_whose_targets_are_not_class_numbers_is_refused(monkeypatch):
@@ -179,6 +194,7 @@ class _Fake(torch.utils.data.Dataset):
 
     classes = ["a", "b"]
     FILES, DOWNLOADS, TEST_LABELS, NEW_CLASSES, SPLITS = True, False, True, False, ("all", "train", "val")
+    SAME = False  # its val split is its train split (QMNIST's train flag, overridden by a given `what`)
     downloads: list[str] = []
 
     def __init__(self, root, split="all", transform=None, download=False):
@@ -191,7 +207,7 @@ class _Fake(torch.utils.data.Dataset):
             type(self).FILES = True
         if not self.FILES:
             raise RuntimeError("Dataset not found. You can use download=True to download it")
-        self.split = split
+        self.split = "train" if self.SAME and split == "val" else split
 
     def __len__(self):
         return {"all": 40, "train": 20, "val": 6, "test": 5}[self.split]
@@ -243,6 +259,14 @@ def test_a_test_split_of_classes_the_training_split_lacks_gives_way_to_a_held_ou
     with caplog.at_level("WARNING", logger="pwmpr.data.torchvision_any"):
         b = load_data("torchvision:Fake", str(tmp_path), val_fraction=0.25)
     assert len(b.test) == 4 and "holds classes its training split lacks" in caplog.text
+
+
+def test_a_test_split_that_holds_the_training_samples_gives_way_to_a_held_out_fifth(fake, tmp_path, caplog):
+    fake.SAME = True
+    with caplog.at_level("WARNING", logger="pwmpr.data.torchvision_any"):
+        b = load_data("torchvision:Fake", str(tmp_path), val_fraction=0.25)
+    assert len(b.test) == 4 and len(b.train) + len(b.val) == 16
+    assert "its split 'val' is the training split itself" in caplog.text
 
 
 def test_an_unlabelled_test_split_gives_way_to_a_labelled_val_split(fake, tmp_path, caplog):

@@ -2,11 +2,12 @@
 Flowers102, EuroSAT, ...), by its class name, streamed as ``folder:PATH`` streams a user's folder.
 
 Arguments of its own are passed after the name, ``torchvision:EMNIST:split=letters`` (``KEY=VALUE`` pairs joined by
-commas; true/false, none and numbers are read as such); pwmpr sets ``root``, ``train``, ``download`` and the
-transforms itself. Its splits come from its constructor: ``train=True/False``, or ``split=`` (unless given) the first
-of ``train``, ``trainval`` (else its default) and the first of ``test``, ``val``, ``valid`` it accepts whose samples
-have labels of classes the training split has; a data set with neither, or with no such test split, holds out a fixed
-20% of its training split as the test split. It is read from the files under ``--data-dir`` (``data/``), and
+commas, a value holding no comma; true/false, none and numbers are read as such, except for a parameter that takes
+text); pwmpr decides ``root``, ``train``, ``download`` and the transforms itself. Its splits come from its
+constructor: ``train=True/False``, or ``split=`` (unless given) the first of ``train``, ``trainval`` (else its
+default) and the first of ``test``, ``val``, ``valid`` it accepts whose samples have labels of classes the training
+split has and are not the training samples themselves; a data set with neither, or with no such test split, holds out
+a fixed 20% of its training split as the test split. It is read from the files under ``--data-dir`` (``data/``), and
 downloaded there only where they are missing, the class can download and the network allows; under torchrun rank 0
 alone downloads. Images are read in RGB at their own size, or resized as ``folder:PATH`` resizes images of mixed
 sizes (``pwmpr.data.own_folder``).
@@ -82,13 +83,16 @@ def _parameters(cls) -> dict[str, inspect.Parameter]:
         return {n: p for n, p in signature.parameters.items()
                 if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
-    own = inspect.signature(cls)
-    params = named(own)
-    if any(p.kind is p.VAR_KEYWORD for p in own.parameters.values()):
-        for base in cls.__mro__[1:]:
-            if base is not object and "__init__" in vars(base):
-                for n, p in named(inspect.signature(base.__init__)).items():
-                    params.setdefault(n, p)
+    signature = inspect.signature(cls)
+    params = named(signature)
+    for base in cls.__mro__[1:]:  # each base's __init__ in turn, while the one before hands **kwargs on
+        if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+            break
+        if base is object or "__init__" not in vars(base):
+            continue
+        signature = inspect.signature(base.__init__)
+        for n, p in named(signature).items():
+            params.setdefault(n, p)
     return params
 
 
@@ -103,8 +107,11 @@ SET_BY_PWMPR = ("root", "train", "download", "transform", "target_transform", "t
                 "is_valid_file")
 
 
-def _literal(text: str):
-    """A ``KEY=VALUE`` value: true/false, none, a whole number, a number, else the text itself."""
+def _literal(text: str, param: inspect.Parameter | None = None):
+    """A ``KEY=VALUE`` value: the text itself for a parameter whose default or annotation is text (INaturalist's
+    ``version=2019``), else true/false, none, a whole number, a number, or the text itself."""
+    if param is not None and (isinstance(param.default, str) or param.annotation in (str, "str")):
+        return text
     low = text.lower()
     if low in ("true", "false"):
         return low == "true"
@@ -130,15 +137,16 @@ def _arguments(cls, text: str) -> dict:
         if not eq or not key or not value:
             raise PwmprError(f"torchvision:{cls.__name__}:{text}: {item.strip()!r} is not KEY=VALUE; pass "
                              f"constructor arguments as torchvision:{cls.__name__}:KEY=VALUE,KEY=VALUE")
-        if key in SET_BY_PWMPR:
-            raise PwmprError(f"torchvision:{cls.__name__}: pwmpr sets {key} itself (its splits, files and transforms)"
-                             "; pass only the data set's own choices")
         if key not in params:
-            takes = ", ".join(sorted(n for n in params if n not in SET_BY_PWMPR)) or "nothing else"
-            raise PwmprError(f"torchvision's {cls.__name__} takes no argument {key!r}; it takes {takes}")
+            takes = ", ".join(sorted(n for n in params if n not in SET_BY_PWMPR))
+            raise PwmprError(f"torchvision's {cls.__name__} takes no argument {key!r}; "
+                             + (f"it takes {takes}" if takes else "it takes no arguments of its own"))
+        if key in SET_BY_PWMPR:
+            raise PwmprError(f"torchvision:{cls.__name__}: pwmpr decides {key} itself (its splits, files and "
+                             "transforms); pass only the data set's own choices")
         if key in given:
             raise PwmprError(f"torchvision:{cls.__name__}:{text}: {key} is given twice")
-        given[key] = _literal(value)
+        given[key] = _literal(value, params[key])
     return given
 
 
@@ -226,6 +234,8 @@ def _test_split(cls, train, tries):
             why = "has no labels"
         elif not set(_labels(test)) <= set(_labels(train)):  # LFWPeople's test people are not its training people
             why = "holds classes its training split lacks"
+        elif _same_samples(train, test):  # QMNIST's given `what` overrides its train flag
+            why = "is the training split itself"
         else:
             return test
         log.warning("torchvision's %s: %s %s, so it is not the test split", cls.__name__, what, why)
@@ -233,6 +243,20 @@ def _test_split(cls, train, tries):
         log.warning("torchvision's %s: a fixed %d%% of its training split is held out as the test split",
                     cls.__name__, round(100 * TEST_SHARE))
     return None
+
+
+def _same_samples(a, b) -> bool:
+    """Whether data sets ``a`` and ``b`` hold the same samples: as many, and equal images and labels at up to
+    ``SIZE_SAMPLE`` indices spread over them."""
+    import numpy as np
+
+    if len(a) != len(b):
+        return False
+    for i in spread(range(len(a))):
+        (xa, ya), (xb, yb) = _read(a, i)[:2], _read(b, i)[:2]
+        if ya != yb or not np.array_equal(np.asarray(xa), np.asarray(xb)):
+            return False
+    return True
 
 
 def _read(dataset, index: int):
