@@ -145,6 +145,39 @@ def test_only_arguments_handed_on_through_kwargs_count_as_a_base_class_s():
                                                      "is_valid_file", "allow_empty"}
 
 
+class _Kept(torch.utils.data.Dataset):
+    """A data set of 300 images that keeps its labels in lists of its own, and counts the samples read."""
+
+    def __init__(self, labels: list[int], **lists) -> None:
+        self._truth, self.reads = dict(enumerate(labels)), 0  # a mapping: no label list of its own
+        for name, value in lists.items():
+            setattr(self, name, value)
+
+    def __len__(self) -> int:
+        return len(self._truth)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return Image.new("RGB", (4, 4)), self._truth[i]
+
+
+def test_labels_come_from_a_list_the_data_set_keeps_once_the_samples_confirm_it():
+    from pwmpr.data.torchvision_any import _labels
+
+    truth = [(7 * i) % 5 for i in range(300)]
+    # Caltech's layout: the image numbers (index, which the samples contradict) beside the labels (y)
+    caltech = _Kept(truth, index=list(range(1, 301)), y=list(truth))
+    assert _labels(caltech) == truth and caltech.reads <= 64  # a sample of the images, not all 300
+    # Omniglot's: (file name, class) pairs
+    omniglot = _Kept(truth, _flat_character_images=[(f"{i}.png", y) for i, y in enumerate(truth)])
+    assert _labels(omniglot) == truth and omniglot.reads <= 64
+    # a list that disagrees with the samples at one index is not the labels: every sample is read instead
+    wrong = list(truth)
+    wrong[299] = (wrong[299] + 1) % 5  # the last index is among those read
+    stale = _Kept(truth, y=wrong)
+    assert _labels(stale) == truth and stale.reads >= 300
+
+
 def test_a_data_set_whose_targets_are_not_class_numbers_is_refused(monkeypatch):
     from pwmpr.data import torchvision_any
 

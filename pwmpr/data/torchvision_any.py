@@ -296,17 +296,41 @@ def _labelled(dataset) -> bool:
     return all(_is_label(_read(dataset, i)[1]) for i in spread(range(len(dataset))))
 
 
+#: Where torchvision data sets usually keep their labels, tried first by ``_labels``.
+LABEL_LISTS = ("targets", "labels", "_labels", "samples", "_samples", "y")
+
+
 def _labels(dataset) -> list[int]:
-    """Every label of ``dataset``: from its label list where torchvision keeps one, else read sample by sample."""
-    for attr in ("targets", "labels", "_labels"):
-        labels = getattr(dataset, attr, None)
-        if labels is not None and len(labels) == len(dataset) and all(_is_label(y) for y in labels):
-            return [int(label) for label in labels]
-    for attr in ("samples", "_samples"):
-        samples = getattr(dataset, attr, None)
-        if isinstance(samples, list) and len(samples) == len(dataset) and all(_is_label(x[1]) for x in samples):
-            return [int(sample[1]) for sample in samples]
-    return [int(_read(dataset, i)[1]) for i in range(len(dataset))]
+    """Every label of ``dataset``: from a list it keeps of one class number per sample (an attribute, or one position
+    of the tuples it keeps per sample: Caltech's ``y``, Omniglot's ``(name, class)`` pairs) that gives the labels of
+    the samples read at up to ``SIZE_SAMPLE`` indices spread over it; else read sample by sample (slow: images are
+    decoded)."""
+    n = len(dataset)
+    read: dict[int, object] = {}
+    for labels in _label_lists(dataset, n):
+        if not read:
+            read = {i: _read(dataset, i)[1] for i in spread(range(n))}
+        if all(_is_label(y) and int(y) == labels[i] for i, y in read.items()):
+            return labels
+    return [int(_read(dataset, i)[1]) for i in range(n)]
+
+
+def _label_lists(dataset, n: int):
+    """The lists of ``n`` class numbers ``dataset`` keeps among its attributes, the ``LABEL_LISTS`` names first:
+    a list of class numbers, or each position of a list of tuples that holds one at every row."""
+    found = vars(dataset) if hasattr(dataset, "__dict__") else {}
+    names = [a for a in LABEL_LISTS if a in found] + sorted(a for a in found if a not in LABEL_LISTS)
+    for name in names:
+        value = found[name]
+        if n == 0 or isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__") or len(value) != n:
+            continue
+        first = value[0]
+        if isinstance(first, (tuple, list)):
+            for k in range(len(first)):
+                if all(isinstance(row, (tuple, list)) and len(row) > k and _is_label(row[k]) for row in value):
+                    yield [int(row[k]) for row in value]
+        elif all(_is_label(y) for y in value):
+            yield [int(y) for y in value]
 
 
 def _classes(dataset, test) -> int:
