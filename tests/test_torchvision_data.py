@@ -127,21 +127,21 @@ def test_constructor_arguments_follow_the_name(tmp_path):
 
 
 def test_values_are_read_as_booleans_none_and_numbers_else_as_text():
-    from pwmpr.data.torchvision_any import _arguments, _literal
+    from pwmpr.data.torchvision_args import arguments, literal
 
-    assert [_literal(t) for t in ("true", "False", "None", "3", "0.5", "1e3", "letters")] == \
+    assert [literal(t) for t in ("true", "False", "None", "3", "0.5", "1e3", "letters")] == \
         [True, False, None, 3, 0.5, 1000.0, "letters"]
     inaturalist = import_torchvision().datasets.INaturalist  # version: "2021_train" by default, or "2017"...
-    assert _arguments(inaturalist, "version=2019") == {"version": "2019"}  # text, as the parameter takes
+    assert arguments(inaturalist, "version=2019") == {"version": "2019"}  # text, as the parameter takes
 
 
 def test_only_arguments_handed_on_through_kwargs_count_as_a_base_class_s():
-    from pwmpr.data.torchvision_any import _parameters
+    from pwmpr.data.torchvision_args import parameters
 
     tv = import_torchvision()
-    assert {"train", "download", "split"} <= set(_parameters(tv.datasets.EMNIST))  # MNIST's, through **kwargs
+    assert {"train", "download", "split"} <= set(parameters(tv.datasets.EMNIST))  # MNIST's, through **kwargs
     # ImageNet's **kwargs reach ImageFolder, whose __init__ takes no **kwargs: DatasetFolder's extensions never come
-    assert set(_parameters(tv.datasets.ImageNet)) == {"root", "split", "transform", "target_transform", "loader",
+    assert set(parameters(tv.datasets.ImageNet)) == {"root", "split", "transform", "target_transform", "loader",
                                                      "is_valid_file", "allow_empty"}
 
 
@@ -323,11 +323,11 @@ def test_a_split_given_after_the_name_is_the_one_trained_on_with_a_fifth_held_ou
 
 def test_a_download_flag_counts_where_kwargs_hand_it_to_a_base_class():
     from pwmpr._tv_compat import import_torchvision
-    from pwmpr.data.torchvision_any import _downloads
+    from pwmpr.data.torchvision_args import downloads
 
     tv = import_torchvision()
-    assert _downloads(tv.datasets.FashionMNIST) and _downloads(tv.datasets.QMNIST)  # QMNIST's **kwargs to MNIST
-    assert not _downloads(tv.datasets.ImageNet)  # its **kwargs go to ImageFolder, which cannot download
+    assert downloads(tv.datasets.FashionMNIST) and downloads(tv.datasets.QMNIST)  # QMNIST's **kwargs to MNIST
+    assert not downloads(tv.datasets.ImageNet)  # its **kwargs go to ImageFolder, which cannot download
 
 
 def test_a_missing_package_and_a_base_class_are_one_line(monkeypatch):

@@ -28,6 +28,7 @@ from pwmpr._tv_compat import import_torchvision
 from pwmpr.data import DATASETS, DataBundle
 from pwmpr.data.folder import stream_loader
 from pwmpr.data.own_folder import TEST_SHARE, held_out, own_model, own_transforms, shared_size, spread
+from pwmpr.data.torchvision_args import arguments, downloads, parameters
 from pwmpr.errors import PwmprError
 from pwmpr.probe import first_line
 
@@ -76,80 +77,6 @@ def _class(name: str):
     return getattr(tv.datasets, names[name.lower()])
 
 
-def _parameters(cls) -> dict[str, inspect.Parameter]:
-    """The named parameters ``cls`` takes: its constructor's, and where that has ``**kwargs``, those of its base
-    classes' ``__init__`` (EMNIST's ``train`` and ``download``, handed to MNIST; ImageNet's go to ImageFolder)."""
-    def named(signature: inspect.Signature) -> dict[str, inspect.Parameter]:
-        return {n: p for n, p in signature.parameters.items()
-                if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-
-    signature = inspect.signature(cls)
-    params = named(signature)
-    for base in cls.__mro__[1:]:  # each base's __init__ in turn, while the one before hands **kwargs on
-        if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
-            break
-        if base is object or "__init__" not in vars(base):
-            continue
-        signature = inspect.signature(base.__init__)
-        for n, p in named(signature).items():
-            params.setdefault(n, p)
-    return params
-
-
-def _downloads(cls) -> bool:
-    """Whether ``cls`` takes a download flag: its own, or one its ``**kwargs`` hand to a base class (QMNIST's to
-    MNIST; ImageNet's go to ImageFolder, which has none)."""
-    return "download" in _parameters(cls)
-
-
-#: Constructor arguments pwmpr sets itself, which ``torchvision:NAME:KEY=VALUE`` cannot.
-SET_BY_PWMPR = ("root", "train", "download", "transform", "target_transform", "transforms", "loader",
-                "is_valid_file")
-
-
-def _literal(text: str, param: inspect.Parameter | None = None):
-    """A ``KEY=VALUE`` value: the text itself for a parameter whose default or annotation is text (INaturalist's
-    ``version=2019``), else true/false, none, a whole number, a number, or the text itself."""
-    if param is not None and (isinstance(param.default, str) or param.annotation in (str, "str")):
-        return text
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low == "none":
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-def _arguments(cls, text: str) -> dict:
-    """The constructor arguments ``KEY=VALUE,KEY=VALUE`` of ``torchvision:NAME:KEY=VALUE,...`` for ``cls``, or a
-    PwmprError for a pair that is not one, an argument ``cls`` does not take, or one pwmpr sets itself."""
-    given: dict = {}
-    if not text:
-        return given
-    params = _parameters(cls)
-    for item in text.split(","):
-        key, eq, value = (part.strip() for part in item.partition("="))
-        if not eq or not key or not value:
-            raise PwmprError(f"torchvision:{cls.__name__}:{text}: {item.strip()!r} is not KEY=VALUE; pass "
-                             f"constructor arguments as torchvision:{cls.__name__}:KEY=VALUE,KEY=VALUE")
-        if key not in params:
-            takes = ", ".join(sorted(n for n in params if n not in SET_BY_PWMPR))
-            raise PwmprError(f"torchvision's {cls.__name__} takes no argument {key!r}; "
-                             + (f"it takes {takes}" if takes else "it takes no arguments of its own"))
-        if key in SET_BY_PWMPR:
-            raise PwmprError(f"torchvision:{cls.__name__}: pwmpr decides {key} itself (its splits, files and "
-                             "transforms); pass only the data set's own choices")
-        if key in given:
-            raise PwmprError(f"torchvision:{cls.__name__}:{text}: {key} is given twice")
-        given[key] = _literal(value, params[key])
-    return given
-
-
 def _reason(exc: BaseException) -> str:
     """``exc``'s first line without torchvision's advice to pass download=True, which --data users cannot act on."""
     return re.sub(r"\.?\s*You can use download=True.*$", "", first_line(exc)).rstrip(":. ")
@@ -175,7 +102,7 @@ def _open(cls, root: Path, download: bool, given: dict, **split):
         if "install" in missing.lower():  # StanfordCars' scipy, PCAM's h5py
             raise PwmprError(f"torchvision's {cls.__name__} needs a package that is not installed: {missing}") \
                 from None
-        if not (download and _downloads(cls)):
+        if not (download and downloads(cls)):
             raise PwmprError(f"cannot load torchvision's {cls.__name__} from {root} ({missing}); put its files under "
                              f"{root} (--data-dir) as torchvision lays them out") from None
     except Exception as exc:  # a data set's own code: whatever it raises is one line, never a traceback
@@ -192,7 +119,7 @@ def _open(cls, root: Path, download: bool, given: dict, **split):
 def _splits(cls, root: Path, download: bool, given: dict):
     """(training split, test split or None) of ``cls`` by its constructor's parameters (module docstring), with
     the arguments ``given`` (``torchvision:NAME:KEY=VALUE``); a ``split`` given there is the user's, not chosen."""
-    params = _parameters(cls)
+    params = parameters(cls)
     required = [n for n, p in params.items() if n != "root" and n not in given
                 and p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     if required:  # EMNIST's split, say: a choice of classes, not of a train or test split
@@ -360,7 +287,7 @@ def torchvision_dataset(data_dir: str | None = None, path: str = "", augment: st
     those constructor arguments (module docstring)."""
     class_name, _, arg_text = path.partition(":")
     cls = _class(class_name)
-    given = _arguments(cls, arg_text)
+    given = arguments(cls, arg_text)
     root = Path(data_dir or "data")
     opened = dist.on_primary(lambda: _splits(cls, root, True, given), f"downloading {cls.__name__}", share=False)
     train, test = opened if dist.is_primary() else _splits(cls, root, False, given)
