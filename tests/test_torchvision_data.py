@@ -178,6 +178,24 @@ def test_labels_come_from_a_list_the_data_set_keeps_once_the_samples_confirm_it(
     assert _labels(stale) == truth and stale.reads >= 300
 
 
+def test_odd_attributes_are_no_label_lists_and_break_nothing():
+    from pwmpr.data.torchvision_any import _labels
+
+    truth = [i % 3 for i in range(100)]
+    odd = _Kept(truth, scalar=np.array(5), ids=set(range(100)), kind=int, name="x" * 100)
+    assert _labels(odd) == truth and odd.reads >= 100  # nothing there is a label list: every sample is read
+
+
+def test_labels_outside_the_named_classes_are_one_line(monkeypatch):
+    from pwmpr.data.torchvision_any import _classes
+
+    named = _Kept([-1] * 50, classes=["a", "b", "c"])  # STL10's unlabeled split: every label -1
+    with pytest.raises(PwmprError, match=r"names 3 classes but gives label\(s\) -1: a classifier needs class "
+                                         r"numbers 0..2 \(an unlabelled split, say\)"):
+        _classes(named, None)
+    assert _classes(_Kept([i % 3 for i in range(50)], classes=["a", "b", "c"]), None) == 3
+
+
 def test_a_data_set_whose_targets_are_not_class_numbers_is_refused(monkeypatch):
     from pwmpr.data import torchvision_any
 

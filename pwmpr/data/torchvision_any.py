@@ -147,6 +147,7 @@ def _splits(cls, root: Path, download: bool, given: dict):
 def _test_split(cls, train, tries):
     """The first of ``tries`` ((what, opener) pairs) that opens a test split with samples, labels, and no class the
     training split lacks; None (a held-out fifth instead) when none does, saying why for each that opened."""
+    train_classes: set[int] | None = None  # read once, when a test split first needs it
     for what, opener in tries:
         try:
             test = opener()
@@ -159,10 +160,10 @@ def _test_split(cls, train, tries):
             why = "is empty"
         elif not _labelled(test):
             why = "has no labels"
-        elif not set(_labels(test)) <= set(_labels(train)):  # LFWPeople's test people are not its training people
-            why = "holds classes its training split lacks"
         elif _same_samples(train, test):  # QMNIST's given `what` overrides its train flag
             why = "is the training split itself"
+        elif not set(_labels(test)) <= (train_classes := train_classes or set(_labels(train))):
+            why = "holds classes its training split lacks"  # LFWPeople's test people are not its training people
         else:
             return test
         log.warning("torchvision's %s: %s %s, so it is not the test split", cls.__name__, what, why)
@@ -245,13 +246,16 @@ def _labels(dataset) -> list[int]:
 def _label_lists(dataset, n: int):
     """The lists of ``n`` class numbers ``dataset`` keeps among its attributes, the ``LABEL_LISTS`` names first:
     a list of class numbers, or each position of a list of tuples that holds one at every row."""
-    found = vars(dataset) if hasattr(dataset, "__dict__") else {}
+    found = getattr(dataset, "__dict__", {})
     names = [a for a in LABEL_LISTS if a in found] + sorted(a for a in found if a not in LABEL_LISTS)
     for name in names:
         value = found[name]
-        if n == 0 or isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__") or len(value) != n:
+        try:
+            if len(value) != n:
+                continue
+            first = value[0]
+        except (TypeError, KeyError, IndexError):  # no length (a 0-d array), or no order (a set)
             continue
-        first = value[0]
         if isinstance(first, (tuple, list)):
             for k in range(len(first)):
                 if all(isinstance(row, (tuple, list)) and len(row) > k and _is_label(row[k]) for row in value):
@@ -264,6 +268,12 @@ def _classes(dataset, test) -> int:
     """The class count: the data set's ``classes`` list, else the largest label of either split + 1."""
     named = getattr(dataset, "classes", None)
     if isinstance(named, (list, tuple)) and len(named) >= 2:
+        seen = {int(_read(dataset, i)[1]) for i in spread(range(len(dataset)))}  # labelled: _size checked them
+        outside = sorted(y for y in seen if not 0 <= y < len(named))
+        if outside:  # STL10's unlabeled split: -1
+            raise PwmprError(f"torchvision's {type(dataset).__name__} names {len(named)} classes but gives label(s) "
+                             f"{', '.join(map(str, outside[:3]))}: a classifier needs class numbers 0.."
+                             f"{len(named) - 1} (an unlabelled split, say)")
         return len(named)
     labels = _labels(dataset) + (_labels(test) if test is not None else [])
     if min(labels) < 0 or len(set(labels)) < 2:
