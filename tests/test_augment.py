@@ -165,7 +165,7 @@ def test_a_sweep_over_an_image_folder_trains_every_point_under_the_mode(digits_f
 def test_an_unknown_mode_is_refused_by_the_transform_builder_too():
     from pwmpr.data.folder import training_transform
 
-    with pytest.raises(ValueError, match="augment must be auto, crop-flip, crop or none, got 'mirror'"):
+    with pytest.raises(PwmprError, match="--augment must be one of auto, crop-flip, crop, none, got 'mirror'"):
         training_transform([], [], None, "mirror")
 
 

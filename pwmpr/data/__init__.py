@@ -200,11 +200,12 @@ def load_data(name: str, data_dir: str | None = None, *, val_fraction: float = 0
     check_augment(augment)
     factory, arg = _factory(name)
     kwargs: dict = {"data_dir": data_dir} if arg is None else {"data_dir": data_dir, "path": arg}
+    takes = inspect.signature(factory).parameters
     if context is not None:
-        if "context" not in inspect.signature(factory).parameters:
+        if "context" not in takes:
             raise PwmprError(f"--context applies to text data sets (pydoc-text, text:PATH), not {name!r}")
         kwargs["context"] = context
-    streamed_augment = "augment" in inspect.signature(factory).parameters  # an image folder builds its transforms
+    streamed_augment = "augment" in takes  # an image folder builds its transforms
     if streamed_augment:
         kwargs["augment"] = augment
     bundle = factory(**kwargs)

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from pwmpr._tv_compat import import_torchvision
 from pwmpr.data import DATASETS, DataBundle
+from pwmpr.data.augment import check_augment
 from pwmpr.errors import PwmprError
 from pwmpr.probe import first_line
 
@@ -53,10 +54,9 @@ def training_transform(crop: list, rest: list, evaluation, augment: str):
     """The training transform under ``augment`` (``pwmpr.data.AUGMENTS``; ``auto`` is ``crop-flip``): ``crop``
     (the random crop steps) then a horizontal flip then ``rest``; the crop alone; or ``evaluation`` for ``none``."""
     T = import_torchvision().transforms
+    check_augment(augment)
     if augment == "none":
         return evaluation
-    if augment not in ("auto", "crop-flip", "crop"):
-        raise ValueError(f"augment must be auto, crop-flip, crop or none, got {augment!r}")
     flip = [T.RandomHorizontalFlip()] if augment in ("auto", "crop-flip") else []
     return T.Compose([*crop, *flip, *rest])
 
